@@ -1,0 +1,1 @@
+//! Criterion benchmarks for the workspace; see `benches/`.

@@ -1,0 +1,242 @@
+//! Node addresses: parsing `host:port`, `redis://host:port` and `rediss://host:port`.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+use crate::error::{ConfigError, Problem};
+
+/// The port a node listens on when its address gives none, as in Redis.
+pub(crate) const DEFAULT_PORT: u16 = 6379;
+
+/// The address of one Redis node.
+///
+/// Displays as `host:port` (`[v6]:port` for an IPv6 address), which is also the form `FromStr`
+/// accepts, alongside `redis://host:port`.
+///
+/// ```
+/// use cluster_config::NodeAddr;
+///
+/// let node: NodeAddr = "redis://10.0.0.7:7001".parse()?;
+/// assert_eq!((node.host(), node.port()), ("10.0.0.7", 7001));
+/// assert_eq!(node.to_string(), "10.0.0.7:7001");
+/// assert_eq!("[::1]:7000".parse::<NodeAddr>()?.host(), "::1");
+/// # Ok::<(), cluster_config::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    host: String,
+    port: u16,
+}
+
+impl NodeAddr {
+    /// An address from a host name or IP address (IPv6 without brackets) and a port, as a node reports
+    /// them in `CLUSTER SHARDS`. It is not validated: the server said so.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self { host: host.into(), port }
+    }
+
+    /// The host name or IP address, IPv6 without brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The host as fred wants it: fred resolves `format!("{host}:{port}")`, so an IPv6 address needs its
+    /// brackets.
+    pub(crate) fn fred_host(&self) -> String {
+        if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() }
+    }
+
+    /// The key used to spot duplicates: host names are case-insensitive.
+    pub(crate) fn identity(&self) -> (String, u16) {
+        (self.host.to_ascii_lowercase(), self.port)
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for NodeAddr {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match parse_node(s) {
+            Ok((node, Scheme::Plain)) => Ok(node),
+            Ok((_, Scheme::Tls)) => Err(ConfigError::Invalid {
+                problems: vec![Problem::general(format!(
+                    "node `{}` uses rediss://, which a bare address cannot carry; give `host:port`",
+                    s.trim()
+                ))],
+            }),
+            Err(message) => Err(ConfigError::Invalid { problems: vec![Problem::general(message)] }),
+        }
+    }
+}
+
+/// Whether a node address asked for TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `host:port` or `redis://`.
+    Plain,
+    /// `rediss://`.
+    Tls,
+}
+
+/// Parses one entry of a node list. The message of an error names the entry but never repeats
+/// anything that looks like credentials.
+pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
+    let entry = entry.trim();
+    if entry.is_empty() {
+        return Err("an entry is empty; remove the doubled or trailing comma".to_owned());
+    }
+    if entry.contains('@') {
+        // Whatever precedes the '@' is probably a password, so the entry is not repeated.
+        return Err("an entry carries credentials (`user:password@`); move them to REDIS_USERNAME and \
+                    REDIS_PASSWORD, which are kept secret"
+            .to_owned());
+    }
+    let (scheme, rest) = match entry.split_once("://") {
+        None => (Scheme::Plain, entry),
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "redis" => (Scheme::Plain, rest),
+            "rediss" => (Scheme::Tls, rest),
+            _ => {
+                return Err(format!(
+                    "`{entry}` has scheme `{scheme}://`; accepted are `host:port`, `redis://host:port` and \
+                     `rediss://host:port`"
+                ));
+            }
+        },
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "`{entry}` has a path or query; give only `host:port` (cluster mode has no database to select)"
+        ));
+    }
+    let (host, port) = split_host_port(entry, rest)?;
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(port) => parse_port(entry, port)?,
+    };
+    Ok((NodeAddr { host, port }, scheme))
+}
+
+fn split_host_port<'a>(entry: &str, rest: &'a str) -> Result<(String, Option<&'a str>), String> {
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return Err(format!("`{entry}` opens `[` without closing it; write IPv6 as `[::1]:6379`"));
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("`{entry}` has `{host}` in brackets, which is not an IPv6 address"));
+        }
+        return match after {
+            "" => Ok((host.to_owned(), None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host.to_owned(), Some(port))),
+                None => Err(format!("`{entry}` has `{after}` after the IPv6 address; expected `:port`")),
+            },
+        };
+    }
+    if rest.matches(':').count() > 1 {
+        return Err(format!("`{entry}` looks like an IPv6 address; put it in brackets, as in `[::1]:6379`"));
+    }
+    let (host, port) = match rest.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    if host.is_empty() {
+        return Err(format!("`{entry}` has no host; write `host:port`"));
+    }
+    if let Some(bad) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        return Err(format!(
+            "`{entry}` has host `{host}` with the character {bad:?}; a host is a DNS name or an IP address"
+        ));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn parse_port(entry: &str, port: &str) -> Result<u16, String> {
+    match port.parse::<u16>() {
+        Ok(0) => Err(format!("`{entry}` has port 0, which no server listens on; use 1 to 65535")),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("`{entry}` has port `{port}`, which is not a number from 1 to 65535")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(entry: &str, expected: Result<(&str, u16, Scheme), &str>) {
+        let actual = parse_node(entry);
+        match (actual, expected) {
+            (Ok((node, scheme)), Ok((host, port, want_scheme))) => {
+                assert_eq!((node.host(), node.port(), scheme), (host, port, want_scheme), "{entry}");
+            }
+            (Err(message), Err(fragment)) => {
+                assert!(message.contains(fragment), "{entry}: `{message}` lacks `{fragment}`");
+            }
+            (actual, expected) => panic!("{entry}: got {actual:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_node_entries() {
+        check("127.0.0.1:7000", Ok(("127.0.0.1", 7000, Scheme::Plain)));
+        check("  cache-1.internal:6380 ", Ok(("cache-1.internal", 6380, Scheme::Plain)));
+        check("host", Ok(("host", 6379, Scheme::Plain)));
+        check("redis://host:7001", Ok(("host", 7001, Scheme::Plain)));
+        check("REDIS://host:7001/", Ok(("host", 7001, Scheme::Plain)));
+        check("rediss://host", Ok(("host", 6379, Scheme::Tls)));
+        check("[::1]:7000", Ok(("::1", 7000, Scheme::Plain)));
+        check("redis://[fe80::1]", Ok(("fe80::1", 6379, Scheme::Plain)));
+        check("", Err("empty"));
+        check("host:0", Err("port 0"));
+        check("host:65536", Err("not a number from 1 to 65535"));
+        check("host:abc", Err("port `abc`"));
+        check("host:", Err("port ``"));
+        check(":7000", Err("no host"));
+        check("my host:7000", Err("' '"));
+        check("::1:7000", Err("brackets"));
+        check("[::1:7000", Err("without closing"));
+        check("[nope]:7000", Err("not an IPv6 address"));
+        check("[::1]x", Err("expected `:port`"));
+        check("http://host:80", Err("scheme `http://`"));
+        check("redis-cluster://host:80", Err("scheme `redis-cluster://`"));
+        check("redis://host:7000/1", Err("path or query"));
+        check("redis://host:7000?node=a", Err("path or query"));
+    }
+
+    #[test]
+    fn credentials_are_refused_without_being_repeated() {
+        for entry in ["redis://user:canary-91@host:7000", "user:canary-91@host:7000", ":canary-91@h"] {
+            let message = parse_node(entry).err().unwrap_or_default();
+            assert!(message.contains("REDIS_PASSWORD"), "{entry}: {message}");
+            assert!(!message.contains("canary-91"), "{entry}: {message}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for entry in ["h:1", "10.1.2.3:65535", "[::1]:7000", "[2001:db8::7]:6379"] {
+            let node: NodeAddr = entry.parse().expect(entry);
+            assert_eq!(node.to_string(), entry);
+        }
+        assert_eq!(NodeAddr::new("::1", 7).fred_host(), "[::1]");
+        assert_eq!(NodeAddr::new("h", 7).fred_host(), "h");
+        assert!("rediss://h:1".parse::<NodeAddr>().is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! Parsing the merged layers into a [`ClusterConfig`], collecting every problem on the way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::error::{ConfigError, Origin, Problem};
+use crate::fields::{self, Field};
+use crate::node::{NodeAddr, Scheme, parse_node};
+use crate::secret::{Password, REDACTED};
+use crate::settings::{
+    ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, RetryConfig, ShardingConfig,
+    ShardingStrategy, Timeouts, accepted,
+};
+use crate::sources::{Merged, Raw};
+
+/// Redis refuses strings above 512 MiB (`proto-max-bulk-len`), so larger limits are mistakes.
+const REDIS_MAX_BULK_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Parses and checks every setting, then the rules between settings; returns every problem at once.
+pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<ClusterConfig, ConfigError> {
+    let mut r = Reader { merged, problems };
+    let nodes = r.nodes();
+    let mode = r.choice(&fields::MODE, Mode::parse, Mode::ACCEPTED);
+    let sharding_enabled = r.boolean(&fields::SHARDING_ENABLED);
+    let strategy = r.choice(&fields::SHARDING_STRATEGY, ShardingStrategy::parse, ShardingStrategy::ACCEPTED);
+    let pool_size = r.uint(&fields::POOL_SIZE, 1..=1024, "connections per node");
+    let max_retries = r.u32(&fields::MAX_RETRIES, 0, "retries");
+    let initial_delay = r.millis(&fields::RETRY_INITIAL_DELAY);
+    let max_delay = r.millis(&fields::RETRY_MAX_DELAY);
+    let multiplier = r.u32(&fields::RETRY_BACKOFF_MULTIPLIER, 1, "(a whole factor: fred's backoff base is an integer)");
+    let read_key_max_retries = r.u32(&fields::READ_KEY_MAX_RETRIES, 0, "retries");
+    let command = r.millis(&fields::COMMAND_TIMEOUT);
+    let connect = r.millis(&fields::CONNECT_TIMEOUT);
+    let unresponsive = r.millis(&fields::UNRESPONSIVE_TIMEOUT);
+    let topology_refresh = r.millis(&fields::TOPOLOGY_REFRESH);
+    let replica_mode = r.choice(&fields::REPLICA_READS, ReplicaReadMode::parse, ReplicaReadMode::ACCEPTED);
+    let max_lag = r.uint(&fields::MAX_REPLICA_LAG, 0..=u64::from(u32::MAX), "milliseconds").map(Duration::from_millis);
+    let key_max = r.uint(&fields::KEY_MAX_BYTES, 1..=REDIS_MAX_BULK_BYTES, "bytes (512 MiB is Redis's limit)");
+    let value_max = r.uint(&fields::VALUE_MAX_BYTES, 1..=REDIS_MAX_BULK_BYTES, "bytes (512 MiB is Redis's limit)");
+    let health = r.millis(&fields::HEALTH_INTERVAL);
+    let metrics_enabled = r.boolean(&fields::METRICS_ENABLED);
+    let metrics_listen = r.socket_addr(&fields::METRICS_LISTEN);
+    let username = r.username();
+    let password = r.password();
+    let tls_flag = r.boolean(&fields::TLS);
+
+    // Rules between settings run only on settings that parsed, so one typo yields one problem.
+    if let Some((nodes, schemes)) = &nodes {
+        r.node_rules(nodes, schemes, tls_flag, mode, sharding_enabled);
+    }
+    if let (Some(initial), Some(max)) = (initial_delay, max_delay) {
+        if initial > max {
+        r.problem(
+            &fields::RETRY_INITIAL_DELAY,
+            format!(
+                "the initial delay {} ms is above the max delay {} ms ({} / `{}`); lower one or raise the other",
+                initial.as_millis(),
+                max.as_millis(),
+                fields::RETRY_MAX_DELAY.env,
+                fields::RETRY_MAX_DELAY.key
+            ),
+        );
+        }
+    }
+    if let (Some(command), Some(unresponsive)) = (command, unresponsive) {
+        if unresponsive < command {
+        r.problem(
+            &fields::UNRESPONSIVE_TIMEOUT,
+            format!(
+                "{} ms is below the command timeout of {} ms ({} / `{}`), so slow but healthy replies would cost \
+                 reconnections; raise it to at least the command timeout",
+                unresponsive.as_millis(),
+                command.as_millis(),
+                fields::COMMAND_TIMEOUT.env,
+                fields::COMMAND_TIMEOUT.key
+            ),
+        );
+        }
+    }
+    if replica_mode == Some(ReplicaReadMode::Prefer) {
+        if let Some(mode @ (Mode::Standalone | Mode::Sharded)) = mode {
+            r.problem(
+                &fields::REPLICA_READS,
+                format!(
+                    "`prefer` needs replicas, which a client learns from a cluster, but REDIS_MODE is `{mode}`; \
+                     set it to `off` or use `cluster` or `auto` mode"
+                ),
+            );
+        }
+        if max_lag == Some(Duration::ZERO) {
+            r.problem(
+                &fields::MAX_REPLICA_LAG,
+                "0 ms lets no replica serve a read although REDIS_REPLICA_READS is `prefer`; allow some lag, \
+                 such as 1000, or set REDIS_REPLICA_READS to `off`",
+            );
+        }
+    }
+    if username.as_ref().is_some_and(Option::is_some) && password.as_ref().is_some_and(Option::is_none) {
+        r.problem(
+            &fields::USERNAME,
+            "an ACL user needs a password too; set REDIS_PASSWORD (file key `auth.password`), or any password \
+             for a `nopass` user",
+        );
+    }
+
+    if !r.problems.is_empty() {
+        return Err(ConfigError::Invalid { problems: r.problems });
+    }
+    let parsed = (
+        nodes,
+        mode,
+        sharding_enabled,
+        strategy,
+        pool_size,
+        (max_retries, initial_delay, max_delay, multiplier, read_key_max_retries),
+        (command, connect, unresponsive),
+        topology_refresh,
+        (replica_mode, max_lag),
+        (key_max, value_max),
+        health,
+        (metrics_enabled, metrics_listen),
+        (username, password, tls_flag),
+    );
+    let (
+        Some((nodes, schemes)),
+        Some(mode),
+        Some(enabled),
+        Some(strategy),
+        Some(pool_size),
+        (Some(max_retries), Some(initial_delay), Some(max_delay), Some(backoff_multiplier), Some(read_key_max_retries)),
+        (Some(command), Some(connect), Some(unresponsive)),
+        Some(topology_refresh_interval),
+        (Some(replica_mode), Some(max_lag)),
+        (Some(key_max_bytes), Some(value_max_bytes)),
+        Some(health_interval),
+        (Some(metrics_enabled), Some(listen)),
+        (Some(username), Some(password), Some(tls_flag)),
+    ) = parsed
+    else {
+        // Every `None` above recorded a problem, so this is unreachable; it is still an error, not a panic.
+        return Err(ConfigError::Invalid {
+            problems: vec![Problem::general("a setting failed to parse without a message; please report this")],
+        });
+    };
+    Ok(ClusterConfig {
+        nodes,
+        mode,
+        sharding: ShardingConfig { enabled, strategy },
+        pool_size: to_usize(pool_size),
+        retry: RetryConfig { max_retries, initial_delay, max_delay, backoff_multiplier, read_key_max_retries },
+        timeouts: Timeouts { command, connect, unresponsive },
+        topology_refresh_interval,
+        replica_reads: ReplicaReads { mode: replica_mode, max_lag },
+        limits: Limits { key_max_bytes: to_usize(key_max_bytes), value_max_bytes: to_usize(value_max_bytes) },
+        health_interval,
+        metrics: MetricsConfig { enabled: metrics_enabled, listen },
+        username,
+        password,
+        tls: tls_flag || schemes.contains(&Scheme::Tls),
+    })
+}
+
+/// Limits are at most 512 MiB, which fits `usize` on every target fred supports.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+struct Reader<'a> {
+    merged: &'a Merged,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn origin(&self, field: &Field) -> Origin {
+        self.merged.get(field.key).map_or(Origin::Default, |(_, origin)| origin.clone())
+    }
+
+    fn problem(&mut self, field: &Field, message: impl Into<String>) {
+        let origin = self.origin(field);
+        self.problems.push(Problem::new(field, origin, message));
+    }
+
+    /// The layered value, else the default; `None` if the setting is unset or not a single value.
+    fn text(&mut self, field: &Field) -> Option<String> {
+        match self.merged.get(field.key) {
+            Some((Raw::Text(text), _)) => Some(text.clone()),
+            Some((Raw::List(_), _)) => {
+                self.problem(field, "expected one value, found a list");
+                None
+            }
+            Some((Raw::Unusable(what), _)) => {
+                self.problem(field, format!("expected one value, found {what}"));
+                None
+            }
+            None => field.default.map(str::to_owned),
+        }
+    }
+
+    fn uint(&mut self, field: &Field, range: RangeInclusive<u64>, unit: &str) -> Option<u64> {
+        let text = self.text(field)?;
+        let text = text.trim();
+        let number = text.parse::<u64>().ok().or_else(|| {
+            // A file may say `2.0`; a whole float is accepted, a fraction is not.
+            let float = text.parse::<f64>().ok()?;
+            (float.is_finite() && float >= 0.0 && float.fract() == 0.0 && float <= u64::MAX as f64)
+                .then_some(float as u64)
+        });
+        let (low, high) = (range.start(), range.end());
+        match number {
+            Some(n) if range.contains(&n) => Some(n),
+            Some(n) => {
+                self.problem(field, format!("{n} is out of range; use {low} to {high} {unit}"));
+                None
+            }
+            None => {
+                self.problem(field, format!("`{text}` is not a whole number; use {low} to {high} {unit}"));
+                None
+            }
+        }
+    }
+
+    fn u32(&mut self, field: &Field, min: u32, unit: &str) -> Option<u32> {
+        let n = self.uint(field, u64::from(min)..=u64::from(u32::MAX), unit)?;
+        u32::try_from(n).ok()
+    }
+
+    /// Milliseconds, at least 1: a zero timeout or interval would disable or spin what it paces.
+    fn millis(&mut self, field: &Field) -> Option<Duration> {
+        self.uint(field, 1..=u64::from(u32::MAX), "milliseconds").map(Duration::from_millis)
+    }
+
+    fn boolean(&mut self, field: &Field) -> Option<bool> {
+        let text = self.text(field)?;
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            other => {
+                let other = other.to_owned();
+                self.problem(field, format!("`{other}` is not a boolean; use `true` or `false`"));
+                None
+            }
+        }
+    }
+
+    fn choice<T>(&mut self, field: &Field, parse: fn(&str) -> Option<T>, accepted_values: &[&str]) -> Option<T> {
+        let text = self.text(field)?;
+        let parsed = parse(&text);
+        if parsed.is_none() {
+            self.problem(field, format!("`{}` is not one of {}", text.trim(), accepted(accepted_values)));
+        }
+        parsed
+    }
+
+    fn socket_addr(&mut self, field: &Field) -> Option<SocketAddr> {
+        let text = self.text(field)?;
+        let parsed = text.trim().parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            self.problem(
+                field,
+                format!("`{}` is not a socket address; use `ip:port`, such as `0.0.0.0:9121`", text.trim()),
+            );
+        }
+        parsed
+    }
+
+    /// `Some(None)` when unset, `None` after a problem.
+    fn username(&mut self) -> Option<Option<String>> {
+        let field = &fields::USERNAME;
+        let Some(text) = self.text(field) else {
+            return if self.merged.contains_key(field.key) { None } else { Some(None) };
+        };
+        let name = text.trim();
+        if name.is_empty() {
+            return Some(None);
+        }
+        if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problem(field, format!("{name:?} contains blanks or control characters, which ACL names cannot"));
+            return None;
+        }
+        Some(Some(name.to_owned()))
+    }
+
+    /// `Some(None)` when unset, `None` after a problem. Never puts the password in a message.
+    fn password(&mut self) -> Option<Option<Password>> {
+        let field = &fields::PASSWORD;
+        match self.merged.get(field.key) {
+            None => Some(None),
+            Some((Raw::Text(text), _)) if text.is_empty() => Some(None),
+            Some((Raw::Text(text), _)) if text == REDACTED => {
+                self.problem(
+                    field,
+                    format!(
+                        "the password is the placeholder `{REDACTED}`, so a redacted rendering was loaded; set the \
+                         real password"
+                    ),
+                );
+                None
+            }
+            Some((Raw::Text(text), _)) => Some(Some(Password::new(text.clone()))),
+            Some((Raw::List(_) | Raw::Unusable(_), _)) => {
+                self.problem(field, "expected a string");
+                None
+            }
+        }
+    }
+
+    /// Parses the node list; `None` after a problem with the list itself.
+    fn nodes(&mut self) -> Option<(Vec<NodeAddr>, Vec<Scheme>)> {
+        let field = &fields::NODES;
+        let entries: Vec<String> = match self.merged.get(field.key) {
+            None => Vec::new(),
+            Some((Raw::Text(text), _)) => text.split(',').map(str::to_owned).collect(),
+            Some((Raw::List(items), _)) => items.clone(),
+            Some((Raw::Unusable(what), _)) => {
+                self.problem(field, format!("expected a list of nodes, found {what}"));
+                return None;
+            }
+        };
+        // A trailing comma or a blank variable means no entry rather than an empty one.
+        let single_blank = entries.len() == 1 && entries[0].trim().is_empty();
+        if entries.is_empty() || single_blank {
+            self.problem(
+                field,
+                "no nodes are listed; give at least one `host:port`, such as `127.0.0.1:6379`, comma-separated",
+            );
+            return None;
+        }
+        let total = entries.len();
+        let mut parsed = Vec::new();
+        let mut bad = false;
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_node(entry) {
+                Ok(node) => parsed.push(node),
+                Err(message) => {
+                    bad = true;
+                    self.problem(field, format!("entry {} of {total}: {message}", index + 1));
+                }
+            }
+        }
+        if bad {
+            return None;
+        }
+        let mut counts: BTreeMap<(String, u16), usize> = BTreeMap::new();
+        for (node, _) in &parsed {
+            *counts.entry(node.identity()).or_default() += 1;
+        }
+        let mut unique: Vec<NodeAddr> = Vec::new();
+        let mut schemes = Vec::new();
+        for (node, scheme) in parsed {
+            schemes.push(scheme);
+            if unique.iter().any(|seen| seen.identity() == node.identity()) {
+                continue;
+            }
+            let count = counts.get(&node.identity()).copied().unwrap_or(1);
+            if count > 1 {
+                bad = true;
+                self.problem(field, format!("`{node}` is listed {count} times; list each node once"));
+            }
+            unique.push(node);
+        }
+        (!bad).then_some((unique, schemes))
+    }
+
+    fn node_rules(
+        &mut self,
+        nodes: &[NodeAddr],
+        schemes: &[Scheme],
+        tls_flag: Option<bool>,
+        mode: Option<Mode>,
+        sharding_enabled: Option<bool>,
+    ) {
+        let tls_nodes = schemes.iter().filter(|s| **s == Scheme::Tls).count();
+        if tls_nodes > 0 && tls_nodes < schemes.len() {
+            self.problem(
+                &fields::NODES,
+                format!(
+                    "{tls_nodes} of {} entries use rediss:// (TLS) and the rest plain TCP; a deployment speaks \
+                     one or the other, so use one scheme for every node",
+                    schemes.len()
+                ),
+            );
+        }
+        let no_tls = "this build has no TLS support (fred is compiled without its TLS features); connect \
+                      without TLS, or build with TLS support once cluster-config offers it";
+        if tls_nodes > 0 {
+            self.problem(&fields::NODES, format!("rediss:// asks for TLS, but {no_tls}"));
+        }
+        if tls_flag == Some(true) {
+            self.problem(&fields::TLS, format!("TLS is switched on, but {no_tls}"));
+        }
+        match mode {
+            Some(Mode::Standalone) if nodes.len() > 1 => self.problem(
+                &fields::MODE,
+                format!(
+                    "`standalone` uses one node but REDIS_CLUSTER_NODES lists {}; use `sharded` to spread keys over \
+                     them, or list one node",
+                    nodes.len()
+                ),
+            ),
+            Some(Mode::Sharded) if nodes.len() < 2 => self.problem(
+                &fields::MODE,
+                "`sharded` spreads keys over several standalone nodes but REDIS_CLUSTER_NODES lists one; list \
+                 them all, or use `standalone`",
+            ),
+            Some(Mode::Sharded) if sharding_enabled == Some(false) => self.problem(
+                &fields::SHARDING_ENABLED,
+                "false contradicts REDIS_MODE `sharded`; set it to true, or choose another mode",
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterConfigBuilder;
+
+    /// Builds from environment variables and returns the (env var, message) of every problem.
+    fn problems(vars: &[(&str, &str)]) -> Vec<(Option<&'static str>, String)> {
+        match ClusterConfigBuilder::default().env_vars(vars.iter().copied()).build() {
+            Ok(_) => Vec::new(),
+            Err(error) => error.problems().iter().map(|p| (p.env_var(), p.message().to_owned())).collect(),
+        }
+    }
+
+    /// Every listed variable plus a valid node list must yield exactly one problem, on `env`, whose message
+    /// contains `fragment`.
+    fn check(vars: &[(&str, &str)], env: &str, fragment: &str) {
+        let mut all = vec![("REDIS_CLUSTER_NODES", "a:1,b:2")];
+        all.retain(|(name, _)| !vars.iter().any(|(n, _)| n == name));
+        all.extend_from_slice(vars);
+        let found = problems(&all);
+        assert_eq!(found.len(), 1, "{vars:?}: expected one problem, got {found:?}");
+        assert_eq!(found[0].0, Some(env), "{vars:?}: {found:?}");
+        assert!(found[0].1.contains(fragment), "{vars:?}: `{}` lacks `{fragment}`", found[0].1);
+    }
+
+    #[test]
+    fn every_validation_error() {
+        let n = "REDIS_CLUSTER_NODES";
+        check(&[(n, "")], n, "no nodes are listed");
+        check(&[(n, ",")], n, "entry 1 of 2: an entry is empty");
+        check(&[(n, "a:1,,b:2")], n, "entry 2 of 3: an entry is empty");
+        check(&[(n, "a b:1")], n, "host `a b`");
+        check(&[(n, "a:x")], n, "port `x`");
+        check(&[(n, "a:0")], n, "port 0");
+        check(&[(n, "a:70000")], n, "not a number from 1 to 65535");
+        check(&[(n, "a:1,A:1")], n, "`a:1` is listed 2 times");
+        check(&[(n, "ftp://a:1")], n, "scheme `ftp://`");
+        check(&[(n, "redis://u:p@a:1")], n, "credentials");
+        check(&[(n, "rediss://a:1")], n, "no TLS support");
+        check(&[("REDIS_TLS", "true")], "REDIS_TLS", "no TLS support");
+        check(&[("REDIS_TLS", "maybe")], "REDIS_TLS", "`maybe` is not a boolean");
+        check(&[("REDIS_MODE", "clustered")], "REDIS_MODE", "`auto`, `cluster`, `standalone` or `sharded`");
+        check(&[("REDIS_MODE", "standalone")], "REDIS_MODE", "lists 2");
+        check(&[(n, "a:1"), ("REDIS_MODE", "sharded")], "REDIS_MODE", "lists one");
+        check(&[("REDIS_MODE", "sharded"), ("REDIS_ENABLE_SHARDING", "false")], "REDIS_ENABLE_SHARDING", "contradicts");
+        check(&[("REDIS_SHARDING_STRATEGY", "crc16")], "REDIS_SHARDING_STRATEGY", "`consistent-hash` or `key-range`");
+        check(&[("REDIS_CONNECTION_POOL_SIZE", "0")], "REDIS_CONNECTION_POOL_SIZE", "0 is out of range; use 1 to 1024");
+        check(&[("REDIS_CONNECTION_POOL_SIZE", "5000")], "REDIS_CONNECTION_POOL_SIZE", "use 1 to 1024");
+        check(&[("REDIS_MAX_RETRIES", "-1")], "REDIS_MAX_RETRIES", "`-1` is not a whole number");
+        check(&[("REDIS_MAX_RETRIES", "5000000000")], "REDIS_MAX_RETRIES", "out of range");
+        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "use 1 to");
+        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0.5")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "not a whole number");
+        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "1.5")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "whole factor");
+        check(&[("REDIS_RETRY_INITIAL_DELAY_MS", "0")], "REDIS_RETRY_INITIAL_DELAY_MS", "use 1 to");
+        check(
+            &[("REDIS_RETRY_INITIAL_DELAY_MS", "5000")],
+            "REDIS_RETRY_INITIAL_DELAY_MS",
+            "5000 ms is above the max delay 3000 ms (REDIS_RETRY_MAX_DELAY_MS",
+        );
+        check(&[("REDIS_RETRY_MAX_DELAY_MS", "50")], "REDIS_RETRY_INITIAL_DELAY_MS", "above the max delay 50 ms");
+        check(&[("REDIS_MAX_RETRIES_READ_KEY", "x")], "REDIS_MAX_RETRIES_READ_KEY", "`x` is not a whole number");
+        check(&[("REDIS_COMMAND_TIMEOUT_MS", "0")], "REDIS_COMMAND_TIMEOUT_MS", "out of range");
+        check(&[("REDIS_COMMAND_TIMEOUT_MS", "5000")], "REDIS_UNRESPONSIVE_TIMEOUT_MS", "below the command timeout");
+        check(&[("REDIS_CONNECT_TIMEOUT_MS", "0")], "REDIS_CONNECT_TIMEOUT_MS", "out of range");
+        check(&[("REDIS_UNRESPONSIVE_TIMEOUT_MS", "0")], "REDIS_UNRESPONSIVE_TIMEOUT_MS", "out of range");
+        check(&[("REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", "0")], "REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", "out of range");
+        check(&[("REDIS_HEALTH_INTERVAL_MS", "0")], "REDIS_HEALTH_INTERVAL_MS", "out of range");
+        check(&[("REDIS_REPLICA_READS", "always")], "REDIS_REPLICA_READS", "`off` or `prefer`");
+        check(
+            &[("REDIS_REPLICA_READS", "prefer"), ("REDIS_MAX_REPLICA_LAG_MS", "0")],
+            "REDIS_MAX_REPLICA_LAG_MS",
+            "lets no replica serve",
+        );
+        check(
+            &[("REDIS_REPLICA_READS", "prefer"), ("REDIS_MODE", "sharded")],
+            "REDIS_REPLICA_READS",
+            "needs replicas",
+        );
+        check(&[("REDIS_KEY_MAX_BYTES", "0")], "REDIS_KEY_MAX_BYTES", "out of range");
+        check(&[("REDIS_VALUE_MAX_BYTES", "0")], "REDIS_VALUE_MAX_BYTES", "out of range");
+        check(&[("REDIS_VALUE_MAX_BYTES", "1073741824")], "REDIS_VALUE_MAX_BYTES", "512 MiB");
+        check(&[("REDIS_CLUSTER_METRICS", "yep")], "REDIS_CLUSTER_METRICS", "not a boolean");
+        check(&[("REDIS_METRICS_LISTEN", "localhost:9121")], "REDIS_METRICS_LISTEN", "not a socket address");
+        check(&[("REDIS_USERNAME", "bob smith"), ("REDIS_PASSWORD", "pw")], "REDIS_USERNAME", "blanks");
+        check(&[("REDIS_USERNAME", "bob")], "REDIS_USERNAME", "needs a password");
+        check(&[("REDIS_PASSWORD", "[redacted]")], "REDIS_PASSWORD", "placeholder");
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let found = problems(&[
+            ("REDIS_CLUSTER_NODES", "a:0,b:1,b:1"),
+            ("REDIS_CONNECTION_POOL_SIZE", "0"),
+            ("REDIS_RETRY_BACKOFF_MULTIPLIER", "0.5"),
+            ("REDIS_SHARDING_STRATEGY", "ring"),
+            ("REDIS_MODE", "everything"),
+        ]);
+        let envs: Vec<_> = found.iter().filter_map(|(env, _)| *env).collect();
+        assert_eq!(
+            envs,
+            [
+                "REDIS_CLUSTER_NODES",
+                "REDIS_MODE",
+                "REDIS_SHARDING_STRATEGY",
+                "REDIS_CONNECTION_POOL_SIZE",
+                "REDIS_RETRY_BACKOFF_MULTIPLIER"
+            ],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn accepted_spellings() {
+        let config = ClusterConfigBuilder::default()
+            .env_vars([
+                ("REDIS_CLUSTER_NODES", " a:1 , redis://B:2/ "),
+                ("REDIS_MODE", "Cluster"),
+                ("REDIS_ENABLE_SHARDING", "OFF"),
+                ("REDIS_RETRY_BACKOFF_MULTIPLIER", "3.0"),
+                ("REDIS_CLUSTER_METRICS", "1"),
+                ("REDIS_USERNAME", " bob "),
+                ("REDIS_PASSWORD", " spaced "),
+            ])
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let nodes: Vec<_> = config.nodes().iter().map(ToString::to_string).collect();
+        assert_eq!(nodes, ["a:1", "B:2"]);
+        assert_eq!(config.mode(), Mode::Cluster);
+        assert!(!config.sharding().enabled);
+        assert_eq!(config.retry().backoff_multiplier, 3);
+        assert!(config.metrics().enabled);
+        assert_eq!(config.username(), Some("bob"));
+        assert_eq!(config.password().map(Password::expose), Some(" spaced "));
+    }
+}

@@ -1,0 +1,742 @@
+//! A Redis Cluster of real processes: bring-up, waits, fault injection and slot migration.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use fred::prelude::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::admin::Conn;
+use crate::node::{Node, Role};
+use crate::server::NodeSettings;
+use crate::topology::{NodeEntry, parse_cluster_nodes};
+
+/// Number of hash slots in a Redis Cluster.
+pub const SLOTS: u16 = 16_384;
+
+/// The shape of a cluster to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of primaries; slots are split evenly between them.
+    pub masters: usize,
+    /// Replicas of each primary.
+    pub replicas_per_master: usize,
+    /// `redis.conf` directives for every node.
+    pub settings: NodeSettings,
+    /// How long the whole bring-up may take before it fails.
+    pub ready_timeout: Duration,
+    /// Node `i` listens on `base_port + i` (and its cluster bus on that + 10000); `None` picks free ports.
+    pub base_port: Option<u16>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            masters: 3,
+            replicas_per_master: 1,
+            settings: NodeSettings::test_defaults(),
+            ready_timeout: Duration::from_secs(30),
+            base_port: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ClusterDir {
+    Temp(#[allow(dead_code)] tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl ClusterDir {
+    fn path(&self) -> &Path {
+        match self {
+            ClusterDir::Temp(t) => t.path(),
+            ClusterDir::Kept(p) => p,
+        }
+    }
+}
+
+/// What a detached cluster writes to `state.json`, so that another process can find and stop it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Primaries at start.
+    pub masters: usize,
+    /// Replicas per primary at start.
+    pub replicas_per_master: usize,
+    /// Every node.
+    pub nodes: Vec<NodeState>,
+}
+
+/// One node in [`ClusterState`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Client port.
+    pub port: u16,
+    /// Process ID.
+    pub pid: u32,
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Role at start.
+    pub initial_role: Role,
+}
+
+/// A running Redis Cluster of local `redis-server` processes.
+///
+/// Dropping it kills every process it started (by PID), also while a test unwinds from a panic, unless
+/// it was started detached for `cargo xtask cluster-up`.
+#[derive(Debug)]
+pub struct LocalCluster {
+    nodes: Vec<Node>,
+    masters: usize,
+    replicas_per_master: usize,
+    dir: ClusterDir,
+    detached: bool,
+}
+
+impl LocalCluster {
+    /// Starts `spec.masters` primaries with `spec.replicas_per_master` replicas each in a temporary
+    /// directory and returns once every node reports `cluster_state:ok`, all 16,384 slots are assigned,
+    /// every node sees the same primaries, and every replica's link to its primary is up.
+    pub async fn start(spec: ClusterSpec) -> Result<LocalCluster, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("local-cluster-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temporary directory", e))?;
+        Self::start_in(spec, ClusterDir::Temp(dir), false).await
+    }
+
+    /// Starts a cluster whose processes outlive this process, in `dir`, and writes `dir/state.json`
+    /// so that [`LocalCluster::attach`] can find it later. Dropping the returned value stops nothing.
+    pub async fn start_detached(spec: ClusterSpec, dir: &Path) -> Result<LocalCluster, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let cluster = Self::start_in(spec, ClusterDir::Kept(dir.to_path_buf()), true).await?;
+        cluster.write_state()?;
+        Ok(cluster)
+    }
+
+    /// A handle to a detached cluster described by `dir/state.json`. Nodes whose process is gone show
+    /// as not running. Dropping the handle stops nothing; [`LocalCluster::shutdown`] does.
+    pub fn attach(dir: &Path) -> Result<LocalCluster, Error> {
+        let path = state_path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::State {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let state: ClusterState = serde_json::from_str(&text).map_err(|e| Error::State {
+            path: path.clone(),
+            detail: format!("unreadable ({e})"),
+        })?;
+        let nodes = state
+            .nodes
+            .iter()
+            .map(|n| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true))
+            .collect();
+        Ok(LocalCluster {
+            nodes,
+            masters: state.masters,
+            replicas_per_master: state.replicas_per_master,
+            dir: ClusterDir::Kept(dir.to_path_buf()),
+            detached: true,
+        })
+    }
+
+    /// The default 3 + 3 cluster shared by every caller in this process that holds the returned `Arc`.
+    ///
+    /// It stops when the last `Arc` is dropped, and a later call starts a fresh one. Tests that only read
+    /// and write (with keys of their own) share it; tests that inject faults start their own cluster and
+    /// hold [`crate::test_lock::exclusive`].
+    pub async fn shared() -> Result<Arc<LocalCluster>, Error> {
+        static SHARED: tokio::sync::Mutex<Weak<LocalCluster>> = tokio::sync::Mutex::const_new(Weak::new());
+        let mut slot = SHARED.lock().await;
+        if let Some(cluster) = slot.upgrade() {
+            return Ok(cluster);
+        }
+        let cluster = Arc::new(LocalCluster::start(ClusterSpec::default()).await?);
+        *slot = Arc::downgrade(&cluster);
+        Ok(cluster)
+    }
+
+    async fn start_in(spec: ClusterSpec, dir: ClusterDir, detached: bool) -> Result<LocalCluster, Error> {
+        if spec.masters == 0 || spec.masters > SLOTS as usize {
+            return Err(Error::Invalid(format!(
+                "masters must be 1..=16384, got {}",
+                spec.masters
+            )));
+        }
+        let started = Instant::now();
+        let total = spec.masters * (1 + spec.replicas_per_master);
+        if let Some(base) = spec.base_port
+            && (base as usize) + total + 10_000 > u16::MAX as usize
+        {
+            return Err(Error::Invalid(format!(
+                "base port {base} leaves no room for {total} nodes and their cluster bus ports (+10000); \
+                 pick a base port below {}",
+                u16::MAX as usize - total - 10_000
+            )));
+        }
+        let mut cluster = LocalCluster {
+            nodes: Vec::with_capacity(total),
+            masters: spec.masters,
+            replicas_per_master: spec.replicas_per_master,
+            dir,
+            detached,
+        };
+        // Nodes start one after another: each start is a few milliseconds, and on two cores starting
+        // them concurrently is no faster. If any start fails, `cluster` drops and kills the others.
+        for index in 0..total {
+            let role = if index < spec.masters {
+                Role::Primary
+            } else {
+                Role::Replica
+            };
+            let node_dir = cluster.dir.path().join(format!("node-{index}"));
+            let port = spec.base_port.map(|base| base + index as u16);
+            let node = Node::start(node_dir, &spec.settings, true, role, detached, port).await?;
+            cluster.nodes.push(node);
+        }
+        cluster.form().await?;
+        let remaining = spec.ready_timeout.saturating_sub(started.elapsed());
+        cluster
+            .wait_until_healthy(remaining.max(Duration::from_secs(1)))
+            .await?;
+        cluster
+            .bump_replication_offsets(remaining.max(Duration::from_secs(1)))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// CLUSTER MEET, ADDSLOTSRANGE and REPLICATE, as `redis-cli --cluster create` does.
+    async fn form(&self) -> Result<(), Error> {
+        let mut conns = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            conns.push(node.conn().await?);
+        }
+        let mut ids = Vec::with_capacity(self.nodes.len());
+        for conn in &conns {
+            ids.push(conn.call_str::<String>(&["CLUSTER", "MYID"]).await?);
+        }
+        for node in &self.nodes[1..] {
+            let port = node.port().to_string();
+            conns[0]
+                .call_str::<Value>(&["CLUSTER", "MEET", "127.0.0.1", &port])
+                .await?;
+        }
+        for (i, conn) in conns.iter().take(self.masters).enumerate() {
+            let (first, last) = slot_range(i, self.masters);
+            conn.call_str::<Value>(&["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()])
+                .await?;
+        }
+        let total = self.nodes.len();
+        let all = &conns;
+        wait_until(
+            "every node to know every other node",
+            Duration::from_secs(20),
+            || async move {
+                for conn in all {
+                    let entries = cluster_nodes(conn).await?;
+                    let known = entries
+                        .iter()
+                        .filter(|e| !e.has_flag("handshake") && e.port != 0)
+                        .count();
+                    if known < total {
+                        return Ok(Err(format!("{} knows {known} of {total} nodes", conn.addr())));
+                    }
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await?;
+        for (index, conn) in conns.iter().enumerate().skip(self.masters) {
+            let primary = (index - self.masters) / self.replicas_per_master.max(1);
+            let primary_id = ids[primary].as_str();
+            wait_until(
+                "a replica to accept CLUSTER REPLICATE",
+                Duration::from_secs(10),
+                || async move {
+                    match conn
+                        .call_str::<Value>(&["CLUSTER", "REPLICATE", primary_id])
+                        .await
+                    {
+                        Ok(_) => Ok(Ok(())),
+                        Err(e) => Ok(Err(e.to_string())),
+                    }
+                },
+            )
+            .await?;
+        }
+        for conn in conns {
+            conn.close();
+        }
+        Ok(())
+    }
+
+    /// Sends one write (`FLUSHALL` on an empty primary) through every replication link, so that replica
+    /// offsets are non-zero: Redis 7.0 leaves replicas with offset 0 out of `CLUSTER SLOTS`.
+    async fn bump_replication_offsets(&self, timeout: Duration) -> Result<(), Error> {
+        let primaries = self.primaries().await?;
+        for primary in &primaries {
+            primary.command::<Value, _, _>(["FLUSHALL"]).await?;
+        }
+        let primaries = &primaries;
+        wait_until(
+            "replicas to catch up with their primary's offset",
+            timeout,
+            || async move {
+                for primary in primaries {
+                    let info = primary.info("replication").await?;
+                    let offset = info.get_u64("master_repl_offset").unwrap_or(0);
+                    let replicas = info.get_u64("connected_slaves").unwrap_or(0);
+                    for i in 0..replicas {
+                        let line = info.get(&format!("slave{i}")).unwrap_or_default();
+                        let replica_offset = line
+                            .split(',')
+                            .find_map(|kv| kv.strip_prefix("offset="))
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        if offset == 0 || replica_offset < offset {
+                            return Ok(Err(format!("{}: {line} behind offset {offset}", primary.addr())));
+                        }
+                    }
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await
+    }
+
+    /// Every node, primaries first (in the order they were started), then replicas.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node listening on `port`.
+    pub fn node_by_port(&self, port: u16) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.port() == port)
+    }
+
+    /// `host:port` of every node, for seeds such as `REDIS_CLUSTER_NODES`.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::addr).collect()
+    }
+
+    /// The comma-separated node list for `REDIS_CLUSTER_NODES`.
+    pub fn nodes_env(&self) -> String {
+        self.seeds().join(",")
+    }
+
+    /// Primaries at start.
+    pub fn masters(&self) -> usize {
+        self.masters
+    }
+
+    /// Replicas per primary at start.
+    pub fn replicas_per_master(&self) -> usize {
+        self.replicas_per_master
+    }
+
+    /// The cluster's directory (one `node-N` folder per node).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The cluster as one running node sees it (`CLUSTER NODES`), from the first node that answers.
+    pub async fn topology(&self) -> Result<Vec<NodeEntry>, Error> {
+        let mut last = None;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            match node.conn().await {
+                Ok(conn) => {
+                    let result = cluster_nodes(&conn).await;
+                    conn.close();
+                    match result {
+                        Ok(entries) => return Ok(entries),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("no node is running".into())))
+    }
+
+    /// The primaries that serve slots now, as the first answering node sees it, in slot order.
+    pub async fn primaries(&self) -> Result<Vec<&Node>, Error> {
+        let mut entries: Vec<NodeEntry> = self
+            .topology()
+            .await?
+            .into_iter()
+            .filter(|e| e.is_primary() && !e.slots.is_empty())
+            .collect();
+        entries.sort_by_key(|e| e.slots.iter().map(|s| s.0).min());
+        Ok(entries.iter().filter_map(|e| self.node_by_port(e.port)).collect())
+    }
+
+    /// The node serving `slot` now.
+    pub async fn primary_for_slot(&self, slot: u16) -> Result<&Node, Error> {
+        let entries = self.topology().await?;
+        let owner = entries
+            .iter()
+            .find(|e| e.is_primary() && e.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .ok_or_else(|| Error::Invalid(format!("no primary serves slot {slot}")))?;
+        self.node_by_port(owner.port)
+            .ok_or_else(|| Error::Invalid(format!("slot {slot} is served by unknown port {}", owner.port)))
+    }
+
+    /// The replicas of `primary` now.
+    pub async fn replicas_of(&self, primary: &Node) -> Result<Vec<&Node>, Error> {
+        let entries = self.topology().await?;
+        let Some(id) = entries
+            .iter()
+            .find(|e| e.port == primary.port())
+            .map(|e| e.id.clone())
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .iter()
+            .filter(|e| e.primary_id.as_deref() == Some(id.as_str()))
+            .filter_map(|e| self.node_by_port(e.port))
+            .collect())
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` with 16,384 slots assigned, all running
+    /// nodes agree on which primary serves which slots, no running node is flagged failing, and every
+    /// running replica's link to its primary is up.
+    pub async fn wait_until_healthy(&self, timeout: Duration) -> Result<(), Error> {
+        wait_until("the cluster to be healthy", timeout, || async move {
+            self.health_problem().await
+        })
+        .await
+    }
+
+    async fn health_problem(&self) -> Result<Result<(), String>, Error> {
+        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        let running_ports: Vec<u16> = running.iter().map(|n| n.port()).collect();
+        let mut first_view: Option<String> = None;
+        for node in &running {
+            let conn = match node.conn().await {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            let checked = async {
+                let info = conn.cluster_info().await?;
+                if info.get("cluster_state") != Some("ok") {
+                    return Ok(Err(format!(
+                        "{}: cluster_state {:?}",
+                        node.addr(),
+                        info.get("cluster_state")
+                    )));
+                }
+                if info.get_u64("cluster_slots_assigned") != Some(SLOTS as u64) {
+                    return Ok(Err(format!(
+                        "{}: slots assigned {:?}",
+                        node.addr(),
+                        info.get("cluster_slots_assigned")
+                    )));
+                }
+                let entries = cluster_nodes(&conn).await?;
+                if let Some(bad) = entries
+                    .iter()
+                    .find(|e| running_ports.contains(&e.port) && e.is_failing())
+                {
+                    return Ok(Err(format!("{} sees {} as failing", node.addr(), bad.port)));
+                }
+                let view = primaries_view(&entries);
+                match &first_view {
+                    None => first_view = Some(view),
+                    Some(first) if *first != view => {
+                        return Ok(Err(format!(
+                            "{} disagrees on primaries: {view} vs {first}",
+                            node.addr()
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                let me = entries.iter().find(|e| e.has_flag("myself"));
+                if me.is_some_and(|e| e.has_flag("slave")) {
+                    let repl = conn.info("replication").await?;
+                    if repl.get("master_link_status") != Some("up") {
+                        return Ok(Err(format!(
+                            "{}: master_link_status {:?}",
+                            node.addr(),
+                            repl.get("master_link_status")
+                        )));
+                    }
+                }
+                Ok::<_, Error>(Ok(()))
+            }
+            .await;
+            conn.close();
+            match checked {
+                Ok(Ok(())) => {}
+                other => return other,
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// After `old` (a primary) was killed or paused, waits until one of its replicas serves its slots in
+    /// the view of every running node, and returns that replica. Call it before the failover finishes
+    /// (right after the fault), while the cluster still lists `old` as the owner of its slots.
+    pub async fn wait_for_promotion(&self, old: &Node, timeout: Duration) -> Result<&Node, Error> {
+        let entries = self.topology().await?;
+        let first_slot = entries
+            .iter()
+            .find(|e| e.port == old.port())
+            .and_then(|e| e.slots.first().map(|s| s.0))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} serves no slots; was it a primary, and is it already replaced?",
+                    old.addr()
+                ))
+            })?;
+        let port = wait_until(
+            &format!("a replica of {} to be promoted (slot {first_slot})", old.addr()),
+            timeout,
+            || async move {
+                let owner = self.primary_for_slot(first_slot).await?;
+                if owner.port() == old.port() {
+                    return Ok(Err(format!("slot {first_slot} still served by {}", old.addr())));
+                }
+                // Every running node (but the old primary) must agree before the failover counts as seen.
+                for node in self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_running() && n.port() != old.port())
+                {
+                    let Ok(conn) = node.conn().await else { continue };
+                    let entries = cluster_nodes(&conn).await;
+                    conn.close();
+                    let entries = entries?;
+                    let agrees = entries.iter().any(|e| {
+                        e.port == owner.port() && e.slots.iter().any(|(a, b)| (*a..=*b).contains(&first_slot))
+                    });
+                    if !agrees {
+                        return Ok(Err(format!(
+                            "{} does not yet see {} as owner",
+                            node.addr(),
+                            owner.addr()
+                        )));
+                    }
+                }
+                Ok(Ok(owner.port()))
+            },
+        )
+        .await?;
+        self.node_by_port(port)
+            .ok_or_else(|| Error::Invalid(format!("promoted port {port} is not ours")))
+    }
+
+    /// Moves the last `count` slots of `from` to `to` with the real migration protocol: `SETSLOT
+    /// IMPORTING` on the target, `SETSLOT MIGRATING` on the source, `MIGRATE` of every key in batches,
+    /// then `SETSLOT NODE` on target, source and every other primary. Clients writing meanwhile get ASK
+    /// redirects, as in production. Returns the slots moved.
+    pub async fn migrate_slots(&self, count: usize, from: &Node, to: &Node) -> Result<Vec<u16>, Error> {
+        let source = from.conn().await?;
+        let target = to.conn().await?;
+        let result = self.migrate_with(count, from, to, &source, &target).await;
+        source.close();
+        target.close();
+        result
+    }
+
+    async fn migrate_with(
+        &self,
+        count: usize,
+        from: &Node,
+        to: &Node,
+        source: &Conn,
+        target: &Conn,
+    ) -> Result<Vec<u16>, Error> {
+        let from_id: String = source.call_str(&["CLUSTER", "MYID"]).await?;
+        let to_id: String = target.call_str(&["CLUSTER", "MYID"]).await?;
+        let entries = cluster_nodes(source).await?;
+        let mine = entries
+            .iter()
+            .find(|e| e.has_flag("myself"))
+            .map(|e| e.slots.clone())
+            .unwrap_or_default();
+        let owned: Vec<u16> = mine.iter().flat_map(|(a, b)| *a..=*b).collect();
+        if owned.len() < count {
+            return Err(Error::Invalid(format!(
+                "{} serves {} slots, fewer than {count}",
+                from.addr(),
+                owned.len()
+            )));
+        }
+        let slots = owned[owned.len() - count..].to_vec();
+        let other_primaries: Vec<&Node> = self
+            .primaries()
+            .await?
+            .into_iter()
+            .filter(|n| n.port() != from.port() && n.port() != to.port())
+            .collect();
+        let to_port = to.port().to_string();
+        for &slot in &slots {
+            let s = slot.to_string();
+            target
+                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])
+                .await?;
+            source
+                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])
+                .await?;
+            loop {
+                let keys: Vec<Value> = source.call_str(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]).await?;
+                if keys.is_empty() {
+                    break;
+                }
+                let mut args: Vec<Value> =
+                    ["MIGRATE", "127.0.0.1", to_port.as_str(), "", "0", "10000", "KEYS"]
+                        .map(Value::from)
+                        .into();
+                args.extend(keys);
+                source.call::<Value>(args).await?;
+            }
+            target
+                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
+                .await?;
+            source
+                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
+                .await?;
+            for node in &other_primaries {
+                node.command::<Value, _, _>(["CLUSTER", "SETSLOT", s.as_str(), "NODE", to_id.as_str()])
+                    .await?;
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Writes `state.json` for a detached cluster.
+    fn write_state(&self) -> Result<(), Error> {
+        let state = ClusterState {
+            masters: self.masters,
+            replicas_per_master: self.replicas_per_master,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeState {
+                    port: n.port(),
+                    pid: n.pid().unwrap_or(0),
+                    dir: n.dir().to_path_buf(),
+                    initial_role: n.initial_role(),
+                })
+                .collect(),
+        };
+        let path = state_path(self.dir.path());
+        let text = serde_json::to_string_pretty(&state).map_err(|e| Error::State {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Stops every node (by PID) now, detached or not, and removes a detached cluster's directory.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        for node in &self.nodes {
+            node.stop();
+        }
+        self.detached = false;
+        if let ClusterDir::Kept(dir) = &self.dir {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if !self.detached {
+            for node in &self.nodes {
+                node.stop();
+            }
+        }
+    }
+}
+
+/// `dir/state.json`.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+/// The inclusive slot range of primary `index` out of `masters`, split as evenly as possible.
+pub(crate) fn slot_range(index: usize, masters: usize) -> (u16, u16) {
+    let slots = SLOTS as usize;
+    let first = index * slots / masters;
+    let last = (index + 1) * slots / masters - 1;
+    (first as u16, last as u16)
+}
+
+async fn cluster_nodes(conn: &Conn) -> Result<Vec<NodeEntry>, Error> {
+    let text: String = conn.call_str(&["CLUSTER", "NODES"]).await?;
+    parse_cluster_nodes(&text).map_err(|e| match e {
+        Error::Reply { command, detail, .. } => Error::Reply {
+            addr: conn.addr().to_string(),
+            command,
+            detail,
+        },
+        other => other,
+    })
+}
+
+/// A canonical text of "which port serves which slots", to compare two nodes' views.
+fn primaries_view(entries: &[NodeEntry]) -> String {
+    let owners: BTreeMap<u16, u16> = entries
+        .iter()
+        .filter(|e| e.is_primary())
+        .flat_map(|e| e.slots.iter().map(move |(a, _)| (*a, e.port)))
+        .collect();
+    owners
+        .iter()
+        .map(|(slot, port)| format!("{slot}@{port}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Polls `check` every 20 ms until it returns `Ok(Ok(value))`, an error, or `timeout` passes.
+/// `Ok(Err(state))` means "not yet", with the state to report on timeout.
+pub(crate) async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<T, String>, Error>>,
+{
+    let started = Instant::now();
+    loop {
+        let last_seen = match check().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(state)) => state,
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                waited: started.elapsed(),
+                last_seen,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_ranges_cover_everything_once() {
+        for masters in [1, 2, 3, 5, 7, 16384] {
+            let mut next = 0u32;
+            for i in 0..masters {
+                let (a, b) = slot_range(i, masters);
+                assert_eq!(a as u32, next, "masters={masters} i={i}");
+                assert!(b >= a);
+                next = b as u32 + 1;
+            }
+            assert_eq!(next, SLOTS as u32);
+        }
+        assert_eq!(slot_range(0, 3), (0, 5460));
+        assert_eq!(slot_range(2, 3), (10922, 16383));
+    }
+}

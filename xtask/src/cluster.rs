@@ -1,0 +1,191 @@
+//! `cluster-up`, `cluster-down` and `cluster-status`: a detached local cluster for development.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use local_cluster::{ClusterSpec, LocalCluster, NodeEntry, state_path};
+
+use crate::prerequisites;
+
+/// Options of `cargo xtask cluster-up`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// Number of primaries.
+    #[arg(long, default_value_t = 3)]
+    masters: usize,
+    /// Replicas per primary.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Node i listens on base-port + i (default: free ports chosen at random).
+    #[arg(long)]
+    base_port: Option<u16>,
+}
+
+/// Where the detached cluster lives: `target/local-cluster/`.
+pub(crate) fn state_dir() -> PathBuf {
+    crate::workspace_root().join("target").join("local-cluster")
+}
+
+/// The detached cluster, if one is running (at least one of its nodes is alive).
+pub(crate) fn running() -> Result<Option<LocalCluster>> {
+    let dir = state_dir();
+    if !state_path(&dir).exists() {
+        return Ok(None);
+    }
+    let cluster = LocalCluster::attach(&dir)?;
+    if cluster.nodes().iter().any(|n| n.is_running()) {
+        Ok(Some(cluster))
+    } else {
+        Ok(None)
+    }
+}
+
+pub(crate) fn up(args: &UpArgs) -> Result<()> {
+    prerequisites::ensure_redis()?;
+    runtime()?.block_on(async {
+        if let Some(cluster) = running()? {
+            println!(
+                "A local cluster is already up (state in {}):",
+                state_dir().display()
+            );
+            print_status(&cluster).await?;
+            print_env(&cluster);
+            return Ok(());
+        }
+        let dir = state_dir();
+        if dir.exists() {
+            // Left over from a cluster whose processes are all gone (a reboot, a kill by hand).
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+        }
+        let spec = ClusterSpec {
+            masters: args.masters,
+            replicas_per_master: args.replicas,
+            base_port: args.base_port,
+            ..ClusterSpec::default()
+        };
+        let started = Instant::now();
+        let cluster = LocalCluster::start_detached(spec, &dir).await?;
+        println!(
+            "Started a {}-primary, {}-replica cluster in {:.2} s (state in {}).",
+            args.masters,
+            args.masters * args.replicas,
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+        print_status(&cluster).await?;
+        print_env(&cluster);
+        println!("Stop it with `cargo xtask cluster-down`.");
+        Ok(())
+    })
+}
+
+fn print_env(cluster: &LocalCluster) {
+    println!("\nexport REDIS_CLUSTER_NODES={}", cluster.nodes_env());
+}
+
+pub(crate) fn down() -> Result<()> {
+    let dir = state_dir();
+    if !state_path(&dir).exists() {
+        println!("No local cluster is running (no {}).", state_path(&dir).display());
+        return Ok(());
+    }
+    let cluster = LocalCluster::attach(&dir)?;
+    let alive = cluster.nodes().iter().filter(|n| n.is_running()).count();
+    cluster.shutdown()?;
+    println!(
+        "Stopped {alive} redis-server process(es) and removed {}.",
+        dir.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn status() -> Result<()> {
+    runtime()?.block_on(async {
+        let Some(cluster) = running()? else {
+            bail!("no local cluster is running; start one with `cargo xtask cluster-up`");
+        };
+        print_status(&cluster).await
+    })
+}
+
+/// A table of node, role, slot ranges, link state, memory, keys; then `cluster_state`.
+pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
+    let topology = cluster.topology().await.context("reading CLUSTER NODES")?;
+    println!(
+        "\n{:<17} {:<8} {:<7} {:<22} {:<13} {:>10} {:>9}",
+        "node", "pid", "role", "slots", "link", "memory", "keys"
+    );
+    for node in cluster.nodes() {
+        let entry = topology.iter().find(|e| e.port == node.port());
+        let pid = node.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let (memory, keys) = if node.is_running() {
+            match (node.info("memory").await, node.info("keyspace").await) {
+                (Ok(mem), Ok(space)) => (
+                    mem.get("used_memory_human").unwrap_or("?").to_string(),
+                    keys_in(space.get("db0")).to_string(),
+                ),
+                _ => ("?".into(), "?".into()),
+            }
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<17} {:<8} {:<7} {:<22} {:<13} {:>10} {:>9}",
+            node.addr(),
+            pid,
+            entry.map(role).unwrap_or("?"),
+            entry.map(slot_ranges).unwrap_or_default(),
+            entry.map(link).unwrap_or("unknown"),
+            memory,
+            keys
+        );
+    }
+    let state = match cluster.nodes().iter().find(|n| n.is_running()) {
+        Some(node) => node
+            .cluster_info()
+            .await?
+            .get("cluster_state")
+            .unwrap_or("?")
+            .to_string(),
+        None => "down".into(),
+    };
+    println!("\ncluster_state: {state}");
+    Ok(())
+}
+
+fn role(entry: &NodeEntry) -> &'static str {
+    if entry.is_primary() { "primary" } else { "replica" }
+}
+
+fn link(entry: &NodeEntry) -> &'static str {
+    match (entry.is_failing(), entry.connected || entry.has_flag("myself")) {
+        (true, _) => "failing",
+        (false, true) => "connected",
+        (false, false) => "disconnected",
+    }
+}
+
+fn slot_ranges(entry: &NodeEntry) -> String {
+    entry
+        .slots
+        .iter()
+        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `keys=12,expires=0,avg_ttl=0` → 12.
+fn keys_in(db0: Option<&str>) -> u64 {
+    db0.and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("keys=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
