@@ -43,10 +43,18 @@ fn bench_key_slot(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("key_slot/{label}"));
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function("sharding::key_slot", |b| {
-            b.iter(|| keys.iter().map(|k| u32::from(key_slot(black_box(k)))).sum::<u32>())
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| u32::from(key_slot(black_box(k))))
+                    .sum::<u32>()
+            })
         });
         group.bench_function("redis_protocol::redis_keyslot", |b| {
-            b.iter(|| keys.iter().map(|k| u32::from(redis_protocol::redis_keyslot(black_box(k)))).sum::<u32>())
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| u32::from(redis_protocol::redis_keyslot(black_box(k))))
+                    .sum::<u32>()
+            })
         });
         group.bench_function("crc16::XMODEM (crc only)", |b| {
             b.iter(|| {
@@ -56,7 +64,11 @@ fn bench_key_slot(c: &mut Criterion) {
             })
         });
         group.bench_function("sharding::crc16_xmodem (crc only)", |b| {
-            b.iter(|| keys.iter().map(|k| u32::from(crc16_xmodem(black_box(k)) & 0x3FFF)).sum::<u32>())
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| u32::from(crc16_xmodem(black_box(k)) & 0x3FFF))
+                    .sum::<u32>()
+            })
         });
         group.finish();
     }
@@ -73,15 +85,28 @@ fn bench_ketama(c: &mut Criterion) {
     let mut group = c.benchmark_group("ketama");
     group.throughput(Throughput::Elements(keys.len() as u64));
     group.bench_function("md5 key_hash only (baseline)", |b| {
-        b.iter(|| keys.iter().map(|k| KetamaRing::key_hash(black_box(k))).fold(0u32, u32::wrapping_add))
+        b.iter(|| {
+            keys.iter()
+                .map(|k| KetamaRing::key_hash(black_box(k)))
+                .fold(0u32, u32::wrapping_add)
+        })
     });
     for nodes in [3, 6, 100] {
         let ring = ring(nodes);
         group.bench_function(format!("node_for/{nodes} nodes"), |b| {
-            b.iter(|| keys.iter().map(|k| ring.node_for(black_box(k)).len()).sum::<usize>())
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| ring.node_for(black_box(k)).len())
+                    .sum::<usize>()
+            })
         });
         group.bench_function(format!("ring search only/{nodes} nodes"), |b| {
-            b.iter(|| hashes.iter().map(|&h| ring.node_index_for_hash(black_box(h))).sum::<usize>())
+            b.iter(|| {
+                hashes
+                    .iter()
+                    .map(|&h| ring.node_index_for_hash(black_box(h)))
+                    .sum::<usize>()
+            })
         });
     }
     group.finish();
@@ -96,7 +121,9 @@ fn bench_grouping(c: &mut Criterion) {
     let ring = ring(6);
     let mut group = c.benchmark_group("group_by_shard/1000 keys");
     group.throughput(Throughput::Elements(keys.len() as u64));
-    group.bench_function("slot table, 3 shards", |b| b.iter(|| cluster.group_by_shard(black_box(&keys))));
+    group.bench_function("slot table, 3 shards", |b| {
+        b.iter(|| cluster.group_by_shard(black_box(&keys)))
+    });
     group.bench_function("HashMap<shard, Vec<&[u8]>> baseline, 3 shards", |b| {
         b.iter(|| {
             let mut groups: HashMap<Option<usize>, Vec<&[u8]>> = HashMap::new();
@@ -106,8 +133,12 @@ fn bench_grouping(c: &mut Criterion) {
             groups
         })
     });
-    group.bench_function("key-range, 6 nodes", |b| b.iter(|| layout.group_by_shard(black_box(&keys))));
-    group.bench_function("ketama, 6 nodes", |b| b.iter(|| ring.group_by_shard(black_box(&keys))));
+    group.bench_function("key-range, 6 nodes", |b| {
+        b.iter(|| layout.group_by_shard(black_box(&keys)))
+    });
+    group.bench_function("ketama, 6 nodes", |b| {
+        b.iter(|| ring.group_by_shard(black_box(&keys)))
+    });
     group.finish();
 }
 

@@ -41,7 +41,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Every problem listed by an [`ConfigError::Invalid`]; empty for other variants.
+    /// Every problem listed by a [`ConfigError::Invalid`]; empty for other variants.
     pub fn problems(&self) -> &[Problem] {
         match self {
             Self::Invalid { problems } => problems,
@@ -51,11 +51,18 @@ impl ConfigError {
 }
 
 fn count(n: usize) -> String {
-    if n == 1 { "1 problem".to_owned() } else { format!("{n} problems") }
+    if n == 1 {
+        "1 problem".to_owned()
+    } else {
+        format!("{n} problems")
+    }
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(|problem| format!("\n  - {problem}")).collect()
+    problems
+        .iter()
+        .map(|problem| format!("\n  - {problem}"))
+        .collect()
 }
 
 fn mismatch_hint(configured: Mode, found: ServerKind) -> &'static str {
@@ -73,6 +80,8 @@ fn mismatch_hint(configured: Mode, found: ServerKind) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Origin {
+    /// Nothing set it, and it has no default.
+    Unset,
     /// The built-in default.
     Default,
     /// A TOML or YAML file.
@@ -86,10 +95,11 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Default => f.write_str("the default"),
-            Self::File(path) => write!(f, "file {}", path.display()),
-            Self::Environment => f.write_str("the environment"),
-            Self::Builder => f.write_str("the builder"),
+            Self::Unset => f.write_str("unset"),
+            Self::Default => f.write_str("default value"),
+            Self::File(path) => write!(f, "from file {}", path.display()),
+            Self::Environment => f.write_str("from the environment"),
+            Self::Builder => f.write_str("from the builder"),
         }
     }
 }
@@ -107,13 +117,23 @@ pub struct Problem {
 
 impl Problem {
     pub(crate) fn new(field: &Field, origin: Origin, message: impl Into<String>) -> Self {
-        Self { env_var: Some(field.env), file_key: Some(field.key), origin: Some(origin), message: message.into() }
+        Self {
+            env_var: Some(field.env),
+            file_key: Some(field.key),
+            origin: Some(origin),
+            message: message.into(),
+        }
     }
 
     /// A problem that belongs to no single setting: an unreadable file, an unknown file key, a node
     /// address parsed outside a configuration.
     pub(crate) fn general(message: impl Into<String>) -> Self {
-        Self { env_var: None, file_key: None, origin: None, message: message.into() }
+        Self {
+            env_var: None,
+            file_key: None,
+            origin: None,
+            message: message.into(),
+        }
     }
 
     /// The environment variable to fix, if the problem belongs to a setting.
@@ -141,7 +161,7 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.env_var, self.file_key, &self.origin) {
             (Some(env), Some(key), Some(origin)) => {
-                write!(f, "{env} (file key `{key}`, set by {origin}): {}", self.message)
+                write!(f, "{env} (file key `{key}`, {origin}): {}", self.message)
             }
             _ => f.write_str(&self.message),
         }
@@ -161,10 +181,14 @@ mod tests {
     fn messages() {
         check(
             ConfigError::Invalid {
-                problems: vec![Problem::new(&fields::POOL_SIZE, Origin::Environment, "must be at least 1")],
+                problems: vec![Problem::new(
+                    &fields::POOL_SIZE,
+                    Origin::Environment,
+                    "must be at least 1",
+                )],
             },
             "invalid redis cluster configuration, 1 problem to fix:\n  - REDIS_CONNECTION_POOL_SIZE (file key \
-             `pool_size`, set by the environment): must be at least 1",
+             `pool_size`, from the environment): must be at least 1",
         );
         check(
             ConfigError::Invalid {
@@ -174,10 +198,13 @@ mod tests {
                 ],
             },
             "invalid redis cluster configuration, 2 problems to fix:\n  - unknown file key `x`\n  - REDIS_MODE \
-             (file key `mode`, set by file a.toml): bad",
+             (file key `mode`, from file a.toml): bad",
         );
         check(
-            ConfigError::ModeMismatch { configured: Mode::Cluster, found: ServerKind::Standalone },
+            ConfigError::ModeMismatch {
+                configured: Mode::Cluster,
+                found: ServerKind::Standalone,
+            },
             "REDIS_MODE (file key `mode`) is `cluster` but the nodes answer as standalone servers; set REDIS_MODE \
              to `standalone`, `sharded` or `auto`, or list cluster nodes in REDIS_CLUSTER_NODES",
         );

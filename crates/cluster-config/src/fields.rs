@@ -186,7 +186,7 @@ pub(crate) const TLS: Field = Field {
     env: "REDIS_TLS",
     default: Some("false"),
     unit: "`true` or `false`",
-    doc: "Connect with TLS; refused, because this build has no TLS support (see below)",
+    doc: "Connect with TLS; `true` is refused, as this build has no TLS support",
 };
 
 /// Every setting, in the order used by rendered files and the README.
@@ -237,14 +237,16 @@ fn reference_table() -> String {
         "| Setting | Environment variable | File key | Default | Unit |\n|---|---|---|---|---|\n",
     );
     for field in FIELDS {
-        let default = field.default.map_or_else(|| "(unset)".to_owned(), |d| format!("`{d}`"));
+        let default = field
+            .default
+            .map_or_else(|| "(unset)".to_owned(), |d| format!("`{d}`"));
         table.push_str(&format!(
             "| {} | `{}` | `{}` | {} | {} |\n",
             field.doc, field.env, field.key, default, field.unit
         ));
     }
     table.push_str(&format!(
-        "| File read beneath the environment by `from_env` and `load` | `{CONFIG_FILE_ENV}` | (none) | \
+        "| File read beneath the environment when the builder names none | `{CONFIG_FILE_ENV}` | (none) | \
          (unset) | path to a `.toml`, `.yaml` or `.yml` file |\n"
     ));
     table
@@ -283,9 +285,16 @@ mod tests {
         assert_eq!(keys.len(), FIELDS.len(), "a file key is used twice");
         assert_eq!(envs.len(), FIELDS.len(), "an environment variable is used twice");
         for field in FIELDS {
-            assert!(field.env.starts_with("REDIS_"), "{} lacks the REDIS_ prefix", field.env);
             assert!(
-                field.key.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'),
+                field.env.starts_with("REDIS_"),
+                "{} lacks the REDIS_ prefix",
+                field.env
+            );
+            assert!(
+                field
+                    .key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'),
                 "file key {} is not lowercase snake case",
                 field.key
             );

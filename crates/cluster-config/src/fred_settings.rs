@@ -41,7 +41,10 @@ impl ClusterConfig {
     /// # Ok::<(), cluster_config::ConfigError>(())
     /// ```
     pub fn node_configs(&self) -> Vec<(String, Config)> {
-        self.nodes.iter().map(|node| (node.to_string(), self.fred_config_for(node))).collect()
+        self.nodes
+            .iter()
+            .map(|node| (node.to_string(), self.fred_config_for(node)))
+            .collect()
     }
 
     /// The centralized fred `Config` for any node, including ones discovered later (replicas, nodes
@@ -69,14 +72,27 @@ impl ClusterConfig {
     /// # Ok::<(), cluster_config::ConfigError>(())
     /// ```
     pub fn clustered_config(&self) -> Config {
-        let hosts = self.nodes.iter().map(|node| Server::new(node.fred_host(), node.port())).collect();
-        Config { server: ServerConfig::Clustered { hosts, policy: Default::default() }, ..self.fred_base() }
+        let hosts = self
+            .nodes
+            .iter()
+            .map(|node| Server::new(node.fred_host(), node.port()))
+            .collect();
+        Config {
+            server: ServerConfig::Clustered {
+                hosts,
+                policy: Default::default(),
+            },
+            ..self.fred_base()
+        }
     }
 
     fn fred_base(&self) -> Config {
         Config {
             username: self.username.clone(),
-            password: self.password.as_ref().map(|password| password.expose().to_owned()),
+            password: self
+                .password
+                .as_ref()
+                .map(|password| password.expose().to_owned()),
             ..Config::default()
         }
     }
@@ -106,7 +122,12 @@ impl ClusterConfig {
         if retry.backoff_multiplier <= 1 {
             ReconnectPolicy::new_constant(0, initial)
         } else {
-            ReconnectPolicy::new_exponential(0, initial, millis_u32(retry.max_delay), retry.backoff_multiplier)
+            ReconnectPolicy::new_exponential(
+                0,
+                initial,
+                millis_u32(retry.max_delay),
+                retry.backoff_multiplier,
+            )
         }
     }
 
@@ -119,8 +140,14 @@ impl ClusterConfig {
         ConnectionConfig {
             connection_timeout: self.timeouts.connect,
             internal_command_timeout: self.timeouts.connect,
-            unresponsive: UnresponsiveConfig { max_timeout: Some(unresponsive), interval },
-            tcp: TcpConfig { nodelay: Some(true), ..TcpConfig::default() },
+            unresponsive: UnresponsiveConfig {
+                max_timeout: Some(unresponsive),
+                interval,
+            },
+            tcp: TcpConfig {
+                nodelay: Some(true),
+                ..TcpConfig::default()
+            },
             ..ConnectionConfig::default()
         }
     }
@@ -128,7 +155,10 @@ impl ClusterConfig {
     /// Performance settings: the default command timeout (fred's own default is none at all). Other
     /// fields keep fred's defaults.
     pub fn performance_config(&self) -> PerformanceConfig {
-        PerformanceConfig { default_command_timeout: self.timeouts.command, ..PerformanceConfig::default() }
+        PerformanceConfig {
+            default_command_timeout: self.timeouts.command,
+            ..PerformanceConfig::default()
+        }
     }
 }
 
@@ -140,7 +170,10 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> ClusterConfig {
         let mut all = vec![("REDIS_CLUSTER_NODES", "a:7000,[::1]:7001")];
         all.extend_from_slice(vars);
-        ClusterConfigBuilder::default().env_vars(all).build().unwrap_or_else(|error| panic!("{error}"))
+        ClusterConfigBuilder::default()
+            .env_vars(all)
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     #[test]
@@ -156,7 +189,10 @@ mod tests {
         let (addr, fred) = &nodes[0];
         assert_eq!(addr, "a:7000");
         assert_eq!(fred.server, ServerConfig::new_centralized("a", 7000));
-        assert_eq!((fred.username.as_deref(), fred.password.as_deref()), (Some("app"), Some("pw")));
+        assert_eq!(
+            (fred.username.as_deref(), fred.password.as_deref()),
+            (Some("app"), Some("pw"))
+        );
         assert!(!fred.fail_fast);
         let discovered = config.fred_config_for(&NodeAddr::new("::1", 7005));
         assert_eq!(discovered.server, ServerConfig::new_centralized("[::1]", 7005));
@@ -166,7 +202,10 @@ mod tests {
     #[test]
     fn clustered_config_seeds_every_node() {
         let fred = config(&[]).clustered_config();
-        assert_eq!(fred.server, ServerConfig::new_clustered(vec![("a", 7000), ("[::1]", 7001)]));
+        assert_eq!(
+            fred.server,
+            ServerConfig::new_clustered(vec![("a", 7000), ("[::1]", 7001)])
+        );
         assert_eq!((fred.username, fred.password), (None, None));
     }
 
@@ -186,7 +225,10 @@ mod tests {
             ],
             ReconnectPolicy::new_exponential(0, 50, 800, 3),
         );
-        check_policy(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "1")], ReconnectPolicy::new_constant(0, 100));
+        check_policy(
+            &[("REDIS_RETRY_BACKOFF_MULTIPLIER", "1")],
+            ReconnectPolicy::new_constant(0, 100),
+        );
     }
 
     #[test]
@@ -199,16 +241,31 @@ mod tests {
         let connection = config.connection_config();
         assert_eq!(connection.connection_timeout, Duration::from_millis(700));
         assert_eq!(connection.internal_command_timeout, Duration::from_millis(700));
-        assert_eq!(connection.unresponsive.max_timeout, Some(Duration::from_millis(1200)));
+        assert_eq!(
+            connection.unresponsive.max_timeout,
+            Some(Duration::from_millis(1200))
+        );
         assert_eq!(connection.unresponsive.interval, Duration::from_millis(300));
         assert_eq!(connection.tcp.nodelay, Some(true));
-        assert_eq!(connection.max_command_attempts, ConnectionConfig::default().max_command_attempts);
-        assert_eq!(config.performance_config().default_command_timeout, Duration::from_millis(250));
+        assert_eq!(
+            connection.max_command_attempts,
+            ConnectionConfig::default().max_command_attempts
+        );
+        assert_eq!(
+            config.performance_config().default_command_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
     fn unresponsive_interval_stays_above_fred_minimum() {
-        let config = config(&[("REDIS_COMMAND_TIMEOUT_MS", "1"), ("REDIS_UNRESPONSIVE_TIMEOUT_MS", "3")]);
-        assert_eq!(config.connection_config().unresponsive.interval, MIN_UNRESPONSIVE_INTERVAL);
+        let config = config(&[
+            ("REDIS_COMMAND_TIMEOUT_MS", "1"),
+            ("REDIS_UNRESPONSIVE_TIMEOUT_MS", "3"),
+        ]);
+        assert_eq!(
+            config.connection_config().unresponsive.interval,
+            MIN_UNRESPONSIVE_INTERVAL
+        );
     }
 }

@@ -33,7 +33,10 @@ impl NodeAddr {
     /// An address from a host name or IP address (IPv6 without brackets) and a port, as a node reports
     /// them in `CLUSTER SHARDS`. It is not validated: the server said so.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self { host: host.into(), port }
+        Self {
+            host: host.into(),
+            port,
+        }
     }
 
     /// The host name or IP address, IPv6 without brackets.
@@ -49,7 +52,11 @@ impl NodeAddr {
     /// The host as fred wants it: fred resolves `format!("{host}:{port}")`, so an IPv6 address needs its
     /// brackets.
     pub(crate) fn fred_host(&self) -> String {
-        if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() }
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
     }
 
     /// The key used to spot duplicates: host names are case-insensitive.
@@ -80,7 +87,9 @@ impl FromStr for NodeAddr {
                     s.trim()
                 ))],
             }),
-            Err(message) => Err(ConfigError::Invalid { problems: vec![Problem::general(message)] }),
+            Err(message) => Err(ConfigError::Invalid {
+                problems: vec![Problem::general(message)],
+            }),
         }
     }
 }
@@ -103,9 +112,11 @@ pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
     }
     if entry.contains('@') {
         // Whatever precedes the '@' is probably a password, so the entry is not repeated.
-        return Err("an entry carries credentials (`user:password@`); move them to REDIS_USERNAME and \
+        return Err(
+            "an entry carries credentials (`user:password@`); move them to REDIS_USERNAME and \
                     REDIS_PASSWORD, which are kept secret"
-            .to_owned());
+                .to_owned(),
+        );
     }
     let (scheme, rest) = match entry.split_once("://") {
         None => (Scheme::Plain, entry),
@@ -137,21 +148,29 @@ pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
 fn split_host_port<'a>(entry: &str, rest: &'a str) -> Result<(String, Option<&'a str>), String> {
     if let Some(bracketed) = rest.strip_prefix('[') {
         let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(format!("`{entry}` opens `[` without closing it; write IPv6 as `[::1]:6379`"));
+            return Err(format!(
+                "`{entry}` opens `[` without closing it; write IPv6 as `[::1]:6379`"
+            ));
         };
         if host.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("`{entry}` has `{host}` in brackets, which is not an IPv6 address"));
+            return Err(format!(
+                "`{entry}` has `{host}` in brackets, which is not an IPv6 address"
+            ));
         }
         return match after {
             "" => Ok((host.to_owned(), None)),
             _ => match after.strip_prefix(':') {
                 Some(port) => Ok((host.to_owned(), Some(port))),
-                None => Err(format!("`{entry}` has `{after}` after the IPv6 address; expected `:port`")),
+                None => Err(format!(
+                    "`{entry}` has `{after}` after the IPv6 address; expected `:port`"
+                )),
             },
         };
     }
     if rest.matches(':').count() > 1 {
-        return Err(format!("`{entry}` looks like an IPv6 address; put it in brackets, as in `[::1]:6379`"));
+        return Err(format!(
+            "`{entry}` looks like an IPv6 address; put it in brackets, as in `[::1]:6379`"
+        ));
     }
     let (host, port) = match rest.split_once(':') {
         Some((host, port)) => (host, Some(port)),
@@ -160,7 +179,10 @@ fn split_host_port<'a>(entry: &str, rest: &'a str) -> Result<(String, Option<&'a
     if host.is_empty() {
         return Err(format!("`{entry}` has no host; write `host:port`"));
     }
-    if let Some(bad) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+    if let Some(bad) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
         return Err(format!(
             "`{entry}` has host `{host}` with the character {bad:?}; a host is a DNS name or an IP address"
         ));
@@ -170,9 +192,13 @@ fn split_host_port<'a>(entry: &str, rest: &'a str) -> Result<(String, Option<&'a
 
 fn parse_port(entry: &str, port: &str) -> Result<u16, String> {
     match port.parse::<u16>() {
-        Ok(0) => Err(format!("`{entry}` has port 0, which no server listens on; use 1 to 65535")),
+        Ok(0) => Err(format!(
+            "`{entry}` has port 0, which no server listens on; use 1 to 65535"
+        )),
         Ok(port) => Ok(port),
-        Err(_) => Err(format!("`{entry}` has port `{port}`, which is not a number from 1 to 65535")),
+        Err(_) => Err(format!(
+            "`{entry}` has port `{port}`, which is not a number from 1 to 65535"
+        )),
     }
 }
 
@@ -184,10 +210,17 @@ mod tests {
         let actual = parse_node(entry);
         match (actual, expected) {
             (Ok((node, scheme)), Ok((host, port, want_scheme))) => {
-                assert_eq!((node.host(), node.port(), scheme), (host, port, want_scheme), "{entry}");
+                assert_eq!(
+                    (node.host(), node.port(), scheme),
+                    (host, port, want_scheme),
+                    "{entry}"
+                );
             }
             (Err(message), Err(fragment)) => {
-                assert!(message.contains(fragment), "{entry}: `{message}` lacks `{fragment}`");
+                assert!(
+                    message.contains(fragment),
+                    "{entry}: `{message}` lacks `{fragment}`"
+                );
             }
             (actual, expected) => panic!("{entry}: got {actual:?}, expected {expected:?}"),
         }
@@ -196,7 +229,10 @@ mod tests {
     #[test]
     fn parses_node_entries() {
         check("127.0.0.1:7000", Ok(("127.0.0.1", 7000, Scheme::Plain)));
-        check("  cache-1.internal:6380 ", Ok(("cache-1.internal", 6380, Scheme::Plain)));
+        check(
+            "  cache-1.internal:6380 ",
+            Ok(("cache-1.internal", 6380, Scheme::Plain)),
+        );
         check("host", Ok(("host", 6379, Scheme::Plain)));
         check("redis://host:7001", Ok(("host", 7001, Scheme::Plain)));
         check("REDIS://host:7001/", Ok(("host", 7001, Scheme::Plain)));
@@ -222,7 +258,11 @@ mod tests {
 
     #[test]
     fn credentials_are_refused_without_being_repeated() {
-        for entry in ["redis://user:canary-91@host:7000", "user:canary-91@host:7000", ":canary-91@h"] {
+        for entry in [
+            "redis://user:canary-91@host:7000",
+            "user:canary-91@host:7000",
+            ":canary-91@h",
+        ] {
             let message = parse_node(entry).err().unwrap_or_default();
             assert!(message.contains("REDIS_PASSWORD"), "{entry}: {message}");
             assert!(!message.contains("canary-91"), "{entry}: {message}");

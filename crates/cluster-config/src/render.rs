@@ -37,7 +37,14 @@ impl Rendered<'_> {
             Self::Number(n) => n.to_string(),
             Self::Bool(b) => b.to_string(),
             Self::List(items) => {
-                format!("[{}]", items.iter().map(|item| toml_string(item)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|item| toml_string(item))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             Self::Secret(password) => toml_string(secret_text(password, secrets)),
         }
@@ -71,30 +78,58 @@ fn toml_string(text: &str) -> String {
 
 impl ClusterConfig {
     fn rendered(&self) -> Vec<(&'static Field, Rendered<'_>)> {
-        let millis = |d: std::time::Duration| Rendered::Number(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let millis =
+            |d: std::time::Duration| Rendered::Number(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let scheme = if self.tls { "rediss://" } else { "" };
         let mut out = vec![
-            (&fields::NODES, Rendered::List(self.nodes.iter().map(|n| format!("{scheme}{n}")).collect())),
+            (
+                &fields::NODES,
+                Rendered::List(self.nodes.iter().map(|n| format!("{scheme}{n}")).collect()),
+            ),
             (&fields::MODE, Rendered::Text(self.mode.as_str().to_owned())),
             (&fields::SHARDING_ENABLED, Rendered::Bool(self.sharding.enabled)),
-            (&fields::SHARDING_STRATEGY, Rendered::Text(self.sharding.strategy.as_str().to_owned())),
+            (
+                &fields::SHARDING_STRATEGY,
+                Rendered::Text(self.sharding.strategy.as_str().to_owned()),
+            ),
             (&fields::POOL_SIZE, Rendered::Number(self.pool_size as u64)),
-            (&fields::MAX_RETRIES, Rendered::Number(self.retry.max_retries.into())),
+            (
+                &fields::MAX_RETRIES,
+                Rendered::Number(self.retry.max_retries.into()),
+            ),
             (&fields::RETRY_INITIAL_DELAY, millis(self.retry.initial_delay)),
             (&fields::RETRY_MAX_DELAY, millis(self.retry.max_delay)),
-            (&fields::RETRY_BACKOFF_MULTIPLIER, Rendered::Number(self.retry.backoff_multiplier.into())),
-            (&fields::READ_KEY_MAX_RETRIES, Rendered::Number(self.retry.read_key_max_retries.into())),
+            (
+                &fields::RETRY_BACKOFF_MULTIPLIER,
+                Rendered::Number(self.retry.backoff_multiplier.into()),
+            ),
+            (
+                &fields::READ_KEY_MAX_RETRIES,
+                Rendered::Number(self.retry.read_key_max_retries.into()),
+            ),
             (&fields::COMMAND_TIMEOUT, millis(self.timeouts.command)),
             (&fields::CONNECT_TIMEOUT, millis(self.timeouts.connect)),
             (&fields::UNRESPONSIVE_TIMEOUT, millis(self.timeouts.unresponsive)),
             (&fields::TOPOLOGY_REFRESH, millis(self.topology_refresh_interval)),
-            (&fields::REPLICA_READS, Rendered::Text(self.replica_reads.mode.as_str().to_owned())),
+            (
+                &fields::REPLICA_READS,
+                Rendered::Text(self.replica_reads.mode.as_str().to_owned()),
+            ),
             (&fields::MAX_REPLICA_LAG, millis(self.replica_reads.max_lag)),
-            (&fields::KEY_MAX_BYTES, Rendered::Number(self.limits.key_max_bytes as u64)),
-            (&fields::VALUE_MAX_BYTES, Rendered::Number(self.limits.value_max_bytes as u64)),
+            (
+                &fields::KEY_MAX_BYTES,
+                Rendered::Number(self.limits.key_max_bytes as u64),
+            ),
+            (
+                &fields::VALUE_MAX_BYTES,
+                Rendered::Number(self.limits.value_max_bytes as u64),
+            ),
             (&fields::HEALTH_INTERVAL, millis(self.health_interval)),
             (&fields::METRICS_ENABLED, Rendered::Bool(self.metrics.enabled)),
-            (&fields::METRICS_LISTEN, Rendered::Text(self.metrics.listen.to_string())),
+            (
+                &fields::METRICS_LISTEN,
+                Rendered::Text(self.metrics.listen.to_string()),
+            ),
         ];
         if let Some(username) = &self.username {
             out.push((&fields::USERNAME, Rendered::Text(username.clone())));
@@ -121,7 +156,10 @@ impl ClusterConfig {
     /// # Ok::<(), cluster_config::ConfigError>(())
     /// ```
     pub fn to_env_vars(&self, secrets: SecretExport) -> Vec<(String, String)> {
-        self.rendered().into_iter().map(|(field, value)| (field.env.to_owned(), value.env_text(secrets))).collect()
+        self.rendered()
+            .into_iter()
+            .map(|(field, value)| (field.env.to_owned(), value.env_text(secrets)))
+            .collect()
     }
 
     /// Every setting as a TOML file that [`ClusterConfig::from_file`] reads back.
@@ -245,7 +283,11 @@ mod tests {
             .password(Password::new("pw"))
             .build()
             .unwrap_or_else(|error| panic!("{error}"));
-        let names: Vec<_> = config.to_env_vars(SecretExport::Redact).into_iter().map(|(name, _)| name).collect();
+        let names: Vec<_> = config
+            .to_env_vars(SecretExport::Redact)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         let all: Vec<_> = fields::FIELDS.iter().map(|field| field.env.to_owned()).collect();
         assert_eq!(names, all);
     }

@@ -71,7 +71,11 @@ mod tests {
 
     fn check(password: &str) {
         let secret = Password::new(password);
-        for shown in [format!("{secret}"), format!("{secret:?}"), format!("{:?}", Some(&secret))] {
+        for shown in [
+            format!("{secret}"),
+            format!("{secret:?}"),
+            format!("{:?}", Some(&secret)),
+        ] {
             assert!(!shown.contains(password), "{shown} shows the password");
             assert!(shown.contains(REDACTED), "{shown} does not say it is redacted");
         }

@@ -127,7 +127,10 @@ impl ClusterConfig {
     /// # Ok::<(), cluster_config::ConfigError>(())
     /// ```
     pub fn resolve_mode(&self, found: ServerKind) -> Result<ResolvedMode, ConfigError> {
-        let mismatch = || ConfigError::ModeMismatch { configured: self.mode, found };
+        let mismatch = || ConfigError::ModeMismatch {
+            configured: self.mode,
+            found,
+        };
         match (self.mode, found) {
             (Mode::Auto | Mode::Cluster, ServerKind::Cluster) => Ok(ResolvedMode::Cluster),
             (Mode::Standalone | Mode::Sharded, ServerKind::Cluster) => Err(mismatch()),
@@ -370,12 +373,24 @@ mod tests {
 
     fn config(nodes: usize, mode: Mode, sharding: bool) -> ClusterConfig {
         let nodes: Vec<String> = (1..=nodes).map(|i| format!("n{i}:6379")).collect();
-        let built = ClusterConfigBuilder::default().nodes(nodes).mode(mode).sharding_enabled(sharding).build();
+        let built = ClusterConfigBuilder::default()
+            .nodes(nodes)
+            .mode(mode)
+            .sharding_enabled(sharding)
+            .build();
         built.unwrap_or_else(|error| panic!("{error}"))
     }
 
-    fn check(nodes: usize, mode: Mode, sharding: bool, found: ServerKind, expected: Result<ResolvedMode, &str>) {
-        let actual = config(nodes, mode, sharding).resolve_mode(found).map_err(|e| e.to_string());
+    fn check(
+        nodes: usize,
+        mode: Mode,
+        sharding: bool,
+        found: ServerKind,
+        expected: Result<ResolvedMode, &str>,
+    ) {
+        let actual = config(nodes, mode, sharding)
+            .resolve_mode(found)
+            .map_err(|e| e.to_string());
         match (&actual, expected) {
             (Ok(actual), Ok(expected)) => assert_eq!(*actual, expected),
             (Err(message), Err(fragment)) => assert!(message.contains(fragment), "{message}"),
@@ -395,9 +410,21 @@ mod tests {
         check(3, Mode::Auto, true, S, Ok(ketama));
         check(3, Mode::Auto, false, S, Err("REDIS_ENABLE_SHARDING"));
         check(3, Mode::Cluster, true, C, Ok(R::Cluster));
-        check(3, Mode::Cluster, true, S, Err("is `cluster` but the nodes answer as standalone servers"));
+        check(
+            3,
+            Mode::Cluster,
+            true,
+            S,
+            Err("is `cluster` but the nodes answer as standalone servers"),
+        );
         check(1, Mode::Standalone, true, S, Ok(R::Standalone));
-        check(1, Mode::Standalone, true, C, Err("is `standalone` but the nodes answer as a redis cluster"));
+        check(
+            1,
+            Mode::Standalone,
+            true,
+            C,
+            Err("is `standalone` but the nodes answer as a redis cluster"),
+        );
         check(2, Mode::Sharded, true, S, Ok(ketama));
         check(2, Mode::Sharded, true, C, Err("is `sharded`"));
     }
@@ -407,8 +434,15 @@ mod tests {
         for mode in Mode::ACCEPTED {
             assert_eq!(mode.parse::<Mode>().map(Mode::as_str).ok(), Some(*mode));
         }
-        assert_eq!(" Key-Range ".parse::<ShardingStrategy>().ok(), Some(ShardingStrategy::KeyRange));
-        let error = "ketama".parse::<ShardingStrategy>().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            " Key-Range ".parse::<ShardingStrategy>().ok(),
+            Some(ShardingStrategy::KeyRange)
+        );
+        let error = "ketama"
+            .parse::<ShardingStrategy>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("`consistent-hash` or `key-range`"), "{error}");
         assert_eq!(accepted(&["a", "b", "c"]), "`a`, `b` or `c`");
     }

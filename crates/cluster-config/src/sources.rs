@@ -138,7 +138,10 @@ impl ClusterConfigBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.set(&fields::NODES, Raw::List(nodes.into_iter().map(Into::into).collect()))
+        self.set(
+            &fields::NODES,
+            Raw::List(nodes.into_iter().map(Into::into).collect()),
+        )
     }
 
     /// How the nodes are used (`REDIS_MODE`).
@@ -343,11 +346,19 @@ struct EnvLayer {
 }
 
 fn env_layer(vars: Vec<(String, String)>) -> EnvLayer {
-    let mut layer = EnvLayer { values: BTreeMap::new(), config_file: None };
+    let mut layer = EnvLayer {
+        values: BTreeMap::new(),
+        config_file: None,
+    };
     for (name, value) in vars {
-        // Docker and systemd pass unset variables as empty ones, so empty means unset. Blank is empty
-        // too, except for the password, whose blanks may be part of it.
-        let empty = if name == fields::PASSWORD.env { value.is_empty() } else { value.trim().is_empty() };
+        // Compose files and scripts often pass an unset variable on as an empty one
+        // (`REDIS_PASSWORD=${REDIS_PASSWORD}`), so empty means unset. Blank is empty too, except for the
+        // password, whose blanks may be part of it.
+        let empty = if name == fields::PASSWORD.env {
+            value.is_empty()
+        } else {
+            value.trim().is_empty()
+        };
         if empty {
             continue;
         }
@@ -387,14 +398,21 @@ fn utf8_settings(
 
 fn not_utf8(name: &str) -> Problem {
     match fields::by_env(name) {
-        Some(field) => Problem::new(field, Origin::Environment, "the value is not valid UTF-8; re-export it"),
-        None => Problem::general(format!("{name} is not valid UTF-8; re-export it")),
+        Some(field) => Problem::new(
+            field,
+            Origin::Environment,
+            "the value is not valid UTF-8; set it to UTF-8 text",
+        ),
+        None => Problem::general(format!("{name} is not valid UTF-8; set it to UTF-8 text")),
     }
 }
 
 /// Parses the file with the `config` crate, by extension.
 fn read_file(path: &Path, how: &str, problems: &mut Vec<Problem>) -> Option<config::Config> {
-    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     let format = match extension.as_deref() {
         Some("toml") => FileFormat::Toml,
         Some("yaml" | "yml") => FileFormat::Yaml,
@@ -417,13 +435,20 @@ fn read_file(path: &Path, how: &str, problems: &mut Vec<Problem>) -> Option<conf
             return None;
         }
     };
-    match config::Config::builder().add_source(config::File::from_str(&text, format)).build() {
+    match config::Config::builder()
+        .add_source(config::File::from_str(&text, format))
+        .build()
+    {
         Ok(parsed) => Some(parsed),
         Err(error) => {
             problems.push(Problem::general(format!(
                 "config file {} ({how}) is not valid {}: {}; fix its syntax",
                 path.display(),
-                if format == FileFormat::Toml { "TOML" } else { "YAML" },
+                if format == FileFormat::Toml {
+                    "TOML"
+                } else {
+                    "YAML"
+                },
                 syntax_error_without_source(&error.to_string()),
             )));
             None
@@ -434,8 +459,11 @@ fn read_file(path: &Path, how: &str, problems: &mut Vec<Problem>) -> Option<conf
 /// A parser's message stripped of the quoted source lines some parsers add (the TOML parser prints the
 /// offending line, which may be the password's).
 fn syntax_error_without_source(message: &str) -> String {
-    let kept: Vec<&str> =
-        message.lines().map(str::trim).filter(|line| !line.is_empty() && !line.contains('|')).collect();
+    let kept: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|'))
+        .collect();
     kept.join(" ")
 }
 
@@ -460,11 +488,20 @@ impl Source for Layer {
             Raw::Text(text) => Value::new(None, ValueKind::String(text.clone())),
             Raw::List(items) => Value::new(
                 None,
-                ValueKind::Array(items.iter().map(|i| Value::new(None, ValueKind::String(i.clone()))).collect()),
+                ValueKind::Array(
+                    items
+                        .iter()
+                        .map(|i| Value::new(None, ValueKind::String(i.clone())))
+                        .collect(),
+                ),
             ),
             Raw::Unusable(_) => Value::new(None, ValueKind::Nil),
         };
-        Ok(self.0.iter().map(|(key, raw)| ((*key).to_owned(), to_value(raw))).collect())
+        Ok(self
+            .0
+            .iter()
+            .map(|(key, raw)| ((*key).to_owned(), to_value(raw)))
+            .collect())
     }
 }
 
@@ -493,12 +530,17 @@ fn merge(
     if let Some(source) = file_source {
         stack = stack.add_source(source);
     }
-    let stack = stack.add_source(Layer(env.clone())).add_source(Layer(builder.clone())).build();
+    let stack = stack
+        .add_source(Layer(env.clone()))
+        .add_source(Layer(builder.clone()))
+        .build();
     let table = match stack.and_then(|stacked| stacked.collect()) {
         Ok(table) => table,
         Err(error) => {
             // Every layer above was parsed already, so this is not expected; it is reported, not hidden.
-            problems.push(Problem::general(format!("the settings could not be layered: {error}")));
+            problems.push(Problem::general(format!(
+                "the settings could not be layered: {error}"
+            )));
             return Merged::new();
         }
     };
@@ -508,7 +550,15 @@ fn merge(
     for (key, value) in flat {
         match fields::by_key(&key) {
             Some(field) => {
-                if let Some(raw) = to_raw(value) {
+                // A password written as a number or boolean reaches us re-formatted (`1e3` as `1000`),
+                // which would fail authentication far from the cause, so credentials must be strings.
+                let credential = field == &fields::PASSWORD || field == &fields::USERNAME;
+                let raw = match value.kind {
+                    ValueKind::Nil | ValueKind::String(_) => to_raw(value),
+                    _ if credential => Some(Raw::Unusable("a number, boolean or list; quote it in the file")),
+                    _ => to_raw(value),
+                };
+                if let Some(raw) = raw {
                     merged.insert(field.key, (raw, origin_of(field.key, &file_path)));
                 }
             }
@@ -520,7 +570,11 @@ fn merge(
 
 fn flatten(prefix: &str, table: Map<String, Value>, out: &mut Vec<(String, Value)>) {
     for (key, value) in table {
-        let key = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        let key = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value.kind {
             ValueKind::Table(inner) => flatten(&key, inner, out),
             _ => out.push((key, value)),
@@ -553,12 +607,26 @@ fn to_raw(value: Value) -> Option<Raw> {
 
 fn unknown_key(key: &str, file: Option<&Path>) -> Problem {
     let place = file.map_or_else(String::new, |path| format!(" in {}", path.display()));
-    let closest = fields::FIELDS.iter().min_by_key(|field| edit_distance(key, field.key));
-    let hint = match closest {
-        Some(field) if edit_distance(key, field.key) <= 3 => format!("did you mean `{}`?", field.key),
-        _ => format!(
+    // A key that extends or truncates a real one (`pool`, `metrics.enabled.on`) is most likely that
+    // one; otherwise the nearest key, if it is near enough for the hint to help.
+    let prefix = fields::FIELDS
+        .iter()
+        .find(|field| field.key.starts_with(key) || key.starts_with(field.key));
+    let nearest = fields::FIELDS
+        .iter()
+        .map(|field| (edit_distance(key, field.key), field))
+        .min_by_key(|(distance, _)| *distance)
+        .filter(|(distance, _)| *distance <= (key.chars().count() / 3).max(1))
+        .map(|(_, field)| field);
+    let hint = match prefix.or(nearest) {
+        Some(field) => format!("did you mean `{}`?", field.key),
+        None => format!(
             "accepted keys are {}",
-            fields::FIELDS.iter().map(|field| format!("`{}`", field.key)).collect::<Vec<_>>().join(", ")
+            fields::FIELDS
+                .iter()
+                .map(|field| format!("`{}`", field.key))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     Problem::general(format!("unknown file key `{key}`{place}; {hint}"))
@@ -585,7 +653,13 @@ mod tests {
 
     #[test]
     fn edit_distances() {
-        let cases = [("", "", 0), ("abc", "abc", 0), ("retry.max_retry", "retry.max_retries", 2), ("a", "", 1)];
+        let cases = [
+            ("", "", 0),
+            ("abc", "abc", 0),
+            ("retry.max_retry", "retry.max_retries", 3),
+            ("kitten", "sitting", 3),
+            ("a", "", 1),
+        ];
         for (a, b, expected) in cases {
             assert_eq!(edit_distance(a, b), expected, "{a} vs {b}");
         }

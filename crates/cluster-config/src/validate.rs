@@ -24,21 +24,43 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     let nodes = r.nodes();
     let mode = r.choice(&fields::MODE, Mode::parse, Mode::ACCEPTED);
     let sharding_enabled = r.boolean(&fields::SHARDING_ENABLED);
-    let strategy = r.choice(&fields::SHARDING_STRATEGY, ShardingStrategy::parse, ShardingStrategy::ACCEPTED);
+    let strategy = r.choice(
+        &fields::SHARDING_STRATEGY,
+        ShardingStrategy::parse,
+        ShardingStrategy::ACCEPTED,
+    );
     let pool_size = r.uint(&fields::POOL_SIZE, 1..=1024, "connections per node");
     let max_retries = r.u32(&fields::MAX_RETRIES, 0, "retries");
     let initial_delay = r.millis(&fields::RETRY_INITIAL_DELAY);
     let max_delay = r.millis(&fields::RETRY_MAX_DELAY);
-    let multiplier = r.u32(&fields::RETRY_BACKOFF_MULTIPLIER, 1, "(a whole factor: fred's backoff base is an integer)");
+    let multiplier = r.u32(
+        &fields::RETRY_BACKOFF_MULTIPLIER,
+        1,
+        "(a whole factor: fred's backoff base is an integer)",
+    );
     let read_key_max_retries = r.u32(&fields::READ_KEY_MAX_RETRIES, 0, "retries");
     let command = r.millis(&fields::COMMAND_TIMEOUT);
     let connect = r.millis(&fields::CONNECT_TIMEOUT);
     let unresponsive = r.millis(&fields::UNRESPONSIVE_TIMEOUT);
     let topology_refresh = r.millis(&fields::TOPOLOGY_REFRESH);
-    let replica_mode = r.choice(&fields::REPLICA_READS, ReplicaReadMode::parse, ReplicaReadMode::ACCEPTED);
-    let max_lag = r.uint(&fields::MAX_REPLICA_LAG, 0..=u64::from(u32::MAX), "milliseconds").map(Duration::from_millis);
-    let key_max = r.uint(&fields::KEY_MAX_BYTES, 1..=REDIS_MAX_BULK_BYTES, "bytes (512 MiB is Redis's limit)");
-    let value_max = r.uint(&fields::VALUE_MAX_BYTES, 1..=REDIS_MAX_BULK_BYTES, "bytes (512 MiB is Redis's limit)");
+    let replica_mode = r.choice(
+        &fields::REPLICA_READS,
+        ReplicaReadMode::parse,
+        ReplicaReadMode::ACCEPTED,
+    );
+    let max_lag = r
+        .uint(&fields::MAX_REPLICA_LAG, 0..=u64::from(u32::MAX), "milliseconds")
+        .map(Duration::from_millis);
+    let key_max = r.uint(
+        &fields::KEY_MAX_BYTES,
+        1..=REDIS_MAX_BULK_BYTES,
+        "bytes (512 MiB is Redis's limit)",
+    );
+    let value_max = r.uint(
+        &fields::VALUE_MAX_BYTES,
+        1..=REDIS_MAX_BULK_BYTES,
+        "bytes (512 MiB is Redis's limit)",
+    );
     let health = r.millis(&fields::HEALTH_INTERVAL);
     let metrics_enabled = r.boolean(&fields::METRICS_ENABLED);
     let metrics_listen = r.socket_addr(&fields::METRICS_LISTEN);
@@ -50,8 +72,10 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     if let Some((nodes, schemes)) = &nodes {
         r.node_rules(nodes, schemes, tls_flag, mode, sharding_enabled);
     }
-    if let (Some(initial), Some(max)) = (initial_delay, max_delay) {
-        if initial > max {
+    if let Some((initial, max)) = initial_delay
+        .zip(max_delay)
+        .filter(|(initial, max)| initial > max)
+    {
         r.problem(
             &fields::RETRY_INITIAL_DELAY,
             format!(
@@ -62,10 +86,8 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
                 fields::RETRY_MAX_DELAY.key
             ),
         );
-        }
     }
-    if let (Some(command), Some(unresponsive)) = (command, unresponsive) {
-        if unresponsive < command {
+    if let Some((command, unresponsive)) = command.zip(unresponsive).filter(|(command, unr)| unr < command) {
         r.problem(
             &fields::UNRESPONSIVE_TIMEOUT,
             format!(
@@ -77,7 +99,6 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
                 fields::COMMAND_TIMEOUT.key
             ),
         );
-        }
     }
     if replica_mode == Some(ReplicaReadMode::Prefer) {
         if let Some(mode @ (Mode::Standalone | Mode::Sharded)) = mode {
@@ -114,7 +135,13 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         sharding_enabled,
         strategy,
         pool_size,
-        (max_retries, initial_delay, max_delay, multiplier, read_key_max_retries),
+        (
+            max_retries,
+            initial_delay,
+            max_delay,
+            multiplier,
+            read_key_max_retries,
+        ),
         (command, connect, unresponsive),
         topology_refresh,
         (replica_mode, max_lag),
@@ -129,7 +156,13 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         Some(enabled),
         Some(strategy),
         Some(pool_size),
-        (Some(max_retries), Some(initial_delay), Some(max_delay), Some(backoff_multiplier), Some(read_key_max_retries)),
+        (
+            Some(max_retries),
+            Some(initial_delay),
+            Some(max_delay),
+            Some(backoff_multiplier),
+            Some(read_key_max_retries),
+        ),
         (Some(command), Some(connect), Some(unresponsive)),
         Some(topology_refresh_interval),
         (Some(replica_mode), Some(max_lag)),
@@ -141,7 +174,9 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     else {
         // Every `None` above recorded a problem, so this is unreachable; it is still an error, not a panic.
         return Err(ConfigError::Invalid {
-            problems: vec![Problem::general("a setting failed to parse without a message; please report this")],
+            problems: vec![Problem::general(
+                "a setting failed to parse without a message; please report this",
+            )],
         });
     };
     Ok(ClusterConfig {
@@ -149,13 +184,32 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         mode,
         sharding: ShardingConfig { enabled, strategy },
         pool_size: to_usize(pool_size),
-        retry: RetryConfig { max_retries, initial_delay, max_delay, backoff_multiplier, read_key_max_retries },
-        timeouts: Timeouts { command, connect, unresponsive },
+        retry: RetryConfig {
+            max_retries,
+            initial_delay,
+            max_delay,
+            backoff_multiplier,
+            read_key_max_retries,
+        },
+        timeouts: Timeouts {
+            command,
+            connect,
+            unresponsive,
+        },
         topology_refresh_interval,
-        replica_reads: ReplicaReads { mode: replica_mode, max_lag },
-        limits: Limits { key_max_bytes: to_usize(key_max_bytes), value_max_bytes: to_usize(value_max_bytes) },
+        replica_reads: ReplicaReads {
+            mode: replica_mode,
+            max_lag,
+        },
+        limits: Limits {
+            key_max_bytes: to_usize(key_max_bytes),
+            value_max_bytes: to_usize(value_max_bytes),
+        },
         health_interval,
-        metrics: MetricsConfig { enabled: metrics_enabled, listen },
+        metrics: MetricsConfig {
+            enabled: metrics_enabled,
+            listen,
+        },
         username,
         password,
         tls: tls_flag || schemes.contains(&Scheme::Tls),
@@ -174,7 +228,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn origin(&self, field: &Field) -> Origin {
-        self.merged.get(field.key).map_or(Origin::Default, |(_, origin)| origin.clone())
+        match (self.merged.get(field.key), field.default) {
+            (Some((_, origin)), _) => origin.clone(),
+            (None, Some(_)) => Origin::Default,
+            (None, None) => Origin::Unset,
+        }
     }
 
     fn problem(&mut self, field: &Field, message: impl Into<String>) {
@@ -215,7 +273,10 @@ impl Reader<'_> {
                 None
             }
             None => {
-                self.problem(field, format!("`{text}` is not a whole number; use {low} to {high} {unit}"));
+                self.problem(
+                    field,
+                    format!("`{text}` is not a whole number; use {low} to {high} {unit}"),
+                );
                 None
             }
         }
@@ -228,7 +289,8 @@ impl Reader<'_> {
 
     /// Milliseconds, at least 1: a zero timeout or interval would disable or spin what it paces.
     fn millis(&mut self, field: &Field) -> Option<Duration> {
-        self.uint(field, 1..=u64::from(u32::MAX), "milliseconds").map(Duration::from_millis)
+        self.uint(field, 1..=u64::from(u32::MAX), "milliseconds")
+            .map(Duration::from_millis)
     }
 
     fn boolean(&mut self, field: &Field) -> Option<bool> {
@@ -238,17 +300,28 @@ impl Reader<'_> {
             "false" | "0" | "no" | "off" => Some(false),
             other => {
                 let other = other.to_owned();
-                self.problem(field, format!("`{other}` is not a boolean; use `true` or `false`"));
+                self.problem(
+                    field,
+                    format!("`{other}` is not a boolean; use `true` or `false`"),
+                );
                 None
             }
         }
     }
 
-    fn choice<T>(&mut self, field: &Field, parse: fn(&str) -> Option<T>, accepted_values: &[&str]) -> Option<T> {
+    fn choice<T>(
+        &mut self,
+        field: &Field,
+        parse: fn(&str) -> Option<T>,
+        accepted_values: &[&str],
+    ) -> Option<T> {
         let text = self.text(field)?;
         let parsed = parse(&text);
         if parsed.is_none() {
-            self.problem(field, format!("`{}` is not one of {}", text.trim(), accepted(accepted_values)));
+            self.problem(
+                field,
+                format!("`{}` is not one of {}", text.trim(), accepted(accepted_values)),
+            );
         }
         parsed
     }
@@ -259,7 +332,10 @@ impl Reader<'_> {
         if parsed.is_none() {
             self.problem(
                 field,
-                format!("`{}` is not a socket address; use `ip:port`, such as `0.0.0.0:9121`", text.trim()),
+                format!(
+                    "`{}` is not a socket address; use `ip:port`, such as `0.0.0.0:9121`",
+                    text.trim()
+                ),
             );
         }
         parsed
@@ -269,14 +345,21 @@ impl Reader<'_> {
     fn username(&mut self) -> Option<Option<String>> {
         let field = &fields::USERNAME;
         let Some(text) = self.text(field) else {
-            return if self.merged.contains_key(field.key) { None } else { Some(None) };
+            return if self.merged.contains_key(field.key) {
+                None
+            } else {
+                Some(None)
+            };
         };
         let name = text.trim();
         if name.is_empty() {
             return Some(None);
         }
         if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            self.problem(field, format!("{name:?} contains blanks or control characters, which ACL names cannot"));
+            self.problem(
+                field,
+                format!("{name:?} contains blanks or control characters, which ACL names cannot"),
+            );
             return None;
         }
         Some(Some(name.to_owned()))
@@ -299,8 +382,12 @@ impl Reader<'_> {
                 None
             }
             Some((Raw::Text(text), _)) => Some(Some(Password::new(text.clone()))),
-            Some((Raw::List(_) | Raw::Unusable(_), _)) => {
-                self.problem(field, "expected a string");
+            Some((Raw::List(_), _)) => {
+                self.problem(field, "expected a string, found a list");
+                None
+            }
+            Some((Raw::Unusable(what), _)) => {
+                self.problem(field, format!("expected a string, found {what}"));
                 None
             }
         }
@@ -318,9 +405,8 @@ impl Reader<'_> {
                 return None;
             }
         };
-        // A trailing comma or a blank variable means no entry rather than an empty one.
-        let single_blank = entries.len() == 1 && entries[0].trim().is_empty();
-        if entries.is_empty() || single_blank {
+        // Only blanks (an empty list, `,`) means no nodes at all, which gets one problem, not one per blank.
+        if entries.iter().all(|entry| entry.trim().is_empty()) {
             self.problem(
                 field,
                 "no nodes are listed; give at least one `host:port`, such as `127.0.0.1:6379`, comma-separated",
@@ -355,12 +441,15 @@ impl Reader<'_> {
             }
             let count = counts.get(&node.identity()).copied().unwrap_or(1);
             if count > 1 {
-                bad = true;
-                self.problem(field, format!("`{node}` is listed {count} times; list each node once"));
+                self.problem(
+                    field,
+                    format!("`{node}` is listed {count} times; list each node once"),
+                );
             }
             unique.push(node);
         }
-        (!bad).then_some((unique, schemes))
+        // Duplicates are already problems; the rules between settings still run on the distinct nodes.
+        Some((unique, schemes))
     }
 
     fn node_rules(
@@ -420,9 +509,16 @@ mod tests {
 
     /// Builds from environment variables and returns the (env var, message) of every problem.
     fn problems(vars: &[(&str, &str)]) -> Vec<(Option<&'static str>, String)> {
-        match ClusterConfigBuilder::default().env_vars(vars.iter().copied()).build() {
+        match ClusterConfigBuilder::default()
+            .env_vars(vars.iter().copied())
+            .build()
+        {
             Ok(_) => Vec::new(),
-            Err(error) => error.problems().iter().map(|p| (p.env_var(), p.message().to_owned())).collect(),
+            Err(error) => error
+                .problems()
+                .iter()
+                .map(|p| (p.env_var(), p.message().to_owned()))
+                .collect(),
         }
     }
 
@@ -435,14 +531,23 @@ mod tests {
         let found = problems(&all);
         assert_eq!(found.len(), 1, "{vars:?}: expected one problem, got {found:?}");
         assert_eq!(found[0].0, Some(env), "{vars:?}: {found:?}");
-        assert!(found[0].1.contains(fragment), "{vars:?}: `{}` lacks `{fragment}`", found[0].1);
+        assert!(
+            found[0].1.contains(fragment),
+            "{vars:?}: `{}` lacks `{fragment}`",
+            found[0].1
+        );
     }
 
     #[test]
     fn every_validation_error() {
         let n = "REDIS_CLUSTER_NODES";
         check(&[(n, "")], n, "no nodes are listed");
-        check(&[(n, ",")], n, "entry 1 of 2: an entry is empty");
+        check(&[(n, " , ")], n, "no nodes are listed");
+        check(
+            &[(n, "a:1,b:2,")],
+            n,
+            "entry 3 of 3: an entry is empty; remove the doubled or trailing comma",
+        );
         check(&[(n, "a:1,,b:2")], n, "entry 2 of 3: an entry is empty");
         check(&[(n, "a b:1")], n, "host `a b`");
         check(&[(n, "a:x")], n, "port `x`");
@@ -454,35 +559,122 @@ mod tests {
         check(&[(n, "rediss://a:1")], n, "no TLS support");
         check(&[("REDIS_TLS", "true")], "REDIS_TLS", "no TLS support");
         check(&[("REDIS_TLS", "maybe")], "REDIS_TLS", "`maybe` is not a boolean");
-        check(&[("REDIS_MODE", "clustered")], "REDIS_MODE", "`auto`, `cluster`, `standalone` or `sharded`");
+        check(
+            &[("REDIS_MODE", "clustered")],
+            "REDIS_MODE",
+            "`auto`, `cluster`, `standalone` or `sharded`",
+        );
         check(&[("REDIS_MODE", "standalone")], "REDIS_MODE", "lists 2");
-        check(&[(n, "a:1"), ("REDIS_MODE", "sharded")], "REDIS_MODE", "lists one");
-        check(&[("REDIS_MODE", "sharded"), ("REDIS_ENABLE_SHARDING", "false")], "REDIS_ENABLE_SHARDING", "contradicts");
-        check(&[("REDIS_SHARDING_STRATEGY", "crc16")], "REDIS_SHARDING_STRATEGY", "`consistent-hash` or `key-range`");
-        check(&[("REDIS_CONNECTION_POOL_SIZE", "0")], "REDIS_CONNECTION_POOL_SIZE", "0 is out of range; use 1 to 1024");
-        check(&[("REDIS_CONNECTION_POOL_SIZE", "5000")], "REDIS_CONNECTION_POOL_SIZE", "use 1 to 1024");
-        check(&[("REDIS_MAX_RETRIES", "-1")], "REDIS_MAX_RETRIES", "`-1` is not a whole number");
-        check(&[("REDIS_MAX_RETRIES", "5000000000")], "REDIS_MAX_RETRIES", "out of range");
-        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "use 1 to");
-        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0.5")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "not a whole number");
-        check(&[("REDIS_RETRY_BACKOFF_MULTIPLIER", "1.5")], "REDIS_RETRY_BACKOFF_MULTIPLIER", "whole factor");
-        check(&[("REDIS_RETRY_INITIAL_DELAY_MS", "0")], "REDIS_RETRY_INITIAL_DELAY_MS", "use 1 to");
+        check(
+            &[(n, "a:1"), ("REDIS_MODE", "sharded")],
+            "REDIS_MODE",
+            "lists one",
+        );
+        check(
+            &[("REDIS_MODE", "sharded"), ("REDIS_ENABLE_SHARDING", "false")],
+            "REDIS_ENABLE_SHARDING",
+            "contradicts",
+        );
+        check(
+            &[("REDIS_SHARDING_STRATEGY", "crc16")],
+            "REDIS_SHARDING_STRATEGY",
+            "`consistent-hash` or `key-range`",
+        );
+        check(
+            &[("REDIS_CONNECTION_POOL_SIZE", "0")],
+            "REDIS_CONNECTION_POOL_SIZE",
+            "0 is out of range; use 1 to 1024",
+        );
+        check(
+            &[("REDIS_CONNECTION_POOL_SIZE", "5000")],
+            "REDIS_CONNECTION_POOL_SIZE",
+            "use 1 to 1024",
+        );
+        check(
+            &[("REDIS_MAX_RETRIES", "-1")],
+            "REDIS_MAX_RETRIES",
+            "`-1` is not a whole number",
+        );
+        check(
+            &[("REDIS_MAX_RETRIES", "5000000000")],
+            "REDIS_MAX_RETRIES",
+            "out of range",
+        );
+        check(
+            &[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0")],
+            "REDIS_RETRY_BACKOFF_MULTIPLIER",
+            "use 1 to",
+        );
+        check(
+            &[("REDIS_RETRY_BACKOFF_MULTIPLIER", "0.5")],
+            "REDIS_RETRY_BACKOFF_MULTIPLIER",
+            "not a whole number",
+        );
+        check(
+            &[("REDIS_RETRY_BACKOFF_MULTIPLIER", "1.5")],
+            "REDIS_RETRY_BACKOFF_MULTIPLIER",
+            "whole factor",
+        );
+        check(
+            &[("REDIS_RETRY_INITIAL_DELAY_MS", "0")],
+            "REDIS_RETRY_INITIAL_DELAY_MS",
+            "use 1 to",
+        );
         check(
             &[("REDIS_RETRY_INITIAL_DELAY_MS", "5000")],
             "REDIS_RETRY_INITIAL_DELAY_MS",
             "5000 ms is above the max delay 3000 ms (REDIS_RETRY_MAX_DELAY_MS",
         );
-        check(&[("REDIS_RETRY_MAX_DELAY_MS", "50")], "REDIS_RETRY_INITIAL_DELAY_MS", "above the max delay 50 ms");
-        check(&[("REDIS_MAX_RETRIES_READ_KEY", "x")], "REDIS_MAX_RETRIES_READ_KEY", "`x` is not a whole number");
-        check(&[("REDIS_COMMAND_TIMEOUT_MS", "0")], "REDIS_COMMAND_TIMEOUT_MS", "out of range");
-        check(&[("REDIS_COMMAND_TIMEOUT_MS", "5000")], "REDIS_UNRESPONSIVE_TIMEOUT_MS", "below the command timeout");
-        check(&[("REDIS_CONNECT_TIMEOUT_MS", "0")], "REDIS_CONNECT_TIMEOUT_MS", "out of range");
-        check(&[("REDIS_UNRESPONSIVE_TIMEOUT_MS", "0")], "REDIS_UNRESPONSIVE_TIMEOUT_MS", "out of range");
-        check(&[("REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", "0")], "REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", "out of range");
-        check(&[("REDIS_HEALTH_INTERVAL_MS", "0")], "REDIS_HEALTH_INTERVAL_MS", "out of range");
-        check(&[("REDIS_REPLICA_READS", "always")], "REDIS_REPLICA_READS", "`off` or `prefer`");
         check(
-            &[("REDIS_REPLICA_READS", "prefer"), ("REDIS_MAX_REPLICA_LAG_MS", "0")],
+            &[("REDIS_RETRY_MAX_DELAY_MS", "50")],
+            "REDIS_RETRY_INITIAL_DELAY_MS",
+            "above the max delay 50 ms",
+        );
+        check(
+            &[("REDIS_MAX_RETRIES_READ_KEY", "x")],
+            "REDIS_MAX_RETRIES_READ_KEY",
+            "`x` is not a whole number",
+        );
+        check(
+            &[("REDIS_COMMAND_TIMEOUT_MS", "0")],
+            "REDIS_COMMAND_TIMEOUT_MS",
+            "out of range",
+        );
+        check(
+            &[("REDIS_COMMAND_TIMEOUT_MS", "5000")],
+            "REDIS_UNRESPONSIVE_TIMEOUT_MS",
+            "below the command timeout",
+        );
+        check(
+            &[("REDIS_CONNECT_TIMEOUT_MS", "0")],
+            "REDIS_CONNECT_TIMEOUT_MS",
+            "out of range",
+        );
+        check(
+            &[("REDIS_UNRESPONSIVE_TIMEOUT_MS", "0")],
+            "REDIS_UNRESPONSIVE_TIMEOUT_MS",
+            "out of range",
+        );
+        check(
+            &[("REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", "0")],
+            "REDIS_TOPOLOGY_REFRESH_INTERVAL_MS",
+            "out of range",
+        );
+        check(
+            &[("REDIS_HEALTH_INTERVAL_MS", "0")],
+            "REDIS_HEALTH_INTERVAL_MS",
+            "out of range",
+        );
+        check(
+            &[("REDIS_REPLICA_READS", "always")],
+            "REDIS_REPLICA_READS",
+            "`off` or `prefer`",
+        );
+        check(
+            &[
+                ("REDIS_REPLICA_READS", "prefer"),
+                ("REDIS_MAX_REPLICA_LAG_MS", "0"),
+            ],
             "REDIS_MAX_REPLICA_LAG_MS",
             "lets no replica serve",
         );
@@ -491,14 +683,42 @@ mod tests {
             "REDIS_REPLICA_READS",
             "needs replicas",
         );
-        check(&[("REDIS_KEY_MAX_BYTES", "0")], "REDIS_KEY_MAX_BYTES", "out of range");
-        check(&[("REDIS_VALUE_MAX_BYTES", "0")], "REDIS_VALUE_MAX_BYTES", "out of range");
-        check(&[("REDIS_VALUE_MAX_BYTES", "1073741824")], "REDIS_VALUE_MAX_BYTES", "512 MiB");
-        check(&[("REDIS_CLUSTER_METRICS", "yep")], "REDIS_CLUSTER_METRICS", "not a boolean");
-        check(&[("REDIS_METRICS_LISTEN", "localhost:9121")], "REDIS_METRICS_LISTEN", "not a socket address");
-        check(&[("REDIS_USERNAME", "bob smith"), ("REDIS_PASSWORD", "pw")], "REDIS_USERNAME", "blanks");
+        check(
+            &[("REDIS_KEY_MAX_BYTES", "0")],
+            "REDIS_KEY_MAX_BYTES",
+            "out of range",
+        );
+        check(
+            &[("REDIS_VALUE_MAX_BYTES", "0")],
+            "REDIS_VALUE_MAX_BYTES",
+            "out of range",
+        );
+        check(
+            &[("REDIS_VALUE_MAX_BYTES", "1073741824")],
+            "REDIS_VALUE_MAX_BYTES",
+            "512 MiB",
+        );
+        check(
+            &[("REDIS_CLUSTER_METRICS", "yep")],
+            "REDIS_CLUSTER_METRICS",
+            "not a boolean",
+        );
+        check(
+            &[("REDIS_METRICS_LISTEN", "localhost:9121")],
+            "REDIS_METRICS_LISTEN",
+            "not a socket address",
+        );
+        check(
+            &[("REDIS_USERNAME", "bob smith"), ("REDIS_PASSWORD", "pw")],
+            "REDIS_USERNAME",
+            "blanks",
+        );
         check(&[("REDIS_USERNAME", "bob")], "REDIS_USERNAME", "needs a password");
-        check(&[("REDIS_PASSWORD", "[redacted]")], "REDIS_PASSWORD", "placeholder");
+        check(
+            &[("REDIS_PASSWORD", "[redacted]")],
+            "REDIS_PASSWORD",
+            "placeholder",
+        );
     }
 
     #[test]
@@ -522,6 +742,23 @@ mod tests {
             ],
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn duplicates_do_not_hide_the_rules_between_settings() {
+        let found = problems(&[
+            ("REDIS_CLUSTER_NODES", "a:1,a:1,rediss://b:2"),
+            ("REDIS_MODE", "standalone"),
+        ]);
+        let messages: Vec<_> = found.iter().map(|(_, message)| message.as_str()).collect();
+        assert_eq!(messages.len(), 4, "{messages:#?}");
+        assert!(messages[0].contains("`a:1` is listed 2 times"), "{messages:#?}");
+        assert!(
+            messages[1].contains("1 of 3 entries use rediss://"),
+            "{messages:#?}"
+        );
+        assert!(messages[2].contains("no TLS support"), "{messages:#?}");
+        assert!(messages[3].contains("lists 2"), "{messages:#?}");
     }
 
     #[test]

@@ -85,7 +85,11 @@ pub struct ShardLoad {
 impl ShardLoad {
     /// Keys held over keys expected (1 = exactly its share); 0 for a shard expecting none.
     pub fn load(&self) -> f64 {
-        if self.expected_keys > 0.0 { self.keys as f64 / self.expected_keys } else { 0.0 }
+        if self.expected_keys > 0.0 {
+            self.keys as f64 / self.expected_keys
+        } else {
+            0.0
+        }
     }
 }
 
@@ -219,7 +223,12 @@ fn report(
         if !weight.is_finite() || weight < 0.0 {
             return Err(Error::InvalidShardWeight { shard, weight });
         }
-        loads.push(ShardLoad { shard, keys, weight, expected_keys: 0.0 });
+        loads.push(ShardLoad {
+            shard,
+            keys,
+            weight,
+            expected_keys: 0.0,
+        });
     }
     if loads.is_empty() {
         return Err(Error::NoShards);
@@ -239,10 +248,17 @@ fn report(
     let mean = shard_loads.iter().sum::<f64>() / shard_loads.len() as f64;
     let variance = shard_loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / shard_loads.len() as f64;
     let (coefficient_of_variation, max_over_mean, busiest) = if mean > 0.0 {
-        let (busiest, max) = weighted
-            .iter()
-            .zip(&shard_loads)
-            .fold(("", f64::MIN), |(name, max), (s, &l)| if l > max { (s.shard.as_str(), l) } else { (name, max) });
+        let (busiest, max) =
+            weighted
+                .iter()
+                .zip(&shard_loads)
+                .fold(("", f64::MIN), |(name, max), (s, &l)| {
+                    if l > max {
+                        (s.shard.as_str(), l)
+                    } else {
+                        (name, max)
+                    }
+                });
         (variance.sqrt() / mean, max / mean, busiest)
     } else {
         (0.0, 0.0, "")
@@ -258,11 +274,17 @@ fn report(
     let min_weight = weighted.iter().map(|s| s.weight).fold(f64::INFINITY, f64::min);
     let needed = (thresholds.min_expected_keys_per_shard * total_weight / min_weight).ceil();
     let verdict = if (weighted_keys as f64) < needed {
-        Verdict::TooFewKeys { keys: weighted_keys, needed: needed as u64 }
+        Verdict::TooFewKeys {
+            keys: weighted_keys,
+            needed: needed as u64,
+        }
     } else {
         let mut violations = Vec::new();
         for shard in loads.iter().filter(|s| s.weight == 0.0 && s.keys > 0) {
-            violations.push(Violation::KeysOnZeroWeightShard { shard: shard.shard.clone(), keys: shard.keys });
+            violations.push(Violation::KeysOnZeroWeightShard {
+                shard: shard.shard.clone(),
+                keys: shard.keys,
+            });
         }
         if coefficient_of_variation > thresholds.max_coefficient_of_variation {
             violations.push(Violation::CoefficientOfVariation {
@@ -280,7 +302,11 @@ fn report(
         if let Some(limit) = thresholds.min_chi_square_p_value.filter(|&limit| p_value < limit) {
             violations.push(Violation::ChiSquare { p_value, limit });
         }
-        if violations.is_empty() { Verdict::Balanced } else { Verdict::Skewed(violations) }
+        if violations.is_empty() {
+            Verdict::Balanced
+        } else {
+            Verdict::Skewed(violations)
+        }
     };
 
     Ok(DistributionReport {
@@ -384,11 +410,18 @@ mod tests {
     fn p_values_match_the_chi_square_distribution() {
         // With 2 degrees of freedom the upper tail is exactly exp(-x/2).
         for x in [0.1, 1.0, 2.0, 3.0, 5.0, 10.0, 40.0] {
-            assert!(close(chi_square_p_value(x, 2), (-x / 2.0).exp(), 1e-12), "x = {x}");
+            assert!(
+                close(chi_square_p_value(x, 2), (-x / 2.0).exp(), 1e-12),
+                "x = {x}"
+            );
         }
         // Printed critical values at the 5% and 1% levels.
         fn check(x: f64, df: usize, p: f64) {
-            assert!(close(chi_square_p_value(x, df), p, 1e-4), "x = {x}, df = {df}: {}", chi_square_p_value(x, df));
+            assert!(
+                close(chi_square_p_value(x, df), p, 1e-4),
+                "x = {x}, df = {df}: {}",
+                chi_square_p_value(x, df)
+            );
         }
         check(3.841, 1, 0.05);
         check(6.635, 1, 0.01);
@@ -432,18 +465,62 @@ mod tests {
         let default = DistributionThresholds::default();
         let mut strict_chi = default;
         strict_chi.min_chi_square_p_value = Some(0.01);
-        check(&[("a", 1000, 1.0), ("b", 1010, 1.0), ("c", 990, 1.0)], default, "balanced");
+        check(
+            &[("a", 1000, 1.0), ("b", 1010, 1.0), ("c", 990, 1.0)],
+            default,
+            "balanced",
+        );
         check(&[("a", 1000, 1.0), ("b", 2000, 2.0)], default, "balanced");
-        check(&[("a", 1000, 1.0), ("b", 1000, 1.0), ("c", 1600, 1.0)], default, "cv,max:c");
-        check(&[("a", 1000, 1.0), ("b", 1100, 1.0), ("c", 900, 1.0)], default, "balanced");
-        check(&[("a", 1000, 1.0), ("b", 1100, 1.0), ("c", 900, 1.0)], strict_chi, "chi");
+        check(
+            &[("a", 1000, 1.0), ("b", 1000, 1.0), ("c", 1600, 1.0)],
+            default,
+            "cv,max:c",
+        );
+        check(
+            &[("a", 1000, 1.0), ("b", 1100, 1.0), ("c", 900, 1.0)],
+            default,
+            "balanced",
+        );
+        check(
+            &[("a", 1000, 1.0), ("b", 1100, 1.0), ("c", 900, 1.0)],
+            strict_chi,
+            "chi",
+        );
         check(&[("a", 1, 1.0), ("b", 2, 1.0)], default, "few:10");
         check(&[("a", 5, 1.0), ("b", 10, 3.0)], default, "few:20");
-        check(&[("a", 100, 1.0), ("b", 100, 1.0), ("gone", 3, 0.0)], default, "zero:gone");
-        check(&[], default, "error: no shards to check; give at least one shard with its key count and weight");
+        check(
+            &[("a", 100, 1.0), ("b", 100, 1.0), ("gone", 3, 0.0)],
+            default,
+            "zero:gone",
+        );
+        check(
+            &[],
+            default,
+            "error: no shards to check; give at least one shard with its key count and weight",
+        );
         check(&[("a", 1, 0.0)], default, &format!("error: {}", Error::NoWeight));
-        check(&[("a", 1, f64::NAN)], default, &format!("error: {}", Error::InvalidShardWeight { shard: "a".into(), weight: f64::NAN }));
-        check(&[("a", 1, -1.0)], default, &format!("error: {}", Error::InvalidShardWeight { shard: "a".into(), weight: -1.0 }));
+        check(
+            &[("a", 1, f64::NAN)],
+            default,
+            &format!(
+                "error: {}",
+                Error::InvalidShardWeight {
+                    shard: "a".into(),
+                    weight: f64::NAN
+                }
+            ),
+        );
+        check(
+            &[("a", 1, -1.0)],
+            default,
+            &format!(
+                "error: {}",
+                Error::InvalidShardWeight {
+                    shard: "a".into(),
+                    weight: -1.0
+                }
+            ),
+        );
     }
 
     #[test]
@@ -457,7 +534,8 @@ mod tests {
         assert!(close(report.shards[0].expected_keys, 400.0 / 3.0, 1e-9));
         assert!(close(report.max_over_mean, 1.125 / 0.9375, 1e-9));
         assert!(close(report.coefficient_of_variation, 0.1875 / 0.9375, 1e-9));
-        let chi = (100.0f64 - 400.0 / 3.0).powi(2) / (400.0 / 3.0) + (300.0f64 - 800.0 / 3.0).powi(2) / (800.0 / 3.0);
+        let chi = (100.0f64 - 400.0 / 3.0).powi(2) / (400.0 / 3.0)
+            + (300.0f64 - 800.0 / 3.0).powi(2) / (800.0 / 3.0);
         assert!(close(report.chi_square, chi, 1e-9));
         assert_eq!(report.degrees_of_freedom, 1);
     }
@@ -468,12 +546,21 @@ mod tests {
         let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
         let report = check_distribution(&table, &keys, &DistributionThresholds::default()).unwrap();
         assert_eq!(report.total_keys + report.unassigned_keys, 4000);
-        assert!(report.unassigned_keys > 1500 && report.unassigned_keys < 2500, "{report:?}");
+        assert!(
+            report.unassigned_keys > 1500 && report.unassigned_keys < 2500,
+            "{report:?}"
+        );
         assert_eq!(report.shards[0].weight, 8192.0);
-        assert_eq!(check_distribution(&SlotTable::empty(), &keys, &DistributionThresholds::default()), Err(Error::NoShards));
+        assert_eq!(
+            check_distribution(&SlotTable::empty(), &keys, &DistributionThresholds::default()),
+            Err(Error::NoShards)
+        );
 
         let ring = KetamaRing::new([("a:1".to_string(), 1), ("b:1".to_string(), 3)]).unwrap();
         let report = check_distribution(&ring, &keys, &DistributionThresholds::default()).unwrap();
-        assert_eq!(report.shards.iter().map(|s| s.weight).collect::<Vec<_>>(), [1.0, 3.0]);
+        assert_eq!(
+            report.shards.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            [1.0, 3.0]
+        );
     }
 }

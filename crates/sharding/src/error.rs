@@ -94,7 +94,9 @@ pub enum Error {
     #[error("no shards to check; give at least one shard with its key count and weight")]
     NoShards,
     /// Every shard in a distribution check has weight 0.
-    #[error("every shard has weight 0, so no share can be expected; give at least one shard a positive weight")]
+    #[error(
+        "every shard has weight 0, so no share can be expected; give at least one shard a positive weight"
+    )]
     NoWeight,
     /// A shard weight in a distribution check was negative, infinite or not a number.
     #[error("shard {shard} has weight {weight}; weights must be finite and not negative")]
@@ -105,4 +107,3 @@ pub enum Error {
         weight: f64,
     },
 }
-

@@ -28,7 +28,10 @@ const DEFAULT_MEMCACHED_PORT_SUFFIX: &str = ":11211";
 /// - a key hashes to the first four bytes of `md5(key)`, little-endian, and belongs to the node of the
 ///   first point at or after that hash, wrapping to the first point.
 ///
-/// If two points collide (chance about 1 in 10⁵ for a 6-node ring), libmemcached and twemproxy
+/// Node names are the strings hashed. For a twemproxy server configured with a name
+/// (`127.0.0.1:6379:1 cache-a`) twemproxy hashes the name, so pass the name here.
+///
+/// If points of two nodes collide (about 1 in 10,000 rings of 6 nodes), libmemcached and twemproxy
 /// leave their order to `qsort`; this ring puts the lower node index first.
 ///
 /// ```
@@ -116,7 +119,14 @@ impl KetamaRing {
                 points.partition_point(|&point| u64::from(point) < floor) as u32
             })
             .collect();
-        Ok(KetamaRing { nodes, points, owners, point_counts, buckets, bucket_shift })
+        Ok(KetamaRing {
+            nodes,
+            points,
+            owners,
+            point_counts,
+            buckets,
+            bucket_shift,
+        })
     }
 
     /// The name (`host:port`) of the node `key` belongs to.
@@ -153,7 +163,11 @@ impl KetamaRing {
 
     /// The nodes as `(name, weight)`, in the order given.
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = (&str, u32)> + '_ {
-        self.nodes.names.iter().map(String::as_str).zip(self.nodes.weights.iter().copied())
+        self.nodes
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(self.nodes.weights.iter().copied())
     }
 
     /// Number of nodes.
@@ -168,7 +182,9 @@ impl KetamaRing {
 
     /// The ring with `name` appended at `weight` (what a newly added server does in libmemcached).
     pub fn with_node(&self, name: &str, weight: u32) -> Result<KetamaRing, Error> {
-        let nodes = self.owned_nodes().chain(std::iter::once((name.to_string(), weight)));
+        let nodes = self
+            .owned_nodes()
+            .chain(std::iter::once((name.to_string(), weight)));
         KetamaRing::new(nodes)
     }
 
@@ -181,7 +197,10 @@ impl KetamaRing {
     /// The ring with node `name` at a new weight.
     pub fn with_weight(&self, name: &str, weight: u32) -> Result<KetamaRing, Error> {
         self.find(name)?;
-        KetamaRing::new(self.owned_nodes().map(|(node, w)| if node == name { (node, weight) } else { (node, w) }))
+        KetamaRing::new(
+            self.owned_nodes()
+                .map(|(node, w)| if node == name { (node, weight) } else { (node, w) }),
+        )
     }
 
     fn find(&self, name: &str) -> Result<usize, Error> {
@@ -189,7 +208,9 @@ impl KetamaRing {
             .names
             .iter()
             .position(|node| node == name)
-            .ok_or_else(|| Error::UnknownNode { node: name.to_string() })
+            .ok_or_else(|| Error::UnknownNode {
+                node: name.to_string(),
+            })
     }
 
     fn owned_nodes(&self) -> impl Iterator<Item = (String, u32)> + '_ {
@@ -211,7 +232,10 @@ impl fmt::Debug for KetamaRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_list();
         for (index, (name, weight)) in self.nodes().enumerate() {
-            list.entry(&format_args!("{name} weight {weight} points {}", self.point_counts[index]));
+            list.entry(&format_args!(
+                "{name} weight {weight} points {}",
+                self.point_counts[index]
+            ));
         }
         list.finish()
     }
@@ -263,14 +287,20 @@ mod tests {
         }
         ring.sort();
         let hash = KetamaRing::key_hash(key);
-        ring.iter().find(|(point, _)| *point >= hash).unwrap_or(&ring[0]).1
+        ring.iter()
+            .find(|(point, _)| *point >= hash)
+            .unwrap_or(&ring[0])
+            .1
     }
 
     #[test]
     fn points_per_server_follow_libmemcached_float_steps() {
         fn check(weights: &[u32], expected: &[u32]) {
             let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-            let got: Vec<u32> = weights.iter().map(|&w| points_for(w, total, weights.len())).collect();
+            let got: Vec<u32> = weights
+                .iter()
+                .map(|&w| points_for(w, total, weights.len()))
+                .collect();
             assert_eq!(got, expected, "weights {weights:?}");
         }
         check(&[1], &[160]);
@@ -302,19 +332,43 @@ mod tests {
         }
         check(&[], Error::NoNodes);
         check(&[("a:1", 0)], Error::ZeroWeight { node: "a:1".into() });
-        check(&[("a:1", 1), ("a:1", 1)], Error::DuplicateNode { node: "a:1".into() });
+        check(
+            &[("a:1", 1), ("a:1", 1)],
+            Error::DuplicateNode { node: "a:1".into() },
+        );
         check(&[("", 1)], Error::EmptyNodeName { index: 0 });
-        check(&[("a:1", 1), ("b:1", 1000)], Error::WeightTooSmall { node: "a:1".into(), weight: 1, total_weight: 1001 });
-        let too_many: Vec<(String, u32)> = (0..=KetamaRing::MAX_NODES).map(|i| (format!("n{i}:1"), 1)).collect();
+        check(
+            &[("a:1", 1), ("b:1", 1000)],
+            Error::WeightTooSmall {
+                node: "a:1".into(),
+                weight: 1,
+                total_weight: 1001,
+            },
+        );
+        let too_many: Vec<(String, u32)> = (0..=KetamaRing::MAX_NODES)
+            .map(|i| (format!("n{i}:1"), 1))
+            .collect();
         assert_eq!(
             KetamaRing::new(too_many).unwrap_err(),
-            Error::TooManyNodes { count: KetamaRing::MAX_NODES + 1, max: KetamaRing::MAX_NODES }
+            Error::TooManyNodes {
+                count: KetamaRing::MAX_NODES + 1,
+                max: KetamaRing::MAX_NODES
+            }
         );
         let base = ring(&[("a:1", 1)]).unwrap();
-        assert_eq!(base.without_node("b:1").unwrap_err(), Error::UnknownNode { node: "b:1".into() });
-        assert_eq!(base.with_weight("b:1", 2).unwrap_err(), Error::UnknownNode { node: "b:1".into() });
+        assert_eq!(
+            base.without_node("b:1").unwrap_err(),
+            Error::UnknownNode { node: "b:1".into() }
+        );
+        assert_eq!(
+            base.with_weight("b:1", 2).unwrap_err(),
+            Error::UnknownNode { node: "b:1".into() }
+        );
         assert_eq!(base.without_node("a:1").unwrap_err(), Error::NoNodes);
-        assert_eq!(base.with_node("a:1", 1).unwrap_err(), Error::DuplicateNode { node: "a:1".into() });
+        assert_eq!(
+            base.with_node("a:1", 1).unwrap_err(),
+            Error::DuplicateNode { node: "a:1".into() }
+        );
     }
 
     #[test]
@@ -322,10 +376,16 @@ mod tests {
         let ring = ring(&[("a:1", 1), ("b:1", 1), ("c:1", 1)]).unwrap();
         let last = *ring.points.last().unwrap();
         assert_eq!(ring.node_index_for_hash(u32::MAX), ring.owners[0] as usize);
-        assert_eq!(ring.node_index_for_hash(last), *ring.owners.last().unwrap() as usize);
+        assert_eq!(
+            ring.node_index_for_hash(last),
+            *ring.owners.last().unwrap() as usize
+        );
         assert_eq!(ring.node_index_for_hash(0), ring.owners[0] as usize);
         assert_eq!(ring.point_count_of(99), 0);
-        assert_eq!(format!("{ring:?}"), "[a:1 weight 1 points 160, b:1 weight 1 points 160, c:1 weight 1 points 160]");
+        assert_eq!(
+            format!("{ring:?}"),
+            "[a:1 weight 1 points 160, b:1 weight 1 points 160, c:1 weight 1 points 160]"
+        );
     }
 
     proptest! {

@@ -49,7 +49,11 @@ impl KeyRange {
             weight_before += u128::from(weight);
             let end = boundary(weight_before);
             if end == start {
-                return Err(Error::WeightTooSmall { node: name.clone(), weight, total_weight: nodes.total_weight });
+                return Err(Error::WeightTooSmall {
+                    node: name.clone(),
+                    weight,
+                    total_weight: nodes.total_weight,
+                });
             }
             let range = SlotRange::new(start, end - 1)?;
             table.assign(range, name)?;
@@ -87,7 +91,11 @@ impl KeyRange {
 
     /// The nodes as `(name, weight)`, in the order given.
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = (&str, u32)> + '_ {
-        self.nodes.names.iter().map(String::as_str).zip(self.nodes.weights.iter().copied())
+        self.nodes
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(self.nodes.weights.iter().copied())
     }
 
     /// The layout as a slot table (shard numbers equal node indices), e.g. to plan slot moves.
@@ -141,15 +149,24 @@ mod tests {
     fn check(nodes: &[(&str, u32)], expected: Result<&[&str], Error>) {
         let built = KeyRange::new(nodes.iter().map(|(n, w)| (n.to_string(), *w)));
         let shown = built.map(|layout| {
-            (0..nodes.len()).map(|i| layout.range_of(i).map(|r| r.to_string()).unwrap_or_default()).collect::<Vec<_>>()
+            (0..nodes.len())
+                .map(|i| layout.range_of(i).map(|r| r.to_string()).unwrap_or_default())
+                .collect::<Vec<_>>()
         });
-        assert_eq!(shown, expected.map(|ranges| ranges.iter().map(ToString::to_string).collect()), "{nodes:?}");
+        assert_eq!(
+            shown,
+            expected.map(|ranges| ranges.iter().map(ToString::to_string).collect()),
+            "{nodes:?}"
+        );
     }
 
     #[test]
     fn splits_in_proportion_to_weights() {
         check(&[("a", 1)], Ok(&["0-16383"]));
-        check(&[("a", 1), ("b", 1), ("c", 1)], Ok(&["0-5460", "5461-10921", "10922-16383"]));
+        check(
+            &[("a", 1), ("b", 1), ("c", 1)],
+            Ok(&["0-5460", "5461-10921", "10922-16383"]),
+        );
         check(&[("a", 1), ("b", 3)], Ok(&["0-4095", "4096-16383"]));
         check(&[("a", u32::MAX), ("b", u32::MAX)], Ok(&["0-8191", "8192-16383"]));
     }
@@ -158,16 +175,26 @@ mod tests {
     fn every_construction_error() {
         check(&[], Err(Error::NoNodes));
         check(&[("a", 0)], Err(Error::ZeroWeight { node: "a".into() }));
-        check(&[("a", 1), ("a", 2)], Err(Error::DuplicateNode { node: "a".into() }));
+        check(
+            &[("a", 1), ("a", 2)],
+            Err(Error::DuplicateNode { node: "a".into() }),
+        );
         check(&[("", 1)], Err(Error::EmptyNodeName { index: 0 }));
         check(
             &[("a", 1), ("b", 100_000)],
-            Err(Error::WeightTooSmall { node: "a".into(), weight: 1, total_weight: 100_001 }),
+            Err(Error::WeightTooSmall {
+                node: "a".into(),
+                weight: 1,
+                total_weight: 100_001,
+            }),
         );
         let too_many = (0..=KeyRange::MAX_NODES).map(|i| format!("n{i}"));
         assert_eq!(
             KeyRange::with_equal_weights(too_many).unwrap_err(),
-            Error::TooManyNodes { count: KeyRange::MAX_NODES + 1, max: KeyRange::MAX_NODES }
+            Error::TooManyNodes {
+                count: KeyRange::MAX_NODES + 1,
+                max: KeyRange::MAX_NODES
+            }
         );
     }
 

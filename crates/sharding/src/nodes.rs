@@ -13,7 +13,10 @@ pub(crate) struct Nodes {
 }
 
 impl Nodes {
-    pub(crate) fn validate(nodes: impl IntoIterator<Item = (String, u32)>, max: usize) -> Result<Nodes, Error> {
+    pub(crate) fn validate(
+        nodes: impl IntoIterator<Item = (String, u32)>,
+        max: usize,
+    ) -> Result<Nodes, Error> {
         let mut names = Vec::new();
         let mut weights = Vec::new();
         let mut seen = HashSet::new();
@@ -36,9 +39,16 @@ impl Nodes {
             return Err(Error::NoNodes);
         }
         if names.len() > max {
-            return Err(Error::TooManyNodes { count: names.len(), max });
+            return Err(Error::TooManyNodes {
+                count: names.len(),
+                max,
+            });
         }
-        Ok(Nodes { names, weights, total_weight })
+        Ok(Nodes {
+            names,
+            weights,
+            total_weight,
+        })
     }
 }
 
@@ -47,7 +57,8 @@ mod tests {
     use super::*;
 
     fn check(nodes: &[(&str, u32)], max: usize, expected: Result<u64, Error>) {
-        let got = Nodes::validate(nodes.iter().map(|(n, w)| (n.to_string(), *w)), max).map(|n| n.total_weight);
+        let got =
+            Nodes::validate(nodes.iter().map(|(n, w)| (n.to_string(), *w)), max).map(|n| n.total_weight);
         assert_eq!(got, expected, "{nodes:?}");
     }
 
@@ -57,7 +68,15 @@ mod tests {
         check(&[], 10, Err(Error::NoNodes));
         check(&[("a:1", 1), ("", 1)], 10, Err(Error::EmptyNodeName { index: 1 }));
         check(&[("a:1", 0)], 10, Err(Error::ZeroWeight { node: "a:1".into() }));
-        check(&[("a:1", 1), ("a:1", 2)], 10, Err(Error::DuplicateNode { node: "a:1".into() }));
-        check(&[("a:1", 1), ("b:1", 1)], 1, Err(Error::TooManyNodes { count: 2, max: 1 }));
+        check(
+            &[("a:1", 1), ("a:1", 2)],
+            10,
+            Err(Error::DuplicateNode { node: "a:1".into() }),
+        );
+        check(
+            &[("a:1", 1), ("b:1", 1)],
+            1,
+            Err(Error::TooManyNodes { count: 2, max: 1 }),
+        );
     }
 }

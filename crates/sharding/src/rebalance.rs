@@ -163,10 +163,18 @@ impl KeyMovePlan {
         }
         let mut flows: Vec<KeyFlow> = counts
             .into_iter()
-            .map(|((from, to), keys)| KeyFlow { from: from.map(str::to_string), to: to.map(str::to_string), keys })
+            .map(|((from, to), keys)| KeyFlow {
+                from: from.map(str::to_string),
+                to: to.map(str::to_string),
+                keys,
+            })
             .collect();
         flows.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
-        KeyMovePlan { sampled: keys.len(), moved, flows }
+        KeyMovePlan {
+            sampled: keys.len(),
+            moved,
+            flows,
+        }
     }
 
     /// Number of keys sampled.
@@ -186,7 +194,11 @@ impl KeyMovePlan {
 
     /// Share of the sample that changes shard, from 0 to 1 (0 for an empty sample).
     pub fn moved_fraction(&self) -> f64 {
-        if self.sampled == 0 { 0.0 } else { self.moved.len() as f64 / self.sampled as f64 }
+        if self.sampled == 0 {
+            0.0
+        } else {
+            self.moved.len() as f64 / self.sampled as f64
+        }
     }
 
     /// Where the moved keys go, ordered by `(from, to)`.
@@ -202,13 +214,19 @@ mod tests {
     use super::*;
     use crate::{KetamaRing, KeyRange};
 
-    fn check(old: &[(std::ops::RangeInclusive<u16>, &str)], new: &[(std::ops::RangeInclusive<u16>, &str)], expected: &[&str]) {
+    fn check(
+        old: &[(std::ops::RangeInclusive<u16>, &str)],
+        new: &[(std::ops::RangeInclusive<u16>, &str)],
+        expected: &[&str],
+    ) {
         let old = SlotTable::from_ranges(old.iter().cloned()).unwrap();
         let new = SlotTable::from_ranges(new.iter().cloned()).unwrap();
         let plan = SlotMovePlan::between(&old, &new);
         let shown: Vec<String> = plan.moves().iter().map(ToString::to_string).collect();
         assert_eq!(shown, expected);
-        let counted: usize = (0..SLOT_COUNT).filter(|&s| old.owner_name(s) != new.owner_name(s)).count();
+        let counted: usize = (0..SLOT_COUNT)
+            .filter(|&s| old.owner_name(s) != new.owner_name(s))
+            .count();
         assert_eq!(plan.moved_slot_count(), counted);
         assert_eq!(plan.is_empty(), counted == 0);
     }
@@ -216,7 +234,11 @@ mod tests {
     #[test]
     fn slot_plans_list_every_moved_slot() {
         check(&[(0..=16383, "a")], &[(0..=16383, "a")], &[]);
-        check(&[(0..=8191, "a"), (8192..=16383, "b")], &[(8192..=16383, "b"), (0..=8191, "a")], &[]);
+        check(
+            &[(0..=8191, "a"), (8192..=16383, "b")],
+            &[(8192..=16383, "b"), (0..=8191, "a")],
+            &[],
+        );
         // A reshard of 100 slots and a failover that renamed a shard's primary.
         check(
             &[(0..=8191, "a"), (8192..=16383, "b")],
@@ -224,7 +246,11 @@ mod tests {
             &["a -> c: 8092-8191", "b -> b2: 8192-16383"],
         );
         // Slots that lose or gain an owner.
-        check(&[(0..=9, "a")], &[(5..=19, "a")], &["(unassigned) -> a: 10-19", "a -> (unassigned): 0-4"]);
+        check(
+            &[(0..=9, "a")],
+            &[(5..=19, "a")],
+            &["(unassigned) -> a: 10-19", "a -> (unassigned): 0-4"],
+        );
     }
 
     #[test]
@@ -242,13 +268,22 @@ mod tests {
         let ring = KetamaRing::new([("a:1".to_string(), 1), ("b:1".to_string(), 2)]).unwrap();
         let keys: Vec<String> = (0..500).map(|i| i.to_string()).collect();
         let plan = KeyMovePlan::between(&ring, &ring.clone(), &keys);
-        assert_eq!((plan.sampled(), plan.moved_count(), plan.moved_fraction()), (500, 0, 0.0));
+        assert_eq!(
+            (plan.sampled(), plan.moved_count(), plan.moved_fraction()),
+            (500, 0, 0.0)
+        );
         let empty: [&[u8]; 0] = [];
         assert_eq!(KeyMovePlan::between(&ring, &ring, &empty).moved_fraction(), 0.0);
     }
 
     fn ring_of(weights: &[u32]) -> KetamaRing {
-        KetamaRing::new(weights.iter().enumerate().map(|(i, &w)| (format!("10.2.0.{i}:6379"), w))).unwrap()
+        KetamaRing::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| (format!("10.2.0.{i}:6379"), w)),
+        )
+        .unwrap()
     }
 
     /// Checks the consistent-hashing promise as far as libmemcached's arithmetic keeps it: a key moves
@@ -257,13 +292,21 @@ mod tests {
     /// points, as 24 → 25 equal nodes does: 160 → 156). Returns how many keys moved that way.
     fn moves_between_survivors(before: &KetamaRing, after: &KetamaRing, plan: &KeyMovePlan) -> usize {
         let points = |ring: &KetamaRing, name: &str| {
-            ring.nodes().position(|(n, _)| n == name).map(|i| ring.point_count_of(i))
+            ring.nodes()
+                .position(|(n, _)| n == name)
+                .map(|i| ring.point_count_of(i))
         };
         let mut moved = 0;
         for flow in plan.flows() {
-            let (Some(from), Some(to)) = (flow.from.as_deref(), flow.to.as_deref()) else { continue };
-            let (Some(from_before), Some(from_after)) = (points(before, from), points(after, from)) else { continue };
-            let (Some(to_before), Some(to_after)) = (points(before, to), points(after, to)) else { continue };
+            let (Some(from), Some(to)) = (flow.from.as_deref(), flow.to.as_deref()) else {
+                continue;
+            };
+            let (Some(from_before), Some(from_after)) = (points(before, from), points(after, from)) else {
+                continue;
+            };
+            let (Some(to_before), Some(to_after)) = (points(before, to), points(after, to)) else {
+                continue;
+            };
             assert!(
                 from_before != from_after || to_before != to_after,
                 "{} keys moved from {from} to {to} although neither one's points changed",
@@ -276,7 +319,10 @@ mod tests {
 
     fn point_counts_unchanged(before: &KetamaRing, after: &KetamaRing) -> bool {
         before.nodes().enumerate().all(|(i, (name, _))| {
-            after.nodes().position(|(n, _)| n == name).is_none_or(|j| after.point_count_of(j) == before.point_count_of(i))
+            after
+                .nodes()
+                .position(|(n, _)| n == name)
+                .is_none_or(|j| after.point_count_of(j) == before.point_count_of(i))
         })
     }
 
@@ -284,9 +330,13 @@ mod tests {
     fn equal_weight_rings_keep_point_counts_except_where_f32_rounds_down() {
         // Equal weights are the common case; list the node counts where libmemcached's f32 maths gives
         // fewer than 160 points, so the property tests below know when exact minimal movement holds.
-        let short: Vec<usize> =
-            (1..=64).filter(|&n| ring_of(&vec![1; n]).point_count_of(0) != 160).collect();
-        assert!(short.contains(&25), "25 equal nodes should get 156 points each, shorts: {short:?}");
+        let short: Vec<usize> = (1..=64)
+            .filter(|&n| ring_of(&vec![1; n]).point_count_of(0) != 160)
+            .collect();
+        assert!(
+            short.contains(&25),
+            "25 equal nodes should get 156 points each, shorts: {short:?}"
+        );
         assert!(!short.contains(&3) && !short.contains(&6), "shorts: {short:?}");
     }
 

@@ -42,7 +42,10 @@ pub trait Sharder {
     where
         Self: Sized,
     {
-        KeyGroups::build(self.shard_count(), keys.iter().map(|key| self.shard_of(key.as_ref())))
+        KeyGroups::build(
+            self.shard_count(),
+            keys.iter().map(|key| self.shard_of(key.as_ref())),
+        )
     }
 }
 
@@ -63,8 +66,9 @@ impl KeyGroups {
         // One bucket per shard plus a last one for keys without an owner; a shard number out of range
         // (which no sharder in this crate produces) is treated as unassigned rather than panicking.
         let unassigned = shard_count;
-        let buckets: Vec<usize> =
-            shards.map(|shard| shard.filter(|&s| s < shard_count).unwrap_or(unassigned)).collect();
+        let buckets: Vec<usize> = shards
+            .map(|shard| shard.filter(|&s| s < shard_count).unwrap_or(unassigned))
+            .collect();
         let mut starts = vec![0usize; shard_count + 3];
         for &bucket in &buckets {
             starts[bucket + 2] += 1;
@@ -106,7 +110,9 @@ impl KeyGroups {
 
     /// Non-empty groups as `(shard, indices)`, in shard order; unassigned keys are not included.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &[usize])> + '_ {
-        (0..self.shard_count()).map(|shard| (shard, self.group(shard))).filter(|(_, group)| !group.is_empty())
+        (0..self.shard_count())
+            .map(|shard| (shard, self.group(shard)))
+            .filter(|(_, group)| !group.is_empty())
     }
 
     /// Number of keys grouped, unassigned ones included.
@@ -181,7 +187,12 @@ mod tests {
         check(0, &[], &[], &[]);
         check(2, &[], &[&[], &[]], &[]);
         check(1, &[Some(0), Some(0)], &[&[0, 1]], &[]);
-        check(3, &[Some(2), Some(0), Some(2), None, Some(0)], &[&[1, 4], &[], &[0, 2]], &[3]);
+        check(
+            3,
+            &[Some(2), Some(0), Some(2), None, Some(0)],
+            &[&[1, 4], &[], &[0, 2]],
+            &[3],
+        );
         // A shard number the grouping does not know is counted as unassigned, not a panic.
         check(1, &[Some(5), Some(0)], &[&[1]], &[0]);
     }

@@ -113,7 +113,11 @@ const fn crc_tables() -> [[u16; 256]; 16] {
         let mut crc = (byte as u16) << 8;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ POLY } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ POLY
+            } else {
+                crc << 1
+            };
             bit += 1;
         }
         tables[0][byte] = crc;
@@ -168,7 +172,10 @@ impl SlotRange {
 
     /// All 16,384 slots.
     pub fn all() -> SlotRange {
-        SlotRange { start: 0, end: SLOT_COUNT - 1 }
+        SlotRange {
+            start: 0,
+            end: SLOT_COUNT - 1,
+        }
     }
 
     /// First slot of the range.
@@ -208,7 +215,11 @@ impl TryFrom<RangeInclusive<u16>> for SlotRange {
 
 impl fmt::Display for SlotRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
     }
 }
 
@@ -218,7 +229,10 @@ pub(crate) fn ranges_from_sorted(slots: impl IntoIterator<Item = u16>) -> Vec<Sl
     for slot in slots {
         match ranges.last_mut() {
             Some(last) if last.end.checked_add(1) == Some(slot) => last.end = slot,
-            _ => ranges.push(SlotRange { start: slot, end: slot }),
+            _ => ranges.push(SlotRange {
+                start: slot,
+                end: slot,
+            }),
         }
     }
     ranges
@@ -236,15 +250,29 @@ mod tests {
         for &byte in data {
             crc ^= u16::from(byte) << 8;
             for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
             }
         }
         crc
     }
 
     fn check_tag(key: &[u8], tag: &[u8]) {
-        assert_eq!(hash_tag(key), tag, "hash tag of {:?}", String::from_utf8_lossy(key));
-        assert_eq!(key_slot(key), crc16_bitwise(tag) % SLOT_COUNT, "slot of {:?}", String::from_utf8_lossy(key));
+        assert_eq!(
+            hash_tag(key),
+            tag,
+            "hash tag of {:?}",
+            String::from_utf8_lossy(key)
+        );
+        assert_eq!(
+            key_slot(key),
+            crc16_bitwise(tag) % SLOT_COUNT,
+            "slot of {:?}",
+            String::from_utf8_lossy(key)
+        );
     }
 
     #[test]
@@ -278,9 +306,15 @@ mod tests {
     #[test]
     fn crc16_matches_the_bitwise_definition_at_every_length() {
         // Lengths 0..=80 cover every path through the 16- and 8-byte steps and the byte tail.
-        let data: Vec<u8> = (0..80u32).map(|i| (i.wrapping_mul(151) ^ (i >> 3)) as u8).collect();
+        let data: Vec<u8> = (0..80u32)
+            .map(|i| (i.wrapping_mul(151) ^ (i >> 3)) as u8)
+            .collect();
         for len in 0..=data.len() {
-            assert_eq!(crc16_xmodem(&data[..len]), crc16_bitwise(&data[..len]), "length {len}");
+            assert_eq!(
+                crc16_xmodem(&data[..len]),
+                crc16_bitwise(&data[..len]),
+                "length {len}"
+            );
         }
         assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
     }
@@ -288,7 +322,11 @@ mod tests {
     #[test]
     fn slot_range_rejects_bad_bounds() {
         fn check(start: u16, end: u16, expected: Result<usize, Error>) {
-            assert_eq!(SlotRange::new(start, end).map(SlotRange::len), expected, "{start}-{end}");
+            assert_eq!(
+                SlotRange::new(start, end).map(SlotRange::len),
+                expected,
+                "{start}-{end}"
+            );
         }
         check(0, 16_383, Ok(16_384));
         check(7, 7, Ok(1));

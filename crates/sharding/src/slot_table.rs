@@ -174,7 +174,10 @@ impl SlotTable {
             return Ok(index as u16);
         }
         if self.shards.len() >= SlotTable::MAX_SHARDS {
-            return Err(Error::TooManyShards { count: self.shards.len() + 1, max: SlotTable::MAX_SHARDS });
+            return Err(Error::TooManyShards {
+                count: self.shards.len() + 1,
+                max: SlotTable::MAX_SHARDS,
+            });
         }
         self.shards.push(name.to_string());
         self.slot_counts.push(0);
@@ -297,7 +300,10 @@ mod tests {
             Ok((&["a=0-5460", "b=5461-10922", "c=10923-16383"], &[])),
         );
         // A shard with two ranges (after a reshard) and a gap.
-        check(&[(0..=99, "a"), (200..=16383, "b"), (100..=149, "a")], Ok((&["a=0-149", "b=200-16383"], &["150-199"])));
+        check(
+            &[(0..=99, "a"), (200..=16383, "b"), (100..=149, "a")],
+            Ok((&["a=0-149", "b=200-16383"], &["150-199"])),
+        );
         check(&[], Ok((&[], &["0-16383"])));
         // The same slot twice for the same shard is harmless.
         check(&[(0..=10, "a"), (5..=16383, "a")], Ok((&["a=0-16383"], &[])));
@@ -307,11 +313,18 @@ mod tests {
     fn rejects_bad_assignments() {
         check(
             &[(0..=10, "a"), (10..=20, "b")],
-            Err(Error::SlotAssignedTwice { slot: 10, first: "a".into(), second: "b".into() }),
+            Err(Error::SlotAssignedTwice {
+                slot: 10,
+                first: "a".into(),
+                second: "b".into(),
+            }),
         );
         #[allow(clippy::reversed_empty_ranges)] // The inverted range is the point of this case.
         let inverted = 10..=9;
-        check(&[(inverted, "a")], Err(Error::InvertedSlotRange { start: 10, end: 9 }));
+        check(
+            &[(inverted, "a")],
+            Err(Error::InvertedSlotRange { start: 10, end: 9 }),
+        );
         check(&[(0..=16384, "a")], Err(Error::SlotOutOfRange { slot: 16384 }));
         check(&[(0..=1, "")], Err(Error::EmptyShardName));
     }
@@ -320,11 +333,16 @@ mod tests {
     fn too_many_shards_is_an_error() {
         let mut table = SlotTable::empty();
         for slot in 0..SLOT_COUNT {
-            table.assign(SlotRange::single(slot).unwrap(), &format!("s{slot}")).unwrap();
+            table
+                .assign(SlotRange::single(slot).unwrap(), &format!("s{slot}"))
+                .unwrap();
         }
         assert_eq!(
             table.assign(SlotRange::single(0).unwrap(), "one more"),
-            Err(Error::TooManyShards { count: 16_385, max: 16_384 })
+            Err(Error::TooManyShards {
+                count: 16_385,
+                max: 16_384
+            })
         );
     }
 
@@ -341,7 +359,14 @@ mod tests {
         assert_eq!(table.shard_of_slot(120), Some(b));
         assert_eq!(table.shard_of_slot(16_384), None);
         let runs: Vec<(String, usize)> = table.assignments().map(|(r, s)| (r.to_string(), s)).collect();
-        assert_eq!(runs, [("0-99".to_string(), 0), ("100-149".to_string(), 1), ("250-16383".to_string(), 0)]);
+        assert_eq!(
+            runs,
+            [
+                ("0-99".to_string(), 0),
+                ("100-149".to_string(), 1),
+                ("250-16383".to_string(), 0)
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,166 @@
+//! Multi-key operations: split by node, one pipeline per node, nodes in parallel, per-key results in
+//! input order. A key whose pipeline reply is a redirect or a connection error is retried through the
+//! single-key path, which follows MOVED/ASK and honours the call's failover options.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::prelude::*;
+
+use crate::client::{Access, Cmd, bytes_arg, to_bytes, to_i64};
+use crate::node::NodeHandle;
+use crate::{ClusterClient, Error};
+
+/// One node's share of a batch: its handle, a slot to pick its connection, and `(input index, command)`.
+type Group = (Arc<NodeHandle>, u16, Vec<(usize, Cmd)>);
+
+impl ClusterClient {
+    /// `GET` of many keys across slots: results in input order, `Ok(None)` for missing keys, a per-key
+    /// error for keys whose shard could not answer.
+    pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<Option<Bytes>, Error>> {
+        let cmds = keys
+            .iter()
+            .map(|k| Ok(Cmd::new("GET", vec![bytes_arg(k.as_ref())])))
+            .collect();
+        self.batch(keys, cmds, Access::Read)
+            .await
+            .into_iter()
+            .map(|r| r.and_then(|v| to_bytes(v, "GET")))
+            .collect()
+    }
+
+    /// `SET` of many entries `(key, value, ttl)` across slots; per-entry results in input order.
+    pub async fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        entries: &[(K, V, Option<Duration>)],
+    ) -> Vec<Result<(), Error>> {
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _, _)| k.as_ref()).collect();
+        let cmds = entries
+            .iter()
+            .map(|(key, value, ttl)| {
+                self.check_value(value.as_ref())?;
+                let mut args = vec![bytes_arg(key.as_ref()), bytes_arg(value.as_ref())];
+                if let Some(ttl) = ttl {
+                    args.push("PX".into());
+                    args.push(Value::Integer(ttl.as_millis().max(1) as i64));
+                }
+                Ok(Cmd::new("SET", args))
+            })
+            .collect();
+        let results = self.batch(&keys, cmds, Access::Write).await;
+        results.into_iter().map(|r| r.map(|_| ())).collect()
+    }
+
+    /// `DEL` of many keys across slots: whether each existed, in input order.
+    pub async fn del_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool, Error>> {
+        let cmds = keys
+            .iter()
+            .map(|k| Ok(Cmd::new("DEL", vec![bytes_arg(k.as_ref())])))
+            .collect();
+        self.batch(keys, cmds, Access::Write)
+            .await
+            .into_iter()
+            .map(|r| r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0)))
+            .collect()
+    }
+
+    /// Runs `cmds[i]` for `keys[i]`: grouped by primary, one pipeline per node, nodes concurrently.
+    pub(crate) async fn batch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        cmds: Vec<Result<Cmd, Error>>,
+        access: Access,
+    ) -> Vec<Result<Value, Error>> {
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for (index, (route, cmd)) in self.route_many(keys).into_iter().zip(cmds).enumerate() {
+            match (route, cmd) {
+                (Ok((node, slot)), Ok(cmd)) => {
+                    groups
+                        .entry(node.addr.clone())
+                        .or_insert_with(|| (node, slot, Vec::new()))
+                        .2
+                        .push((index, cmd));
+                }
+                (Err(e), _) | (_, Err(e)) => results[index] = Some(Err(e)),
+            }
+        }
+        let timeout = self.call_timeout();
+        let pipelines = groups
+            .into_values()
+            .map(|(node, slot, cmds)| self.pipeline(node, slot, cmds, timeout));
+        let mut retry = Vec::new();
+        for outcome in futures::future::join_all(pipelines).await {
+            for (index, cmd, result) in outcome {
+                match result {
+                    Ok(value) => {
+                        if access == Access::Write {
+                            self.note_write(keys[index].as_ref());
+                        }
+                        results[index] = Some(Ok(value));
+                    }
+                    Err(error) if is_final(&error) => results[index] = Some(Err(error)),
+                    Err(_) => retry.push((index, cmd)),
+                }
+            }
+        }
+        // Redirected or failed keys go through the routed single-key path (MOVED/ASK, failover wait).
+        let retries = retry
+            .into_iter()
+            .map(|(index, cmd)| async move { (index, self.run(keys[index].as_ref(), cmd, access).await) });
+        for (index, result) in futures::future::join_all(retries).await {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Closed)))
+            .collect()
+    }
+
+    async fn pipeline(
+        &self,
+        node: Arc<NodeHandle>,
+        slot: u16,
+        cmds: Vec<(usize, Cmd)>,
+        timeout: Duration,
+    ) -> Vec<(usize, Cmd, Result<Value, Error>)> {
+        let started = Instant::now();
+        let pipeline = node.client(slot).pipeline();
+        for (_, cmd) in &cmds {
+            let custom =
+                fred::types::CustomCommand::new_static(cmd.name, fred::types::ClusterHash::Random, false);
+            let _: Result<(), _> = pipeline.custom(custom, cmd.args.clone()).await;
+        }
+        let replies = match tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await {
+            Ok(replies) => replies,
+            Err(_) => {
+                let error = fred::error::Error::new(ErrorKind::Timeout, "pipeline timed out");
+                cmds.iter().map(|_| Err(error.clone())).collect()
+            }
+        };
+        node.record(started.elapsed());
+        cmds.into_iter()
+            .zip(replies)
+            .map(|((index, cmd), reply)| {
+                let result = reply.map_err(|e| self.node_error(&node, cmd.name, &e, started));
+                (index, cmd, result)
+            })
+            .collect()
+    }
+}
+
+/// Errors the single-key path could not fix: server errors other than redirects.
+fn is_final(error: &Error) -> bool {
+    match error {
+        Error::Server { message, .. } => {
+            !message.starts_with("redirected")
+                && !message.starts_with("TRYAGAIN")
+                && !message.starts_with("LOADING")
+                && !message.starts_with("CLUSTERDOWN")
+        }
+        Error::Timeout { .. } => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,137 @@
+use std::time::Duration;
+
+/// Why a cluster-client call failed.
+///
+/// Expected outcomes are not errors: a missing key is `Ok(None)`, a `SET NX` that found the key is
+/// `Ok(false)`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration could not be used (for example no seed node answered in the mode asked for).
+    #[error(transparent)]
+    Config(#[from] cluster_config::ConfigError),
+    /// No seed node answered while connecting.
+    #[error("no seed node answered ({tried}); check REDIS_CLUSTER_NODES and that the servers run: {last}")]
+    NoSeedReachable {
+        /// The seeds tried, comma-separated.
+        tried: String,
+        /// The last error seen.
+        last: String,
+    },
+    /// The shard that owns the key has no reachable primary (it is failing over, or down).
+    #[error(
+        "shard of slot {slot} (slots {ranges}) has no reachable primary: {node} is down; \
+         the call failed fast (use CallOptions::wait_for_failover to wait for a promotion)"
+    )]
+    ShardUnavailable {
+        /// The key's slot (0 for standalone and client-sharded modes).
+        slot: u16,
+        /// The shard's slot ranges, e.g. `0-5460`.
+        ranges: String,
+        /// The primary that did not answer.
+        node: String,
+    },
+    /// No node serves the key's slot (the cluster has uncovered slots).
+    #[error("no node serves slot {slot}; the cluster has uncovered slots (check `CLUSTER INFO`)")]
+    SlotUncovered {
+        /// The uncovered slot.
+        slot: u16,
+    },
+    /// The call ran out of time.
+    #[error(
+        "{command} on {node} timed out after {after:?}; raise the command timeout (REDIS_COMMAND_TIMEOUT_MS) or check the node"
+    )]
+    Timeout {
+        /// The command's name.
+        command: String,
+        /// The node it was sent to last.
+        node: String,
+        /// How long the call ran.
+        after: Duration,
+    },
+    /// Redirects kept coming past the limit (a slot bouncing between nodes).
+    #[error(
+        "{command} was redirected {redirects} times for slot {slot}; the cluster is resharding or inconsistent"
+    )]
+    TooManyRedirects {
+        /// The command's name.
+        command: String,
+        /// The slot.
+        slot: u16,
+        /// How many redirects were followed.
+        redirects: u32,
+    },
+    /// The key is longer than the configured limit; nothing was sent.
+    #[error("key of {len} bytes is over the limit of {max} bytes (REDIS_KEY_MAX_BYTES); nothing was sent")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is larger than the configured limit; nothing was sent.
+    #[error(
+        "value of {len} bytes is over the limit of {max} bytes (REDIS_VALUE_MAX_BYTES); nothing was sent"
+    )]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A node named in a call is not part of the topology.
+    #[error("{node} is not a known node; known nodes: {known}")]
+    UnknownNode {
+        /// The node asked for.
+        node: String,
+        /// The nodes this client knows.
+        known: String,
+    },
+    /// The server answered with an error (wrong type, script error, ACL denial, ...).
+    #[error("{node} answered {command} with an error: {message}")]
+    Server {
+        /// The node.
+        node: String,
+        /// The command's name.
+        command: String,
+        /// The server's error text.
+        message: String,
+    },
+    /// The connection to a node failed in a way that is not a timeout.
+    #[error("{command} on {node} failed: {message}")]
+    Connection {
+        /// The node.
+        node: String,
+        /// The command's name.
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A reply had an unexpected shape.
+    #[error("unexpected reply from {node} to {command}: {detail}")]
+    Reply {
+        /// The node.
+        node: String,
+        /// The command's name.
+        command: String,
+        /// What was unexpected.
+        detail: String,
+    },
+    /// The client was closed.
+    #[error("the client was closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the call may succeed if retried later (node down, timeout, failover in progress).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::ShardUnavailable { .. }
+                | Error::Timeout { .. }
+                | Error::Connection { .. }
+                | Error::SlotUncovered { .. }
+                | Error::TooManyRedirects { .. }
+        )
+    }
+}

@@ -1,0 +1,187 @@
+//! One node: its fred connections, whether it is up, and its latency and error counts.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster_config::{ClusterConfig, NodeAddr};
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use hdrhistogram::Histogram;
+
+use crate::Error;
+
+/// Latency and error counts of one node, as this client saw them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// `host:port`.
+    pub node: String,
+    /// Whether its connections are up.
+    pub connected: bool,
+    /// Median command latency since the client started.
+    pub latency_p50: Duration,
+    /// 99th percentile command latency since the client started.
+    pub latency_p99: Duration,
+    /// Commands completed (successfully or with a server error).
+    pub commands: u64,
+    /// Commands that failed on the connection (timeouts, resets).
+    pub errors: u64,
+    /// MOVED and ASK redirects received from this node.
+    pub redirects: u64,
+}
+
+pub(crate) struct NodeHandle {
+    pub(crate) addr: String,
+    /// `pool_size` connections; a key's commands always use the same one (chosen by slot) so that
+    /// `WAIT` follows the writes it is about and one key's commands stay in order.
+    clients: Vec<Client>,
+    up: AtomicBool,
+    latency: Mutex<Histogram<u64>>,
+    commands: AtomicU64,
+    errors: AtomicU64,
+    redirects: AtomicU64,
+    latency_metric: metrics::Histogram,
+    error_metric: metrics::Counter,
+    redirect_metric: metrics::Counter,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("addr", &self.addr)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl NodeHandle {
+    /// Builds the node's connections and starts connecting in the background; never waits.
+    pub(crate) fn open(addr: &str, config: &ClusterConfig) -> Result<Arc<NodeHandle>, Error> {
+        let node: NodeAddr = addr.parse().map_err(|_| Error::UnknownNode {
+            node: addr.into(),
+            known: String::new(),
+        })?;
+        let mut builder = Builder::from_config(config.fred_config_for(&node));
+        builder
+            .set_policy(config.reconnect_policy())
+            .set_connection_config(config.connection_config())
+            .set_performance_config(config.performance_config());
+        let mut clients = Vec::with_capacity(config.pool_size().max(1));
+        for _ in 0..config.pool_size().max(1) {
+            let client = builder.build().map_err(|e| Error::Connection {
+                node: addr.into(),
+                command: "connect".into(),
+                message: e.to_string(),
+            })?;
+            // READONLY on every (re)connect lets replicas serve reads; on a primary it changes nothing.
+            let for_readonly = client.clone();
+            client.on_reconnect(move |_| {
+                let client = for_readonly.clone();
+                async move {
+                    let _ = client.custom::<Value, Value>(readonly(), vec![]).await;
+                    Ok(())
+                }
+            });
+            client.connect();
+            clients.push(client);
+        }
+        let labels = [("node", addr.to_string())];
+        Ok(Arc::new(NodeHandle {
+            addr: addr.to_string(),
+            clients,
+            up: AtomicBool::new(true),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 2).map_err(|e| Error::Reply {
+                    node: addr.into(),
+                    command: "histogram".into(),
+                    detail: e.to_string(),
+                })?,
+            ),
+            commands: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            redirects: AtomicU64::new(0),
+            latency_metric: metrics::histogram!("cache_client_command_duration_seconds", &labels),
+            error_metric: metrics::counter!("cache_client_errors_total", &labels),
+            redirect_metric: metrics::counter!("cache_client_redirects_total", &labels),
+        }))
+    }
+
+    /// The connection for `slot`.
+    pub(crate) fn client(&self, slot: u16) -> &Client {
+        &self.clients[slot as usize % self.clients.len()]
+    }
+
+    /// Waits up to `timeout` for the first connection; `false` if it did not come up.
+    pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
+        let all = futures::future::join_all(self.clients.iter().map(|c| c.wait_for_connect()));
+        matches!(tokio::time::timeout(timeout, all).await, Ok(results) if results.iter().all(Result::is_ok))
+    }
+
+    /// Whether the connection used for `slot` is up.
+    pub(crate) fn is_connected_for(&self, slot: u16) -> bool {
+        self.client(slot).is_connected()
+    }
+
+    /// Whether every connection is up right now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.clients.iter().all(|c| c.is_connected())
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Records the node's state; returns `true` if it changed.
+    pub(crate) fn set_up(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::Relaxed) != up
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        self.latency_metric.record(elapsed.as_secs_f64());
+        if let Ok(mut h) = self.latency.lock() {
+            let _ = h.record((elapsed.as_micros() as u64).max(1));
+        }
+    }
+
+    pub(crate) fn record_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.error_metric.increment(1);
+    }
+
+    pub(crate) fn record_redirect(&self) {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+        self.redirect_metric.increment(1);
+    }
+
+    pub(crate) fn stats(&self) -> NodeStats {
+        let (p50, p99) = self
+            .latency
+            .lock()
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+            .unwrap_or((0, 0));
+        NodeStats {
+            node: self.addr.clone(),
+            connected: self.is_connected(),
+            latency_p50: Duration::from_micros(p50),
+            latency_p99: Duration::from_micros(p99),
+            commands: self.commands.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            redirects: self.redirects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
+    pub(crate) fn close(&self) {
+        for client in self.clients.clone() {
+            tokio::spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+fn readonly() -> CustomCommand {
+    CustomCommand::new_static("READONLY", ClusterHash::Random, false)
+}

@@ -1,0 +1,441 @@
+//! Who serves which keys: the cluster's shards from `CLUSTER SHARDS` (or `CLUSTER SLOTS`), or the
+//! client-side sharder over standalone nodes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use fred::prelude::Value;
+use sharding::{KetamaRing, KeyRange, Sharder, SlotTable, key_slot};
+
+/// How keys are mapped to nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Redis Cluster: the servers' hash slots.
+    Cluster,
+    /// One standalone server.
+    Standalone,
+    /// Client-side consistent hashing (ketama) over standalone servers.
+    ShardedKetama,
+    /// Client-side key ranges (contiguous slot ranges) over standalone servers.
+    ShardedKeyRange,
+}
+
+/// One shard: a primary, its replicas, and the slots it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// The primary's `host:port`.
+    pub primary: String,
+    /// Replicas that are online (`host:port`).
+    pub replicas: Vec<String>,
+    /// Slot ranges served (inclusive). In client-sharded modes: the key-range slots, or empty for ketama.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ShardInfo {
+    /// The slot ranges as text, e.g. `0-5460,7000`.
+    pub fn ranges_text(&self) -> String {
+        if self.slots.is_empty() {
+            return "all".into();
+        }
+        self.slots
+            .iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Router {
+    Slots(SlotTable),
+    Single,
+    Ketama(KetamaRing),
+    KeyRange(KeyRange),
+}
+
+/// A consistent picture of the deployment at one moment. Cheap to clone behind an `Arc`.
+#[derive(Clone)]
+pub struct Topology {
+    mode: Mode,
+    shards: Vec<ShardInfo>,
+    router: Router,
+    /// Cluster `currentEpoch`-free fingerprint for change detection: shard → primary.
+    unassigned: usize,
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("mode", &self.mode)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl Topology {
+    pub(crate) fn standalone(node: String) -> Topology {
+        Topology {
+            mode: Mode::Standalone,
+            shards: vec![ShardInfo {
+                primary: node,
+                replicas: Vec::new(),
+                slots: Vec::new(),
+            }],
+            router: Router::Single,
+            unassigned: 0,
+        }
+    }
+
+    pub(crate) fn ketama(nodes: Vec<String>) -> Result<Topology, sharding::Error> {
+        let ring = KetamaRing::new(nodes.iter().map(|n| (n.clone(), 1)))?;
+        let shards = nodes.into_iter().map(|primary| ShardInfo {
+            primary,
+            replicas: vec![],
+            slots: vec![],
+        });
+        Ok(Topology {
+            mode: Mode::ShardedKetama,
+            shards: shards.collect(),
+            router: Router::Ketama(ring),
+            unassigned: 0,
+        })
+    }
+
+    pub(crate) fn key_range(nodes: Vec<String>) -> Result<Topology, sharding::Error> {
+        let ranges = KeyRange::new(nodes.iter().map(|n| (n.clone(), 1)))?;
+        let shards = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, primary)| {
+                let slots = ranges
+                    .range_of(i)
+                    .map(|r| vec![(r.start(), r.end())])
+                    .unwrap_or_default();
+                ShardInfo {
+                    primary,
+                    replicas: vec![],
+                    slots,
+                }
+            })
+            .collect();
+        Ok(Topology {
+            mode: Mode::ShardedKeyRange,
+            shards,
+            router: Router::KeyRange(ranges),
+            unassigned: 0,
+        })
+    }
+
+    /// Builds a cluster topology from shards; each shard's slots must not overlap another's.
+    pub(crate) fn cluster(mut shards: Vec<ShardInfo>) -> Result<Topology, sharding::Error> {
+        shards.retain(|s| !s.slots.is_empty());
+        shards.sort_by_key(|s| s.slots.iter().map(|r| r.0).min());
+        let table = SlotTable::from_ranges(
+            shards
+                .iter()
+                .flat_map(|s| s.slots.iter().map(move |(a, b)| (*a..=*b, s.primary.as_str()))),
+        )?;
+        // SlotTable numbers shards in order of first appearance, which is `shards` order.
+        let unassigned = sharding::SLOT_COUNT as usize - table.assigned_slot_count();
+        Ok(Topology {
+            mode: Mode::Cluster,
+            shards,
+            router: Router::Slots(table),
+            unassigned,
+        })
+    }
+
+    /// The mode keys are routed in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Every shard.
+    pub fn shards(&self) -> &[ShardInfo] {
+        &self.shards
+    }
+
+    /// Number of slots no shard serves (cluster mode).
+    pub fn unassigned_slots(&self) -> usize {
+        self.unassigned
+    }
+
+    /// The index of the shard serving `key`.
+    pub(crate) fn shard_index(&self, key: &[u8], slot: u16) -> Option<usize> {
+        match &self.router {
+            Router::Slots(table) => table.shard_of_slot(slot),
+            Router::Single => Some(0),
+            Router::Ketama(ring) => ring.shard_of(key),
+            Router::KeyRange(ranges) => ranges.shard_of(key),
+        }
+    }
+
+    /// The shard serving `key`.
+    pub fn shard_for_key(&self, key: &[u8]) -> Option<&ShardInfo> {
+        self.shard_index(key, key_slot(key)).map(|i| &self.shards[i])
+    }
+
+    /// The shard serving `slot` (cluster and key-range modes).
+    pub fn shard_for_slot(&self, slot: u16) -> Option<&ShardInfo> {
+        match &self.router {
+            Router::Slots(table) => table.shard_of_slot(slot).map(|i| &self.shards[i]),
+            Router::Single => self.shards.first(),
+            Router::KeyRange(_) => self
+                .shards
+                .iter()
+                .find(|s| s.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))),
+            Router::Ketama(_) => None,
+        }
+    }
+
+    /// Every node address (primaries and replicas).
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.shards
+            .iter()
+            .flat_map(|s| std::iter::once(s.primary.as_str()).chain(s.replicas.iter().map(String::as_str)))
+    }
+
+    /// `slot ranges → primary`, for comparing two topologies.
+    pub(crate) fn owners(&self) -> BTreeMap<(u16, u16), &str> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.slots.iter().map(move |r| (*r, s.primary.as_str())))
+            .collect()
+    }
+}
+
+/// A node as `CLUSTER SHARDS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShardNode {
+    pub(crate) addr: String,
+    pub(crate) primary: bool,
+    pub(crate) health: String,
+}
+
+/// Parses a `CLUSTER SHARDS` reply (RESP2 arrays of alternating names and values, or RESP3 maps).
+pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result<Vec<ShardInfo>, String> {
+    let Value::Array(shards) = reply else {
+        return Err(format!("expected an array, got {reply:?}"));
+    };
+    let mut out = Vec::new();
+    for shard in shards {
+        let shard_fields = fields(shard)?;
+        let slots = match lookup(&shard_fields, "slots") {
+            Some(Value::Array(bounds)) => {
+                let numbers: Vec<u16> = bounds.iter().filter_map(as_u16).collect();
+                if !numbers.len().is_multiple_of(2) {
+                    return Err("odd number of slot bounds".into());
+                }
+                numbers.chunks(2).map(|c| (c[0], c[1])).collect()
+            }
+            _ => Vec::new(),
+        };
+        let Some(Value::Array(nodes)) = lookup(&shard_fields, "nodes") else {
+            return Err("shard without nodes".into());
+        };
+        let mut parsed = Vec::new();
+        for node in nodes {
+            let f = fields(node)?;
+            let text = |name: &str| lookup(&f, name).and_then(|v| v.as_string()).unwrap_or_default();
+            let port = lookup(&f, "port").and_then(as_u16).ok_or("node without port")?;
+            let mut host = text("ip");
+            if host.is_empty() || host == "?" {
+                host = text("endpoint");
+            }
+            if host.is_empty() || host == "?" {
+                host = fallback_host.to_string();
+            }
+            parsed.push(ShardNode {
+                addr: format!("{host}:{port}"),
+                primary: text("role") == "master",
+                health: text("health"),
+            });
+        }
+        let primary = parsed
+            .iter()
+            .find(|n| n.primary && n.health != "fail" && n.health != "failed");
+        let Some(primary) = primary.or_else(|| parsed.iter().find(|n| n.primary)) else {
+            continue;
+        };
+        let replicas = parsed
+            .iter()
+            .filter(|n| !n.primary && n.health == "online")
+            .map(|n| n.addr.clone())
+            .collect();
+        out.push(ShardInfo {
+            primary: primary.addr.clone(),
+            replicas,
+            slots,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a `CLUSTER SLOTS` reply: `[[start, end, [ip, port, id], [replica...]...]...]`.
+pub(crate) fn parse_cluster_slots(reply: &Value, fallback_host: &str) -> Result<Vec<ShardInfo>, String> {
+    let Value::Array(ranges) = reply else {
+        return Err(format!("expected an array, got {reply:?}"));
+    };
+    let mut by_primary: BTreeMap<String, ShardInfo> = BTreeMap::new();
+    for range in ranges {
+        let Value::Array(items) = range else {
+            return Err("range is not an array".into());
+        };
+        if items.len() < 3 {
+            return Err("range with fewer than 3 items".into());
+        }
+        let (Some(start), Some(end)) = (as_u16(&items[0]), as_u16(&items[1])) else {
+            return Err("bad slot bounds".into());
+        };
+        let addr = |v: &Value| -> Option<String> {
+            let Value::Array(parts) = v else { return None };
+            let mut host = parts.first()?.as_string()?;
+            if host.is_empty() || host == "?" {
+                host = fallback_host.to_string();
+            }
+            Some(format!("{host}:{}", as_u16(parts.get(1)?)?))
+        };
+        let primary = addr(&items[2]).ok_or("bad primary address")?;
+        let entry = by_primary.entry(primary.clone()).or_insert_with(|| ShardInfo {
+            primary,
+            replicas: items[3..].iter().filter_map(addr).collect(),
+            slots: Vec::new(),
+        });
+        entry.slots.push((start, end));
+    }
+    Ok(by_primary.into_values().collect())
+}
+
+fn fields(value: &Value) -> Result<Vec<(String, &Value)>, String> {
+    match value {
+        Value::Array(items) if items.len().is_multiple_of(2) => Ok(items
+            .chunks(2)
+            .map(|c| (c[0].as_string().unwrap_or_default(), &c[1]))
+            .collect()),
+        Value::Map(map) => Ok(map
+            .iter()
+            .map(|(k, v)| (k.as_str().map(|s| s.to_string()).unwrap_or_default(), v))
+            .collect()),
+        other => Err(format!("expected name/value pairs, got {other:?}")),
+    }
+}
+
+fn lookup<'a>(fields: &[(String, &'a Value)], name: &str) -> Option<&'a Value> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+}
+
+fn as_u16(value: &Value) -> Option<u16> {
+    match value {
+        Value::Integer(i) => u16::try_from(*i).ok(),
+        other => other.as_string()?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::from(text)
+    }
+
+    fn node(ip: &str, port: i64, role: &str, health: &str) -> Value {
+        Value::Array(vec![
+            s("id"),
+            s("abc"),
+            s("port"),
+            Value::Integer(port),
+            s("ip"),
+            s(ip),
+            s("endpoint"),
+            s(ip),
+            s("role"),
+            s(role),
+            s("replication-offset"),
+            Value::Integer(1),
+            s("health"),
+            s(health),
+        ])
+    }
+
+    #[test]
+    fn parses_cluster_shards() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![Value::Integer(0), Value::Integer(5460)]),
+                s("nodes"),
+                Value::Array(vec![
+                    node("127.0.0.1", 7000, "master", "online"),
+                    node("127.0.0.1", 7003, "replica", "online"),
+                    node("127.0.0.1", 7006, "replica", "loading"),
+                ]),
+            ]),
+            Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![Value::Integer(5461), Value::Integer(16383)]),
+                s("nodes"),
+                Value::Array(vec![
+                    node("127.0.0.1", 7001, "master", "failed"),
+                    node("", 7004, "master", "online"),
+                ]),
+            ]),
+            // A failed primary that lost its slots: no shard.
+            Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![]),
+                s("nodes"),
+                Value::Array(vec![node("127.0.0.1", 7009, "master", "failed")]),
+            ]),
+        ]);
+        let shards = parse_cluster_shards(&reply, "10.0.0.1").unwrap();
+        let topology = Topology::cluster(shards).unwrap();
+        assert_eq!(topology.shards().len(), 2);
+        assert_eq!(topology.shards()[0].primary, "127.0.0.1:7000");
+        assert_eq!(
+            topology.shards()[0].replicas,
+            vec!["127.0.0.1:7003".to_string()],
+            "loading replicas are not used"
+        );
+        assert_eq!(
+            topology.shards()[1].primary,
+            "10.0.0.1:7004",
+            "the healthy primary wins; empty ip uses the fallback host"
+        );
+        assert_eq!(topology.unassigned_slots(), 0);
+        assert_eq!(topology.shard_for_slot(5461).unwrap().primary, "10.0.0.1:7004");
+        assert_eq!(
+            topology.shard_for_key(b"foo").unwrap().primary,
+            "10.0.0.1:7004",
+            "foo is slot 12182"
+        );
+    }
+
+    #[test]
+    fn parses_cluster_slots_and_reports_gaps() {
+        let addr = |port: i64| Value::Array(vec![s("127.0.0.1"), Value::Integer(port), s("id")]);
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(99),
+                addr(7000),
+                addr(7003),
+            ]),
+            Value::Array(vec![Value::Integer(200), Value::Integer(16383), addr(7001)]),
+            Value::Array(vec![
+                Value::Integer(100),
+                Value::Integer(149),
+                addr(7000),
+                addr(7003),
+            ]),
+        ]);
+        let topology = Topology::cluster(parse_cluster_slots(&reply, "h").unwrap()).unwrap();
+        assert_eq!(topology.shards().len(), 2);
+        assert_eq!(topology.shards()[0].slots, vec![(0, 99), (100, 149)]);
+        assert_eq!(topology.shards()[0].ranges_text(), "0-99,100-149");
+        assert_eq!(topology.unassigned_slots(), 50);
+        assert!(topology.shard_for_slot(170).is_none());
+        assert!(parse_cluster_slots(&Value::Integer(1), "h").is_err());
+    }
+}

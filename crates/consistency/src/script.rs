@@ -1,0 +1,302 @@
+//! The server-side last-write-wins script, a Rust model of its decision, and the parsing of its reply.
+//!
+//! Every versioned write goes through [`LWW_SCRIPT`], so the comparison and the write happen atomically
+//! on the primary that owns the key: no read-modify-write race between clients can let an older
+//! version overwrite a newer one.
+
+use fred::types::Value;
+
+use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC, VERSION_OFFSET};
+
+/// The Lua source of the last-write-wins write.
+///
+/// `KEYS[1]` is the key. `ARGV[1]` is the value to store: an envelope, or plain bytes in mode `plain`.
+/// `ARGV[2]` is the TTL in milliseconds, `0` for none, or `keep` to keep the current TTL. `ARGV[3]` is
+/// the mode: `newer` writes only if the incoming version is newer than the stored one; `equal` also
+/// writes when it is equal (a repair re-sends a write through replication); `plain` stores a plain
+/// value only where no versioned value is stored. The reply is `{1}` when written, `{0, header}`
+/// when the stored version wins, and `{2, header, length}` when the stored value starts with the
+/// magic but is not a valid envelope (it is left alone).
+pub const LWW_SCRIPT: &str = r#"-- consistency: last-write-wins write, envelope format 1
+local stored = redis.call('GET', KEYS[1])
+local incoming = ARGV[1]
+local mode = ARGV[3]
+
+-- 'plain' for an absent or unversioned value, 'ok' for a valid envelope, 'invalid' otherwise.
+local function kind(v)
+  if not v or string.sub(v, 1, 4) ~= '\255LWW' then return 'plain' end
+  if string.len(v) < 24 or string.byte(v, 5) ~= 1 then return 'invalid' end
+  local flags = string.byte(v, 6)
+  if flags > 1 or string.byte(v, 7) ~= 0 or string.byte(v, 8) ~= 0 then return 'invalid' end
+  if flags == 1 and string.len(v) ~= 24 then return 'invalid' end
+  return 'ok'
+end
+
+-- Compares the version bytes (hlc then writer, big-endian) one unsigned byte at a time. Lua's `<` on
+-- strings goes through the server's collation locale, so it is not a reliable byte order.
+local function compare(a, b)
+  for i = 9, 24 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  return 0
+end
+
+local current = kind(stored)
+if current == 'invalid' then
+  return {2, string.sub(stored, 1, 24), string.len(stored)}
+end
+if mode == 'plain' then
+  if current == 'ok' then return {0, string.sub(stored, 1, 24)} end
+else
+  if kind(incoming) ~= 'ok' then
+    return redis.error_reply('ERR consistency: the value to write is not a valid envelope')
+  end
+  if current == 'ok' then
+    local order = compare(incoming, stored)
+    if order < 0 or (order == 0 and mode ~= 'equal') then
+      return {0, string.sub(stored, 1, 24)}
+    end
+  end
+end
+local ttl = ARGV[2]
+if ttl == 'keep' then
+  redis.call('SET', KEYS[1], incoming, 'KEEPTTL')
+elseif ttl == '0' then
+  redis.call('SET', KEYS[1], incoming)
+else
+  redis.call('SET', KEYS[1], incoming, 'PX', ttl)
+end
+return {1}
+"#;
+
+/// When the script writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// Only if the incoming version is newer than the stored one.
+    Newer,
+    /// Also if it is equal: re-sends a write so that replication carries it again.
+    Equal,
+    /// A plain value, only where no versioned value is stored.
+    Plain,
+}
+
+impl WriteMode {
+    pub(crate) fn as_arg(self) -> &'static str {
+        match self {
+            WriteMode::Newer => "newer",
+            WriteMode::Equal => "equal",
+            WriteMode::Plain => "plain",
+        }
+    }
+}
+
+/// What the script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScriptOutcome {
+    /// The value was stored.
+    Written,
+    /// The stored value wins; its header.
+    Kept(Header),
+    /// The stored value starts with the magic but is not a valid envelope; nothing was written.
+    StoredInvalid(EnvelopeProblem),
+}
+
+/// The script's decision, computed in Rust. The integration tests check the real script against it;
+/// `incoming` must be a valid envelope unless `mode` is [`WriteMode::Plain`].
+#[cfg(test)]
+pub(crate) fn decide(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode) -> ScriptOutcome {
+    use crate::envelope::Envelope;
+
+    let stored_header = match stored.map(Envelope::decode) {
+        None | Some(Ok(Envelope::Unversioned(_))) => None,
+        Some(Err(problem)) => return ScriptOutcome::StoredInvalid(problem),
+        Some(Ok(_)) => stored.and_then(|s| Header::parse(s).ok().flatten()),
+    };
+    let Some(stored_header) = stored_header else {
+        return ScriptOutcome::Written;
+    };
+    if mode == WriteMode::Plain {
+        return ScriptOutcome::Kept(stored_header);
+    }
+    let order = incoming[VERSION_OFFSET..HEADER_LEN].cmp(&stored_header.to_bytes()[VERSION_OFFSET..]);
+    match order {
+        std::cmp::Ordering::Greater => ScriptOutcome::Written,
+        std::cmp::Ordering::Equal if mode == WriteMode::Equal => ScriptOutcome::Written,
+        _ => ScriptOutcome::Kept(stored_header),
+    }
+}
+
+/// Parses the script's reply; the error text says what was unexpected.
+pub(crate) fn parse_reply(reply: &Value) -> Result<ScriptOutcome, String> {
+    let Value::Array(items) = reply else {
+        return Err(format!("expected an array, got {reply:?}"));
+    };
+    let code = items.first().and_then(Value::as_i64);
+    let header = items.get(1).and_then(Value::as_bytes);
+    match (code, header) {
+        (Some(1), _) => Ok(ScriptOutcome::Written),
+        (Some(0), Some(bytes)) => match Header::parse(bytes) {
+            Ok(Some(header)) => Ok(ScriptOutcome::Kept(header)),
+            other => Err(format!("the stored header {bytes:02x?} does not parse ({other:?})")),
+        },
+        (Some(2), Some(bytes)) => {
+            let stored_len = items.get(2).and_then(Value::as_i64).unwrap_or(0);
+            Ok(ScriptOutcome::StoredInvalid(stored_problem(bytes, stored_len)))
+        }
+        _ => Err(format!("unknown reply {reply:?}")),
+    }
+}
+
+/// The problem with a stored value the script called invalid, from its first bytes and its length.
+fn stored_problem(prefix: &[u8], stored_len: i64) -> EnvelopeProblem {
+    match Header::parse(prefix) {
+        Err(problem) => problem,
+        // The header alone is fine, so the script objected to a tombstone's payload.
+        Ok(_) => EnvelopeProblem::TombstoneWithPayload {
+            len: usize::try_from(stored_len).unwrap_or(0).saturating_sub(HEADER_LEN),
+        },
+    }
+}
+
+/// Whether `bytes` start like an envelope, so a plain copy would be misread later.
+pub(crate) fn looks_versioned(bytes: &[u8]) -> bool {
+    bytes.starts_with(&MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::version::test_version as version;
+
+    fn value(millis: u64, writer: u64) -> Vec<u8> {
+        Envelope::Value {
+            version: version(millis, 0, writer),
+            payload: b"x",
+        }
+        .encode()
+    }
+
+    fn tombstone(millis: u64, writer: u64) -> Vec<u8> {
+        Envelope::Tombstone {
+            version: version(millis, 0, writer),
+        }
+        .encode()
+    }
+
+    fn header(millis: u64, writer: u64, tombstone: bool) -> Header {
+        Header {
+            version: version(millis, 0, writer),
+            tombstone,
+        }
+    }
+
+    fn check(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode, want: ScriptOutcome) {
+        assert_eq!(decide(stored, incoming, mode), want, "stored {stored:02x?}, mode {mode:?}");
+    }
+
+    #[test]
+    fn newer_versions_win() {
+        use ScriptOutcome::{Kept, StoredInvalid, Written};
+        use WriteMode::{Equal, Newer, Plain};
+        let (v5, v6) = (value(5, 1), value(6, 1));
+        check(None, &v5, Newer, Written);
+        check(Some(b"plain"), &v5, Newer, Written);
+        check(Some(&v5), &v6, Newer, Written);
+        check(Some(&v6), &v5, Newer, Kept(header(6, 1, false)));
+        check(Some(&v5), &v5, Newer, Kept(header(5, 1, false)));
+        check(Some(&v5), &v5, Equal, Written);
+        check(Some(&v6), &v5, Equal, Kept(header(6, 1, false)));
+        // The writer id breaks ties between equal clock values.
+        check(Some(&value(5, 2)), &value(5, 1), Newer, Kept(header(5, 2, false)));
+        check(Some(&value(5, 1)), &value(5, 2), Newer, Written);
+        // A tombstone holds its version like a value does.
+        check(Some(&tombstone(7, 1)), &v6, Newer, Kept(header(7, 1, true)));
+        check(Some(&v6), &tombstone(7, 1), Newer, Written);
+        // Plain copies never replace a versioned value.
+        check(None, b"plain", Plain, Written);
+        check(Some(b"old plain"), b"plain", Plain, Written);
+        check(Some(&v5), b"plain", Plain, Kept(header(5, 1, false)));
+        check(Some(&v5[..9]), &v6, Newer, StoredInvalid(EnvelopeProblem::Truncated { len: 9 }));
+    }
+
+    fn reply(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    #[test]
+    fn replies_parse() {
+        let h = header(9, 3, true);
+        let bytes = Bytes::copy_from_slice(&h.to_bytes());
+        let cases: Vec<(Value, Result<ScriptOutcome, ()>)> = vec![
+            (reply(vec![Value::Integer(1)]), Ok(ScriptOutcome::Written)),
+            (reply(vec![Value::Integer(0), Value::Bytes(bytes.clone())]), Ok(ScriptOutcome::Kept(h))),
+            (
+                reply(vec![Value::Integer(2), Value::Bytes(bytes.clone()), Value::Integer(30)]),
+                Ok(ScriptOutcome::StoredInvalid(EnvelopeProblem::TombstoneWithPayload { len: 6 })),
+            ),
+            (
+                reply(vec![Value::Integer(2), Value::Bytes(Bytes::from_static(b"\xFFLWW\x07"))]),
+                Ok(ScriptOutcome::StoredInvalid(EnvelopeProblem::Truncated { len: 5 })),
+            ),
+            (reply(vec![Value::Integer(0), Value::Bytes(Bytes::from_static(b"junk"))]), Err(())),
+            (reply(vec![Value::Integer(7)]), Err(())),
+            (Value::Integer(1), Err(())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_reply(&input).map_err(|_| ()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn the_script_matches_the_documented_layout() {
+        // The script hard-codes the magic, the format, the header length and the version's offset.
+        assert!(LWW_SCRIPT.contains(r"'\255LWW'"));
+        assert_eq!(MAGIC, [255, b'L', b'W', b'W']);
+        assert!(LWW_SCRIPT.contains("for i = 9, 24 do") && VERSION_OFFSET + 1 == 9 && HEADER_LEN == 24);
+        assert!(LWW_SCRIPT.contains("string.byte(v, 5) ~= 1") && crate::envelope::FORMAT_VERSION == 1);
+    }
+
+    proptest! {
+        /// Last-write-wins is order-independent: applying the same writes in any order leaves the
+        /// newest one stored.
+        #[test]
+        fn lww_ends_with_the_newest_write_in_any_order(
+            writes in proptest::collection::vec((0u64..50, 0u64..3, any::<bool>()), 1..40),
+            seed: u64,
+        ) {
+            let encoded: Vec<Vec<u8>> = writes
+                .iter()
+                .map(|&(millis, writer, delete)| if delete { tombstone(millis, writer) } else { value(millis, writer) })
+                .collect();
+            let mut shuffled = encoded.clone();
+            // A seeded Fisher–Yates shuffle, so that a failure reproduces.
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let apply = |order: &[Vec<u8>]| {
+                let mut stored: Option<Vec<u8>> = None;
+                for write in order {
+                    if decide(stored.as_deref(), write, WriteMode::Newer) == ScriptOutcome::Written {
+                        stored = Some(write.clone());
+                    }
+                }
+                stored.map(|s| Header::parse(&s).unwrap().unwrap().version)
+            };
+            let newest = writes.iter().map(|&(m, w, _)| version(m, 0, w)).max();
+            prop_assert_eq!(apply(&encoded), newest);
+            prop_assert_eq!(apply(&shuffled), newest);
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Parsing the text replies of `INFO`, `CLUSTER INFO` and `CLUSTER NODES`.
+//!
+//! These are pure functions over the text a node sent, so they are tested on canned replies and never
+//! panic: a field that is missing or unreadable takes its default, and only a reply that is not the
+//! command's reply at all is an error.
+
+use std::collections::HashMap;
+
+use crate::error::Error;
+use crate::snapshot::{ClusterInfo, DbKeys, PrimaryLink, ReplicaLink, Role, ServerInfo, TopologyNode};
+
+/// The `field:value` lines of an `INFO`-style reply, section headers and blank lines skipped.
+fn fields(text: &str) -> HashMap<&str, &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .collect()
+}
+
+fn number<T: std::str::FromStr + Default>(fields: &HashMap<&str, &str>, name: &str) -> T {
+    fields
+        .get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default()
+}
+
+/// `key=value,key=value` (the format of `slaveN:` and `dbN:` values).
+fn pairs(value: &str) -> impl Iterator<Item = (&str, &str)> {
+    value.split(',').filter_map(|kv| kv.split_once('='))
+}
+
+fn pair_number(value: &str, key: &str) -> u64 {
+    pairs(value)
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Parses an `INFO` reply (any sections; the ones missing leave their fields at their defaults).
+///
+/// ```
+/// let info = health::parse_info("# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:7000\r\n\
+///                                master_link_status:up\r\nslave_repl_offset:42\r\n# Keyspace\r\ndb0:keys=7,expires=1,avg_ttl=0\r\n");
+/// assert_eq!(info.role, health::Role::Replica);
+/// assert_eq!(info.primary_link.as_ref().map(|l| (l.addr.as_str(), l.link_up, l.offset)), Some(("10.0.0.1:7000", true, 42)));
+/// assert_eq!(info.keys(), 7);
+/// ```
+pub fn parse_info(text: &str) -> ServerInfo {
+    let f = fields(text);
+    let role = match f.get("role").map(|r| r.trim()) {
+        Some("slave") | Some("replica") => Role::Replica,
+        _ => Role::Primary,
+    };
+    let mut replicas: Vec<(u32, ReplicaLink)> = f
+        .iter()
+        .filter_map(|(name, value)| {
+            let index: u32 = name.strip_prefix("slave")?.parse().ok()?;
+            let get = |key: &str| pairs(value).find(|(k, _)| *k == key).map(|(_, v)| v);
+            let addr = format!("{}:{}", get("ip").unwrap_or_default(), get("port").unwrap_or_default());
+            Some((
+                index,
+                ReplicaLink {
+                    addr,
+                    state: get("state").unwrap_or_default().to_string(),
+                    offset: pair_number(value, "offset"),
+                    lag_seconds: pair_number(value, "lag"),
+                },
+            ))
+        })
+        .collect();
+    replicas.sort_by_key(|(index, _)| *index);
+    let mut keyspace: Vec<DbKeys> = f
+        .iter()
+        .filter_map(|(name, value)| {
+            let db = name.strip_prefix("db")?.parse().ok()?;
+            Some(DbKeys {
+                db,
+                keys: pair_number(value, "keys"),
+                expires: pair_number(value, "expires"),
+            })
+        })
+        .collect();
+    keyspace.sort_by_key(|db| db.db);
+    let primary_link = (role == Role::Replica).then(|| PrimaryLink {
+        addr: format!(
+            "{}:{}",
+            f.get("master_host").copied().unwrap_or_default().trim(),
+            f.get("master_port").copied().unwrap_or_default().trim()
+        ),
+        link_up: f.get("master_link_status").map(|s| s.trim()) == Some("up"),
+        offset: number(&f, "slave_repl_offset"),
+    });
+    ServerInfo {
+        role,
+        redis_version: f.get("redis_version").copied().unwrap_or_default().trim().to_string(),
+        run_id: f.get("run_id").copied().unwrap_or_default().trim().to_string(),
+        uptime_seconds: number(&f, "uptime_in_seconds"),
+        cluster_enabled: number::<u8>(&f, "cluster_enabled") == 1,
+        loading: number::<u8>(&f, "loading") == 1,
+        used_memory_bytes: number(&f, "used_memory"),
+        maxmemory_bytes: number(&f, "maxmemory"),
+        ops_per_sec: number(&f, "instantaneous_ops_per_sec"),
+        connected_clients: number(&f, "connected_clients"),
+        keyspace,
+        evicted_keys: number(&f, "evicted_keys"),
+        keyspace_hits: number(&f, "keyspace_hits"),
+        keyspace_misses: number(&f, "keyspace_misses"),
+        master_repl_offset: number(&f, "master_repl_offset"),
+        replicas: replicas.into_iter().map(|(_, link)| link).collect(),
+        primary_link,
+    }
+}
+
+/// Parses a `CLUSTER INFO` reply.
+///
+/// ```
+/// let info = health::parse_cluster_info("cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n")?;
+/// assert!(info.state_ok);
+/// assert_eq!(info.slots_ok, 16_384);
+/// assert!(health::parse_cluster_info("ERR This instance has cluster support disabled").is_err());
+/// # Ok::<(), health::Error>(())
+/// ```
+pub fn parse_cluster_info(text: &str) -> Result<ClusterInfo, Error> {
+    let f = fields(text);
+    let state = f.get("cluster_state").ok_or_else(|| Error::Reply {
+        command: "CLUSTER INFO",
+        detail: format!("no cluster_state field in {:?}", excerpt(text)),
+    })?;
+    Ok(ClusterInfo {
+        state_ok: state.trim() == "ok",
+        slots_assigned: number(&f, "cluster_slots_assigned"),
+        slots_ok: number(&f, "cluster_slots_ok"),
+        slots_pfail: number(&f, "cluster_slots_pfail"),
+        slots_fail: number(&f, "cluster_slots_fail"),
+        known_nodes: number(&f, "cluster_known_nodes"),
+        size: number(&f, "cluster_size"),
+        current_epoch: number(&f, "cluster_current_epoch"),
+        my_epoch: number(&f, "cluster_my_epoch"),
+    })
+}
+
+/// Parses a `CLUSTER NODES` reply into one entry per line. Slots being imported or migrated
+/// (`[slot->-id]`) are left out: they still belong to the listed owner.
+///
+/// Failure reports are counted as this one view says: 1 if it flags the node, 0 otherwise.
+///
+/// ```
+/// let text = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
+///             e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
+/// let nodes = health::parse_cluster_nodes(text)?;
+/// assert_eq!(nodes[1].slots, vec![(0, 5460)]);
+/// assert_eq!(nodes[0].primary_id.as_deref(), Some(nodes[1].id.as_str()));
+/// # Ok::<(), health::Error>(())
+/// ```
+pub fn parse_cluster_nodes(text: &str) -> Result<Vec<TopologyNode>, Error> {
+    let mut nodes = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let bad = |detail: String| Error::Reply {
+            command: "CLUSTER NODES",
+            detail: format!("{detail} in line {:?}", excerpt(line)),
+        };
+        if words.len() < 8 {
+            return Err(bad(format!("{} fields instead of at least 8", words.len())));
+        }
+        // `ip:port@cport[,hostname]`; a node without a known address prints `:0@0`.
+        let addr = words[1].split(['@', ',']).next().unwrap_or_default();
+        let addr = match addr.rsplit_once(':') {
+            // IPv6 hosts get brackets, as `host:port` is ambiguous for them.
+            Some((host, port)) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
+            Some((host, port)) if !host.is_empty() && port != "0" => addr.to_string(),
+            _ => String::new(),
+        };
+        let mut role = None;
+        let mut flags = Vec::new();
+        for flag in words[2].split(',') {
+            match flag {
+                "master" => role = Some(Role::Primary),
+                "slave" => role = Some(Role::Replica),
+                "noflags" | "" => {}
+                other => flags.push(other.to_string()),
+            }
+        }
+        let primary_id = (words[3] != "-").then(|| words[3].to_string());
+        let role = role.unwrap_or(if primary_id.is_some() { Role::Replica } else { Role::Primary });
+        let mut slots = Vec::new();
+        for word in &words[8..] {
+            if word.starts_with('[') {
+                continue;
+            }
+            let (first, last) = word.split_once('-').unwrap_or((word, word));
+            match (first.parse::<u16>(), last.parse::<u16>()) {
+                (Ok(a), Ok(b)) if a <= b && u32::from(b) < crate::snapshot::SLOTS => slots.push((a, b)),
+                _ => return Err(bad(format!("unreadable slot range {word:?}"))),
+            }
+        }
+        let pfail = flags.iter().any(|f| f == "fail?");
+        let fail = flags.iter().any(|f| f == "fail");
+        nodes.push(TopologyNode {
+            id: words[0].to_string(),
+            addr,
+            role,
+            primary_id,
+            flags,
+            link_connected: words[7] == "connected",
+            config_epoch: words[6].parse().unwrap_or(0),
+            slots,
+            pfail_reports: u32::from(pfail),
+            fail_reports: u32::from(fail),
+        });
+    }
+    Ok(nodes)
+}
+
+/// The start of a reply, for error messages.
+fn excerpt(text: &str) -> String {
+    text.chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real `INFO` reply of a Redis 7.0 primary with one replica, trimmed to the sections used.
+    const PRIMARY_INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:5b1c5d3e0f\r\nuptime_in_seconds:73\r\n\
+        # Clients\r\nconnected_clients:3\r\n# Memory\r\nused_memory:1614392\r\nmaxmemory:104857600\r\n\
+        # Persistence\r\nloading:0\r\n# Stats\r\ninstantaneous_ops_per_sec:17\r\nevicted_keys:4\r\n\
+        keyspace_hits:10\r\nkeyspace_misses:2\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+        slave0:ip=127.0.0.1,port=30004,state=online,offset=5000,lag=1\r\n\
+        slave1:ip=127.0.0.1,port=30005,state=wait_bgsave,offset=0,lag=0\r\nmaster_repl_offset:5012\r\n\
+        # Cluster\r\ncluster_enabled:1\r\n# Keyspace\r\ndb0:keys=120,expires=20,avg_ttl=1000\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n";
+
+    fn check_info(text: &str, expected: ServerInfo) {
+        assert_eq!(parse_info(text), expected, "parsing {text:?}");
+    }
+
+    #[test]
+    fn info_replies_parse_into_the_fields_used() {
+        check_info(
+            PRIMARY_INFO,
+            ServerInfo {
+                role: Role::Primary,
+                redis_version: "7.0.15".into(),
+                run_id: "5b1c5d3e0f".into(),
+                uptime_seconds: 73,
+                cluster_enabled: true,
+                loading: false,
+                used_memory_bytes: 1_614_392,
+                maxmemory_bytes: 104_857_600,
+                ops_per_sec: 17,
+                connected_clients: 3,
+                keyspace: vec![
+                    DbKeys { db: 0, keys: 120, expires: 20 },
+                    DbKeys { db: 3, keys: 5, expires: 0 },
+                ],
+                evicted_keys: 4,
+                keyspace_hits: 10,
+                keyspace_misses: 2,
+                master_repl_offset: 5012,
+                replicas: vec![
+                    ReplicaLink { addr: "127.0.0.1:30004".into(), state: "online".into(), offset: 5000, lag_seconds: 1 },
+                    ReplicaLink {
+                        addr: "127.0.0.1:30005".into(),
+                        state: "wait_bgsave".into(),
+                        offset: 0,
+                        lag_seconds: 0,
+                    },
+                ],
+                primary_link: None,
+            },
+        );
+        check_info(
+            "role:slave\nmaster_host:127.0.0.1\nmaster_port:30001\nmaster_link_status:down\nslave_repl_offset:7\nloading:1\n",
+            ServerInfo {
+                role: Role::Replica,
+                loading: true,
+                primary_link: Some(PrimaryLink { addr: "127.0.0.1:30001".into(), link_up: false, offset: 7 }),
+                ..ServerInfo::default()
+            },
+        );
+        // Garbage and empty replies leave every field at its default rather than failing.
+        check_info("", ServerInfo::default());
+        check_info("used_memory:lots\nslaveX:ip=1\ndbZ:keys=1\n:::\n", ServerInfo::default());
+    }
+
+    fn check_cluster_info(text: &str, expected: Option<ClusterInfo>) {
+        assert_eq!(parse_cluster_info(text).ok(), expected, "parsing {text:?}");
+    }
+
+    #[test]
+    fn cluster_info_replies_parse_and_other_replies_do_not() {
+        check_cluster_info(
+            "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10923\r\n\
+             cluster_slots_pfail:0\r\ncluster_slots_fail:5461\r\ncluster_known_nodes:6\r\ncluster_size:3\r\n\
+             cluster_current_epoch:7\r\ncluster_my_epoch:2\r\n",
+            Some(ClusterInfo {
+                state_ok: false,
+                slots_assigned: 16_384,
+                slots_ok: 10_923,
+                slots_pfail: 0,
+                slots_fail: 5461,
+                known_nodes: 6,
+                size: 3,
+                current_epoch: 7,
+                my_epoch: 2,
+            }),
+        );
+        check_cluster_info("cluster_state:ok\n", Some(ClusterInfo { state_ok: true, ..ClusterInfo::default() }));
+        check_cluster_info("", None);
+        check_cluster_info("ERR This instance has cluster support disabled", None);
+    }
+
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master,fail? - 0 1426238316232 2 disconnected 5461-10922 [10923->-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f]
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16382 16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+6ec23923021cf3ffec47632106199cb7f496ce01 :0@0 slave,fail,noaddr 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 0 1426238316232 5 disconnected
+";
+
+    #[test]
+    fn cluster_nodes_replies_parse_roles_flags_links_and_slots() {
+        let nodes = parse_cluster_nodes(NODES).expect("a real reply parses");
+        let summary: Vec<(&str, Role, Vec<&str>, bool, Vec<(u16, u16)>, u32, u32)> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.addr.as_str(),
+                    n.role,
+                    n.flags.iter().map(String::as_str).collect(),
+                    n.link_connected,
+                    n.slots.clone(),
+                    n.pfail_reports,
+                    n.fail_reports,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("127.0.0.1:30004", Role::Replica, vec![], true, vec![], 0, 0),
+                ("127.0.0.1:30002", Role::Primary, vec!["fail?"], false, vec![(5461, 10922)], 1, 0),
+                ("127.0.0.1:30003", Role::Primary, vec![], true, vec![(10923, 16382), (16383, 16383)], 0, 0),
+                ("127.0.0.1:30001", Role::Primary, vec!["myself"], true, vec![(0, 5460)], 0, 0),
+                ("", Role::Replica, vec!["fail", "noaddr"], false, vec![], 0, 1),
+            ]
+        );
+        assert_eq!(nodes[0].primary_id.as_deref(), Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca"));
+        assert_eq!(nodes[2].config_epoch, 3);
+    }
+
+    #[test]
+    fn malformed_cluster_nodes_lines_are_errors_that_quote_the_line() {
+        for bad in ["abc 127.0.0.1:1@2 master", "id 127.0.0.1:1@2 master - 0 0 1 connected 5-2", "id a:1 master - 0 0 1 connected 99999"] {
+            let error = parse_cluster_nodes(bad).expect_err(bad).to_string();
+            assert!(error.contains("CLUSTER NODES") && error.contains(&bad[..5]), "{error}");
+        }
+        assert_eq!(parse_cluster_nodes("").expect("empty parses"), Vec::new());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,400}") {
+            let _ = parse_info(&text);
+            let _ = parse_cluster_info(&text);
+            let _ = parse_cluster_nodes(&text);
+        }
+
+        #[test]
+        fn cluster_nodes_slot_ranges_round_trip(ranges in proptest::collection::vec((0u16..16_384, 0u16..100), 0..8)) {
+            let slots: Vec<(u16, u16)> = ranges.iter().map(|&(a, len)| (a, a.saturating_add(len).min(16_383))).collect();
+            let words: Vec<String> = slots.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+            let line = format!("id 127.0.0.1:7000@17000 master - 0 0 1 connected {}", words.join(" "));
+            let parsed = parse_cluster_nodes(&line).expect("generated line parses");
+            proptest::prop_assert_eq!(&parsed[0].slots, &slots);
+        }
+    }
+}
