@@ -283,14 +283,15 @@ impl ClusterClient {
                 last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
                 continue;
             }
-            match raw::<String>(handle, Cmd::new("INFO", vec!["cluster".into()]), connect_timeout).await {
-                Ok(info) => {
-                    let enabled = info.lines().any(|l| l.trim() == "cluster_enabled:1");
-                    kind = Some(if enabled {
-                        ServerKind::Cluster
-                    } else {
-                        ServerKind::Standalone
-                    });
+            // `CLUSTER INFO` rather than `INFO cluster`: INFO is in the @dangerous ACL category, which a
+            // cache's ACL user usually lacks.
+            match raw::<String>(handle, Cmd::new("CLUSTER", vec!["INFO".into()]), connect_timeout).await {
+                Ok(_) => {
+                    kind = Some(ServerKind::Cluster);
+                    break;
+                }
+                Err(Error::Server { message, .. }) if message.contains("cluster support disabled") => {
+                    kind = Some(ServerKind::Standalone);
                     break;
                 }
                 Err(e) => last_error = e.to_string(),
@@ -624,7 +625,7 @@ impl ClusterClient {
     }
 
     /// A raw command on one node (`host:port`, as in [`Topology`]); the first argument is the command
-    /// name. Replica connections have `READONLY` set.
+    /// name. It goes over the node's READONLY connection, so a replica answers reads of its own data.
     pub async fn node_command<R: FromValue>(&self, node: &str, args: Vec<Value>) -> Result<R, Error> {
         let handle = self.inner.known_node(node)?;
         let mut args = args.into_iter();
@@ -632,13 +633,15 @@ impl ClusterClient {
         let rest: Vec<Value> = args.collect();
         let started = Instant::now();
         let custom = CustomCommand::new(name.clone(), ClusterHash::Random, false);
+        // A node known to be down fails fast; otherwise the call may wait (up to its timeout) for the
+        // READONLY connection, which may still be opening right after the node was first seen.
         let options = Options {
             timeout: Some(self.timeout()),
-            fail_fast: true,
+            fail_fast: !handle.is_up(),
             ..Options::default()
         };
         let result = handle
-            .client(0)
+            .readonly()
             .with_options(&options)
             .custom::<Value, Value>(custom, rest)
             .await;
@@ -702,10 +705,10 @@ impl ClusterClient {
         let mut redirect: Option<(Arc<NodeHandle>, bool)> = None;
         let mut backoff = Duration::from_millis(5);
         loop {
-            let (node, asking) = match redirect.take() {
-                Some(target) => target,
+            let (node, asking, readonly) = match redirect.take() {
+                Some((node, asking)) => (node, asking, false),
                 None => match self.pick(key, slot, access) {
-                    Ok(node) => (node, false),
+                    Ok((node, replica)) => (node, false, replica),
                     Err(error) if self.options.wait_for_failover && Instant::now() < deadline => {
                         tracing::debug!(%error, "waiting for a failover");
                         self.inner.refresh_wanted.notify_one();
@@ -724,7 +727,7 @@ impl ClusterClient {
                 });
             }
             let attempt = Instant::now();
-            let result = send(&node, slot, &cmd, remaining, asking).await;
+            let result = send(&node, slot, &cmd, remaining, asking, readonly).await;
             node.record(attempt.elapsed());
             let error = match result {
                 Ok(value) => {
@@ -768,6 +771,17 @@ impl ClusterClient {
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
+                Failure::Down(message) if readonly => {
+                    // A replica read that failed on the connection goes to the primary at once.
+                    node.record_error();
+                    self.inner.node_failed(&node);
+                    tracing::debug!(node = %node.addr, %message, "replica down; reading from the primary");
+                    let primary = self
+                        .inner
+                        .primary_for(key, slot)
+                        .ok_or(Error::SlotUncovered { slot })?;
+                    redirect = Some((primary, false));
+                }
                 Failure::Down(message) => {
                     node.record_error();
                     self.inner.node_failed(&node);
@@ -801,7 +815,8 @@ impl ClusterClient {
     }
 
     /// The node to send a command for `key` to: the shard's primary, or a fresh replica for reads.
-    fn pick(&self, key: &[u8], slot: u16, access: Access) -> Result<Arc<NodeHandle>, Error> {
+    /// The node to send to, and whether it is a replica read (on the READONLY connection).
+    fn pick(&self, key: &[u8], slot: u16, access: Access) -> Result<(Arc<NodeHandle>, bool), Error> {
         let routing = self.inner.routing.load();
         let Some(shard) = routing.topology.shard_index(key, slot) else {
             self.inner.refresh_wanted.notify_one();
@@ -811,7 +826,7 @@ impl ClusterClient {
             && self.reads_from_replica()
             && let Some(replica) = self.inner.fresh_replica(&routing.replicas[shard], key, slot)
         {
-            return Ok(replica);
+            return Ok((replica, true));
         }
         let primary = &routing.primaries[shard];
         if !primary.is_connected_for(slot) {
@@ -819,7 +834,7 @@ impl ClusterClient {
             self.inner.refresh_wanted.notify_one();
             return Err(self.inner.unavailable(key, slot, &primary.addr));
         }
-        Ok(primary.clone())
+        Ok((primary.clone(), false))
     }
 
     fn reads_from_replica(&self) -> bool {
@@ -911,6 +926,14 @@ impl Inner {
                 known: known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
             }
         })
+    }
+
+    fn primary_for(&self, key: &[u8], slot: u16) -> Option<Arc<NodeHandle>> {
+        let routing = self.routing.load();
+        routing
+            .topology
+            .shard_index(key, slot)
+            .map(|shard| routing.primaries[shard].clone())
     }
 
     fn unavailable(&self, _key: &[u8], slot: u16, node: &str) -> Error {
@@ -1168,7 +1191,7 @@ impl Inner {
         let fresh = self.fresh_replicas.load();
         let candidates: Vec<&Arc<NodeHandle>> = replicas
             .iter()
-            .filter(|r| r.is_connected() && fresh.contains(&r.addr))
+            .filter(|r| r.readonly().is_connected() && fresh.contains(&r.addr))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -1342,7 +1365,7 @@ async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Erro
 
 /// One command on one node with a timeout, no routing.
 async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
-    let value = send(node, 0, &cmd, timeout, false).await.map_err(|e| {
+    let value = send(node, 0, &cmd, timeout, false, false).await.map_err(|e| {
         let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
         match classify(&e, host) {
             Failure::Timeout => Error::Timeout {
@@ -1376,8 +1399,13 @@ async fn send(
     cmd: &Cmd,
     timeout: Duration,
     asking: bool,
+    readonly: bool,
 ) -> Result<Value, fred::error::Error> {
-    let client = node.client(slot);
+    let client = if readonly {
+        node.readonly()
+    } else {
+        node.client(slot)
+    };
     if asking {
         let pipeline = client.pipeline();
         let _: () = pipeline

@@ -36,6 +36,8 @@ pub(crate) struct NodeHandle {
     /// `pool_size` connections; a key's commands always use the same one (chosen by slot) so that
     /// `WAIT` follows the writes it is about and one key's commands stay in order.
     clients: Vec<Client>,
+    /// The READONLY connection (replica reads, commands addressed to this node).
+    readonly: Client,
     up: AtomicBool,
     latency: Mutex<Histogram<u64>>,
     commands: AtomicU64,
@@ -67,29 +69,37 @@ impl NodeHandle {
             .set_policy(config.reconnect_policy())
             .set_connection_config(config.connection_config())
             .set_performance_config(config.performance_config());
-        let mut clients = Vec::with_capacity(config.pool_size().max(1));
-        for _ in 0..config.pool_size().max(1) {
-            let client = builder.build().map_err(|e| Error::Connection {
+        let build = || {
+            builder.build().map_err(|e| Error::Connection {
                 node: addr.into(),
                 command: "connect".into(),
                 message: e.to_string(),
-            })?;
-            // READONLY on every (re)connect lets replicas serve reads; on a primary it changes nothing.
-            let for_readonly = client.clone();
-            client.on_reconnect(move |_| {
-                let client = for_readonly.clone();
-                async move {
-                    let _ = client.custom::<Value, Value>(readonly(), vec![]).await;
-                    Ok(())
-                }
-            });
+            })
+        };
+        let mut clients = Vec::with_capacity(config.pool_size().max(1));
+        for _ in 0..config.pool_size().max(1) {
+            let client = build()?;
             client.connect();
             clients.push(client);
         }
+        // A separate connection for replica reads and commands aimed at one node, with READONLY sent on
+        // every (re)connect. Routed commands never use it: on a primary that was just demoted, a READONLY
+        // connection would serve a stale read where a plain one answers MOVED.
+        let readonly = build()?;
+        let for_readonly = readonly.clone();
+        readonly.on_reconnect(move |_| {
+            let client = for_readonly.clone();
+            async move {
+                let _ = client.custom::<Value, Value>(readonly_command(), vec![]).await;
+                Ok(())
+            }
+        });
+        readonly.connect();
         let labels = [("node", addr.to_string())];
         Ok(Arc::new(NodeHandle {
             addr: addr.to_string(),
             clients,
+            readonly,
             up: AtomicBool::new(true),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 2).map_err(|e| Error::Reply {
@@ -114,8 +124,18 @@ impl NodeHandle {
 
     /// Waits up to `timeout` for the first connection; `false` if it did not come up.
     pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
-        let all = futures::future::join_all(self.clients.iter().map(|c| c.wait_for_connect()));
+        let all = futures::future::join_all(
+            self.clients
+                .iter()
+                .chain(std::iter::once(&self.readonly))
+                .map(|c| c.wait_for_connect()),
+        );
         matches!(tokio::time::timeout(timeout, all).await, Ok(results) if results.iter().all(Result::is_ok))
+    }
+
+    /// The READONLY connection.
+    pub(crate) fn readonly(&self) -> &Client {
+        &self.readonly
     }
 
     /// Whether the connection used for `slot` is up.
@@ -174,7 +194,12 @@ impl NodeHandle {
 
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
-        for client in self.clients.clone() {
+        for client in self
+            .clients
+            .iter()
+            .chain(std::iter::once(&self.readonly))
+            .cloned()
+        {
             tokio::spawn(async move {
                 let _ = client.quit().await;
             });
@@ -182,6 +207,6 @@ impl NodeHandle {
     }
 }
 
-fn readonly() -> CustomCommand {
+fn readonly_command() -> CustomCommand {
     CustomCommand::new_static("READONLY", ClusterHash::Random, false)
 }

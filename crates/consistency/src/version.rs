@@ -281,7 +281,7 @@ mod tests {
             assert!(next > last);
             last = next;
         }
-        assert_eq!(last, Hlc::new(11, 70_000 - 65_536));
+        assert_eq!(last, Hlc::new(11, (70_000 - 65_536) as u16));
     }
 
     #[test]

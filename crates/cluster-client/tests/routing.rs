@@ -1,0 +1,190 @@
+//! Routing and batches on a shared 3 + 3 cluster (no faults).
+
+mod common;
+
+use std::time::Duration;
+
+use cluster_client::{Error, SetCondition, SetOptions, Ttl};
+use local_cluster::{LocalCluster, test_lock};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slot_range_routes_to_its_owner() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let topology = client.topology();
+    assert_eq!(topology.shards().len(), 3);
+    assert_eq!(topology.unassigned_slots(), 0);
+    for shard in topology.shards() {
+        assert_eq!(shard.replicas.len(), 1, "{shard:?}");
+        for &(first, last) in &shard.slots {
+            for slot in [first, (first + last) / 2, last] {
+                let key = common::key_for_slot("route", slot);
+                client.set(&key, b"x", SetOptions::default()).await.unwrap();
+                let owner = cluster.primary_for_slot(slot).await.unwrap();
+                assert_eq!(owner.addr(), shard.primary, "slot {slot}");
+                let on_owner: u64 = owner.command([&b"EXISTS"[..], &key]).await.unwrap();
+                assert_eq!(
+                    on_owner,
+                    1,
+                    "slot {slot} key is stored on its owner {}",
+                    owner.addr()
+                );
+                assert_eq!(client.get(&key).await.unwrap().as_deref(), Some(&b"x"[..]));
+            }
+        }
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_slot_batches_keep_input_order() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("batch:{i}")).collect();
+    let entries: Vec<(String, String, Option<Duration>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), format!("v{i}"), None))
+        .collect();
+    let written = client.set_many(&entries).await;
+    assert_eq!(written.len(), 1000);
+    assert!(
+        written.iter().all(Result::is_ok),
+        "{:?}",
+        written.iter().find(|r| r.is_err())
+    );
+
+    let mut asked: Vec<String> = keys.clone();
+    asked.insert(500, "batch:missing".into());
+    let values = client.get_many(&asked).await;
+    assert_eq!(values.len(), 1001);
+    for (i, value) in values.iter().enumerate() {
+        let expected = match i {
+            500 => None,
+            i if i < 500 => Some(format!("v{i}")),
+            i => Some(format!("v{}", i - 1)),
+        };
+        assert_eq!(
+            value.as_ref().unwrap().as_deref(),
+            expected.as_deref().map(str::as_bytes),
+            "position {i}"
+        );
+    }
+    let deleted = client.del_many(&asked).await;
+    assert_eq!(deleted.iter().filter(|r| matches!(r, Ok(true))).count(), 1000);
+    assert!(matches!(deleted[500], Ok(false)));
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_key_operations_and_limits() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let key = b"ops:one";
+    client.del(key).await.unwrap();
+    assert_eq!(client.pttl(key).await.unwrap(), Ttl::Missing);
+    assert!(
+        client
+            .set(key, b"1", SetOptions::default().condition(SetCondition::IfAbsent))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !client
+            .set(key, b"2", SetOptions::default().condition(SetCondition::IfAbsent))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !client
+            .set(
+                b"ops:absent",
+                b"2",
+                SetOptions::default().condition(SetCondition::IfPresent)
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(client.pttl(key).await.unwrap(), Ttl::Persistent);
+    assert!(client.pexpire(key, Duration::from_secs(100)).await.unwrap());
+    assert!(matches!(client.pttl(key).await.unwrap(), Ttl::Expires(d) if d > Duration::from_secs(90)));
+    assert!(client.exists(key).await.unwrap());
+    assert_eq!(
+        client.wait(key, 1, Duration::from_secs(2)).await.unwrap(),
+        1,
+        "the replica acknowledges"
+    );
+    assert!(client.del(key).await.unwrap());
+    assert!(!client.exists(key).await.unwrap());
+
+    // Over-limit keys and values are refused before anything is sent.
+    let max_key = client.config().limits().key_max_bytes;
+    let big_key = vec![b'k'; max_key + 1];
+    assert!(matches!(
+        client.get(&big_key).await,
+        Err(Error::KeyTooLarge { .. })
+    ));
+    let max_value = client.config().limits().value_max_bytes;
+    let big_value = vec![0u8; max_value + 1];
+    assert!(matches!(
+        client.set(b"ops:big", &big_value, SetOptions::default()).await,
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert!(!client.exists(b"ops:big").await.unwrap());
+
+    // A server error is typed and names the node.
+    client
+        .node_command::<cluster_client::Value>(
+            &client.topology().shard_for_key(b"ops:list").unwrap().primary,
+            vec!["RPUSH".into(), "ops:list".into(), "a".into()],
+        )
+        .await
+        .unwrap();
+    match client.get(b"ops:list").await {
+        Err(Error::Server { message, .. }) => assert!(message.starts_with("WRONGTYPE"), "{message}"),
+        other => panic!("expected WRONGTYPE, got {other:?}"),
+    }
+    client.del(b"ops:list").await.unwrap();
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_scans() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let script =
+        cluster_client::Script::new("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])");
+    // NOSCRIPT on first use loads the script and retries.
+    let reply = client.eval(&script, &[b"lua:{a}"], &[b"hello"]).await.unwrap();
+    assert_eq!(reply.as_string().as_deref(), Some("hello"));
+    let reply = client.eval(&script, &[b"lua:{b}"], &[b"again"]).await.unwrap();
+    assert_eq!(reply.as_string().as_deref(), Some("again"));
+
+    for i in 0..50 {
+        client
+            .set(format!("scan:{i}").as_bytes(), b"1", SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut found = 0;
+    for shard in client.topology().shards() {
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = client
+                .scan_node(&shard.primary, cursor, Some(b"scan:*"), 100)
+                .await
+                .unwrap();
+            found += keys.len();
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    assert_eq!(found, 50);
+    client.close().await;
+}

@@ -1,0 +1,145 @@
+//! Reading what nodes hold: version headers, whole values, TTLs and replication offsets.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cluster_client::{ClusterClient, Value};
+
+use crate::envelope::HEADER_LEN;
+use crate::state::Observed;
+
+/// How often a replica's offset is polled while waiting for it to catch up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(5);
+
+fn is_wrong_type(error: &cluster_client::Error) -> bool {
+    matches!(error, cluster_client::Error::Server { message, .. } if message.starts_with("WRONGTYPE"))
+}
+
+/// What `node` holds for `key`, reading only the header (`GETRANGE 0 23`), so that an audit moves 24
+/// bytes per key whatever the values' size.
+pub(crate) async fn read_copy(
+    client: &ClusterClient,
+    node: &str,
+    key: &Bytes,
+) -> Result<Observed, cluster_client::Error> {
+    let args = vec![
+        "GETRANGE".into(),
+        Value::Bytes(key.clone()),
+        Value::Integer(0),
+        Value::Integer(HEADER_LEN as i64 - 1),
+    ];
+    let prefix = match client.node_command::<Value>(node, args).await {
+        Ok(value) => value,
+        // Hashes, lists and other types hold no envelope.
+        Err(error) if is_wrong_type(&error) => return Ok(Observed::Unversioned),
+        Err(error) => return Err(error),
+    };
+    let bytes = prefix.as_bytes().unwrap_or_default();
+    if !bytes.is_empty() {
+        return Ok(Observed::from_stored(Some(bytes)));
+    }
+    // GETRANGE answers "" both for a missing key and for an empty plain value.
+    let exists: i64 = client
+        .node_command(node, vec!["EXISTS".into(), Value::Bytes(key.clone())])
+        .await?;
+    Ok(if exists > 0 {
+        Observed::Unversioned
+    } else {
+        Observed::Absent
+    })
+}
+
+/// [`read_copy`] for many keys on one node, sent together (fred pipelines them), results in order.
+pub(crate) async fn read_copies(
+    client: &ClusterClient,
+    node: &str,
+    keys: &[Bytes],
+) -> Vec<Result<Observed, cluster_client::Error>> {
+    futures::future::join_all(keys.iter().map(|key| read_copy(client, node, key))).await
+}
+
+/// The whole value `node` holds for `key`, and its remaining TTL (`None`: no TTL). `Ok(None)` when the
+/// key is gone.
+pub(crate) async fn read_value(
+    client: &ClusterClient,
+    node: &str,
+    key: &Bytes,
+) -> Result<Option<(Bytes, Option<Duration>)>, cluster_client::Error> {
+    let get = client.node_command::<Option<Bytes>>(node, vec!["GET".into(), Value::Bytes(key.clone())]);
+    let pttl = client.node_command::<i64>(node, vec!["PTTL".into(), Value::Bytes(key.clone())]);
+    let (value, pttl) = futures::future::join(get, pttl).await;
+    let Some(value) = value? else {
+        return Ok(None);
+    };
+    Ok(match pttl? {
+        -2 => None,
+        ms if ms < 0 => Some((value, None)),
+        // A key about to expire keeps at least a millisecond, so that a copy still carries a TTL.
+        ms => Some((value, Some(Duration::from_millis(ms.max(1) as u64)))),
+    })
+}
+
+/// A numeric field of an `INFO` reply.
+pub(crate) fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|line| {
+        let (field, value) = line.trim_end().split_once(':')?;
+        if field == name { value.parse().ok() } else { None }
+    })
+}
+
+/// The replication offset `node` has reached: a primary's `master_repl_offset`, a replica's
+/// `slave_repl_offset` (what it has applied).
+pub(crate) async fn replication_offset(
+    client: &ClusterClient,
+    node: &str,
+) -> Result<u64, cluster_client::Error> {
+    let info: String = client
+        .node_command(node, vec!["INFO".into(), "replication".into()])
+        .await?;
+    let offset = info_field(&info, "slave_repl_offset").or_else(|| info_field(&info, "master_repl_offset"));
+    offset.ok_or_else(|| cluster_client::Error::Reply {
+        node: node.into(),
+        command: "INFO".into(),
+        detail: "no replication offset in INFO replication".into(),
+    })
+}
+
+/// Waits until the replica `node` has applied everything up to `offset`, at most `timeout`. Returns
+/// whether it did; a replica that cannot be asked has not.
+pub(crate) async fn wait_caught_up(client: &ClusterClient, node: &str, offset: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match replication_offset(client, node).await {
+            Ok(reached) if reached >= offset => return true,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%node, %error, "could not read a replica's offset");
+                return false;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(info: &str, name: &str, want: Option<u64>) {
+        assert_eq!(info_field(info, name), want, "{name} in {info:?}");
+    }
+
+    #[test]
+    fn info_fields_parse() {
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:1234\r\n";
+        let replica = "# Replication\r\nrole:slave\r\nslave_repl_offset:1200\r\nmaster_repl_offset:1200\r\n";
+        check(primary, "master_repl_offset", Some(1234));
+        check(primary, "slave_repl_offset", None);
+        check(replica, "slave_repl_offset", Some(1200));
+        check(primary, "role", None);
+        check("", "master_repl_offset", None);
+    }
+}

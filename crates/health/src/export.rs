@@ -1,0 +1,380 @@
+//! Prometheus metrics: names, descriptions, one update per round, and the `/metrics` endpoint.
+//!
+//! Metric names follow redis_exporter's where they mean the same thing (`redis_up`,
+//! `redis_cluster_slots_ok`, `redis_connected_slaves`, ...), with a `node` label holding the node's
+//! `host:port` because one endpoint serves every node. Figures of our own (cluster-wide judgements,
+//! the client's view, alerts) start with `redis_cache_`.
+//!
+//! Updates go through the `metrics` facade, so they cost nothing until a recorder is installed, and any
+//! recorder works; [`install_prometheus`] installs the Prometheus one with its HTTP listener.
+
+use std::net::SocketAddr;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+
+use crate::alerts::AlertEvent;
+use crate::error::Error;
+use crate::monitor::Observation;
+use crate::snapshot::{Role, Snapshot};
+
+/// Every metric this crate records: name, kind (`gauge` or `counter`), unit, description.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    // Per node, redis_exporter names.
+    ("redis_up", "gauge", "1 if the node answered the last health round, 0 if not."),
+    ("redis_uptime_in_seconds", "gauge", "Seconds since the node started (INFO uptime_in_seconds)."),
+    ("redis_instance_info", "gauge", "1 for the node's current role label (primary or replica), 0 for the other."),
+    ("redis_memory_used_bytes", "gauge", "INFO used_memory."),
+    ("redis_memory_max_bytes", "gauge", "INFO maxmemory; 0 means no limit."),
+    ("redis_instantaneous_ops_per_sec", "gauge", "INFO instantaneous_ops_per_sec."),
+    ("redis_connected_clients", "gauge", "INFO connected_clients."),
+    ("redis_db_keys", "gauge", "Keys per database (INFO keyspace)."),
+    ("redis_db_keys_expiring", "gauge", "Keys with a TTL per database (INFO keyspace)."),
+    ("redis_evicted_keys_total", "counter", "INFO evicted_keys."),
+    ("redis_keyspace_hits_total", "counter", "INFO keyspace_hits."),
+    ("redis_keyspace_misses_total", "counter", "INFO keyspace_misses."),
+    ("redis_connected_slaves", "gauge", "Replicas connected to this primary."),
+    ("redis_master_repl_offset", "gauge", "INFO master_repl_offset."),
+    ("redis_connected_slave_offset_bytes", "gauge", "A replica's acknowledged offset, as its primary sees it."),
+    ("redis_connected_slave_lag_seconds", "gauge", "Seconds since a replica's last acknowledgement."),
+    ("redis_master_link_up", "gauge", "On a replica: 1 if its link to its primary is up."),
+    ("redis_cluster_state", "gauge", "CLUSTER INFO cluster_state: 1 ok, 0 fail."),
+    ("redis_cluster_slots_assigned", "gauge", "CLUSTER INFO cluster_slots_assigned."),
+    ("redis_cluster_slots_ok", "gauge", "CLUSTER INFO cluster_slots_ok."),
+    ("redis_cluster_slots_pfail", "gauge", "CLUSTER INFO cluster_slots_pfail."),
+    ("redis_cluster_slots_fail", "gauge", "CLUSTER INFO cluster_slots_fail."),
+    ("redis_cluster_known_nodes", "gauge", "CLUSTER INFO cluster_known_nodes."),
+    ("redis_cluster_size", "gauge", "CLUSTER INFO cluster_size."),
+    ("redis_cluster_current_epoch", "gauge", "CLUSTER INFO cluster_current_epoch."),
+    ("redis_cluster_my_epoch", "gauge", "CLUSTER INFO cluster_my_epoch."),
+    // Per node, our own.
+    ("redis_cache_node_ping_seconds", "gauge", "Round trip of the health round's PING."),
+    ("redis_cache_node_slots", "gauge", "Slots the node serves, per the cluster topology."),
+    ("redis_cache_node_pfail_reports", "gauge", "Reachable nodes that flag this node PFAIL."),
+    ("redis_cache_node_fail_reports", "gauge", "Reachable nodes that flag this node FAIL."),
+    ("redis_cache_healthy_replicas", "gauge", "Healthy replicas of a slot-serving primary."),
+    ("redis_cache_replication_lag_bytes", "gauge", "Bytes a replica is behind its primary (label replica)."),
+    ("redis_cache_client_latency_p50_seconds", "gauge", "The attached client's p50 command latency per node."),
+    ("redis_cache_client_latency_p99_seconds", "gauge", "The attached client's p99 command latency per node."),
+    ("redis_cache_client_commands_total", "counter", "Commands the attached client sent per node."),
+    ("redis_cache_client_errors_total", "counter", "Commands of the attached client that failed, per node."),
+    ("redis_cache_client_redirects_total", "counter", "MOVED/ASK redirects the attached client got, per node."),
+    // Cluster-wide.
+    ("redis_cache_health_status", "gauge", "Overall status: 0 healthy, 1 degraded, 2 down."),
+    ("redis_cache_nodes_connected", "gauge", "Nodes that answered the last round."),
+    ("redis_cache_nodes_total", "gauge", "Nodes known."),
+    ("redis_cache_slots_covered", "gauge", "Slots served by a reachable, non-failing primary (of 16384)."),
+    ("redis_cache_ops_per_sec", "gauge", "Sum of instantaneous_ops_per_sec over reachable nodes."),
+    ("redis_cache_latency_p50_seconds", "gauge", "Cluster p50 latency (client, else PING)."),
+    ("redis_cache_latency_p99_seconds", "gauge", "Cluster p99 latency (client, else PING)."),
+    ("redis_cache_replicas_per_primary", "gauge", "Healthy replicas per slot-serving primary."),
+    ("redis_cache_failovers_total", "counter", "Failovers observed (topology changes and client reports)."),
+    ("redis_cache_alert_active", "gauge", "1 while the alert (labels alert, subject, severity) is active."),
+    ("redis_cache_health_round_seconds", "gauge", "Duration of the last collection round."),
+    ("redis_cache_health_rounds_total", "counter", "Collection rounds run."),
+];
+
+/// Describes every metric to the installed recorder (HELP lines and units). Idempotent.
+pub fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        let unit = if name.ends_with("_bytes") {
+            Unit::Bytes
+        } else if name.ends_with("_seconds") {
+            Unit::Seconds
+        } else {
+            Unit::Count
+        };
+        if kind == "counter" {
+            describe_counter!(name, unit, help);
+        } else {
+            describe_gauge!(name, unit, help);
+        }
+    }
+}
+
+/// Installs the Prometheus recorder as this process's global `metrics` recorder and serves
+/// `GET /metrics` on `addr`, on a thread of its own (so it keeps serving whichever runtime the caller
+/// uses, or none).
+///
+/// Call it once, at start-up: `metrics` allows one global recorder per process, so a second call (or a
+/// call after another library installed one) returns [`Error::RecorderAlreadyInstalled`] and serves
+/// nothing. The returned handle renders the same text the endpoint serves.
+pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Listen { addr, detail: format!("cannot start its runtime: {e}") })?;
+    let (recorder, exporter) = {
+        let _entered = runtime.enter();
+        PrometheusBuilder::new().with_http_listener(addr).build().map_err(|e| match e {
+            BuildError::FailedToSetGlobalRecorder(_) => Error::RecorderAlreadyInstalled,
+            other => Error::Listen { addr, detail: other.to_string() },
+        })?
+    };
+    let handle = recorder.handle();
+    // On failure the runtime drops here, closing the listener that `build` bound.
+    metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
+    std::thread::Builder::new()
+        .name("health-prometheus".into())
+        .spawn(move || {
+            if let Err(e) = runtime.block_on(exporter) {
+                tracing::error!(%addr, error = ?e, "the Prometheus endpoint stopped");
+            }
+        })
+        .map_err(|e| Error::Listen { addr, detail: format!("cannot start its thread: {e}") })?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Records one round's snapshot, summary, alert changes and failovers in the installed recorder.
+pub fn record_metrics(observation: &Observation) {
+    let snapshot = &observation.snapshot;
+    record_nodes(snapshot);
+    let summary = &observation.summary;
+    gauge!("redis_cache_health_status").set(f64::from(summary.status.as_number()));
+    gauge!("redis_cache_nodes_connected").set(summary.nodes_connected as f64);
+    gauge!("redis_cache_nodes_total").set(summary.nodes_total as f64);
+    if let Some(covered) = summary.slots_covered {
+        gauge!("redis_cache_slots_covered").set(f64::from(covered));
+    }
+    gauge!("redis_cache_ops_per_sec").set(summary.ops_per_sec as f64);
+    if let Some(p50) = summary.latency_p50 {
+        gauge!("redis_cache_latency_p50_seconds").set(p50.as_secs_f64());
+    }
+    if let Some(p99) = summary.latency_p99 {
+        gauge!("redis_cache_latency_p99_seconds").set(p99.as_secs_f64());
+    }
+    gauge!("redis_cache_replicas_per_primary").set(summary.replication.replicas_per_primary);
+    counter!("redis_cache_failovers_total").increment(observation.new_failovers.len() as u64);
+    for alert in &summary.active_alerts {
+        alert_gauge(alert).set(1.0);
+    }
+    for event in &observation.events {
+        if let AlertEvent::Resolved(alert) = event {
+            alert_gauge(alert).set(0.0);
+        }
+    }
+    gauge!("redis_cache_health_round_seconds").set(snapshot.round_duration.as_secs_f64());
+    counter!("redis_cache_health_rounds_total").increment(1);
+}
+
+fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
+    gauge!(
+        "redis_cache_alert_active",
+        "alert" => alert.kind.as_str(),
+        "subject" => alert.subject.clone(),
+        "severity" => alert.severity.as_str()
+    )
+}
+
+fn record_nodes(snapshot: &Snapshot) {
+    for node in &snapshot.nodes {
+        let addr = node.addr.clone();
+        let g = |name: &'static str| gauge!(name, "node" => addr.clone());
+        g("redis_up").set(if node.reachable { 1.0 } else { 0.0 });
+        if let Some(ping) = node.ping {
+            g("redis_cache_node_ping_seconds").set(ping.as_secs_f64());
+        }
+        if let Some(info) = &node.info {
+            g("redis_uptime_in_seconds").set(info.uptime_seconds as f64);
+            for role in [Role::Primary, Role::Replica] {
+                gauge!("redis_instance_info", "node" => addr.clone(), "role" => role.as_str())
+                    .set(if info.role == role { 1.0 } else { 0.0 });
+            }
+            g("redis_memory_used_bytes").set(info.used_memory_bytes as f64);
+            g("redis_memory_max_bytes").set(info.maxmemory_bytes as f64);
+            g("redis_instantaneous_ops_per_sec").set(info.ops_per_sec as f64);
+            g("redis_connected_clients").set(info.connected_clients as f64);
+            for db in &info.keyspace {
+                let label = format!("db{}", db.db);
+                gauge!("redis_db_keys", "node" => addr.clone(), "db" => label.clone()).set(db.keys as f64);
+                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label).set(db.expires as f64);
+            }
+            counter!("redis_evicted_keys_total", "node" => addr.clone()).absolute(info.evicted_keys);
+            counter!("redis_keyspace_hits_total", "node" => addr.clone()).absolute(info.keyspace_hits);
+            counter!("redis_keyspace_misses_total", "node" => addr.clone()).absolute(info.keyspace_misses);
+            g("redis_master_repl_offset").set(info.master_repl_offset as f64);
+            if info.role == Role::Primary {
+                g("redis_connected_slaves").set(info.replicas.len() as f64);
+                for replica in &info.replicas {
+                    let (ip, port) = replica.addr.rsplit_once(':').unwrap_or((&replica.addr, ""));
+                    let labels = [
+                        ("node", addr.clone()),
+                        ("slave_ip", ip.to_string()),
+                        ("slave_port", port.to_string()),
+                    ];
+                    gauge!("redis_connected_slave_offset_bytes", &labels).set(replica.offset as f64);
+                    gauge!("redis_connected_slave_lag_seconds", &labels).set(replica.lag_seconds as f64);
+                    gauge!("redis_cache_replication_lag_bytes", "node" => addr.clone(), "replica" => replica.addr.clone())
+                        .set(info.master_repl_offset.saturating_sub(replica.offset) as f64);
+                }
+            }
+            if let Some(link) = &info.primary_link {
+                g("redis_master_link_up").set(if link.link_up { 1.0 } else { 0.0 });
+            }
+        }
+        if let Some(cluster) = &node.cluster_info {
+            g("redis_cluster_state").set(if cluster.state_ok { 1.0 } else { 0.0 });
+            g("redis_cluster_slots_assigned").set(f64::from(cluster.slots_assigned));
+            g("redis_cluster_slots_ok").set(f64::from(cluster.slots_ok));
+            g("redis_cluster_slots_pfail").set(f64::from(cluster.slots_pfail));
+            g("redis_cluster_slots_fail").set(f64::from(cluster.slots_fail));
+            g("redis_cluster_known_nodes").set(f64::from(cluster.known_nodes));
+            g("redis_cluster_size").set(f64::from(cluster.size));
+            g("redis_cluster_current_epoch").set(cluster.current_epoch as f64);
+            g("redis_cluster_my_epoch").set(cluster.my_epoch as f64);
+        }
+        if let Some(client) = &node.client {
+            g("redis_cache_client_latency_p50_seconds").set(client.latency_p50.as_secs_f64());
+            g("redis_cache_client_latency_p99_seconds").set(client.latency_p99.as_secs_f64());
+            counter!("redis_cache_client_commands_total", "node" => addr.clone()).absolute(client.commands);
+            counter!("redis_cache_client_errors_total", "node" => addr.clone()).absolute(client.errors);
+            counter!("redis_cache_client_redirects_total", "node" => addr.clone()).absolute(client.redirects);
+        }
+    }
+    for node in snapshot.topology.iter().filter(|n| !n.addr.is_empty()) {
+        let addr = node.addr.clone();
+        gauge!("redis_cache_node_slots", "node" => addr.clone()).set(f64::from(node.slot_count()));
+        gauge!("redis_cache_node_pfail_reports", "node" => addr.clone()).set(f64::from(node.pfail_reports));
+        gauge!("redis_cache_node_fail_reports", "node" => addr.clone()).set(f64::from(node.fail_reports));
+        if node.role == Role::Primary && !node.slots.is_empty() {
+            let healthy = snapshot
+                .topology
+                .iter()
+                .filter(|r| r.role == Role::Replica && r.primary_id.as_deref() == Some(node.id.as_str()))
+                .filter(|r| !r.is_failing() && snapshot.node(&r.addr).is_none_or(|n| n.reachable))
+                .count();
+            gauge!("redis_cache_healthy_replicas", "node" => addr).set(healthy as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+    use crate::monitor::Monitor;
+    use crate::rules::Thresholds;
+    use crate::snapshot::{
+        ClientNodeStats, ClusterInfo, DbKeys, NodeSnapshot, PrimaryLink, ReplicaLink, ServerInfo, TopologyNode,
+    };
+    use crate::trends::TrendRing;
+
+    /// A primary with one replica, every optional part filled, so that every metric is recorded.
+    fn snapshot() -> Snapshot {
+        let info = |role: Role| ServerInfo {
+            role,
+            used_memory_bytes: 1_000,
+            maxmemory_bytes: 2_000,
+            keyspace: vec![DbKeys { db: 0, keys: 42, expires: 7 }],
+            master_repl_offset: 500,
+            replicas: if role == Role::Primary {
+                vec![ReplicaLink { addr: "127.0.0.1:7001".into(), state: "online".into(), offset: 400, lag_seconds: 1 }]
+            } else {
+                vec![]
+            },
+            primary_link: (role == Role::Replica)
+                .then(|| PrimaryLink { addr: "127.0.0.1:7000".into(), link_up: true, offset: 400 }),
+            ..ServerInfo::default()
+        };
+        let node = |port: u16, role: Role| NodeSnapshot {
+            addr: format!("127.0.0.1:{port}"),
+            reachable: true,
+            ping: Some(Duration::from_micros(250)),
+            info: Some(info(role)),
+            cluster_info: Some(ClusterInfo { state_ok: true, slots_assigned: 16_384, slots_ok: 16_384, ..ClusterInfo::default() }),
+            client: Some(ClientNodeStats { commands: 3, redirects: 2, ..ClientNodeStats::default() }),
+            ..NodeSnapshot::default()
+        };
+        Snapshot {
+            cluster_mode: true,
+            nodes: vec![node(7000, Role::Primary), node(7001, Role::Replica)],
+            topology: vec![
+                TopologyNode { id: "p".into(), addr: "127.0.0.1:7000".into(), slots: vec![(0, 16_383)], ..TopologyNode::default() },
+                TopologyNode {
+                    id: "r".into(),
+                    addr: "127.0.0.1:7001".into(),
+                    role: Role::Replica,
+                    primary_id: Some("p".into()),
+                    ..TopologyNode::default()
+                },
+            ],
+            topology_from: Some("127.0.0.1:7000".into()),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Renders what one observed round records, with a local recorder (the global one is left alone).
+    fn render(snapshots: Vec<Snapshot>) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut monitor = Monitor::new(Thresholds::default(), TrendRing::new(4)).expect("valid thresholds");
+        metrics::with_local_recorder(&recorder, || {
+            describe_metrics();
+            for snapshot in snapshots {
+                record_metrics(&monitor.observe(snapshot));
+            }
+        });
+        handle.render()
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn every_listed_metric_is_recorded_and_nothing_else() {
+        let text = render(vec![snapshot()]);
+        let recorded: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let listed: BTreeSet<&str> = METRICS.iter().map(|(name, _, _)| *name).collect();
+        // The alert gauge only appears once an alert fires; this healthy round fires none.
+        let missing: Vec<&&str> = listed.difference(&recorded).filter(|n| **n != "redis_cache_alert_active").collect();
+        let unlisted: Vec<&&str> = recorded.difference(&listed).collect();
+        assert!(missing.is_empty() && unlisted.is_empty(), "missing {missing:?}, unlisted {unlisted:?}\n{text}");
+    }
+
+    #[test]
+    fn values_and_labels_match_the_snapshot() {
+        let mut down = snapshot();
+        down.nodes[1].reachable = false;
+        down.nodes[1].info = None;
+        let text = render(vec![snapshot(), down]);
+        let cases = [
+            ("redis_up{node=\"127.0.0.1:7000\"}", Some(1.0)),
+            ("redis_up{node=\"127.0.0.1:7001\"}", Some(0.0)),
+            ("redis_db_keys{node=\"127.0.0.1:7000\",db=\"db0\"}", Some(42.0)),
+            ("redis_cluster_slots_ok{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
+            ("redis_cluster_state{node=\"127.0.0.1:7000\"}", Some(1.0)),
+            ("redis_connected_slaves{node=\"127.0.0.1:7000\"}", Some(1.0)),
+            ("redis_cache_replication_lag_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}", Some(100.0)),
+            ("redis_instance_info{node=\"127.0.0.1:7001\",role=\"replica\"}", Some(1.0)),
+            ("redis_instance_info{node=\"127.0.0.1:7001\",role=\"primary\"}", Some(0.0)),
+            ("redis_cache_node_slots{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
+            ("redis_cache_healthy_replicas{node=\"127.0.0.1:7000\"}", Some(0.0)),
+            ("redis_cache_slots_covered", Some(16_384.0)),
+            ("redis_cache_nodes_connected", Some(1.0)),
+            ("redis_cache_health_status", Some(1.0)),
+            ("redis_cache_health_rounds_total", Some(2.0)),
+            ("redis_cache_client_redirects_total{node=\"127.0.0.1:7000\"}", Some(2.0)),
+            (
+                "redis_cache_alert_active{alert=\"replica_down\",subject=\"127.0.0.1:7001\",severity=\"warning\"}",
+                Some(1.0),
+            ),
+        ];
+        for (series, expected) in cases {
+            assert_eq!(value(&text, series), expected, "{series} in\n{text}");
+        }
+        assert!(text.contains("# HELP redis_cluster_slots_ok CLUSTER INFO cluster_slots_ok."), "{text}");
+    }
+}
