@@ -194,12 +194,8 @@ impl NodeHandle {
 
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
-        for client in self
-            .clients
-            .iter()
-            .chain(std::iter::once(&self.readonly))
-            .cloned()
-        {
+        for client in self.clients.iter().chain(std::iter::once(&self.readonly)) {
+            let client = client.clone();
             tokio::spawn(async move {
                 let _ = client.quit().await;
             });
