@@ -185,11 +185,15 @@ pub(crate) fn classify(error: &fred::error::Error, node_host: &str) -> Failure {
         },
         ErrorKind::Cluster => Failure::Retry(details.to_string()),
         ErrorKind::Timeout => Failure::Timeout,
-        ErrorKind::IO | ErrorKind::Canceled => Failure::Down(details.to_string()),
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing => Failure::Down(details.to_string()),
         _ if details.starts_with("TRYAGAIN") || details.starts_with("LOADING") => {
             Failure::Retry(details.to_string())
         }
-        _ if details.contains("not initialized") || details.contains("Failed to send command") => {
+        // fred's own words when a command could not be written to a connection that just broke.
+        _ if details.contains("not initialized")
+            || details.contains("Failed to send command")
+            || details.contains("Failed to route command") =>
+        {
             Failure::Down(details.to_string())
         }
         _ => Failure::Server(details.to_string()),
@@ -718,7 +722,11 @@ impl ClusterClient {
                     Err(error) => return Err(error),
                 },
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut remaining = deadline.saturating_duration_since(Instant::now());
+            if readonly {
+                // A replica gets half the time left, so that the primary can still answer if it fails.
+                remaining /= 2;
+            }
             if remaining.is_zero() {
                 return Err(Error::Timeout {
                     command: cmd.name.into(),
@@ -793,6 +801,15 @@ impl ClusterClient {
                         Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
                     )
                     .await;
+                }
+                Failure::Timeout if readonly => {
+                    node.record_error();
+                    tracing::debug!(node = %node.addr, "replica read timed out; reading from the primary");
+                    let primary = self
+                        .inner
+                        .primary_for(key, slot)
+                        .ok_or(Error::SlotUncovered { slot })?;
+                    redirect = Some((primary, false));
                 }
                 Failure::Timeout => {
                     node.record_error();
@@ -1425,9 +1442,13 @@ async fn send(
             ))
         });
     }
+    // One attempt: when the connection drops with the command in flight, the call fails now (and the
+    // routing loop decides what to do) instead of fred re-sending it after a reconnect that, for a
+    // dead node, never comes before the deadline.
     let options = Options {
         timeout: Some(timeout),
         fail_fast: true,
+        max_attempts: Some(1),
         ..Options::default()
     };
     client

@@ -44,6 +44,12 @@ pub enum Error {
         /// The key, printable.
         key: String,
     },
+    /// A journal-based check was asked of a handle that keeps no write journal.
+    #[error(
+        "this handle keeps no write journal, so it cannot tell which writes a failover lost; \
+         build it with ConsistencyConfig::journal(Some(JournalConfig::default()))"
+    )]
+    NoJournal,
     /// A setting is out of range.
     #[error("invalid consistency setting: {0}")]
     Config(String),

@@ -123,6 +123,8 @@ pub struct RepairCounts {
     pub unrepairable: u64,
     /// Repairs that failed with an error.
     pub failed: u64,
+    /// Keys left alone on purpose: the copy that wins is on the side a one-way sync never writes.
+    pub left: u64,
 }
 
 impl RepairCounts {
@@ -131,6 +133,7 @@ impl RepairCounts {
         self.superseded += other.superseded;
         self.unrepairable += other.unrepairable;
         self.failed += other.failed;
+        self.left += other.left;
     }
 }
 
@@ -202,7 +205,7 @@ impl fmt::Display for AuditReport {
         write!(
             f,
             "{} keys in {:.2?} ({:.0} keys/s): {} consistent, {} replica lagging, {} missing, {} diverged, \
-             {} unversioned; repaired {}, superseded {}, unrepairable {}, failed {}; {} errors{}",
+             {} unversioned; repaired {}, superseded {}, unrepairable {}, failed {}, left {}; {} errors{}",
             self.keys_scanned,
             self.elapsed,
             self.keys_per_second(),
@@ -215,6 +218,7 @@ impl fmt::Display for AuditReport {
             self.repairs.superseded,
             self.repairs.unrepairable,
             self.repairs.failed,
+            self.repairs.left,
             self.error_count,
             if self.complete { "" } else { " (incomplete)" }
         )

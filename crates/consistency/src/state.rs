@@ -121,6 +121,11 @@ pub(crate) struct ReplicaCopy {
     pub(crate) caught_up: bool,
 }
 
+/// Whether copy `a` wins over copy `b` by last-write-wins.
+pub(crate) fn outranks(a: Observed, b: Observed) -> bool {
+    a.rank() > b.rank()
+}
+
 /// How one replica's copy compares with its primary's.
 fn replica_state(primary: Observed, replica: ReplicaCopy) -> KeyState {
     let ReplicaCopy { observed, caught_up } = replica;

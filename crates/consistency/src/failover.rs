@@ -1,0 +1,381 @@
+//! Failover write-loss repair: check the journal's writes on the promoted primary and write again
+//! what it lacks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use cluster_client::{CallOptions, ClientEvent};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::audit::Repair;
+use crate::envelope::Envelope;
+use crate::error::{Error, printable_key};
+use crate::history::{SyncEvent, SyncSource};
+use crate::journal::JournalEntry;
+use crate::reads::read_copies;
+use crate::report::RepairCounts;
+use crate::script::{ScriptOutcome, WriteMode};
+use crate::state::Observed;
+use crate::versioned::{TtlArg, Versioned, run_script};
+
+/// Keys read per round trip while checking the journal.
+const CHECK_BATCH: usize = 500;
+/// Checks kept by a [`FailoverRepairTask`].
+const KEPT_CHECKS: usize = 64;
+
+/// A failover as `cluster-client` reports it: slots that moved from a primary to its replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Failover {
+    /// The primary that served the slots before.
+    pub old_primary: String,
+    /// The former replica that serves them now.
+    pub new_primary: String,
+    /// The slot ranges that moved (inclusive).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl Failover {
+    /// The failover an event reports, if it reports one.
+    pub fn from_event(event: &ClientEvent) -> Option<Failover> {
+        match event {
+            ClientEvent::FailoverObserved {
+                old_primary,
+                new_primary,
+                slots,
+                ..
+            } => Some(Failover {
+                old_primary: old_primary.clone(),
+                new_primary: new_primary.clone(),
+                slots: slots.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a check of the journal found and, when repairing, did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JournalCheck {
+    /// The failover checked (`None` for a check of every journaled key on its current primary).
+    pub failover: Option<Failover>,
+    /// Journaled keys checked (the latest write of each).
+    pub checked: u64,
+    /// Keys the primary holds at the journaled version or a newer one.
+    pub present: u64,
+    /// Keys the primary lacks.
+    pub missing: Vec<Bytes>,
+    /// Keys the primary holds at an older version (or without a version).
+    pub older: Vec<Bytes>,
+    /// What the repairs did (all zero for a check only).
+    pub repairs: RepairCounts,
+    /// Reads or writes that failed.
+    pub errors: Vec<String>,
+}
+
+impl JournalCheck {
+    /// Acknowledged writes the primary lacked: missing plus older.
+    pub fn lost(&self) -> usize {
+        self.missing.len() + self.older.len()
+    }
+}
+
+/// Whether a pass only checks, or also writes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Check,
+    Repair,
+}
+
+/// How a journaled write fares on the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Present,
+    Missing,
+    Older,
+}
+
+fn verdict(entry: &JournalEntry, observed: Observed) -> Verdict {
+    match observed {
+        Observed::Absent => Verdict::Missing,
+        o if o.version().is_some_and(|v| v >= entry.version) => Verdict::Present,
+        _ => Verdict::Older,
+    }
+}
+
+fn journaled(entry: &JournalEntry) -> Observed {
+    if entry.deleted {
+        Observed::Tombstone(entry.version)
+    } else {
+        Observed::Value(entry.version)
+    }
+}
+
+impl Versioned {
+    /// Reports which journaled writes in the failed-over slots the new primary lacks (or holds an
+    /// older version of). Writes nothing.
+    pub async fn check_after_failover(&self, failover: &Failover) -> Result<JournalCheck, Error> {
+        self.journal_pass(Some(failover), Action::Check).await
+    }
+
+    /// [`Versioned::check_after_failover`], then writes again (with last-write-wins, so nothing newer
+    /// is overwritten) every journaled write the new primary lacks, recording each in the sync
+    /// history. Writes whose value the journal did not keep are counted as unrepairable.
+    pub async fn repair_after_failover(&self, failover: &Failover) -> Result<JournalCheck, Error> {
+        self.journal_pass(Some(failover), Action::Repair).await
+    }
+
+    /// Checks every journaled write on its key's current primary and writes again what is missing,
+    /// as [`Versioned::repair_after_failover`] does for one failover. For when failover events were
+    /// missed.
+    pub async fn repair_journal(&self) -> Result<JournalCheck, Error> {
+        self.journal_pass(None, Action::Repair).await
+    }
+
+    async fn journal_pass(&self, failover: Option<&Failover>, action: Action) -> Result<JournalCheck, Error> {
+        let journal = self.journal().ok_or(Error::NoJournal)?;
+        let entries = match failover {
+            Some(failover) => journal.latest_in_slots(&failover.slots),
+            None => journal.latest(),
+        };
+        let mut check = JournalCheck {
+            failover: failover.cloned(),
+            ..JournalCheck::default()
+        };
+        // Group by the node to read: the promoted primary, or each key's current primary.
+        let topology = self.client().topology();
+        let mut by_node: Vec<(String, Vec<JournalEntry>)> = Vec::new();
+        for entry in entries {
+            let node = match failover {
+                Some(failover) => failover.new_primary.clone(),
+                None => match topology.shard_for_key(&entry.key) {
+                    Some(shard) => shard.primary.clone(),
+                    None => {
+                        check
+                            .errors
+                            .push(format!("no shard serves {}", printable_key(&entry.key)));
+                        continue;
+                    }
+                },
+            };
+            match by_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(entry),
+                None => by_node.push((node, vec![entry])),
+            }
+        }
+        for (node, entries) in by_node {
+            for batch in entries.chunks(CHECK_BATCH) {
+                let keys: Vec<Bytes> = batch.iter().map(|e| e.key.clone()).collect();
+                let reads = read_copies(self.client(), &node, &keys).await;
+                for (entry, read) in batch.iter().zip(reads) {
+                    check.checked += 1;
+                    let observed = match read {
+                        Ok(observed) => observed,
+                        Err(error) => {
+                            check
+                                .errors
+                                .push(format!("reading {} on {node}: {error}", printable_key(&entry.key)));
+                            continue;
+                        }
+                    };
+                    match verdict(entry, observed) {
+                        Verdict::Present => {
+                            check.present += 1;
+                            continue;
+                        }
+                        Verdict::Missing => check.missing.push(entry.key.clone()),
+                        Verdict::Older => check.older.push(entry.key.clone()),
+                    }
+                    if action == Action::Repair {
+                        let repair = self.rewrite(entry, observed, &node).await;
+                        if let Repair::Failed(error) = &repair {
+                            check
+                                .errors
+                                .push(format!("repairing {}: {error}", printable_key(&entry.key)));
+                        }
+                        repair.count(&mut check.repairs);
+                    }
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Writes a journaled write again, with last-write-wins.
+    async fn rewrite(&self, entry: &JournalEntry, before: Observed, node: &str) -> Repair {
+        let Ok(ttl) = entry.remaining_ttl(Instant::now()) else {
+            // It expired meanwhile: nothing is lost any more.
+            return Repair::Superseded;
+        };
+        let stored = match (&entry.value, entry.deleted) {
+            (_, true) => Envelope::Tombstone {
+                version: entry.version,
+            }
+            .encode(),
+            (Some(value), false) => Envelope::Value {
+                version: entry.version,
+                payload: value,
+            }
+            .encode(),
+            (None, false) => return Repair::Unrepairable,
+        };
+        // Right after a failover the client may still be switching to the promoted primary: wait for
+        // it rather than failing fast.
+        let client = self
+            .client()
+            .with_options(CallOptions::default().wait_for_failover(true));
+        let outcome = run_script(
+            &client,
+            &self.inner.script,
+            &entry.key,
+            &stored,
+            TtlArg::from(ttl),
+            WriteMode::Newer,
+        )
+        .await;
+        match outcome {
+            Ok(ScriptOutcome::Written) => {
+                self.inner.history.record(SyncEvent {
+                    key: entry.key.clone(),
+                    before,
+                    after: journaled(entry),
+                    source: SyncSource::FailoverRepair {
+                        new_primary: node.to_string(),
+                    },
+                    at: SystemTime::now(),
+                });
+                Repair::Repaired
+            }
+            Ok(ScriptOutcome::Kept(_)) => Repair::Superseded,
+            Ok(ScriptOutcome::StoredInvalid(problem)) => Repair::Failed(Error::Envelope {
+                key: printable_key(&entry.key),
+                problem,
+            }),
+            Err(error) => Repair::Failed(error),
+        }
+    }
+
+    /// Repairs after every failover the client reports, in the background, until the returned task
+    /// is dropped or stopped. If events were missed (the receiver lagged), every journaled write is
+    /// checked on its current primary instead.
+    pub fn spawn_failover_repair(&self) -> FailoverRepairTask {
+        let mut events = self.client().subscribe();
+        let checks: Arc<Mutex<VecDeque<JournalCheck>>> = Arc::default();
+        let kept = Arc::clone(&checks);
+        let versioned = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let result = match events.recv().await {
+                    Ok(event) => match Failover::from_event(&event) {
+                        Some(failover) => versioned.repair_after_failover(&failover).await,
+                        None => continue,
+                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "missed client events; checking the whole journal");
+                        versioned.repair_journal().await
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                match result {
+                    Ok(check) => {
+                        tracing::info!(
+                            checked = check.checked,
+                            lost = check.lost(),
+                            repaired = check.repairs.repaired,
+                            "checked the journal after a failover"
+                        );
+                        let mut checks = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                        if checks.len() == KEPT_CHECKS {
+                            checks.pop_front();
+                        }
+                        checks.push_back(check);
+                    }
+                    Err(error) => tracing::warn!(%error, "failover repair failed"),
+                }
+            }
+        });
+        FailoverRepairTask { task, checks }
+    }
+}
+
+/// The background failover repair; dropping it stops the task.
+#[derive(Debug)]
+pub struct FailoverRepairTask {
+    task: tokio::task::JoinHandle<()>,
+    checks: Arc<Mutex<VecDeque<JournalCheck>>>,
+}
+
+impl FailoverRepairTask {
+    /// The last checks made (up to 64), oldest first.
+    pub fn checks(&self) -> Vec<JournalCheck> {
+        let checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        checks.iter().cloned().collect()
+    }
+
+    /// Stops the task.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FailoverRepairTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::version::test_version;
+
+    fn entry(millis: u64, deleted: bool) -> JournalEntry {
+        JournalEntry {
+            key: Bytes::from_static(b"k"),
+            version: test_version(millis, 0, 1),
+            deleted,
+            value: None,
+            ttl: Some(Duration::from_secs(1)),
+            written_at: Instant::now(),
+        }
+    }
+
+    fn check(entry: &JournalEntry, observed: Observed, want: Verdict) {
+        assert_eq!(verdict(entry, observed), want, "{entry:?} vs {observed}");
+    }
+
+    #[test]
+    fn journaled_writes_are_judged_by_version() {
+        let set = entry(5, false);
+        let delete = entry(5, true);
+        check(&set, Observed::Absent, Verdict::Missing);
+        check(&set, Observed::Value(test_version(5, 0, 1)), Verdict::Present);
+        check(&set, Observed::Tombstone(test_version(6, 0, 1)), Verdict::Present);
+        check(&set, Observed::Value(test_version(4, 0, 1)), Verdict::Older);
+        check(&set, Observed::Unversioned, Verdict::Older);
+        check(&delete, Observed::Absent, Verdict::Missing);
+        check(&delete, Observed::Value(test_version(4, 9, 9)), Verdict::Older);
+        check(&delete, Observed::Tombstone(test_version(5, 0, 1)), Verdict::Present);
+        assert_eq!(journaled(&delete), Observed::Tombstone(test_version(5, 0, 1)));
+    }
+
+    #[test]
+    fn only_failover_events_are_failovers() {
+        let event = ClientEvent::FailoverObserved {
+            old_primary: "a:1".into(),
+            new_primary: "b:2".into(),
+            slots: vec![(0, 5460)],
+            at: SystemTime::now(),
+        };
+        let failover = Failover::from_event(&event).unwrap();
+        assert_eq!((failover.new_primary.as_str(), failover.slots), ("b:2", vec![(0, 5460)]));
+        let other = ClientEvent::NodeDown {
+            node: "a:1".into(),
+            at: SystemTime::now(),
+        };
+        assert_eq!(Failover::from_event(&other), None);
+    }
+}

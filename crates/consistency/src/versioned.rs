@@ -1,0 +1,576 @@
+//! Versioned reads and writes: last-write-wins decided on the server by one Lua script.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use cluster_client::{ClusterClient, Script};
+
+use crate::envelope::{Envelope, HEADER_LEN};
+use crate::error::{Error, printable_key};
+use crate::history::{SyncEvent, SyncHistory, SyncSource};
+use crate::journal::{Journal, JournalConfig, JournalEntry};
+use crate::reads;
+use crate::report::{CopyRole, KeyReport, NodeCopy};
+use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_reply};
+use crate::state::{self, KeyState, Observed, ReplicaCopy};
+use crate::version::{Clock, Version, WriterId};
+
+/// Settings of a [`Versioned`] handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsistencyConfig {
+    /// How long a delete's tombstone stays, refusing older sets. A set older than the delete that
+    /// arrives after this is accepted (the key comes back), so it should exceed the slowest loader.
+    pub tombstone_ttl: Duration,
+    /// The write journal for failover repair; `None` keeps no journal (and repairs nothing).
+    pub journal: Option<JournalConfig>,
+    /// Repairs kept in the sync history.
+    pub history_capacity: usize,
+    /// This writer's id; `None` picks a random one.
+    pub writer: Option<WriterId>,
+    /// How long a check waits for a replica to catch up with its primary before calling an older copy
+    /// lag rather than divergence.
+    pub replica_catch_up: Duration,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            tombstone_ttl: Duration::from_secs(60),
+            journal: Some(JournalConfig::default()),
+            history_capacity: 1_000,
+            writer: None,
+            replica_catch_up: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ConsistencyConfig {
+    /// Sets the tombstone TTL.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the write journal.
+    pub fn journal(mut self, journal: Option<JournalConfig>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Sets how many repairs the sync history keeps.
+    pub fn history_capacity(mut self, events: usize) -> Self {
+        self.history_capacity = events;
+        self
+    }
+
+    /// Sets this writer's id.
+    pub fn writer(mut self, writer: WriterId) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Sets how long checks wait for replicas to catch up.
+    pub fn replica_catch_up(mut self, wait: Duration) -> Self {
+        self.replica_catch_up = wait;
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.tombstone_ttl < Duration::from_millis(1) {
+            return Err(Error::Config(
+                "tombstone_ttl is under 1 ms; set it longer than your slowest loader takes (default 60 s)".into(),
+            ));
+        }
+        if self.history_capacity == 0 {
+            return Err(Error::Config("history_capacity is 0; keep at least 1 event".into()));
+        }
+        if let Some(journal) = &self.journal {
+            journal.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Options of one versioned write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// After a successful write, `WAIT replicas timeout`: block until that many replicas acknowledged
+    /// it, or the timeout passed. The outcome says how many did.
+    pub wait: Option<(u32, Duration)>,
+}
+
+impl WriteOptions {
+    /// Waits for `replicas` acknowledgements, at most `timeout`.
+    pub fn wait(replicas: u32, timeout: Duration) -> WriteOptions {
+        WriteOptions {
+            wait: Some((replicas, timeout)),
+        }
+    }
+}
+
+/// What a versioned write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The write is stored.
+    Written {
+        /// Its version.
+        version: Version,
+        /// Replicas that acknowledged it, if the write asked to wait.
+        replicas_acked: Option<u32>,
+    },
+    /// A newer or equal version was already stored; nothing changed.
+    Stale {
+        /// The stored version.
+        current: Version,
+        /// Whether the stored version is a delete.
+        deleted: bool,
+    },
+}
+
+impl WriteOutcome {
+    /// Whether the write is stored.
+    pub fn is_written(&self) -> bool {
+        matches!(self, WriteOutcome::Written { .. })
+    }
+}
+
+/// A value read through [`Versioned::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionedValue {
+    /// A value with its version.
+    Versioned {
+        /// Its version.
+        version: Version,
+        /// The caller's bytes.
+        value: Bytes,
+    },
+    /// A value written by a plain client, without a version.
+    Unversioned {
+        /// The stored bytes.
+        value: Bytes,
+    },
+}
+
+impl VersionedValue {
+    /// The value's bytes.
+    pub fn value(&self) -> &Bytes {
+        match self {
+            VersionedValue::Versioned { value, .. } | VersionedValue::Unversioned { value } => value,
+        }
+    }
+
+    /// The version, unless the value is unversioned.
+    pub fn version(&self) -> Option<Version> {
+        match self {
+            VersionedValue::Versioned { version, .. } => Some(*version),
+            VersionedValue::Unversioned { .. } => None,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: ClusterClient,
+    pub(crate) script: Script,
+    pub(crate) clock: &'static Clock,
+    pub(crate) writer: WriterId,
+    pub(crate) journal: Option<Journal>,
+    pub(crate) history: SyncHistory,
+    pub(crate) config: ConsistencyConfig,
+}
+
+/// Versioned last-write-wins reads and writes over a [`ClusterClient`], with the write journal, the
+/// sync history, checks, audits and failover repair. Cheap to clone.
+#[derive(Clone)]
+pub struct Versioned {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Versioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Versioned")
+            .field("writer", &self.inner.writer)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Versioned {
+    /// A handle writing through `client`; fails if `config` is out of range.
+    pub fn new(client: ClusterClient, config: ConsistencyConfig) -> Result<Versioned, Error> {
+        config.validate()?;
+        let journal = config.journal.clone().map(Journal::new).transpose()?;
+        Ok(Versioned {
+            inner: Arc::new(Inner {
+                client,
+                script: Script::new(LWW_SCRIPT),
+                clock: Clock::global(),
+                writer: config.writer.unwrap_or_else(process_writer),
+                journal,
+                history: SyncHistory::new(config.history_capacity),
+                config,
+            }),
+        })
+    }
+
+    /// The client underneath.
+    pub fn client(&self) -> &ClusterClient {
+        &self.inner.client
+    }
+
+    /// This handle's writer id.
+    pub fn writer(&self) -> WriterId {
+        self.inner.writer
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ConsistencyConfig {
+        &self.inner.config
+    }
+
+    /// The write journal, if kept.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.inner.journal.as_ref()
+    }
+
+    /// Every repair made through this handle (failover repairs, audit repairs): the spec's
+    /// `getSyncHistory` is `history().recent(n)`.
+    pub fn history(&self) -> &SyncHistory {
+        &self.inner.history
+    }
+
+    /// A new version from the process clock and this writer's id.
+    pub fn next_version(&self) -> Version {
+        Version::new(self.inner.clock.now(), self.inner.writer)
+    }
+
+    /// Stores `value` under a new version, unless a newer version is stored; `ttl` is applied in the
+    /// same atomic step.
+    pub async fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let outcome = self.set_with_version(key, value, self.next_version(), ttl, options).await?;
+        self.observe(outcome);
+        Ok(outcome)
+    }
+
+    /// Stores `value` under a version the caller chose (for example a loader's source timestamp),
+    /// unless a newer or equal version is stored.
+    pub async fn set_with_version(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        ttl: Option<Duration>,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let stored = Envelope::Value { version, payload: value }.encode();
+        let max = self.inner.client.config().limits().value_max_bytes;
+        if stored.len() > max {
+            return Err(cluster_client::Error::ValueTooLarge { len: stored.len(), max }.into());
+        }
+        let entry = JournalEntry {
+            key: Bytes::copy_from_slice(key),
+            version,
+            deleted: false,
+            value: Some(Bytes::copy_from_slice(value)),
+            ttl,
+            written_at: Instant::now(),
+        };
+        self.write(key, &stored, ttl, entry, options).await
+    }
+
+    /// Deletes `key` by storing a tombstone under a new version for the configured tombstone TTL, unless
+    /// a newer version is stored. Until the tombstone expires, older sets are refused.
+    pub async fn delete(&self, key: &[u8], options: WriteOptions) -> Result<WriteOutcome, Error> {
+        let outcome = self.delete_with_version(key, self.next_version(), options).await?;
+        self.observe(outcome);
+        Ok(outcome)
+    }
+
+    /// [`Versioned::delete`] under a version the caller chose.
+    pub async fn delete_with_version(
+        &self,
+        key: &[u8],
+        version: Version,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let stored = Envelope::Tombstone { version }.encode();
+        let ttl = Some(self.inner.config.tombstone_ttl);
+        let entry = JournalEntry {
+            key: Bytes::copy_from_slice(key),
+            version,
+            deleted: true,
+            value: None,
+            ttl,
+            written_at: Instant::now(),
+        };
+        self.write(key, &stored, ttl, entry, options).await
+    }
+
+    /// Moves the clock past a version that refused one of our writes, so this writer's next write
+    /// wins over it. Only for versions from the clock: a caller's own versions say nothing about it.
+    fn observe(&self, outcome: WriteOutcome) {
+        if let WriteOutcome::Stale { current, .. } = outcome {
+            self.inner.clock.observe(current.hlc);
+        }
+    }
+
+    async fn write(
+        &self,
+        key: &[u8],
+        stored: &[u8],
+        ttl: Option<Duration>,
+        entry: JournalEntry,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let version = entry.version;
+        match run_script(&self.inner.client, &self.inner.script, key, stored, TtlArg::from(ttl), WriteMode::Newer)
+            .await?
+        {
+            ScriptOutcome::Written => {
+                if let Some(journal) = &self.inner.journal {
+                    journal.track_write(entry);
+                }
+                let replicas_acked = match options.wait {
+                    Some((replicas, timeout)) => Some(self.inner.client.wait(key, replicas, timeout).await?),
+                    None => None,
+                };
+                Ok(WriteOutcome::Written {
+                    version,
+                    replicas_acked,
+                })
+            }
+            ScriptOutcome::Kept(header) => Ok(WriteOutcome::Stale {
+                current: header.version,
+                deleted: header.tombstone,
+            }),
+            ScriptOutcome::StoredInvalid(problem) => Err(Error::Envelope {
+                key: printable_key(key),
+                problem,
+            }),
+        }
+    }
+
+    /// The value stored under `key`: `None` if absent or deleted (a tombstone), an unversioned value as
+    /// it is. Reads follow the client's replica-read setting.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, Error> {
+        let Some(stored) = self.inner.client.get(key).await? else {
+            return Ok(None);
+        };
+        decode_value(key, stored)
+    }
+
+    /// How the copies of `key` on its primary and every replica compare.
+    ///
+    /// Each replica is given up to the configured catch-up time to apply what its primary had when it
+    /// was read, so that an older copy on a replica that caught up counts as divergence, not lag.
+    pub async fn verify_consistency(&self, key: &[u8]) -> Result<KeyReport, Error> {
+        let client = &self.inner.client;
+        let topology = client.topology();
+        let Some(shard) = topology.shard_for_key(key) else {
+            return Err(cluster_client::Error::SlotUncovered {
+                slot: sharding::key_slot(key),
+            }
+            .into());
+        };
+        let keys = [Bytes::copy_from_slice(key)];
+        let catch_up = self.inner.config.replica_catch_up;
+        let no_reply = || {
+            Error::from(cluster_client::Error::Reply {
+                node: shard.primary.clone(),
+                command: "GETRANGE".into(),
+                detail: "no reply for the key".into(),
+            })
+        };
+        let first = crate::audit::read_shard(client, shard, &keys, catch_up).await;
+        let report = first.into_iter().next().ok_or_else(no_reply)??;
+        if !matches!(report.state, KeyState::Missing | KeyState::Diverged) {
+            return Ok(report);
+        }
+        // Disagreement may be a write racing the reads: look again, replicas first.
+        let again = crate::audit::recheck_shard(client, shard, &keys, catch_up).await;
+        again.into_iter().next().ok_or_else(no_reply)?
+    }
+
+    pub(crate) fn record(&self, key: &Bytes, before: Observed, after: Observed, source: SyncSource) {
+        self.inner.history.record(SyncEvent {
+            key: key.clone(),
+            before,
+            after,
+            source,
+            at: SystemTime::now(),
+        });
+    }
+}
+
+/// The writer id of this process, shared by every handle without an explicit one.
+fn process_writer() -> WriterId {
+    static WRITER: std::sync::OnceLock<WriterId> = std::sync::OnceLock::new();
+    *WRITER.get_or_init(WriterId::random)
+}
+
+/// Decodes a stored value for [`Versioned::get`].
+pub(crate) fn decode_value(key: &[u8], stored: Bytes) -> Result<Option<VersionedValue>, Error> {
+    match Envelope::decode(&stored) {
+        Ok(Envelope::Value { version, .. }) => Ok(Some(VersionedValue::Versioned {
+            version,
+            value: stored.slice(HEADER_LEN..),
+        })),
+        Ok(Envelope::Tombstone { .. }) => Ok(None),
+        Ok(Envelope::Unversioned(_)) => Ok(Some(VersionedValue::Unversioned { value: stored })),
+        Err(problem) => Err(Error::Envelope {
+            key: printable_key(key),
+            problem,
+        }),
+    }
+}
+
+/// The script's TTL argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TtlArg {
+    /// No TTL.
+    Persist,
+    /// Keep the key's current TTL.
+    Keep,
+    /// Expire after this long (at least 1 ms).
+    After(Duration),
+}
+
+impl From<Option<Duration>> for TtlArg {
+    fn from(ttl: Option<Duration>) -> Self {
+        ttl.map_or(TtlArg::Persist, TtlArg::After)
+    }
+}
+
+impl TtlArg {
+    fn to_arg(self) -> String {
+        match self {
+            TtlArg::Persist => "0".into(),
+            TtlArg::Keep => "keep".into(),
+            TtlArg::After(ttl) => ttl.as_millis().clamp(1, u128::from(u64::MAX)).to_string(),
+        }
+    }
+}
+
+/// Runs the last-write-wins script for `key` on the primary that owns it.
+pub(crate) async fn run_script(
+    client: &ClusterClient,
+    script: &Script,
+    key: &[u8],
+    stored: &[u8],
+    ttl: TtlArg,
+    mode: WriteMode,
+) -> Result<ScriptOutcome, Error> {
+    let ttl = ttl.to_arg();
+    let reply = client
+        .eval(script, &[key], &[stored, ttl.as_bytes(), mode.as_arg().as_bytes()])
+        .await?;
+    parse_reply(&reply).map_err(|detail| Error::ScriptReply {
+        key: printable_key(key),
+        detail,
+    })
+}
+
+/// A copy on a replica with what it needs for classification.
+pub(crate) fn replica_copy(observed: Observed, caught_up: bool) -> ReplicaCopy {
+    ReplicaCopy { observed, caught_up }
+}
+
+/// Builds a key report from the copies read.
+pub(crate) fn key_report(key: &Bytes, primary: (&str, Observed), replicas: &[(String, ReplicaCopy)]) -> KeyReport {
+    let copies: Vec<ReplicaCopy> = replicas.iter().map(|(_, c)| *c).collect();
+    let state = state::classify(primary.1, &copies);
+    let mut nodes = Vec::with_capacity(1 + replicas.len());
+    nodes.push(NodeCopy {
+        node: primary.0.to_string(),
+        role: CopyRole::Primary,
+        observed: primary.1,
+    });
+    nodes.extend(replicas.iter().map(|(node, copy)| NodeCopy {
+        node: node.clone(),
+        role: CopyRole::Replica,
+        observed: copy.observed,
+    }));
+    KeyReport {
+        key: key.clone(),
+        state,
+        copies: nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::EnvelopeProblem;
+    use crate::version::test_version;
+
+    fn check(stored: &[u8], want: Result<Option<VersionedValue>, EnvelopeProblem>) {
+        let got = decode_value(b"k", Bytes::copy_from_slice(stored)).map_err(|e| match e {
+            Error::Envelope { problem, .. } => problem,
+            other => panic!("unexpected error {other}"),
+        });
+        assert_eq!(got, want, "{stored:02x?}");
+    }
+
+    #[test]
+    fn stored_values_read_as_versioned_unversioned_or_absent() {
+        let v = test_version(5, 0, 1);
+        check(
+            &Envelope::Value { version: v, payload: b"hi" }.encode(),
+            Ok(Some(VersionedValue::Versioned {
+                version: v,
+                value: Bytes::from_static(b"hi"),
+            })),
+        );
+        check(&Envelope::Tombstone { version: v }.encode(), Ok(None));
+        check(
+            b"plain",
+            Ok(Some(VersionedValue::Unversioned {
+                value: Bytes::from_static(b"plain"),
+            })),
+        );
+        check(b"\xFFLWW\x01", Err(EnvelopeProblem::Truncated { len: 5 }));
+    }
+
+    #[test]
+    fn ttl_arguments() {
+        let cases = [
+            (TtlArg::Persist, "0"),
+            (TtlArg::Keep, "keep"),
+            (TtlArg::After(Duration::from_micros(10)), "1"),
+            (TtlArg::After(Duration::from_secs(2)), "2000"),
+        ];
+        for (ttl, want) in cases {
+            assert_eq!(ttl.to_arg(), want, "{ttl:?}");
+        }
+    }
+
+    #[test]
+    fn configs_are_validated() {
+        let cases = [
+            (ConsistencyConfig::default(), None),
+            (ConsistencyConfig::default().tombstone_ttl(Duration::ZERO), Some("tombstone_ttl")),
+            (ConsistencyConfig::default().history_capacity(0), Some("history_capacity")),
+            (
+                ConsistencyConfig::default().journal(Some(JournalConfig {
+                    max_entries: 0,
+                    ..JournalConfig::default()
+                })),
+                Some("max_entries"),
+            ),
+        ];
+        for (config, want) in cases {
+            match (config.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(error), Some(text)) => assert!(error.to_string().contains(text), "{error}"),
+                (got, want) => panic!("{config:?}: got {got:?}, want an error mentioning {want:?}"),
+            }
+        }
+    }
+}
