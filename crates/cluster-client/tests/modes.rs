@@ -9,6 +9,9 @@ use cluster_config::{ClusterConfig, Mode as ConfigMode, ShardingStrategy};
 use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, NodeSettings, test_lock};
 use sharding::{KetamaRing, KeyRange};
 
+/// Which node a sharder places a key on.
+type Placement = dyn Fn(&[u8]) -> String;
+
 async fn round_trip(client: &ClusterClient, prefix: &str, n: usize) {
     for i in 0..n {
         let key = format!("{prefix}:{i}");
@@ -55,7 +58,7 @@ async fn standalone_and_sharded_modes_are_detected_and_route_like_the_sharder() 
         round_trip(&client, &prefix, 300).await;
         // Each key sits on the node the sharding crate names, and only there.
         let equal = addrs.iter().map(|a| (a.clone(), 1));
-        let expected: Box<dyn Fn(&[u8]) -> String> = match strategy {
+        let expected: Box<Placement> = match strategy {
             ShardingStrategy::KeyRange => {
                 let ranges = KeyRange::new(equal).unwrap();
                 Box::new(move |k| ranges.node_for(k).to_string())
