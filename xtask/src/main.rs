@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod load;
+mod plot;
 mod prerequisites;
 
 /// Developer and operator tasks for the Redis Cluster cache workspace.
@@ -27,6 +29,8 @@ enum Task {
     ClusterDown,
     /// Show each node of the running local cluster: role, slots, link, memory, keys.
     ClusterStatus,
+    /// Load the cluster through cluster-client, fred's cluster client and redis-benchmark; print ratios.
+    Load(load::LoadArgs),
     /// Run every test in the workspace (installs redis-server first when it is missing).
     Test {
         /// Extra arguments for `cargo test`, after `--`.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Task::ClusterUp(args) => cluster::up(&args),
         Task::ClusterDown => cluster::down(),
         Task::ClusterStatus => cluster::status(),
+        Task::Load(args) => in_release().and_then(|()| load::load(&args)),
         Task::Test { args } => test(&args),
         Task::Ci => ci(),
     };
@@ -53,6 +58,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Measurements in a debug build would be meaningless: re-runs this command from a release build and
+/// exits with its status. Returns `Ok(())` when already running in release.
+fn in_release() -> Result<()> {
+    if !cfg!(debug_assertions) {
+        return Ok(());
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("Building xtask in release mode for measurements (the first build takes a few minutes)...");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["run", "--quiet", "--release", "--package", "xtask", "--"])
+        .args(&args)
+        .current_dir(workspace_root())
+        .status()
+        .context("running the release build of xtask")?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// The workspace root (the parent of `xtask/`).

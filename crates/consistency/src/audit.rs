@@ -13,7 +13,9 @@ use crate::history::{SyncEvent, SyncHistory, SyncSource};
 use crate::reads::{read_copies, read_value, replication_offset, wait_caught_up};
 use crate::report::{AuditProgress, AuditReport, KeyReport, RepairCounts, StateCounts};
 use crate::script::{ScriptOutcome, WriteMode};
-use crate::state::{KeyState, Observed, ReplicaCopy, ReplicaRepair, SyncDirection, outranks, plan_replica_repair};
+use crate::state::{
+    KeyState, Observed, ReplicaCopy, ReplicaRepair, SyncDirection, outranks, plan_replica_repair,
+};
 use crate::versioned::{TtlArg, Versioned, key_report, run_script};
 
 /// Whether an audit only reports, or also repairs.
@@ -48,6 +50,9 @@ pub struct AuditOptions {
     pub replica_catch_up: Duration,
     /// Which way a cross-deployment audit in resolve mode may write (cluster audits ignore it).
     pub sync_direction: SyncDirection,
+    /// Whether a cluster audit also scans every replica, to find keys a replica holds and its primary
+    /// lacks (which no scan of the primaries can see). Costs a second scan of each shard.
+    pub scan_replicas: bool,
 }
 
 impl Default for AuditOptions {
@@ -61,6 +66,7 @@ impl Default for AuditOptions {
             sample_limit: 100,
             replica_catch_up: Duration::from_secs(1),
             sync_direction: SyncDirection::SourceToTarget,
+            scan_replicas: true,
         }
     }
 }
@@ -108,6 +114,12 @@ impl AuditOptions {
         self
     }
 
+    /// Sets whether a cluster audit scans replicas too.
+    pub fn scan_replicas(mut self, scan: bool) -> Self {
+        self.scan_replicas = scan;
+        self
+    }
+
     /// Sets which way a cross-deployment sync writes.
     pub fn sync_direction(mut self, direction: SyncDirection) -> Self {
         self.sync_direction = direction;
@@ -146,7 +158,10 @@ pub(crate) async fn recheck_shard(
     combine(keys, &shard.primary, primary, replicas, before)
 }
 
-type Reads = Vec<Result<Observed, cluster_client::Error>>;
+/// One node's read of one key.
+type Read = Result<Observed, cluster_client::Error>;
+/// One node's reads of a batch of keys, in order.
+type Reads = Vec<Read>;
 
 /// Reads every replica once it has applied what the primary had just now (or the wait ran out).
 async fn read_replicas_after<'a>(
@@ -200,8 +215,8 @@ fn combine(
 fn key_from_reads(
     key: &Bytes,
     primary_node: &str,
-    primary: Result<Observed, cluster_client::Error>,
-    replicas: Vec<(&str, bool, Option<Result<Observed, cluster_client::Error>>)>,
+    primary: Read,
+    replicas: Vec<(&str, bool, Option<Read>)>,
     earlier: &[Option<Observed>],
 ) -> Result<KeyReport, Error> {
     let primary = primary?;
@@ -451,7 +466,7 @@ pub(crate) async fn repair_in_shard(
     }
 }
 
-/// Checks one batch of keys from one shard, rechecks the suspicious ones, counts, and repairs.
+/// Checks one batch of keys a shard's primary holds, rechecks the suspicious ones, counts, and repairs.
 async fn check_batch(
     versioned: &Versioned,
     shard: &ShardInfo,
@@ -474,6 +489,44 @@ async fn check_batch(
             reports[index] = report;
         }
     }
+    account(versioned, &keys, reports, options, tally).await;
+}
+
+/// Checks one batch of keys a replica holds: only those its primary lacks are new to the audit (the
+/// scan of the primary counted the others).
+async fn check_replica_batch(
+    versioned: &Versioned,
+    shard: &ShardInfo,
+    keys: Vec<Bytes>,
+    options: &AuditOptions,
+    tally: &Tally,
+) {
+    let client = versioned.client();
+    let on_primary = read_copies(client, &shard.primary, &keys).await;
+    let mut absent = Vec::new();
+    for (key, read) in keys.into_iter().zip(on_primary) {
+        match read {
+            Ok(Observed::Absent) => absent.push(key),
+            Ok(_) => {}
+            Err(error) => tally.error(&format!("reading {}", printable_key(&key)), &error),
+        }
+    }
+    if absent.is_empty() {
+        return;
+    }
+    let reports = recheck_shard(client, shard, &absent, options.replica_catch_up).await;
+    account(versioned, &absent, reports, options, tally).await;
+}
+
+/// Counts the reports of a batch and, in resolve mode, repairs the keys that need it.
+async fn account(
+    versioned: &Versioned,
+    keys: &[Bytes],
+    reports: Vec<Result<KeyReport, Error>>,
+    options: &AuditOptions,
+    tally: &Tally,
+) {
+    let client = versioned.client();
     let mut repairs = RepairCounts::default();
     for (key, report) in keys.iter().zip(reports) {
         match report {
@@ -481,7 +534,8 @@ async fn check_batch(
                 if options.mode == AuditMode::Resolve
                     && matches!(report.state, KeyState::Missing | KeyState::Diverged)
                 {
-                    let repair = repair_in_shard(client, &versioned.inner.script, versioned.history(), &report).await;
+                    let repair =
+                        repair_in_shard(client, &versioned.inner.script, versioned.history(), &report).await;
                     if let Repair::Failed(error) = &repair {
                         tally.error(&format!("repairing {}", printable_key(key)), error);
                     }
@@ -495,6 +549,56 @@ async fn check_batch(
     tally.repairs(&repairs);
 }
 
+/// Which node of a shard a scan walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Primary,
+    Replica,
+}
+
+/// Scans one node of a shard to the end (or the key limit), checking batch after batch.
+async fn scan_node<P>(
+    versioned: &Versioned,
+    shard: &ShardInfo,
+    node: &str,
+    walk: Walk,
+    run: (&AuditOptions, &Pacer, &Tally, &P),
+) where
+    P: Fn(&AuditProgress) + Sync,
+{
+    let (options, pacer, tally, progress) = run;
+    let client = versioned.client();
+    let mut cursor = 0;
+    loop {
+        if tally.exhausted() {
+            break;
+        }
+        let step = client
+            .scan_node(node, cursor, options.pattern.as_deref(), options.scan_count)
+            .await;
+        let (next, keys) = match step {
+            Ok(step) => step,
+            Err(error) => {
+                tally.error(&format!("scanning {node}"), &error);
+                tally.incomplete();
+                break;
+            }
+        };
+        if !keys.is_empty() {
+            pacer.admit(keys.len()).await;
+            match walk {
+                Walk::Primary => check_batch(versioned, shard, keys, options, tally).await,
+                Walk::Replica => check_replica_batch(versioned, shard, keys, options, tally).await,
+            }
+            progress(&tally.progress());
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
 async fn audit_shard<P>(
     versioned: &Versioned,
     shard: &ShardInfo,
@@ -505,32 +609,12 @@ async fn audit_shard<P>(
 ) where
     P: Fn(&AuditProgress) + Sync,
 {
-    let client = versioned.client();
-    let mut cursor = 0;
-    loop {
-        if tally.exhausted() {
-            break;
+    let run = (options, pacer, tally, progress);
+    scan_node(versioned, shard, &shard.primary, Walk::Primary, run).await;
+    if options.scan_replicas {
+        for replica in &shard.replicas {
+            scan_node(versioned, shard, replica, Walk::Replica, run).await;
         }
-        let step = client
-            .scan_node(&shard.primary, cursor, options.pattern.as_deref(), options.scan_count)
-            .await;
-        let (next, keys) = match step {
-            Ok(step) => step,
-            Err(error) => {
-                tally.error(&format!("scanning {}", shard.primary), &error);
-                tally.incomplete();
-                break;
-            }
-        };
-        if !keys.is_empty() {
-            pacer.admit(keys.len()).await;
-            check_batch(versioned, shard, keys, options, tally).await;
-            progress(&tally.progress());
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     tally.shard_done();
     progress(&tally.progress());

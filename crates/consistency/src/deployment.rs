@@ -12,7 +12,7 @@ use crate::error::{Error, printable_key};
 use crate::history::{SyncEvent, SyncHistory, SyncSource};
 use crate::report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts};
 use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, looks_versioned};
-use crate::state::{Observed, SideCopy, SyncPlan, compare_sides, plan_sync};
+use crate::state::{KeyState, Observed, SideCopy, SyncPlan, compare_sides, plan_sync};
 use crate::versioned::{TtlArg, run_script};
 
 /// One deployment of the two.
@@ -49,10 +49,12 @@ fn fetched(read: Result<Option<Bytes>, cluster_client::Error>) -> Result<Fetched
             bytes: Some(bytes),
         }),
         // A hash, list or other type: present, but nothing to compare or copy.
-        Err(cluster_client::Error::Server { message, .. }) if message.starts_with("WRONGTYPE") => Ok(Fetched {
-            observed: Observed::Unversioned,
-            bytes: None,
-        }),
+        Err(cluster_client::Error::Server { message, .. }) if message.starts_with("WRONGTYPE") => {
+            Ok(Fetched {
+                observed: Observed::Unversioned,
+                bytes: None,
+            })
+        }
         Err(error) => Err(error),
     }
 }
@@ -87,7 +89,12 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
             }
             let step = scanned
                 .client
-                .scan_node(&shard.primary, cursor, self.options.pattern.as_deref(), self.options.scan_count)
+                .scan_node(
+                    &shard.primary,
+                    cursor,
+                    self.options.pattern.as_deref(),
+                    self.options.scan_count,
+                )
                 .await;
             let (next, keys) = match step {
                 Ok(step) => step,
@@ -112,14 +119,23 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
         (self.progress)(&self.tally.progress());
     }
 
-    async fn batch(&self, scanned: Side<'_>, other: Side<'_>, node: &str, keys: Vec<Bytes>, first_pass: bool) {
-        let (mine, theirs) = futures::future::join(scanned.client.get_many(&keys), other.client.get_many(&keys)).await;
+    async fn batch(
+        &self,
+        scanned: Side<'_>,
+        other: Side<'_>,
+        node: &str,
+        keys: Vec<Bytes>,
+        first_pass: bool,
+    ) {
+        let (mine, theirs) =
+            futures::future::join(scanned.client.get_many(&keys), other.client.get_many(&keys)).await;
         let mut repairs = RepairCounts::default();
         for ((key, mine), theirs) in keys.iter().zip(mine).zip(theirs) {
             let (mine, theirs) = match (fetched(mine), fetched(theirs)) {
                 (Ok(mine), Ok(theirs)) => (mine, theirs),
                 (Err(error), _) | (_, Err(error)) => {
-                    self.tally.error(&format!("reading {}", printable_key(key)), &error);
+                    self.tally
+                        .error(&format!("reading {}", printable_key(key)), &error);
                     continue;
                 }
             };
@@ -133,10 +149,11 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
                 (theirs, mine, other_node, node.to_string())
             };
             let state = compare_sides(source.side_copy(), target.side_copy());
-            if self.options.mode == AuditMode::Resolve {
+            if self.options.mode == AuditMode::Resolve && state != KeyState::Consistent {
                 let repair = self.sync(key, &source, &target).await;
                 if let Repair::Failed(error) = &repair {
-                    self.tally.error(&format!("syncing {}", printable_key(key)), error);
+                    self.tally
+                        .error(&format!("syncing {}", printable_key(key)), error);
                 }
                 repair.count(&mut repairs);
             }
@@ -161,7 +178,11 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
     }
 
     async fn sync(&self, key: &Bytes, source: &Fetched, target: &Fetched) -> Repair {
-        match plan_sync(source.side_copy(), target.side_copy(), self.options.sync_direction) {
+        match plan_sync(
+            source.side_copy(),
+            target.side_copy(),
+            self.options.sync_direction,
+        ) {
             SyncPlan::Nothing => Repair::Superseded,
             SyncPlan::Leave(reason) => {
                 tracing::debug!(key = %printable_key(key), reason, "sync leaves a key");

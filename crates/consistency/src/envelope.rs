@@ -174,7 +174,13 @@ impl<'a> Envelope<'a> {
         match *self {
             Envelope::Value { version, payload } => {
                 let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-                out.extend_from_slice(&Header { version, tombstone: false }.to_bytes());
+                out.extend_from_slice(
+                    &Header {
+                        version,
+                        tombstone: false,
+                    }
+                    .to_bytes(),
+                );
                 out.extend_from_slice(payload);
                 out
             }
@@ -211,9 +217,18 @@ mod tests {
     #[test]
     fn decoding_follows_the_documented_layout() {
         let v = version(1_700_000_000_000, 2, 7);
-        let mut value = Header { version: v, tombstone: false }.to_bytes().to_vec();
+        let mut value = Header {
+            version: v,
+            tombstone: false,
+        }
+        .to_bytes()
+        .to_vec();
         value.extend_from_slice(b"payload");
-        let tombstone = Header { version: v, tombstone: true }.to_bytes();
+        let tombstone = Header {
+            version: v,
+            tombstone: true,
+        }
+        .to_bytes();
         let mut bad_format = tombstone;
         bad_format[4] = 2;
         let mut bad_flags = tombstone;
@@ -223,8 +238,20 @@ mod tests {
         let mut tombstone_with_payload = tombstone.to_vec();
         tombstone_with_payload.push(0);
 
-        check(&value, Ok(Envelope::Value { version: v, payload: b"payload" }));
-        check(&value[..HEADER_LEN], Ok(Envelope::Value { version: v, payload: b"" }));
+        check(
+            &value,
+            Ok(Envelope::Value {
+                version: v,
+                payload: b"payload",
+            }),
+        );
+        check(
+            &value[..HEADER_LEN],
+            Ok(Envelope::Value {
+                version: v,
+                payload: b"",
+            }),
+        );
         check(&tombstone, Ok(Envelope::Tombstone { version: v }));
         check(b"plain text", Ok(Envelope::Unversioned(b"plain text")));
         check(b"", Ok(Envelope::Unversioned(b"")));
@@ -233,7 +260,10 @@ mod tests {
         check(&bad_format, Err(EnvelopeProblem::UnsupportedFormat { format: 2 }));
         check(&bad_flags, Err(EnvelopeProblem::UnknownFlags { flags: 0b11 }));
         check(&bad_reserved, Err(EnvelopeProblem::ReservedNotZero));
-        check(&tombstone_with_payload, Err(EnvelopeProblem::TombstoneWithPayload { len: 1 }));
+        check(
+            &tombstone_with_payload,
+            Err(EnvelopeProblem::TombstoneWithPayload { len: 1 }),
+        );
     }
 
     #[test]

@@ -88,6 +88,9 @@ mod tests {
             problem: EnvelopeProblem::Truncated { len: 7 },
         };
         let text = error.to_string();
-        assert!(text.contains("key k") && text.contains("7 bytes") && text.contains("versioned set"), "{text}");
+        assert!(
+            text.contains("key k") && text.contains("7 bytes") && text.contains("versioned set"),
+            "{text}"
+        );
     }
 }

@@ -173,9 +173,10 @@ impl Versioned {
                     let observed = match read {
                         Ok(observed) => observed,
                         Err(error) => {
-                            check
-                                .errors
-                                .push(format!("reading {} on {node}: {error}", printable_key(&entry.key)));
+                            check.errors.push(format!(
+                                "reading {} on {node}: {error}",
+                                printable_key(&entry.key)
+                            ));
                             continue;
                         }
                     };
@@ -358,7 +359,11 @@ mod tests {
         check(&set, Observed::Unversioned, Verdict::Older);
         check(&delete, Observed::Absent, Verdict::Missing);
         check(&delete, Observed::Value(test_version(4, 9, 9)), Verdict::Older);
-        check(&delete, Observed::Tombstone(test_version(5, 0, 1)), Verdict::Present);
+        check(
+            &delete,
+            Observed::Tombstone(test_version(5, 0, 1)),
+            Verdict::Present,
+        );
         assert_eq!(journaled(&delete), Observed::Tombstone(test_version(5, 0, 1)));
     }
 
@@ -371,7 +376,10 @@ mod tests {
             at: SystemTime::now(),
         };
         let failover = Failover::from_event(&event).unwrap();
-        assert_eq!((failover.new_primary.as_str(), failover.slots), ("b:2", vec![(0, 5460)]));
+        assert_eq!(
+            (failover.new_primary.as_str(), failover.slots),
+            ("b:2", vec![(0, 5460)])
+        );
         let other = ClientEvent::NodeDown {
             node: "a:1".into(),
             at: SystemTime::now(),

@@ -205,7 +205,12 @@ mod tests {
             None => journal.latest(),
         }
         .into_iter()
-        .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), e.version.hlc.millis()))
+        .map(|e| {
+            (
+                String::from_utf8_lossy(&e.key).into_owned(),
+                e.version.hlc.millis(),
+            )
+        })
         .collect();
         let want: Vec<(String, u64)> = want.iter().map(|&(k, m)| (k.to_string(), m)).collect();
         assert_eq!(got, want);
@@ -245,7 +250,10 @@ mod tests {
         journal.track_write(entry("b", 3, None, now));
         journal.track_write(entry("c", 4, None, now));
         check(&journal, None, &[("b", 3), ("c", 4)]);
-        assert!(journal.latest().iter().all(|e| e.value.is_none()), "values are not kept");
+        assert!(
+            journal.latest().iter().all(|e| e.value.is_none()),
+            "values are not kept"
+        );
     }
 
     #[test]
@@ -255,15 +263,27 @@ mod tests {
         journal.track_write(entry("gone", 1, Some(Duration::from_secs(1)), two_seconds_ago));
         journal.track_write(entry("left", 2, Some(Duration::from_secs(5)), two_seconds_ago));
         check(&journal, None, &[("left", 2)]);
-        let left = journal.latest()[0].remaining_ttl(Instant::now()).unwrap().unwrap();
-        assert!(left <= Duration::from_secs(3) && left > Duration::from_secs(2), "{left:?}");
+        let left = journal.latest()[0]
+            .remaining_ttl(Instant::now())
+            .unwrap()
+            .unwrap();
+        assert!(
+            left <= Duration::from_secs(3) && left > Duration::from_secs(2),
+            "{left:?}"
+        );
     }
 
     #[test]
     fn refuses_empty_bounds() {
         for config in [
-            JournalConfig { max_entries: 0, ..JournalConfig::default() },
-            JournalConfig { max_age: Duration::ZERO, ..JournalConfig::default() },
+            JournalConfig {
+                max_entries: 0,
+                ..JournalConfig::default()
+            },
+            JournalConfig {
+                max_age: Duration::ZERO,
+                ..JournalConfig::default()
+            },
         ] {
             let error = Journal::new(config).unwrap_err().to_string();
             assert!(error.contains("journal"), "{error}");

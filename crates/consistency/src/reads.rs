@@ -106,7 +106,12 @@ pub(crate) async fn replication_offset(
 
 /// Waits until the replica `node` has applied everything up to `offset`, at most `timeout`. Returns
 /// whether it did; a replica that cannot be asked has not.
-pub(crate) async fn wait_caught_up(client: &ClusterClient, node: &str, offset: u64, timeout: Duration) -> bool {
+pub(crate) async fn wait_caught_up(
+    client: &ClusterClient,
+    node: &str,
+    offset: u64,
+    timeout: Duration,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         match replication_offset(client, node).await {

@@ -4,9 +4,9 @@
 //! on the primary that owns the key: no read-modify-write race between clients can let an older
 //! version overwrite a newer one.
 
-use fred::types::Value;
+use cluster_client::Value;
 
-use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC, VERSION_OFFSET};
+use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 
 /// The Lua source of the last-write-wins write.
 ///
@@ -109,7 +109,7 @@ pub(crate) enum ScriptOutcome {
 /// `incoming` must be a valid envelope unless `mode` is [`WriteMode::Plain`].
 #[cfg(test)]
 pub(crate) fn decide(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode) -> ScriptOutcome {
-    use crate::envelope::Envelope;
+    use crate::envelope::{Envelope, VERSION_OFFSET};
 
     let stored_header = match stored.map(Envelope::decode) {
         None | Some(Ok(Envelope::Unversioned(_))) => None,
@@ -141,7 +141,9 @@ pub(crate) fn parse_reply(reply: &Value) -> Result<ScriptOutcome, String> {
         (Some(1), _) => Ok(ScriptOutcome::Written),
         (Some(0), Some(bytes)) => match Header::parse(bytes) {
             Ok(Some(header)) => Ok(ScriptOutcome::Kept(header)),
-            other => Err(format!("the stored header {bytes:02x?} does not parse ({other:?})")),
+            other => Err(format!(
+                "the stored header {bytes:02x?} does not parse ({other:?})"
+            )),
         },
         (Some(2), Some(bytes)) => {
             let stored_len = items.get(2).and_then(Value::as_i64).unwrap_or(0);
@@ -157,7 +159,9 @@ fn stored_problem(prefix: &[u8], stored_len: i64) -> EnvelopeProblem {
         Err(problem) => problem,
         // The header alone is fine, so the script objected to a tombstone's payload.
         Ok(_) => EnvelopeProblem::TombstoneWithPayload {
-            len: usize::try_from(stored_len).unwrap_or(0).saturating_sub(HEADER_LEN),
+            len: usize::try_from(stored_len)
+                .unwrap_or(0)
+                .saturating_sub(HEADER_LEN),
         },
     }
 }
@@ -173,7 +177,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::envelope::Envelope;
+    use crate::envelope::{Envelope, VERSION_OFFSET};
     use crate::version::test_version as version;
 
     fn value(millis: u64, writer: u64) -> Vec<u8> {
@@ -199,7 +203,11 @@ mod tests {
     }
 
     fn check(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode, want: ScriptOutcome) {
-        assert_eq!(decide(stored, incoming, mode), want, "stored {stored:02x?}, mode {mode:?}");
+        assert_eq!(
+            decide(stored, incoming, mode),
+            want,
+            "stored {stored:02x?}, mode {mode:?}"
+        );
     }
 
     #[test]
@@ -224,7 +232,12 @@ mod tests {
         check(None, b"plain", Plain, Written);
         check(Some(b"old plain"), b"plain", Plain, Written);
         check(Some(&v5), b"plain", Plain, Kept(header(5, 1, false)));
-        check(Some(&v5[..9]), &v6, Newer, StoredInvalid(EnvelopeProblem::Truncated { len: 9 }));
+        check(
+            Some(&v5[..9]),
+            &v6,
+            Newer,
+            StoredInvalid(EnvelopeProblem::Truncated { len: 9 }),
+        );
     }
 
     fn reply(items: Vec<Value>) -> Value {
@@ -237,16 +250,33 @@ mod tests {
         let bytes = Bytes::copy_from_slice(&h.to_bytes());
         let cases: Vec<(Value, Result<ScriptOutcome, ()>)> = vec![
             (reply(vec![Value::Integer(1)]), Ok(ScriptOutcome::Written)),
-            (reply(vec![Value::Integer(0), Value::Bytes(bytes.clone())]), Ok(ScriptOutcome::Kept(h))),
             (
-                reply(vec![Value::Integer(2), Value::Bytes(bytes.clone()), Value::Integer(30)]),
-                Ok(ScriptOutcome::StoredInvalid(EnvelopeProblem::TombstoneWithPayload { len: 6 })),
+                reply(vec![Value::Integer(0), Value::Bytes(bytes.clone())]),
+                Ok(ScriptOutcome::Kept(h)),
             ),
             (
-                reply(vec![Value::Integer(2), Value::Bytes(Bytes::from_static(b"\xFFLWW\x07"))]),
-                Ok(ScriptOutcome::StoredInvalid(EnvelopeProblem::Truncated { len: 5 })),
+                reply(vec![
+                    Value::Integer(2),
+                    Value::Bytes(bytes.clone()),
+                    Value::Integer(30),
+                ]),
+                Ok(ScriptOutcome::StoredInvalid(
+                    EnvelopeProblem::TombstoneWithPayload { len: 6 },
+                )),
             ),
-            (reply(vec![Value::Integer(0), Value::Bytes(Bytes::from_static(b"junk"))]), Err(())),
+            (
+                reply(vec![
+                    Value::Integer(2),
+                    Value::Bytes(Bytes::from_static(b"\xFFLWW\x07")),
+                ]),
+                Ok(ScriptOutcome::StoredInvalid(EnvelopeProblem::Truncated {
+                    len: 5,
+                })),
+            ),
+            (
+                reply(vec![Value::Integer(0), Value::Bytes(Bytes::from_static(b"junk"))]),
+                Err(()),
+            ),
             (reply(vec![Value::Integer(7)]), Err(())),
             (Value::Integer(1), Err(())),
         ];

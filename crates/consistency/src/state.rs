@@ -304,23 +304,36 @@ mod tests {
     }
 
     fn lag(observed: Observed) -> ReplicaCopy {
-        ReplicaCopy { observed, caught_up: false }
+        ReplicaCopy {
+            observed,
+            caught_up: false,
+        }
     }
 
     fn synced(observed: Observed) -> ReplicaCopy {
-        ReplicaCopy { observed, caught_up: true }
+        ReplicaCopy {
+            observed,
+            caught_up: true,
+        }
     }
 
     #[test]
     fn stored_bytes_are_observed_by_their_header() {
-        let value = Envelope::Value { version: v(3), payload: b"p" }.encode();
+        let value = Envelope::Value {
+            version: v(3),
+            payload: b"p",
+        }
+        .encode();
         let tombstone = Envelope::Tombstone { version: v(4) }.encode();
         let cases: [(Option<&[u8]>, Observed); 5] = [
             (None, A),
             (Some(b"plain"), U),
             (Some(&value), val(3)),
             (Some(&tombstone[..]), tomb(4)),
-            (Some(&value[..5]), Observed::Invalid(EnvelopeProblem::Truncated { len: 5 })),
+            (
+                Some(&value[..5]),
+                Observed::Invalid(EnvelopeProblem::Truncated { len: 5 }),
+            ),
         ];
         for (stored, want) in cases {
             assert_eq!(Observed::from_stored(stored), want, "{stored:02x?}");
@@ -328,7 +341,11 @@ mod tests {
     }
 
     fn check(primary: Observed, replicas: &[ReplicaCopy], want: KeyState) {
-        assert_eq!(classify(primary, replicas), want, "primary {primary}, replicas {replicas:?}");
+        assert_eq!(
+            classify(primary, replicas),
+            want,
+            "primary {primary}, replicas {replicas:?}"
+        );
     }
 
     #[test]
@@ -355,7 +372,11 @@ mod tests {
         check(val(5), &[synced(val(5)), lag(val(4)), synced(A)], Missing);
         // An unversioned primary cannot be compared.
         check(U, &[synced(val(9))], Unversioned);
-        check(Observed::Invalid(EnvelopeProblem::ReservedNotZero), &[], Unversioned);
+        check(
+            Observed::Invalid(EnvelopeProblem::ReservedNotZero),
+            &[],
+            Unversioned,
+        );
     }
 
     #[test]
@@ -369,11 +390,19 @@ mod tests {
             (val(5), vec![val(4), val(7), val(6)], CopyFromReplica(1)),
             (A, vec![tomb(2)], CopyFromReplica(0)),
             (U, vec![val(1)], CopyFromReplica(0)),
-            (A, vec![U], Unrepairable("a replica holds an unversioned value the primary lacks")),
+            (
+                A,
+                vec![U],
+                Unrepairable("a replica holds an unversioned value the primary lacks"),
+            ),
             (U, vec![A], Unrepairable("the primary's value is unversioned")),
         ];
         for (primary, replicas, want) in cases {
-            assert_eq!(plan_replica_repair(primary, &replicas), want, "{primary} vs {replicas:?}");
+            assert_eq!(
+                plan_replica_repair(primary, &replicas),
+                want,
+                "{primary} vs {replicas:?}"
+            );
         }
     }
 
@@ -388,23 +417,84 @@ mod tests {
         let plain_a = side(U, Some(b"a"));
         let plain_b = side(U, Some(b"b"));
         let absent = side(A, None);
-        let cases: Vec<(SideCopy<'static>, SideCopy<'static>, SyncDirection, KeyState, SyncPlan)> = vec![
-            (side(val(3), None), side(val(3), None), BothWays, KeyState::Consistent, Nothing),
+        let cases: Vec<(
+            SideCopy<'static>,
+            SideCopy<'static>,
+            SyncDirection,
+            KeyState,
+            SyncPlan,
+        )> = vec![
+            (
+                side(val(3), None),
+                side(val(3), None),
+                BothWays,
+                KeyState::Consistent,
+                Nothing,
+            ),
             (plain_a, plain_a, SourceToTarget, KeyState::Consistent, Nothing),
-            (side(val(3), None), absent, SourceToTarget, KeyState::Missing, CopyToTarget),
+            (
+                side(val(3), None),
+                absent,
+                SourceToTarget,
+                KeyState::Missing,
+                CopyToTarget,
+            ),
             (plain_a, absent, SourceToTarget, KeyState::Missing, CopyToTarget),
-            (absent, side(val(3), None), BothWays, KeyState::Missing, CopyToSource),
-            (side(val(4), None), side(val(3), None), SourceToTarget, KeyState::Diverged, CopyToTarget),
-            (side(tomb(4), None), side(val(3), None), SourceToTarget, KeyState::Diverged, CopyToTarget),
-            (side(val(3), None), side(val(4), None), BothWays, KeyState::Diverged, CopyToSource),
-            (plain_a, plain_b, SourceToTarget, KeyState::Unversioned, CopyToTarget),
-            (plain_a, side(val(1), None), BothWays, KeyState::Unversioned, CopyToSource),
+            (
+                absent,
+                side(val(3), None),
+                BothWays,
+                KeyState::Missing,
+                CopyToSource,
+            ),
+            (
+                side(val(4), None),
+                side(val(3), None),
+                SourceToTarget,
+                KeyState::Diverged,
+                CopyToTarget,
+            ),
+            (
+                side(tomb(4), None),
+                side(val(3), None),
+                SourceToTarget,
+                KeyState::Diverged,
+                CopyToTarget,
+            ),
+            (
+                side(val(3), None),
+                side(val(4), None),
+                BothWays,
+                KeyState::Diverged,
+                CopyToSource,
+            ),
+            (
+                plain_a,
+                plain_b,
+                SourceToTarget,
+                KeyState::Unversioned,
+                CopyToTarget,
+            ),
+            (
+                plain_a,
+                side(val(1), None),
+                BothWays,
+                KeyState::Unversioned,
+                CopyToSource,
+            ),
         ];
         for (source, target, direction, state, plan) in cases {
             assert_eq!(compare_sides(source, target), state, "{source:?} vs {target:?}");
-            assert_eq!(plan_sync(source, target, direction), plan, "{source:?} vs {target:?}, {direction:?}");
+            assert_eq!(
+                plan_sync(source, target, direction),
+                plan,
+                "{source:?} vs {target:?}, {direction:?}"
+            );
         }
-        assert!(matches!(plan_sync(side(val(3), None), side(val(4), None), SourceToTarget), Leave(_)));
+        assert!(matches!(
+            plan_sync(side(val(3), None), side(val(4), None), SourceToTarget),
+            Leave(_)
+        ));
         assert!(matches!(plan_sync(plain_a, plain_b, BothWays), Leave(_)));
     }
 }

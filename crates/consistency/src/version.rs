@@ -254,7 +254,12 @@ mod tests {
         check(0, 0, 0, "0.0");
         check(1, 0, 1 << 16, "1.0");
         check(1, 7, (1 << 16) | 7, "1.7");
-        check(1_700_000_000_000, 65_535, (1_700_000_000_000 << 16) | 0xFFFF, "1700000000000.65535");
+        check(
+            1_700_000_000_000,
+            65_535,
+            (1_700_000_000_000 << 16) | 0xFFFF,
+            "1700000000000.65535",
+        );
         check(u64::MAX, 3, (Hlc::MAX_MILLIS << 16) | 3, "281474976710655.3");
     }
 
@@ -300,7 +305,10 @@ mod tests {
         let clock = Clock::new();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         let hlc = clock.now();
-        assert!(hlc.millis() >= wall && hlc.millis() < wall + 1_000, "{hlc} vs {wall}");
+        assert!(
+            hlc.millis() >= wall && hlc.millis() < wall + 1_000,
+            "{hlc} vs {wall}"
+        );
         assert!(Clock::global().now() < Clock::global().now());
     }
 

@@ -1,16 +1,15 @@
 //! Versioned reads and writes: last-write-wins decided on the server by one Lua script.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_client::{ClusterClient, Script};
 
 use crate::envelope::{Envelope, HEADER_LEN};
 use crate::error::{Error, printable_key};
-use crate::history::{SyncEvent, SyncHistory, SyncSource};
+use crate::history::SyncHistory;
 use crate::journal::{Journal, JournalConfig, JournalEntry};
-use crate::reads;
 use crate::report::{CopyRole, KeyReport, NodeCopy};
 use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_reply};
 use crate::state::{self, KeyState, Observed, ReplicaCopy};
@@ -80,11 +79,14 @@ impl ConsistencyConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.tombstone_ttl < Duration::from_millis(1) {
             return Err(Error::Config(
-                "tombstone_ttl is under 1 ms; set it longer than your slowest loader takes (default 60 s)".into(),
+                "tombstone_ttl is under 1 ms; set it longer than your slowest loader takes (default 60 s)"
+                    .into(),
             ));
         }
         if self.history_capacity == 0 {
-            return Err(Error::Config("history_capacity is 0; keep at least 1 event".into()));
+            return Err(Error::Config(
+                "history_capacity is 0; keep at least 1 event".into(),
+            ));
         }
         if let Some(journal) = &self.journal {
             journal.validate()?;
@@ -254,7 +256,9 @@ impl Versioned {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
-        let outcome = self.set_with_version(key, value, self.next_version(), ttl, options).await?;
+        let outcome = self
+            .set_with_version(key, value, self.next_version(), ttl, options)
+            .await?;
         self.observe(outcome);
         Ok(outcome)
     }
@@ -269,10 +273,18 @@ impl Versioned {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
-        let stored = Envelope::Value { version, payload: value }.encode();
+        let stored = Envelope::Value {
+            version,
+            payload: value,
+        }
+        .encode();
         let max = self.inner.client.config().limits().value_max_bytes;
         if stored.len() > max {
-            return Err(cluster_client::Error::ValueTooLarge { len: stored.len(), max }.into());
+            return Err(cluster_client::Error::ValueTooLarge {
+                len: stored.len(),
+                max,
+            }
+            .into());
         }
         let entry = JournalEntry {
             key: Bytes::copy_from_slice(key),
@@ -288,7 +300,9 @@ impl Versioned {
     /// Deletes `key` by storing a tombstone under a new version for the configured tombstone TTL, unless
     /// a newer version is stored. Until the tombstone expires, older sets are refused.
     pub async fn delete(&self, key: &[u8], options: WriteOptions) -> Result<WriteOutcome, Error> {
-        let outcome = self.delete_with_version(key, self.next_version(), options).await?;
+        let outcome = self
+            .delete_with_version(key, self.next_version(), options)
+            .await?;
         self.observe(outcome);
         Ok(outcome)
     }
@@ -330,8 +344,15 @@ impl Versioned {
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
         let version = entry.version;
-        match run_script(&self.inner.client, &self.inner.script, key, stored, TtlArg::from(ttl), WriteMode::Newer)
-            .await?
+        match run_script(
+            &self.inner.client,
+            &self.inner.script,
+            key,
+            stored,
+            TtlArg::from(ttl),
+            WriteMode::Newer,
+        )
+        .await?
         {
             ScriptOutcome::Written => {
                 if let Some(journal) = &self.inner.journal {
@@ -397,16 +418,6 @@ impl Versioned {
         let again = crate::audit::recheck_shard(client, shard, &keys, catch_up).await;
         again.into_iter().next().ok_or_else(no_reply)?
     }
-
-    pub(crate) fn record(&self, key: &Bytes, before: Observed, after: Observed, source: SyncSource) {
-        self.inner.history.record(SyncEvent {
-            key: key.clone(),
-            before,
-            after,
-            source,
-            at: SystemTime::now(),
-        });
-    }
 }
 
 /// The writer id of this process, shared by every handle without an explicit one.
@@ -469,7 +480,11 @@ pub(crate) async fn run_script(
 ) -> Result<ScriptOutcome, Error> {
     let ttl = ttl.to_arg();
     let reply = client
-        .eval(script, &[key], &[stored, ttl.as_bytes(), mode.as_arg().as_bytes()])
+        .eval(
+            script,
+            &[key],
+            &[stored, ttl.as_bytes(), mode.as_arg().as_bytes()],
+        )
         .await?;
     parse_reply(&reply).map_err(|detail| Error::ScriptReply {
         key: printable_key(key),
@@ -477,13 +492,12 @@ pub(crate) async fn run_script(
     })
 }
 
-/// A copy on a replica with what it needs for classification.
-pub(crate) fn replica_copy(observed: Observed, caught_up: bool) -> ReplicaCopy {
-    ReplicaCopy { observed, caught_up }
-}
-
 /// Builds a key report from the copies read.
-pub(crate) fn key_report(key: &Bytes, primary: (&str, Observed), replicas: &[(String, ReplicaCopy)]) -> KeyReport {
+pub(crate) fn key_report(
+    key: &Bytes,
+    primary: (&str, Observed),
+    replicas: &[(String, ReplicaCopy)],
+) -> KeyReport {
     let copies: Vec<ReplicaCopy> = replicas.iter().map(|(_, c)| *c).collect();
     let state = state::classify(primary.1, &copies);
     let mut nodes = Vec::with_capacity(1 + replicas.len());
@@ -522,7 +536,11 @@ mod tests {
     fn stored_values_read_as_versioned_unversioned_or_absent() {
         let v = test_version(5, 0, 1);
         check(
-            &Envelope::Value { version: v, payload: b"hi" }.encode(),
+            &Envelope::Value {
+                version: v,
+                payload: b"hi",
+            }
+            .encode(),
             Ok(Some(VersionedValue::Versioned {
                 version: v,
                 value: Bytes::from_static(b"hi"),
@@ -555,8 +573,14 @@ mod tests {
     fn configs_are_validated() {
         let cases = [
             (ConsistencyConfig::default(), None),
-            (ConsistencyConfig::default().tombstone_ttl(Duration::ZERO), Some("tombstone_ttl")),
-            (ConsistencyConfig::default().history_capacity(0), Some("history_capacity")),
+            (
+                ConsistencyConfig::default().tombstone_ttl(Duration::ZERO),
+                Some("tombstone_ttl"),
+            ),
+            (
+                ConsistencyConfig::default().history_capacity(0),
+                Some("history_capacity"),
+            ),
             (
                 ConsistencyConfig::default().journal(Some(JournalConfig {
                     max_entries: 0,

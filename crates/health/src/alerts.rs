@@ -110,10 +110,15 @@ impl AlertManager {
         let mut events = Vec::new();
         let mut seen = BTreeMap::new();
         for finding in findings {
-            seen.entry((finding.kind, finding.subject.clone())).or_insert(finding);
+            seen.entry((finding.kind, finding.subject.clone()))
+                .or_insert(finding);
         }
-        let gone: Vec<(AlertKind, String)> =
-            self.active.keys().filter(|key| !seen.contains_key(*key)).cloned().collect();
+        let gone: Vec<(AlertKind, String)> = self
+            .active
+            .keys()
+            .filter(|key| !seen.contains_key(*key))
+            .cloned()
+            .collect();
         for key in gone {
             if let Some(mut alert) = self.active.remove(&key) {
                 alert.resolved_at = Some(now);
@@ -178,7 +183,12 @@ mod tests {
     use super::*;
 
     fn finding(kind: AlertKind, subject: &str, value: f64) -> Finding {
-        Finding { kind, subject: subject.into(), message: format!("{kind} on {subject}"), value }
+        Finding {
+            kind,
+            subject: subject.into(),
+            message: format!("{kind} on {subject}"),
+            value,
+        }
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -194,11 +204,20 @@ mod tests {
             let events = manager.update(findings, at(round as u64 * 30));
             let events: Vec<(bool, AlertKind, &str)> = events
                 .iter()
-                .map(|e| (matches!(e, AlertEvent::Fired(_)), e.alert().kind, e.alert().subject.as_str()))
+                .map(|e| {
+                    (
+                        matches!(e, AlertEvent::Fired(_)),
+                        e.alert().kind,
+                        e.alert().subject.as_str(),
+                    )
+                })
                 .collect();
             assert_eq!(events, expected_events, "round {round} events");
-            let active: Vec<(AlertKind, String)> =
-                manager.active().iter().map(|a| (a.kind, a.subject.clone())).collect();
+            let active: Vec<(AlertKind, String)> = manager
+                .active()
+                .iter()
+                .map(|a| (a.kind, a.subject.clone()))
+                .collect();
             let expected: Vec<(AlertKind, String)> =
                 expected_active.iter().map(|(k, s)| (*k, s.to_string())).collect();
             assert_eq!(active, expected, "round {round} active");
@@ -211,12 +230,20 @@ mod tests {
         check(vec![
             (vec![], vec![], vec![]),
             (
-                vec![finding(NodeDown, "a", 1.0), finding(NodeDown, "a", 1.0), finding(MemoryHigh, "a", 0.95)],
+                vec![
+                    finding(NodeDown, "a", 1.0),
+                    finding(NodeDown, "a", 1.0),
+                    finding(MemoryHigh, "a", 0.95),
+                ],
                 vec![(true, NodeDown, "a"), (true, MemoryHigh, "a")],
                 vec![(NodeDown, "a"), (MemoryHigh, "a")],
             ),
             (
-                vec![finding(NodeDown, "a", 1.0), finding(NodeDown, "b", 1.0), finding(MemoryHigh, "a", 0.97)],
+                vec![
+                    finding(NodeDown, "a", 1.0),
+                    finding(NodeDown, "b", 1.0),
+                    finding(MemoryHigh, "a", 0.97),
+                ],
                 vec![(true, NodeDown, "b")],
                 vec![(NodeDown, "a"), (NodeDown, "b"), (MemoryHigh, "a")],
             ),
@@ -227,7 +254,11 @@ mod tests {
             ),
             (vec![], vec![(false, NodeDown, "b")], vec![]),
             // The same anomaly again is a new alert.
-            (vec![finding(NodeDown, "a", 1.0)], vec![(true, NodeDown, "a")], vec![(NodeDown, "a")]),
+            (
+                vec![finding(NodeDown, "a", 1.0)],
+                vec![(true, NodeDown, "a")],
+                vec![(NodeDown, "a")],
+            ),
         ]);
     }
 
@@ -237,7 +268,10 @@ mod tests {
         manager.update(vec![finding(AlertKind::MemoryHigh, "a", 0.91)], at(0));
         manager.update(vec![finding(AlertKind::MemoryHigh, "a", 0.99)], at(30));
         let alert = &manager.active()[0];
-        assert_eq!((alert.fired_at, alert.last_seen, alert.value), (at(0), at(30), 0.99));
+        assert_eq!(
+            (alert.fired_at, alert.last_seen, alert.value),
+            (at(0), at(30), 0.99)
+        );
         assert_eq!(alert.severity, Severity::Warning);
         manager.update(vec![], at(60));
         let resolved = &manager.history()[0];
@@ -264,7 +298,10 @@ mod tests {
     fn history_is_bounded() {
         let mut manager = AlertManager::new();
         for round in 0..(HISTORY as u64 + 10) {
-            manager.update(vec![finding(AlertKind::NodeDown, &round.to_string(), 1.0)], at(round));
+            manager.update(
+                vec![finding(AlertKind::NodeDown, &round.to_string(), 1.0)],
+                at(round),
+            );
         }
         manager.update(vec![], at(10_000));
         let history = manager.history();

@@ -13,7 +13,7 @@ use crate::collector::Collector;
 use crate::error::Error;
 use crate::export::record_metrics;
 use crate::monitor::{Monitor, Observation};
-use crate::rules::Thresholds;
+use crate::rules::{AlertKind, Thresholds};
 use crate::snapshot::{ClientNodeStats, FailoverRecord, FailoverSource, Snapshot};
 use crate::summary::HealthSummary;
 use crate::trends::{TREND_RETENTION, TrendMetric, TrendRing, WindowStats};
@@ -25,6 +25,11 @@ use crate::trends::{TREND_RETENTION, TrendMetric, TrendRing, WindowStats};
 pub struct HealthOptions {
     /// Time between collection rounds. Default 30 s (`REDIS_HEALTH_INTERVAL_MS`).
     pub interval: Duration,
+    /// Time between rounds while slots are at risk: a node that serves slots is down, some slots are
+    /// not served, a node is flagged PFAIL, or a node reports `cluster_state:fail`. A failover and the
+    /// recovery then show within about this time instead of at the next regular round. Default 1 s;
+    /// equal to `interval` turns it off.
+    pub at_risk_interval: Duration,
     /// How long one node may take to answer a whole round (connect, PING, INFO, CLUSTER INFO/NODES)
     /// before it counts as down. Must be shorter than the interval. Default 1 s.
     pub node_timeout: Duration,
@@ -40,6 +45,7 @@ impl Default for HealthOptions {
     fn default() -> Self {
         HealthOptions {
             interval: Duration::from_secs(30),
+            at_risk_interval: Duration::from_secs(1),
             node_timeout: Duration::from_secs(1),
             thresholds: Thresholds::default(),
             retention: TREND_RETENTION,
@@ -65,6 +71,7 @@ impl HealthOptions {
     pub fn from_config(config: &ClusterConfig) -> HealthOptions {
         HealthOptions {
             interval: config.health_interval(),
+            at_risk_interval: config.health_interval().min(Duration::from_secs(1)),
             node_timeout: config.timeouts().command.min(Duration::from_secs(1)),
             record_metrics: config.metrics().enabled,
             ..HealthOptions::default()
@@ -81,8 +88,30 @@ impl HealthOptions {
                 ),
             });
         }
+        if self.at_risk_interval.is_zero() || self.at_risk_interval > self.interval {
+            return Err(Error::Invalid {
+                name: "at_risk_interval",
+                problem: format!(
+                    "{:?} must be above zero and at most the interval ({:?})",
+                    self.at_risk_interval, self.interval
+                ),
+            });
+        }
         self.thresholds.validate()
     }
+}
+
+/// Whether `observation` shows slots at risk, so that the next round should come sooner.
+fn slots_at_risk(observation: &Observation) -> bool {
+    observation.summary.active_alerts.iter().any(|a| {
+        matches!(
+            a.kind,
+            AlertKind::NodeDown
+                | AlertKind::SlotsUncovered
+                | AlertKind::NodePfail
+                | AlertKind::ClusterStateFail
+        )
+    })
 }
 
 /// Collects a snapshot from every node every interval, judges it, keeps alerts and trends, and updates
@@ -121,8 +150,18 @@ impl ClientLink {
         let mut failovers = Vec::new();
         loop {
             match events.try_recv() {
-                Ok(ClientEvent::FailoverObserved { old_primary, new_primary, at, .. }) => {
-                    failovers.push(FailoverRecord { at, old_primary, new_primary, seen_by: FailoverSource::Client });
+                Ok(ClientEvent::FailoverObserved {
+                    old_primary,
+                    new_primary,
+                    at,
+                    ..
+                }) => {
+                    failovers.push(FailoverRecord {
+                        at,
+                        old_primary,
+                        new_primary,
+                        seen_by: FailoverSource::Client,
+                    });
                 }
                 Ok(_) => {}
                 // Missed events are also visible as a topology change between snapshots.
@@ -162,11 +201,18 @@ impl HealthChecker {
     /// into every snapshot, and whose background loop runs a round at once when the client sees a node
     /// go down or a failover (instead of waiting for the next interval).
     pub fn for_client(client: &ClusterClient, options: HealthOptions) -> Result<HealthChecker, Error> {
-        let link = ClientLink { client: client.clone(), events: Mutex::new(client.subscribe()) };
+        let link = ClientLink {
+            client: client.clone(),
+            events: Mutex::new(client.subscribe()),
+        };
         Self::build(client.config(), options, Some(link))
     }
 
-    fn build(config: &ClusterConfig, options: HealthOptions, client: Option<ClientLink>) -> Result<HealthChecker, Error> {
+    fn build(
+        config: &ClusterConfig,
+        options: HealthOptions,
+        client: Option<ClientLink>,
+    ) -> Result<HealthChecker, Error> {
         options.validate()?;
         let monitor = Monitor::new(
             options.thresholds.clone(),
@@ -201,45 +247,52 @@ impl HealthChecker {
         }
         for event in &observation.events {
             match event {
-                AlertEvent::Fired(a) => tracing::warn!(alert = %a.kind, subject = %a.subject, "{}", a.message),
+                AlertEvent::Fired(a) => {
+                    tracing::warn!(alert = %a.kind, subject = %a.subject, "{}", a.message)
+                }
                 AlertEvent::Resolved(a) => tracing::info!(alert = %a.kind, subject = %a.subject, "resolved"),
             }
         }
         observation
     }
 
-    /// Runs [`HealthChecker::check_now`] every interval in a background task, the first round at once,
-    /// until the returned handle is dropped or stopped. With a client attached, a node going down or a
-    /// failover the client sees also starts a round at once (at most one per node timeout).
+    /// Runs [`HealthChecker::check_now`] every interval (every `at_risk_interval` while slots are at
+    /// risk) in a background task, the first round at once, until the returned handle is dropped or
+    /// stopped. With a client attached, a node going down or a failover the client sees also starts a
+    /// round at once (after waiting one node timeout, so that a burst of events makes one round).
     pub fn spawn(&self) -> HealthTask {
         let checker = self.clone();
         let mut client_events = self.inner.client.as_ref().map(|link| link.client.subscribe());
         let handle = tokio::spawn(async move {
             let options = &checker.inner.options;
-            let mut ticks = tokio::time::interval(options.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let started = tokio::time::Instant::now();
+                let observation = checker.check_now().await;
+                let wait = if slots_at_risk(&observation) {
+                    options.at_risk_interval
+                } else {
+                    options.interval
+                };
                 let early = async {
                     match client_events.as_mut() {
                         Some(events) => loop {
                             match events.recv().await {
-                                Ok(ClientEvent::NodeDown { .. } | ClientEvent::FailoverObserved { .. }) => break,
+                                Ok(ClientEvent::NodeDown { .. } | ClientEvent::FailoverObserved { .. }) => {
+                                    break;
+                                }
                                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                                Err(broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
                             }
                         },
                         None => std::future::pending::<()>().await,
                     }
                 };
                 tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = early => {
-                        // A burst of events (one per failing connection) makes one round, not many.
-                        tokio::time::sleep(options.node_timeout).await;
-                        ticks.reset();
-                    }
+                    () = tokio::time::sleep_until(started + wait) => {}
+                    () = early => tokio::time::sleep(options.node_timeout).await,
                 }
-                checker.check_now().await;
             }
         });
         HealthTask { handle }
@@ -316,7 +369,10 @@ mod tests {
     use super::*;
 
     fn check(change: impl FnOnce(&mut HealthOptions), field: Option<&str>) {
-        let config = ClusterConfig::builder().nodes(["127.0.0.1:1"]).build().expect("valid config");
+        let config = ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .build()
+            .expect("valid config");
         let mut options = HealthOptions::default();
         change(&mut options);
         match (HealthChecker::new(&config, options), field) {
@@ -332,11 +388,20 @@ mod tests {
         check(|_| {}, None);
         check(|o| o.node_timeout = Duration::ZERO, Some("node_timeout"));
         check(|o| o.node_timeout = o.interval, Some("node_timeout"));
-        check(|o| o.thresholds.memory_used_max_ratio = 2.0, Some("memory_used_max_ratio"));
+        check(
+            |o| o.thresholds.memory_used_max_ratio = 2.0,
+            Some("memory_used_max_ratio"),
+        );
         check(|o| o.interval = Duration::from_millis(200), Some("node_timeout"));
+        check(|o| o.at_risk_interval = Duration::ZERO, Some("at_risk_interval"));
+        check(
+            |o| o.at_risk_interval = o.interval + Duration::from_millis(1),
+            Some("at_risk_interval"),
+        );
         check(
             |o| {
                 o.interval = Duration::from_millis(200);
+                o.at_risk_interval = Duration::from_millis(200);
                 o.node_timeout = Duration::from_millis(100);
             },
             None,
@@ -346,13 +411,22 @@ mod tests {
     #[tokio::test]
     async fn unreachable_nodes_make_a_down_snapshot_within_the_timeout() {
         // Port 1 on loopback refuses at once; nothing listens there.
-        let config = ClusterConfig::builder().nodes(["127.0.0.1:1", "127.0.0.1:2"]).build().expect("valid config");
-        let mut options = HealthOptions::default();
-        options.record_metrics = false;
+        let config = ClusterConfig::builder()
+            .nodes(["127.0.0.1:1", "127.0.0.1:2"])
+            .build()
+            .expect("valid config");
+        let options = HealthOptions {
+            record_metrics: false,
+            ..HealthOptions::default()
+        };
         let checker = HealthChecker::new(&config, options).expect("valid options");
         let started = std::time::Instant::now();
         let observation = checker.check_now().await;
-        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
         let summary = checker.cluster_health_summary().expect("a summary after a round");
         assert_eq!(summary.status, crate::summary::HealthStatus::Down);
         assert_eq!((summary.nodes_connected, summary.nodes_total), (0, 2));

@@ -93,7 +93,11 @@ impl Collector {
         let memory = self.memory().clone();
         let known = memory.addrs();
         let mut polled: BTreeSet<String> = BTreeSet::new();
-        let first = if known.is_empty() { self.seeds.clone() } else { known };
+        let first = if known.is_empty() {
+            self.seeds.clone()
+        } else {
+            known
+        };
         let mut polls = self.poll_all(first, &mut polled).await;
         // No node of the last topology answered: the seeds may know where the cluster is now.
         if !polls.iter().any(|p| p.outcome.is_ok()) {
@@ -122,7 +126,10 @@ impl Collector {
     async fn poll_all(&self, addrs: Vec<String>, polled: &mut BTreeSet<String>) -> Vec<NodePoll> {
         let fresh: Vec<String> = addrs.into_iter().filter(|a| polled.insert(a.clone())).collect();
         let polls = fresh.iter().map(|addr| async move {
-            NodePoll { addr: addr.clone(), outcome: self.poll_node(addr).await }
+            NodePoll {
+                addr: addr.clone(),
+                outcome: self.poll_node(addr).await,
+            }
         });
         futures::future::join_all(polls).await
     }
@@ -193,7 +200,10 @@ impl Collector {
                 c.internal_command_timeout = timeout;
                 c.max_command_attempts = 1;
                 c.max_redirections = 0;
-                c.tcp = TcpConfig { nodelay: Some(true), ..TcpConfig::default() };
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
             })
             .with_performance_config(|p| p.default_command_timeout = timeout)
             .build()
@@ -242,7 +252,10 @@ pub(crate) fn assemble(
     }
     let mut parsed: BTreeMap<String, Parsed> = BTreeMap::new();
     for poll in polls {
-        let mut node = NodeSnapshot { addr: poll.addr.clone(), ..NodeSnapshot::default() };
+        let mut node = NodeSnapshot {
+            addr: poll.addr.clone(),
+            ..NodeSnapshot::default()
+        };
         let mut view = None;
         match &poll.outcome {
             Ok(replies) => {
@@ -281,7 +294,9 @@ pub(crate) fn assemble(
         }
     }
     let cluster_mode = if parsed.values().any(|p| p.node.info.is_some()) {
-        parsed.values().any(|p| p.node.info.as_ref().is_some_and(|i| i.cluster_enabled))
+        parsed
+            .values()
+            .any(|p| p.node.info.as_ref().is_some_and(|i| i.cluster_enabled))
     } else {
         memory.cluster_mode
     };
@@ -386,7 +401,12 @@ mod tests {
                     1 => " 8192-16383",
                     _ => "",
                 };
-                format!("{} 127.0.0.1:{port}@{} {} {primary} 0 0 1 connected{slots}\n", IDS[usize::from(i)], port + 10_000, f.join(","))
+                format!(
+                    "{} 127.0.0.1:{port}@{} {} {primary} 0 0 1 connected{slots}\n",
+                    IDS[usize::from(i)],
+                    port + 10_000,
+                    f.join(",")
+                )
             })
             .collect()
     }
@@ -404,15 +424,35 @@ mod tests {
     }
 
     fn poll(addr: &str, outcome: Result<Replies, String>) -> NodePoll {
-        NodePoll { addr: addr.into(), outcome }
+        NodePoll {
+            addr: addr.into(),
+            outcome,
+        }
     }
 
-    fn check(polls: Vec<NodePoll>, memory: &Memory, expected: (bool, Option<&str>, Vec<(&str, bool)>, Vec<(u32, u32)>)) -> Snapshot {
+    /// Cluster mode, where the topology came from, `(addr, reachable)` per node, and `(pfail, fail)`
+    /// reports per topology entry.
+    type Expected<'a> = (bool, Option<&'a str>, Vec<(&'a str, bool)>, Vec<(u32, u32)>);
+
+    fn check(polls: Vec<NodePoll>, memory: &Memory, expected: Expected<'_>) -> Snapshot {
         let snapshot = assemble(SystemTime::UNIX_EPOCH, Duration::from_millis(3), &polls, memory);
-        let nodes: Vec<(&str, bool)> = snapshot.nodes.iter().map(|n| (n.addr.as_str(), n.reachable)).collect();
-        let reports: Vec<(u32, u32)> = snapshot.topology.iter().map(|n| (n.pfail_reports, n.fail_reports)).collect();
+        let nodes: Vec<(&str, bool)> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.addr.as_str(), n.reachable))
+            .collect();
+        let reports: Vec<(u32, u32)> = snapshot
+            .topology
+            .iter()
+            .map(|n| (n.pfail_reports, n.fail_reports))
+            .collect();
         assert_eq!(
-            (snapshot.cluster_mode, snapshot.topology_from.as_deref(), nodes, reports),
+            (
+                snapshot.cluster_mode,
+                snapshot.topology_from.as_deref(),
+                nodes,
+                reports
+            ),
             expected,
             "{snapshot:#?}"
         );
@@ -434,13 +474,21 @@ mod tests {
             (
                 true,
                 Some("127.0.0.1:7000"),
-                vec![("127.0.0.1:7000", true), ("127.0.0.1:7001", true), ("127.0.0.1:7002", true), ("127.0.0.1:7003", true)],
+                vec![
+                    ("127.0.0.1:7000", true),
+                    ("127.0.0.1:7001", true),
+                    ("127.0.0.1:7002", true),
+                    ("127.0.0.1:7003", true),
+                ],
                 vec![(0, 0); 4],
             ),
         );
         assert_eq!(snapshot.slots_covered(), Some(16_384));
         assert_eq!(snapshot.nodes[2].id.as_deref(), Some(IDS[2]));
-        assert_eq!(snapshot.nodes[3].info.as_ref().map(|i| (i.role, i.keys())), Some((Role::Replica, 7003)));
+        assert_eq!(
+            snapshot.nodes[3].info.as_ref().map(|i| (i.role, i.keys())),
+            Some((Role::Replica, 7003))
+        );
         assert!(snapshot.topology.iter().all(|n| !n.has_flag("myself")));
     }
 
@@ -457,7 +505,12 @@ mod tests {
             (
                 true,
                 Some("127.0.0.1:7003"),
-                vec![("127.0.0.1:7000", false), ("127.0.0.1:7001", true), ("127.0.0.1:7002", true), ("127.0.0.1:7003", true)],
+                vec![
+                    ("127.0.0.1:7000", false),
+                    ("127.0.0.1:7001", true),
+                    ("127.0.0.1:7002", true),
+                    ("127.0.0.1:7003", true),
+                ],
                 vec![(2, 1), (0, 0), (0, 0), (0, 0)],
             ),
         );
@@ -471,14 +524,25 @@ mod tests {
             &[poll("127.0.0.1:7000", reply(7000, 1, &[]))],
             &Memory::default(),
         );
-        let memory = Memory { topology: first.topology, cluster_mode: true };
+        let memory = Memory {
+            topology: first.topology,
+            cluster_mode: true,
+        };
         let snapshot = check(
-            vec![poll("127.0.0.1:7000", Err("timed out".into())), poll("127.0.0.1:7001", Err("timed out".into()))],
+            vec![
+                poll("127.0.0.1:7000", Err("timed out".into())),
+                poll("127.0.0.1:7001", Err("timed out".into())),
+            ],
             &memory,
             (
                 true,
                 None,
-                vec![("127.0.0.1:7000", false), ("127.0.0.1:7001", false), ("127.0.0.1:7002", false), ("127.0.0.1:7003", false)],
+                vec![
+                    ("127.0.0.1:7000", false),
+                    ("127.0.0.1:7001", false),
+                    ("127.0.0.1:7002", false),
+                    ("127.0.0.1:7003", false),
+                ],
                 vec![(0, 0); 4],
             ),
         );
@@ -489,15 +553,31 @@ mod tests {
     #[test]
     fn standalone_nodes_are_reported_as_polled() {
         let standalone = |keys: u32| {
-            Ok(Replies { ping: Duration::from_micros(50), info: format!("role:master\ncluster_enabled:0\ndb0:keys={keys}\n"), cluster: None })
+            Ok(Replies {
+                ping: Duration::from_micros(50),
+                info: format!("role:master\ncluster_enabled:0\ndb0:keys={keys}\n"),
+                cluster: None,
+            })
         };
         check(
-            vec![poll("10.0.0.2:6379", standalone(3)), poll("10.0.0.1:6379", Err("refused".into()))],
+            vec![
+                poll("10.0.0.2:6379", standalone(3)),
+                poll("10.0.0.1:6379", Err("refused".into())),
+            ],
             &Memory::default(),
-            (false, None, vec![("10.0.0.1:6379", false), ("10.0.0.2:6379", true)], vec![]),
+            (
+                false,
+                None,
+                vec![("10.0.0.1:6379", false), ("10.0.0.2:6379", true)],
+                vec![],
+            ),
         );
         // Nothing answered and nothing is remembered: not a cluster as far as anyone knows.
-        check(vec![poll("10.0.0.1:6379", Err("refused".into()))], &Memory::default(), (false, None, vec![("10.0.0.1:6379", false)], vec![]));
+        check(
+            vec![poll("10.0.0.1:6379", Err("refused".into()))],
+            &Memory::default(),
+            (false, None, vec![("10.0.0.1:6379", false)], vec![]),
+        );
     }
 
     #[test]
@@ -507,9 +587,17 @@ mod tests {
             info: "cluster_enabled:1\n".into(),
             cluster: Some(("garbage".into(), "too few fields".into())),
         });
-        let snapshot = assemble(SystemTime::UNIX_EPOCH, Duration::ZERO, &[poll("127.0.0.1:7000", broken)], &Memory::default());
+        let snapshot = assemble(
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            &[poll("127.0.0.1:7000", broken)],
+            &Memory::default(),
+        );
         let node = &snapshot.nodes[0];
-        assert!(node.reachable && node.error.as_deref().is_some_and(|e| e.contains("CLUSTER NODES")), "{node:?}");
+        assert!(
+            node.reachable && node.error.as_deref().is_some_and(|e| e.contains("CLUSTER NODES")),
+            "{node:?}"
+        );
         assert!(snapshot.cluster_mode && snapshot.topology.is_empty());
     }
 }

@@ -32,7 +32,9 @@ pub enum Error {
     )]
     RecorderAlreadyInstalled,
     /// The Prometheus endpoint could not be started.
-    #[error("cannot serve Prometheus metrics on {addr}: {detail}; pick a free address (REDIS_METRICS_LISTEN)")]
+    #[error(
+        "cannot serve Prometheus metrics on {addr}: {detail}; pick a free address (REDIS_METRICS_LISTEN)"
+    )]
     Listen {
         /// The address asked for.
         addr: SocketAddr,

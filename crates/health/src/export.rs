@@ -7,11 +7,18 @@
 //!
 //! Updates go through the `metrics` facade, so they cost nothing until a recorder is installed, and any
 //! recorder works; [`install_prometheus`] installs the Prometheus one with its HTTP listener.
+//!
+//! `metrics` cannot remove a series, so a series that stops meaning anything is set to `NaN` (which
+//! compares false in every alert rule) rather than left at its last value: the replication series of
+//! a replica that left its primary, the healthy-replica count of a node that no longer serves slots.
+//! Keys of a database that `INFO` no longer lists (it omits empty ones) are set to 0. Series of a node
+//! that does not answer keep their last value and `redis_up` says 0; rules that read them check
+//! `redis_up`.
 
 use std::net::SocketAddr;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::alerts::AlertEvent;
 use crate::error::Error;
@@ -21,57 +28,217 @@ use crate::snapshot::{Role, Snapshot};
 /// Every metric this crate records: name, kind (`gauge` or `counter`), unit, description.
 pub const METRICS: &[(&str, &str, &str)] = &[
     // Per node, redis_exporter names.
-    ("redis_up", "gauge", "1 if the node answered the last health round, 0 if not."),
-    ("redis_uptime_in_seconds", "gauge", "Seconds since the node started (INFO uptime_in_seconds)."),
-    ("redis_instance_info", "gauge", "1 for the node's current role label (primary or replica), 0 for the other."),
+    (
+        "redis_up",
+        "gauge",
+        "1 if the node answered the last health round, 0 if not.",
+    ),
+    (
+        "redis_uptime_in_seconds",
+        "gauge",
+        "Seconds since the node started (INFO uptime_in_seconds).",
+    ),
+    (
+        "redis_instance_info",
+        "gauge",
+        "1 for the node's current role label (primary or replica), 0 for the other.",
+    ),
     ("redis_memory_used_bytes", "gauge", "INFO used_memory."),
-    ("redis_memory_max_bytes", "gauge", "INFO maxmemory; 0 means no limit."),
-    ("redis_instantaneous_ops_per_sec", "gauge", "INFO instantaneous_ops_per_sec."),
+    (
+        "redis_memory_max_bytes",
+        "gauge",
+        "INFO maxmemory; 0 means no limit.",
+    ),
+    (
+        "redis_instantaneous_ops_per_sec",
+        "gauge",
+        "INFO instantaneous_ops_per_sec.",
+    ),
     ("redis_connected_clients", "gauge", "INFO connected_clients."),
     ("redis_db_keys", "gauge", "Keys per database (INFO keyspace)."),
-    ("redis_db_keys_expiring", "gauge", "Keys with a TTL per database (INFO keyspace)."),
+    (
+        "redis_db_keys_expiring",
+        "gauge",
+        "Keys with a TTL per database (INFO keyspace).",
+    ),
     ("redis_evicted_keys_total", "counter", "INFO evicted_keys."),
     ("redis_keyspace_hits_total", "counter", "INFO keyspace_hits."),
     ("redis_keyspace_misses_total", "counter", "INFO keyspace_misses."),
-    ("redis_connected_slaves", "gauge", "Replicas connected to this primary."),
+    (
+        "redis_connected_slaves",
+        "gauge",
+        "Replicas connected to this primary.",
+    ),
     ("redis_master_repl_offset", "gauge", "INFO master_repl_offset."),
-    ("redis_connected_slave_offset_bytes", "gauge", "A replica's acknowledged offset, as its primary sees it."),
-    ("redis_connected_slave_lag_seconds", "gauge", "Seconds since a replica's last acknowledgement."),
-    ("redis_master_link_up", "gauge", "On a replica: 1 if its link to its primary is up."),
-    ("redis_cluster_state", "gauge", "CLUSTER INFO cluster_state: 1 ok, 0 fail."),
-    ("redis_cluster_slots_assigned", "gauge", "CLUSTER INFO cluster_slots_assigned."),
-    ("redis_cluster_slots_ok", "gauge", "CLUSTER INFO cluster_slots_ok."),
-    ("redis_cluster_slots_pfail", "gauge", "CLUSTER INFO cluster_slots_pfail."),
-    ("redis_cluster_slots_fail", "gauge", "CLUSTER INFO cluster_slots_fail."),
-    ("redis_cluster_known_nodes", "gauge", "CLUSTER INFO cluster_known_nodes."),
+    (
+        "redis_connected_slave_offset_bytes",
+        "gauge",
+        "A replica's acknowledged offset, as its primary sees it.",
+    ),
+    (
+        "redis_connected_slave_lag_seconds",
+        "gauge",
+        "Seconds since a replica's last acknowledgement.",
+    ),
+    (
+        "redis_master_link_up",
+        "gauge",
+        "On a replica: 1 if its link to its primary is up.",
+    ),
+    (
+        "redis_cluster_state",
+        "gauge",
+        "CLUSTER INFO cluster_state: 1 ok, 0 fail.",
+    ),
+    (
+        "redis_cluster_slots_assigned",
+        "gauge",
+        "CLUSTER INFO cluster_slots_assigned.",
+    ),
+    (
+        "redis_cluster_slots_ok",
+        "gauge",
+        "CLUSTER INFO cluster_slots_ok.",
+    ),
+    (
+        "redis_cluster_slots_pfail",
+        "gauge",
+        "CLUSTER INFO cluster_slots_pfail.",
+    ),
+    (
+        "redis_cluster_slots_fail",
+        "gauge",
+        "CLUSTER INFO cluster_slots_fail.",
+    ),
+    (
+        "redis_cluster_known_nodes",
+        "gauge",
+        "CLUSTER INFO cluster_known_nodes.",
+    ),
     ("redis_cluster_size", "gauge", "CLUSTER INFO cluster_size."),
-    ("redis_cluster_current_epoch", "gauge", "CLUSTER INFO cluster_current_epoch."),
-    ("redis_cluster_my_epoch", "gauge", "CLUSTER INFO cluster_my_epoch."),
+    (
+        "redis_cluster_current_epoch",
+        "gauge",
+        "CLUSTER INFO cluster_current_epoch.",
+    ),
+    (
+        "redis_cluster_my_epoch",
+        "gauge",
+        "CLUSTER INFO cluster_my_epoch.",
+    ),
     // Per node, our own.
-    ("redis_cache_node_ping_seconds", "gauge", "Round trip of the health round's PING."),
-    ("redis_cache_node_slots", "gauge", "Slots the node serves, per the cluster topology."),
-    ("redis_cache_node_pfail_reports", "gauge", "Reachable nodes that flag this node PFAIL."),
-    ("redis_cache_node_fail_reports", "gauge", "Reachable nodes that flag this node FAIL."),
-    ("redis_cache_healthy_replicas", "gauge", "Healthy replicas of a slot-serving primary."),
-    ("redis_cache_replication_lag_bytes", "gauge", "Bytes a replica is behind its primary (label replica)."),
-    ("redis_cache_client_latency_p50_seconds", "gauge", "The attached client's p50 command latency per node."),
-    ("redis_cache_client_latency_p99_seconds", "gauge", "The attached client's p99 command latency per node."),
-    ("redis_cache_client_commands_total", "counter", "Commands the attached client sent per node."),
-    ("redis_cache_client_errors_total", "counter", "Commands of the attached client that failed, per node."),
-    ("redis_cache_client_redirects_total", "counter", "MOVED/ASK redirects the attached client got, per node."),
+    (
+        "redis_cache_node_ping_seconds",
+        "gauge",
+        "Round trip of the health round's PING.",
+    ),
+    (
+        "redis_cache_node_slots",
+        "gauge",
+        "Slots the node serves, per the cluster topology.",
+    ),
+    (
+        "redis_cache_node_pfail_reports",
+        "gauge",
+        "Reachable nodes that flag this node PFAIL.",
+    ),
+    (
+        "redis_cache_node_fail_reports",
+        "gauge",
+        "Reachable nodes that flag this node FAIL.",
+    ),
+    (
+        "redis_cache_healthy_replicas",
+        "gauge",
+        "Healthy replicas of a slot-serving primary.",
+    ),
+    (
+        "redis_cache_replication_lag_bytes",
+        "gauge",
+        "Bytes a replica is behind its primary (label replica).",
+    ),
+    (
+        "redis_cache_client_latency_p50_seconds",
+        "gauge",
+        "The attached client's p50 command latency per node.",
+    ),
+    (
+        "redis_cache_client_latency_p99_seconds",
+        "gauge",
+        "The attached client's p99 command latency per node.",
+    ),
+    (
+        "redis_cache_client_commands_total",
+        "counter",
+        "Commands the attached client sent per node.",
+    ),
+    (
+        "redis_cache_client_errors_total",
+        "counter",
+        "Commands of the attached client that failed, per node.",
+    ),
+    (
+        "redis_cache_client_redirects_total",
+        "counter",
+        "MOVED/ASK redirects the attached client got, per node.",
+    ),
     // Cluster-wide.
-    ("redis_cache_health_status", "gauge", "Overall status: 0 healthy, 1 degraded, 2 down."),
-    ("redis_cache_nodes_connected", "gauge", "Nodes that answered the last round."),
+    (
+        "redis_cache_health_status",
+        "gauge",
+        "Overall status: 0 healthy, 1 degraded, 2 down.",
+    ),
+    (
+        "redis_cache_nodes_connected",
+        "gauge",
+        "Nodes that answered the last round.",
+    ),
     ("redis_cache_nodes_total", "gauge", "Nodes known."),
-    ("redis_cache_slots_covered", "gauge", "Slots served by a reachable, non-failing primary (of 16384)."),
-    ("redis_cache_ops_per_sec", "gauge", "Sum of instantaneous_ops_per_sec over reachable nodes."),
-    ("redis_cache_latency_p50_seconds", "gauge", "Cluster p50 latency (client, else PING)."),
-    ("redis_cache_latency_p99_seconds", "gauge", "Cluster p99 latency (client, else PING)."),
-    ("redis_cache_replicas_per_primary", "gauge", "Healthy replicas per slot-serving primary."),
-    ("redis_cache_failovers_total", "counter", "Failovers observed (topology changes and client reports)."),
-    ("redis_cache_alert_active", "gauge", "1 while the alert (labels alert, subject, severity) is active."),
-    ("redis_cache_health_round_seconds", "gauge", "Duration of the last collection round."),
-    ("redis_cache_health_rounds_total", "counter", "Collection rounds run."),
+    (
+        "redis_cache_slots_covered",
+        "gauge",
+        "Slots served by a reachable, non-failing primary (of 16384).",
+    ),
+    (
+        "redis_cache_ops_per_sec",
+        "gauge",
+        "Sum of instantaneous_ops_per_sec over reachable nodes.",
+    ),
+    (
+        "redis_cache_latency_p50_seconds",
+        "gauge",
+        "Cluster p50 latency (client, else PING).",
+    ),
+    (
+        "redis_cache_latency_p99_seconds",
+        "gauge",
+        "Cluster p99 latency (client, else PING).",
+    ),
+    (
+        "redis_cache_replicas_per_primary",
+        "gauge",
+        "Healthy replicas per slot-serving primary.",
+    ),
+    (
+        "redis_cache_failovers_total",
+        "counter",
+        "Failovers observed (topology changes and client reports).",
+    ),
+    (
+        "redis_cache_alert_active",
+        "gauge",
+        "1 while the alert (labels alert, subject, severity) is active.",
+    ),
+    (
+        "redis_cache_health_round_seconds",
+        "gauge",
+        "Duration of the last collection round.",
+    ),
+    (
+        "redis_cache_health_rounds_total",
+        "counter",
+        "Collection rounds run.",
+    ),
 ];
 
 /// Describes every metric to the installed recorder (HELP lines and units). Idempotent.
@@ -98,30 +265,57 @@ pub fn describe_metrics() {
 ///
 /// Call it once, at start-up: `metrics` allows one global recorder per process, so a second call (or a
 /// call after another library installed one) returns [`Error::RecorderAlreadyInstalled`] and serves
-/// nothing. The returned handle renders the same text the endpoint serves.
+/// nothing. The returned handle renders the same text the endpoint serves. It blocks the calling thread
+/// for the moment it takes to bind the listener.
 pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Listen { addr, detail: format!("cannot start its runtime: {e}") })?;
-    let (recorder, exporter) = {
-        let _entered = runtime.enter();
-        PrometheusBuilder::new().with_http_listener(addr).build().map_err(|e| match e {
-            BuildError::FailedToSetGlobalRecorder(_) => Error::RecorderAlreadyInstalled,
-            other => Error::Listen { addr, detail: other.to_string() },
-        })?
-    };
-    let handle = recorder.handle();
-    // On failure the runtime drops here, closing the listener that `build` bound.
-    metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
+    // Everything happens on the endpoint's own thread: its runtime must also be dropped there when
+    // installing fails, as dropping a runtime inside the caller's async context would panic.
+    let (reply, result) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("health-prometheus".into())
         .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Listen {
+                        addr,
+                        detail: format!("cannot start its runtime: {e}"),
+                    }));
+                    return;
+                }
+            };
+            let built = {
+                let _entered = runtime.enter();
+                PrometheusBuilder::new().with_http_listener(addr).build()
+            };
+            let (recorder, exporter) = match built {
+                Ok(built) => built,
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Listen {
+                        addr,
+                        detail: e.to_string(),
+                    }));
+                    return;
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                let _ = reply.send(Err(Error::RecorderAlreadyInstalled));
+                return;
+            }
+            let _ = reply.send(Ok(handle));
             if let Err(e) = runtime.block_on(exporter) {
                 tracing::error!(%addr, error = ?e, "the Prometheus endpoint stopped");
             }
         })
-        .map_err(|e| Error::Listen { addr, detail: format!("cannot start its thread: {e}") })?;
+        .map_err(|e| Error::Listen {
+            addr,
+            detail: format!("cannot start its thread: {e}"),
+        })?;
+    let handle = result.recv().map_err(|_| Error::Listen {
+        addr,
+        detail: "its thread ended before it started".into(),
+    })??;
     describe_metrics();
     Ok(handle)
 }
@@ -129,7 +323,7 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
 /// Records one round's snapshot, summary, alert changes and failovers in the installed recorder.
 pub fn record_metrics(observation: &Observation) {
     let snapshot = &observation.snapshot;
-    record_nodes(snapshot);
+    record_nodes(snapshot, observation.previous.as_deref());
     let summary = &observation.summary;
     gauge!("redis_cache_health_status").set(f64::from(summary.status.as_number()));
     gauge!("redis_cache_nodes_connected").set(summary.nodes_connected as f64);
@@ -167,8 +361,25 @@ fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
     )
 }
 
-fn record_nodes(snapshot: &Snapshot) {
+/// The per-replica series of a primary (redis_exporter's and our lag in bytes).
+fn replica_gauges(primary: &str, replica: &str, offset: f64, lag_seconds: f64, lag_bytes: f64) {
+    let (ip, port) = replica.rsplit_once(':').unwrap_or((replica, ""));
+    let labels = [
+        ("node", primary.to_string()),
+        ("slave_ip", ip.to_string()),
+        ("slave_port", port.to_string()),
+    ];
+    gauge!("redis_connected_slave_offset_bytes", &labels).set(offset);
+    gauge!("redis_connected_slave_lag_seconds", &labels).set(lag_seconds);
+    gauge!("redis_cache_replication_lag_bytes", "node" => primary.to_string(), "replica" => replica.to_string())
+        .set(lag_bytes);
+}
+
+fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
     for node in &snapshot.nodes {
+        let before = previous
+            .and_then(|p| p.node(&node.addr))
+            .and_then(|n| n.info.as_ref());
         let addr = node.addr.clone();
         let g = |name: &'static str| gauge!(name, "node" => addr.clone());
         g("redis_up").set(if node.reachable { 1.0 } else { 0.0 });
@@ -188,30 +399,46 @@ fn record_nodes(snapshot: &Snapshot) {
             for db in &info.keyspace {
                 let label = format!("db{}", db.db);
                 gauge!("redis_db_keys", "node" => addr.clone(), "db" => label.clone()).set(db.keys as f64);
-                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label).set(db.expires as f64);
+                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label)
+                    .set(db.expires as f64);
+            }
+            let emptied = before
+                .into_iter()
+                .flat_map(|b| &b.keyspace)
+                .filter(|old| !info.keyspace.iter().any(|db| db.db == old.db));
+            for db in emptied {
+                let label = format!("db{}", db.db);
+                gauge!("redis_db_keys", "node" => addr.clone(), "db" => label.clone()).set(0.0);
+                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label).set(0.0);
             }
             counter!("redis_evicted_keys_total", "node" => addr.clone()).absolute(info.evicted_keys);
             counter!("redis_keyspace_hits_total", "node" => addr.clone()).absolute(info.keyspace_hits);
             counter!("redis_keyspace_misses_total", "node" => addr.clone()).absolute(info.keyspace_misses);
             g("redis_master_repl_offset").set(info.master_repl_offset as f64);
-            if info.role == Role::Primary {
-                g("redis_connected_slaves").set(info.replicas.len() as f64);
-                for replica in &info.replicas {
-                    let (ip, port) = replica.addr.rsplit_once(':').unwrap_or((&replica.addr, ""));
-                    let labels = [
-                        ("node", addr.clone()),
-                        ("slave_ip", ip.to_string()),
-                        ("slave_port", port.to_string()),
-                    ];
-                    gauge!("redis_connected_slave_offset_bytes", &labels).set(replica.offset as f64);
-                    gauge!("redis_connected_slave_lag_seconds", &labels).set(replica.lag_seconds as f64);
-                    gauge!("redis_cache_replication_lag_bytes", "node" => addr.clone(), "replica" => replica.addr.clone())
-                        .set(info.master_repl_offset.saturating_sub(replica.offset) as f64);
-                }
+            g("redis_connected_slaves").set(info.replicas.len() as f64);
+            for replica in &info.replicas {
+                let lag = info.master_repl_offset.saturating_sub(replica.offset) as f64;
+                replica_gauges(
+                    &addr,
+                    &replica.addr,
+                    replica.offset as f64,
+                    replica.lag_seconds as f64,
+                    lag,
+                );
             }
-            if let Some(link) = &info.primary_link {
-                g("redis_master_link_up").set(if link.link_up { 1.0 } else { 0.0 });
+            let departed = before
+                .into_iter()
+                .flat_map(|b| &b.replicas)
+                .filter(|old| !info.replicas.iter().any(|r| r.addr == old.addr));
+            for replica in departed {
+                replica_gauges(&addr, &replica.addr, f64::NAN, f64::NAN, f64::NAN);
             }
+            let link_up = match &info.primary_link {
+                Some(link) if link.link_up => 1.0,
+                Some(_) => 0.0,
+                None => f64::NAN,
+            };
+            g("redis_master_link_up").set(link_up);
         }
         if let Some(cluster) = &node.cluster_info {
             g("redis_cluster_state").set(if cluster.state_ok { 1.0 } else { 0.0 });
@@ -237,15 +464,17 @@ fn record_nodes(snapshot: &Snapshot) {
         gauge!("redis_cache_node_slots", "node" => addr.clone()).set(f64::from(node.slot_count()));
         gauge!("redis_cache_node_pfail_reports", "node" => addr.clone()).set(f64::from(node.pfail_reports));
         gauge!("redis_cache_node_fail_reports", "node" => addr.clone()).set(f64::from(node.fail_reports));
-        if node.role == Role::Primary && !node.slots.is_empty() {
-            let healthy = snapshot
+        let healthy = if node.role == Role::Primary && !node.slots.is_empty() {
+            snapshot
                 .topology
                 .iter()
                 .filter(|r| r.role == Role::Replica && r.primary_id.as_deref() == Some(node.id.as_str()))
                 .filter(|r| !r.is_failing() && snapshot.node(&r.addr).is_none_or(|n| n.reachable))
-                .count();
-            gauge!("redis_cache_healthy_replicas", "node" => addr).set(healthy as f64);
-        }
+                .count() as f64
+        } else {
+            f64::NAN
+        };
+        gauge!("redis_cache_healthy_replicas", "node" => addr).set(healthy);
     }
 }
 
@@ -260,7 +489,8 @@ mod tests {
     use crate::monitor::Monitor;
     use crate::rules::Thresholds;
     use crate::snapshot::{
-        ClientNodeStats, ClusterInfo, DbKeys, NodeSnapshot, PrimaryLink, ReplicaLink, ServerInfo, TopologyNode,
+        ClientNodeStats, ClusterInfo, DbKeys, NodeSnapshot, PrimaryLink, ReplicaLink, ServerInfo,
+        TopologyNode,
     };
     use crate::trends::TrendRing;
 
@@ -270,15 +500,27 @@ mod tests {
             role,
             used_memory_bytes: 1_000,
             maxmemory_bytes: 2_000,
-            keyspace: vec![DbKeys { db: 0, keys: 42, expires: 7 }],
+            keyspace: vec![DbKeys {
+                db: 0,
+                keys: 42,
+                expires: 7,
+            }],
             master_repl_offset: 500,
             replicas: if role == Role::Primary {
-                vec![ReplicaLink { addr: "127.0.0.1:7001".into(), state: "online".into(), offset: 400, lag_seconds: 1 }]
+                vec![ReplicaLink {
+                    addr: "127.0.0.1:7001".into(),
+                    state: "online".into(),
+                    offset: 400,
+                    lag_seconds: 1,
+                }]
             } else {
                 vec![]
             },
-            primary_link: (role == Role::Replica)
-                .then(|| PrimaryLink { addr: "127.0.0.1:7000".into(), link_up: true, offset: 400 }),
+            primary_link: (role == Role::Replica).then(|| PrimaryLink {
+                addr: "127.0.0.1:7000".into(),
+                link_up: true,
+                offset: 400,
+            }),
             ..ServerInfo::default()
         };
         let node = |port: u16, role: Role| NodeSnapshot {
@@ -286,15 +528,29 @@ mod tests {
             reachable: true,
             ping: Some(Duration::from_micros(250)),
             info: Some(info(role)),
-            cluster_info: Some(ClusterInfo { state_ok: true, slots_assigned: 16_384, slots_ok: 16_384, ..ClusterInfo::default() }),
-            client: Some(ClientNodeStats { commands: 3, redirects: 2, ..ClientNodeStats::default() }),
+            cluster_info: Some(ClusterInfo {
+                state_ok: true,
+                slots_assigned: 16_384,
+                slots_ok: 16_384,
+                ..ClusterInfo::default()
+            }),
+            client: Some(ClientNodeStats {
+                commands: 3,
+                redirects: 2,
+                ..ClientNodeStats::default()
+            }),
             ..NodeSnapshot::default()
         };
         Snapshot {
             cluster_mode: true,
             nodes: vec![node(7000, Role::Primary), node(7001, Role::Replica)],
             topology: vec![
-                TopologyNode { id: "p".into(), addr: "127.0.0.1:7000".into(), slots: vec![(0, 16_383)], ..TopologyNode::default() },
+                TopologyNode {
+                    id: "p".into(),
+                    addr: "127.0.0.1:7000".into(),
+                    slots: vec![(0, 16_383)],
+                    ..TopologyNode::default()
+                },
                 TopologyNode {
                     id: "r".into(),
                     addr: "127.0.0.1:7001".into(),
@@ -339,9 +595,15 @@ mod tests {
             .collect();
         let listed: BTreeSet<&str> = METRICS.iter().map(|(name, _, _)| *name).collect();
         // The alert gauge only appears once an alert fires; this healthy round fires none.
-        let missing: Vec<&&str> = listed.difference(&recorded).filter(|n| **n != "redis_cache_alert_active").collect();
+        let missing: Vec<&&str> = listed
+            .difference(&recorded)
+            .filter(|n| **n != "redis_cache_alert_active")
+            .collect();
         let unlisted: Vec<&&str> = recorded.difference(&listed).collect();
-        assert!(missing.is_empty() && unlisted.is_empty(), "missing {missing:?}, unlisted {unlisted:?}\n{text}");
+        assert!(
+            missing.is_empty() && unlisted.is_empty(),
+            "missing {missing:?}, unlisted {unlisted:?}\n{text}"
+        );
     }
 
     #[test]
@@ -349,24 +611,38 @@ mod tests {
         let mut down = snapshot();
         down.nodes[1].reachable = false;
         down.nodes[1].info = None;
+        // The primary lost its replica and its keys (INFO omits an empty db).
+        let primary = down.nodes[0].info.as_mut().expect("primary info");
+        primary.replicas.clear();
+        primary.keyspace.clear();
         let text = render(vec![snapshot(), down]);
         let cases = [
             ("redis_up{node=\"127.0.0.1:7000\"}", Some(1.0)),
             ("redis_up{node=\"127.0.0.1:7001\"}", Some(0.0)),
-            ("redis_db_keys{node=\"127.0.0.1:7000\",db=\"db0\"}", Some(42.0)),
+            ("redis_db_keys{node=\"127.0.0.1:7000\",db=\"db0\"}", Some(0.0)),
+            ("redis_db_keys{node=\"127.0.0.1:7001\",db=\"db0\"}", Some(42.0)),
             ("redis_cluster_slots_ok{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
             ("redis_cluster_state{node=\"127.0.0.1:7000\"}", Some(1.0)),
-            ("redis_connected_slaves{node=\"127.0.0.1:7000\"}", Some(1.0)),
-            ("redis_cache_replication_lag_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}", Some(100.0)),
-            ("redis_instance_info{node=\"127.0.0.1:7001\",role=\"replica\"}", Some(1.0)),
-            ("redis_instance_info{node=\"127.0.0.1:7001\",role=\"primary\"}", Some(0.0)),
+            ("redis_connected_slaves{node=\"127.0.0.1:7000\"}", Some(0.0)),
+            ("redis_master_link_up{node=\"127.0.0.1:7001\"}", Some(1.0)),
+            (
+                "redis_instance_info{node=\"127.0.0.1:7001\",role=\"replica\"}",
+                Some(1.0),
+            ),
+            (
+                "redis_instance_info{node=\"127.0.0.1:7001\",role=\"primary\"}",
+                Some(0.0),
+            ),
             ("redis_cache_node_slots{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
             ("redis_cache_healthy_replicas{node=\"127.0.0.1:7000\"}", Some(0.0)),
             ("redis_cache_slots_covered", Some(16_384.0)),
             ("redis_cache_nodes_connected", Some(1.0)),
             ("redis_cache_health_status", Some(1.0)),
             ("redis_cache_health_rounds_total", Some(2.0)),
-            ("redis_cache_client_redirects_total{node=\"127.0.0.1:7000\"}", Some(2.0)),
+            (
+                "redis_cache_client_redirects_total{node=\"127.0.0.1:7000\"}",
+                Some(2.0),
+            ),
             (
                 "redis_cache_alert_active{alert=\"replica_down\",subject=\"127.0.0.1:7001\",severity=\"warning\"}",
                 Some(1.0),
@@ -375,6 +651,22 @@ mod tests {
         for (series, expected) in cases {
             assert_eq!(value(&text, series), expected, "{series} in\n{text}");
         }
-        assert!(text.contains("# HELP redis_cluster_slots_ok CLUSTER INFO cluster_slots_ok."), "{text}");
+        // Series that stopped meaning anything read NaN: the departed replica's, and the healthy-replica
+        // count of a node that serves no slots.
+        for series in [
+            "redis_cache_replication_lag_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}",
+            "redis_connected_slave_offset_bytes{node=\"127.0.0.1:7000\",slave_ip=\"127.0.0.1\",slave_port=\"7001\"}",
+            "redis_cache_healthy_replicas{node=\"127.0.0.1:7001\"}",
+            "redis_master_link_up{node=\"127.0.0.1:7000\"}",
+        ] {
+            assert!(
+                value(&text, series).is_some_and(f64::is_nan),
+                "{series} in\n{text}"
+            );
+        }
+        assert!(
+            text.contains("# HELP redis_cluster_slots_ok CLUSTER INFO cluster_slots_ok."),
+            "{text}"
+        );
     }
 }

@@ -51,10 +51,12 @@ pub use crate::{
     export::{METRICS, describe_metrics, install_prometheus, record_metrics},
     monitor::{Monitor, Observation},
     parse::{parse_cluster_info, parse_cluster_nodes, parse_info},
-    rules::{AlertKind, Finding, LatencyBaseline, RuleInput, Severity, Thresholds, detect_failovers, evaluate},
+    rules::{
+        AlertKind, Finding, LatencyBaseline, RuleInput, Severity, Thresholds, detect_failovers, evaluate,
+    },
     snapshot::{
-        ClientNodeStats, ClusterInfo, DbKeys, FailoverRecord, FailoverSource, NodeSnapshot, PrimaryLink, ReplicaLink,
-        Role, SLOTS, ServerInfo, Snapshot, TopologyNode,
+        ClientNodeStats, ClusterInfo, DbKeys, FailoverRecord, FailoverSource, NodeSnapshot, PrimaryLink,
+        ReplicaLink, Role, SLOTS, ServerInfo, Snapshot, TopologyNode,
     },
     summary::{HealthStatus, HealthSummary, NodeMemory, ReplicationSummary, cluster_health_summary},
     trends::{TREND_RETENTION, TrendMetric, TrendRing, TrendSample, WindowStats},

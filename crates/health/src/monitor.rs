@@ -21,6 +21,8 @@ const FAILOVERS_KEPT: usize = 64;
 pub struct Observation {
     /// The snapshot judged.
     pub snapshot: Arc<Snapshot>,
+    /// The snapshot before it.
+    pub previous: Option<Arc<Snapshot>>,
     /// Its summary, with the alerts active after judging it.
     pub summary: HealthSummary,
     /// Alerts that fired or resolved.
@@ -100,9 +102,15 @@ impl Monitor {
         if snapshot.topology_from.is_some() {
             self.last_fresh_topology = Some(Arc::clone(&snapshot));
         }
-        self.previous = Some(Arc::clone(&snapshot));
+        let previous = self.previous.replace(Arc::clone(&snapshot));
         self.summary = Some(summary.clone());
-        Observation { snapshot, summary, events, new_failovers }
+        Observation {
+            snapshot,
+            previous,
+            summary,
+            events,
+            new_failovers,
+        }
     }
 
     /// Adds the failovers visible in `snapshot` (topology change or client report) that are not known
@@ -115,7 +123,10 @@ impl Monitor {
             .map(|previous| detect_failovers(previous, snapshot))
             .unwrap_or_default();
         let mut new = Vec::new();
-        for record in seen_from_topology.into_iter().chain(snapshot.client_failovers.iter().cloned()) {
+        for record in seen_from_topology
+            .into_iter()
+            .chain(snapshot.client_failovers.iter().cloned())
+        {
             // The client and the topology usually both see a failover; within the hold time, the same
             // pair of primaries is one failover.
             let known = self.failovers.iter().chain(&new).any(|f: &FailoverRecord| {
@@ -184,7 +195,9 @@ impl Monitor {
 }
 
 fn abs_diff(a: std::time::SystemTime, b: std::time::SystemTime) -> Duration {
-    a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default()
+    a.duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -232,16 +245,24 @@ mod tests {
     }
 
     fn kinds(events: &[AlertEvent]) -> Vec<(bool, AlertKind)> {
-        events.iter().map(|e| (matches!(e, AlertEvent::Fired(_)), e.alert().kind)).collect()
+        events
+            .iter()
+            .map(|e| (matches!(e, AlertEvent::Fired(_)), e.alert().kind))
+            .collect()
     }
 
     #[test]
     fn a_failover_fires_and_resolves_after_the_hold() {
-        let mut thresholds = Thresholds::default();
-        thresholds.failover_hold = Duration::from_secs(60);
+        let thresholds = Thresholds {
+            failover_hold: Duration::from_secs(60),
+            ..Thresholds::default()
+        };
         let mut monitor = Monitor::new(thresholds, TrendRing::new(10)).expect("valid thresholds");
         let first = monitor.observe(round(0, false));
-        assert_eq!((first.summary.status, first.events.len()), (HealthStatus::Healthy, 0));
+        assert_eq!(
+            (first.summary.status, first.events.len()),
+            (HealthStatus::Healthy, 0)
+        );
 
         let second = monitor.observe(round(30, true));
         assert_eq!(second.new_failovers.len(), 1);
@@ -269,15 +290,19 @@ mod tests {
         assert!(monitor.failovers().is_empty());
         assert_eq!(monitor.trends().len(), 4);
         assert_eq!(
-            monitor.trend(TrendMetric::NodesConnected, Duration::from_secs(3600)).map(|s| (s.min, s.max)),
+            monitor
+                .trend(TrendMetric::NodesConnected, Duration::from_secs(3600))
+                .map(|s| (s.min, s.max)),
             Some((1.0, 2.0))
         );
     }
 
     #[test]
     fn invalid_thresholds_are_refused() {
-        let mut thresholds = Thresholds::default();
-        thresholds.latency_spike_factor = 0.5;
+        let thresholds = Thresholds {
+            latency_spike_factor: 0.5,
+            ..Thresholds::default()
+        };
         assert!(Monitor::new(thresholds, TrendRing::new(1)).is_err());
     }
 }

@@ -57,7 +57,11 @@ pub fn parse_info(text: &str) -> ServerInfo {
         .filter_map(|(name, value)| {
             let index: u32 = name.strip_prefix("slave")?.parse().ok()?;
             let get = |key: &str| pairs(value).find(|(k, _)| *k == key).map(|(_, v)| v);
-            let addr = format!("{}:{}", get("ip").unwrap_or_default(), get("port").unwrap_or_default());
+            let addr = format!(
+                "{}:{}",
+                get("ip").unwrap_or_default(),
+                get("port").unwrap_or_default()
+            );
             Some((
                 index,
                 ReplicaLink {
@@ -93,7 +97,12 @@ pub fn parse_info(text: &str) -> ServerInfo {
     });
     ServerInfo {
         role,
-        redis_version: f.get("redis_version").copied().unwrap_or_default().trim().to_string(),
+        redis_version: f
+            .get("redis_version")
+            .copied()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         run_id: f.get("run_id").copied().unwrap_or_default().trim().to_string(),
         uptime_seconds: number(&f, "uptime_in_seconds"),
         cluster_enabled: number::<u8>(&f, "cluster_enabled") == 1,
@@ -183,7 +192,11 @@ pub fn parse_cluster_nodes(text: &str) -> Result<Vec<TopologyNode>, Error> {
             }
         }
         let primary_id = (words[3] != "-").then(|| words[3].to_string());
-        let role = role.unwrap_or(if primary_id.is_some() { Role::Replica } else { Role::Primary });
+        let role = role.unwrap_or(if primary_id.is_some() {
+            Role::Replica
+        } else {
+            Role::Primary
+        });
         let mut slots = Vec::new();
         for word in &words[8..] {
             if word.starts_with('[') {
@@ -251,15 +264,28 @@ mod tests {
                 ops_per_sec: 17,
                 connected_clients: 3,
                 keyspace: vec![
-                    DbKeys { db: 0, keys: 120, expires: 20 },
-                    DbKeys { db: 3, keys: 5, expires: 0 },
+                    DbKeys {
+                        db: 0,
+                        keys: 120,
+                        expires: 20,
+                    },
+                    DbKeys {
+                        db: 3,
+                        keys: 5,
+                        expires: 0,
+                    },
                 ],
                 evicted_keys: 4,
                 keyspace_hits: 10,
                 keyspace_misses: 2,
                 master_repl_offset: 5012,
                 replicas: vec![
-                    ReplicaLink { addr: "127.0.0.1:30004".into(), state: "online".into(), offset: 5000, lag_seconds: 1 },
+                    ReplicaLink {
+                        addr: "127.0.0.1:30004".into(),
+                        state: "online".into(),
+                        offset: 5000,
+                        lag_seconds: 1,
+                    },
                     ReplicaLink {
                         addr: "127.0.0.1:30005".into(),
                         state: "wait_bgsave".into(),
@@ -275,13 +301,20 @@ mod tests {
             ServerInfo {
                 role: Role::Replica,
                 loading: true,
-                primary_link: Some(PrimaryLink { addr: "127.0.0.1:30001".into(), link_up: false, offset: 7 }),
+                primary_link: Some(PrimaryLink {
+                    addr: "127.0.0.1:30001".into(),
+                    link_up: false,
+                    offset: 7,
+                }),
                 ..ServerInfo::default()
             },
         );
         // Garbage and empty replies leave every field at its default rather than failing.
         check_info("", ServerInfo::default());
-        check_info("used_memory:lots\nslaveX:ip=1\ndbZ:keys=1\n:::\n", ServerInfo::default());
+        check_info(
+            "used_memory:lots\nslaveX:ip=1\ndbZ:keys=1\n:::\n",
+            ServerInfo::default(),
+        );
     }
 
     fn check_cluster_info(text: &str, expected: Option<ClusterInfo>) {
@@ -306,7 +339,13 @@ mod tests {
                 my_epoch: 2,
             }),
         );
-        check_cluster_info("cluster_state:ok\n", Some(ClusterInfo { state_ok: true, ..ClusterInfo::default() }));
+        check_cluster_info(
+            "cluster_state:ok\n",
+            Some(ClusterInfo {
+                state_ok: true,
+                ..ClusterInfo::default()
+            }),
+        );
         check_cluster_info("", None);
         check_cluster_info("ERR This instance has cluster support disabled", None);
     }
@@ -322,7 +361,8 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
     #[test]
     fn cluster_nodes_replies_parse_roles_flags_links_and_slots() {
         let nodes = parse_cluster_nodes(NODES).expect("a real reply parses");
-        let summary: Vec<(&str, Role, Vec<&str>, bool, Vec<(u16, u16)>, u32, u32)> = nodes
+        type Line<'a> = (&'a str, Role, Vec<&'a str>, bool, Vec<(u16, u16)>, u32, u32);
+        let summary: Vec<Line<'_>> = nodes
             .iter()
             .map(|n| {
                 (
@@ -340,21 +380,55 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
             summary,
             vec![
                 ("127.0.0.1:30004", Role::Replica, vec![], true, vec![], 0, 0),
-                ("127.0.0.1:30002", Role::Primary, vec!["fail?"], false, vec![(5461, 10922)], 1, 0),
-                ("127.0.0.1:30003", Role::Primary, vec![], true, vec![(10923, 16382), (16383, 16383)], 0, 0),
-                ("127.0.0.1:30001", Role::Primary, vec!["myself"], true, vec![(0, 5460)], 0, 0),
+                (
+                    "127.0.0.1:30002",
+                    Role::Primary,
+                    vec!["fail?"],
+                    false,
+                    vec![(5461, 10922)],
+                    1,
+                    0
+                ),
+                (
+                    "127.0.0.1:30003",
+                    Role::Primary,
+                    vec![],
+                    true,
+                    vec![(10923, 16382), (16383, 16383)],
+                    0,
+                    0
+                ),
+                (
+                    "127.0.0.1:30001",
+                    Role::Primary,
+                    vec!["myself"],
+                    true,
+                    vec![(0, 5460)],
+                    0,
+                    0
+                ),
                 ("", Role::Replica, vec!["fail", "noaddr"], false, vec![], 0, 1),
             ]
         );
-        assert_eq!(nodes[0].primary_id.as_deref(), Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca"));
+        assert_eq!(
+            nodes[0].primary_id.as_deref(),
+            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
+        );
         assert_eq!(nodes[2].config_epoch, 3);
     }
 
     #[test]
     fn malformed_cluster_nodes_lines_are_errors_that_quote_the_line() {
-        for bad in ["abc 127.0.0.1:1@2 master", "id 127.0.0.1:1@2 master - 0 0 1 connected 5-2", "id a:1 master - 0 0 1 connected 99999"] {
+        for bad in [
+            "abc 127.0.0.1:1@2 master",
+            "id 127.0.0.1:1@2 master - 0 0 1 connected 5-2",
+            "id a:1 master - 0 0 1 connected 99999",
+        ] {
             let error = parse_cluster_nodes(bad).expect_err(bad).to_string();
-            assert!(error.contains("CLUSTER NODES") && error.contains(&bad[..5]), "{error}");
+            assert!(
+                error.contains("CLUSTER NODES") && error.contains(&bad[..5]),
+                "{error}"
+            );
         }
         assert_eq!(parse_cluster_nodes("").expect("empty parses"), Vec::new());
     }

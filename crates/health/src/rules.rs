@@ -226,13 +226,19 @@ impl Thresholds {
         if !ratio_ok(self.memory_used_max_ratio) {
             return invalid(
                 "thresholds.memory_used_max_ratio",
-                format!("{} is not in (0, 1]; 0.9 means 90% of maxmemory", self.memory_used_max_ratio),
+                format!(
+                    "{} is not in (0, 1]; 0.9 means 90% of maxmemory",
+                    self.memory_used_max_ratio
+                ),
             );
         }
         if !ratio_ok(self.key_drop_max_ratio) {
             return invalid(
                 "thresholds.key_drop_max_ratio",
-                format!("{} is not in (0, 1]; 0.5 means a drop of more than half", self.key_drop_max_ratio),
+                format!(
+                    "{} is not in (0, 1]; 0.5 means a drop of more than half",
+                    self.key_drop_max_ratio
+                ),
             );
         }
         if !(self.latency_spike_factor.is_finite() && self.latency_spike_factor > 1.0) {
@@ -244,10 +250,15 @@ impl Thresholds {
         if !(self.redirects_max_per_second.is_finite() && self.redirects_max_per_second >= 0.0) {
             return invalid(
                 "thresholds.redirects_max_per_second",
-                format!("{} must be a finite number of at least 0", self.redirects_max_per_second),
+                format!(
+                    "{} must be a finite number of at least 0",
+                    self.redirects_max_per_second
+                ),
             );
         }
-        if self.latency_baseline_min_rounds == 0 || self.latency_baseline_min_rounds > self.latency_baseline_rounds {
+        if self.latency_baseline_min_rounds == 0
+            || self.latency_baseline_min_rounds > self.latency_baseline_rounds
+        {
             return invalid(
                 "thresholds.latency_baseline_min_rounds",
                 format!(
@@ -275,7 +286,12 @@ pub struct Finding {
 
 impl Finding {
     fn new(kind: AlertKind, subject: impl Into<String>, value: f64, message: String) -> Finding {
-        Finding { kind, subject: subject.into(), message, value }
+        Finding {
+            kind,
+            subject: subject.into(),
+            message,
+            value,
+        }
     }
 }
 
@@ -380,7 +396,11 @@ fn cluster_state_fail(input: &RuleInput<'_>, _: &Thresholds) -> Vec<Finding> {
 
 /// A topology node's subject: its address, or its ID when it has none.
 fn subject(node: &crate::snapshot::TopologyNode) -> &str {
-    if node.addr.is_empty() { &node.id } else { &node.addr }
+    if node.addr.is_empty() {
+        &node.id
+    } else {
+        &node.addr
+    }
 }
 
 fn node_pfail(input: &RuleInput<'_>, _: &Thresholds) -> Vec<Finding> {
@@ -544,7 +564,9 @@ fn latency_spike(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
 }
 
 fn redirect_storm(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
-    let Some(previous) = input.previous else { return Vec::new() };
+    let Some(previous) = input.previous else {
+        return Vec::new();
+    };
     let Ok(elapsed) = input.current.taken_at.duration_since(previous.taken_at) else {
         return Vec::new();
     };
@@ -585,7 +607,10 @@ fn failover_observed(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
     input
         .failovers
         .iter()
-        .filter(|f| now.duration_since(f.at).map_or(true, |age| age <= t.failover_hold))
+        .filter(|f| {
+            now.duration_since(f.at)
+                .map_or(true, |age| age <= t.failover_hold)
+        })
         .map(|f| {
             Finding::new(
                 AlertKind::FailoverObserved,
@@ -606,7 +631,9 @@ fn failover_observed(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
 }
 
 fn key_count_drop(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
-    let Some(previous) = input.previous else { return Vec::new() };
+    let Some(previous) = input.previous else {
+        return Vec::new();
+    };
     input
         .current
         .reachable_nodes()
@@ -690,7 +717,10 @@ impl LatencyBaseline {
 
     /// A baseline sized by the thresholds.
     pub fn for_thresholds(thresholds: &Thresholds) -> LatencyBaseline {
-        LatencyBaseline::new(thresholds.latency_baseline_rounds, thresholds.latency_baseline_min_rounds)
+        LatencyBaseline::new(
+            thresholds.latency_baseline_rounds,
+            thresholds.latency_baseline_min_rounds,
+        )
     }
 
     /// Adds every reachable node's latency from `snapshot`, and forgets nodes it no longer lists.
@@ -721,7 +751,8 @@ mod tests {
 
     use super::*;
     use crate::snapshot::{
-        ClientNodeStats, ClusterInfo, DbKeys, NodeSnapshot, PrimaryLink, ReplicaLink, ServerInfo, TopologyNode,
+        ClientNodeStats, ClusterInfo, DbKeys, NodeSnapshot, PrimaryLink, ReplicaLink, ServerInfo,
+        TopologyNode,
     };
 
     const T0: Duration = Duration::from_secs(1_700_000_000);
@@ -753,7 +784,11 @@ mod tests {
                 role: if primary { Role::Primary } else { Role::Replica },
                 primary_id: (!primary).then(|| id(port - 3)),
                 link_connected: true,
-                slots: if primary { vec![ranges[usize::from(i)]] } else { vec![] },
+                slots: if primary {
+                    vec![ranges[usize::from(i)]]
+                } else {
+                    vec![]
+                },
                 ..TopologyNode::default()
             });
             nodes.push(NodeSnapshot {
@@ -765,7 +800,11 @@ mod tests {
                     role: if primary { Role::Primary } else { Role::Replica },
                     cluster_enabled: true,
                     used_memory_bytes: 2_000_000,
-                    keyspace: vec![DbKeys { db: 0, keys: 10_000, expires: 0 }],
+                    keyspace: vec![DbKeys {
+                        db: 0,
+                        keys: 10_000,
+                        expires: 0,
+                    }],
                     master_repl_offset: 5_000,
                     replicas: if primary {
                         vec![ReplicaLink {
@@ -777,8 +816,11 @@ mod tests {
                     } else {
                         vec![]
                     },
-                    primary_link: (!primary)
-                        .then(|| PrimaryLink { addr: addr(port - 3), link_up: true, offset: 5_000 }),
+                    primary_link: (!primary).then(|| PrimaryLink {
+                        addr: addr(port - 3),
+                        link_up: true,
+                        offset: 5_000,
+                    }),
                     ..ServerInfo::default()
                 }),
                 cluster_info: Some(ClusterInfo {
@@ -811,7 +853,11 @@ mod tests {
     }
 
     fn node_mut(snapshot: &mut Snapshot, port: u16) -> &mut NodeSnapshot {
-        snapshot.nodes.iter_mut().find(|n| n.addr == addr(port)).expect("node exists")
+        snapshot
+            .nodes
+            .iter_mut()
+            .find(|n| n.addr == addr(port))
+            .expect("node exists")
     }
 
     fn info_mut(snapshot: &mut Snapshot, port: u16) -> &mut ServerInfo {
@@ -819,7 +865,11 @@ mod tests {
     }
 
     fn topo_mut(snapshot: &mut Snapshot, port: u16) -> &mut TopologyNode {
-        snapshot.topology.iter_mut().find(|n| n.addr == addr(port)).expect("topology node exists")
+        snapshot
+            .topology
+            .iter_mut()
+            .find(|n| n.addr == addr(port))
+            .expect("topology node exists")
     }
 
     fn down(snapshot: &mut Snapshot, port: u16) {
@@ -869,7 +919,13 @@ mod tests {
             let findings = case.kind.evaluate(&input, &case.thresholds);
             let subjects: Vec<String> = findings.iter().map(|f| f.subject.clone()).collect();
             assert_eq!(subjects, case.expected, "{}: {findings:#?}", case.name);
-            assert!(findings.iter().all(|f| f.kind == case.kind && !f.message.is_empty()), "{}", case.name);
+            assert!(
+                findings
+                    .iter()
+                    .all(|f| f.kind == case.kind && !f.message.is_empty()),
+                "{}",
+                case.name
+            );
         }
     }
 
@@ -880,12 +936,20 @@ mod tests {
     #[test]
     fn a_healthy_cluster_has_no_findings() {
         let current = healthy();
-        let previous = Snapshot { taken_at: at(30), ..healthy() };
+        let previous = Snapshot {
+            taken_at: at(30),
+            ..healthy()
+        };
         let mut baseline = LatencyBaseline::for_thresholds(&Thresholds::default());
         for _ in 0..5 {
             baseline.observe(&previous);
         }
-        let input = RuleInput { current: &current, previous: Some(&previous), baseline: &baseline, failovers: &[] };
+        let input = RuleInput {
+            current: &current,
+            previous: Some(&previous),
+            baseline: &baseline,
+            failovers: &[],
+        };
         assert_eq!(evaluate(&input, &Thresholds::default()), Vec::new());
     }
 
@@ -911,13 +975,43 @@ mod tests {
         };
         check(vec![
             Case::new("healthy", AlertKind::NodeDown, healthy(), &none()),
-            Case::new("primary down", AlertKind::NodeDown, primary_down.clone(), &[addr(7000)]),
-            Case::new("primary down is not a replica", AlertKind::ReplicaDown, primary_down, &none()),
-            Case::new("replica down", AlertKind::ReplicaDown, replica_gone.clone(), &[addr(7003)]),
-            Case::new("replica down is not node down", AlertKind::NodeDown, replica_gone, &none()),
+            Case::new(
+                "primary down",
+                AlertKind::NodeDown,
+                primary_down.clone(),
+                &[addr(7000)],
+            ),
+            Case::new(
+                "primary down is not a replica",
+                AlertKind::ReplicaDown,
+                primary_down,
+                &none(),
+            ),
+            Case::new(
+                "replica down",
+                AlertKind::ReplicaDown,
+                replica_gone.clone(),
+                &[addr(7003)],
+            ),
+            Case::new(
+                "replica down is not node down",
+                AlertKind::NodeDown,
+                replica_gone,
+                &none(),
+            ),
             Case::new("after promotion", AlertKind::NodeDown, promoted.clone(), &none()),
-            Case::new("after promotion, spare", AlertKind::ReplicaDown, promoted, &[addr(7000)]),
-            Case::new("standalone node", AlertKind::NodeDown, standalone(), &[addr(7004)]),
+            Case::new(
+                "after promotion, spare",
+                AlertKind::ReplicaDown,
+                promoted,
+                &[addr(7000)],
+            ),
+            Case::new(
+                "standalone node",
+                AlertKind::NodeDown,
+                standalone(),
+                &[addr(7004)],
+            ),
         ]);
     }
 
@@ -934,19 +1028,46 @@ mod tests {
         standalone.topology.clear();
         check(vec![
             Case::new("all 16384", AlertKind::SlotsUncovered, healthy(), &none()),
-            Case::new("one slot unassigned", AlertKind::SlotsUncovered, unassigned.clone(), &["cluster".into()]),
-            Case::new("owner unreachable", AlertKind::SlotsUncovered, unreachable, &["cluster".into()]),
-            Case::new("owner flagged", AlertKind::SlotsUncovered, pfail, &["cluster".into()]),
+            Case::new(
+                "one slot unassigned",
+                AlertKind::SlotsUncovered,
+                unassigned.clone(),
+                &["cluster".into()],
+            ),
+            Case::new(
+                "owner unreachable",
+                AlertKind::SlotsUncovered,
+                unreachable,
+                &["cluster".into()],
+            ),
+            Case::new(
+                "owner flagged",
+                AlertKind::SlotsUncovered,
+                pfail,
+                &["cluster".into()],
+            ),
             Case::new("not a cluster", AlertKind::SlotsUncovered, standalone, &none()),
         ]);
-        let input = RuleInput { current: &unassigned, previous: None, baseline: &LatencyBaseline::default(), failovers: &[] };
-        assert_eq!(AlertKind::SlotsUncovered.evaluate(&input, &Thresholds::default())[0].value, 1.0);
+        let input = RuleInput {
+            current: &unassigned,
+            previous: None,
+            baseline: &LatencyBaseline::default(),
+            failovers: &[],
+        };
+        assert_eq!(
+            AlertKind::SlotsUncovered.evaluate(&input, &Thresholds::default())[0].value,
+            1.0
+        );
     }
 
     #[test]
     fn cluster_state_fail_is_reported_per_node() {
         let mut failing = healthy();
-        node_mut(&mut failing, 7001).cluster_info.as_mut().expect("cluster info").state_ok = false;
+        node_mut(&mut failing, 7001)
+            .cluster_info
+            .as_mut()
+            .expect("cluster info")
+            .state_ok = false;
         check(vec![
             Case::new("ok", AlertKind::ClusterStateFail, healthy(), &none()),
             Case::new("fail", AlertKind::ClusterStateFail, failing, &[addr(7001)]),
@@ -966,10 +1087,25 @@ mod tests {
         topo_mut(&mut noaddr, 7005).addr = String::new();
         check(vec![
             Case::new("no reports", AlertKind::NodePfail, flagged(0, 0), &none()),
-            Case::new("one pfail report", AlertKind::NodePfail, flagged(1, 0), &[addr(7001)]),
+            Case::new(
+                "one pfail report",
+                AlertKind::NodePfail,
+                flagged(1, 0),
+                &[addr(7001)],
+            ),
             Case::new("pfail is not fail", AlertKind::NodeFail, flagged(1, 0), &none()),
-            Case::new("fail wins over pfail", AlertKind::NodePfail, flagged(1, 1), &none()),
-            Case::new("one fail report", AlertKind::NodeFail, flagged(0, 1), &[addr(7001)]),
+            Case::new(
+                "fail wins over pfail",
+                AlertKind::NodePfail,
+                flagged(1, 1),
+                &none(),
+            ),
+            Case::new(
+                "one fail report",
+                AlertKind::NodeFail,
+                flagged(0, 1),
+                &[addr(7001)],
+            ),
             Case::new("no address: the id", AlertKind::NodeFail, noaddr, &[id(7005)]),
         ]);
     }
@@ -980,19 +1116,45 @@ mod tests {
         topo_mut(&mut replica_failing, 7004).fail_reports = 1;
         let mut replica_unreachable = healthy();
         down(&mut replica_unreachable, 7005);
-        let two_required = Thresholds { min_replicas_per_primary: 2, ..Thresholds::default() };
-        let none_required = Thresholds { min_replicas_per_primary: 0, ..Thresholds::default() };
+        let two_required = Thresholds {
+            min_replicas_per_primary: 2,
+            ..Thresholds::default()
+        };
+        let none_required = Thresholds {
+            min_replicas_per_primary: 0,
+            ..Thresholds::default()
+        };
         check(vec![
             Case::new("one each", AlertKind::PrimaryWithoutReplica, healthy(), &none()),
-            Case::new("failing replica", AlertKind::PrimaryWithoutReplica, replica_failing, &[addr(7001)]),
-            Case::new("unreachable replica", AlertKind::PrimaryWithoutReplica, replica_unreachable.clone(), &[addr(7002)]),
+            Case::new(
+                "failing replica",
+                AlertKind::PrimaryWithoutReplica,
+                replica_failing,
+                &[addr(7001)],
+            ),
+            Case::new(
+                "unreachable replica",
+                AlertKind::PrimaryWithoutReplica,
+                replica_unreachable.clone(),
+                &[addr(7002)],
+            ),
             Case {
                 thresholds: two_required,
-                ..Case::new("two required", AlertKind::PrimaryWithoutReplica, healthy(), &[addr(7000), addr(7001), addr(7002)])
+                ..Case::new(
+                    "two required",
+                    AlertKind::PrimaryWithoutReplica,
+                    healthy(),
+                    &[addr(7000), addr(7001), addr(7002)],
+                )
             },
             Case {
                 thresholds: none_required,
-                ..Case::new("none required", AlertKind::PrimaryWithoutReplica, replica_unreachable, &none())
+                ..Case::new(
+                    "none required",
+                    AlertKind::PrimaryWithoutReplica,
+                    replica_unreachable,
+                    &none(),
+                )
             },
         ]);
     }
@@ -1012,13 +1174,37 @@ mod tests {
             s
         };
         let mut link_down = healthy();
-        info_mut(&mut link_down, 7005).primary_link.as_mut().expect("replica link").link_up = false;
+        info_mut(&mut link_down, 7005)
+            .primary_link
+            .as_mut()
+            .expect("replica link")
+            .link_up = false;
         let ack = t.replication_ack_max.as_secs();
         check(vec![
-            Case::new("at the byte bound", AlertKind::ReplicationLag, behind(t.replication_lag_max_bytes), &none()),
-            Case::new("one byte over", AlertKind::ReplicationLag, behind(t.replication_lag_max_bytes + 1), &[addr(7003)]),
-            Case::new("at the ack bound", AlertKind::ReplicationLag, silent(ack), &none()),
-            Case::new("a second over", AlertKind::ReplicationLag, silent(ack + 1), &[addr(7004)]),
+            Case::new(
+                "at the byte bound",
+                AlertKind::ReplicationLag,
+                behind(t.replication_lag_max_bytes),
+                &none(),
+            ),
+            Case::new(
+                "one byte over",
+                AlertKind::ReplicationLag,
+                behind(t.replication_lag_max_bytes + 1),
+                &[addr(7003)],
+            ),
+            Case::new(
+                "at the ack bound",
+                AlertKind::ReplicationLag,
+                silent(ack),
+                &none(),
+            ),
+            Case::new(
+                "a second over",
+                AlertKind::ReplicationLag,
+                silent(ack + 1),
+                &[addr(7004)],
+            ),
             Case::new("link down", AlertKind::ReplicationLag, link_down, &[addr(7005)]),
         ]);
     }
@@ -1037,8 +1223,16 @@ mod tests {
             Case::new("over 90%", AlertKind::MemoryHigh, using(901, 1000), &[addr(7002)]),
             Case::new("no maxmemory", AlertKind::MemoryHigh, using(u64::MAX, 0), &none()),
             Case {
-                thresholds: Thresholds { memory_used_max_ratio: 0.5, ..Thresholds::default() },
-                ..Case::new("configured 50%", AlertKind::MemoryHigh, using(501, 1000), &[addr(7002)])
+                thresholds: Thresholds {
+                    memory_used_max_ratio: 0.5,
+                    ..Thresholds::default()
+                },
+                ..Case::new(
+                    "configured 50%",
+                    AlertKind::MemoryHigh,
+                    using(501, 1000),
+                    &[addr(7002)],
+                )
             },
         ]);
     }
@@ -1062,23 +1256,44 @@ mod tests {
         };
         let with = |p99: Duration| {
             let mut s = healthy();
-            node_mut(&mut s, 7001).client.as_mut().expect("client stats").latency_p99 = p99;
+            node_mut(&mut s, 7001)
+                .client
+                .as_mut()
+                .expect("client stats")
+                .latency_p99 = p99;
             // The other nodes keep their baseline.
             for port in [7000, 7002, 7003, 7004, 7005] {
-                node_mut(&mut s, port).client.as_mut().expect("client stats").latency_p99 = Duration::from_millis(2);
+                node_mut(&mut s, port)
+                    .client
+                    .as_mut()
+                    .expect("client stats")
+                    .latency_p99 = Duration::from_millis(2);
             }
             s
         };
         let ms = Duration::from_millis;
         check(vec![
-            Case { baseline: baseline_of(ms(2), 5), ..Case::new("3x exactly", AlertKind::LatencySpike, with(ms(6)), &none()) },
             Case {
                 baseline: baseline_of(ms(2), 5),
-                ..Case::new("over 3x and the floor", AlertKind::LatencySpike, with(Duration::from_micros(6_001)), &[addr(7001)])
+                ..Case::new("3x exactly", AlertKind::LatencySpike, with(ms(6)), &none())
+            },
+            Case {
+                baseline: baseline_of(ms(2), 5),
+                ..Case::new(
+                    "over 3x and the floor",
+                    AlertKind::LatencySpike,
+                    with(Duration::from_micros(6_001)),
+                    &[addr(7001)],
+                )
             },
             Case {
                 baseline: baseline_of(Duration::from_micros(100), 5),
-                ..Case::new("over 3x, under the floor", AlertKind::LatencySpike, with(ms(5)), &none())
+                ..Case::new(
+                    "over 3x, under the floor",
+                    AlertKind::LatencySpike,
+                    with(ms(5)),
+                    &none(),
+                )
             },
             Case {
                 baseline: baseline_of(ms(1), 2),
@@ -1103,7 +1318,10 @@ mod tests {
             baseline.observe(&round(micros));
             seen.push(baseline.baseline(&addr(7000)).map(|d| d.as_micros()));
         }
-        assert_eq!(seen, [None, Some(900), Some(200), Some(300), Some(300), Some(5_000)]);
+        assert_eq!(
+            seen,
+            [None, Some(900), Some(200), Some(300), Some(300), Some(5_000)]
+        );
         // A node that leaves the snapshot is forgotten.
         let mut fewer = round(100);
         fewer.nodes.retain(|n| n.addr != addr(7000));
@@ -1117,7 +1335,11 @@ mod tests {
         let redirects = |secs: u64, count: u64| {
             let mut s = healthy();
             s.taken_at = at(secs);
-            node_mut(&mut s, 7000).client.as_mut().expect("client stats").redirects = count;
+            node_mut(&mut s, 7000)
+                .client
+                .as_mut()
+                .expect("client stats")
+                .redirects = count;
             s
         };
         let limit = (t.redirects_max_per_second * 30.0) as u64;
@@ -1126,10 +1348,30 @@ mod tests {
             ..Case::new(name, AlertKind::RedirectStorm, cur, expected)
         };
         check(vec![
-            storm(redirects(30, 7), redirects(60, 7 + limit), &none(), "at the bound"),
-            storm(redirects(30, 7), redirects(60, 8 + limit), &["cluster".into()], "just over"),
-            storm(redirects(30, 10_000), redirects(60, 5), &none(), "the counter restarted"),
-            Case::new("no previous round", AlertKind::RedirectStorm, redirects(60, 1_000_000), &none()),
+            storm(
+                redirects(30, 7),
+                redirects(60, 7 + limit),
+                &none(),
+                "at the bound",
+            ),
+            storm(
+                redirects(30, 7),
+                redirects(60, 8 + limit),
+                &["cluster".into()],
+                "just over",
+            ),
+            storm(
+                redirects(30, 10_000),
+                redirects(60, 5),
+                &none(),
+                "the counter restarted",
+            ),
+            Case::new(
+                "no previous round",
+                AlertKind::RedirectStorm,
+                redirects(60, 1_000_000),
+                &none(),
+            ),
         ]);
     }
 
@@ -1146,20 +1388,44 @@ mod tests {
         let now = healthy(); // taken at 60 s
         check(vec![
             Case::new("none", AlertKind::FailoverObserved, now.clone(), &none()),
-            Case { failovers: vec![failover(60)], ..Case::new("just now", AlertKind::FailoverObserved, now.clone(), &[addr(7000)]) },
             Case {
-                failovers: vec![failover(0)],
-                thresholds: Thresholds { failover_hold: Duration::from_secs(60), ..Thresholds::default() },
-                ..Case::new("at the hold", AlertKind::FailoverObserved, now.clone(), &[addr(7000)])
+                failovers: vec![failover(60)],
+                ..Case::new(
+                    "just now",
+                    AlertKind::FailoverObserved,
+                    now.clone(),
+                    &[addr(7000)],
+                )
             },
             Case {
                 failovers: vec![failover(0)],
-                thresholds: Thresholds { failover_hold: Duration::from_secs(59), ..Thresholds::default() },
+                thresholds: Thresholds {
+                    failover_hold: Duration::from_secs(60),
+                    ..Thresholds::default()
+                },
+                ..Case::new(
+                    "at the hold",
+                    AlertKind::FailoverObserved,
+                    now.clone(),
+                    &[addr(7000)],
+                )
+            },
+            Case {
+                failovers: vec![failover(0)],
+                thresholds: Thresholds {
+                    failover_hold: Duration::from_secs(59),
+                    ..Thresholds::default()
+                },
                 ..Case::new("past the hold", AlertKind::FailoverObserved, now.clone(), &none())
             },
             Case {
                 failovers: vec![failover(60 + hold)],
-                ..Case::new("reported ahead of this round", AlertKind::FailoverObserved, now, &[addr(7000)])
+                ..Case::new(
+                    "reported ahead of this round",
+                    AlertKind::FailoverObserved,
+                    now,
+                    &[addr(7000)],
+                )
             },
         ]);
     }
@@ -1169,7 +1435,11 @@ mod tests {
         let t = Thresholds::default();
         let keys = |port: u16, count: u64| {
             let mut s = healthy();
-            info_mut(&mut s, port).keyspace = vec![DbKeys { db: 0, keys: count, expires: 0 }];
+            info_mut(&mut s, port).keyspace = vec![DbKeys {
+                db: 0,
+                keys: count,
+                expires: 0,
+            }];
             s
         };
         let drop = |port: u16, before: u64, after: u64, expected: &[String], name| Case {
@@ -1183,7 +1453,12 @@ mod tests {
             drop(7000, min - 1, 0, &none(), "under the minimum"),
             drop(7000, min, 0, &[addr(7000)], "at the minimum"),
             drop(7003, 2_000, 0, &none(), "a replica resyncing"),
-            Case::new("no previous round", AlertKind::KeyCountDrop, keys(7000, 0), &none()),
+            Case::new(
+                "no previous round",
+                AlertKind::KeyCountDrop,
+                keys(7000, 0),
+                &none(),
+            ),
         ]);
     }
 
@@ -1209,21 +1484,58 @@ mod tests {
         assert_eq!(detect_failovers(&current, &current), Vec::new());
         assert_eq!(detect_failovers(&previous, &previous), Vec::new());
         // A stale topology (no node answered) proves nothing.
-        let stale = Snapshot { topology_from: None, ..current.clone() };
+        let stale = Snapshot {
+            topology_from: None,
+            ..current.clone()
+        };
         assert_eq!(detect_failovers(&previous, &stale), Vec::new());
     }
 
     #[test]
     fn thresholds_are_validated_field_by_field() {
         let cases: Vec<(&str, Thresholds)> = vec![
-            ("memory_used_max_ratio", Thresholds { memory_used_max_ratio: 0.0, ..Thresholds::default() }),
-            ("key_drop_max_ratio", Thresholds { key_drop_max_ratio: 1.01, ..Thresholds::default() }),
-            ("latency_spike_factor", Thresholds { latency_spike_factor: 1.0, ..Thresholds::default() }),
-            ("redirects_max_per_second", Thresholds { redirects_max_per_second: f64::NAN, ..Thresholds::default() }),
-            ("latency_baseline_min_rounds", Thresholds { latency_baseline_min_rounds: 0, ..Thresholds::default() }),
+            (
+                "memory_used_max_ratio",
+                Thresholds {
+                    memory_used_max_ratio: 0.0,
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "key_drop_max_ratio",
+                Thresholds {
+                    key_drop_max_ratio: 1.01,
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "latency_spike_factor",
+                Thresholds {
+                    latency_spike_factor: 1.0,
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "redirects_max_per_second",
+                Thresholds {
+                    redirects_max_per_second: f64::NAN,
+                    ..Thresholds::default()
+                },
+            ),
             (
                 "latency_baseline_min_rounds",
-                Thresholds { latency_baseline_rounds: 2, latency_baseline_min_rounds: 3, ..Thresholds::default() },
+                Thresholds {
+                    latency_baseline_min_rounds: 0,
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "latency_baseline_min_rounds",
+                Thresholds {
+                    latency_baseline_rounds: 2,
+                    latency_baseline_min_rounds: 3,
+                    ..Thresholds::default()
+                },
             ),
         ];
         for (field, thresholds) in cases {

@@ -459,7 +459,11 @@ mod tests {
                 error: None,
                 ping: Some(Duration::from_micros(250)),
                 info: Some(ServerInfo {
-                    keyspace: vec![DbKeys { db: 0, keys: 10, expires: 2 }],
+                    keyspace: vec![DbKeys {
+                        db: 0,
+                        keys: 10,
+                        expires: 2,
+                    }],
                     replicas: vec![ReplicaLink {
                         addr: "127.0.0.1:7003".into(),
                         state: "online".into(),
@@ -468,7 +472,11 @@ mod tests {
                     }],
                     ..ServerInfo::default()
                 }),
-                cluster_info: Some(ClusterInfo { state_ok: true, slots_ok: 16_384, ..ClusterInfo::default() }),
+                cluster_info: Some(ClusterInfo {
+                    state_ok: true,
+                    slots_ok: 16_384,
+                    ..ClusterInfo::default()
+                }),
                 client: Some(ClientNodeStats {
                     latency_p50: Duration::from_micros(100),
                     latency_p99: Duration::from_micros(900),
@@ -507,7 +515,10 @@ mod tests {
 
     #[test]
     fn slot_counts_cover_inclusive_ranges() {
-        let node = |slots: Vec<(u16, u16)>| TopologyNode { slots, ..TopologyNode::default() };
+        let node = |slots: Vec<(u16, u16)>| TopologyNode {
+            slots,
+            ..TopologyNode::default()
+        };
         assert_eq!(node(vec![]).slot_count(), 0);
         assert_eq!(node(vec![(0, 0)]).slot_count(), 1);
         assert_eq!(node(vec![(0, 5460), (5461, 5461)]).slot_count(), 5462);

@@ -181,7 +181,11 @@ fn latencies(snapshot: &Snapshot) -> (Option<Duration>, Option<Duration>) {
         .map(|c| (c.latency_p50, c.latency_p99))
         .collect();
     let (mut p50s, p99s): (Vec<Duration>, Vec<Duration>) = if client.is_empty() {
-        snapshot.reachable_nodes().filter_map(|n| n.ping).map(|p| (p, p)).unzip()
+        snapshot
+            .reachable_nodes()
+            .filter_map(|n| n.ping)
+            .map(|p| (p, p))
+            .unzip()
     } else {
         client.into_iter().unzip()
     };
@@ -191,9 +195,13 @@ fn latencies(snapshot: &Snapshot) -> (Option<Duration>, Option<Duration>) {
 
 fn replication(snapshot: &Snapshot) -> ReplicationSummary {
     let infos = || snapshot.reachable_nodes().filter_map(|n| n.info.as_ref());
-    let links = || infos().filter(|i| i.role == Role::Primary).flat_map(|i| {
-        i.replicas.iter().map(move |r| (i.master_repl_offset.saturating_sub(r.offset), r.lag_seconds))
-    });
+    let links = || {
+        infos().filter(|i| i.role == Role::Primary).flat_map(|i| {
+            i.replicas
+                .iter()
+                .map(move |r| (i.master_repl_offset.saturating_sub(r.offset), r.lag_seconds))
+        })
+    };
     let max_lag_bytes = links().map(|(bytes, _)| bytes).max().unwrap_or(0);
     let max_ack_lag = Duration::from_secs(links().map(|(_, secs)| secs).max().unwrap_or(0));
     let (primaries, replicas, min_replicas) = if snapshot.cluster_mode {
@@ -205,8 +213,15 @@ fn replication(snapshot: &Snapshot) -> ReplicationSummary {
                 .filter(|r| snapshot.node(&r.addr).is_none_or(|n| n.reachable))
                 .count()
         };
-        let counts: Vec<usize> = snapshot.serving_primaries().map(|p| healthy_replicas_of(&p.id)).collect();
-        (counts.len(), counts.iter().sum(), counts.iter().copied().min().unwrap_or(0))
+        let counts: Vec<usize> = snapshot
+            .serving_primaries()
+            .map(|p| healthy_replicas_of(&p.id))
+            .collect();
+        (
+            counts.len(),
+            counts.iter().sum(),
+            counts.iter().copied().min().unwrap_or(0),
+        )
     } else {
         let primaries = infos().filter(|i| i.role == Role::Primary).count();
         let replicas = infos().filter(|i| i.role == Role::Replica).count();
@@ -215,7 +230,11 @@ fn replication(snapshot: &Snapshot) -> ReplicationSummary {
     ReplicationSummary {
         primaries,
         replicas,
-        replicas_per_primary: if primaries == 0 { 0.0 } else { replicas as f64 / primaries as f64 },
+        replicas_per_primary: if primaries == 0 {
+            0.0
+        } else {
+            replicas as f64 / primaries as f64
+        },
         min_replicas_per_primary: min_replicas,
         max_lag_bytes,
         max_ack_lag,
@@ -226,13 +245,15 @@ fn replication(snapshot: &Snapshot) -> ReplicationSummary {
 mod tests {
     use super::*;
     use crate::rules::{AlertKind, Severity};
-    use crate::snapshot::{
-        ClientNodeStats, DbKeys, NodeSnapshot, ReplicaLink, ServerInfo, TopologyNode,
-    };
+    use crate::snapshot::{ClientNodeStats, DbKeys, NodeSnapshot, ReplicaLink, ServerInfo, TopologyNode};
 
     fn cluster(reachable: [bool; 6], slots_of_last_primary: (u16, u16)) -> Snapshot {
         let ranges = [(0, 5460), (5461, 10922), slots_of_last_primary];
-        let mut snapshot = Snapshot { cluster_mode: true, topology_from: Some("n0".into()), ..Snapshot::default() };
+        let mut snapshot = Snapshot {
+            cluster_mode: true,
+            topology_from: Some("n0".into()),
+            ..Snapshot::default()
+        };
         for i in 0..6 {
             let primary = i < 3;
             snapshot.topology.push(TopologyNode {
@@ -252,10 +273,19 @@ mod tests {
                     ops_per_sec: 10,
                     used_memory_bytes: 1_000,
                     maxmemory_bytes: if i == 0 { 4_000 } else { 0 },
-                    keyspace: vec![DbKeys { db: 0, keys: 5, expires: 0 }],
+                    keyspace: vec![DbKeys {
+                        db: 0,
+                        keys: 5,
+                        expires: 0,
+                    }],
                     master_repl_offset: 100,
                     replicas: if primary {
-                        vec![ReplicaLink { addr: format!("n{}", i + 3), state: "online".into(), offset: 100 - i as u64, lag_seconds: i as u64 }]
+                        vec![ReplicaLink {
+                            addr: format!("n{}", i + 3),
+                            state: "online".into(),
+                            offset: 100 - i as u64,
+                            lag_seconds: i as u64,
+                        }]
                     } else {
                         vec![]
                     },
@@ -282,27 +312,65 @@ mod tests {
 
     fn check(snapshot: &Snapshot, alerts: &[Alert], expected: (HealthStatus, usize, usize, Option<u32>)) {
         let s = cluster_health_summary(snapshot, alerts);
-        assert_eq!((s.status, s.nodes_connected, s.nodes_total, s.slots_covered), expected);
+        assert_eq!(
+            (s.status, s.nodes_connected, s.nodes_total, s.slots_covered),
+            expected
+        );
     }
 
     #[test]
     fn status_follows_nodes_slots_and_alerts() {
         let all = [true; 6];
         let full = (10923, 16383);
-        check(&cluster(all, full), &[], (HealthStatus::Healthy, 6, 6, Some(16_384)));
-        check(&cluster(all, full), &[alert()], (HealthStatus::Degraded, 6, 6, Some(16_384)));
-        check(&cluster(all, (10923, 16382)), &[], (HealthStatus::Degraded, 6, 6, Some(16_383)));
-        check(&cluster([true, true, true, true, true, false], full), &[], (HealthStatus::Degraded, 5, 6, Some(16_384)));
-        check(&cluster([true, false, true, true, true, true], full), &[], (HealthStatus::Degraded, 5, 6, Some(10_922)));
-        check(&cluster([false, false, false, true, true, true], full), &[], (HealthStatus::Down, 3, 6, Some(0)));
-        check(&cluster([false; 6], full), &[], (HealthStatus::Down, 0, 6, Some(0)));
-        let standalone = Snapshot { cluster_mode: false, topology: vec![], ..cluster(all, full) };
+        check(
+            &cluster(all, full),
+            &[],
+            (HealthStatus::Healthy, 6, 6, Some(16_384)),
+        );
+        check(
+            &cluster(all, full),
+            &[alert()],
+            (HealthStatus::Degraded, 6, 6, Some(16_384)),
+        );
+        check(
+            &cluster(all, (10923, 16382)),
+            &[],
+            (HealthStatus::Degraded, 6, 6, Some(16_383)),
+        );
+        check(
+            &cluster([true, true, true, true, true, false], full),
+            &[],
+            (HealthStatus::Degraded, 5, 6, Some(16_384)),
+        );
+        check(
+            &cluster([true, false, true, true, true, true], full),
+            &[],
+            (HealthStatus::Degraded, 5, 6, Some(10_922)),
+        );
+        check(
+            &cluster([false, false, false, true, true, true], full),
+            &[],
+            (HealthStatus::Down, 3, 6, Some(0)),
+        );
+        check(
+            &cluster([false; 6], full),
+            &[],
+            (HealthStatus::Down, 0, 6, Some(0)),
+        );
+        let standalone = Snapshot {
+            cluster_mode: false,
+            topology: vec![],
+            ..cluster(all, full)
+        };
         check(&standalone, &[], (HealthStatus::Healthy, 6, 6, None));
     }
 
     #[test]
     fn figures_add_up_over_reachable_nodes() {
-        let summary = cluster_health_summary(&cluster([true, true, true, true, true, false], (10923, 16383)), &[]);
+        let summary = cluster_health_summary(
+            &cluster([true, true, true, true, true, false], (10923, 16383)),
+            &[],
+        );
         assert_eq!(summary.ops_per_sec, 50);
         assert_eq!(summary.keys, 15, "keys count on primaries only");
         assert_eq!(summary.memory.len(), 5);
@@ -330,7 +398,11 @@ mod tests {
         }
         let summary = cluster_health_summary(&snapshot, &[]);
         assert_eq!(summary.latency_p50, Some(Duration::from_millis(3)));
-        assert_eq!(summary.latency_p99, Some(Duration::from_millis(50)), "a node without commands is left out");
+        assert_eq!(
+            summary.latency_p99,
+            Some(Duration::from_millis(50)),
+            "a node without commands is left out"
+        );
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl TrendSample {
             latency_p50_seconds: summary.latency_p50.map(|d| d.as_secs_f64()),
             latency_p99_seconds: summary.latency_p99.map(|d| d.as_secs_f64()),
             used_memory_bytes: summary.memory.iter().map(|m| m.used_bytes as f64).sum(),
-            max_memory_ratio: summary.memory.iter().filter_map(|m| m.used_ratio).reduce(f64::max),
+            max_memory_ratio: summary
+                .memory
+                .iter()
+                .filter_map(|m| m.used_ratio)
+                .reduce(f64::max),
             nodes_connected: summary.nodes_connected as f64,
             slots_covered: summary.slots_covered.map(f64::from),
             keys: summary.keys as f64,
@@ -142,7 +146,10 @@ impl TrendRing {
     /// A ring of `capacity` samples (at least 1).
     pub fn new(capacity: usize) -> TrendRing {
         let capacity = capacity.max(1);
-        TrendRing { capacity, samples: VecDeque::with_capacity(capacity) }
+        TrendRing {
+            capacity,
+            samples: VecDeque::with_capacity(capacity),
+        }
     }
 
     /// A ring holding `retention` worth of samples taken every `interval` (rounded up).
@@ -196,7 +203,12 @@ impl TrendRing {
         {
             sum += value;
             stats = Some(match stats {
-                None => WindowStats { min: value, avg: 0.0, max: value, samples: 1 },
+                None => WindowStats {
+                    min: value,
+                    avg: 0.0,
+                    max: value,
+                    samples: 1,
+                },
                 Some(s) => WindowStats {
                     min: s.min.min(value),
                     max: s.max.max(value),
@@ -205,7 +217,10 @@ impl TrendRing {
                 },
             });
         }
-        stats.map(|s| WindowStats { avg: sum / s.samples as f64, ..s })
+        stats.map(|s| WindowStats {
+            avg: sum / s.samples as f64,
+            ..s
+        })
     }
 }
 
@@ -230,7 +245,12 @@ mod tests {
         }
     }
 
-    fn check(ring: &TrendRing, metric: TrendMetric, window_secs: u64, expected: Option<(f64, f64, f64, usize)>) {
+    fn check(
+        ring: &TrendRing,
+        metric: TrendMetric,
+        window_secs: u64,
+        expected: Option<(f64, f64, f64, usize)>,
+    ) {
         let got = ring
             .window(metric, Duration::from_secs(window_secs))
             .map(|s| (s.min, s.avg, s.max, s.samples));
@@ -266,9 +286,18 @@ mod tests {
 
     #[test]
     fn retention_sizes_the_ring() {
-        let cases = [(86_400, 30_000, 2_880), (86_400, 10_000, 8_640), (60, 7_000, 9), (60, 0, 60_000), (0, 1_000, 1)];
+        let cases = [
+            (86_400, 30_000, 2_880),
+            (86_400, 10_000, 8_640),
+            (60, 7_000, 9),
+            (60, 0, 60_000),
+            (0, 1_000, 1),
+        ];
         for (retention_secs, interval_ms, capacity) in cases {
-            let ring = TrendRing::for_retention(Duration::from_secs(retention_secs), Duration::from_millis(interval_ms));
+            let ring = TrendRing::for_retention(
+                Duration::from_secs(retention_secs),
+                Duration::from_millis(interval_ms),
+            );
             assert_eq!(ring.capacity(), capacity, "{retention_secs}s at {interval_ms}ms");
         }
     }

@@ -1,0 +1,59 @@
+//! Helpers shared by the consistency integration tests.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cluster_client::ClusterClient;
+use cluster_config::ClusterConfig;
+use consistency::{ConsistencyConfig, Versioned};
+use local_cluster::Node;
+
+/// A client for the given seeds with a 2 s command timeout.
+pub async fn client(seeds: Vec<String>) -> ClusterClient {
+    let config = ClusterConfig::builder()
+        .nodes(seeds)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .expect("valid config");
+    ClusterClient::connect(config).await.expect("client connects")
+}
+
+/// A versioned handle with the default settings.
+pub fn versioned(client: &ClusterClient) -> Versioned {
+    Versioned::new(client.clone(), ConsistencyConfig::default()).expect("valid settings")
+}
+
+/// A key prefix no earlier run of the same test used (the shared cluster lives as long as the test
+/// binary, but a prefix per run keeps reruns against a detached cluster apart too).
+pub fn prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{nanos:08x}")
+}
+
+/// `count` keys `{prefix}:{n}` whose slots are served by the shard of `primary` (per `client`).
+pub fn keys_on(client: &ClusterClient, prefix: &str, primary: &str, count: usize) -> Vec<Vec<u8>> {
+    let topology = client.topology();
+    (0u64..)
+        .map(|n| format!("{prefix}:{n}").into_bytes())
+        .filter(|k| topology.shard_for_key(k).is_some_and(|s| s.primary == primary))
+        .take(count)
+        .collect()
+}
+
+/// The first 24 bytes a node holds for `key` (empty when absent), read on that very node.
+pub async fn header_on(node: &Node, key: &[u8]) -> Vec<u8> {
+    let reply: fred::prelude::Value = node
+        .command(vec![
+            fred::prelude::Value::from("GETRANGE"),
+            fred::prelude::Value::Bytes(key.to_vec().into()),
+            fred::prelude::Value::from("0"),
+            fred::prelude::Value::from("23"),
+        ])
+        .await
+        .expect("GETRANGE answers");
+    reply.as_bytes().map(<[u8]>::to_vec).unwrap_or_default()
+}

@@ -1,0 +1,250 @@
+//! Failover write-loss repair on a private 3 + 3 cluster: kill -9 a primary right after a burst of
+//! writes, find in the journal which acknowledged writes the promoted replica lacks, and write them
+//! again. Holds the exclusive test lock: it kills nodes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cluster_client::{ClientEvent, ClusterClient};
+use consistency::{
+    Failover, JournalCheck, Observed, SyncSource, Version, Versioned, WriteOptions, WriteOutcome,
+};
+use futures::StreamExt;
+use local_cluster::{ClusterSpec, LocalCluster, Node, test_lock};
+use tokio::sync::broadcast;
+
+/// One drill: how many writes, how large, whether each waits for a replica, and whether the replica is
+/// frozen during the burst (so that the writes certainly miss it).
+struct Drill {
+    name: &'static str,
+    writes: usize,
+    value_len: usize,
+    wait: Option<(u32, Duration)>,
+    freeze_replica: bool,
+}
+
+/// The outcome of a burst and the failover that followed.
+struct Burst<'a> {
+    acked: Vec<(Vec<u8>, Version, Option<u32>)>,
+    promoted: &'a Node,
+    failover: Failover,
+}
+
+async fn failover_event(events: &mut broadcast::Receiver<ClientEvent>, old_primary: &str) -> Failover {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no FailoverObserved event for {old_primary} within 30 s"));
+        match event.map(|e| Failover::from_event(&e)) {
+            Ok(Some(failover)) if failover.old_primary == old_primary => return failover,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => panic!("the client's events closed"),
+        }
+    }
+}
+
+async fn burst_and_kill<'a>(
+    cluster: &'a LocalCluster,
+    client: &ClusterClient,
+    store: &Versioned,
+    events: &mut broadcast::Receiver<ClientEvent>,
+    victim: &'a Node,
+    drill: &Drill,
+) -> Burst<'a> {
+    let prefix = common::prefix(drill.name);
+    let keys = common::keys_on(client, &prefix, &victim.addr(), drill.writes);
+    let replica = cluster.replicas_of(victim).await.unwrap()[0];
+    let value = vec![b'v'; drill.value_len];
+    let options = WriteOptions { wait: drill.wait };
+    if drill.freeze_replica {
+        replica.pause().unwrap();
+    }
+    let acked: Vec<(Vec<u8>, Version, Option<u32>)> = futures::stream::iter(keys)
+        .map(|key| {
+            let value = &value;
+            async move {
+                match store.set(&key, value, None, options).await.unwrap() {
+                    WriteOutcome::Written {
+                        version,
+                        replicas_acked,
+                    } => (key, version, replicas_acked),
+                    stale => panic!("a fresh key cannot be stale: {stale:?}"),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    victim.kill().unwrap();
+    if drill.freeze_replica {
+        replica.resume().unwrap();
+    }
+    let promoted = cluster
+        .wait_for_promotion(victim, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failover = failover_event(events, &victim.addr()).await;
+    assert_eq!(failover.new_primary, promoted.addr());
+    Burst {
+        acked,
+        promoted,
+        failover,
+    }
+}
+
+/// The keys whose acknowledged version the promoted primary lacks, read on that node directly.
+async fn lost_on(node: &Node, acked: &[(Vec<u8>, Version, Option<u32>)]) -> BTreeSet<Vec<u8>> {
+    let mut lost = BTreeSet::new();
+    for (key, version, _) in acked {
+        let header = common::header_on(node, key).await;
+        let observed = Observed::from_stored((!header.is_empty()).then_some(&header[..]));
+        if observed.version().is_none_or(|v| v < *version) {
+            lost.insert(key.clone());
+        }
+    }
+    lost
+}
+
+fn reported(check: &JournalCheck) -> BTreeSet<Vec<u8>> {
+    check
+        .missing
+        .iter()
+        .chain(&check.older)
+        .map(|k| k.to_vec())
+        .collect()
+}
+
+fn summary(drill: &Drill, burst: &Burst<'_>, check: &JournalCheck) -> String {
+    format!(
+        "{}: {} acknowledged writes of {} bytes (wait {:?}, replica frozen: {}); after kill -9 the promoted \
+         replica lacked {} ({} missing, {} older), repaired {}, errors {}",
+        drill.name,
+        burst.acked.len(),
+        drill.value_len,
+        drill.wait,
+        drill.freeze_replica,
+        check.lost(),
+        check.missing.len(),
+        check.older.len(),
+        check.repairs.repaired,
+        check.errors.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_failover_lost_are_found_in_the_journal_and_written_again() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let client = common::client(cluster.seeds()).await;
+    let store = common::versioned(&client);
+    let mut events = client.subscribe();
+    let primaries = cluster.primaries().await.unwrap();
+    let mut lines = Vec::new();
+
+    // 1. A burst without WAIT, kill -9 right after; the background task repairs on the event.
+    let drill = Drill {
+        name: "no-wait",
+        writes: 2_000,
+        value_len: 100,
+        wait: None,
+        freeze_replica: false,
+    };
+    let task = store.spawn_failover_repair();
+    let burst = burst_and_kill(&cluster, &client, &store, &mut events, primaries[0], &drill).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let check = loop {
+        let done = task
+            .checks()
+            .into_iter()
+            .find(|c| c.failover.as_ref() == Some(&burst.failover));
+        if let Some(check) = done {
+            break check;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the repair task checked nothing within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(task);
+    assert_eq!(check.checked, burst.acked.len() as u64);
+    assert_eq!(check.repairs.repaired, check.lost() as u64, "{check:?}");
+    assert!(check.errors.is_empty(), "{:?}", check.errors);
+    assert!(
+        lost_on(burst.promoted, &burst.acked).await.is_empty(),
+        "every write is back"
+    );
+    lines.push(summary(&drill, &burst, &check));
+
+    // 2. The replica frozen during a burst larger than the socket buffers: writes are certainly lost.
+    // The check names exactly the keys the promoted replica lacks; the repair brings all back.
+    let drill = Drill {
+        name: "frozen-replica",
+        writes: 1_000,
+        value_len: 16 * 1024,
+        wait: None,
+        freeze_replica: true,
+    };
+    let burst = burst_and_kill(&cluster, &client, &store, &mut events, primaries[1], &drill).await;
+    let truly_lost = lost_on(burst.promoted, &burst.acked).await;
+    let check = store.check_after_failover(&burst.failover).await.unwrap();
+    assert_eq!(check.checked, burst.acked.len() as u64);
+    assert_eq!(
+        reported(&check),
+        truly_lost,
+        "the check reports exactly the lost writes"
+    );
+    assert!(
+        !truly_lost.is_empty(),
+        "a frozen replica cannot have received a 16 MB burst"
+    );
+    assert_eq!(check.repairs.repaired, 0, "a check writes nothing");
+    let history_before = store.history().total_recorded();
+    let repair = store.repair_after_failover(&burst.failover).await.unwrap();
+    assert_eq!(reported(&repair), truly_lost);
+    assert_eq!(repair.repairs.repaired, truly_lost.len() as u64);
+    assert!(
+        lost_on(burst.promoted, &burst.acked).await.is_empty(),
+        "every write is back"
+    );
+    assert_eq!(
+        store.history().total_recorded() - history_before,
+        truly_lost.len() as u64
+    );
+    let event = &store.history().recent(1)[0];
+    assert!(
+        matches!(&event.source, SyncSource::FailoverRepair { new_primary } if *new_primary == burst.promoted.addr())
+    );
+    assert!(truly_lost.contains(&event.key.to_vec()));
+    let again = store.check_after_failover(&burst.failover).await.unwrap();
+    assert_eq!(again.lost(), 0, "nothing is missing after the repair");
+    lines.push(summary(&drill, &burst, &repair));
+
+    // 3. With WAIT 1 every acknowledged write is on the replica before the kill: none is lost.
+    let drill = Drill {
+        name: "wait-1",
+        writes: 500,
+        value_len: 100,
+        wait: Some((1, Duration::from_secs(2))),
+        freeze_replica: false,
+    };
+    let burst = burst_and_kill(&cluster, &client, &store, &mut events, primaries[2], &drill).await;
+    assert!(
+        burst.acked.iter().all(|(_, _, acked)| *acked == Some(1)),
+        "every write reached the replica"
+    );
+    let check = store.check_after_failover(&burst.failover).await.unwrap();
+    assert_eq!(check.checked, burst.acked.len() as u64);
+    assert_eq!(check.lost(), 0, "{check:?}");
+    assert!(lost_on(burst.promoted, &burst.acked).await.is_empty());
+    lines.push(summary(&drill, &burst, &check));
+
+    for line in lines {
+        eprintln!("{line}");
+    }
+    client.close().await;
+}

@@ -1,0 +1,293 @@
+//! Alerts on real faults: each test starts its own 3 + 3 cluster (node timeout 2 s), holds the
+//! exclusive test lock, runs the health loop in the background and watches its alert events.
+
+use std::time::{Duration, Instant};
+
+use cluster_config::ClusterConfig;
+use fred::prelude::Value;
+use health::{AlertEvent, AlertKind, HealthChecker, HealthOptions, HealthStatus, SLOTS};
+use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use tokio::sync::broadcast;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// `cluster-node-timeout` of the test clusters (local-cluster's test settings).
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn options() -> HealthOptions {
+    let mut options = HealthOptions::default();
+    options.interval = Duration::from_millis(300);
+    options.at_risk_interval = Duration::from_millis(300);
+    options.node_timeout = Duration::from_millis(250);
+    // Long enough to be seen, short enough that the tests see it resolve.
+    options.thresholds.failover_hold = Duration::from_secs(1);
+    options.record_metrics = false;
+    options
+}
+
+async fn start() -> Result<(LocalCluster, HealthChecker), Box<dyn std::error::Error>> {
+    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let checker = HealthChecker::new(
+        &ClusterConfig::builder().nodes(cluster.seeds()).build()?,
+        options(),
+    )?;
+    let first = checker.check_now().await;
+    assert_eq!(
+        first.summary.status,
+        HealthStatus::Healthy,
+        "{:#?}",
+        first.summary.active_alerts
+    );
+    Ok((cluster, checker))
+}
+
+/// Waits for events until every `(fired, kind, subject)` of `wanted` was seen, and returns when each
+/// was seen (time since `since`). Fails after `timeout` naming what is missing and what came.
+async fn wait_for(
+    events: &mut broadcast::Receiver<AlertEvent>,
+    wanted: &[(bool, AlertKind, &str)],
+    since: Instant,
+    timeout: Duration,
+) -> Vec<Duration> {
+    let mut seen: Vec<Option<Duration>> = vec![None; wanted.len()];
+    let mut log = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while seen.iter().any(Option::is_none) {
+        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => event,
+            Ok(Err(e)) => panic!("alert subscription failed: {e}"),
+            Err(_) => {
+                let missing: Vec<_> = wanted
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(w, _)| w)
+                    .collect();
+                panic!("within {timeout:?}: missing {missing:?}; events were {log:#?}");
+            }
+        };
+        let fired = matches!(event, AlertEvent::Fired(_));
+        let alert = event.alert();
+        log.push((fired, alert.kind, alert.subject.clone(), since.elapsed()));
+        for (want, slot) in wanted.iter().zip(seen.iter_mut()) {
+            if slot.is_none() && *want == (fired, alert.kind, alert.subject.as_str()) {
+                *slot = Some(since.elapsed());
+            }
+        }
+    }
+    seen.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_alerts_node_down_and_failover_which_resolve_after_the_promotion() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let (cluster, checker) = start().await?;
+    let mut events = checker.subscribe();
+    let _loop = checker.spawn();
+
+    let victim = cluster.primary_for_slot(0).await?;
+    let victim_addr = victim.addr();
+    let killed = Instant::now();
+    victim.kill()?;
+    // The cluster's own failover (node timeout, FAIL agreement, the replica's 0.5-1 s election delay) is
+    // timed alongside, so that the health loop's part can be told apart from Redis's.
+    // One round can resolve NodeDown (the slots moved) and fire FailoverObserved, so all four events
+    // are awaited together.
+    let wanted = [
+        (true, AlertKind::NodeDown, victim_addr.as_str()),
+        (true, AlertKind::FailoverObserved, victim_addr.as_str()),
+        (false, AlertKind::NodeDown, victim_addr.as_str()),
+        (false, AlertKind::FailoverObserved, victim_addr.as_str()),
+    ];
+    let (seen, promoted) = tokio::join!(
+        wait_for(
+            &mut events,
+            &wanted,
+            killed,
+            NODE_TIMEOUT + Duration::from_secs(15)
+        ),
+        async {
+            let promoted = cluster.wait_for_promotion(victim, Duration::from_secs(15)).await;
+            (promoted, killed.elapsed())
+        }
+    );
+    let (promoted, promoted_after) = (promoted.0?, promoted.1);
+    let [down, failover, down_resolved, failover_resolved] = seen[..] else {
+        panic!("wait_for returns one time per wanted event: {seen:?}")
+    };
+    println!(
+        "kill -9 {victim_addr}: node_down after {down:?}, promotion complete after {promoted_after:?}, \
+         failover_observed after {failover:?}; resolved after {down_resolved:?} and {failover_resolved:?}"
+    );
+    let options = checker.options();
+    let one_round = options.interval + options.node_timeout + Duration::from_millis(500);
+    assert!(down <= one_round, "node_down after {down:?}");
+    // Every node agreeing (what `wait_for_promotion` waits for) comes after the promoted node itself
+    // knows, which is what a round reads; one round later at the most, the alert has fired.
+    assert!(
+        failover <= promoted_after + one_round,
+        "failover_observed after {failover:?}"
+    );
+    assert!(
+        down_resolved <= promoted_after + one_round,
+        "node_down resolved after {down_resolved:?}"
+    );
+    assert!(failover_resolved >= failover + options.thresholds.failover_hold);
+
+    let summary = checker.cluster_health_summary().expect("rounds ran");
+    assert_eq!(
+        summary.slots_covered,
+        Some(SLOTS),
+        "the promoted replica serves the slots again"
+    );
+    assert_eq!((summary.nodes_connected, summary.nodes_total), (5, 6));
+    // What stays true while the dead node is gone: it is down (serving nothing now), the cluster flags
+    // it FAIL, and the promoted primary has no replica.
+    let active: Vec<(AlertKind, String)> = summary
+        .active_alerts
+        .iter()
+        .map(|a| (a.kind, a.subject.clone()))
+        .collect();
+    for expected in [
+        (AlertKind::ReplicaDown, victim_addr.clone()),
+        (AlertKind::NodeFail, victim_addr.clone()),
+        (AlertKind::PrimaryWithoutReplica, promoted.addr()),
+    ] {
+        assert!(active.contains(&expected), "{expected:?} not in {active:?}");
+    }
+    let failovers = checker.failovers();
+    assert!(
+        checker
+            .alert_history()
+            .iter()
+            .any(|a| a.kind == AlertKind::FailoverObserved && a.resolved_at.is_some()),
+        "failovers {failovers:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_primary_alerts_and_everything_resolves_after_it_resumes() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let (cluster, checker) = start().await?;
+    let mut events = checker.subscribe();
+    let _loop = checker.spawn();
+
+    let victim = cluster.primary_for_slot(0).await?;
+    let victim_addr = victim.addr();
+    let paused = Instant::now();
+    victim.pause()?;
+    // The node stops answering at once; the cluster flags it PFAIL after its node timeout.
+    let first = wait_for(
+        &mut events,
+        &[(true, AlertKind::NodeDown, &victim_addr)],
+        paused,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        first[0] < Duration::from_secs(2),
+        "a frozen node was noticed after {:?}",
+        first[0]
+    );
+    let flagged = async {
+        loop {
+            let active = checker.active_alerts();
+            if active.iter().any(|a| {
+                matches!(a.kind, AlertKind::NodePfail | AlertKind::NodeFail) && a.subject == victim_addr
+            }) {
+                return active;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(NODE_TIMEOUT + Duration::from_secs(8), flagged)
+        .await
+        .map_err(|_| {
+            format!(
+                "no PFAIL/FAIL alert for {victim_addr}: {:#?}",
+                checker.active_alerts()
+            )
+        })?;
+
+    victim.resume()?;
+    let resumed = Instant::now();
+    cluster.wait_until_healthy(Duration::from_secs(30)).await?;
+    let settled = async {
+        loop {
+            let summary = checker.cluster_health_summary();
+            if summary.as_ref().is_some_and(|s| {
+                s.status == HealthStatus::Healthy
+                    && s.taken_at > std::time::SystemTime::now() - Duration::from_millis(500)
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .map_err(|_| {
+            format!(
+                "{:?} after SIGCONT, still: {:#?}",
+                resumed.elapsed(),
+                checker.active_alerts()
+            )
+        })?;
+    let history = checker.alert_history();
+    assert!(
+        history
+            .iter()
+            .any(|a| a.kind == AlertKind::NodeDown && a.subject == victim_addr),
+        "{history:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let (cluster, checker) = start().await?;
+    let owner = cluster.primary_for_slot(SLOTS as u16 - 1).await?;
+    // CLUSTER DELSLOTS acts on the receiving node only, so every node forgets the slots' owner.
+    for node in cluster.nodes() {
+        node.command::<Value, _, _>(["CLUSTER", "DELSLOTS", "16382", "16383"])
+            .await?;
+    }
+    let round = checker.check_now().await;
+    assert_eq!(round.summary.slots_covered, Some(SLOTS - 2));
+    assert_eq!(round.summary.status, HealthStatus::Degraded);
+    let uncovered: Vec<f64> = round
+        .summary
+        .active_alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SlotsUncovered)
+        .map(|a| a.value)
+        .collect();
+    assert_eq!(uncovered, [2.0], "{:#?}", round.summary.active_alerts);
+
+    // The owner claims the slots again; the other nodes learn it by gossip.
+    owner
+        .command::<Value, _, _>(["CLUSTER", "ADDSLOTSRANGE", "16382", "16383"])
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resolved = loop {
+        let round = checker.check_now().await;
+        if let Some(event) = round
+            .events
+            .iter()
+            .find(|e| matches!(e, AlertEvent::Resolved(a) if a.kind == AlertKind::SlotsUncovered))
+        {
+            assert_eq!(round.summary.slots_covered, Some(SLOTS));
+            break event.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots still uncovered: {:#?}",
+            round.summary
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(resolved.alert().subject, "cluster");
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! How a warm-up runs: parallelism, batching, TTL jitter, retries, validation and rollback.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Settings of a [`Warmup`](crate::Warmup). Start from [`WarmupConfig::default`] and change what you
+/// need; [`Warmup::new`](crate::Warmup::new) checks the values once.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WarmupConfig {
+    /// Shards written at the same time (default 3, the spec's default).
+    pub shard_parallelism: usize,
+    /// Entries per batch: one batch is one round of pipelined commands to one shard's primary
+    /// (default 512).
+    pub batch_size: usize,
+    /// Batches in flight per shard (default 8).
+    pub batches_in_flight: usize,
+    /// TTL jitter: each TTL is stretched by a share in `[0, ttl_jitter)` picked from the key's hash, so
+    /// that keys warmed together do not all expire together (default 0: off; at most 1).
+    pub ttl_jitter: f64,
+    /// Entries read from the source and planned at once (default 1,000,000). Priority order and
+    /// per-key deduplication hold within one window; a source that fits in one window is ordered as a
+    /// whole.
+    pub window_entries: usize,
+    /// Retry rounds for entries whose write failed transiently (node down, timeout, redirects while
+    /// slots move) (default 3).
+    pub retries: u32,
+    /// Pause before the first retry round; it doubles each round (default 100 ms).
+    pub retry_delay: Duration,
+    /// The most entries written per second (default `None`: as fast as the cluster takes them).
+    pub max_entries_per_second: Option<u32>,
+    /// Read-back validation after writing (default: every entry, see [`ValidationConfig`]); `None`
+    /// validates nothing.
+    pub validation: Option<ValidationConfig>,
+    /// Roll back when the share of bad entries (failed writes, plus entries that validation found wrong
+    /// or could not read, extrapolated from the sample) is above this share (default `None`: never).
+    /// Setting it makes the warm-up capture every touched key's previous value and TTL before
+    /// overwriting it, which costs one more round trip per slot group.
+    pub rollback_threshold: Option<f64>,
+    /// Per-key failures, rejected inputs and validation problems listed in the report (the counts are
+    /// always complete) (default 1,000).
+    pub max_reported_keys: usize,
+    /// Shortest gap between two progress updates (default 100 ms); phase changes are always reported.
+    pub progress_interval: Duration,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            shard_parallelism: 3,
+            batch_size: 512,
+            batches_in_flight: 8,
+            ttl_jitter: 0.0,
+            window_entries: 1_000_000,
+            retries: 3,
+            retry_delay: Duration::from_millis(100),
+            max_entries_per_second: None,
+            validation: Some(ValidationConfig::default()),
+            rollback_threshold: None,
+            max_reported_keys: 1_000,
+            progress_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl WarmupConfig {
+    /// Sets how many shards are written at the same time.
+    pub fn shard_parallelism(mut self, shards: usize) -> Self {
+        self.shard_parallelism = shards;
+        self
+    }
+
+    /// Sets the entries per batch.
+    pub fn batch_size(mut self, entries: usize) -> Self {
+        self.batch_size = entries;
+        self
+    }
+
+    /// Sets the batches in flight per shard.
+    pub fn batches_in_flight(mut self, batches: usize) -> Self {
+        self.batches_in_flight = batches;
+        self
+    }
+
+    /// Sets the TTL jitter share (0 turns it off).
+    pub fn ttl_jitter(mut self, share: f64) -> Self {
+        self.ttl_jitter = share;
+        self
+    }
+
+    /// Sets the entries planned at once.
+    pub fn window_entries(mut self, entries: usize) -> Self {
+        self.window_entries = entries;
+        self
+    }
+
+    /// Sets the retry rounds for transient failures.
+    pub fn retries(mut self, rounds: u32) -> Self {
+        self.retries = rounds;
+        self
+    }
+
+    /// Sets the pause before the first retry round.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Limits the entries written per second.
+    pub fn max_entries_per_second(mut self, entries: u32) -> Self {
+        self.max_entries_per_second = Some(entries);
+        self
+    }
+
+    /// Sets (or with `None`, turns off) validation.
+    pub fn validation(mut self, validation: Option<ValidationConfig>) -> Self {
+        self.validation = validation;
+        self
+    }
+
+    /// Rolls back when the share of bad entries is above `share`.
+    pub fn rollback_above(mut self, share: f64) -> Self {
+        self.rollback_threshold = Some(share);
+        self
+    }
+
+    /// Sets how many keys the report lists per kind of problem.
+    pub fn max_reported_keys(mut self, keys: usize) -> Self {
+        self.max_reported_keys = keys;
+        self
+    }
+
+    /// Sets the shortest gap between two progress updates.
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |message: String| Err(Error::Config(message));
+        if self.shard_parallelism == 0 {
+            return bad("shard_parallelism is 0; write at least 1 shard at a time (default 3)".into());
+        }
+        if !(1..=100_000).contains(&self.batch_size) {
+            return bad(format!(
+                "batch_size is {}; use 1 to 100000 entries per batch (default 512)",
+                self.batch_size
+            ));
+        }
+        if self.batches_in_flight == 0 {
+            return bad("batches_in_flight is 0; keep at least 1 batch per shard in flight (default 8)".into());
+        }
+        if !(0.0..=1.0).contains(&self.ttl_jitter) {
+            return bad(format!(
+                "ttl_jitter is {}; use a share from 0 (off) to 1 (TTLs up to doubled)",
+                self.ttl_jitter
+            ));
+        }
+        if self.window_entries == 0 {
+            return bad("window_entries is 0; plan at least 1 entry at a time (default 1000000)".into());
+        }
+        if self.max_entries_per_second == Some(0) {
+            return bad("max_entries_per_second is 0; use None for no limit, or at least 1".into());
+        }
+        if let Some(share) = self.rollback_threshold
+            && !(0.0..1.0).contains(&share)
+        {
+            return bad(format!(
+                "rollback_threshold is {share}; use a share from 0 (roll back on any bad entry) to below 1"
+            ));
+        }
+        if let Some(validation) = &self.validation {
+            validation.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// How a warm-up checks what it wrote: per shard, `WAIT` for the replicas, then read the entries back
+/// from every replica (from the primary when the shard has none) and compare.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ValidationConfig {
+    /// Share of the written entries read back, picked by key hash (default 1: all; above 0, at most 1).
+    pub sample_ratio: f64,
+    /// How long `WAIT` blocks for the replicas' acknowledgement, per shard (default 5 s).
+    pub wait_timeout: Duration,
+    /// How long a replica that disagrees is given to catch up with its primary before the entry counts
+    /// as bad (default 2 s).
+    pub replica_catch_up: Duration,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            sample_ratio: 1.0,
+            wait_timeout: Duration::from_secs(5),
+            replica_catch_up: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// Validates a share of the entries (1 for all).
+    pub fn sample(mut self, ratio: f64) -> Self {
+        self.sample_ratio = ratio;
+        self
+    }
+
+    /// Sets the `WAIT` timeout.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a disagreeing replica may take to catch up.
+    pub fn replica_catch_up(mut self, wait: Duration) -> Self {
+        self.replica_catch_up = wait;
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if !(self.sample_ratio > 0.0 && self.sample_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "validation sample_ratio is {}; use a share above 0 and at most 1, or turn validation off",
+                self.sample_ratio
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(config: WarmupConfig, want: Option<&str>) {
+        match (config.validate(), want) {
+            (Ok(()), None) => {}
+            (Err(error), Some(text)) => {
+                let message = error.to_string();
+                assert!(message.contains(text), "{message} should mention {text}");
+            }
+            (got, want) => panic!("{config:?}: got {got:?}, want an error mentioning {want:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_once() {
+        check(WarmupConfig::default(), None);
+        check(WarmupConfig::default().rollback_above(0.0).ttl_jitter(1.0), None);
+        check(WarmupConfig::default().shard_parallelism(0), Some("shard_parallelism"));
+        check(WarmupConfig::default().batch_size(0), Some("batch_size"));
+        check(WarmupConfig::default().batch_size(100_001), Some("batch_size"));
+        check(WarmupConfig::default().batches_in_flight(0), Some("batches_in_flight"));
+        check(WarmupConfig::default().ttl_jitter(-0.1), Some("ttl_jitter"));
+        check(WarmupConfig::default().ttl_jitter(f64::NAN), Some("ttl_jitter"));
+        check(WarmupConfig::default().window_entries(0), Some("window_entries"));
+        check(WarmupConfig::default().max_entries_per_second(0), Some("max_entries_per_second"));
+        check(WarmupConfig::default().rollback_above(1.0), Some("rollback_threshold"));
+        check(
+            WarmupConfig::default().validation(Some(ValidationConfig::default().sample(0.0))),
+            Some("sample_ratio"),
+        );
+        check(
+            WarmupConfig::default().validation(Some(ValidationConfig::default().sample(1.5))),
+            Some("sample_ratio"),
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! `cargo xtask load`: the same workloads through cluster-client, the raw fred cluster client and
+//! `redis-benchmark --cluster`, in one run against one cluster, printed as ratios.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cluster_client::{ClusterClient, SetOptions};
+use cluster_config::ClusterConfig;
+use fred::prelude::*;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use local_cluster::{ClusterSpec, LocalCluster};
+use serde::Serialize;
+
+/// What one call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Workload {
+    /// SET of a random key.
+    Set,
+    /// GET of a random (pre-filled) key.
+    Get,
+    /// 80% GET, 20% SET.
+    Mixed,
+    /// One get_many of 100 random keys (a fred pipeline of 100 GETs for the baseline).
+    GetMany,
+}
+
+/// Options of `cargo xtask load`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = ["set", "get", "mixed", "get-many"])]
+    pub(crate) workloads: Vec<Workload>,
+    /// Concurrent tasks (and redis-benchmark clients).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) concurrency: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) value_size: usize,
+    /// Seconds per workload and client.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) keys: usize,
+    /// Connections per node for cluster-client (default: the configuration's pool size).
+    #[arg(long)]
+    pub(crate) pool_size: Option<usize>,
+    /// Only measure cluster-client (no fred or redis-benchmark baseline).
+    #[arg(long)]
+    pub(crate) no_baseline: bool,
+    /// Where results.json and latency.png go.
+    #[arg(long, default_value = "target/load")]
+    pub(crate) out: PathBuf,
+}
+
+/// One workload run through one client.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunResult {
+    pub(crate) workload: Workload,
+    pub(crate) client: String,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    /// Per second of the run: (ops, p99 in µs).
+    pub(crate) timeline: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    command: String,
+    concurrency: usize,
+    value_size: usize,
+    seconds: u64,
+    keys: usize,
+    results: &'a [RunResult],
+}
+
+pub(crate) fn load(args: &LoadArgs) -> Result<()> {
+    crate::prerequisites::ensure_redis()?;
+    crate::cluster::runtime()?.block_on(async {
+        let (seeds, _own) = match crate::cluster::running()? {
+            Some(cluster) => {
+                println!("Using the cluster from `cargo xtask cluster-up`.");
+                (cluster.seeds(), None)
+            }
+            None => {
+                println!("No cluster from `cargo xtask cluster-up`; starting a 3+3 cluster for this run.");
+                let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+                (cluster.seeds(), Some(cluster))
+            }
+        };
+        let results = run_all(args, &seeds).await?;
+        print_table(&results);
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let report = Report {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            concurrency: args.concurrency,
+            value_size: args.value_size,
+            seconds: args.seconds,
+            keys: args.keys,
+            results: &results,
+        };
+        let json = args.out.join("results.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+        let png = args.out.join("latency.png");
+        crate::plot::latency_over_time(&png, &results)?;
+        println!("\nWrote {} and {}.", json.display(), png.display());
+        Ok(())
+    })
+}
+
+/// Runs every workload through cluster-client, then fred's cluster client, then redis-benchmark.
+pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<RunResult>> {
+    let mut builder = ClusterConfig::builder().nodes(seeds.to_vec());
+    if let Some(pool) = args.pool_size {
+        builder = builder.pool_size(pool);
+    }
+    let config = builder.build()?;
+    let ours = ClusterClient::connect(config.clone()).await?;
+    let fred = if args.no_baseline {
+        None
+    } else {
+        Some(fred_cluster_client(&config).await?)
+    };
+    let value: Arc<Vec<u8>> = Arc::new(vec![b'x'; args.value_size]);
+    fill(&ours, args.keys, &value).await?;
+    let mut results = Vec::new();
+    for &workload in &args.workloads {
+        results.push(run_ours(&ours, workload, args, value.clone()).await);
+        if let Some(fred) = &fred {
+            results.push(run_fred(fred, workload, args, value.clone()).await);
+        }
+        if !args.no_baseline
+            && let Some(result) = redis_benchmark(workload, args, &seeds[0])?
+        {
+            results.push(result);
+        }
+    }
+    ours.close().await;
+    if let Some(fred) = fred {
+        let _ = fred.quit().await;
+    }
+    Ok(results)
+}
+
+/// fred's own cluster client, configured the way cluster-config configures it (every node a seed,
+/// reconnect policy, timeouts).
+pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client> {
+    let client = Builder::from_config(config.clustered_config())
+        .set_policy(config.reconnect_policy())
+        .set_connection_config(config.connection_config())
+        .set_performance_config(config.performance_config())
+        .build()?;
+    client.init().await.context("connecting fred's cluster client")?;
+    Ok(client)
+}
+
+pub(crate) fn key(i: usize) -> String {
+    format!("load:{i}")
+}
+
+async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {
+    let bar = progress_bar(keys as u64, "filling the key space");
+    for chunk_start in (0..keys).step_by(1000) {
+        let entries: Vec<(String, &[u8], Option<Duration>)> = (chunk_start..(chunk_start + 1000).min(keys))
+            .map(|i| (key(i), value, None))
+            .collect();
+        for result in client.set_many(&entries).await {
+            result?;
+        }
+        bar.inc(entries.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A small fast generator per task (xorshift), so key choice costs nothing next to a network call.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+}
+
+async fn run_ours(
+    client: &ClusterClient,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    let keys = args.keys;
+    let client = client.clone();
+    run(workload, "cluster-client", args, move |rng: &mut Rng| {
+        let client = client.clone();
+        let value = value.clone();
+        let op = pick(workload, rng);
+        let a = rng.next(keys);
+        let many: Vec<String> = if op == Workload::GetMany {
+            (0..100).map(|_| key(rng.next(keys))).collect()
+        } else {
+            Vec::new()
+        };
+        async move {
+            match op {
+                Workload::Set => client
+                    .set(key(a).as_bytes(), &value, SetOptions::default())
+                    .await
+                    .is_ok(),
+                Workload::Get => client.get(key(a).as_bytes()).await.is_ok(),
+                Workload::GetMany => client.get_many(&many).await.iter().all(Result::is_ok),
+                Workload::Mixed => unreachable!("pick() resolves mixed"),
+            }
+        }
+    })
+    .await
+}
+
+async fn run_fred(client: &Client, workload: Workload, args: &LoadArgs, value: Arc<Vec<u8>>) -> RunResult {
+    let keys = args.keys;
+    let client = client.clone();
+    run(workload, "fred cluster client", args, move |rng: &mut Rng| {
+        let client = client.clone();
+        let value = value.clone();
+        let op = pick(workload, rng);
+        let a = rng.next(keys);
+        let many: Vec<String> = if op == Workload::GetMany {
+            (0..100).map(|_| key(rng.next(keys))).collect()
+        } else {
+            Vec::new()
+        };
+        async move {
+            match op {
+                Workload::Set => client
+                    .set::<(), _, _>(key(a), value.as_slice(), None, None, false)
+                    .await
+                    .is_ok(),
+                Workload::Get => client.get::<Option<Vec<u8>>, _>(key(a)).await.is_ok(),
+                Workload::GetMany => {
+                    let pipeline = client.pipeline();
+                    for k in many {
+                        let _: Result<(), _> = pipeline.get(k).await;
+                    }
+                    pipeline
+                        .try_all::<Option<Vec<u8>>>()
+                        .await
+                        .iter()
+                        .all(Result::is_ok)
+                }
+                Workload::Mixed => unreachable!("pick() resolves mixed"),
+            }
+        }
+    })
+    .await
+}
+
+fn pick(workload: Workload, rng: &mut Rng) -> Workload {
+    match workload {
+        Workload::Mixed if rng.next(100) < 80 => Workload::Get,
+        Workload::Mixed => Workload::Set,
+        other => other,
+    }
+}
+
+/// Runs `op` from `args.concurrency` tasks for `args.seconds`, with a live progress bar.
+async fn run<F, Fut>(workload: Workload, client: &str, args: &LoadArgs, op: F) -> RunResult
+where
+    F: Fn(&mut Rng) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let duration = Duration::from_secs(args.seconds);
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let seconds = args.seconds as usize + 1;
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|task| {
+            let op = op.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut rng =
+                    Rng(0x9E37_79B9_7F4A_7C15 ^ (task as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+                let mut all = new_histogram();
+                let mut per_second: Vec<Histogram<u64>> = (0..seconds).map(|_| new_histogram()).collect();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let call = Instant::now();
+                    let ok = op(&mut rng).await;
+                    let micros = (call.elapsed().as_micros() as u64).max(1);
+                    let _ = all.record(micros);
+                    let second = (call.duration_since(started).as_secs() as usize).min(seconds - 1);
+                    let _ = per_second[second].record(micros);
+                    if !ok {
+                        errors += 1;
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                (all, per_second, errors)
+            })
+        })
+        .collect();
+    let bar = progress_bar(args.seconds * 10, &format!("{workload:?} via {client}"));
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        bar.set_position((elapsed * 10.0) as u64);
+        bar.set_message(format!(
+            "{:>9.0} ops/s",
+            counter.load(Ordering::Relaxed) as f64 / elapsed
+        ));
+    }
+    let mut all = new_histogram();
+    let mut per_second: Vec<Histogram<u64>> = (0..seconds).map(|_| new_histogram()).collect();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((h, seconds, e)) = task.await {
+            let _ = all.add(&h);
+            for (total, part) in per_second.iter_mut().zip(&seconds) {
+                let _ = total.add(part);
+            }
+            errors += e;
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let result = RunResult {
+        workload,
+        client: client.to_string(),
+        ops: all.len(),
+        errors,
+        seconds: elapsed,
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        p999_us: all.value_at_quantile(0.999),
+        timeline: per_second
+            .iter()
+            .take(args.seconds as usize)
+            .map(|h| (h.len(), h.value_at_quantile(0.99)))
+            .collect(),
+    };
+    println!(
+        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  errors {}",
+        format!("{workload:?}"),
+        client,
+        result.ops_per_sec,
+        result.p50_us,
+        result.p99_us,
+        result.p999_us,
+        result.errors
+    );
+    result
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+pub(crate) fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:<34} [{bar:30}] {msg}")
+            .expect("constant template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// `redis-benchmark --cluster` for the workloads it has (SET, GET), same concurrency, no pipelining.
+fn redis_benchmark(workload: Workload, args: &LoadArgs, seed: &str) -> Result<Option<RunResult>> {
+    let test = match workload {
+        Workload::Set => "set",
+        Workload::Get => "get",
+        _ => return Ok(None),
+    };
+    let (host, port) = seed.rsplit_once(':').context("seed is host:port")?;
+    let requests = 200_000usize.max(args.concurrency * 1000);
+    let bar = progress_bar(1, &format!("{workload:?} via redis-benchmark"));
+    bar.set_message(format!("{requests} requests"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let output = Command::new("redis-benchmark")
+        .args(["--cluster", "-h", host, "-p", port, "-t", test, "-q", "--csv"])
+        .args(["-c", &args.concurrency.to_string(), "-n", &requests.to_string()])
+        .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()])
+        .output()
+        .context("running redis-benchmark (it comes with the redis-server package)")?;
+    bar.finish_and_clear();
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some(result) = parse_benchmark_csv(&text, workload) else {
+        bail!("could not read redis-benchmark's output:\n{text}");
+    };
+    println!(
+        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs",
+        format!("{workload:?}"),
+        result.client,
+        result.ops_per_sec,
+        result.p50_us,
+        result.p99_us
+    );
+    Ok(Some(result))
+}
+
+/// Parses `--csv` output: a header line, then `"SET","123.45","0.1","0.0","0.1","0.2","0.3","1.0"`
+/// (rps, avg, min, p50, p95, p99, max in ms).
+fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))?;
+    let fields: Vec<f64> = line
+        .split(',')
+        .skip(1)
+        .filter_map(|f| f.trim_matches('"').parse().ok())
+        .collect();
+    let us = |ms: f64| (ms * 1000.0) as u64;
+    Some(RunResult {
+        workload,
+        client: "redis-benchmark".into(),
+        ops: 0,
+        errors: 0,
+        seconds: 0.0,
+        ops_per_sec: *fields.first()?,
+        p50_us: us(*fields.get(3)?),
+        p99_us: us(*fields.get(5)?),
+        p999_us: 0,
+        timeline: Vec::new(),
+    })
+}
+
+/// The summary table: each baseline's ratio is cluster-client's ops/s divided by the baseline's.
+pub(crate) fn print_table(results: &[RunResult]) {
+    println!(
+        "\n{:<9} {:<22} {:>12} {:>9} {:>9} {:>10} {:>8}",
+        "workload", "client", "ops/s", "p50 µs", "p99 µs", "ours/this", "errors"
+    );
+    for r in results {
+        let ours = results
+            .iter()
+            .find(|o| o.workload == r.workload && o.client == "cluster-client");
+        let ratio = match ours {
+            Some(o) if r.client != "cluster-client" && r.ops_per_sec > 0.0 => {
+                format!("{:.2}×", o.ops_per_sec / r.ops_per_sec)
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "{:<9} {:<22} {:>12.0} {:>9} {:>9} {:>10} {:>8}",
+            format!("{:?}", r.workload),
+            r.client,
+            r.ops_per_sec,
+            r.p50_us,
+            r.p99_us,
+            ratio,
+            r.errors
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_redis_benchmark_csv() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"SET\",\"81234.50\",\"0.500\",\"0.100\",\"0.450\",\"0.900\",\"1.500\",\"5.000\"\n";
+        let r = parse_benchmark_csv(text, Workload::Set).unwrap();
+        assert_eq!(r.ops_per_sec, 81234.5);
+        assert_eq!(r.p50_us, 450);
+        assert_eq!(r.p99_us, 1500);
+        assert!(parse_benchmark_csv("garbage", Workload::Get).is_none());
+    }
+}

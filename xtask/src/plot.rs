@@ -1,0 +1,76 @@
+//! PNG plots of load results (plotters with an embedded font, so no system fonts are needed).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::load::RunResult;
+
+fn fonts() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // Ubuntu Light, shipped inside the epaint_default_fonts crate, stands in for "sans-serif".
+        let _ = register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
+    });
+}
+
+/// p99 latency per second of each run, one line per (workload, client), on a log scale.
+pub(crate) fn latency_over_time(path: &Path, results: &[RunResult]) -> Result<()> {
+    fonts();
+    let runs: Vec<&RunResult> = results.iter().filter(|r| !r.timeline.is_empty()).collect();
+    let seconds = runs.iter().map(|r| r.timeline.len()).max().unwrap_or(1).max(1);
+    let max_us = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|(_, p99)| *p99))
+        .max()
+        .unwrap_or(1000)
+        .max(10);
+    let root = BitMapBackend::new(path, (1200, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("p99 latency per second (µs, log scale)", ("sans-serif", 28))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..seconds, (10u64..max_us * 2).log_scale())
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("second of the run")
+        .y_desc("p99 µs")
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).stroke_width(2);
+        let points: Vec<(usize, u64)> = run
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(s, (_, p99))| (s, (*p99).max(10)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, color))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(format!("{:?} · {}", run.workload, run.client))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], Palette99::pick(i).stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
