@@ -1,4 +1,72 @@
-//! The typed cache API that wires configuration, the cluster client, consistency, warm-up and health together.
+//! The typed cache API: one `Cache` that wires configuration, the cluster client and versioned writes,
+//! and adds cache semantics — serde codecs, compression, TTL jitter, negative caching, single-flight
+//! `get_or_load` with optional cross-process leases, and a fail-safe mode.
 //!
-//! This crate is being built; see `docs/ARCHITECTURE.md` for its place in the workspace.
+//! Logic lives in the crates whose job it is: routing and failover in `cluster-client`, last-write-wins
+//! in `consistency`, warm-up in `warmup`, health in `health`. This crate re-exports what a service needs.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use cache_facade::{Cache, ClusterConfig};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct User { id: u64, name: String }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let _lock = local_cluster::test_lock::shared().await?;
+//! # let cluster = local_cluster::LocalCluster::shared().await?;
+//! # let seeds = cluster.seeds();
+//! let cache = Cache::connect(ClusterConfig::builder().nodes(seeds).build()?).await?;
+//!
+//! // Typed reads and writes.
+//! cache.set("user:1", &User { id: 1, name: "Ada".into() }, Some(Duration::from_secs(60))).await?;
+//! assert_eq!(cache.get::<User>("user:1").await?.unwrap().name, "Ada");
+//!
+//! // Load on a miss; concurrent callers in this process share one load.
+//! let user: User = cache
+//!     .get_or_load("user:2", Some(Duration::from_secs(60)), || async {
+//!         Ok::<_, std::io::Error>(User { id: 2, name: "Grace".into() })
+//!     })
+//!     .await?;
+//! assert_eq!(user.id, 2);
+//! assert_eq!(cache.stats().loads, 1);
+//! # cache.delete("user:1").await?; cache.delete("user:2").await?;
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs, unreachable_pub)]
+
+mod cache;
+mod codec;
+mod error;
+
+pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
+pub use cluster_config::ClusterConfig;
+pub use consistency::ConsistencyConfig;
+
+pub use crate::{
+    cache::{Cache, CacheSettings, Write},
+    codec::Codec,
+    error::Error,
+};
+
+/// Counts since a [`Cache`] was built (also exported through `metrics` as `cache_*_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Reads that found a value (or a remembered absence).
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Loader runs.
+    pub loads: u64,
+    /// Loader runs that failed.
+    pub load_errors: u64,
+    /// Loaded values refused because a newer write or a delete happened during the load.
+    pub stale_refused: u64,
+    /// `get_or_load` answers served by the loader because Redis could not be reached.
+    pub fail_safe_serves: u64,
+}

@@ -1,0 +1,68 @@
+/// Why a cache call failed. Misses, stale writes and loader results are values, not errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster client failed (node down, timeout, over-limit key or value, ...).
+    #[error(transparent)]
+    Client(#[from] cluster_client::Error),
+    /// A versioned read or write failed.
+    #[error(transparent)]
+    Consistency(#[from] consistency::Error),
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] cluster_config::ConfigError),
+    /// The value could not be encoded with the configured codec.
+    #[error("could not encode the value for key {key:?} as {codec}: {detail}")]
+    Encode {
+        /// The key (lossy UTF-8).
+        key: String,
+        /// The codec.
+        codec: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The stored bytes are not a value of the requested type; the key was left as it is.
+    #[error(
+        "the value under key {key:?} is not a {wanted} ({detail}); it was left untouched — delete it or read it \
+         with the type it was written with"
+    )]
+    Decode {
+        /// The key (lossy UTF-8).
+        key: String,
+        /// The Rust type asked for.
+        wanted: &'static str,
+        /// What did not match.
+        detail: String,
+    },
+    /// The loader of `get_or_load` failed; nothing was cached.
+    #[error("the loader for key {key:?} failed: {source}")]
+    Loader {
+        /// The key (lossy UTF-8).
+        key: String,
+        /// The loader's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another process holds the key's load lease and did not fill it before the wait ran out.
+    #[error("waited {waited:?} for another process to load key {key:?}; its lease expired without a value")]
+    LeaseWait {
+        /// The key (lossy UTF-8).
+        key: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
+    /// The facade's settings are out of range.
+    #[error("invalid cache setting: {0}")]
+    Settings(String),
+}
+
+impl Error {
+    /// Whether Redis could not be reached (so a fail-safe loader may answer instead).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Client(e) => e.is_transient(),
+            Error::Consistency(consistency::Error::Client(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
