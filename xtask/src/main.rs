@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod chaos;
 mod cluster;
 mod load;
 mod plot;
@@ -31,6 +32,8 @@ enum Task {
     ClusterStatus,
     /// Load the cluster through cluster-client, fred's cluster client and redis-benchmark; print ratios.
     Load(load::LoadArgs),
+    /// Failover drills under load, through the cache and through fred's cluster client side by side.
+    Chaos(chaos::ChaosArgs),
     /// Run every test in the workspace (installs redis-server first when it is missing).
     Test {
         /// Extra arguments for `cargo test`, after `--`.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Task::ClusterDown => cluster::down(),
         Task::ClusterStatus => cluster::status(),
         Task::Load(args) => in_release().and_then(|()| load::load(&args)),
+        Task::Chaos(args) => in_release().and_then(|()| chaos::chaos(&args)),
         Task::Test { args } => test(&args),
         Task::Ci => ci(),
     };
