@@ -35,7 +35,9 @@ fn bench_envelope(c: &mut Criterion) {
                 .encode()
             })
         });
-        group.bench_function(format!("baseline_copy/{len}"), |b| b.iter(|| black_box(&payload).to_vec()));
+        group.bench_function(format!("baseline_copy/{len}"), |b| {
+            b.iter(|| black_box(&payload).to_vec())
+        });
         group.finish();
 
         let stored = Envelope::Value {
@@ -61,7 +63,9 @@ fn bench_hlc(c: &mut Criterion) {
     group.bench_function("clock_now", |b| b.iter(|| clock.now()));
     group.bench_function("baseline_system_time_now", |b| b.iter(SystemTime::now));
     let counter = AtomicU64::new(0);
-    group.bench_function("baseline_fetch_add", |b| b.iter(|| counter.fetch_add(1, Ordering::Relaxed)));
+    group.bench_function("baseline_fetch_add", |b| {
+        b.iter(|| counter.fetch_add(1, Ordering::Relaxed))
+    });
     group.finish();
 }
 

@@ -52,6 +52,10 @@ pub(crate) struct LoadArgs {
     /// Connections per node for cluster-client (default: the configuration's pool size).
     #[arg(long)]
     pub(crate) pool_size: Option<usize>,
+    /// Also run plain fred centralized clients, one per primary, routed by slot with no other logic: it
+    /// separates cluster-client's own overhead from the cost of one connection set per node.
+    #[arg(long)]
+    pub(crate) per_node_baseline: bool,
     /// Only measure cluster-client (no fred or redis-benchmark baseline).
     #[arg(long)]
     pub(crate) no_baseline: bool,
@@ -140,6 +144,9 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
         results.push(run_ours(&ours, workload, args, value.clone()).await);
         if let Some(fred) = &fred {
             results.push(run_fred(fred, workload, args, value.clone()).await);
+        }
+        if args.per_node_baseline && matches!(workload, Workload::Set | Workload::Get) {
+            results.push(run_per_node(&ours, &config, workload, args, value.clone()).await?);
         }
         if !args.no_baseline
             && let Some(result) = redis_benchmark(workload, args, &seeds[0])?
@@ -266,6 +273,60 @@ async fn run_fred(client: &Client, workload: Workload, args: &LoadArgs, value: A
         }
     })
     .await
+}
+
+/// Plain fred centralized clients, one per primary, routed by a slot table and nothing else.
+async fn run_per_node(
+    ours: &ClusterClient,
+    config: &ClusterConfig,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> Result<RunResult> {
+    let topology = ours.topology();
+    let mut clients = Vec::new();
+    let mut owner = vec![0usize; 16_384];
+    for (index, shard) in topology.shards().iter().enumerate() {
+        let addr: cluster_config::NodeAddr = shard.primary.parse()?;
+        let client = Builder::from_config(config.fred_config_for(&addr))
+            .set_policy(config.reconnect_policy())
+            .set_connection_config(config.connection_config())
+            .set_performance_config(config.performance_config())
+            .build()?;
+        client.init().await?;
+        clients.push(client);
+        for &(first, last) in &shard.slots {
+            for slot in first..=last {
+                owner[slot as usize] = index;
+            }
+        }
+    }
+    let clients = Arc::new(clients);
+    let owner = Arc::new(owner);
+    let keys = args.keys;
+    let run_clients = clients.clone();
+    let result = run(workload, "fred per-node, bare", args, move |rng: &mut Rng| {
+        let clients = run_clients.clone();
+        let owner = owner.clone();
+        let value = value.clone();
+        let k = key(rng.next(keys));
+        async move {
+            let client = &clients[owner[sharding_slot(k.as_bytes()) as usize]];
+            match workload {
+                Workload::Set => client.set::<(), _, _>(k, value.as_slice(), None, None, false).await.is_ok(),
+                _ => client.get::<Option<Vec<u8>>, _>(k).await.is_ok(),
+            }
+        }
+    })
+    .await;
+    for client in clients.iter() {
+        let _ = client.quit().await;
+    }
+    Ok(result)
+}
+
+fn sharding_slot(key: &[u8]) -> u16 {
+    fred::util::redis_keyslot(key)
 }
 
 fn pick(workload: Workload, rng: &mut Rng) -> Workload {

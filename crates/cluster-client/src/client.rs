@@ -1297,7 +1297,10 @@ fn failovers(old: &Topology, new: &Topology) -> Vec<Failover> {
             let Some(before) = old.shard_for_slot(range.0) else {
                 continue;
             };
-            if before.primary != shard.primary && before.replicas.contains(&shard.primary) {
+            // A failover when the new owner was a replica before: listed as one, or at least not a
+            // primary (a replica marked failed is left out of the replica list but still promoted).
+            let was_primary = old.shards().iter().any(|s| s.primary == shard.primary);
+            if before.primary != shard.primary && (before.replicas.contains(&shard.primary) || !was_primary) {
                 match out
                     .iter_mut()
                     .find(|(o, n, _)| *o == before.primary && *n == shard.primary)

@@ -32,16 +32,27 @@ enum Writer {
 async fn write(client: &ClusterClient, store: &Versioned, writer: Writer, key: &[u8]) {
     match writer {
         Writer::Plain => {
-            client.set(key, VALUE, SetOptions::default()).await.expect("plain set");
+            client
+                .set(key, VALUE, SetOptions::default())
+                .await
+                .expect("plain set");
         }
         Writer::Versioned => {
-            store.set(key, VALUE, None, WriteOptions::default()).await.expect("versioned set");
+            store
+                .set(key, VALUE, None, WriteOptions::default())
+                .await
+                .expect("versioned set");
         }
     }
 }
 
 /// Median and 99th percentile of one writer's sequential calls.
-async fn latency(client: &ClusterClient, store: &Versioned, writer: Writer, round: usize) -> (Duration, Duration) {
+async fn latency(
+    client: &ClusterClient,
+    store: &Versioned,
+    writer: Writer,
+    round: usize,
+) -> (Duration, Duration) {
     let mut took = Vec::with_capacity(LATENCY_OPS);
     for i in 0..LATENCY_OPS {
         let key = format!("lat:{round}:{i}");
@@ -153,7 +164,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let full = store.audit(&options, |_| {}).await?;
     let primaries_only = store.audit(&options.clone().scan_replicas(false), |_| {}).await?;
     assert_eq!(keys_read, AUDIT_KEYS as u64);
-    assert!(full.is_clean() && full.keys_scanned == AUDIT_KEYS as u64, "{full}");
+    assert!(
+        full.is_clean() && full.keys_scanned == AUDIT_KEYS as u64,
+        "{full}"
+    );
     println!("audit of {AUDIT_KEYS} keys (3 primaries + 3 replicas):");
     println!("  baseline, SCAN + GET of every value on the primaries: {read_rate:.0} keys/s");
     println!(
