@@ -1,14 +1,250 @@
-//! `cargo xtask chaos <drill>`: failover drills (being written).
+//! `cargo xtask chaos <drill>`: failover drills under load.
+//!
+//! Each drill starts its own local 3 + 3 cluster and runs two loads side by side at the same rate: one
+//! through the cache (`cache_facade::Cache`, cluster-client underneath), one through fred's own cluster
+//! client built from the same `ClusterConfig`. It injects one fault through local-cluster, keeps both
+//! loads going past the recovery, and prints its figures for both clients. Targets apply to ours only;
+//! fred's figures are the baseline measured in the same run. The command exits non-zero when a target
+//! is missed. `chaos all` runs every drill and writes the table to `docs/RESULTS.md`.
+//!
+//! Drills hold `local_cluster::test_lock::exclusive()`, so they never overlap with fault tests that
+//! run on this machine at the same time.
 
-use anyhow::{Result, bail};
+mod drills;
+mod report;
+mod stage;
+mod steady;
+mod traffic;
+mod write_loss;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use self::report::{DrillReport, Figure, markdown, merge_runs, utc_date};
+
+/// A drill, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Drill {
+    /// kill -9 a primary under load (--runs times): promotion time, failed calls on healthy and dead
+    /// shards, longest call, acknowledged writes lost with and without WAIT, journal repair.
+    KillMaster,
+    /// SIGSTOP a primary for 6 s (past the node timeout): no call beyond its timeout.
+    PauseMasterLong,
+    /// SIGSTOP a primary for 1 s (below the node timeout): no call beyond its timeout, no failover.
+    PauseMasterShort,
+    /// CLUSTER FAILOVER on a replica under load.
+    ManualFailover,
+    /// Move 100 slots between primaries under load.
+    Reshard,
+    /// kill -9 a primary while the clients are idle, then start traffic.
+    FailoverWhileIdle,
+    /// kill -9 every node and restart them all under load.
+    WholeClusterRestart,
+    /// CLIENT PAUSE every node for 5 s: calls fail at their timeout, memory stays bounded.
+    ClientPause,
+    /// kill -9 the replica that serves reads: reads fall back to the primary within 1 s.
+    KillReadReplica,
+    /// Load without faults for --minutes: no error, no epoch change, equal primary/replica digests.
+    Steady,
+    /// Every drill, then the table in docs/RESULTS.md.
+    All,
+}
+
+impl Drill {
+    /// Every drill `all` runs, in order.
+    const EVERY: [Drill; 10] = [
+        Drill::KillMaster,
+        Drill::PauseMasterLong,
+        Drill::PauseMasterShort,
+        Drill::ManualFailover,
+        Drill::Reshard,
+        Drill::FailoverWhileIdle,
+        Drill::WholeClusterRestart,
+        Drill::ClientPause,
+        Drill::KillReadReplica,
+        Drill::Steady,
+    ];
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
+}
 
 /// Options of `cargo xtask chaos`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ChaosArgs {
     /// The drill to run, or `all`.
-    pub(crate) drill: String,
+    #[arg(value_enum)]
+    pub(crate) drill: Drill,
+    /// Runs of kill-master.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// Minutes of load in the steady drill.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) minutes: u64,
+    /// Minutes of the steady drill when running `all` (default: --minutes).
+    #[arg(long)]
+    pub(crate) steady_minutes: Option<u64>,
+    /// Calls per second of each load (ours and fred's each get this rate).
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) rate: u32,
+    /// Where `all` writes its table, relative to the workspace root.
+    #[arg(long, default_value = "docs/RESULTS.md")]
+    pub(crate) results: PathBuf,
 }
 
 pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
-    bail!("the chaos drill {:?} is not implemented yet", args.drill)
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if args.minutes == 0 || args.steady_minutes == Some(0) {
+        bail!("the steady drill needs at least 1 minute (--minutes 1 for a quick run)");
+    }
+    if !(traffic::TASKS as u32..=100_000).contains(&args.rate) {
+        bail!(
+            "--rate must be {} to 100000 calls per second (one per load task at least)",
+            traffic::TASKS
+        );
+    }
+    crate::prerequisites::ensure_redis()?;
+    let started = SystemTime::now();
+    let runtime = crate::cluster::runtime()?;
+    let reports: Vec<DrillReport> = match args.drill {
+        Drill::All => {
+            let steady_minutes = args.steady_minutes.unwrap_or(args.minutes);
+            let mut reports = Vec::new();
+            for (i, drill) in Drill::EVERY.into_iter().enumerate() {
+                println!("\n[{}/{}] chaos {}", i + 1, Drill::EVERY.len(), drill.name());
+                let report = runtime.block_on(run(drill, args, steady_minutes));
+                print!("{}", report.render());
+                reports.push(report);
+            }
+            write_results(args, &reports, started)?;
+            reports
+        }
+        drill => {
+            let report = runtime.block_on(run(drill, args, args.minutes));
+            print!("{}", report.render());
+            vec![report]
+        }
+    };
+    let missed: usize = reports.iter().map(DrillReport::missed).sum();
+    if missed > 0 {
+        bail!("{missed} target(s) missed; see the table(s) above");
+    }
+    println!("\nEvery target reached.");
+    Ok(())
+}
+
+/// Runs one drill, each run holding the exclusive test lock; a drill that fails to finish becomes a
+/// report with one missed target saying why.
+async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport {
+    let name = drill.name();
+    if drill == Drill::KillMaster {
+        return kill_master_runs(args.runs, args.rate).await;
+    }
+    let result = async {
+        let _lock = local_cluster::test_lock::exclusive()
+            .await
+            .context("taking the exclusive test lock")?;
+        match drill {
+            Drill::PauseMasterLong => drills::pause_master(args.rate, true).await,
+            Drill::PauseMasterShort => drills::pause_master(args.rate, false).await,
+            Drill::ManualFailover => drills::manual_failover(args.rate).await,
+            Drill::Reshard => drills::reshard(args.rate).await,
+            Drill::FailoverWhileIdle => drills::failover_while_idle(args.rate).await,
+            Drill::WholeClusterRestart => drills::whole_cluster_restart(args.rate).await,
+            Drill::ClientPause => drills::client_pause(args.rate).await,
+            Drill::KillReadReplica => drills::kill_read_replica(args.rate).await,
+            Drill::Steady => steady::steady(args.rate, steady_minutes).await,
+            Drill::KillMaster | Drill::All => unreachable!("handled by the callers"),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| DrillReport::aborted(&name, &e))
+}
+
+/// kill-master `runs` times, each on a fresh cluster; figures of all runs side by side.
+async fn kill_master_runs(runs: usize, rate: u32) -> DrillReport {
+    let mut figures = Vec::new();
+    let mut notes = Vec::new();
+    let mut failed = Vec::new();
+    for run in 1..=runs {
+        if runs > 1 {
+            println!("kill-master run {run} of {runs}");
+        }
+        let result = async {
+            let _lock = local_cluster::test_lock::exclusive()
+                .await
+                .context("taking the exclusive test lock")?;
+            drills::kill_master(rate).await
+        }
+        .await;
+        match result {
+            Ok(report) => {
+                if runs > 1 {
+                    print!(
+                        "{}",
+                        report
+                            .render()
+                            .replace("== chaos kill-master ==", &format!("== kill-master run {run} =="))
+                    );
+                }
+                figures.push(report.figures);
+                notes.extend(report.notes.into_iter().map(|n| format!("run {run}: {n}")));
+            }
+            Err(e) => failed.push(format!("run {run}: {e:#}")),
+        }
+    }
+    let mut report = DrillReport::new(&format!("kill-master ×{runs}"));
+    report.figures = merge_runs(&figures);
+    if !failed.is_empty() {
+        report.figures.push(Figure::target(
+            "runs completed",
+            format!("{} of {runs}", runs - failed.len()),
+            "-",
+            "all",
+            false,
+        ));
+        notes.extend(failed);
+    }
+    report.notes = notes;
+    report
+}
+
+/// Writes `docs/RESULTS.md` (or `--results`) with the command, the date and the machine.
+fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime) -> Result<()> {
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let redis = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let machine = format!("on a machine with {cpus} CPU(s), redis-server {redis}");
+    let text = markdown(reports, &command, &utc_date(started), &machine);
+    let path = if args.results.is_absolute() {
+        args.results.clone()
+    } else {
+        crate::workspace_root().join(&args.results)
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("\nWrote {}.", path.display());
+    Ok(())
 }

@@ -54,6 +54,9 @@ pub struct CacheSettings {
     pub fail_safe: bool,
     /// Per-call options (timeout, replica reads, waiting for a failover).
     pub call: CallOptions,
+    /// Background health collection (every `REDIS_HEALTH_INTERVAL_MS`, 30 s by default); `false` to
+    /// run none.
+    pub health: bool,
 }
 
 impl Default for CacheSettings {
@@ -68,6 +71,7 @@ impl Default for CacheSettings {
             lease: None,
             fail_safe: false,
             call: CallOptions::default(),
+            health: true,
         }
     }
 }
@@ -116,6 +120,8 @@ struct Inner {
     flights: Mutex<HashMap<Vec<u8>, Flight>>,
     lease_fill: Script,
     stats: Counters,
+    health: Option<health::HealthChecker>,
+    _health_task: Option<health::HealthTask>,
     _repair: Option<FailoverRepairTask>,
 }
 
@@ -182,6 +188,21 @@ impl Cache {
             .as_ref()
             .filter(|v| v.journal().is_some())
             .map(Versioned::spawn_failover_repair);
+        let config = client.config().clone();
+        if config.metrics().enabled {
+            // One process-wide recorder: if the application installed its own, keep it.
+            if let Err(error) = health::install_prometheus(config.metrics().listen) {
+                tracing::warn!(%error, "metrics endpoint not started");
+            }
+        }
+        let (health, health_task) = if settings.health {
+            let options = health::HealthOptions::from_config(&config);
+            let checker = health::HealthChecker::for_client(&client, options)?;
+            let task = checker.spawn();
+            (Some(checker), Some(task))
+        } else {
+            (None, None)
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 client,
@@ -190,6 +211,8 @@ impl Cache {
                 flights: Mutex::new(HashMap::new()),
                 lease_fill: Script::new(LEASE_FILL),
                 stats: Counters::default(),
+                health,
+                _health_task: health_task,
                 _repair: repair,
             }),
         })
@@ -203,6 +226,80 @@ impl Cache {
     /// The versioned-write handle, when writes are versioned (journal, sync history, audits).
     pub fn versioned(&self) -> Option<&Versioned> {
         self.inner.versioned.as_ref()
+    }
+
+    /// The background health checker (snapshots, summary, alerts, trends), unless turned off.
+    pub fn health(&self) -> Option<&health::HealthChecker> {
+        self.inner.health.as_ref()
+    }
+
+    /// The latest health summary: a fresh collection round if none ran yet.
+    pub async fn cluster_health_summary(&self) -> Option<health::HealthSummary> {
+        let checker = self.inner.health.as_ref()?;
+        if checker.latest().is_none() {
+            checker.check_now().await;
+        }
+        checker.cluster_health_summary()
+    }
+
+    /// Warms the cache with typed entries `(key, value, ttl, priority)`: grouped by shard, highest
+    /// priority first, written in parallel per node (versioned when writes are versioned), validated on
+    /// the replicas, rolled back past the configured share of bad entries. Values are encoded with this
+    /// cache's codec, so `get` reads them back.
+    pub async fn warm_up<T, K, I>(
+        &self,
+        entries: I,
+        config: warmup::WarmupConfig,
+    ) -> Result<warmup::Report, Error>
+    where
+        T: Serialize,
+        K: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, T, Option<Duration>, warmup::Priority)>,
+    {
+        let settings = &self.inner.settings;
+        let mut prepared = Vec::new();
+        for (key, value, ttl, priority) in entries {
+            let key = self.full_key(key);
+            let frame = codec::encode(&key, &value, settings.codec, settings.compress_at_bytes)?;
+            let mut entry = warmup::Entry::new(key, frame).priority(priority);
+            if let Some(ttl) = ttl {
+                entry = entry.ttl(ttl);
+            }
+            prepared.push(entry);
+        }
+        self.warm_up_source(warmup::Source::entries(prepared), config)
+            .await
+    }
+
+    /// Warms the cache from any warm-up source (a JSON-lines file, another Redis, a stream). Values are
+    /// written as the source gives them: use this for migrations, and [`Cache::warm_up`] for typed data.
+    pub async fn warm_up_source(
+        &self,
+        source: warmup::Source,
+        config: warmup::WarmupConfig,
+    ) -> Result<warmup::Report, Error> {
+        let warm = match &self.inner.versioned {
+            Some(versioned) => warmup::Warmup::versioned(versioned.clone(), config)?,
+            None => warmup::Warmup::new(self.inner.client.clone(), config)?,
+        };
+        Ok(warm.run(source).await?)
+    }
+
+    /// The spec's `preloadCriticalData`: a warm-up in which every entry has critical priority.
+    pub async fn preload_critical<T, K, I>(
+        &self,
+        entries: I,
+        ttl: Option<Duration>,
+    ) -> Result<warmup::Report, Error>
+    where
+        T: Serialize,
+        K: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, T)>,
+    {
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (k, v, ttl, warmup::Priority::Critical));
+        self.warm_up(entries, warmup::WarmupConfig::default()).await
     }
 
     /// The settings.

@@ -8,6 +8,12 @@ pub enum Error {
     /// A versioned read or write failed.
     #[error(transparent)]
     Consistency(#[from] consistency::Error),
+    /// A warm-up could not run.
+    #[error(transparent)]
+    Warmup(#[from] warmup::Error),
+    /// Health collection or the metrics endpoint could not start.
+    #[error(transparent)]
+    Health(#[from] health::Error),
     /// The configuration could not be loaded.
     #[error(transparent)]
     Config(#[from] cluster_config::ConfigError),

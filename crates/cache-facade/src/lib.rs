@@ -2,6 +2,10 @@
 //! and adds cache semantics — serde codecs, compression, TTL jitter, negative caching, single-flight
 //! `get_or_load` with optional cross-process leases, and a fail-safe mode.
 //!
+//! In the background it collects cluster health (every 30 s by default), repairs writes lost in a
+//! failover, and, with `REDIS_CLUSTER_METRICS=true`, serves Prometheus metrics. `warm_up` and
+//! `preload_critical` fill a cold cluster.
+//!
 //! Logic lives in the crates whose job it is: routing and failover in `cluster-client`, last-write-wins
 //! in `consistency`, warm-up in `warmup`, health in `health`. This crate re-exports what a service needs.
 //!
@@ -46,6 +50,8 @@ mod error;
 pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
 pub use cluster_config::ClusterConfig;
 pub use consistency::ConsistencyConfig;
+pub use health::{HealthChecker, HealthStatus, HealthSummary};
+pub use warmup::{Priority, Report as WarmupReport, WarmupConfig};
 
 pub use crate::{
     cache::{Cache, CacheSettings, Write},

@@ -323,3 +323,48 @@ async fn fail_safe_serves_the_loader_while_every_node_is_paused() {
     }
     assert!(error.is_unavailable(), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_fills_typed_entries_and_health_reports_the_cluster() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let cache = Cache::with_settings(config(&cluster), settings("warm"))
+        .await
+        .unwrap();
+    let entries = (0..2_000u32).map(|i| {
+        let priority = if i < 100 {
+            cache_facade::Priority::Critical
+        } else {
+            cache_facade::Priority::Normal
+        };
+        (
+            format!("item:{i}"),
+            i * 2,
+            Some(Duration::from_secs(600)),
+            priority,
+        )
+    });
+    let report = cache
+        .warm_up(entries, cache_facade::WarmupConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.written, 2_000, "{report:?}");
+    assert_eq!(report.failed, 0);
+    for i in (0..2_000u32).step_by(97) {
+        assert_eq!(cache.get::<u32>(format!("item:{i}")).await.unwrap(), Some(i * 2));
+    }
+    let critical = cache
+        .preload_critical((0..10u32).map(|i| (format!("vip:{i}"), i)), None)
+        .await
+        .unwrap();
+    assert_eq!(critical.written, 10);
+    assert_eq!(cache.get::<u32>("vip:3").await.unwrap(), Some(3));
+
+    let summary = cache
+        .cluster_health_summary()
+        .await
+        .expect("health runs by default");
+    assert_eq!(summary.status, cache_facade::HealthStatus::Healthy, "{summary:?}");
+    assert_eq!((summary.nodes_connected, summary.nodes_total), (6, 6));
+    assert_eq!(summary.slots_covered, Some(16_384));
+}

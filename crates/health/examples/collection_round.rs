@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
-use fred::prelude::{Builder, Client, ClientLike, ClusterInterface};
+use fred::prelude::{Builder, Client, ClientLike, ClusterInterface, TcpConfig};
 use health::{HealthChecker, HealthOptions, HealthStatus, install_prometheus};
 use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 
@@ -20,7 +20,10 @@ use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name; Linux counts
     // them in USER_HZ, which is 100.
@@ -64,9 +67,20 @@ async fn baseline_round(clients: &[Client]) -> Result<(), fred::error::Error> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rounds: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(300);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(300);
     let _lock = test_lock::exclusive().await?;
     let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    // A deadline, so that whatever happens the cluster is dropped and its processes stopped.
+    tokio::time::timeout(Duration::from_secs(300), measure(&cluster, rounds))
+        .await
+        .map_err(|_| "the measurement did not finish within 300 s")?
+}
+
+async fn measure(cluster: &LocalCluster, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
     let config = ClusterConfig::builder().nodes(cluster.seeds()).build()?;
 
     // Metrics are recorded into a real Prometheus recorder, as in production.
@@ -77,15 +91,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut clients = Vec::new();
     for seed in cluster.seeds() {
-        let node = seed.parse()?;
-        let client = Builder::from_config(config.fred_config_for(&node)).build()?;
-        client.init().await?;
+        // The settings health's own connections use: fail fast, one attempt, TCP_NODELAY.
+        let mut node_config = config.fred_config_for(&seed.parse()?);
+        node_config.fail_fast = true;
+        let client = Builder::from_config(node_config)
+            .with_connection_config(|c| {
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
+            })
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(1))
+            .build()?;
+        tokio::time::timeout(Duration::from_secs(5), client.init()).await??;
         clients.push(client);
     }
 
     let checker = HealthChecker::new(&config, HealthOptions::from_config(&config))?;
     let warm = checker.check_now().await;
-    assert_eq!(warm.summary.status, HealthStatus::Healthy, "{:#?}", warm.summary.active_alerts);
+    assert_eq!(
+        warm.summary.status,
+        HealthStatus::Healthy,
+        "{:#?}",
+        warm.summary.active_alerts
+    );
     baseline_round(&clients).await?;
 
     // Interleaved in blocks, so that both see the same machine.

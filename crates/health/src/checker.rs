@@ -56,7 +56,7 @@ impl Default for HealthOptions {
 
 impl HealthOptions {
     /// The options a configuration asks for: its health interval and metrics switch, and a node timeout
-    /// of the configured command timeout capped at 1 s.
+    /// of the configured command timeout capped at 1 s and at half the interval.
     ///
     /// ```
     /// use std::time::Duration;
@@ -72,7 +72,12 @@ impl HealthOptions {
         HealthOptions {
             interval: config.health_interval(),
             at_risk_interval: config.health_interval().min(Duration::from_secs(1)),
-            node_timeout: config.timeouts().command.min(Duration::from_secs(1)),
+            // Below the interval, so that a round always ends before the next one is due.
+            node_timeout: config
+                .timeouts()
+                .command
+                .min(Duration::from_secs(1))
+                .min(config.health_interval() / 2),
             record_metrics: config.metrics().enabled,
             ..HealthOptions::default()
         }
@@ -406,6 +411,22 @@ mod tests {
             },
             None,
         );
+    }
+
+    #[test]
+    fn options_from_a_config_are_always_valid() {
+        for interval_ms in [1, 10, 500, 1_000, 1_999, 30_000, 86_400_000] {
+            let config = ClusterConfig::builder()
+                .nodes(["127.0.0.1:1"])
+                .health_interval(Duration::from_millis(interval_ms))
+                .build()
+                .expect("valid config");
+            let options = HealthOptions::from_config(&config);
+            assert_eq!(options.interval, Duration::from_millis(interval_ms));
+            if let Err(e) = HealthChecker::new(&config, options) {
+                panic!("interval {interval_ms} ms: {e}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -34,6 +34,14 @@ pub(crate) struct NodePoll {
     pub(crate) outcome: Result<Replies, String>,
 }
 
+/// Why a poll failed.
+#[derive(Debug)]
+struct PollError {
+    message: String,
+    /// Whether the deadline passed (as opposed to an error reply or a broken connection).
+    timed_out: bool,
+}
+
 /// What the collector remembers between rounds.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Memory {
@@ -139,12 +147,45 @@ impl Collector {
     async fn poll_node(&self, addr: &str) -> Result<Replies, String> {
         let deadline = tokio::time::Instant::now() + self.node_timeout;
         let cached = self.conns().get(addr).filter(|c| c.is_connected()).cloned();
-        let (client, fresh) = match cached {
-            Some(client) => (client, false),
-            None => (self.build_client(addr)?, true),
-        };
+        if let Some(client) = cached {
+            match self.poll_with(&client, false, deadline).await {
+                Ok(replies) => return Ok(replies),
+                Err(e) => {
+                    self.conns().remove(addr);
+                    close_in_background(client);
+                    // A connection that broke since the last round (the node restarted, or resumed
+                    // after a pause) says nothing about the node now: ask again on a new one, within
+                    // the same deadline. A timeout already used the deadline up.
+                    if e.timed_out {
+                        return Err(e.message);
+                    }
+                }
+            }
+        }
+        let client = self.build_client(addr)?;
+        match self.poll_with(&client, true, deadline).await {
+            Ok(replies) => {
+                if let Some(old) = self.conns().insert(addr.to_string(), client) {
+                    close_in_background(old);
+                }
+                Ok(replies)
+            }
+            Err(e) => {
+                close_in_background(client);
+                Err(e.message)
+            }
+        }
+    }
+
+    /// The commands of one poll on `client` (connecting it first when `connect`), by `deadline`.
+    async fn poll_with(
+        &self,
+        client: &fred::clients::Client,
+        connect: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Replies, PollError> {
         let work = async {
-            if fresh {
+            if connect {
                 client.init().await?;
             }
             let start = Instant::now();
@@ -165,24 +206,17 @@ impl Collector {
             };
             Ok::<_, fred::error::Error>(Replies { ping, info, cluster })
         };
-        let outcome = match tokio::time::timeout_at(deadline, work).await {
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(Ok(replies)) => Ok(replies),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no reply within {:?}", self.node_timeout)),
-        };
-        match &outcome {
-            Ok(_) if fresh => {
-                if let Some(old) = self.conns().insert(addr.to_string(), client) {
-                    close_in_background(old);
-                }
-            }
-            Ok(_) => {}
-            Err(_) => {
-                self.conns().remove(addr);
-                close_in_background(client);
-            }
+            Ok(Err(e)) => Err(PollError {
+                message: e.to_string(),
+                timed_out: false,
+            }),
+            Err(_) => Err(PollError {
+                message: format!("no reply within {:?}", self.node_timeout),
+                timed_out: true,
+            }),
         }
-        outcome
     }
 
     /// A fail-fast client for one node with the configuration's credentials and the node timeout, and

@@ -291,3 +291,64 @@ async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> Tes
     assert_eq!(resolved.alert().subject, "cluster");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_attached_a_killed_primary_is_judged_at_once_not_at_the_next_interval() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let client =
+        cluster_client::ClusterClient::connect(ClusterConfig::builder().nodes(cluster.seeds()).build()?)
+            .await?;
+    let mut options = options();
+    // Only the client's events can start a round within this test.
+    options.interval = Duration::from_secs(120);
+    options.at_risk_interval = Duration::from_secs(120);
+    let checker = HealthChecker::for_client(&client, options)?;
+    let mut events = checker.subscribe();
+    let _loop = checker.spawn();
+    // Traffic, as an application would send: the client notices a dead node through it.
+    let traffic = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let _ = client
+                    .get(format!("health:traffic:{}", i % 1_000).as_bytes())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(checker.latest().is_some(), "the first round runs at once");
+
+    let victim = cluster.primary_for_slot(0).await?;
+    let victim_addr = victim.addr();
+    let killed = Instant::now();
+    victim.kill()?;
+    let wanted = [
+        (true, AlertKind::NodeDown, victim_addr.as_str()),
+        (true, AlertKind::FailoverObserved, victim_addr.as_str()),
+    ];
+    let (seen, promoted) = tokio::join!(
+        wait_for(&mut events, &wanted, killed, Duration::from_secs(20)),
+        async {
+            let promoted = cluster.wait_for_promotion(victim, Duration::from_secs(15)).await;
+            (promoted, killed.elapsed())
+        }
+    );
+    traffic.abort();
+    let promoted_after = promoted.1;
+    promoted.0?;
+    println!(
+        "with a client: node_down after {:?}, failover_observed after {:?} (promotion {promoted_after:?})",
+        seen[0], seen[1]
+    );
+    assert!(seen[0] < Duration::from_secs(3), "node_down after {:?}", seen[0]);
+    assert!(
+        seen[1] < promoted_after + Duration::from_secs(3),
+        "failover_observed after {:?}",
+        seen[1]
+    );
+    client.close().await;
+    Ok(())
+}

@@ -149,7 +149,9 @@ impl WarmupConfig {
             ));
         }
         if self.batches_in_flight == 0 {
-            return bad("batches_in_flight is 0; keep at least 1 batch per shard in flight (default 8)".into());
+            return bad(
+                "batches_in_flight is 0; keep at least 1 batch per shard in flight (default 8)".into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.ttl_jitter) {
             return bad(format!(
@@ -250,15 +252,27 @@ mod tests {
     fn settings_are_checked_once() {
         check(WarmupConfig::default(), None);
         check(WarmupConfig::default().rollback_above(0.0).ttl_jitter(1.0), None);
-        check(WarmupConfig::default().shard_parallelism(0), Some("shard_parallelism"));
+        check(
+            WarmupConfig::default().shard_parallelism(0),
+            Some("shard_parallelism"),
+        );
         check(WarmupConfig::default().batch_size(0), Some("batch_size"));
         check(WarmupConfig::default().batch_size(100_001), Some("batch_size"));
-        check(WarmupConfig::default().batches_in_flight(0), Some("batches_in_flight"));
+        check(
+            WarmupConfig::default().batches_in_flight(0),
+            Some("batches_in_flight"),
+        );
         check(WarmupConfig::default().ttl_jitter(-0.1), Some("ttl_jitter"));
         check(WarmupConfig::default().ttl_jitter(f64::NAN), Some("ttl_jitter"));
         check(WarmupConfig::default().window_entries(0), Some("window_entries"));
-        check(WarmupConfig::default().max_entries_per_second(0), Some("max_entries_per_second"));
-        check(WarmupConfig::default().rollback_above(1.0), Some("rollback_threshold"));
+        check(
+            WarmupConfig::default().max_entries_per_second(0),
+            Some("max_entries_per_second"),
+        );
+        check(
+            WarmupConfig::default().rollback_above(1.0),
+            Some("rollback_threshold"),
+        );
         check(
             WarmupConfig::default().validation(Some(ValidationConfig::default().sample(0.0))),
             Some("sample_ratio"),

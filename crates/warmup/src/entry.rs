@@ -124,11 +124,21 @@ mod tests {
 
     #[test]
     fn priorities_order_critical_first() {
-        let mut all = vec![Priority::Normal, Priority::Critical, Priority::Low, Priority::High];
+        let mut all = vec![
+            Priority::Normal,
+            Priority::Critical,
+            Priority::Low,
+            Priority::High,
+        ];
         all.sort_by(|a, b| b.cmp(a));
         assert_eq!(
             all,
-            [Priority::Critical, Priority::High, Priority::Normal, Priority::Low]
+            [
+                Priority::Critical,
+                Priority::High,
+                Priority::Normal,
+                Priority::Low
+            ]
         );
         assert_eq!(Priority::default(), Priority::Normal);
     }
@@ -136,11 +146,17 @@ mod tests {
     #[test]
     fn entries_build_and_measure() {
         let check = |entry: Entry, size: usize, ttl: Option<Duration>, priority: Priority| {
-            assert_eq!((entry.size(), entry.ttl, entry.priority), (size, ttl, priority), "{entry:?}");
+            assert_eq!(
+                (entry.size(), entry.ttl, entry.priority),
+                (size, ttl, priority),
+                "{entry:?}"
+            );
         };
         check(Entry::new("k", "value"), 6, None, Priority::Normal);
         check(
-            Entry::new("key", "").ttl(Duration::from_secs(5)).priority(Priority::Critical),
+            Entry::new("key", "")
+                .ttl(Duration::from_secs(5))
+                .priority(Priority::Critical),
             3,
             Some(Duration::from_secs(5)),
             Priority::Critical,

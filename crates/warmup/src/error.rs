@@ -54,6 +54,9 @@ mod tests {
             message: "No such file or directory".into(),
         };
         let text = error.to_string();
-        assert!(text.contains("/tmp/missing.jsonl") && text.contains("check that it exists"), "{text}");
+        assert!(
+            text.contains("/tmp/missing.jsonl") && text.contains("check that it exists"),
+            "{text}"
+        );
     }
 }

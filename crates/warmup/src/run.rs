@@ -1,0 +1,697 @@
+//! The warm-up itself: read a window, plan it, write it phase by phase with bounded parallelism,
+//! re-plan when the topology changes, retry what failed transiently, then validate and maybe roll back.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cluster_client::{ClusterClient, Topology};
+use consistency::Versioned;
+use futures::StreamExt;
+use sharding::key_slot;
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::config::WarmupConfig;
+use crate::entry::{Entry, Payload};
+use crate::plan::{group_by_shard, jittered, plan, sampled};
+use crate::progress::{BatchCounts, Callback, Phase, Progress, Tracker};
+use crate::report::{KeyFailure, Rejected, Report, RollbackReport};
+use crate::source::{Item, Source};
+use crate::undo::{Captured, Previous, capture};
+use crate::validate::validate;
+use crate::write::{Expect, Io, Outcome, Restore, Writer, restore, write_batch};
+
+/// Warms a cluster: see the [crate documentation](crate).
+///
+/// Cheap to clone. Runs one warm-up at a time per handle: [`Warmup::subscribe`] follows whichever
+/// run is going on.
+#[derive(Clone)]
+pub struct Warmup {
+    client: ClusterClient,
+    writer: Writer,
+    config: WarmupConfig,
+    callback: Option<Callback>,
+    progress: Arc<watch::Sender<Progress>>,
+}
+
+impl fmt::Debug for Warmup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Warmup")
+            .field(
+                "writes",
+                &match self.writer {
+                    Writer::Plain => "plain",
+                    Writer::Versioned(_) => "versioned",
+                },
+            )
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Warmup {
+    /// A warm-up writing plain values through `client`; fails if `config` is out of range.
+    pub fn new(client: ClusterClient, config: WarmupConfig) -> Result<Warmup, Error> {
+        config.validate()?;
+        Ok(Warmup {
+            client,
+            writer: Writer::Plain,
+            config,
+            callback: None,
+            progress: Arc::new(watch::channel(Progress::default()).0),
+        })
+    }
+
+    /// A warm-up writing string values through `consistency`'s versioned last-write-wins set, so that
+    /// it never overwrites a newer value (a write that finds one is skipped). `DUMP` payloads are
+    /// still restored as they are.
+    pub fn versioned(store: Versioned, config: WarmupConfig) -> Result<Warmup, Error> {
+        let mut warmup = Warmup::new(store.client().clone(), config)?;
+        warmup.writer = Writer::Versioned(store);
+        Ok(warmup)
+    }
+
+    /// Calls `callback` with progress as the warm-up goes (at most every
+    /// [`WarmupConfig::progress_interval`], and at every phase change). Keep it quick: it runs on the
+    /// warm-up's tasks.
+    pub fn on_progress(mut self, callback: impl Fn(&Progress) + Send + Sync + 'static) -> Warmup {
+        self.callback = Some(Arc::new(callback));
+        self
+    }
+
+    /// Progress as a `watch` channel: always the latest snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WarmupConfig {
+        &self.config
+    }
+
+    /// Reads `source` to its end and writes it; then validates and, past the threshold, rolls back.
+    ///
+    /// Fails only if the source cannot be opened; everything after that is in the [`Report`].
+    pub async fn run(&self, mut source: Source) -> Result<Report, Error> {
+        let started = Instant::now();
+        source.open().await?;
+        let run = Run::new(self);
+        run.tracker.set_phase(Phase::Starting);
+        let mut read = 0u64;
+        let mut source_error = None;
+        loop {
+            let window = source.next_window(self.config.window_entries).await;
+            read += window.items.len() as u64;
+            let entries = run.admit(window.items);
+            let planned = plan(entries);
+            run.tracker.skipped_unplanned(planned.replaced);
+            run.tracker
+                .planned(planned.phases.iter().map(|(_, e)| e.len() as u64).sum());
+            if window.done {
+                run.tracker.source_done();
+            }
+            for (priority, entries) in planned.phases {
+                run.tracker.set_phase(Phase::Writing(priority));
+                run.write_phase(entries).await;
+            }
+            if let Some(error) = window.error {
+                tracing::warn!(source = %source.name(), %error, "the warm-up source failed");
+                source_error = Some(error);
+            }
+            if window.done {
+                break;
+            }
+        }
+        let write_elapsed = started.elapsed();
+
+        let validation = match &self.config.validation {
+            Some(config) => {
+                run.tracker.set_phase(Phase::Validating);
+                let checks = run.take_checks();
+                Some(
+                    validate(
+                        &run.io,
+                        config,
+                        checks,
+                        self.config.shard_parallelism,
+                        self.config.max_reported_keys,
+                        &run.tracker,
+                    )
+                    .await,
+                )
+            }
+            None => None,
+        };
+        let counts = run.tracker.snapshot();
+        let bad_share = bad_share(
+            counts.written,
+            counts.failed,
+            validation.as_ref().map(|v| v.bad_share()),
+        );
+        let rollback = match self.config.rollback_threshold {
+            Some(threshold) if bad_share > threshold => {
+                run.tracker.set_phase(Phase::RollingBack);
+                let reason = format!(
+                    "{:.2}% of the entries are bad (failed writes or bad read-backs), above the threshold of {:.2}%",
+                    bad_share * 100.0,
+                    threshold * 100.0
+                );
+                tracing::warn!(%reason, "rolling the warm-up back");
+                Some(run.rollback(reason).await)
+            }
+            _ => None,
+        };
+        run.tracker.set_phase(Phase::Done);
+        let counts = run.tracker.snapshot();
+        let report = Report {
+            read,
+            written: counts.written,
+            skipped: counts.skipped,
+            failed: counts.failed,
+            rejected: counts.rejected,
+            bytes_written: counts.bytes_written,
+            failures: std::mem::take(&mut *lock(&run.failures)),
+            rejections: std::mem::take(&mut *lock(&run.rejections)),
+            shards: run.tracker.shards(),
+            replans: run.replans.load(Ordering::Relaxed),
+            retry_rounds: run.retry_rounds.load(Ordering::Relaxed),
+            validation,
+            bad_share,
+            rollback,
+            source_error,
+            write_elapsed,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(%report, "warm-up finished");
+        Ok(report)
+    }
+}
+
+/// Failed writes plus written entries extrapolated from the validation sample's bad share, over all
+/// entries whose write was attempted.
+fn bad_share(written: u64, failed: u64, sample_bad_share: Option<f64>) -> f64 {
+    let attempted = written + failed;
+    if attempted == 0 {
+        return 0.0;
+    }
+    let bad_written = sample_bad_share.unwrap_or(0.0) * written as f64;
+    (failed as f64 + bad_written) / attempted as f64
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Spreads writes so that at most `rate` entries per second start.
+struct Pacer {
+    rate: f64,
+    state: Mutex<(tokio::time::Instant, u64)>,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Pacer {
+        Pacer {
+            rate: f64::from(rate),
+            state: Mutex::new((tokio::time::Instant::now(), 0)),
+        }
+    }
+
+    async fn admit(&self, entries: usize) {
+        let at = {
+            let mut state = lock(&self.state);
+            let at = state.0 + Duration::from_secs_f64(state.1 as f64 / self.rate);
+            state.1 += entries as u64;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// What one shard's share of a round left to do.
+#[derive(Default)]
+struct ShardRound {
+    /// Batches not started because the topology changed: planned again.
+    unstarted: Vec<Entry>,
+    /// Entries whose write failed transiently: retried in the next round.
+    transient: Vec<(Entry, String)>,
+}
+
+/// The state of one run.
+struct Run<'a> {
+    warmup: &'a Warmup,
+    io: Io,
+    tracker: Tracker,
+    captured: Option<Captured>,
+    /// Written entries to read back (the sample), in write order.
+    checks: Option<Mutex<Vec<(Bytes, Expect)>>>,
+    failures: Mutex<Vec<KeyFailure>>,
+    rejections: Mutex<Vec<Rejected>>,
+    pacer: Option<Pacer>,
+    replans: AtomicU32,
+    retry_rounds: AtomicU32,
+}
+
+impl<'a> Run<'a> {
+    fn new(warmup: &'a Warmup) -> Run<'a> {
+        let config = &warmup.config;
+        Run {
+            warmup,
+            io: Io::new(warmup.client.clone()),
+            tracker: Tracker::new(
+                warmup.callback.clone(),
+                warmup.progress.clone(),
+                config.progress_interval,
+            ),
+            captured: config.rollback_threshold.map(|_| Captured::default()),
+            checks: config.validation.as_ref().map(|_| Mutex::new(Vec::new())),
+            failures: Mutex::new(Vec::new()),
+            rejections: Mutex::new(Vec::new()),
+            pacer: config.max_entries_per_second.map(Pacer::new),
+            replans: AtomicU32::new(0),
+            retry_rounds: AtomicU32::new(0),
+        }
+    }
+
+    fn config(&self) -> &WarmupConfig {
+        &self.warmup.config
+    }
+
+    fn reject(&self, rejected: Rejected) {
+        self.tracker.rejected(1);
+        let mut list = lock(&self.rejections);
+        if list.len() < self.config().max_reported_keys {
+            list.push(rejected);
+        }
+    }
+
+    fn fail(&self, key: Bytes, error: String) {
+        let mut list = lock(&self.failures);
+        if list.len() < self.config().max_reported_keys {
+            list.push(KeyFailure { key, error });
+        }
+    }
+
+    /// Turns source items into entries: refuses what is over the size limits (nothing is sent for
+    /// them), counts vanished keys as skipped, applies TTL jitter.
+    fn admit(&self, items: Vec<Item>) -> Vec<Entry> {
+        let limits = self.warmup.client.config().limits();
+        // A versioned value carries the envelope's header on top of the caller's bytes.
+        let header = match self.warmup.writer {
+            Writer::Versioned(_) => consistency::HEADER_LEN,
+            Writer::Plain => 0,
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Entry { mut entry, line } => {
+                    let stored = match entry.payload {
+                        Payload::Bytes(_) => entry.payload.len() + header,
+                        Payload::Dump(_) => entry.payload.len(),
+                    };
+                    let reason = if entry.key.len() > limits.key_max_bytes {
+                        Some(format!(
+                            "key of {} bytes is over the limit of {} bytes (REDIS_KEY_MAX_BYTES); \
+                             shorten the key or raise the limit",
+                            entry.key.len(),
+                            limits.key_max_bytes
+                        ))
+                    } else if stored > limits.value_max_bytes {
+                        Some(format!(
+                            "value of {stored} bytes is over the limit of {} bytes (REDIS_VALUE_MAX_BYTES); \
+                             leave the entry out or raise the limit",
+                            limits.value_max_bytes
+                        ))
+                    } else {
+                        None
+                    };
+                    match reason {
+                        Some(reason) => self.reject(Rejected {
+                            line,
+                            key: Some(entry.key),
+                            reason,
+                        }),
+                        None => {
+                            if let Some(ttl) = entry.ttl {
+                                entry.ttl = Some(jittered(ttl, &entry.key, self.config().ttl_jitter));
+                            }
+                            entries.push(entry);
+                        }
+                    }
+                }
+                Item::Rejected(rejected) => self.reject(rejected),
+                Item::Vanished => self.tracker.skipped_unplanned(1),
+            }
+        }
+        entries
+    }
+
+    /// Writes one priority's entries: grouped by shard from the live topology, shards in parallel up
+    /// to the limit, batches in flight per shard; re-planned when the topology changes; transient
+    /// failures retried after a pause.
+    async fn write_phase(&self, entries: Vec<Entry>) {
+        let config = self.config();
+        let mut pending = entries;
+        let mut round = 0u32;
+        let mut first = true;
+        while !pending.is_empty() {
+            let topology = self.io.client.topology();
+            let (groups, unroutable) = group_by_shard(pending, self.io.by_slot, |key| {
+                topology.shard_for_key(key).map(|s| s.primary.clone())
+            });
+            if first {
+                for (primary, entries) in &groups {
+                    self.tracker.planned_on(primary, entries.len() as u64);
+                }
+                first = false;
+            }
+            let changed = AtomicBool::new(false);
+            let shards = futures::stream::iter(groups)
+                .map(|(primary, entries)| self.write_shard(&topology, &changed, primary, entries))
+                .buffer_unordered(config.shard_parallelism)
+                .collect::<Vec<ShardRound>>()
+                .await;
+            let mut next = Vec::new();
+            let mut transient: Vec<(Entry, String)> = unroutable
+                .into_iter()
+                .map(|e| {
+                    let slot = key_slot(&e.key);
+                    (
+                        e,
+                        format!("no shard serves slot {slot}; the cluster has uncovered slots"),
+                    )
+                })
+                .collect();
+            for shard in shards {
+                next.extend(shard.unstarted);
+                transient.extend(shard.transient);
+            }
+            if !next.is_empty() {
+                self.replans.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    entries = next.len(),
+                    "the topology changed; planning the rest again"
+                );
+            }
+            if !transient.is_empty() {
+                if round < config.retries {
+                    round += 1;
+                    self.retry_rounds.fetch_add(1, Ordering::Relaxed);
+                    let pause = config.retry_delay * 2u32.saturating_pow(round - 1);
+                    tracing::debug!(
+                        entries = transient.len(),
+                        ?pause,
+                        round,
+                        "retrying transient failures"
+                    );
+                    tokio::time::sleep(pause).await;
+                    if let Err(error) = self.io.client.refresh_topology().await {
+                        tracing::debug!(%error, "topology refresh before a retry failed");
+                    }
+                    next.extend(transient.into_iter().map(|(e, _)| e));
+                } else {
+                    self.tracker.failed(transient.len() as u64);
+                    for (entry, error) in transient {
+                        self.fail(entry.key, error);
+                    }
+                }
+            }
+            // Keep slot order, so that script calls stay large after regrouping.
+            next.sort_by_key(|e| key_slot(&e.key));
+            pending = next;
+        }
+    }
+
+    /// Whether the topology differs from the one the round was planned with.
+    fn topology_changed(&self, planned: &Arc<Topology>) -> bool {
+        let now = self.io.client.topology();
+        !Arc::ptr_eq(&now, planned) && now.shards() != planned.shards()
+    }
+
+    async fn write_shard(
+        &self,
+        planned: &Arc<Topology>,
+        changed: &AtomicBool,
+        primary: String,
+        entries: Vec<Entry>,
+    ) -> ShardRound {
+        let config = self.config();
+        let mut batches = Vec::with_capacity(entries.len().div_ceil(config.batch_size));
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            batches.push(entries.by_ref().take(config.batch_size).collect::<Vec<Entry>>());
+        }
+        let primary = &primary;
+        let results = futures::stream::iter(batches.into_iter().enumerate())
+            .map(|(index, batch)| async move {
+                // The first batch always goes, so that a topology that keeps changing still lets
+                // every round make progress.
+                if index > 0 && (changed.load(Ordering::Relaxed) || self.topology_changed(planned)) {
+                    changed.store(true, Ordering::Relaxed);
+                    return ShardRound {
+                        unstarted: batch,
+                        transient: Vec::new(),
+                    };
+                }
+                self.write_one(primary, batch).await
+            })
+            .buffer_unordered(config.batches_in_flight)
+            .collect::<Vec<ShardRound>>()
+            .await;
+        let mut round = ShardRound::default();
+        for result in results {
+            round.unstarted.extend(result.unstarted);
+            round.transient.extend(result.transient);
+        }
+        round
+    }
+
+    /// Writes one batch (capturing previous values first when rollback is on) and counts it.
+    async fn write_one(&self, primary: &str, batch: Vec<Entry>) -> ShardRound {
+        if let Some(pacer) = &self.pacer {
+            pacer.admit(batch.len()).await;
+        }
+        let mut counts = BatchCounts::default();
+        let mut transient = Vec::new();
+        let batch = match &self.captured {
+            Some(captured) => {
+                let (ready, unready) = self.capture(captured, batch).await;
+                counts.failed_attempts += unready.len() as u64;
+                transient.extend(unready);
+                ready
+            }
+            None => batch,
+        };
+        let outcomes = write_batch(&self.io, &self.warmup.writer, &batch).await;
+        let sample = self.config().validation.as_ref().map(|v| v.sample_ratio);
+        let mut checks = Vec::new();
+        for (entry, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Written(expect) => {
+                    counts.written += 1;
+                    counts.bytes += entry.size() as u64;
+                    if sample.is_some_and(|ratio| sampled(&entry.key, ratio)) {
+                        checks.push((entry.key, expect));
+                    }
+                }
+                Outcome::Skipped => counts.skipped += 1,
+                Outcome::Transient(error) => {
+                    counts.failed_attempts += 1;
+                    transient.push((entry, error));
+                }
+                Outcome::Failed(error) => {
+                    counts.failed += 1;
+                    counts.failed_attempts += 1;
+                    self.fail(entry.key, error);
+                }
+            }
+        }
+        if let Some(list) = &self.checks
+            && !checks.is_empty()
+        {
+            lock(list).extend(checks);
+        }
+        self.tracker.batch(primary, &counts);
+        ShardRound {
+            unstarted: Vec::new(),
+            transient,
+        }
+    }
+
+    /// Captures the previous state of the batch's keys not captured yet; entries whose capture failed
+    /// are not written now (their rollback would be impossible) and go back as transient failures.
+    async fn capture(&self, captured: &Captured, batch: Vec<Entry>) -> (Vec<Entry>, Vec<(Entry, String)>) {
+        let keys: Vec<&Bytes> = batch.iter().map(|e| &e.key).collect();
+        let missing = captured.missing(&keys);
+        let wanted: Vec<Bytes> = batch
+            .iter()
+            .zip(&missing)
+            .filter(|(_, m)| **m)
+            .map(|(e, _)| e.key.clone())
+            .collect();
+        let mut results = capture(&self.io, &wanted).await.into_iter();
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut unready = Vec::new();
+        for (entry, missing) in batch.into_iter().zip(missing) {
+            if !missing {
+                ready.push(entry);
+                continue;
+            }
+            match results.next() {
+                Some(Ok(previous)) => {
+                    captured.insert(entry.key.clone(), previous);
+                    ready.push(entry);
+                }
+                Some(Err(error)) => unready.push((
+                    entry,
+                    format!(
+                        "reading the previous value for rollback failed, so the key was not written: {error}"
+                    ),
+                )),
+                None => unready.push((entry, "no previous value was read for rollback".into())),
+            }
+        }
+        (ready, unready)
+    }
+
+    /// The written entries to validate, one per key (the last write wins).
+    fn take_checks(&self) -> Vec<(Bytes, Expect)> {
+        let Some(list) = &self.checks else {
+            return Vec::new();
+        };
+        let all = std::mem::take(&mut *lock(list));
+        let mut last: HashMap<Bytes, Expect> = HashMap::with_capacity(all.len());
+        for (key, expect) in all {
+            last.insert(key, expect);
+        }
+        let mut checks: Vec<(Bytes, Expect)> = last.into_iter().collect();
+        checks.sort_by_key(|(key, _)| key_slot(key));
+        checks
+    }
+
+    /// Puts every touched key back as it was before the warm-up: its previous value and remaining TTL,
+    /// or deleted if it did not exist.
+    async fn rollback(&self, reason: String) -> RollbackReport {
+        let started = Instant::now();
+        let config = self.config();
+        let mut report = RollbackReport {
+            reason,
+            ..RollbackReport::default()
+        };
+        let mut pending: Vec<(Bytes, Previous)> =
+            self.captured.as_ref().map(Captured::take).unwrap_or_default();
+        let mut round = 0u32;
+        while !pending.is_empty() {
+            pending.sort_by_key(|(key, _)| key_slot(key));
+            let topology = self.io.client.topology();
+            let mut by_shard: HashMap<String, Vec<(Bytes, Previous)>> = HashMap::new();
+            let mut unroutable = Vec::new();
+            for (key, previous) in pending {
+                match topology.shard_for_key(&key) {
+                    Some(shard) => by_shard
+                        .entry(shard.primary.clone())
+                        .or_default()
+                        .push((key, previous)),
+                    None => unroutable.push((key, previous, "no shard serves the key's slot".to_string())),
+                }
+            }
+            let chunks: Vec<Vec<(Bytes, Previous)>> = by_shard
+                .into_values()
+                .flat_map(|keys| {
+                    keys.chunks(config.batch_size)
+                        .map(<[(Bytes, Previous)]>::to_vec)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let results = futures::stream::iter(chunks)
+                .map(|chunk| async move {
+                    // The remaining TTL is worked out when the key is put back.
+                    let now = Instant::now();
+                    let actions: Vec<(Bytes, Restore)> = chunk
+                        .iter()
+                        .map(|(k, p)| (k.clone(), p.restore_at(now)))
+                        .collect();
+                    let results = restore(&self.io, &actions).await;
+                    (chunk, actions, results)
+                })
+                .buffer_unordered(config.shard_parallelism * config.batches_in_flight)
+                .collect::<Vec<_>>()
+                .await;
+            let mut retry = unroutable;
+            for (chunk, actions, results) in results {
+                for (((key, previous), (_, action)), result) in chunk.into_iter().zip(actions).zip(results) {
+                    match (result, action) {
+                        (Ok(()), Restore::Delete) => report.deleted += 1,
+                        (Ok(()), Restore::Put { .. }) => report.restored += 1,
+                        (Err(Outcome::Transient(error)), _) => retry.push((key, previous, error)),
+                        (Err(Outcome::Failed(error)), _) => {
+                            report.failed += 1;
+                            if report.failures.len() < config.max_reported_keys {
+                                report.failures.push(KeyFailure { key, error });
+                            }
+                        }
+                        (Err(other), _) => retry.push((key, previous, format!("{other:?}"))),
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            if round >= config.retries {
+                for (key, _, error) in retry {
+                    report.failed += 1;
+                    if report.failures.len() < config.max_reported_keys {
+                        report.failures.push(KeyFailure { key, error });
+                    }
+                }
+                break;
+            }
+            round += 1;
+            tokio::time::sleep(config.retry_delay * 2u32.saturating_pow(round - 1)).await;
+            let _ = self.io.client.refresh_topology().await;
+            pending = retry.into_iter().map(|(k, p, _)| (k, p)).collect();
+        }
+        report.elapsed = started.elapsed();
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_share_adds_failed_writes_and_extrapolated_bad_reads() {
+        let check = |written: u64, failed: u64, sample: Option<f64>, want: f64| {
+            let got = bad_share(written, failed, sample);
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{written} {failed} {sample:?}: {got} != {want}"
+            );
+        };
+        check(0, 0, None, 0.0);
+        check(100, 0, None, 0.0);
+        check(90, 10, None, 0.1);
+        check(100, 0, Some(0.05), 0.05);
+        check(90, 10, Some(0.1), 0.19);
+        check(0, 5, Some(1.0), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spreads_entries_over_time() {
+        let pacer = Pacer::new(1000);
+        let started = tokio::time::Instant::now();
+        for _ in 0..5 {
+            pacer.admit(500).await;
+        }
+        // 2,000 entries were admitted before the fifth batch of 500 could start: 2 s at 1,000/s.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1990) && waited < Duration::from_millis(2100),
+            "{waited:?}"
+        );
+    }
+}

@@ -1,0 +1,677 @@
+//! The fault drills. Each starts its own cluster ([`Stage::start`]), runs both loads, injects one fault
+//! through local-cluster, keeps the loads going past the recovery, and turns the tallies into figures:
+//! targets for our client, fred's figures beside them as the baseline.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use cache_facade::{CacheSettings, CallOptions, ReadFrom};
+use cluster_client::ClientEvent;
+use consistency::Failover;
+use local_cluster::{FailoverKind, Role};
+
+use super::report::{DrillReport, Figure};
+use super::stage::{Stage, current_epoch, rss_bytes, spinner, wait_for_role};
+use super::traffic::{COMMAND_TIMEOUT, Mix, Tally};
+use super::write_loss::{self, LossWriters};
+
+/// Load before a fault, so that both clients are warm and every shard has traffic.
+const WARM: Duration = Duration::from_secs(3);
+/// Load after a fault has passed.
+const AFTER: Duration = Duration::from_secs(3);
+/// Scheduling slack on top of the command timeout: two cores run six servers and both loads.
+const SLACK: Duration = Duration::from_millis(300);
+/// How long a drill waits for a promotion.
+const PROMOTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client counts as recovered after this long without a failed call.
+const QUIET: Duration = Duration::from_secs(2);
+/// How long a drill waits for both clients to recover (fred's cluster client may take many seconds).
+const RECOVERY_MAX: Duration = Duration::from_secs(20);
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// `1234 ms`.
+fn ms(us: u64) -> String {
+    format!("{} ms", (us + 500) / 1000)
+}
+
+/// Milliseconds from `from` to `to` (both µs since the drill started), or "never".
+fn ms_after(to: Option<u64>, from: u64) -> String {
+    match to {
+        Some(to) => {
+            let delta = to as i64 - from as i64;
+            let rounded = (delta.abs() + 500) / 1000;
+            if delta < 0 {
+                format!("-{rounded} ms")
+            } else {
+                format!("{rounded} ms")
+            }
+        }
+        None => "never".into(),
+    }
+}
+
+/// Whether `to - from` exists and is at most `bound`.
+fn within(to: Option<u64>, from: u64, bound: Duration) -> bool {
+    to.is_some_and(|to| to <= from + micros(bound))
+}
+
+fn calls(tally: &Tally) -> String {
+    format!("{} ok, {} failed", tally.ok(), tally.failed())
+}
+
+/// The longest call, against the command timeout plus scheduling slack.
+fn longest(ours: &Tally, fred: &Tally) -> Figure {
+    let bound = COMMAND_TIMEOUT + SLACK;
+    Figure::target(
+        "longest call",
+        ms(ours.longest_us()),
+        ms(fred.longest_us()),
+        &format!("≤ {} (timeout + slack)", ms(micros(bound))),
+        ours.longest_us() <= micros(bound),
+    )
+}
+
+/// The most frequent errors of both clients, as notes.
+fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) {
+    for (who, tally) in [("ours", ours), ("fred", fred)] {
+        let top = tally.top_errors(3);
+        if !top.is_empty() {
+            report.notes.push(format!("{who} errors: {}", top.join("; ")));
+        }
+    }
+}
+
+/// One run of kill-master: kill -9 the primary of slot 0 under load.
+pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let victim = stage.cluster.primary_for_slot(0).await?;
+    let victim_addr = victim.addr();
+    let dead = stage.shard_of(victim)?;
+    let slots = stage.topology.shards()[dead].slots.clone();
+    let mut events = stage.clients.raw().subscribe();
+    let load = stage.load(Mix::SetGet);
+    let writers = LossWriters::start(stage.clients.raw(), &stage.clients.fred, &victim_addr)?;
+    load.hold("load before the kill", WARM).await;
+
+    writers.halt();
+    let killed = Instant::now();
+    let killed_wall = SystemTime::now();
+    load.mark(killed);
+    victim.kill()?;
+    let waiting = spinner(&format!("kill -9 {victim_addr}; waiting for a promotion"));
+    let promoted = stage.cluster.wait_for_promotion(victim, PROMOTION_TIMEOUT).await;
+    waiting.finish_and_clear();
+    let promoted = promoted?;
+    let promoted_at = Instant::now();
+    let acked = writers.join().await;
+    load.until_recovered(QUIET, RECOVERY_MAX).await;
+    let (ours, fred) = load.stop().await;
+
+    let mut seen = None;
+    while let Ok(event) = events.try_recv() {
+        if let ClientEvent::FailoverObserved { old_primary, at, .. } = event
+            && old_primary == victim_addr
+            && seen.is_none()
+        {
+            seen = at.duration_since(killed_wall).ok();
+        }
+    }
+    let failover = Failover {
+        old_primary: victim_addr.clone(),
+        new_primary: promoted.addr(),
+        slots,
+    };
+    let measuring = spinner("counting lost writes and repairing from the journal");
+    let loss = write_loss::measure(stage.clients.raw(), acked, &failover).await;
+    measuring.finish_and_clear();
+    let loss = loss?;
+    stage.close().await;
+
+    let kill_us = ours.at(killed);
+    let promoted_us = ours.at(promoted_at);
+    let mut report = DrillReport::new("kill-master");
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "promotion visible on every node, after the kill",
+        ms(promoted_us - kill_us),
+        "(same cluster)",
+    ));
+    f.push(Figure::info(
+        "failover seen by the client, after the kill",
+        seen.map_or("not seen".into(), |d| ms(micros(d))),
+        "-",
+    ));
+    f.push(Figure::target(
+        "failed calls on healthy shards",
+        ours.failed_except(dead),
+        fred.failed_except(dead),
+        "0",
+        ours.failed_except(dead) == 0,
+    ));
+    f.push(Figure::info(
+        "failed calls on the dead shard",
+        ours.failed_in(dead),
+        fred.failed_in(dead),
+    ));
+    f.push(Figure::info(
+        "dead shard: kill to first success",
+        ms_after(ours.first_ok_after_mark(dead), kill_us),
+        ms_after(fred.first_ok_after_mark(dead), kill_us),
+    ));
+    f.push(Figure::target(
+        "dead shard serving again, after promotion visible",
+        ms_after(ours.first_ok_after_mark(dead), promoted_us),
+        ms_after(fred.first_ok_after_mark(dead), promoted_us),
+        "≤ 1000 ms",
+        within(
+            ours.first_ok_after_mark(dead),
+            promoted_us,
+            Duration::from_secs(1),
+        ),
+    ));
+    f.push(longest(&ours, &fred));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    f.push(Figure::info(
+        "acked writes lost, no WAIT",
+        format!("{} of {}", loss.nowait_lost, loss.nowait_acked),
+        format!("{} of {}", loss.fred_lost, loss.fred_acked),
+    ));
+    f.push(Figure::info(
+        "lost writes the journal found / repaired",
+        format!("{} / {}", loss.journal_found, loss.repaired),
+        "no journal",
+    ));
+    f.push(Figure::target(
+        "acked writes still missing after repair",
+        loss.remaining,
+        loss.fred_lost,
+        "0",
+        loss.remaining == 0,
+    ));
+    f.push(Figure::target(
+        "acked writes lost, WAIT 1",
+        format!("{} of {}", loss.wait_lost, loss.wait_acked),
+        "-",
+        "0",
+        loss.wait_lost == 0,
+    ));
+    if loss.wait_unconfirmed > 0 {
+        report.notes.push(format!(
+            "{} versioned writes with WAIT 1 were stored but not confirmed by a replica within {:?}; \
+             they are not counted as acknowledged",
+            loss.wait_unconfirmed,
+            Duration::from_millis(500)
+        ));
+    }
+    if loss.read_errors > 0 {
+        report.notes.push(format!(
+            "{} reads or repairs failed while counting lost writes",
+            loss.read_errors
+        ));
+    }
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// SIGSTOP the primary of the last slot for `pause`: 6 s (past the node timeout: its replica takes
+/// over) or 1 s (below it: no failover).
+pub(super) async fn pause_master(rate: u32, long: bool) -> Result<DrillReport> {
+    let pause = if long {
+        Duration::from_secs(6)
+    } else {
+        Duration::from_secs(1)
+    };
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let victim = stage.cluster.primary_for_slot(16_383).await?;
+    let paused = stage.shard_of(victim)?;
+    let epoch_before = current_epoch(&stage.cluster).await?;
+    let load = stage.load(Mix::SetGet);
+    load.hold("load before the pause", WARM).await;
+
+    let paused_at = Instant::now();
+    load.mark(paused_at);
+    victim.pause()?;
+    load.hold(&format!("SIGSTOP {} for {pause:?}", victim.addr()), pause)
+        .await;
+    victim.resume()?;
+    if long {
+        let waiting = spinner("waiting for the cluster to be healthy again");
+        let healthy = stage.cluster.wait_until_healthy(Duration::from_secs(30)).await;
+        waiting.finish_and_clear();
+        healthy?;
+        load.until_recovered(QUIET, RECOVERY_MAX).await;
+    } else {
+        // Long enough for a failure report that the pause might have caused to turn into a failover.
+        load.hold("load after the pause", AFTER).await;
+    }
+    let (ours, fred) = load.stop().await;
+    let role = victim.role().await?;
+    let epoch_after = current_epoch(&stage.cluster).await?;
+    stage.close().await;
+
+    let pause_us = ours.at(paused_at);
+    let name = if long {
+        "pause-master-long"
+    } else {
+        "pause-master-short"
+    };
+    let mut report = DrillReport::new(name);
+    let f = &mut report.figures;
+    f.push(longest(&ours, &fred));
+    f.push(Figure::target(
+        "failed calls on other shards",
+        ours.failed_except(paused),
+        fred.failed_except(paused),
+        "0",
+        ours.failed_except(paused) == 0,
+    ));
+    f.push(Figure::info(
+        "failed calls on the paused shard",
+        ours.failed_in(paused),
+        fred.failed_in(paused),
+    ));
+    f.push(Figure::info(
+        "paused shard: pause to first success",
+        ms_after(ours.first_ok_after_mark(paused), pause_us),
+        ms_after(fred.first_ok_after_mark(paused), pause_us),
+    ));
+    let failover = format!(
+        "epoch {epoch_before} → {epoch_after}, paused node now {}",
+        match role {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    );
+    if long {
+        f.push(Figure::info("failover", failover, "(same cluster)"));
+    } else {
+        f.push(Figure::target(
+            "no failover",
+            failover,
+            "(same cluster)",
+            "epoch unchanged, still primary",
+            epoch_after == epoch_before && role == Role::Primary,
+        ));
+    }
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// CLUSTER FAILOVER on the replica of slot 8000's primary, under load.
+pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let primary = stage.cluster.primary_for_slot(8_000).await?;
+    let replica = *stage
+        .cluster
+        .replicas_of(primary)
+        .await?
+        .first()
+        .context("the primary has no replica")?;
+    let load = stage.load(Mix::SetGet);
+    load.hold("load before the failover", WARM).await;
+
+    let started = Instant::now();
+    load.mark(started);
+    replica.failover(FailoverKind::Graceful).await?;
+    wait_for_role(replica, Role::Primary, Duration::from_secs(15)).await?;
+    let took = started.elapsed();
+    load.hold("load after the failover", AFTER).await;
+    let (ours, fred) = load.stop().await;
+    let redirects: u64 = stage.clients.raw().node_stats().iter().map(|s| s.redirects).sum();
+    let (ours_missing, fred_missing) = stage.missing_keys().await;
+    stage.close().await;
+
+    let mut report = DrillReport::new("manual-failover");
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "CLUSTER FAILOVER to replica serving as primary",
+        ms(micros(took)),
+        "(same cluster)",
+    ));
+    f.push(Figure::target(
+        "failed calls",
+        ours.failed(),
+        fred.failed(),
+        "0",
+        ours.failed() == 0,
+    ));
+    f.push(longest(&ours, &fred));
+    f.push(Figure::info("redirects followed", redirects, "-"));
+    f.push(Figure::target(
+        "filled keys missing at the end",
+        ours_missing,
+        fred_missing,
+        "0",
+        ours_missing == 0,
+    ));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// Moves 100 slots from the primary of slot 0 to the primary of the last slot, under load.
+pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let from = stage.cluster.primary_for_slot(0).await?;
+    let to = stage.cluster.primary_for_slot(16_383).await?;
+    let load = stage.load(Mix::SetGet);
+    load.hold("load before resharding", WARM).await;
+
+    let started = Instant::now();
+    load.mark(started);
+    let migrating = spinner(&format!("moving 100 slots from {} to {}", from.addr(), to.addr()));
+    let moved = stage.cluster.migrate_slots(100, from, to).await;
+    migrating.finish_and_clear();
+    let moved = moved?;
+    let took = started.elapsed();
+    load.hold("load after resharding", AFTER).await;
+    let (ours, fred) = load.stop().await;
+    let redirects: u64 = stage.clients.raw().node_stats().iter().map(|s| s.redirects).sum();
+    let (ours_missing, fred_missing) = stage.missing_keys().await;
+    stage.close().await;
+
+    let mut report = DrillReport::new("reshard");
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "slots moved / migration time",
+        format!("{} / {}", moved.len(), ms(micros(took))),
+        "(same cluster)",
+    ));
+    f.push(Figure::target(
+        "failed calls",
+        ours.failed(),
+        fred.failed(),
+        "0",
+        ours.failed() == 0,
+    ));
+    f.push(longest(&ours, &fred));
+    f.push(Figure::info("redirects followed", redirects, "-"));
+    f.push(Figure::target(
+        "filled keys missing at the end",
+        ours_missing,
+        fred_missing,
+        "0",
+        ours_missing == 0,
+    ));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// kill -9 the primary of slot 0 while both clients are idle; traffic starts after the promotion.
+pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let victim = stage.cluster.primary_for_slot(0).await?;
+    let dead = stage.shard_of(victim)?;
+    let killed = Instant::now();
+    victim.kill()?;
+    let waiting = spinner(&format!(
+        "kill -9 {} (no traffic); waiting for a promotion",
+        victim.addr()
+    ));
+    let promoted = stage.cluster.wait_for_promotion(victim, PROMOTION_TIMEOUT).await;
+    waiting.finish_and_clear();
+    promoted?;
+    let promotion = killed.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let load = stage.load(Mix::SetGet);
+    let traffic_at = Instant::now();
+    load.mark(traffic_at);
+    load.hold("traffic after the idle failover", Duration::from_secs(5))
+        .await;
+    let (ours, fred) = load.stop().await;
+    stage.close().await;
+
+    let start_us = ours.at(traffic_at);
+    let mut report = DrillReport::new("failover-while-idle");
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "promotion visible on every node, after the kill",
+        ms(micros(promotion)),
+        "(same cluster)",
+    ));
+    f.push(Figure::target(
+        "failed calls on the failed-over shard",
+        ours.failed_in(dead),
+        fred.failed_in(dead),
+        "0",
+        ours.failed_in(dead) == 0,
+    ));
+    f.push(Figure::target(
+        "failed calls on other shards",
+        ours.failed_except(dead),
+        fred.failed_except(dead),
+        "0",
+        ours.failed_except(dead) == 0,
+    ));
+    f.push(Figure::info(
+        "failed-over shard: traffic start to first success",
+        ms_after(ours.first_ok_after_mark(dead), start_us),
+        ms_after(fred.first_ok_after_mark(dead), start_us),
+    ));
+    f.push(longest(&ours, &fred));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// kill -9 every node, restart them all, under load.
+pub(super) async fn whole_cluster_restart(rate: u32) -> Result<DrillReport> {
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let load = stage.load(Mix::SetGet);
+    load.hold("load before the restart", WARM).await;
+
+    let killed = Instant::now();
+    load.mark(killed);
+    for node in stage.cluster.nodes() {
+        node.kill()?;
+    }
+    load.hold("every node killed", Duration::from_secs(1)).await;
+    let restarting = spinner("restarting every node and waiting for the cluster to be healthy");
+    let restarted = async {
+        // Primaries first (the cluster lists them first), so that no replica starts an election.
+        for node in stage.cluster.nodes() {
+            node.restart().await?;
+        }
+        stage.cluster.wait_until_healthy(Duration::from_secs(60)).await
+    }
+    .await;
+    restarting.finish_and_clear();
+    restarted?;
+    let healthy_at = Instant::now();
+    load.until_recovered(QUIET, RECOVERY_MAX).await;
+    let (ours, fred) = load.stop().await;
+    stage.close().await;
+
+    let kill_us = ours.at(killed);
+    let healthy_us = ours.at(healthy_at);
+    let mut report = DrillReport::new("whole-cluster-restart");
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "kill to cluster healthy again",
+        ms(healthy_us - kill_us),
+        "(same cluster)",
+    ));
+    f.push(Figure::target(
+        "every shard serving again, after healthy",
+        ms_after(ours.all_served_after_mark(), healthy_us),
+        ms_after(fred.all_served_after_mark(), healthy_us),
+        "≤ 1000 ms",
+        within(ours.all_served_after_mark(), healthy_us, Duration::from_secs(1)),
+    ));
+    f.push(Figure::info("failed calls", ours.failed(), fred.failed()));
+    f.push(longest(&ours, &fred));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// CLIENT PAUSE 5 s ALL on every node, under load.
+pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
+    let pause = Duration::from_secs(5);
+    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let load = stage.load(Mix::SetGet);
+    load.hold("load before the pause", WARM).await;
+
+    let rss_before = rss_bytes();
+    let mut rss_max = rss_before;
+    let paused_at = Instant::now();
+    load.mark(paused_at);
+    for node in stage.cluster.nodes() {
+        node.client_pause(pause).await?;
+    }
+    let left = pause.saturating_sub(paused_at.elapsed());
+    load.hold_sampling("CLIENT PAUSE on every node", left, || {
+        rss_max = rss_max.max(rss_bytes());
+    })
+    .await;
+    load.until_recovered(QUIET, RECOVERY_MAX).await;
+    let (ours, fred) = load.stop().await;
+    stage.close().await;
+
+    let pause_us = ours.at(paused_at);
+    let tolerance = Duration::from_millis(50);
+    let (low, high) = (COMMAND_TIMEOUT - tolerance, COMMAND_TIMEOUT + tolerance);
+    let range = |t: &Tally| match t.failed_range_us() {
+        Some((min, max)) => format!("{} to {}", ms(min), ms(max)),
+        None => "no failed call".into(),
+    };
+    let at_timeout = ours.failed() > 0
+        && ours
+            .failed_range_us()
+            .is_some_and(|(min, max)| min >= micros(low) && max <= micros(high));
+    let growth_mb = rss_max.saturating_sub(rss_before) as f64 / 1_048_576.0;
+    let mut report = DrillReport::new("client-pause");
+    let f = &mut report.figures;
+    f.push(Figure::info("failed calls", ours.failed(), fred.failed()));
+    f.push(Figure::target(
+        "failed call durations",
+        range(&ours),
+        range(&fred),
+        "timeout ± 50 ms",
+        at_timeout,
+    ));
+    f.push(Figure::target(
+        "longest call",
+        ms(ours.longest_us()),
+        ms(fred.longest_us()),
+        &format!("≤ {}", ms(micros(high))),
+        ours.longest_us() <= micros(high),
+    ));
+    f.push(Figure::info(
+        "every shard served a call started after the pause began, at",
+        ms_after(ours.all_served_after_mark(), pause_us),
+        ms_after(fred.all_served_after_mark(), pause_us),
+    ));
+    f.push(Figure::target(
+        "process memory growth during the pause (both clients)",
+        format!("{growth_mb:.1} MB"),
+        "(same process)",
+        "< 64 MB",
+        growth_mb < 64.0,
+    ));
+    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+/// kill -9 the replica that serves reads for slot 0's shard, with reads from replicas.
+pub(super) async fn kill_read_replica(rate: u32) -> Result<DrillReport> {
+    let mut settings = CacheSettings::default();
+    settings.call = CallOptions::default().read_from(ReadFrom::Replica);
+    let stage = Stage::start(rate, settings).await?;
+    let primary = stage.cluster.primary_for_slot(0).await?;
+    let shard = stage.shard_of(primary)?;
+    let replica = *stage
+        .cluster
+        .replicas_of(primary)
+        .await?
+        .first()
+        .context("the primary has no replica")?;
+    let load = stage.load(Mix::GetOnly);
+    // Replica reads start once the client has sampled replica lag and waited out its read-your-writes
+    // window (twice the max lag, 2 s by default).
+    load.hold("reads before the kill", WARM + Duration::from_secs(2))
+        .await;
+    let replica_reads = stage
+        .clients
+        .raw()
+        .node_stats()
+        .iter()
+        .find(|s| s.node == replica.addr())
+        .map_or(0, |s| s.commands);
+
+    let killed = Instant::now();
+    load.mark(killed);
+    replica.kill()?;
+    load.hold(&format!("kill -9 replica {}", replica.addr()), AFTER)
+        .await;
+    let (ours, fred) = load.stop().await;
+    stage.close().await;
+
+    let mut report = DrillReport::new("kill-read-replica");
+    let f = &mut report.figures;
+    f.push(Figure::target(
+        "reads the replica served before the kill",
+        replica_reads,
+        "0 (reads primaries)",
+        "> 0 (replica reads in use)",
+        replica_reads > 0,
+    ));
+    f.push(Figure::target(
+        "failed reads on the replica's shard",
+        ours.failed_in(shard),
+        fred.failed_in(shard),
+        "0",
+        ours.failed_in(shard) == 0,
+    ));
+    f.push(Figure::target(
+        "failed reads on other shards",
+        ours.failed_except(shard),
+        fred.failed_except(shard),
+        "0",
+        ours.failed_except(shard) == 0,
+    ));
+    f.push(Figure::target(
+        "longest read on that shard ending after the kill",
+        ms(ours.longest_after_mark_in(shard)),
+        ms(fred.longest_after_mark_in(shard)),
+        "≤ 1000 ms (falls back within 1 s)",
+        ours.longest_after_mark_in(shard) <= micros(Duration::from_secs(1)),
+    ));
+    f.push(Figure::info("reads", calls(&ours), calls(&fred)));
+    report.notes.push(
+        "fred's cluster client is built without fred's `replicas` feature, so its reads go to primaries: \
+         its column shows what a replica's death does to a client that does not read from it"
+            .into(),
+    );
+    error_notes(&mut report, &ours, &fred);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_after(to: Option<u64>, from: u64, want: &str) {
+        assert_eq!(ms_after(to, from), want, "{to:?} - {from}");
+    }
+
+    #[test]
+    fn durations_print_signed_and_rounded() {
+        check_after(Some(2_000_000), 1_000_000, "1000 ms");
+        check_after(Some(1_000_400), 1_000_000, "0 ms");
+        check_after(Some(1_000_600), 1_000_000, "1 ms");
+        check_after(Some(900_000), 1_000_000, "-100 ms");
+        check_after(None, 5, "never");
+        assert_eq!(ms(1_499), "1 ms");
+        assert!(within(Some(2_000_000), 1_000_000, Duration::from_secs(1)));
+        assert!(!within(Some(2_000_001), 1_000_000, Duration::from_secs(1)));
+        assert!(!within(None, 0, Duration::from_secs(1)));
+    }
+}
