@@ -193,10 +193,10 @@ async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {
 }
 
 /// A small fast generator per task (xorshift), so key choice costs nothing next to a network call.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self, bound: usize) -> usize {
+    pub(crate) fn next(&mut self, bound: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -237,7 +237,7 @@ async fn run_ours(
     .await
 }
 
-async fn run_fred(client: &Client, workload: Workload, args: &LoadArgs, value: Arc<Vec<u8>>) -> RunResult {
+pub(crate) async fn run_fred(client: &Client, workload: Workload, args: &LoadArgs, value: Arc<Vec<u8>>) -> RunResult {
     let keys = args.keys;
     let client = client.clone();
     run(workload, "fred cluster client", args, move |rng: &mut Rng| {
@@ -338,7 +338,7 @@ fn pick(workload: Workload, rng: &mut Rng) -> Workload {
 }
 
 /// Runs `op` from `args.concurrency` tasks for `args.seconds`, with a live progress bar.
-async fn run<F, Fut>(workload: Workload, client: &str, args: &LoadArgs, op: F) -> RunResult
+pub(crate) async fn run<F, Fut>(workload: Workload, client: &str, args: &LoadArgs, op: F) -> RunResult
 where
     F: Fn(&mut Rng) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send + 'static,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod chaos;
 mod cluster;
+mod demo;
 mod load;
 mod plot;
 mod prerequisites;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// The main job: a local cluster, a warm-up, a live load through the cache, a health summary.
+    Demo(demo::DemoArgs),
     /// Start a local Redis Cluster of real redis-server processes that keeps running in the background.
     ClusterUp(cluster::UpArgs),
     /// Stop the cluster started by `cluster-up` (by PID) and remove its files.
@@ -47,6 +50,7 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Task::Demo(args) => in_release().and_then(|()| demo::demo(&args)),
         Task::ClusterUp(args) => cluster::up(&args),
         Task::ClusterDown => cluster::down(),
         Task::ClusterStatus => cluster::status(),

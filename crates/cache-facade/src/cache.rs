@@ -256,6 +256,21 @@ impl Cache {
         K: AsRef<[u8]>,
         I: IntoIterator<Item = (K, T, Option<Duration>, warmup::Priority)>,
     {
+        self.warm_up_with_progress(entries, config, |_| {}).await
+    }
+
+    /// [`Cache::warm_up`] with a callback that receives progress (counts, bytes, rate, ETA, per shard).
+    pub async fn warm_up_with_progress<T, K, I>(
+        &self,
+        entries: I,
+        config: warmup::WarmupConfig,
+        progress: impl Fn(&warmup::Progress) + Send + Sync + 'static,
+    ) -> Result<warmup::Report, Error>
+    where
+        T: Serialize,
+        K: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, T, Option<Duration>, warmup::Priority)>,
+    {
         let settings = &self.inner.settings;
         let mut prepared = Vec::new();
         for (key, value, ttl, priority) in entries {
@@ -267,8 +282,7 @@ impl Cache {
             }
             prepared.push(entry);
         }
-        self.warm_up_source(warmup::Source::entries(prepared), config)
-            .await
+        self.run_warm_up(warmup::Source::entries(prepared), config, progress).await
     }
 
     /// Warms the cache from any warm-up source (a JSON-lines file, another Redis, a stream). Values are
@@ -278,11 +292,20 @@ impl Cache {
         source: warmup::Source,
         config: warmup::WarmupConfig,
     ) -> Result<warmup::Report, Error> {
+        self.run_warm_up(source, config, |_| {}).await
+    }
+
+    async fn run_warm_up(
+        &self,
+        source: warmup::Source,
+        config: warmup::WarmupConfig,
+        progress: impl Fn(&warmup::Progress) + Send + Sync + 'static,
+    ) -> Result<warmup::Report, Error> {
         let warm = match &self.inner.versioned {
             Some(versioned) => warmup::Warmup::versioned(versioned.clone(), config)?,
             None => warmup::Warmup::new(self.inner.client.clone(), config)?,
         };
-        Ok(warm.run(source).await?)
+        Ok(warm.on_progress(progress).run(source).await?)
     }
 
     /// The spec's `preloadCriticalData`: a warm-up in which every entry has critical priority.
