@@ -508,18 +508,17 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
     })
 }
 
-/// The summary table: each baseline's ratio is cluster-client's ops/s divided by the baseline's.
+/// The summary table: each baseline's ratio is the first (our) run's ops/s divided by the baseline's.
 pub(crate) fn print_table(results: &[RunResult]) {
     println!(
         "\n{:<9} {:<22} {:>12} {:>9} {:>9} {:>10} {:>8}",
         "workload", "client", "ops/s", "p50 µs", "p99 µs", "ours/this", "errors"
     );
     for r in results {
-        let ours = results
-            .iter()
-            .find(|o| o.workload == r.workload && o.client == "cluster-client");
+        // The first run of each workload is ours; the others are baselines.
+        let ours = results.iter().find(|o| o.workload == r.workload);
         let ratio = match ours {
-            Some(o) if r.client != "cluster-client" && r.ops_per_sec > 0.0 => {
+            Some(o) if !std::ptr::eq(o, r) && r.ops_per_sec > 0.0 => {
                 format!("{:.2}×", o.ops_per_sec / r.ops_per_sec)
             }
             _ => "-".into(),

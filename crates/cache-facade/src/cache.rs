@@ -233,12 +233,11 @@ impl Cache {
         self.inner.health.as_ref()
     }
 
-    /// The latest health summary: a fresh collection round if none ran yet.
+    /// A health summary from a collection round run now over every node (the background loop keeps
+    /// running on its own interval). `None` when health collection is turned off.
     pub async fn cluster_health_summary(&self) -> Option<health::HealthSummary> {
         let checker = self.inner.health.as_ref()?;
-        if checker.latest().is_none() {
-            checker.check_now().await;
-        }
+        checker.check_now().await;
         checker.cluster_health_summary()
     }
 
