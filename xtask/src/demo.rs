@@ -43,7 +43,10 @@ fn product(id: u64) -> Product {
         name: format!("product {id}"),
         price_cents: 100 + id % 10_000,
         stock: (id % 500) as u32,
-        tags: vec!["demo".into(), if id % 2 == 0 { "even".into() } else { "odd".into() }],
+        tags: vec![
+            "demo".into(),
+            if id % 2 == 0 { "even".into() } else { "odd".into() },
+        ],
     }
 }
 
@@ -65,7 +68,10 @@ async fn run(args: &DemoArgs) -> Result<()> {
     let cache = Cache::with_settings(config.clone(), settings).await?;
 
     // Warm-up: the first 1% is critical and is written before anything else.
-    println!("\n2/5  Warming the cluster with {} products (1% critical first, 3 shards in parallel)...", args.entries);
+    println!(
+        "\n2/5  Warming the cluster with {} products (1% critical first, 3 shards in parallel)...",
+        args.entries
+    );
     let bar = ProgressBar::new(args.entries as u64);
     bar.set_style(
         ProgressStyle::with_template("     [{bar:40}] {pos}/{len} {msg}")
@@ -75,8 +81,17 @@ async fn run(args: &DemoArgs) -> Result<()> {
     let progress_bar = bar.clone();
     let critical = args.entries / 100;
     let entries = (0..args.entries as u64).map(|id| {
-        let priority = if (id as usize) < critical { Priority::Critical } else { Priority::Normal };
-        (format!("product:{id}"), product(id), Some(Duration::from_secs(3600)), priority)
+        let priority = if (id as usize) < critical {
+            Priority::Critical
+        } else {
+            Priority::Normal
+        };
+        (
+            format!("product:{id}"),
+            product(id),
+            Some(Duration::from_secs(3600)),
+            priority,
+        )
     });
     let report = cache
         .warm_up_with_progress(entries, WarmupConfig::default(), move |p| {
@@ -106,7 +121,10 @@ async fn run(args: &DemoArgs) -> Result<()> {
             .unwrap_or_else(|| "no".into())
     );
     println!("\n     per shard:");
-    println!("     {:<18} {:>10} {:>10} {:>10}", "primary", "written", "retried", "MB");
+    println!(
+        "     {:<18} {:>10} {:>10} {:>10}",
+        "primary", "written", "retried", "MB"
+    );
     for shard in &report.shards {
         println!(
             "     {:<18} {:>10} {:>10} {:>10.1}",
@@ -118,7 +136,10 @@ async fn run(args: &DemoArgs) -> Result<()> {
     }
 
     // Load: 80% get (hits on the warmed keys), 20% set, through the typed cache.
-    println!("\n3/5  Load: {} tasks, 80% get / 20% set, {} s through the cache, then {} s through fred's cluster client", args.concurrency, args.seconds, args.seconds);
+    println!(
+        "\n3/5  Load: {} tasks, 80% get / 20% set, {} s through the cache, then {} s through fred's cluster client",
+        args.concurrency, args.seconds, args.seconds
+    );
     let load_args = LoadArgs {
         workloads: vec![Workload::Mixed],
         concurrency: args.concurrency,
@@ -132,19 +153,27 @@ async fn run(args: &DemoArgs) -> Result<()> {
     };
     let keys = args.entries;
     let facade = cache.clone();
-    let ours = load::run(Workload::Mixed, "cache (typed, versioned)", &load_args, move |rng: &mut Rng| {
-        let cache = facade.clone();
-        let id = rng.next(keys) as u64;
-        let write = rng.next(100) < 20;
-        async move {
-            let key = format!("product:{id}");
-            if write {
-                cache.set(&key, &product(id), Some(Duration::from_secs(3600))).await.is_ok()
-            } else {
-                matches!(cache.get::<Product>(&key).await, Ok(Some(_)))
+    let ours = load::run(
+        Workload::Mixed,
+        "cache (typed, versioned)",
+        &load_args,
+        move |rng: &mut Rng| {
+            let cache = facade.clone();
+            let id = rng.next(keys) as u64;
+            let write = rng.next(100) < 20;
+            async move {
+                let key = format!("product:{id}");
+                if write {
+                    cache
+                        .set(&key, &product(id), Some(Duration::from_secs(3600)))
+                        .await
+                        .is_ok()
+                } else {
+                    matches!(cache.get::<Product>(&key).await, Ok(Some(_)))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let fred = load::fred_cluster_client(&config).await?;
     let value = Arc::new(vec![b'x'; 100]);
@@ -156,19 +185,28 @@ async fn run(args: &DemoArgs) -> Result<()> {
     crate::plot::latency_over_time(&load_args.out.join("latency.png"), &results)?;
 
     println!("\n4/5  Health summary (one collection round over every node):");
-    let summary = cache.cluster_health_summary().await.context("health collection is on by default")?;
+    let summary = cache
+        .cluster_health_summary()
+        .await
+        .context("health collection is on by default")?;
     println!(
         "     status {:?}; nodes {}/{}; slots {}/{}; {} keys; {} ops/s; replicas per primary {:.1}",
         summary.status,
         summary.nodes_connected,
         summary.nodes_total,
-        summary.slots_covered.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+        summary
+            .slots_covered
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "?".into()),
         summary.slots_total,
         summary.keys,
         summary.ops_per_sec,
         summary.replication.replicas_per_primary,
     );
-    println!("     {:<18} {:>12} {:>10} {:>10} {:>10}", "node", "memory MB", "commands", "p50 µs", "p99 µs");
+    println!(
+        "     {:<18} {:>12} {:>10} {:>10} {:>10}",
+        "node", "memory MB", "commands", "p50 µs", "p99 µs"
+    );
     let stats = cache.client().node_stats();
     for memory in &summary.memory {
         let node = stats.iter().find(|s| s.node == memory.addr);
@@ -190,7 +228,10 @@ async fn run(args: &DemoArgs) -> Result<()> {
 
     let stats = cache.stats();
     println!("\n5/5  Figures");
-    println!("     warm-up           {warm_rate:>10.0} entries/s ({} entries)", report.written);
+    println!(
+        "     warm-up           {warm_rate:>10.0} entries/s ({} entries)",
+        report.written
+    );
     println!(
         "     cache load        {:>10.0} ops/s  p50 {} µs  p99 {} µs  errors {}",
         ours.ops_per_sec, ours.p50_us, ours.p99_us, ours.errors
@@ -202,9 +243,15 @@ async fn run(args: &DemoArgs) -> Result<()> {
         baseline.p99_us,
         ours.ops_per_sec / baseline.ops_per_sec.max(1.0)
     );
-    println!("     cache hits/misses {:>10}/{}; stale writes refused {}", stats.hits, stats.misses, stats.stale_refused);
+    println!(
+        "     cache hits/misses {:>10}/{}; stale writes refused {}",
+        stats.hits, stats.misses, stats.stale_refused
+    );
     println!("     latency plot      target/demo/latency.png");
-    println!("\nDone in {:.0} s; stopping the cluster.", started.elapsed().as_secs_f64());
+    println!(
+        "\nDone in {:.0} s; stopping the cluster.",
+        started.elapsed().as_secs_f64()
+    );
     drop(cache);
     drop(cluster);
     Ok(())

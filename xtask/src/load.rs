@@ -76,6 +76,9 @@ pub(crate) struct RunResult {
     pub(crate) p50_us: u64,
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
+    /// CPU time this process spent per call (user + system, µs): a cost figure that holds up on a busy
+    /// machine better than ops/s.
+    pub(crate) cpu_us_per_op: f64,
     /// Per second of the run: (ops, p99 in µs).
     pub(crate) timeline: Vec<(u64, u64)>,
 }
@@ -237,7 +240,12 @@ async fn run_ours(
     .await
 }
 
-pub(crate) async fn run_fred(client: &Client, workload: Workload, args: &LoadArgs, value: Arc<Vec<u8>>) -> RunResult {
+pub(crate) async fn run_fred(
+    client: &Client,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
     let keys = args.keys;
     let client = client.clone();
     run(workload, "fred cluster client", args, move |rng: &mut Rng| {
@@ -313,7 +321,10 @@ async fn run_per_node(
         async move {
             let client = &clients[owner[sharding_slot(k.as_bytes()) as usize]];
             match workload {
-                Workload::Set => client.set::<(), _, _>(k, value.as_slice(), None, None, false).await.is_ok(),
+                Workload::Set => client
+                    .set::<(), _, _>(k, value.as_slice(), None, None, false)
+                    .await
+                    .is_ok(),
                 _ => client.get::<Option<Vec<u8>>, _>(k).await.is_ok(),
             }
         }
@@ -344,6 +355,7 @@ where
     Fut: Future<Output = bool> + Send + 'static,
 {
     let duration = Duration::from_secs(args.seconds);
+    let cpu_before = cpu_time();
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -398,7 +410,9 @@ where
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     let result = RunResult {
+        cpu_us_per_op: cpu.as_micros() as f64 / all.len().max(1) as f64,
         workload,
         client: client.to_string(),
         ops: all.len(),
@@ -415,16 +429,29 @@ where
             .collect(),
     };
     println!(
-        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  errors {}",
+        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  cpu {:>5.1} µs/op  errors {}",
         format!("{workload:?}"),
         client,
         result.ops_per_sec,
         result.p50_us,
         result.p99_us,
         result.p999_us,
+        result.cpu_us_per_op,
         result.errors
     );
     result
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))
+        }
+        Err(_) => Duration::ZERO,
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -504,6 +531,7 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
         p50_us: us(*fields.get(3)?),
         p99_us: us(*fields.get(5)?),
         p999_us: 0,
+        cpu_us_per_op: 0.0,
         timeline: Vec::new(),
     })
 }
@@ -511,8 +539,8 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
 /// The summary table: each baseline's ratio is the first (our) run's ops/s divided by the baseline's.
 pub(crate) fn print_table(results: &[RunResult]) {
     println!(
-        "\n{:<9} {:<22} {:>12} {:>9} {:>9} {:>10} {:>8}",
-        "workload", "client", "ops/s", "p50 µs", "p99 µs", "ours/this", "errors"
+        "\n{:<9} {:<22} {:>12} {:>9} {:>9} {:>10} {:>11} {:>8}",
+        "workload", "client", "ops/s", "p50 µs", "p99 µs", "ours/this", "cpu µs/op", "errors"
     );
     for r in results {
         // The first run of each workload is ours; the others are baselines.
@@ -524,13 +552,14 @@ pub(crate) fn print_table(results: &[RunResult]) {
             _ => "-".into(),
         };
         println!(
-            "{:<9} {:<22} {:>12.0} {:>9} {:>9} {:>10} {:>8}",
+            "{:<9} {:<22} {:>12.0} {:>9} {:>9} {:>10} {:>11.1} {:>8}",
             format!("{:?}", r.workload),
             r.client,
             r.ops_per_sec,
             r.p50_us,
             r.p99_us,
             ratio,
+            r.cpu_us_per_op,
             r.errors
         );
     }

@@ -223,6 +223,7 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     replica_reads_since: Mutex<Option<Instant>>,
+    replica_reads_on: AtomicBool,
     fresh_replicas: ArcSwap<HashSet<String>>,
     recent_writes: Mutex<HashMap<u64, Instant>>,
     lag: Mutex<ReplicaLag>,
@@ -363,6 +364,7 @@ impl ClusterClient {
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             replica_reads_since: Mutex::new(None),
+            replica_reads_on: AtomicBool::new(false),
             fresh_replicas: ArcSwap::from_pointee(HashSet::new()),
             recent_writes: Mutex::new(HashMap::new()),
             lag: Mutex::new(ReplicaLag::default()),
@@ -847,8 +849,7 @@ impl ClusterClient {
         }
         let primary = &routing.primaries[shard];
         if !primary.is_connected_for(slot) {
-            primary.set_up(false);
-            self.inner.refresh_wanted.notify_one();
+            self.inner.node_failed(primary);
             return Err(self.inner.unavailable(key, slot, &primary.addr));
         }
         Ok((primary.clone(), false))
@@ -1167,18 +1168,16 @@ impl Inner {
             return;
         }
         *since = Some(Instant::now());
+        self.replica_reads_on.store(true, Ordering::Relaxed);
         let task = tokio::spawn(lag_loop(Arc::downgrade(self)));
         self.push_task(task);
     }
 
     fn note_write(&self, key: &[u8]) {
-        let Ok(since) = self.replica_reads_since.lock() else {
-            return;
-        };
-        if since.is_none() {
+        // Most clients never read from replicas: one relaxed load, no lock, on every write.
+        if !self.replica_reads_on.load(Ordering::Relaxed) {
             return;
         }
-        drop(since);
         let now = Instant::now();
         let window = self.config.replica_reads().max_lag * 2;
         if let Ok(mut writes) = self.recent_writes.lock() {
@@ -1427,23 +1426,8 @@ async fn send(
         node.client(slot)
     };
     if asking {
-        let pipeline = client.pipeline();
-        let _: () = pipeline
-            .custom(
-                CustomCommand::new_static("ASKING", ClusterHash::Random, false),
-                Vec::<Value>::new(),
-            )
-            .await?;
-        let _: () = pipeline.custom(cmd.custom(), cmd.args.clone()).await?;
-        let mut results = tokio::time::timeout(timeout, pipeline.try_all::<Value>())
-            .await
-            .map_err(|_| fred::error::Error::new(ErrorKind::Timeout, "ASK pipeline timed out"))?;
-        return results.pop().unwrap_or_else(|| {
-            Err(fred::error::Error::new(
-                ErrorKind::Unknown,
-                "empty pipeline reply",
-            ))
-        });
+        // Rare: boxed, so that the common path's future stays small.
+        return Box::pin(ask(client, cmd, timeout)).await;
     }
     // One attempt: when the connection drops with the command in flight, the call fails now (and the
     // routing loop decides what to do) instead of fred re-sending it after a reconnect that, for a
@@ -1458,6 +1442,23 @@ async fn send(
         .with_options(&options)
         .custom::<Value, Value>(cmd.custom(), cmd.args.clone())
         .await
+}
+
+/// `ASKING` and the command in one pipeline on one connection, so no other command can come between.
+async fn ask(client: &Client, cmd: &Cmd, timeout: Duration) -> Result<Value, fred::error::Error> {
+    let pipeline = client.pipeline();
+    let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
+    let _: () = pipeline.custom(asking, Vec::<Value>::new()).await?;
+    let _: () = pipeline.custom(cmd.custom(), cmd.args.clone()).await?;
+    let mut results = tokio::time::timeout(timeout, pipeline.try_all::<Value>())
+        .await
+        .map_err(|_| fred::error::Error::new(ErrorKind::Timeout, "ASK pipeline timed out"))?;
+    results.pop().unwrap_or_else(|| {
+        Err(fred::error::Error::new(
+            ErrorKind::Unknown,
+            "empty pipeline reply",
+        ))
+    })
 }
 
 fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {

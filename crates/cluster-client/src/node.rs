@@ -31,6 +31,9 @@ pub struct NodeStats {
     pub redirects: u64,
 }
 
+/// One call in this many is recorded in the node's latency histogram.
+const LATENCY_SAMPLE: u64 = 4;
+
 pub(crate) struct NodeHandle {
     pub(crate) addr: String,
     /// `pool_size` connections; a key's commands always use the same one (chosen by slot) so that
@@ -158,9 +161,13 @@ impl NodeHandle {
     }
 
     pub(crate) fn record(&self, elapsed: Duration) {
-        self.commands.fetch_add(1, Ordering::Relaxed);
+        let n = self.commands.fetch_add(1, Ordering::Relaxed);
         self.latency_metric.record(elapsed.as_secs_f64());
-        if let Ok(mut h) = self.latency.lock() {
+        // Every 4th call feeds the percentiles: the same distribution at a quarter of the lock traffic
+        // on a hot path shared by every task.
+        if n % LATENCY_SAMPLE == 0
+            && let Ok(mut h) = self.latency.lock()
+        {
             let _ = h.record((elapsed.as_micros() as u64).max(1));
         }
     }

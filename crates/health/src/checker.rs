@@ -278,25 +278,26 @@ impl HealthChecker {
                 } else {
                     options.interval
                 };
+                // Resolves with how long to wait before the early round.
                 let early = async {
                     match client_events.as_mut() {
                         Some(events) => loop {
                             match events.recv().await {
-                                Ok(ClientEvent::NodeDown { .. } | ClientEvent::FailoverObserved { .. }) => {
-                                    break;
-                                }
+                                // One dead node makes one event per failing connection: wait a node
+                                // timeout so that the burst makes one round, and the round sees it.
+                                Ok(ClientEvent::NodeDown { .. }) => break options.node_timeout,
+                                // The client saw the new primary, so the nodes already agree.
+                                Ok(ClientEvent::FailoverObserved { .. }) => break Duration::ZERO,
                                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                                Err(broadcast::error::RecvError::Closed) => {
-                                    std::future::pending::<()>().await
-                                }
+                                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                             }
                         },
-                        None => std::future::pending::<()>().await,
+                        None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     () = tokio::time::sleep_until(started + wait) => {}
-                    () = early => tokio::time::sleep(options.node_timeout).await,
+                    delay = early => tokio::time::sleep(delay).await,
                 }
             }
         });

@@ -10,7 +10,7 @@ use cluster_client::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterSpec, LocalCluster, Node};
 
-use super::traffic::{Clients, KEYS, Keys, Mix, Side, Tally, Traffic};
+use super::traffic::{Burst, Clients, KEYS, Keys, Mix, Side, Tally, Traffic};
 
 /// Keys filled per batch before a drill.
 const FILL_BATCH: usize = 500;
@@ -88,6 +88,18 @@ impl Stage {
             .iter()
             .position(|s| s.primary == addr)
             .with_context(|| format!("{addr} was not a primary when the drill started"))
+    }
+
+    /// Starts an open-loop burst of GETs through the cache, recorded in `load`'s tally of ours.
+    pub(super) fn ours_burst(&self, load: &Load) -> Burst {
+        let side = Side::Ours(self.clients.cache.clone());
+        Burst::start(side, self.ours_keys.clone(), self.rate, load.tallies.0.clone())
+    }
+
+    /// Starts an open-loop burst of GETs through fred's cluster client, recorded in `load`'s tally of fred.
+    pub(super) fn fred_burst(&self, load: &Load) -> Burst {
+        let side = Side::Fred(self.clients.fred.clone());
+        Burst::start(side, self.fred_keys.clone(), self.rate, load.tallies.1.clone())
     }
 
     /// Starts both loads.

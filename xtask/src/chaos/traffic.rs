@@ -17,8 +17,9 @@ use local_cluster::LocalCluster;
 
 /// Every call's deadline, for both clients.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Tasks per load.
-pub(super) const TASKS: usize = 8;
+/// Tasks per shard and load. Each shard has tasks of its own, so that calls stuck on a failing shard
+/// never hold back the traffic of healthy ones: what a healthy shard serves depends on the client alone.
+pub(super) const TASKS_PER_SHARD: usize = 3;
 /// Keys per load.
 pub(super) const KEYS: usize = 3_000;
 /// Distinct error texts kept per load; further kinds are counted as "other".
@@ -111,6 +112,8 @@ pub(super) enum Mix {
 pub(super) struct Keys {
     pub(super) names: Vec<String>,
     pub(super) shard: Vec<usize>,
+    /// Shards in the topology the keys were placed with.
+    pub(super) shards: usize,
 }
 
 impl Keys {
@@ -120,7 +123,11 @@ impl Keys {
             .iter()
             .map(|name| shard_index(topology, name.as_bytes()))
             .collect::<Result<_>>()?;
-        Ok(Arc::new(Keys { names, shard }))
+        Ok(Arc::new(Keys {
+            names,
+            shard,
+            shards: topology.shards().len(),
+        }))
     }
 }
 
@@ -136,7 +143,8 @@ pub(super) fn shard_index(topology: &Topology, key: &[u8]) -> Result<usize> {
         .context("the shard of a key is not in the topology")
 }
 
-/// One load: `TASKS` tasks going through `keys` at `rate` calls per second in total.
+/// One load: `TASKS_PER_SHARD` tasks per shard going through that shard's keys, at `rate` calls per
+/// second in total.
 pub(super) struct Traffic {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -148,16 +156,31 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         // Each task paces its own calls, so the total rate holds while a call is slow; a task whose call
         // took longer than its pace starts the next at once rather than bursting to catch up.
-        let pace = Duration::from_secs_f64(TASKS as f64 / f64::from(rate.max(1)));
-        let tasks = (0..TASKS)
+        let workers = keys.shards * TASKS_PER_SHARD;
+        let pace = Duration::from_secs_f64(workers as f64 / f64::from(rate.max(1)));
+        let tasks = (0..workers)
             .map(|worker| {
                 let (side, keys, stop, tally) = (side.clone(), keys.clone(), stop.clone(), tally.clone());
+                let shard = worker / TASKS_PER_SHARD;
+                let mine: Vec<usize> = (0..keys.names.len())
+                    .filter(|&i| keys.shard[i] == shard)
+                    .skip(worker % TASKS_PER_SHARD)
+                    .step_by(TASKS_PER_SHARD)
+                    .collect();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(pace);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let mut round = 0u64;
                     'run: loop {
-                        for i in (worker..keys.names.len()).step_by(TASKS) {
+                        if mine.is_empty() {
+                            // A shard without keys (only with very few keys): nothing to do but wait.
+                            tick.tick().await;
+                            if stop.load(Ordering::Relaxed) {
+                                break 'run;
+                            }
+                            continue;
+                        }
+                        for &i in &mine {
                             let key = keys.names[i].as_str();
                             if mix == Mix::SetGet {
                                 tick.tick().await;
@@ -192,6 +215,70 @@ impl Traffic {
             let _ = task.await;
         }
         self.tally
+    }
+}
+
+/// GETs fired at a fixed rate without waiting for earlier ones to finish (an open loop): while no
+/// node answers, calls pile up in the client until their timeouts, which is what shows whether its
+/// memory stays bounded.
+pub(super) struct Burst {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    in_flight: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
+}
+
+impl Burst {
+    pub(super) fn start(side: Side, keys: Arc<Keys>, rate: u32, tally: Arc<Tally>) -> Burst {
+        let stop = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (stopped, counting, highest) = (stop.clone(), in_flight.clone(), peak.clone());
+        let task = tokio::spawn(async move {
+            // Timers tick every millisecond at best: fire a hundredth of a second's calls per tick.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = (rate / 100).max(1) as usize;
+            let mut next = 0usize;
+            while !stopped.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let i = next % keys.names.len();
+                    next += 1;
+                    let (side, keys, tally, counting, highest) = (
+                        side.clone(),
+                        keys.clone(),
+                        tally.clone(),
+                        counting.clone(),
+                        highest.clone(),
+                    );
+                    let now = counting.fetch_add(1, Ordering::Relaxed) + 1;
+                    highest.fetch_max(now, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        let result = side.get(&keys.names[i]).await;
+                        tally.record(keys.shard[i], started, result);
+                        counting.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            }
+        });
+        Burst {
+            stop,
+            task,
+            in_flight,
+            peak,
+        }
+    }
+
+    /// Stops firing, waits (up to 5 s) for the calls in flight, and returns the most that were in flight.
+    pub(super) async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.peak.load(Ordering::Relaxed)
     }
 }
 
@@ -238,8 +325,8 @@ pub(super) struct Tally {
     started: Instant,
     mark: AtomicU64,
     shards: Vec<ShardTally>,
-    /// Per second since the start: (ok, failed) calls that started in it.
-    seconds: Mutex<Vec<(u32, u32)>>,
+    /// Per second since the start, per shard: (ok, failed) calls that started in it.
+    seconds: Mutex<Vec<Vec<(u32, u32)>>>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -283,11 +370,11 @@ impl Tally {
         {
             let mut seconds = self.seconds.lock().unwrap_or_else(PoisonError::into_inner);
             if seconds.len() <= second {
-                seconds.resize(second + 1, (0, 0));
+                seconds.resize(second + 1, vec![(0, 0); self.shards.len()]);
             }
             match result {
-                Ok(()) => seconds[second].0 += 1,
-                Err(_) => seconds[second].1 += 1,
+                Ok(()) => seconds[second][shard].0 += 1,
+                Err(_) => seconds[second][shard].1 += 1,
             }
         }
         match result {
@@ -415,8 +502,26 @@ impl Tally {
         seconds
             .get(1..whole)?
             .iter()
-            .map(|(ok, failed)| ok + failed)
+            .map(|shards| shards.iter().map(|(ok, failed)| ok + failed).sum())
             .min()
+    }
+
+    /// Successful calls per second on the shards `shards` accepts, over the whole seconds between
+    /// `from` and `to` (µs since the start); `None` if no whole second lies between them.
+    pub(super) fn ok_per_second(&self, shards: impl Fn(usize) -> bool, from: u64, to: u64) -> Option<f64> {
+        let first = from.div_ceil(1_000_000) as usize;
+        let end = (to / 1_000_000) as usize;
+        if end <= first {
+            return None;
+        }
+        let seconds = self.seconds.lock().unwrap_or_else(PoisonError::into_inner);
+        let ok: u64 = (first..end)
+            .filter_map(|second| seconds.get(second))
+            .flat_map(|per_shard| per_shard.iter().enumerate())
+            .filter(|(shard, _)| shards(*shard))
+            .map(|(_, (ok, _))| u64::from(*ok))
+            .sum();
+        Some(ok as f64 / (end - first) as f64)
     }
 
     /// Whether the mark was passed, every shard served a call started after it, and no call failed
@@ -539,5 +644,35 @@ mod tests {
             "a failure just now"
         );
         assert_eq!(tally.top_errors(3), vec!["1× x".to_string()]);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[tokio::test]
+    async fn probe_future_sizes() {
+        let _lock = local_cluster::test_lock::shared().await.unwrap();
+        let cluster = local_cluster::LocalCluster::shared().await.unwrap();
+        let clients = super::Clients::connect(&cluster, cache_facade::CacheSettings::default())
+            .await
+            .unwrap();
+        let cache = clients.cache.clone();
+        let raw = clients.raw().clone();
+        let f1 = cache.get::<String>("k");
+        let f2 = raw.get(b"k");
+        let f3 = cache.set("k", "v", None);
+        let side = super::Side::Ours(cache.clone());
+        let f4 = side.get("k");
+        let fside = super::Side::Fred(clients.fred.clone());
+        let f5 = fside.get("k");
+        eprintln!(
+            "SIZES cache.get={} raw.get={} cache.set={} side_ours.get={} side_fred.get={}",
+            std::mem::size_of_val(&f1),
+            std::mem::size_of_val(&f2),
+            std::mem::size_of_val(&f3),
+            std::mem::size_of_val(&f4),
+            std::mem::size_of_val(&f5)
+        );
+        drop((f1, f2, f3, f4, f5));
+        clients.close().await;
     }
 }
