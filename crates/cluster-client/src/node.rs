@@ -165,7 +165,7 @@ impl NodeHandle {
         self.latency_metric.record(elapsed.as_secs_f64());
         // Every 4th call feeds the percentiles: the same distribution at a quarter of the lock traffic
         // on a hot path shared by every task.
-        if n % LATENCY_SAMPLE == 0
+        if n.is_multiple_of(LATENCY_SAMPLE)
             && let Ok(mut h) = self.latency.lock()
         {
             let _ = h.record((elapsed.as_micros() as u64).max(1));
