@@ -449,7 +449,7 @@ impl LocalCluster {
                     None => first_view = Some(view),
                     Some(first) if *first != view => {
                         return Ok(Err(format!(
-                            "{} disagrees on primaries: {view} vs {first}",
+                            "{} disagrees on roles: {view} vs {first}",
                             node.addr()
                         )));
                     }
@@ -681,18 +681,31 @@ async fn cluster_nodes(conn: &Conn) -> Result<Vec<NodeEntry>, Error> {
     })
 }
 
-/// A canonical text of "which port serves which slots", to compare two nodes' views.
+/// A canonical text of "which port serves which slots, and which port replicates which", to compare
+/// two nodes' views: right after `CLUSTER REPLICATE`, a node may still list a replica as a primary
+/// without slots until gossip reaches it, and a client asking that node would miss the replica.
 fn primaries_view(entries: &[NodeEntry]) -> String {
     let owners: BTreeMap<u16, u16> = entries
         .iter()
         .filter(|e| e.is_primary())
         .flat_map(|e| e.slots.iter().map(move |(a, _)| (*a, e.port)))
         .collect();
-    owners
+    let port_of = |id: &str| entries.iter().find(|e| e.id == id).map(|e| e.port).unwrap_or(0);
+    let replicas: BTreeMap<u16, u16> = entries
+        .iter()
+        .filter(|e| !e.is_primary() && !e.is_failing())
+        .filter_map(|e| e.primary_id.as_deref().map(|p| (e.port, port_of(p))))
+        .collect();
+    let mut view: Vec<String> = owners
         .iter()
         .map(|(slot, port)| format!("{slot}@{port}"))
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    view.extend(
+        replicas
+            .iter()
+            .map(|(replica, primary)| format!("{replica}>{primary}")),
+    );
+    view.join(",")
 }
 
 /// Polls `check` every 20 ms until it returns `Ok(Ok(value))`, an error, or `timeout` passes.
