@@ -281,7 +281,8 @@ impl Cache {
             }
             prepared.push(entry);
         }
-        self.run_warm_up(warmup::Source::entries(prepared), config, progress).await
+        self.run_warm_up(warmup::Source::entries(prepared), config, progress)
+            .await
     }
 
     /// Warms the cache from any warm-up source (a JSON-lines file, another Redis, a stream). Values are
@@ -610,7 +611,7 @@ impl Cache {
                     let _ = self.fill_lease(key, token, None, None, None).await;
                 }
                 return Err(Error::Loader {
-                    key: String::from_utf8_lossy(key).into_owned(),
+                    key: cluster_client::printable_key(key),
                     source: e.into(),
                 });
             }
@@ -653,7 +654,7 @@ impl Cache {
             .bump(&self.inner.stats.fail_safe, "cache_fail_safe_total");
         tracing::warn!(key = %String::from_utf8_lossy(key), "redis unreachable; serving from the loader");
         loader().await.map_err(|e| Error::Loader {
-            key: String::from_utf8_lossy(key).into_owned(),
+            key: cluster_client::printable_key(key),
             source: e.into(),
         })
     }
@@ -689,7 +690,7 @@ impl Cache {
                 }
                 if Instant::now() >= deadline {
                     return Err(Error::LeaseWait {
-                        key: String::from_utf8_lossy(key).into_owned(),
+                        key: cluster_client::printable_key(key),
                         waited: started.elapsed(),
                     });
                 }
@@ -757,7 +758,7 @@ impl Cache {
             Ok(Envelope::Tombstone { .. }) => Ok(None),
             Ok(Envelope::Unversioned(_)) => Ok(Some(raw)),
             Err(problem) => Err(Error::Decode {
-                key: String::from_utf8_lossy(key).into_owned(),
+                key: cluster_client::printable_key(key),
                 wanted: "versioned value",
                 detail: problem.to_string(),
             }),

@@ -73,7 +73,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         Codec::Binary => postcard::to_stdvec(value).map_err(|e| e.to_string()),
     }
     .map_err(|detail| Error::Encode {
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: cluster_client::printable_key(key),
         codec: codec.name(),
         detail,
     })?;
@@ -106,7 +106,7 @@ pub(crate) fn lease(token: &[u8]) -> Vec<u8> {
 /// Reads a frame; bytes not written by this cache are a decode error naming the key.
 pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Result<Stored<'a>, Error> {
     let bad = |detail: String| Error::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: cluster_client::printable_key(key),
         wanted,
         detail,
     };
@@ -137,7 +137,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 ) -> Result<T, Error> {
     let wanted = std::any::type_name::<T>();
     let bad = |detail: String| Error::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: cluster_client::printable_key(key),
         wanted,
         detail,
     };

@@ -20,7 +20,7 @@ pub enum Error {
     /// The value could not be encoded with the configured codec.
     #[error("could not encode the value for key {key:?} as {codec}: {detail}")]
     Encode {
-        /// The key (lossy UTF-8).
+        /// The key, printable (binary bytes escaped, long keys cut).
         key: String,
         /// The codec.
         codec: &'static str,
@@ -33,7 +33,7 @@ pub enum Error {
          with the type it was written with"
     )]
     Decode {
-        /// The key (lossy UTF-8).
+        /// The key, printable (binary bytes escaped, long keys cut).
         key: String,
         /// The Rust type asked for.
         wanted: &'static str,
@@ -43,7 +43,7 @@ pub enum Error {
     /// The loader of `get_or_load` failed; nothing was cached.
     #[error("the loader for key {key:?} failed: {source}")]
     Loader {
-        /// The key (lossy UTF-8).
+        /// The key, printable (binary bytes escaped, long keys cut).
         key: String,
         /// The loader's error.
         #[source]
@@ -52,7 +52,7 @@ pub enum Error {
     /// Another process holds the key's load lease and did not fill it before the wait ran out.
     #[error("waited {waited:?} for another process to load key {key:?}; its lease expired without a value")]
     LeaseWait {
-        /// The key (lossy UTF-8).
+        /// The key, printable (binary bytes escaped, long keys cut).
         key: String,
         /// How long the call waited.
         waited: std::time::Duration,

@@ -122,6 +122,18 @@ pub enum Error {
     Closed,
 }
 
+/// A key as text for messages and reports: printable ASCII kept, other bytes escaped, long keys cut, so
+/// that a binary or huge key never floods a log line.
+pub fn printable_key(key: &[u8]) -> String {
+    const MAX: usize = 80;
+    let shown = &key[..key.len().min(MAX)];
+    let mut text = shown.escape_ascii().to_string();
+    if key.len() > MAX {
+        text.push_str(&format!("… ({} bytes)", key.len()));
+    }
+    text
+}
+
 impl Error {
     /// Whether the call may succeed if retried later (node down, timeout, failover in progress).
     pub fn is_transient(&self) -> bool {

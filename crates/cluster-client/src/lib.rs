@@ -47,7 +47,7 @@ pub use fred::types::{FromValue, Value};
 
 pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
-    error::Error,
+    error::{Error, printable_key},
     events::ClientEvent,
     node::NodeStats,
     script::Script,
