@@ -26,7 +26,7 @@ pub enum Mode {
 pub struct ShardInfo {
     /// The primary's `host:port`.
     pub primary: String,
-    /// Replicas that are online (`host:port`).
+    /// Replicas that are not failed (`host:port`); replica reads further require a sampled lag.
     pub replicas: Vec<String>,
     /// Slot ranges served (inclusive). In client-sharded modes: the key-range slots, or empty for ketama.
     pub slots: Vec<(u16, u16)>,
@@ -258,9 +258,12 @@ pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result
         let Some(primary) = primary.or_else(|| parsed.iter().find(|n| n.primary)) else {
             continue;
         };
+        // Redis 7.0 reports a replica as `loading` until the answering node has heard its replication
+        // offset by gossip, which can take seconds after the replica linked: it is still a member of
+        // the shard. Replica reads go only to replicas the lag sampler has seen caught up.
         let replicas = parsed
             .iter()
-            .filter(|n| !n.primary && n.health == "online")
+            .filter(|n| !n.primary && (n.health == "online" || n.health == "loading"))
             .map(|n| n.addr.clone())
             .collect();
         out.push(ShardInfo {
@@ -370,6 +373,7 @@ mod tests {
                     node("127.0.0.1", 7000, "master", "online"),
                     node("127.0.0.1", 7003, "replica", "online"),
                     node("127.0.0.1", 7006, "replica", "loading"),
+                    node("127.0.0.1", 7008, "replica", "fail"),
                 ]),
             ]),
             Value::Array(vec![
@@ -395,8 +399,8 @@ mod tests {
         assert_eq!(topology.shards()[0].primary, "127.0.0.1:7000");
         assert_eq!(
             topology.shards()[0].replicas,
-            vec!["127.0.0.1:7003".to_string()],
-            "loading replicas are not used"
+            vec!["127.0.0.1:7003".to_string(), "127.0.0.1:7006".to_string()],
+            "loading replicas are members, failed ones are not"
         );
         assert_eq!(
             topology.shards()[1].primary,

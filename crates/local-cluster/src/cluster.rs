@@ -455,16 +455,6 @@ impl LocalCluster {
                     }
                     Some(_) => {}
                 }
-                // Redis 7.0 reports a replica whose offset this node has not heard of yet (by gossip) as
-                // `loading` in CLUSTER SHARDS, and clients leave it out: wait until every node has.
-                let shards: Value = conn.call_str(&["CLUSTER", "SHARDS"]).await?;
-                let loading = health_values(&shards).iter().filter(|h| *h == "loading").count();
-                if loading > 0 {
-                    return Ok(Err(format!(
-                        "{} sees {loading} replica(s) still loading in CLUSTER SHARDS",
-                        node.addr()
-                    )));
-                }
                 let me = entries.iter().find(|e| e.has_flag("myself"));
                 if me.is_some_and(|e| e.has_flag("slave")) {
                     let repl = conn.info("replication").await?;
@@ -716,24 +706,6 @@ fn primaries_view(entries: &[NodeEntry]) -> String {
             .map(|(replica, primary)| format!("{replica}>{primary}")),
     );
     view.join(",")
-}
-
-/// Every `health` field in a `CLUSTER SHARDS` reply (arrays of alternating names and values).
-fn health_values(reply: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    if let Value::Array(items) = reply {
-        for pair in items.windows(2) {
-            if pair[0].as_str().as_deref() == Some("health")
-                && let Some(h) = pair[1].as_string()
-            {
-                found.push(h);
-            }
-        }
-        for item in items {
-            found.extend(health_values(item));
-        }
-    }
-    found
 }
 
 /// Polls `check` every 20 ms until it returns `Ok(Ok(value))`, an error, or `timeout` passes.
