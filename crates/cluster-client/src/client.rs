@@ -1315,29 +1315,24 @@ fn failovers(old: &Topology, new: &Topology) -> Vec<Failover> {
 
 async fn refresh_loop(inner: Weak<Inner>, wanted: Arc<Notify>) {
     loop {
-        let (period, gap) = {
-            let Some(inner) = inner.upgrade() else { return };
-            if inner.closed.load(Ordering::Relaxed) {
-                return;
-            }
-            let period = if inner.degraded() {
-                DEGRADED_REFRESH
-            } else {
-                inner.config.topology_refresh_interval()
-            };
-            let since = inner.last_refresh.lock().map(|t| t.elapsed()).unwrap_or_default();
-            (period, MIN_REFRESH_GAP.saturating_sub(since))
+        // Wake at least every DEGRADED_REFRESH: checking whether every primary's connection is up costs
+        // nothing, and it is how a primary that died while the client was idle gets noticed (no call
+        // failed to tell us) before the next periodic refresh, seconds later.
+        let notified = tokio::select! {
+            _ = wanted.notified() => true,
+            _ = tokio::time::sleep(DEGRADED_REFRESH) => false,
         };
-        tokio::select! {
-            _ = wanted.notified() => {}
-            _ = tokio::time::sleep(period) => {}
-        }
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Relaxed) {
             return;
+        }
+        let since = inner.last_refresh.lock().map(|t| t.elapsed()).unwrap_or_default();
+        let due = notified || inner.degraded() || since >= inner.config.topology_refresh_interval();
+        if !due {
+            continue;
+        }
+        if since < MIN_REFRESH_GAP {
+            tokio::time::sleep(MIN_REFRESH_GAP - since).await;
         }
         if let Err(error) = inner.refresh().await {
             tracing::debug!(%error, "topology refresh failed");

@@ -208,3 +208,35 @@ async fn manual_failover_and_migration_surface_no_errors() {
     }
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_while_idle_is_seen_before_traffic_returns() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let client = common::client(&cluster).await;
+    let victim = cluster.primary_for_slot(0).await.unwrap();
+    let key = common::key_for_slot("idle", 0);
+    client.set(&key, b"before", Default::default()).await.unwrap();
+
+    // No traffic while the primary dies and its replica takes over.
+    victim.kill().unwrap();
+    let promoted = cluster
+        .wait_for_promotion(victim, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // The client notices on its own (a dead primary's connection is checked every 100 ms), so the
+    // first calls after the pause go straight to the new primary.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.topology().shard_for_slot(0).unwrap().primary,
+        promoted.addr()
+    );
+    for i in 0..100 {
+        client
+            .set(&key, format!("after {i}").as_bytes(), Default::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.get(&key).await.unwrap().as_deref(), Some(&b"after 99"[..]));
+    client.close().await;
+}
