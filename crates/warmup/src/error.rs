@@ -21,7 +21,7 @@ pub enum Error {
     },
     /// The Redis source could not be listed before the warm-up started.
     #[error("cannot read the source deployment: {0}")]
-    SourceRedis(#[source] cluster_client::Error),
+    SourceRedis(cluster_client::Error),
 }
 
 /// A key as text for messages and reports: printable ASCII kept, other bytes escaped, long keys cut.

@@ -8,9 +8,10 @@
 //!   critical entry is written before the first high one, and so on), then grouped by shard from the
 //!   live topology, in slot order, and cut into batches;
 //! - writes: up to [`WarmupConfig::shard_parallelism`] shards at a time (default 3), several batches
-//!   in flight per shard, one script call per slot group (falling back to pipelined `SET`s), or
-//!   through `consistency`'s versioned writes ([`Warmup::versioned`]); `DUMP` payloads are restored
-//!   with `RESTORE … REPLACE`, so every data type and TTL carries over;
+//!   in flight per shard, one command per slot group sent to the shard's primary (`MSET`, or a
+//!   `SET … PX` script when entries have TTLs), falling back to `set_many` (which follows MOVED/ASK)
+//!   for any group that fails; or through `consistency`'s versioned writes ([`Warmup::versioned`]).
+//!   `DUMP` payloads are restored with `RESTORE … REPLACE`, so every data type and TTL carries over;
 //! - keeps going while slots migrate (MOVED/ASK are followed by `cluster-client`), plans the remaining
 //!   batches again when the topology changes, and retries transient failures;
 //! - reports progress (counts, bytes, rate, ETA, per shard) through [`Warmup::on_progress`] and

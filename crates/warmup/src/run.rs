@@ -16,11 +16,11 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::config::WarmupConfig;
-use crate::entry::{Entry, Payload};
-use crate::plan::{group_by_shard, jittered, plan, sampled};
+use crate::entry::Payload;
+use crate::plan::{Plan, Slotted, group_by_shard, jittered, plan, sampled};
 use crate::progress::{BatchCounts, Callback, Phase, Progress, Tracker};
 use crate::report::{KeyFailure, Rejected, Report, RollbackReport};
-use crate::source::{Item, Source};
+use crate::source::{Source, Window};
 use crate::undo::{Captured, Previous, capture};
 use crate::validate::validate;
 use crate::write::{Expect, Io, Outcome, Restore, Writer, restore, write_batch};
@@ -104,19 +104,19 @@ impl Warmup {
         let mut read = 0u64;
         let mut source_error = None;
         loop {
-            let window = source.next_window(self.config.window_entries).await;
-            read += window.items.len() as u64;
-            let entries = run.admit(window.items);
-            let planned = plan(entries);
+            let mut window = source.next_window(self.config.window_entries).await;
+            read += window.read();
+            run.admit(&mut window);
+            let mut planned = plan(std::mem::take(&mut window.entries));
             run.tracker.skipped_unplanned(planned.replaced);
             run.tracker
                 .planned(planned.phases.iter().map(|(_, e)| e.len() as u64).sum());
             if window.done {
                 run.tracker.source_done();
             }
-            for (priority, entries) in planned.phases {
+            for (priority, indices) in std::mem::take(&mut planned.phases) {
                 run.tracker.set_phase(Phase::Writing(priority));
-                run.write_phase(entries).await;
+                run.write_phase(&planned, indices).await;
             }
             if let Some(error) = window.error {
                 tracing::warn!(source = %source.name(), %error, "the warm-up source failed");
@@ -175,7 +175,13 @@ impl Warmup {
             rejected: counts.rejected,
             bytes_written: counts.bytes_written,
             failures: std::mem::take(&mut *lock(&run.failures)),
-            rejections: std::mem::take(&mut *lock(&run.rejections)),
+            rejections: {
+                // Rejected lines come from two places (the parser, the size check): report them in
+                // source order.
+                let mut rejections = std::mem::take(&mut *lock(&run.rejections));
+                rejections.sort_by_key(|r| r.line.unwrap_or(u64::MAX));
+                rejections
+            },
             shards: run.tracker.shards(),
             replans: run.replans.load(Ordering::Relaxed),
             retry_rounds: run.retry_rounds.load(Ordering::Relaxed),
@@ -231,13 +237,13 @@ impl Pacer {
     }
 }
 
-/// What one shard's share of a round left to do.
+/// What one shard's share of a round left to do (entry indices).
 #[derive(Default)]
 struct ShardRound {
     /// Batches not started because the topology changed: planned again.
-    unstarted: Vec<Entry>,
+    unstarted: Vec<u32>,
     /// Entries whose write failed transiently: retried in the next round.
-    transient: Vec<(Entry, String)>,
+    transient: Vec<(u32, String)>,
 }
 
 /// The state of one run.
@@ -247,7 +253,7 @@ struct Run<'a> {
     tracker: Tracker,
     captured: Option<Captured>,
     /// Written entries to read back (the sample), in write order.
-    checks: Option<Mutex<Vec<(Bytes, Expect)>>>,
+    checks: Option<Mutex<Vec<(u16, Bytes, Expect)>>>,
     failures: Mutex<Vec<KeyFailure>>,
     rejections: Mutex<Vec<Rejected>>,
     pacer: Option<Pacer>,
@@ -295,92 +301,104 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Turns source items into entries: refuses what is over the size limits (nothing is sent for
-    /// them), counts vanished keys as skipped, applies TTL jitter.
-    fn admit(&self, items: Vec<Item>) -> Vec<Entry> {
+    /// Refuses the window's entries that are over the size limits (nothing is sent for them), counts
+    /// rejected input and vanished keys, applies TTL jitter. Works in place: kept entries do not move.
+    fn admit(&self, window: &mut Window) {
+        for rejected in std::mem::take(&mut window.rejected) {
+            self.reject(rejected);
+        }
+        self.tracker.skipped_unplanned(window.vanished);
         let limits = self.warmup.client.config().limits();
         // A versioned value carries the envelope's header on top of the caller's bytes.
         let header = match self.warmup.writer {
             Writer::Versioned(_) => consistency::HEADER_LEN,
             Writer::Plain => 0,
         };
-        let mut entries = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Item::Entry { mut entry, line } => {
-                    let stored = match entry.payload {
-                        Payload::Bytes(_) => entry.payload.len() + header,
-                        Payload::Dump(_) => entry.payload.len(),
-                    };
-                    let reason = if entry.key.len() > limits.key_max_bytes {
-                        Some(format!(
-                            "key of {} bytes is over the limit of {} bytes (REDIS_KEY_MAX_BYTES); \
-                             shorten the key or raise the limit",
-                            entry.key.len(),
-                            limits.key_max_bytes
-                        ))
-                    } else if stored > limits.value_max_bytes {
-                        Some(format!(
-                            "value of {stored} bytes is over the limit of {} bytes (REDIS_VALUE_MAX_BYTES); \
-                             leave the entry out or raise the limit",
-                            limits.value_max_bytes
-                        ))
-                    } else {
-                        None
-                    };
-                    match reason {
-                        Some(reason) => self.reject(Rejected {
-                            line,
-                            key: Some(entry.key),
-                            reason,
-                        }),
-                        None => {
-                            if let Some(ttl) = entry.ttl {
-                                entry.ttl = Some(jittered(ttl, &entry.key, self.config().ttl_jitter));
-                            }
-                            entries.push(entry);
-                        }
-                    }
+        let jitter = self.config().ttl_jitter;
+        let lines = std::mem::take(&mut window.lines);
+        let mut index = 0;
+        window.entries.retain_mut(|entry| {
+            let line = lines.get(index).copied();
+            index += 1;
+            let stored = match entry.payload {
+                Payload::Bytes(_) => entry.payload.len() + header,
+                Payload::Dump(_) => entry.payload.len(),
+            };
+            let reason = if entry.key.len() > limits.key_max_bytes {
+                Some(format!(
+                    "key of {} bytes is over the limit of {} bytes (REDIS_KEY_MAX_BYTES); \
+                     shorten the key or raise the limit",
+                    entry.key.len(),
+                    limits.key_max_bytes
+                ))
+            } else if stored > limits.value_max_bytes {
+                Some(format!(
+                    "value of {stored} bytes is over the limit of {} bytes (REDIS_VALUE_MAX_BYTES); \
+                     leave the entry out or raise the limit",
+                    limits.value_max_bytes
+                ))
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    self.reject(Rejected {
+                        line,
+                        key: Some(entry.key.clone()),
+                        reason,
+                    });
+                    false
                 }
-                Item::Rejected(rejected) => self.reject(rejected),
-                Item::Vanished => self.tracker.skipped_unplanned(1),
+                None => {
+                    if jitter > 0.0
+                        && let Some(ttl) = entry.ttl
+                    {
+                        entry.ttl = Some(jittered(ttl, &entry.key, jitter));
+                    }
+                    true
+                }
             }
-        }
-        entries
+        });
     }
 
     /// Writes one priority's entries: grouped by shard from the live topology, shards in parallel up
     /// to the limit, batches in flight per shard; re-planned when the topology changes; transient
     /// failures retried after a pause.
-    async fn write_phase(&self, entries: Vec<Entry>) {
+    async fn write_phase(&self, plan: &Plan, indices: Vec<u32>) {
         let config = self.config();
-        let mut pending = entries;
+        let mut pending = indices;
         let mut round = 0u32;
         let mut first = true;
         while !pending.is_empty() {
             let topology = self.io.client.topology();
-            let (groups, unroutable) = group_by_shard(pending, self.io.by_slot, |key| {
-                topology.shard_for_key(key).map(|s| s.primary.clone())
+            let by_slot = self.io.by_slot;
+            let (groups, unroutable) = group_by_shard(pending, &plan.slots, by_slot, |index| {
+                let shard = if by_slot {
+                    topology.shard_for_slot(plan.slots[index as usize])
+                } else {
+                    topology.shard_for_key(&plan.entries[index as usize].key)
+                };
+                shard.map(|shard| shard.primary.clone())
             });
             if first {
-                for (primary, entries) in &groups {
-                    self.tracker.planned_on(primary, entries.len() as u64);
+                for (primary, indices) in &groups {
+                    self.tracker.planned_on(primary, indices.len() as u64);
                 }
                 first = false;
             }
             let changed = AtomicBool::new(false);
             let shards = futures::stream::iter(groups)
-                .map(|(primary, entries)| self.write_shard(&topology, &changed, primary, entries))
+                .map(|(primary, indices)| self.write_shard(plan, &topology, &changed, primary, indices))
                 .buffer_unordered(config.shard_parallelism)
                 .collect::<Vec<ShardRound>>()
                 .await;
             let mut next = Vec::new();
-            let mut transient: Vec<(Entry, String)> = unroutable
+            let mut transient: Vec<(u32, String)> = unroutable
                 .into_iter()
-                .map(|e| {
-                    let slot = key_slot(&e.key);
+                .map(|index| {
+                    let slot = plan.slots[index as usize];
                     (
-                        e,
+                        index,
                         format!("no shard serves slot {slot}; the cluster has uncovered slots"),
                     )
                 })
@@ -411,16 +429,16 @@ impl<'a> Run<'a> {
                     if let Err(error) = self.io.client.refresh_topology().await {
                         tracing::debug!(%error, "topology refresh before a retry failed");
                     }
-                    next.extend(transient.into_iter().map(|(e, _)| e));
+                    next.extend(transient.into_iter().map(|(index, _)| index));
                 } else {
                     self.tracker.failed(transient.len() as u64);
-                    for (entry, error) in transient {
-                        self.fail(entry.key, error);
+                    for (index, error) in transient {
+                        self.fail(plan.entries[index as usize].key.clone(), error);
                     }
                 }
             }
-            // Keep slot order, so that script calls stay large after regrouping.
-            next.sort_by_key(|e| key_slot(&e.key));
+            // Keep slot order, so that batched writes stay large after regrouping.
+            next.sort_by_key(|&index| plan.slots[index as usize]);
             pending = next;
         }
     }
@@ -433,30 +451,33 @@ impl<'a> Run<'a> {
 
     async fn write_shard(
         &self,
+        plan: &Plan,
         planned: &Arc<Topology>,
         changed: &AtomicBool,
         primary: String,
-        entries: Vec<Entry>,
+        indices: Vec<u32>,
     ) -> ShardRound {
         let config = self.config();
-        let mut batches = Vec::with_capacity(entries.len().div_ceil(config.batch_size));
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            batches.push(entries.by_ref().take(config.batch_size).collect::<Vec<Entry>>());
-        }
         let primary = &primary;
-        let results = futures::stream::iter(batches.into_iter().enumerate())
-            .map(|(index, batch)| async move {
+        // Batches are ranges of `indices`; the futures borrow the vector (closures handing out
+        // borrowed slices also trip `Send` inference).
+        let indices = &indices;
+        let ranges = (0..indices.len())
+            .step_by(config.batch_size)
+            .map(|start| start..(start + config.batch_size).min(indices.len()));
+        let results = futures::stream::iter(ranges)
+            .map(|range| async move {
+                let batch = &indices[range.clone()];
                 // The first batch always goes, so that a topology that keeps changing still lets
                 // every round make progress.
-                if index > 0 && (changed.load(Ordering::Relaxed) || self.topology_changed(planned)) {
+                if range.start > 0 && (changed.load(Ordering::Relaxed) || self.topology_changed(planned)) {
                     changed.store(true, Ordering::Relaxed);
                     return ShardRound {
-                        unstarted: batch,
+                        unstarted: batch.to_vec(),
                         transient: Vec::new(),
                     };
                 }
-                self.write_one(primary, batch).await
+                self.write_one(plan, primary, batch).await
             })
             .buffer_unordered(config.batches_in_flight)
             .collect::<Vec<ShardRound>>()
@@ -470,42 +491,45 @@ impl<'a> Run<'a> {
     }
 
     /// Writes one batch (capturing previous values first when rollback is on) and counts it.
-    async fn write_one(&self, primary: &str, batch: Vec<Entry>) -> ShardRound {
+    async fn write_one(&self, plan: &Plan, primary: &str, batch: &[u32]) -> ShardRound {
         if let Some(pacer) = &self.pacer {
             pacer.admit(batch.len()).await;
         }
         let mut counts = BatchCounts::default();
         let mut transient = Vec::new();
-        let batch = match &self.captured {
-            Some(captured) => {
-                let (ready, unready) = self.capture(captured, batch).await;
-                counts.failed_attempts += unready.len() as u64;
-                transient.extend(unready);
-                ready
+        let mut ready: Vec<u32> = batch.to_vec();
+        if let Some(captured) = &self.captured {
+            let failed = self.capture(plan, primary, captured, batch).await;
+            counts.failed_attempts += failed.len() as u64;
+            if !failed.is_empty() {
+                let unready: std::collections::HashSet<u32> = failed.iter().map(|(i, _)| *i).collect();
+                ready.retain(|i| !unready.contains(i));
+                transient.extend(failed);
             }
-            None => batch,
-        };
-        let outcomes = write_batch(&self.io, &self.warmup.writer, &batch).await;
+        }
+        let items: Vec<Slotted<'_>> = ready.iter().map(|&i| plan.slotted(i)).collect();
+        let outcomes = write_batch(&self.io, &self.warmup.writer, primary, &items).await;
         let sample = self.config().validation.as_ref().map(|v| v.sample_ratio);
         let mut checks = Vec::new();
-        for (entry, outcome) in batch.into_iter().zip(outcomes) {
+        for ((&index, item), outcome) in ready.iter().zip(&items).zip(outcomes) {
+            let entry = item.entry;
             match outcome {
-                Outcome::Written(expect) => {
+                Outcome::Written(version) => {
                     counts.written += 1;
                     counts.bytes += entry.size() as u64;
                     if sample.is_some_and(|ratio| sampled(&entry.key, ratio)) {
-                        checks.push((entry.key, expect));
+                        checks.push((item.slot, entry.key.clone(), Expect::of(entry, version)));
                     }
                 }
                 Outcome::Skipped => counts.skipped += 1,
                 Outcome::Transient(error) => {
                     counts.failed_attempts += 1;
-                    transient.push((entry, error));
+                    transient.push((index, error));
                 }
                 Outcome::Failed(error) => {
                     counts.failed += 1;
                     counts.failed_attempts += 1;
-                    self.fail(entry.key, error);
+                    self.fail(entry.key.clone(), error);
                 }
             }
         }
@@ -521,54 +545,63 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Captures the previous state of the batch's keys not captured yet; entries whose capture failed
-    /// are not written now (their rollback would be impossible) and go back as transient failures.
-    async fn capture(&self, captured: &Captured, batch: Vec<Entry>) -> (Vec<Entry>, Vec<(Entry, String)>) {
-        let keys: Vec<&Bytes> = batch.iter().map(|e| &e.key).collect();
+    /// Captures the previous state of the batch's keys not captured yet. Returns the entries whose
+    /// capture failed: they must not be written now (their rollback would be impossible), and are
+    /// retried later.
+    async fn capture(
+        &self,
+        plan: &Plan,
+        primary: &str,
+        captured: &Captured,
+        batch: &[u32],
+    ) -> Vec<(u32, String)> {
+        let keys: Vec<&Bytes> = batch.iter().map(|&i| &plan.entries[i as usize].key).collect();
         let missing = captured.missing(&keys);
-        let wanted: Vec<Bytes> = batch
+        let wanted: Vec<u32> = batch
             .iter()
             .zip(&missing)
             .filter(|(_, m)| **m)
-            .map(|(e, _)| e.key.clone())
+            .map(|(&i, _)| i)
             .collect();
-        let mut results = capture(&self.io, &wanted).await.into_iter();
-        let mut ready = Vec::with_capacity(batch.len());
-        let mut unready = Vec::new();
-        for (entry, missing) in batch.into_iter().zip(missing) {
-            if !missing {
-                ready.push(entry);
-                continue;
-            }
-            match results.next() {
-                Some(Ok(previous)) => {
-                    captured.insert(entry.key.clone(), previous);
-                    ready.push(entry);
-                }
-                Some(Err(error)) => unready.push((
-                    entry,
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let slots: Vec<u16> = wanted.iter().map(|&i| plan.slots[i as usize]).collect();
+        let keys: Vec<Bytes> = wanted
+            .iter()
+            .map(|&i| plan.entries[i as usize].key.clone())
+            .collect();
+        let results = capture(&self.io, primary, &slots, &keys).await;
+        let mut failed = Vec::new();
+        for ((index, key), result) in wanted.into_iter().zip(keys).zip(results) {
+            match result {
+                Ok(previous) => captured.insert(key, previous),
+                Err(error) => failed.push((
+                    index,
                     format!(
                         "reading the previous value for rollback failed, so the key was not written: {error}"
                     ),
                 )),
-                None => unready.push((entry, "no previous value was read for rollback".into())),
             }
         }
-        (ready, unready)
+        failed
     }
 
-    /// The written entries to validate, one per key (the last write wins).
-    fn take_checks(&self) -> Vec<(Bytes, Expect)> {
+    /// The written entries to validate, one per key (the last write wins), in slot order.
+    fn take_checks(&self) -> Vec<(u16, Bytes, Expect)> {
         let Some(list) = &self.checks else {
             return Vec::new();
         };
         let all = std::mem::take(&mut *lock(list));
-        let mut last: HashMap<Bytes, Expect> = HashMap::with_capacity(all.len());
-        for (key, expect) in all {
-            last.insert(key, expect);
+        let mut last: HashMap<Bytes, (u16, Expect)> = HashMap::with_capacity(all.len());
+        for (slot, key, expect) in all {
+            last.insert(key, (slot, expect));
         }
-        let mut checks: Vec<(Bytes, Expect)> = last.into_iter().collect();
-        checks.sort_by_key(|(key, _)| key_slot(key));
+        let mut checks: Vec<(u16, Bytes, Expect)> = last
+            .into_iter()
+            .map(|(key, (slot, expect))| (slot, key, expect))
+            .collect();
+        checks.sort_by_key(|(slot, _, _)| *slot);
         checks
     }
 
@@ -581,28 +614,36 @@ impl<'a> Run<'a> {
             reason,
             ..RollbackReport::default()
         };
-        let mut pending: Vec<(Bytes, Previous)> =
-            self.captured.as_ref().map(Captured::take).unwrap_or_default();
+        let mut pending: Vec<(u16, Bytes, Previous)> = self
+            .captured
+            .as_ref()
+            .map(Captured::take)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, previous)| (key_slot(&key), key, previous))
+            .collect();
         let mut round = 0u32;
         while !pending.is_empty() {
-            pending.sort_by_key(|(key, _)| key_slot(key));
+            pending.sort_by_key(|(slot, _, _)| *slot);
             let topology = self.io.client.topology();
-            let mut by_shard: HashMap<String, Vec<(Bytes, Previous)>> = HashMap::new();
+            let mut by_shard: HashMap<String, Vec<(u16, Bytes, Previous)>> = HashMap::new();
             let mut unroutable = Vec::new();
-            for (key, previous) in pending {
+            for (slot, key, previous) in pending {
                 match topology.shard_for_key(&key) {
                     Some(shard) => by_shard
                         .entry(shard.primary.clone())
                         .or_default()
-                        .push((key, previous)),
-                    None => unroutable.push((key, previous, "no shard serves the key's slot".to_string())),
+                        .push((slot, key, previous)),
+                    None => {
+                        unroutable.push((slot, key, previous, "no shard serves the key's slot".to_string()))
+                    }
                 }
             }
-            let chunks: Vec<Vec<(Bytes, Previous)>> = by_shard
+            let chunks: Vec<Vec<(u16, Bytes, Previous)>> = by_shard
                 .into_values()
                 .flat_map(|keys| {
                     keys.chunks(config.batch_size)
-                        .map(<[(Bytes, Previous)]>::to_vec)
+                        .map(<[(u16, Bytes, Previous)]>::to_vec)
                         .collect::<Vec<_>>()
                 })
                 .collect();
@@ -610,9 +651,9 @@ impl<'a> Run<'a> {
                 .map(|chunk| async move {
                     // The remaining TTL is worked out when the key is put back.
                     let now = Instant::now();
-                    let actions: Vec<(Bytes, Restore)> = chunk
+                    let actions: Vec<(u16, Bytes, Restore)> = chunk
                         .iter()
-                        .map(|(k, p)| (k.clone(), p.restore_at(now)))
+                        .map(|(slot, k, p)| (*slot, k.clone(), p.restore_at(now)))
                         .collect();
                     let results = restore(&self.io, &actions).await;
                     (chunk, actions, results)
@@ -622,18 +663,20 @@ impl<'a> Run<'a> {
                 .await;
             let mut retry = unroutable;
             for (chunk, actions, results) in results {
-                for (((key, previous), (_, action)), result) in chunk.into_iter().zip(actions).zip(results) {
+                for (((slot, key, previous), (_, _, action)), result) in
+                    chunk.into_iter().zip(actions).zip(results)
+                {
                     match (result, action) {
                         (Ok(()), Restore::Delete) => report.deleted += 1,
                         (Ok(()), Restore::Put { .. }) => report.restored += 1,
-                        (Err(Outcome::Transient(error)), _) => retry.push((key, previous, error)),
+                        (Err(Outcome::Transient(error)), _) => retry.push((slot, key, previous, error)),
                         (Err(Outcome::Failed(error)), _) => {
                             report.failed += 1;
                             if report.failures.len() < config.max_reported_keys {
                                 report.failures.push(KeyFailure { key, error });
                             }
                         }
-                        (Err(other), _) => retry.push((key, previous, format!("{other:?}"))),
+                        (Err(other), _) => retry.push((slot, key, previous, format!("{other:?}"))),
                     }
                 }
             }
@@ -641,7 +684,7 @@ impl<'a> Run<'a> {
                 break;
             }
             if round >= config.retries {
-                for (key, _, error) in retry {
+                for (_, key, _, error) in retry {
                     report.failed += 1;
                     if report.failures.len() < config.max_reported_keys {
                         report.failures.push(KeyFailure { key, error });
@@ -652,7 +695,7 @@ impl<'a> Run<'a> {
             round += 1;
             tokio::time::sleep(config.retry_delay * 2u32.saturating_pow(round - 1)).await;
             let _ = self.io.client.refresh_topology().await;
-            pending = retry.into_iter().map(|(k, p, _)| (k, p)).collect();
+            pending = retry.into_iter().map(|(slot, k, p, _)| (slot, k, p)).collect();
         }
         report.elapsed = started.elapsed();
         report
@@ -662,6 +705,15 @@ impl<'a> Run<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[allow(dead_code)]
+    fn a_run_can_be_spawned(warmup: &Warmup) {
+        // Compile-time: the future of a run is `Send`, so that callers can `tokio::spawn` it.
+        let run = warmup.run(Source::entries(Vec::new()));
+        assert_send(&run);
+    }
 
     #[test]
     fn bad_share_adds_failed_writes_and_extrapolated_bad_reads() {

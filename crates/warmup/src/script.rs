@@ -1,9 +1,11 @@
 //! The Lua scripts that carry many keys of one slot in one command.
 //!
-//! `cluster-client` has no routed raw command and no batched `DUMP`/`RESTORE`, but its `eval` routes
-//! by the first key and follows MOVED and ASK (sending `ASKING` on the same connection). Every key of
-//! one script call is in one slot, so one call serves them all on the node that owns the slot, and one
-//! call per slot group costs the client far less than one command per key.
+//! `cluster-client` has no routed raw command and no batched `DUMP`/`RESTORE`. Every key of one script
+//! call is in one slot, so one call serves them all on the node that owns the slot, and one call per
+//! slot group costs far less than one command per key. Plain writes send the `SET` script straight to
+//! the shard's primary (`node_command`), falling back to `set_many` on any error; `DUMP`/`RESTORE`
+//! calls go through `ClusterClient::eval`, which routes by the first key and follows MOVED and ASK
+//! (sending `ASKING` on the same connection).
 
 use cluster_client::Script;
 

@@ -35,25 +35,32 @@ impl fmt::Debug for Source {
     }
 }
 
-/// One thing read from a source.
-#[derive(Debug)]
-pub(crate) enum Item {
-    /// An entry, with its line number when the source has lines.
-    Entry { entry: Entry, line: Option<u64> },
-    /// Input that could not become an entry.
-    Rejected(Rejected),
-    /// A key listed by the source Redis that was gone (deleted or expired) when it was dumped.
-    Vanished,
-}
-
 /// What one read of the source gave.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
-    pub(crate) items: Vec<Item>,
+    /// The entries read.
+    pub(crate) entries: Vec<Entry>,
+    /// Each entry's line number, for sources with lines (else empty).
+    pub(crate) lines: Vec<u64>,
+    /// Input that could not become an entry.
+    pub(crate) rejected: Vec<Rejected>,
+    /// Keys listed by the source Redis that were gone (deleted or expired) when they were dumped.
+    pub(crate) vanished: u64,
     /// The source has nothing more.
     pub(crate) done: bool,
     /// The source failed before its end; nothing after this point was read.
     pub(crate) error: Option<String>,
+}
+
+impl Window {
+    /// Items read: entries, rejected input and vanished keys.
+    pub(crate) fn read(&self) -> u64 {
+        (self.entries.len() + self.rejected.len()) as u64 + self.vanished
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len() + self.rejected.len() + self.vanished as usize
+    }
 }
 
 impl Source {
@@ -147,36 +154,25 @@ impl Source {
     pub(crate) async fn next_window(&mut self, max: usize) -> Window {
         match &mut self.kind {
             Kind::Iter(iter) => {
-                let items: Vec<Item> = iter
-                    .by_ref()
-                    .take(max)
-                    .map(|entry| Item::Entry { entry, line: None })
-                    .collect();
+                let entries: Vec<Entry> = iter.by_ref().take(max).collect();
                 Window {
-                    done: items.len() < max,
-                    items,
-                    error: None,
+                    done: entries.len() < max,
+                    entries,
+                    ..Window::default()
                 }
             }
             Kind::Stream(stream) => {
-                let mut items = Vec::new();
-                while items.len() < max {
+                let mut window = Window::default();
+                while window.entries.len() < max {
                     match stream.next().await {
-                        Some(entry) => items.push(Item::Entry { entry, line: None }),
+                        Some(entry) => window.entries.push(entry),
                         None => {
-                            return Window {
-                                items,
-                                done: true,
-                                error: None,
-                            };
+                            window.done = true;
+                            break;
                         }
                     }
                 }
-                Window {
-                    items,
-                    done: false,
-                    error: None,
-                }
+                window
             }
             Kind::JsonLines(json) => json.next_window(max).await,
             Kind::Redis(scan) => scan.next_window(max).await,
@@ -240,58 +236,45 @@ impl JsonLines {
 
 /// Reads up to `max` non-blank lines; `line` counts every line read.
 fn read_json_lines(reader: &mut dyn BufRead, line: &mut u64, max: usize) -> Window {
-    let mut items = Vec::new();
+    let mut window = Window::default();
     let mut buf = Vec::new();
-    while items.len() < max {
+    while window.len() < max {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) => {
-                return Window {
-                    items,
-                    done: true,
-                    error: None,
-                };
+                window.done = true;
+                return window;
             }
             Ok(_) => {
                 *line += 1;
                 if buf.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let item = match std::str::from_utf8(&buf) {
-                    Ok(text) => match parse_json_line(text) {
-                        Ok(entry) => Item::Entry {
-                            entry,
-                            line: Some(*line),
-                        },
-                        Err(reason) => Item::Rejected(Rejected {
-                            line: Some(*line),
-                            key: None,
-                            reason,
-                        }),
-                    },
-                    Err(e) => Item::Rejected(Rejected {
+                let parsed = match std::str::from_utf8(&buf) {
+                    Ok(text) => parse_json_line(text),
+                    Err(e) => Err(format!("the line is not UTF-8 text ({e})")),
+                };
+                match parsed {
+                    Ok(entry) => {
+                        window.entries.push(entry);
+                        window.lines.push(*line);
+                    }
+                    Err(reason) => window.rejected.push(Rejected {
                         line: Some(*line),
                         key: None,
-                        reason: format!("the line is not UTF-8 text ({e})"),
+                        reason,
                     }),
-                };
-                items.push(item);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                return Window {
-                    items,
-                    done: true,
-                    error: Some(format!("reading line {} failed: {e}", *line + 1)),
-                };
+                window.done = true;
+                window.error = Some(format!("reading line {} failed: {e}", *line + 1));
+                return window;
             }
         }
     }
-    Window {
-        items,
-        done: false,
-        error: None,
-    }
+    window
 }
 
 #[derive(Deserialize)]
@@ -414,7 +397,7 @@ impl RedisScan {
     async fn next_window(&mut self, max: usize) -> Window {
         let nodes = self.nodes.clone().unwrap_or_default();
         let mut window = Window::default();
-        while window.items.len() < max {
+        while window.len() < max {
             let Some(node) = nodes.get(self.index) else {
                 window.done = true;
                 return window;
@@ -428,7 +411,7 @@ impl RedisScan {
                     return window;
                 }
             };
-            window.items.extend(self.dump(node, keys).await);
+            self.dump(node, keys, &mut window).await;
             if next == 0 {
                 self.index += 1;
             }
@@ -461,7 +444,7 @@ impl RedisScan {
     }
 
     /// `DUMP` and `PTTL` of each key, sent together (fred pipelines them on the node's connection).
-    async fn dump(&self, node: &str, keys: Vec<Bytes>) -> Vec<Item> {
+    async fn dump(&self, node: &str, keys: Vec<Bytes>, window: &mut Window) {
         let priority = self.options.priority;
         let reads = keys.into_iter().map(|key| async move {
             let dump = self
@@ -471,27 +454,26 @@ impl RedisScan {
                 .client
                 .node_command::<i64>(node, vec!["PTTL".into(), Value::Bytes(key.clone())]);
             let (dump, pttl) = futures::future::join(dump, pttl).await;
+            (key, dump, pttl)
+        });
+        for (key, dump, pttl) in futures::future::join_all(reads).await {
             match (dump, pttl) {
-                (Ok(Some(payload)), Ok(pttl)) => match source_ttl(pttl) {
-                    SourceTtl::Gone => Item::Vanished,
-                    SourceTtl::Persistent => Item::Entry {
-                        entry: Entry::from_dump(key, payload).priority(priority),
-                        line: None,
-                    },
-                    SourceTtl::Expires(ttl) => Item::Entry {
-                        entry: Entry::from_dump(key, payload).priority(priority).ttl(ttl),
-                        line: None,
-                    },
-                },
-                (Ok(None), _) => Item::Vanished,
-                (Err(error), _) | (_, Err(error)) => Item::Rejected(Rejected {
+                (Ok(Some(payload)), Ok(pttl)) => {
+                    let entry = Entry::from_dump(key, payload).priority(priority);
+                    match source_ttl(pttl) {
+                        SourceTtl::Gone => window.vanished += 1,
+                        SourceTtl::Persistent => window.entries.push(entry),
+                        SourceTtl::Expires(ttl) => window.entries.push(entry.ttl(ttl)),
+                    }
+                }
+                (Ok(None), _) => window.vanished += 1,
+                (Err(error), _) | (_, Err(error)) => window.rejected.push(Rejected {
                     line: None,
                     reason: format!("reading {} from the source failed: {error}", printable_key(&key)),
                     key: Some(key),
                 }),
             }
-        });
-        futures::future::join_all(reads).await
+        }
     }
 }
 
@@ -565,15 +547,14 @@ mod tests {
     }
 
     fn lines_of(window: &Window) -> Vec<(Option<u64>, bool)> {
-        window
-            .items
+        let mut lines: Vec<(Option<u64>, bool)> = window
+            .lines
             .iter()
-            .map(|item| match item {
-                Item::Entry { line, .. } => (*line, true),
-                Item::Rejected(r) => (r.line, false),
-                Item::Vanished => (None, false),
-            })
-            .collect()
+            .map(|l| (Some(*l), true))
+            .chain(window.rejected.iter().map(|r| (r.line, false)))
+            .collect();
+        lines.sort();
+        lines
     }
 
     #[test]
@@ -590,10 +571,12 @@ mod tests {
             [(Some(4), false), (Some(5), false), (Some(6), true)]
         );
         assert!(rest.done && rest.error.is_none());
-        match &rest.items[1] {
-            Item::Rejected(r) => assert!(r.reason.contains("not UTF-8"), "{}", r.reason),
-            other => panic!("{other:?}"),
-        }
+        assert!(
+            rest.rejected[1].reason.contains("not UTF-8"),
+            "{}",
+            rest.rejected[1].reason
+        );
+        assert_eq!(rest.entries.len(), rest.lines.len());
     }
 
     #[test]
@@ -621,9 +604,13 @@ mod tests {
             Source::stream(futures::stream::iter(entries(5))),
         ] {
             let first = source.next_window(3).await;
-            assert_eq!((first.items.len(), first.done), (3, false), "{source:?}");
+            assert_eq!((first.entries.len(), first.done), (3, false), "{source:?}");
             let second = source.next_window(3).await;
-            assert_eq!((second.items.len(), second.done), (2, true), "{source:?}");
+            assert_eq!(
+                (second.entries.len(), second.read(), second.done),
+                (2, 2, true),
+                "{source:?}"
+            );
         }
     }
 

@@ -78,12 +78,21 @@ impl Captured {
     }
 }
 
-/// Reads the previous state of `keys` (one shard's, in slot order): one `DUMP`+`PTTL` script call per
-/// slot group, each key atomically. Results in input order.
-pub(crate) async fn capture(io: &Io, keys: &[Bytes]) -> Vec<Result<Previous, cluster_client::Error>> {
-    let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-    let calls = io.runs(&refs).into_iter().map(|run| async move {
+/// Reads the previous state of `keys` (one shard's, whose primary is `primary`, in slot order, with
+/// their slots): one `DUMP`+`PTTL` script call per slot group, each key atomically, sent straight to
+/// the primary; a group whose call fails goes through the routed `eval` instead. Results in input
+/// order.
+pub(crate) async fn capture(
+    io: &Io,
+    primary: &str,
+    slots: &[u16],
+    keys: &[Bytes],
+) -> Vec<Result<Previous, cluster_client::Error>> {
+    let calls = io.runs(slots).into_iter().map(|run| async move {
         let part = &keys[run.clone()];
+        if let Ok(previous) = capture_on(io, primary, part).await {
+            return (run, previous.into_iter().map(Ok).collect());
+        }
         match capture_call(io, part).await {
             Ok(previous) => (run, previous.into_iter().map(Ok).collect()),
             Err(_) => {
@@ -115,6 +124,26 @@ fn bad_reply(detail: String) -> cluster_client::Error {
         command: "capture script".into(),
         detail,
     }
+}
+
+/// The capture script on `node` itself, keys handed over without copies.
+async fn capture_on(io: &Io, node: &str, keys: &[Bytes]) -> Result<Vec<Previous>, cluster_client::Error> {
+    let mut args: Vec<Value> = Vec::with_capacity(3 + keys.len());
+    args.push("EVALSHA".into());
+    args.push(io.scripts.capture.sha().into());
+    args.push(Value::Integer(keys.len() as i64));
+    args.extend(keys.iter().map(|k| Value::Bytes(k.clone())));
+    let reply = match io.client.node_command::<Value>(node, args).await {
+        Err(error) if crate::write::is_noscript(&error) => {
+            // Loaded once per node; this group goes the routed way meanwhile.
+            let load = vec!["SCRIPT".into(), "LOAD".into(), io.scripts.capture.source().into()];
+            io.client.node_command::<Value>(node, load).await?;
+            return Err(bad_reply("the capture script was not loaded yet".into()));
+        }
+        other => other?,
+    };
+    let read_at = Instant::now();
+    parse_capture(reply, keys.len(), read_at).map_err(bad_reply)
 }
 
 async fn capture_call(io: &Io, keys: &[Bytes]) -> Result<Vec<Previous>, cluster_client::Error> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_client::{ShardInfo, Value};
+use cluster_client::{CallOptions, ShardInfo, Value};
 use consistency::Envelope;
 use futures::StreamExt;
 use sharding::key_slot;
@@ -59,7 +59,7 @@ pub(crate) fn compare(expect: &Expect, got: Option<&[u8]>) -> Verdict {
 pub(crate) async fn validate(
     io: &Io,
     config: &ValidationConfig,
-    checks: Vec<(Bytes, Expect)>,
+    checks: Vec<(u16, Bytes, Expect)>,
     parallelism: usize,
     max_problems: usize,
     tracker: &Tracker,
@@ -72,15 +72,15 @@ pub(crate) async fn validate(
     // Written entries may have moved (a migration during the warm-up): route them as of now.
     let _ = io.client.refresh_topology().await;
     let topology = io.client.topology();
-    let mut by_shard: BTreeMap<String, (ShardInfo, Vec<(Bytes, Expect)>)> = BTreeMap::new();
+    let mut by_shard: BTreeMap<String, (ShardInfo, Vec<Check>)> = BTreeMap::new();
     let mut verdicts: Vec<(Bytes, String, Verdict)> = Vec::new();
-    for (key, expect) in checks {
+    for (slot, key, expect) in checks {
         match topology.shard_for_key(&key) {
             Some(shard) => by_shard
                 .entry(shard.primary.clone())
                 .or_insert_with(|| (shard.clone(), Vec::new()))
                 .1
-                .push((key, expect)),
+                .push((slot, key, expect)),
             None => verdicts.push((key, String::new(), Verdict::Bad(ValidationProblem::Unreadable))),
         }
     }
@@ -89,11 +89,15 @@ pub(crate) async fn validate(
         .buffer_unordered(parallelism.max(1))
         .collect::<Vec<_>>()
         .await;
-    let mut expectations: HashMap<Bytes, Expect> = HashMap::new();
-    for (ack, shard_verdicts, expects) in shards {
+    let mut expectations: HashMap<Bytes, (u16, Expect)> = HashMap::new();
+    for (ack, shard_verdicts, checks) in shards {
         report.acks.push(ack);
         verdicts.extend(shard_verdicts);
-        expectations.extend(expects);
+        expectations.extend(
+            checks
+                .into_iter()
+                .map(|(slot, key, expect)| (key, (slot, expect))),
+        );
     }
     report.acks.sort_by(|a, b| a.primary.cmp(&b.primary));
     let verdicts = recheck(io, config, verdicts, &expectations).await;
@@ -129,13 +133,16 @@ fn tally(report: &mut ValidationReport, verdicts: Vec<(Bytes, String, Verdict)>,
     report.bad_entries = bad_keys.len() as u64;
 }
 
-type ShardOutcome = (ShardAck, Vec<(Bytes, String, Verdict)>, Vec<(Bytes, Expect)>);
+/// A key to read back: its slot, the key, and what it should hold.
+type Check = (u16, Bytes, Expect);
+
+type ShardOutcome = (ShardAck, Vec<(Bytes, String, Verdict)>, Vec<Check>);
 
 async fn validate_shard(
     io: &Io,
     config: &ValidationConfig,
     shard: ShardInfo,
-    checks: Vec<(Bytes, Expect)>,
+    checks: Vec<Check>,
     tracker: &Tracker,
 ) -> ShardOutcome {
     let acked = wait_for_replicas(io, &shard, config.wait_timeout).await;
@@ -157,25 +164,39 @@ async fn validate_shard(
             verdicts.extend(
                 read.into_iter()
                     .zip(chunk)
-                    .map(|(v, (key, _))| (key.clone(), node.clone(), v)),
+                    .map(|(v, (_, key, _))| (key.clone(), node.clone(), v)),
             );
         }
     }
     (ack, verdicts, checks)
 }
 
-/// `WAIT` on every connection of the shard's primary (each carries its own share of the writes);
-/// the fewest acknowledgements, or `None` when a `WAIT` failed.
+/// `WAIT` on every connection to the shard's primary that carried writes (each carries its own share:
+/// the routed connections, and the node's own connection used by batched writes); the fewest
+/// acknowledgements, or `None` when a `WAIT` failed.
 async fn wait_for_replicas(io: &Io, shard: &ShardInfo, timeout: Duration) -> Option<u32> {
     if shard.replicas.is_empty() {
         return Some(0);
     }
     let keys = connection_keys(io, shard);
     let replicas = shard.replicas.len() as u32;
-    let waits = keys
+    let routed = keys
         .iter()
         .map(|key| io.client.wait(key.as_bytes(), replicas, timeout));
-    let acks = futures::future::join_all(waits).await;
+    let direct = async {
+        let args = vec![
+            "WAIT".into(),
+            Value::Integer(i64::from(replicas)),
+            Value::Integer(timeout.as_millis() as i64),
+        ];
+        io.client
+            .with_options(CallOptions::timeout(timeout + Duration::from_millis(500)))
+            .node_command::<i64>(&shard.primary, args)
+            .await
+            .map(|n| n.max(0) as u32)
+    };
+    let (mut acks, direct) = futures::future::join(futures::future::join_all(routed), direct).await;
+    acks.push(direct);
     let mut fewest = replicas;
     for ack in acks {
         match ack {
@@ -214,27 +235,27 @@ fn connection_keys(io: &Io, shard: &ShardInfo) -> Vec<String> {
 }
 
 /// Reads `checks` on `node` and compares; results in order.
-async fn read_and_compare(io: &Io, node: &str, primary: &str, checks: &[(Bytes, Expect)]) -> Vec<Verdict> {
+async fn read_and_compare(io: &Io, node: &str, primary: &str, checks: &[Check]) -> Vec<Verdict> {
     let mut verdicts = vec![Verdict::Bad(ValidationProblem::Unreadable); checks.len()];
     let strings: Vec<usize> = (0..checks.len())
-        .filter(|&i| !matches!(checks[i].1, Expect::Dump(_)))
+        .filter(|&i| !matches!(checks[i].2, Expect::Dump(_)))
         .collect();
     let dumps: Vec<usize> = (0..checks.len())
-        .filter(|&i| matches!(checks[i].1, Expect::Dump(_)))
+        .filter(|&i| matches!(checks[i].2, Expect::Dump(_)))
         .collect();
-    let keys: Vec<&[u8]> = strings.iter().map(|&i| &checks[i].0[..]).collect();
-    let mgets = io.runs(&keys).into_iter().map(|run| {
+    let slots: Vec<u16> = strings.iter().map(|&i| checks[i].0).collect();
+    let mgets = io.runs(&slots).into_iter().map(|run| {
         let members: Vec<usize> = strings[run].to_vec();
         async move {
             let mut args: Vec<Value> = Vec::with_capacity(members.len() + 1);
             args.push("MGET".into());
-            args.extend(members.iter().map(|&i| Value::Bytes(checks[i].0.clone())));
+            args.extend(members.iter().map(|&i| Value::Bytes(checks[i].1.clone())));
             let reply = io.client.node_command::<Vec<Option<Bytes>>>(node, args).await;
             (members, reply)
         }
     });
     let dump_reads = dumps.iter().map(|&i| async move {
-        let (key, expect) = &checks[i];
+        let (_, key, expect) = &checks[i];
         (i, dump_verdict(io, node, primary, key, expect).await)
     });
     let (mgets, dump_reads) = futures::future::join(
@@ -246,7 +267,7 @@ async fn read_and_compare(io: &Io, node: &str, primary: &str, checks: &[(Bytes, 
         match reply {
             Ok(values) if values.len() == members.len() => {
                 for (i, value) in members.into_iter().zip(values) {
-                    verdicts[i] = compare(&checks[i].1, value.as_deref());
+                    verdicts[i] = compare(&checks[i].2, value.as_deref());
                 }
             }
             Ok(_) => {}
@@ -292,25 +313,23 @@ async fn contents(
     node: &str,
     key: &Bytes,
 ) -> Result<Option<(String, Vec<Bytes>)>, cluster_client::Error> {
-    let call = |command: &'static str, extra: &'static [&'static str]| {
-        let mut args: Vec<Value> = vec![command.into(), Value::Bytes(key.clone())];
-        args.extend(extra.iter().map(|a| Value::from(*a)));
-        io.client.node_command::<Value>(node, args)
-    };
     let kind: String = io
         .client
         .node_command(node, vec!["TYPE".into(), Value::Bytes(key.clone())])
         .await?;
-    let reply = match kind.as_str() {
+    let (command, extra): (&str, &[&str]) = match kind.as_str() {
         "none" => return Ok(None),
-        "string" => call("GET", &[]).await?,
-        "list" => call("LRANGE", &["0", "-1"]).await?,
-        "hash" => call("HGETALL", &[]).await?,
-        "set" => call("SMEMBERS", &[]).await?,
-        "zset" => call("ZRANGE", &["0", "-1", "WITHSCORES"]).await?,
-        "stream" => call("XRANGE", &["-", "+"]).await?,
-        _ => call("DUMP", &[]).await?,
+        "string" => ("GET", &[]),
+        "list" => ("LRANGE", &["0", "-1"]),
+        "hash" => ("HGETALL", &[]),
+        "set" => ("SMEMBERS", &[]),
+        "zset" => ("ZRANGE", &["0", "-1", "WITHSCORES"]),
+        "stream" => ("XRANGE", &["-", "+"]),
+        _ => ("DUMP", &[]),
     };
+    let mut args: Vec<Value> = vec![command.into(), Value::Bytes(key.clone())];
+    args.extend(extra.iter().map(|a| Value::from(*a)));
+    let reply: Value = io.client.node_command(node, args).await?;
     let mut items = flatten(reply);
     match kind.as_str() {
         "set" => items.sort(),
@@ -351,7 +370,7 @@ async fn recheck(
     io: &Io,
     config: &ValidationConfig,
     verdicts: Vec<(Bytes, String, Verdict)>,
-    expectations: &HashMap<Bytes, Expect>,
+    expectations: &HashMap<Bytes, (u16, Expect)>,
 ) -> Vec<(Bytes, String, Verdict)> {
     let (good, bad): (Vec<_>, Vec<_>) = verdicts.into_iter().partition(|(_, _, v)| *v == Verdict::Ok);
     if bad.is_empty() {
@@ -360,10 +379,11 @@ async fn recheck(
     let _ = io.client.refresh_topology().await;
     let topology = io.client.topology();
     // (node, primary) → keys to read there again.
-    let mut again: BTreeMap<(String, String), Vec<(Bytes, Expect)>> = BTreeMap::new();
+    let mut again: BTreeMap<(String, String), Vec<Check>> = BTreeMap::new();
     let mut out = good;
     for (key, node, verdict) in bad {
-        let (Some(shard), Some(expect)) = (topology.shard_for_key(&key), expectations.get(&key)) else {
+        let (Some(shard), Some((slot, expect))) = (topology.shard_for_key(&key), expectations.get(&key))
+        else {
             out.push((key, node, verdict));
             continue;
         };
@@ -380,7 +400,7 @@ async fn recheck(
         again
             .entry((target, shard.primary.clone()))
             .or_default()
-            .push((key, expect.clone()));
+            .push((*slot, key, expect.clone()));
     }
     let rounds = again.into_iter().map(|((node, primary), checks)| async move {
         if node != primary {
@@ -392,7 +412,7 @@ async fn recheck(
             verdicts.extend(
                 read.into_iter()
                     .zip(chunk)
-                    .map(|(v, (key, _))| (key.clone(), node.clone(), v)),
+                    .map(|(v, (_, key, _))| (key.clone(), node.clone(), v)),
             );
         }
         verdicts

