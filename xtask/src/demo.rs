@@ -45,7 +45,11 @@ fn product(id: u64) -> Product {
         stock: (id % 500) as u32,
         tags: vec![
             "demo".into(),
-            if id.is_multiple_of(2) { "even".into() } else { "odd".into() },
+            if id.is_multiple_of(2) {
+                "even".into()
+            } else {
+                "odd".into()
+            },
         ],
     }
 }
