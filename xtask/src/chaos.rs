@@ -150,8 +150,8 @@ async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport
             .await
             .context("taking the exclusive test lock")?;
         match drill {
-            Drill::PauseMasterLong => drills::pause_master(args.rate, true).await,
-            Drill::PauseMasterShort => drills::pause_master(args.rate, false).await,
+            Drill::PauseMasterLong => drills::pause_master(args.rate, drills::PauseLength::Long).await,
+            Drill::PauseMasterShort => drills::pause_master(args.rate, drills::PauseLength::Short).await,
             Drill::ManualFailover => drills::manual_failover(args.rate).await,
             Drill::Reshard => drills::reshard(args.rate).await,
             Drill::FailoverWhileIdle => drills::failover_while_idle(args.rate).await,
@@ -159,7 +159,7 @@ async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport
             Drill::ClientPause => drills::client_pause(args.rate).await,
             Drill::KillReadReplica => drills::kill_read_replica(args.rate).await,
             Drill::Steady => steady::steady(args.rate, steady_minutes).await,
-            Drill::KillMaster | Drill::All => unreachable!("handled by the callers"),
+            Drill::KillMaster | Drill::All => bail!("{name} is not a single drill"),
         }
     }
     .await;
@@ -183,14 +183,10 @@ async fn kill_master_runs(runs: usize, rate: u32) -> DrillReport {
         }
         .await;
         match result {
-            Ok(report) => {
+            Ok(mut report) => {
                 if runs > 1 {
-                    print!(
-                        "{}",
-                        report
-                            .render()
-                            .replace("== chaos kill-master ==", &format!("== kill-master run {run} =="))
-                    );
+                    report.drill = format!("kill-master run {run}");
+                    print!("{}", report.render());
                 }
                 figures.push(report.figures);
                 notes.extend(report.notes.into_iter().map(|n| format!("run {run}: {n}")));

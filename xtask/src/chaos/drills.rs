@@ -208,8 +208,8 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
         format!("{} of {}", loss.fred_lost, loss.fred_acked),
     ));
     f.push(Figure::info(
-        "lost writes the journal found / repaired",
-        format!("{} / {}", loss.journal_found, loss.repaired),
+        "lost writes the journal found, repaired",
+        format!("found {}, repaired {}", loss.journal_found, loss.repaired),
         "no journal",
     ));
     f.push(Figure::target(
@@ -226,6 +226,13 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
         "0",
         loss.wait_lost == 0,
     ));
+    if loss.nowait_lost == 0 {
+        report.notes.push(format!(
+            "no acknowledged write was lost: the journal check after the failover read {} journaled \
+             writes on the promoted replica and had nothing to repair",
+            loss.journal_checked
+        ));
+    }
     if loss.wait_unconfirmed > 0 {
         report.notes.push(format!(
             "{} versioned writes with WAIT 1 were stored but not confirmed by a replica within {:?}; \
@@ -244,13 +251,22 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     Ok(report)
 }
 
+/// How long pause-master stops its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PauseLength {
+    /// 6 s, past the node timeout (2 s): the replica is promoted.
+    Long,
+    /// 1 s, below the node timeout: no failover may happen.
+    Short,
+}
+
 /// SIGSTOP the primary of the last slot for `pause`: 6 s (past the node timeout: its replica takes
 /// over) or 1 s (below it: no failover).
-pub(super) async fn pause_master(rate: u32, long: bool) -> Result<DrillReport> {
-    let pause = if long {
-        Duration::from_secs(6)
-    } else {
-        Duration::from_secs(1)
+pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<DrillReport> {
+    let long = length == PauseLength::Long;
+    let pause = match length {
+        PauseLength::Long => Duration::from_secs(6),
+        PauseLength::Short => Duration::from_secs(1),
     };
     let stage = Stage::start(rate, CacheSettings::default()).await?;
     let victim = stage.cluster.primary_for_slot(16_383).await?;
@@ -461,8 +477,11 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
     let stage = Stage::start(rate, CacheSettings::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
     let dead = stage.shard_of(victim)?;
-    let killed = Instant::now();
+    let victim_addr = victim.addr();
+    let mut events = stage.clients.raw().subscribe();
     victim.kill()?;
+    let killed = Instant::now();
+    let killed_wall = SystemTime::now();
     let waiting = spinner(&format!(
         "kill -9 {} (no traffic); waiting for a promotion",
         victim.addr()
@@ -475,12 +494,31 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
 
     let load = stage.load(Mix::SetGet);
     let traffic_at = Instant::now();
+    let traffic_wall = SystemTime::now();
     load.mark(traffic_at);
     load.hold("traffic after the idle failover", Duration::from_secs(5))
         .await;
     let (ours, fred) = load.stop().await;
     stage.close().await;
 
+    let mut seen = None;
+    while let Ok(event) = events.try_recv() {
+        if let ClientEvent::FailoverObserved { old_primary, at, .. } = event
+            && old_primary == victim_addr
+            && seen.is_none()
+        {
+            seen = Some(at);
+        }
+    }
+    let seen = match seen {
+        Some(at) => format!(
+            "{} ({} traffic)",
+            at.duration_since(killed_wall)
+                .map_or("at once".into(), |d| ms(micros(d))),
+            if at < traffic_wall { "before" } else { "after" }
+        ),
+        None => "not seen".into(),
+    };
     let start_us = ours.at(traffic_at);
     let mut report = DrillReport::new("failover-while-idle");
     let f = &mut report.figures;
@@ -488,6 +526,11 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
         "promotion visible on every node, after the kill",
         ms(micros(promotion)),
         "(same cluster)",
+    ));
+    f.push(Figure::info(
+        "failover seen by the client, after the kill",
+        seen,
+        "-",
     ));
     f.push(Figure::target(
         "failed calls on the failed-over shard",
@@ -572,15 +615,16 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
     let load = stage.load(Mix::SetGet);
     load.hold("load before the pause", WARM).await;
 
-    // Two pauses: in each, besides the paced loads, one client also gets calls fired without waiting
-    // for earlier ones, so that thousands of calls wait in it at once. One client at a time, so that
-    // the process's memory growth belongs to that client (ours first: memory freed after the first
-    // pause may be reused in the second, which can only flatter fred's figure, never ours).
+    // Two identical pauses. In each, besides the paced loads, both clients also get calls fired
+    // without waiting for earlier ones, so that thousands of calls wait in each at once. The first pause
+    // pays one-time costs (allocator arenas, runtime slabs, timers); memory is bounded if the second
+    // adds nothing more. Both clients share the process, so growth is not split between them: the calls
+    // in flight per client show that neither keeps calls past their timeout.
     let mut peaks = [0u64; 2];
     let mut growth = [0u64; 2];
-    for (i, label) in [
-        "CLIENT PAUSE, open loop through ours",
-        "CLIENT PAUSE, open loop through fred",
+    for (round, label) in [
+        "first CLIENT PAUSE on every node",
+        "second CLIENT PAUSE on every node",
     ]
     .into_iter()
     .enumerate()
@@ -588,22 +632,19 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
         let rss_before = rss_bytes();
         let mut rss_max = rss_before;
         let paused_at = Instant::now();
-        if i == 0 {
+        if round == 0 {
             load.mark(paused_at);
         }
         for node in stage.cluster.nodes() {
             node.client_pause(pause).await?;
         }
-        let burst = if i == 0 {
-            stage.ours_burst(&load)
-        } else {
-            stage.fred_burst(&load)
-        };
+        let (ours_burst, fred_burst) = (stage.ours_burst(&load), stage.fred_burst(&load));
         let left = pause.saturating_sub(paused_at.elapsed());
         load.hold_sampling(label, left, || rss_max = rss_max.max(rss_bytes()))
             .await;
-        peaks[i] = burst.stop().await;
-        growth[i] = rss_max.saturating_sub(rss_before);
+        let (ours_peak, fred_peak) = tokio::join!(ours_burst.stop(), fred_burst.stop());
+        peaks = [peaks[0].max(ours_peak), peaks[1].max(fred_peak)];
+        growth[round] = rss_max.saturating_sub(rss_before);
         load.until_recovered(QUIET, RECOVERY_MAX).await;
     }
     let (ours, fred) = load.stop().await;
@@ -632,13 +673,9 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
         "timeout ± 50 ms",
         at_timeout,
     ));
-    f.push(Figure::target(
-        "longest call",
-        ms(ours.longest_us()),
-        ms(fred.longest_us()),
-        &format!("≤ {}", ms(micros(high))),
-        ours.longest_us() <= micros(high),
-    ));
+    // The ±50 ms is about calls that fail; a call that succeeds as the pause ends may finish a little
+    // past its timeout while thousands of replies arrive at once, hence the usual slack.
+    f.push(longest(&ours, &fred));
     f.push(Figure::target(
         &format!("most calls in flight (open loop at {rate}/s)"),
         peaks[0],
@@ -646,12 +683,17 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
         &format!("≤ {most_in_flight} (rate × timeout + 10%)"),
         peaks[0] <= most_in_flight,
     ));
-    f.push(Figure::target(
-        "process memory growth during its open-loop pause",
+    f.push(Figure::info(
+        "process memory growth, first pause (both clients)",
         format!("{:.1} MB", mb(growth[0])),
+        "(same process)",
+    ));
+    f.push(Figure::target(
+        "process memory growth, second pause (both clients)",
         format!("{:.1} MB", mb(growth[1])),
-        "< 64 MB",
-        growth[0] < 64 * 1_048_576,
+        "(same process)",
+        "< 8 MB (bounded)",
+        growth[1] < 8 * 1_048_576,
     ));
     f.push(Figure::info("calls", calls(&ours), calls(&fred)));
     error_notes(&mut report, &ours, &fred);

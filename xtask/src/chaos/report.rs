@@ -150,9 +150,10 @@ fn verdict(pass: Option<bool>) -> &'static str {
     }
 }
 
-/// Joins the figures of several runs of one drill into one list: each value becomes `a / b / c`, and a
-/// target passes only if it passed in every run. Runs must list the same figures in the same order
-/// (a run that stopped early contributes what it has).
+/// Joins the figures of several runs of one drill into one list: each value becomes `a / b / c` (a text
+/// without figures that every run shares, such as "(same cluster)", appears once), and a target passes
+/// only if it passed in every run. Runs must list the same figures in the same order (a run that
+/// stopped early contributes what it has).
 pub(super) fn merge_runs(runs: &[Vec<Figure>]) -> Vec<Figure> {
     let Some(longest) = runs.iter().map(Vec::len).max() else {
         return Vec::new();
@@ -163,8 +164,9 @@ pub(super) fn merge_runs(runs: &[Vec<Figure>]) -> Vec<Figure> {
             let first = present[0];
             let join = |value: fn(&Figure) -> &str| {
                 let values: Vec<&str> = present.iter().map(|f| value(f)).collect();
-                if values.iter().all(|v| *v == values[0]) && values[0] == "-" {
-                    "-".to_string()
+                let same = values.iter().all(|v| *v == values[0]);
+                if same && !values[0].chars().any(|c| c.is_ascii_digit()) {
+                    values[0].to_string()
                 } else {
                     values.join(" / ")
                 }
@@ -330,6 +332,18 @@ mod tests {
             None,
         );
         check_merge(&[vec![figure("a", None)]], "a", "-", None);
+        check_merge(
+            &[vec![figure("a", None)], vec![figure("a", None)]],
+            "a",
+            "-",
+            None,
+        );
+        check_merge(
+            &[vec![figure("0", None)], vec![figure("0", None)]],
+            "0 / 0",
+            "-",
+            None,
+        );
         assert!(merge_runs(&[]).is_empty());
     }
 

@@ -646,33 +646,3 @@ mod tests {
         assert_eq!(tally.top_errors(3), vec!["1× x".to_string()]);
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[tokio::test]
-    async fn probe_future_sizes() {
-        let _lock = local_cluster::test_lock::shared().await.unwrap();
-        let cluster = local_cluster::LocalCluster::shared().await.unwrap();
-        let clients = super::Clients::connect(&cluster, cache_facade::CacheSettings::default())
-            .await
-            .unwrap();
-        let cache = clients.cache.clone();
-        let raw = clients.raw().clone();
-        let f1 = cache.get::<String>("k");
-        let f2 = raw.get(b"k");
-        let f3 = cache.set("k", "v", None);
-        let side = super::Side::Ours(cache.clone());
-        let f4 = side.get("k");
-        let fside = super::Side::Fred(clients.fred.clone());
-        let f5 = fside.get("k");
-        eprintln!(
-            "SIZES cache.get={} raw.get={} cache.set={} side_ours.get={} side_fred.get={}",
-            std::mem::size_of_val(&f1),
-            std::mem::size_of_val(&f2),
-            std::mem::size_of_val(&f3),
-            std::mem::size_of_val(&f4),
-            std::mem::size_of_val(&f5)
-        );
-        drop((f1, f2, f3, f4, f5));
-        clients.close().await;
-    }
-}

@@ -45,6 +45,8 @@ pub(super) struct Acked {
 pub(super) struct Loss {
     pub(super) nowait_acked: usize,
     pub(super) nowait_lost: usize,
+    /// Journaled writes the check after the failover read on the new primary.
+    pub(super) journal_checked: u64,
     /// Lost writes the journal check found (missing or older on the new primary).
     pub(super) journal_found: usize,
     pub(super) repaired: u64,
@@ -241,6 +243,7 @@ pub(super) async fn measure(raw: &ClusterClient, acked: Acked, failover: &Failov
     Ok(Loss {
         nowait_acked: acked.nowait.len(),
         nowait_lost,
+        journal_checked: check.checked,
         journal_found: check.lost(),
         repaired: check.repairs.repaired,
         remaining,
