@@ -207,6 +207,28 @@ impl Rng {
     }
 }
 
+/// One call of a workload, chosen before the client is: the same sequence of calls for every client.
+enum Call {
+    Set(String),
+    Get(String),
+    GetMany(Vec<String>),
+}
+
+impl Call {
+    fn next(workload: Workload, rng: &mut Rng, keys: usize) -> Call {
+        let op = match workload {
+            Workload::Mixed if rng.next(100) < 80 => Workload::Get,
+            Workload::Mixed => Workload::Set,
+            other => other,
+        };
+        match op {
+            Workload::Set => Call::Set(key(rng.next(keys))),
+            Workload::GetMany => Call::GetMany((0..100).map(|_| key(rng.next(keys))).collect()),
+            _ => Call::Get(key(rng.next(keys))),
+        }
+    }
+}
+
 async fn run_ours(
     client: &ClusterClient,
     workload: Workload,
@@ -218,22 +240,15 @@ async fn run_ours(
     run(workload, "cluster-client", args, move |rng: &mut Rng| {
         let client = client.clone();
         let value = value.clone();
-        let op = pick(workload, rng);
-        let a = rng.next(keys);
-        let many: Vec<String> = if op == Workload::GetMany {
-            (0..100).map(|_| key(rng.next(keys))).collect()
-        } else {
-            Vec::new()
-        };
+        let call = Call::next(workload, rng, keys);
         async move {
-            match op {
-                Workload::Set => client
-                    .set(key(a).as_bytes(), &value, SetOptions::default())
+            match call {
+                Call::Set(k) => client
+                    .set(k.as_bytes(), &value, SetOptions::default())
                     .await
                     .is_ok(),
-                Workload::Get => client.get(key(a).as_bytes()).await.is_ok(),
-                Workload::GetMany => client.get_many(&many).await.iter().all(Result::is_ok),
-                Workload::Mixed => unreachable!("pick() resolves mixed"),
+                Call::Get(k) => client.get(k.as_bytes()).await.is_ok(),
+                Call::GetMany(many) => client.get_many(&many).await.iter().all(Result::is_ok),
             }
         }
     })
@@ -251,21 +266,15 @@ pub(crate) async fn run_fred(
     run(workload, "fred cluster client", args, move |rng: &mut Rng| {
         let client = client.clone();
         let value = value.clone();
-        let op = pick(workload, rng);
-        let a = rng.next(keys);
-        let many: Vec<String> = if op == Workload::GetMany {
-            (0..100).map(|_| key(rng.next(keys))).collect()
-        } else {
-            Vec::new()
-        };
+        let call = Call::next(workload, rng, keys);
         async move {
-            match op {
-                Workload::Set => client
-                    .set::<(), _, _>(key(a), value.as_slice(), None, None, false)
+            match call {
+                Call::Set(k) => client
+                    .set::<(), _, _>(k, value.as_slice(), None, None, false)
                     .await
                     .is_ok(),
-                Workload::Get => client.get::<Option<Vec<u8>>, _>(key(a)).await.is_ok(),
-                Workload::GetMany => {
+                Call::Get(k) => client.get::<Option<Vec<u8>>, _>(k).await.is_ok(),
+                Call::GetMany(many) => {
                     let pipeline = client.pipeline();
                     for k in many {
                         let _: Result<(), _> = pipeline.get(k).await;
@@ -276,7 +285,6 @@ pub(crate) async fn run_fred(
                         .iter()
                         .all(Result::is_ok)
                 }
-                Workload::Mixed => unreachable!("pick() resolves mixed"),
             }
         }
     })
@@ -338,14 +346,6 @@ async fn run_per_node(
 
 fn sharding_slot(key: &[u8]) -> u16 {
     fred::util::redis_keyslot(key)
-}
-
-fn pick(workload: Workload, rng: &mut Rng) -> Workload {
-    match workload {
-        Workload::Mixed if rng.next(100) < 80 => Workload::Get,
-        Workload::Mixed => Workload::Set,
-        other => other,
-    }
 }
 
 /// Runs `op` from `args.concurrency` tasks for `args.seconds`, with a live progress bar.
