@@ -105,6 +105,37 @@ fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) {
 }
 
 /// One run of kill-master: kill -9 the primary of slot 0 under load.
+/// How a drill that must surface no error ended: failed calls, longest call, redirects followed, filled
+/// keys missing at the end, and the call counts.
+fn no_errors_outcome(
+    report: &mut DrillReport,
+    ours: &Tally,
+    fred: &Tally,
+    redirects: u64,
+    missing: (usize, usize),
+) {
+    let (ours_missing, fred_missing) = missing;
+    let f = &mut report.figures;
+    f.push(Figure::target(
+        "failed calls",
+        ours.failed(),
+        fred.failed(),
+        "0",
+        ours.failed() == 0,
+    ));
+    f.push(longest(ours, fred));
+    f.push(Figure::info("redirects followed", redirects, "-"));
+    f.push(Figure::target(
+        "filled keys missing at the end",
+        ours_missing,
+        fred_missing,
+        "0",
+        ours_missing == 0,
+    ));
+    f.push(Figure::info("calls", calls(ours), calls(fred)));
+    error_notes(report, ours, fred);
+}
+
 pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let stage = Stage::start(rate, CacheSettings::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
@@ -402,24 +433,7 @@ pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
         ms(micros(took)),
         "(same cluster)",
     ));
-    f.push(Figure::target(
-        "failed calls",
-        ours.failed(),
-        fred.failed(),
-        "0",
-        ours.failed() == 0,
-    ));
-    f.push(longest(&ours, &fred));
-    f.push(Figure::info("redirects followed", redirects, "-"));
-    f.push(Figure::target(
-        "filled keys missing at the end",
-        ours_missing,
-        fred_missing,
-        "0",
-        ours_missing == 0,
-    ));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    no_errors_outcome(&mut report, &ours, &fred, redirects, (ours_missing, fred_missing));
     Ok(report)
 }
 
@@ -451,24 +465,7 @@ pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
         format!("{} / {}", moved.len(), ms(micros(took))),
         "(same cluster)",
     ));
-    f.push(Figure::target(
-        "failed calls",
-        ours.failed(),
-        fred.failed(),
-        "0",
-        ours.failed() == 0,
-    ));
-    f.push(longest(&ours, &fred));
-    f.push(Figure::info("redirects followed", redirects, "-"));
-    f.push(Figure::target(
-        "filled keys missing at the end",
-        ours_missing,
-        fred_missing,
-        "0",
-        ours_missing == 0,
-    ));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    no_errors_outcome(&mut report, &ours, &fred, redirects, (ours_missing, fred_missing));
     Ok(report)
 }
 
