@@ -24,16 +24,7 @@ pub enum Error {
     SourceRedis(cluster_client::Error),
 }
 
-/// A key as text for messages and reports: printable ASCII kept, other bytes escaped, long keys cut.
-pub(crate) fn printable_key(key: &[u8]) -> String {
-    const MAX: usize = 80;
-    let shown = &key[..key.len().min(MAX)];
-    let mut text = shown.escape_ascii().to_string();
-    if key.len() > MAX {
-        text.push_str(&format!("… ({} bytes)", key.len()));
-    }
-    text
-}
+pub(crate) use cluster_client::printable_key;
 
 #[cfg(test)]
 mod tests {
