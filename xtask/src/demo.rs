@@ -151,13 +151,13 @@ async fn run(args: &DemoArgs) -> Result<()> {
         seconds: args.seconds,
         keys: args.entries,
         pool_size: None,
-        per_node_baseline: false,
-        no_baseline: false,
+        clients: vec![load::ClientKind::Ours, load::ClientKind::Fred],
+        rounds: 1,
         out: "target/demo".into(),
     };
     let keys = args.entries;
     let facade = cache.clone();
-    let ours = load::run(
+    let mut ours = load::run(
         Workload::Mixed,
         "cache (typed, versioned)",
         &load_args,
@@ -179,6 +179,7 @@ async fn run(args: &DemoArgs) -> Result<()> {
         },
     )
     .await;
+    ours.kind = load::ClientKind::Cache;
     let fred = load::fred_cluster_client(&config).await?;
     let value = Arc::new(vec![b'x'; 100]);
     let baseline = load::run_fred(&fred, Workload::Mixed, &load_args, value).await;

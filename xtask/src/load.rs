@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cache_facade::{Cache, CacheSettings};
 use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
 use fred::prelude::*;
@@ -29,6 +30,25 @@ pub(crate) enum Workload {
     Mixed,
     /// One get_many of 100 random keys (a fred pipeline of 100 GETs for the baseline).
     GetMany,
+}
+
+/// Who a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ClientKind {
+    /// cluster-client.
+    Ours,
+    /// fred's own cluster client.
+    Fred,
+    /// Plain fred centralized clients, one per primary (SET and GET only).
+    PerNode,
+    /// `redis-benchmark --cluster` (SET and GET only).
+    RedisBenchmark,
+    /// The typed cache (cache-facade) with its default settings: JSON values, versioned
+    /// last-write-wins writes (one Lua script per SET).
+    Cache,
+    /// The typed cache with plain writes (`versioned: None`): a SET is a SET.
+    CachePlain,
 }
 
 /// Options of `cargo xtask load`.
@@ -52,13 +72,15 @@ pub(crate) struct LoadArgs {
     /// Connections per node for cluster-client (default: the configuration's pool size).
     #[arg(long)]
     pub(crate) pool_size: Option<usize>,
-    /// Also run plain fred centralized clients, one per primary, routed by slot with no other logic: it
-    /// separates cluster-client's own overhead from the cost of one connection set per node.
-    #[arg(long)]
-    pub(crate) per_node_baseline: bool,
-    /// Only measure cluster-client (no fred or redis-benchmark baseline).
-    #[arg(long)]
-    pub(crate) no_baseline: bool,
+    /// Clients to measure, comma-separated. `per-node` is plain fred centralized clients, one per primary,
+    /// routed by a slot table and nothing else: it separates cluster-client's own overhead from the cost
+    /// of one connection set per node.
+    #[arg(long, value_delimiter = ',', default_values = ["ours", "fred", "redis-benchmark"])]
+    pub(crate) clients: Vec<ClientKind>,
+    /// Rounds: every client runs every workload once per round, in an order rotated each round, and the
+    /// summary shows medians over rounds (ratios are the median of the per-round ratios).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: usize,
     /// Where results.json and latency.png go.
     #[arg(long, default_value = "target/load")]
     pub(crate) out: PathBuf,
@@ -69,6 +91,10 @@ pub(crate) struct LoadArgs {
 pub(crate) struct RunResult {
     pub(crate) workload: Workload,
     pub(crate) client: String,
+    /// Which kind of client (for the summary's ratios); `Ours` for runs the demo makes itself.
+    pub(crate) kind: ClientKind,
+    /// Which round of `--rounds` (0-based).
+    pub(crate) round: usize,
     pub(crate) ops: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
@@ -121,13 +147,16 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
         let json = args.out.join("results.json");
         std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
         let png = args.out.join("latency.png");
-        crate::plot::latency_over_time(&png, &results)?;
+        // One line per workload and client: the first round's.
+        let first: Vec<RunResult> = results.iter().filter(|r| r.round == 0).cloned().collect();
+        crate::plot::latency_over_time(&png, &first)?;
         println!("\nWrote {} and {}.", json.display(), png.display());
         Ok(())
     })
 }
 
-/// Runs every workload through cluster-client, then fred's cluster client, then redis-benchmark.
+/// Runs every workload through every selected client, `args.rounds` times, rotating the order of the
+/// clients each round so that none always runs first (or last) on a machine whose load drifts.
 pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<RunResult>> {
     let mut builder = ClusterConfig::builder().nodes(seeds.to_vec());
     if let Some(pool) = args.pool_size {
@@ -135,26 +164,70 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
     }
     let config = builder.build()?;
     let ours = ClusterClient::connect(config.clone()).await?;
-    let fred = if args.no_baseline {
-        None
-    } else {
+    let fred = if args.clients.contains(&ClientKind::Fred) {
         Some(fred_cluster_client(&config).await?)
+    } else {
+        None
     };
     let value: Arc<Vec<u8>> = Arc::new(vec![b'x'; args.value_size]);
     fill(&ours, args.keys, &value).await?;
+    let cache = |versioned: bool, kind: ClientKind| {
+        let ours = ours.clone();
+        async move {
+            if !args.clients.contains(&kind) {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let mut settings = CacheSettings::default();
+            settings.namespace = Some(if versioned { "vcache" } else { "pcache" }.into());
+            if !versioned {
+                settings.versioned = None;
+            }
+            let cache = Cache::from_client(ours, settings)?;
+            fill_cache(&cache, args.keys, args.value_size).await?;
+            Ok(Some(cache))
+        }
+    };
+    let versioned_cache = cache(true, ClientKind::Cache).await?;
+    let plain_cache = cache(false, ClientKind::CachePlain).await?;
     let mut results = Vec::new();
-    for &workload in &args.workloads {
-        results.push(run_ours(&ours, workload, args, value.clone()).await);
-        if let Some(fred) = &fred {
-            results.push(run_fred(fred, workload, args, value.clone()).await);
+    let rounds = args.rounds.max(1);
+    for round in 0..rounds {
+        if rounds > 1 {
+            println!("round {} of {rounds}", round + 1);
         }
-        if args.per_node_baseline && matches!(workload, Workload::Set | Workload::Get) {
-            results.push(run_per_node(&ours, &config, workload, args, value.clone()).await?);
-        }
-        if !args.no_baseline
-            && let Some(result) = redis_benchmark(workload, args, &seeds[0])?
-        {
-            results.push(result);
+        for &workload in &args.workloads {
+            let n = args.clients.len();
+            for i in 0..n {
+                let kind = args.clients[(i + round) % n];
+                let result = match kind {
+                    ClientKind::Ours => Some(run_ours(&ours, workload, args, value.clone()).await),
+                    ClientKind::Fred => match &fred {
+                        Some(fred) => Some(run_fred(fred, workload, args, value.clone()).await),
+                        None => None,
+                    },
+                    ClientKind::PerNode if matches!(workload, Workload::Set | Workload::Get) => {
+                        Some(run_per_node(&ours, &config, workload, args, value.clone()).await?)
+                    }
+                    ClientKind::RedisBenchmark => redis_benchmark(workload, args, &seeds[0])?,
+                    ClientKind::PerNode => None,
+                    ClientKind::Cache | ClientKind::CachePlain => {
+                        let (cache, label) = if kind == ClientKind::Cache {
+                            (&versioned_cache, "cache (versioned)")
+                        } else {
+                            (&plain_cache, "cache (plain writes)")
+                        };
+                        match cache {
+                            Some(cache) => Some(run_cache(cache, label, workload, args).await),
+                            None => None,
+                        }
+                    }
+                };
+                if let Some(mut result) = result {
+                    result.kind = kind;
+                    result.round = round;
+                    results.push(result);
+                }
+            }
         }
     }
     ours.close().await;
@@ -193,6 +266,53 @@ async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Fills the cache's key space with `String` values of `value_size` characters.
+async fn fill_cache(cache: &Cache, keys: usize, value_size: usize) -> Result<()> {
+    let value = "x".repeat(value_size);
+    let bar = progress_bar(keys as u64, "filling the cache's key space");
+    for chunk_start in (0..keys).step_by(1000) {
+        let entries: Vec<(String, &str, Option<Duration>)> = (chunk_start..(chunk_start + 1000).min(keys))
+            .map(|i| (key(i), value.as_str(), None))
+            .collect();
+        for result in cache.set_many(&entries).await {
+            result?;
+        }
+        bar.inc(entries.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The typed cache, `String` values (JSON), same calls as the other clients.
+async fn run_cache(cache: &Cache, label: &str, workload: Workload, args: &LoadArgs) -> RunResult {
+    let keys = args.keys;
+    let cache = cache.clone();
+    let value = Arc::new("x".repeat(args.value_size));
+    let mut result = run(workload, label, args, move |rng: &mut Rng| {
+        let cache = cache.clone();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        async move {
+            match call {
+                Call::Set(k) => cache.set(&k, value.as_str(), None).await.is_ok(),
+                Call::Get(k) => matches!(cache.get::<String>(&k).await, Ok(Some(_))),
+                Call::GetMany(many) => cache
+                    .get_many::<String, _>(&many)
+                    .await
+                    .iter()
+                    .all(|r| matches!(r, Ok(Some(_)))),
+            }
+        }
+    })
+    .await;
+    result.kind = if label.contains("versioned") {
+        ClientKind::Cache
+    } else {
+        ClientKind::CachePlain
+    };
+    result
 }
 
 /// A small fast generator per task (xorshift), so key choice costs nothing next to a network call.
@@ -263,7 +383,7 @@ pub(crate) async fn run_fred(
 ) -> RunResult {
     let keys = args.keys;
     let client = client.clone();
-    run(workload, "fred cluster client", args, move |rng: &mut Rng| {
+    let mut result = run(workload, "fred cluster client", args, move |rng: &mut Rng| {
         let client = client.clone();
         let value = value.clone();
         let call = Call::next(workload, rng, keys);
@@ -288,7 +408,9 @@ pub(crate) async fn run_fred(
             }
         }
     })
-    .await
+    .await;
+    result.kind = ClientKind::Fred;
+    result
 }
 
 /// Plain fred centralized clients, one per primary, routed by a slot table and nothing else.
@@ -415,6 +537,8 @@ where
         cpu_us_per_op: cpu.as_micros() as f64 / all.len().max(1) as f64,
         workload,
         client: client.to_string(),
+        kind: ClientKind::Ours,
+        round: 0,
         ops: all.len(),
         errors,
         seconds: elapsed,
@@ -524,6 +648,8 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
     Some(RunResult {
         workload,
         client: "redis-benchmark".into(),
+        kind: ClientKind::RedisBenchmark,
+        round: 0,
         ops: 0,
         errors: 0,
         seconds: 0.0,
@@ -536,32 +662,78 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
     })
 }
 
-/// The summary table: each baseline's ratio is the first (our) run's ops/s divided by the baseline's.
+/// The summary table, one line per workload and client: medians over rounds, and each client's ops/s
+/// divided by fred's cluster client's and by cluster-client's in the same round (median over rounds).
 pub(crate) fn print_table(results: &[RunResult]) {
     println!(
-        "\n{:<9} {:<22} {:>12} {:>9} {:>9} {:>10} {:>11} {:>8}",
-        "workload", "client", "ops/s", "p50 µs", "p99 µs", "ours/this", "cpu µs/op", "errors"
+        "\n{:<9} {:<22} {:>4} {:>10} {:>8} {:>8} {:>7} {:>8} {:>9} {:>6}",
+        "workload", "client", "runs", "ops/s", "p50 µs", "p99 µs", "÷ fred", "÷ ours", "cpu µs/op", "errors"
     );
+    let mut groups: Vec<(Workload, &str)> = Vec::new();
     for r in results {
-        // The first run of each workload is ours; the others are baselines.
-        let ours = results.iter().find(|o| o.workload == r.workload);
-        let ratio = match ours {
-            Some(o) if !std::ptr::eq(o, r) && r.ops_per_sec > 0.0 => {
-                format!("{:.2}×", o.ops_per_sec / r.ops_per_sec)
+        if !groups.contains(&(r.workload, r.client.as_str())) {
+            groups.push((r.workload, r.client.as_str()));
+        }
+    }
+    // Workloads in the order they ran; within one, in the order of `ClientKind`.
+    groups.sort_by_key(|&(workload, client)| {
+        let first = results.iter().position(|r| r.workload == workload).unwrap_or(0);
+        let kind = results
+            .iter()
+            .find(|r| r.workload == workload && r.client == client)
+            .map(|r| r.kind as usize)
+            .unwrap_or(0);
+        (first, kind)
+    });
+    for (workload, client) in groups {
+        let runs: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.workload == workload && r.client == client)
+            .collect();
+        let versus = |reference: ClientKind| -> String {
+            let ratios: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| {
+                    results
+                        .iter()
+                        .find(|o| o.workload == workload && o.kind == reference && o.round == r.round)
+                        .filter(|o| o.ops_per_sec > 0.0)
+                        .map(|o| r.ops_per_sec / o.ops_per_sec)
+                })
+                .collect();
+            if ratios.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}×", median(ratios))
             }
-            _ => "-".into(),
         };
         println!(
-            "{:<9} {:<22} {:>12.0} {:>9} {:>9} {:>10} {:>11.1} {:>8}",
-            format!("{:?}", r.workload),
-            r.client,
-            r.ops_per_sec,
-            r.p50_us,
-            r.p99_us,
-            ratio,
-            r.cpu_us_per_op,
-            r.errors
+            "{:<9} {:<22} {:>4} {:>10.0} {:>8.0} {:>8.0} {:>7} {:>8} {:>9.1} {:>6}",
+            format!("{workload:?}"),
+            client,
+            runs.len(),
+            median(runs.iter().map(|r| r.ops_per_sec).collect()),
+            median(runs.iter().map(|r| r.p50_us as f64).collect()),
+            median(runs.iter().map(|r| r.p99_us as f64).collect()),
+            versus(ClientKind::Fred),
+            versus(ClientKind::Ours),
+            median(runs.iter().map(|r| r.cpu_us_per_op).collect()),
+            runs.iter().map(|r| r.errors).sum::<u64>()
         );
+    }
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
     }
 }
 
@@ -577,5 +749,12 @@ mod tests {
         assert_eq!(r.p50_us, 450);
         assert_eq!(r.p99_us, 1500);
         assert!(parse_benchmark_csv("garbage", Workload::Get).is_none());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }

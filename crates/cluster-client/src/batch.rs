@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::*;
 
-use crate::client::{Access, Cmd, bytes_arg, to_bytes, to_i64};
+use crate::client::{Access, Cmd, to_bytes, to_i64, ttl_ms};
 use crate::node::NodeHandle;
 use crate::{ClusterClient, Error};
 
-/// One node's share of a batch: its handle, a slot to pick its connection, and `(input index, command)`.
-type Group = (Arc<NodeHandle>, u16, Vec<(usize, Cmd)>);
+/// One node's share of a batch: its handle and `(input index, command)`.
+type Group = (Arc<NodeHandle>, Vec<(usize, Cmd)>);
 
 impl ClusterClient {
     /// `GET` of many keys across slots: results in input order, `Ok(None)` for missing keys, a per-key
@@ -22,7 +22,7 @@ impl ClusterClient {
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<Option<Bytes>, Error>> {
         let cmds = keys
             .iter()
-            .map(|k| Ok(Cmd::new("GET", vec![bytes_arg(k.as_ref())])))
+            .map(|k| Ok(Cmd::Get(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
         self.batch(keys, cmds, Access::Read)
             .await
@@ -41,12 +41,12 @@ impl ClusterClient {
             .iter()
             .map(|(key, value, ttl)| {
                 self.check_value(value.as_ref())?;
-                let mut args = vec![bytes_arg(key.as_ref()), bytes_arg(value.as_ref())];
-                if let Some(ttl) = ttl {
-                    args.push("PX".into());
-                    args.push(Value::Integer(ttl.as_millis().max(1) as i64));
-                }
-                Ok(Cmd::new("SET", args))
+                Ok(Cmd::Set {
+                    key: Bytes::copy_from_slice(key.as_ref()),
+                    value: Bytes::copy_from_slice(value.as_ref()),
+                    ttl_ms: ttl.map(ttl_ms),
+                    condition: None,
+                })
             })
             .collect();
         let results = self.batch(&keys, cmds, Access::Write).await;
@@ -57,7 +57,7 @@ impl ClusterClient {
     pub async fn del_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool, Error>> {
         let cmds = keys
             .iter()
-            .map(|k| Ok(Cmd::new("DEL", vec![bytes_arg(k.as_ref())])))
+            .map(|k| Ok(Cmd::Del(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
         self.batch(keys, cmds, Access::Write)
             .await
@@ -77,11 +77,11 @@ impl ClusterClient {
         let mut groups: HashMap<String, Group> = HashMap::new();
         for (index, (route, cmd)) in self.route_many(keys).into_iter().zip(cmds).enumerate() {
             match (route, cmd) {
-                (Ok((node, slot)), Ok(cmd)) => {
+                (Ok((node, _slot)), Ok(cmd)) => {
                     groups
                         .entry(node.addr.clone())
-                        .or_insert_with(|| (node, slot, Vec::new()))
-                        .2
+                        .or_insert_with(|| (node, Vec::new()))
+                        .1
                         .push((index, cmd));
                 }
                 (Err(e), _) | (_, Err(e)) => results[index] = Some(Err(e)),
@@ -90,7 +90,7 @@ impl ClusterClient {
         let timeout = self.call_timeout();
         let pipelines = groups
             .into_values()
-            .map(|(node, slot, cmds)| self.pipeline(node, slot, cmds, timeout));
+            .map(|(node, cmds)| self.pipeline(node, cmds, timeout));
         let mut retry = Vec::new();
         for outcome in futures::future::join_all(pipelines).await {
             for (index, cmd, result) in outcome {
@@ -122,16 +122,13 @@ impl ClusterClient {
     async fn pipeline(
         &self,
         node: Arc<NodeHandle>,
-        slot: u16,
         cmds: Vec<(usize, Cmd)>,
         timeout: Duration,
     ) -> Vec<(usize, Cmd, Result<Value, Error>)> {
         let started = Instant::now();
-        let pipeline = node.client(slot).pipeline();
+        let pipeline = node.lane().client.pipeline();
         for (_, cmd) in &cmds {
-            let custom =
-                fred::types::CustomCommand::new_static(cmd.name, fred::types::ClusterHash::Random, false);
-            let _: Result<(), _> = pipeline.custom(custom, cmd.args.clone()).await;
+            let _ = cmd.issue(&pipeline).await;
         }
         let replies = match tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await {
             Ok(replies) => replies,
@@ -144,7 +141,7 @@ impl ClusterClient {
         cmds.into_iter()
             .zip(replies)
             .map(|((index, cmd), reply)| {
-                let result = reply.map_err(|e| self.node_error(&node, cmd.name, &e, started));
+                let result = reply.map_err(|e| self.node_error(&node, cmd.name(), &e, started));
                 (index, cmd, result)
             })
             .collect()

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::Error;
 use crate::events::ClientEvent;
+pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
 use crate::script::Script;
 use crate::topology::{Mode, ShardInfo, Topology, parse_cluster_shards, parse_cluster_slots};
@@ -120,28 +121,6 @@ pub enum Ttl {
     Persistent,
     /// The key expires after this long.
     Expires(Duration),
-}
-
-/// A command: its name and arguments.
-#[derive(Debug, Clone)]
-pub(crate) struct Cmd {
-    pub(crate) name: &'static str,
-    pub(crate) args: Vec<Value>,
-    pub(crate) blocking: bool,
-}
-
-impl Cmd {
-    pub(crate) fn new(name: &'static str, args: Vec<Value>) -> Cmd {
-        Cmd {
-            name,
-            args,
-            blocking: false,
-        }
-    }
-
-    fn custom(&self) -> CustomCommand {
-        CustomCommand::new_static(self.name, ClusterHash::Random, self.blocking)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +269,13 @@ impl ClusterClient {
             }
             // `CLUSTER INFO` rather than `INFO cluster`: INFO is in the @dangerous ACL category, which a
             // cache's ACL user usually lacks.
-            match raw::<String>(handle, Cmd::new("CLUSTER", vec!["INFO".into()]), connect_timeout).await {
+            match raw::<String>(
+                handle,
+                Cmd::custom("CLUSTER", vec!["INFO".into()]),
+                connect_timeout,
+            )
+            .await
+            {
                 Ok(_) => {
                     kind = Some(ServerKind::Cluster);
                     break;
@@ -502,7 +487,7 @@ impl ClusterClient {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         self.check_key(key)?;
         let value = self
-            .run(key, Cmd::new("GET", vec![bytes_arg(key)]), Access::Read)
+            .run(key, Cmd::Get(Bytes::copy_from_slice(key)), Access::Read)
             .await?;
         to_bytes(value, "GET")
     }
@@ -511,17 +496,16 @@ impl ClusterClient {
     pub async fn set(&self, key: &[u8], value: &[u8], options: SetOptions) -> Result<bool, Error> {
         self.check_key(key)?;
         self.check_value(value)?;
-        let mut args = vec![bytes_arg(key), bytes_arg(value)];
-        if let Some(ttl) = options.ttl {
-            args.push("PX".into());
-            args.push(Value::Integer(ttl.as_millis().max(1) as i64));
-        }
-        match options.condition {
-            Some(SetCondition::IfAbsent) => args.push("NX".into()),
-            Some(SetCondition::IfPresent) => args.push("XX".into()),
-            None => {}
-        }
-        let reply = self.run(key, Cmd::new("SET", args), Access::Write).await?;
+        let cmd = Cmd::Set {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms: options.ttl.map(ttl_ms),
+            condition: options.condition.map(|c| match c {
+                SetCondition::IfAbsent => fred::types::SetOptions::NX,
+                SetCondition::IfPresent => fred::types::SetOptions::XX,
+            }),
+        };
+        let reply = self.run(key, cmd, Access::Write).await?;
         Ok(!matches!(reply, Value::Null))
     }
 
@@ -529,7 +513,7 @@ impl ClusterClient {
     pub async fn del(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
         let reply = self
-            .run(key, Cmd::new("DEL", vec![bytes_arg(key)]), Access::Write)
+            .run(key, Cmd::Del(Bytes::copy_from_slice(key)), Access::Write)
             .await?;
         Ok(to_i64(&reply, "DEL")? > 0)
     }
@@ -538,7 +522,7 @@ impl ClusterClient {
     pub async fn exists(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
         let reply = self
-            .run(key, Cmd::new("EXISTS", vec![bytes_arg(key)]), Access::Read)
+            .run(key, Cmd::Exists(Bytes::copy_from_slice(key)), Access::Read)
             .await?;
         Ok(to_i64(&reply, "EXISTS")? > 0)
     }
@@ -546,8 +530,8 @@ impl ClusterClient {
     /// `PEXPIRE`: whether the key existed and got the TTL.
     pub async fn pexpire(&self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
         self.check_key(key)?;
-        let args = vec![bytes_arg(key), Value::Integer(ttl.as_millis().max(1) as i64)];
-        let reply = self.run(key, Cmd::new("PEXPIRE", args), Access::Write).await?;
+        let cmd = Cmd::Pexpire(Bytes::copy_from_slice(key), ttl_ms(ttl));
+        let reply = self.run(key, cmd, Access::Write).await?;
         Ok(to_i64(&reply, "PEXPIRE")? > 0)
     }
 
@@ -555,7 +539,7 @@ impl ClusterClient {
     pub async fn pttl(&self, key: &[u8]) -> Result<Ttl, Error> {
         self.check_key(key)?;
         let reply = self
-            .run(key, Cmd::new("PTTL", vec![bytes_arg(key)]), Access::Read)
+            .run(key, Cmd::Pttl(Bytes::copy_from_slice(key)), Access::Read)
             .await?;
         Ok(match to_i64(&reply, "PTTL")? {
             -2 => Ttl::Missing,
@@ -597,14 +581,14 @@ impl ClusterClient {
         args: &[&[u8]],
     ) -> Result<Value, Error> {
         let cmd = evalsha(script, keys, args);
-        match self.node_command::<Value>(node, cmd_args(&cmd)).await {
+        match self.node_command::<Value>(node, cmd.to_args()).await {
             Err(Error::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
                 self.node_command::<Value>(
                     node,
                     vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
                 )
                 .await?;
-                self.node_command(node, cmd_args(&cmd)).await
+                self.node_command(node, cmd.to_args()).await
             }
             other => other,
         }
@@ -613,15 +597,7 @@ impl ClusterClient {
     /// `WAIT replicas timeout` on the connection that carries `key`'s writes: how many replicas have
     /// acknowledged every write this client sent on it.
     pub async fn wait(&self, key: &[u8], replicas: u32, timeout: Duration) -> Result<u32, Error> {
-        let args = vec![
-            Value::Integer(replicas as i64),
-            Value::Integer(timeout.as_millis() as i64),
-        ];
-        let cmd = Cmd {
-            name: "WAIT",
-            args,
-            blocking: true,
-        };
+        let cmd = Cmd::Wait(replicas as i64, timeout.as_millis() as i64);
         let client = self.with_options(CallOptions {
             timeout: Some(self.timeout().max(timeout + Duration::from_millis(500))),
             ..self.options.clone()
@@ -638,7 +614,6 @@ impl ClusterClient {
         let name = args.next().and_then(|v| v.as_string()).unwrap_or_default();
         let rest: Vec<Value> = args.collect();
         let started = Instant::now();
-        let custom = CustomCommand::new(name.clone(), ClusterHash::Random, false);
         // A node known to be down fails fast; otherwise the call may wait (up to its timeout) for the
         // READONLY connection, which may still be opening right after the node was first seen.
         let options = Options {
@@ -648,8 +623,7 @@ impl ClusterClient {
         };
         let result = handle
             .readonly()
-            .with_options(&options)
-            .custom::<Value, Value>(custom, rest)
+            .call(&Cmd::custom(name.as_str(), rest), options)
             .await;
         handle.record(started.elapsed());
         let value = result.map_err(|e| self.inner.to_error(&handle, &name, &e, started))?;
@@ -731,13 +705,13 @@ impl ClusterClient {
             }
             if remaining.is_zero() {
                 return Err(Error::Timeout {
-                    command: cmd.name.into(),
+                    command: cmd.name().into(),
                     node: node.addr.clone(),
                     after: started.elapsed(),
                 });
             }
             let attempt = Instant::now();
-            let result = send(&node, slot, &cmd, remaining, asking, readonly).await;
+            let result = send(&node, &cmd, remaining, asking, readonly).await;
             node.record(attempt.elapsed());
             let error = match result {
                 Ok(value) => {
@@ -759,7 +733,7 @@ impl ClusterClient {
                 Failure::Moved { addr } | Failure::Ask { addr } if redirects >= MAX_REDIRECTS => {
                     let _ = addr;
                     return Err(Error::TooManyRedirects {
-                        command: cmd.name.into(),
+                        command: cmd.name().into(),
                         slot,
                         redirects,
                     });
@@ -817,7 +791,7 @@ impl ClusterClient {
                     node.record_error();
                     self.inner.refresh_wanted.notify_one();
                     return Err(Error::Timeout {
-                        command: cmd.name.into(),
+                        command: cmd.name().into(),
                         node: node.addr.clone(),
                         after: started.elapsed(),
                     });
@@ -825,7 +799,7 @@ impl ClusterClient {
                 Failure::Server(message) => {
                     return Err(Error::Server {
                         node: node.addr.clone(),
-                        command: cmd.name.into(),
+                        command: cmd.name().into(),
                         message,
                     });
                 }
@@ -848,7 +822,7 @@ impl ClusterClient {
             return Ok((replica, true));
         }
         let primary = &routing.primaries[shard];
-        if !primary.is_connected_for(slot) {
+        if !primary.is_routable() {
             self.inner.node_failed(primary);
             return Err(self.inner.unavailable(key, slot, &primary.addr));
         }
@@ -885,7 +859,7 @@ impl ClusterClient {
                     .shard_index(key, slot)
                     .ok_or(Error::SlotUncovered { slot })?;
                 let primary = &routing.primaries[shard];
-                if !primary.is_connected_for(slot) {
+                if !primary.is_routable() {
                     return Err(self.inner.unavailable(key, slot, &primary.addr));
                 }
                 Ok((primary.clone(), slot))
@@ -1207,7 +1181,7 @@ impl Inner {
         let fresh = self.fresh_replicas.load();
         let candidates: Vec<&Arc<NodeHandle>> = replicas
             .iter()
-            .filter(|r| r.readonly().is_connected() && fresh.contains(&r.addr))
+            .filter(|r| r.readonly().client.is_connected() && fresh.contains(&r.addr))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -1224,7 +1198,7 @@ impl Inner {
         for (shard, primary) in routing.topology.shards().iter().zip(&routing.primaries) {
             let Ok(info) = raw::<String>(
                 primary,
-                Cmd::new("INFO", vec!["replication".into()]),
+                Cmd::custom("INFO", vec!["replication".into()]),
                 Duration::from_millis(500),
             )
             .await
@@ -1366,10 +1340,10 @@ async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Erro
         command: command.into(),
         detail,
     };
-    let shards = match raw::<Value>(node, Cmd::new("CLUSTER", vec!["SHARDS".into()]), timeout).await {
+    let shards = match raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SHARDS".into()]), timeout).await {
         Ok(reply) => parse_cluster_shards(&reply, &host).map_err(|d| bad("CLUSTER SHARDS", d))?,
         Err(Error::Server { .. }) => {
-            let reply = raw::<Value>(node, Cmd::new("CLUSTER", vec!["SLOTS".into()]), timeout).await?;
+            let reply = raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SLOTS".into()]), timeout).await?;
             parse_cluster_slots(&reply, &host).map_err(|d| bad("CLUSTER SLOTS", d))?
         }
         Err(e) => return Err(e),
@@ -1379,29 +1353,29 @@ async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Erro
 
 /// One command on one node with a timeout, no routing.
 async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
-    let value = send(node, 0, &cmd, timeout, false, false).await.map_err(|e| {
+    let value = send(node, &cmd, timeout, false, false).await.map_err(|e| {
         let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
         match classify(&e, host) {
             Failure::Timeout => Error::Timeout {
-                command: cmd.name.into(),
+                command: cmd.name().into(),
                 node: node.addr.clone(),
                 after: timeout,
             },
             Failure::Down(message) => Error::Connection {
                 node: node.addr.clone(),
-                command: cmd.name.into(),
+                command: cmd.name().into(),
                 message,
             },
             _ => Error::Server {
                 node: node.addr.clone(),
-                command: cmd.name.into(),
+                command: cmd.name().into(),
                 message: e.details().to_string(),
             },
         }
     })?;
     R::from_value(value).map_err(|e| Error::Reply {
         node: node.addr.clone(),
-        command: cmd.name.into(),
+        command: cmd.name().into(),
         detail: e.to_string(),
     })
 }
@@ -1409,20 +1383,15 @@ async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Re
 /// One attempt on one node; with `asking`, `ASKING` and the command go in one pipeline on one connection.
 async fn send(
     node: &NodeHandle,
-    slot: u16,
     cmd: &Cmd,
     timeout: Duration,
     asking: bool,
     readonly: bool,
 ) -> Result<Value, fred::error::Error> {
-    let client = if readonly {
-        node.readonly()
-    } else {
-        node.client(slot)
-    };
+    let lane = if readonly { node.readonly() } else { node.lane() };
     if asking {
         // Rare: boxed, so that the common path's future stays small.
-        return Box::pin(ask(client, cmd, timeout)).await;
+        return Box::pin(ask(&lane.client, cmd, timeout)).await;
     }
     // One attempt: when the connection drops with the command in flight, the call fails now (and the
     // routing loop decides what to do) instead of fred re-sending it after a reconnect that, for a
@@ -1433,10 +1402,20 @@ async fn send(
         max_attempts: Some(1),
         ..Options::default()
     };
-    client
-        .with_options(&options)
-        .custom::<Value, Value>(cmd.custom(), cmd.args.clone())
-        .await
+    if matches!(cmd, Cmd::Wait(..)) && !readonly && node.lanes().len() > 1 {
+        // WAIT counts the writes of the connection it is sent on, and this node's writes may have
+        // used any of its connections: ask each, and report the fewest acknowledgements.
+        let all = futures::future::join_all(node.lanes().iter().map(|lane| lane.call(cmd, options.clone())));
+        return Box::pin(all)
+            .await
+            .into_iter()
+            .min_by_key(|r| match r {
+                Ok(v) => v.as_i64().unwrap_or(i64::MAX),
+                Err(_) => i64::MIN,
+            })
+            .unwrap_or(Ok(Value::Integer(0)));
+    }
+    lane.call(cmd, options).await
 }
 
 /// `ASKING` and the command in one pipeline on one connection, so no other command can come between.
@@ -1444,7 +1423,7 @@ async fn ask(client: &Client, cmd: &Cmd, timeout: Duration) -> Result<Value, fre
     let pipeline = client.pipeline();
     let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
     let _: () = pipeline.custom(asking, Vec::<Value>::new()).await?;
-    let _: () = pipeline.custom(cmd.custom(), cmd.args.clone()).await?;
+    let _ = cmd.issue(&pipeline).await?;
     let mut results = tokio::time::timeout(timeout, pipeline.try_all::<Value>())
         .await
         .map_err(|_| fred::error::Error::new(ErrorKind::Timeout, "ASK pipeline timed out"))?;
@@ -1457,18 +1436,16 @@ async fn ask(client: &Client, cmd: &Cmd, timeout: Duration) -> Result<Value, fre
 }
 
 fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
-    let mut values = Vec::with_capacity(2 + keys.len() + args.len());
-    values.push(Value::from(script.sha()));
-    values.push(Value::Integer(keys.len() as i64));
-    values.extend(keys.iter().map(|k| bytes_arg(k)));
-    values.extend(args.iter().map(|a| bytes_arg(a)));
-    Cmd::new("EVALSHA", values)
+    Cmd::EvalSha {
+        sha: script.sha_str(),
+        keys: keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
+        args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
+    }
 }
 
-fn cmd_args(cmd: &Cmd) -> Vec<Value> {
-    let mut args = vec![Value::from(cmd.name)];
-    args.extend(cmd.args.iter().cloned());
-    args
+/// A TTL as `PX` milliseconds (at least 1: `PX 0` is an error).
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    ttl.as_millis().clamp(1, i64::MAX as u128) as i64
 }
 
 pub(crate) fn bytes_arg(bytes: &[u8]) -> Value {

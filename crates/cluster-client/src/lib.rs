@@ -38,6 +38,7 @@ mod batch;
 mod client;
 mod error;
 mod events;
+mod lane;
 mod node;
 mod script;
 mod topology;
@@ -49,7 +50,7 @@ pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
     error::{Error, printable_key},
     events::ClientEvent,
-    node::NodeStats,
+    node::{LANE_DEPTH, NodeStats},
     script::Script,
     topology::{Mode, ShardInfo, Topology},
 };

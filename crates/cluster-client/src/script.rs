@@ -2,14 +2,14 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     source: String,
-    sha: String,
+    sha: fred::bytes_utils::Str,
 }
 
 impl Script {
     /// Wraps Lua source; its SHA1 is computed once, here.
     pub fn new(source: impl Into<String>) -> Script {
         let source = source.into();
-        let sha = fred::util::sha1_hash(&source);
+        let sha = fred::util::sha1_hash(&source).into();
         Script { source, sha }
     }
 
@@ -21,6 +21,11 @@ impl Script {
     /// The hex SHA1 of the source, as `SCRIPT LOAD` returns it.
     pub fn sha(&self) -> &str {
         &self.sha
+    }
+
+    /// The SHA as fred's shared string (cloned per call without copying).
+    pub(crate) fn sha_str(&self) -> fred::bytes_utils::Str {
+        self.sha.clone()
     }
 }
 

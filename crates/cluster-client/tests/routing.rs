@@ -188,3 +188,81 @@ async fn scripts_and_scans() {
     assert_eq!(found, 50);
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_get_their_own_replies_and_overflow_to_more_connections() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let config = cluster_config::ClusterConfig::builder()
+        .nodes(cluster.seeds())
+        .pool_size(3)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let client = cluster_client::ClusterClient::connect(config).await.unwrap();
+
+    // One call at a time: every call on each node's first connection.
+    for i in 0..30 {
+        let key = format!("lanes:seq:{i}");
+        client
+            .set(key.as_bytes(), key.as_bytes(), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let calls = |client: &cluster_client::ClusterClient| -> Vec<Vec<u64>> {
+        let primaries: Vec<String> = client
+            .topology()
+            .shards()
+            .iter()
+            .map(|s| s.primary.clone())
+            .collect();
+        client
+            .node_stats()
+            .into_iter()
+            .filter(|s| primaries.contains(&s.node))
+            .map(|s| s.connection_calls)
+            .collect()
+    };
+    let sequential = calls(&client);
+    assert_eq!(sequential.len(), 3);
+    // (plus the client's own topology queries, also one at a time)
+    assert!(
+        sequential.iter().map(|c| c[0]).sum::<u64>() >= 30,
+        "{sequential:?}"
+    );
+    assert!(
+        sequential.iter().all(|c| c[1] == 0 && c[2] == 0),
+        "{sequential:?}"
+    );
+
+    // 3,000 calls at once (~1,000 per node, far more than LANE_DEPTH): every call gets its own
+    // reply through the batching driver, and the overflow goes to the other connections.
+    let tasks: Vec<_> = (0..3000)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let key = format!("lanes:par:{i}");
+                let value = format!("value-{i}");
+                client
+                    .set(key.as_bytes(), value.as_bytes(), SetOptions::default())
+                    .await?;
+                let read = client.get(key.as_bytes()).await?;
+                Ok::<_, Error>((value, read))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (value, read) = task.await.unwrap().unwrap();
+        assert_eq!(read.as_deref(), Some(value.as_bytes()));
+    }
+    let parallel = calls(&client);
+    assert!(
+        parallel.iter().any(|c| c[1] > 0),
+        "some node used a second connection: {parallel:?}"
+    );
+    assert!(
+        cluster_client::LANE_DEPTH >= 50,
+        "50 tasks share one connection per node"
+    );
+    client.close().await;
+}

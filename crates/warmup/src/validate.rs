@@ -9,7 +9,6 @@ use bytes::Bytes;
 use cluster_client::{CallOptions, ShardInfo, Value};
 use consistency::Envelope;
 use futures::StreamExt;
-use sharding::key_slot;
 
 use crate::config::ValidationConfig;
 use crate::progress::Tracker;
@@ -20,7 +19,7 @@ use crate::write::{Expect, Io};
 const READ_CHUNK: usize = 512;
 /// How often a node's replication offset is polled while waiting for it to catch up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(10);
-/// Most key names tried to find one key per connection of a primary, for `WAIT`.
+/// Most key names tried to find a key a given primary owns, for `WAIT`.
 const WAIT_KEY_TRIES: u32 = 100_000;
 
 /// A copy's verdict.
@@ -172,15 +171,15 @@ async fn validate_shard(
 }
 
 /// `WAIT` on every connection to the shard's primary that carried writes (each carries its own share:
-/// the routed connections, and the node's own connection used by batched writes); the fewest
-/// acknowledgements, or `None` when a `WAIT` failed.
+/// the routed connections, through `ClusterClient::wait`, and the node's own connection used by
+/// batched writes); the fewest acknowledgements, or `None` when a `WAIT` failed.
 async fn wait_for_replicas(io: &Io, shard: &ShardInfo, timeout: Duration) -> Option<u32> {
     if shard.replicas.is_empty() {
         return Some(0);
     }
-    let keys = connection_keys(io, shard);
     let replicas = shard.replicas.len() as u32;
-    let routed = keys
+    let key = shard_key(io, shard);
+    let routed = key
         .iter()
         .map(|key| io.client.wait(key.as_bytes(), replicas, timeout));
     let direct = async {
@@ -210,28 +209,17 @@ async fn wait_for_replicas(io: &Io, shard: &ShardInfo, timeout: Duration) -> Opt
     Some(fewest)
 }
 
-/// One key per connection of the shard's primary: `cluster-client` sends a key's commands on the
-/// connection `slot % pool_size`, so keys covering every remainder reach every connection.
-fn connection_keys(io: &Io, shard: &ShardInfo) -> Vec<String> {
-    let pool = io.client.config().pool_size().max(1);
+/// A key the shard's primary owns: `cluster-client`'s `wait` for it asks every routed connection of
+/// that primary.
+fn shard_key(io: &Io, shard: &ShardInfo) -> Option<String> {
     let topology = io.client.topology();
-    let mut found: Vec<Option<String>> = vec![None; pool];
-    let mut missing = pool;
-    for n in 0..WAIT_KEY_TRIES {
-        if missing == 0 {
-            break;
-        }
-        let key = format!("warmup:wait:{n}");
-        let slot = key_slot(key.as_bytes()) as usize;
-        let here = topology
-            .shard_for_key(key.as_bytes())
-            .is_some_and(|s| s.primary == shard.primary);
-        if here && found[slot % pool].is_none() {
-            found[slot % pool] = Some(key);
-            missing -= 1;
-        }
-    }
-    found.into_iter().flatten().collect()
+    (0..WAIT_KEY_TRIES)
+        .map(|n| format!("warmup:wait:{n}"))
+        .find(|key| {
+            topology
+                .shard_for_key(key.as_bytes())
+                .is_some_and(|s| s.primary == shard.primary)
+        })
 }
 
 /// Reads `checks` on `node` and compares; results in order.
