@@ -260,9 +260,5 @@ async fn concurrent_calls_get_their_own_replies_and_overflow_to_more_connections
         parallel.iter().any(|c| c[1] > 0),
         "some node used a second connection: {parallel:?}"
     );
-    assert!(
-        cluster_client::LANE_DEPTH >= 50,
-        "50 tasks share one connection per node"
-    );
     client.close().await;
 }
