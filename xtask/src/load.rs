@@ -30,6 +30,10 @@ pub(crate) enum Workload {
     Mixed,
     /// One get_many of 100 random keys (a fred pipeline of 100 GETs for the baseline).
     GetMany,
+    /// A last-write-wins write: consistency's Lua script by EVALSHA with a fresh version, sent through
+    /// each client (the typed cache's versioned `set` does this); plain clients and redis-benchmark
+    /// have no such call.
+    VersionedSet,
 }
 
 /// Who a run measures.
@@ -205,6 +209,14 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
                         Some(fred) => Some(run_fred(fred, workload, args, value.clone()).await),
                         None => None,
                     },
+                    _ if workload == Workload::VersionedSet
+                        && matches!(
+                            kind,
+                            ClientKind::PerNode | ClientKind::RedisBenchmark | ClientKind::CachePlain
+                        ) =>
+                    {
+                        None
+                    }
                     ClientKind::PerNode if matches!(workload, Workload::Set | Workload::Get) => {
                         Some(run_per_node(&ours, &config, workload, args, value.clone()).await?)
                     }
@@ -296,7 +308,7 @@ async fn run_cache(cache: &Cache, label: &str, workload: Workload, args: &LoadAr
         let call = Call::next(workload, rng, keys);
         async move {
             match call {
-                Call::Set(k) => cache.set(&k, value.as_str(), None).await.is_ok(),
+                Call::Set(k) | Call::VersionedSet(k) => cache.set(&k, value.as_str(), None).await.is_ok(),
                 Call::Get(k) => matches!(cache.get::<String>(&k).await, Ok(Some(_))),
                 Call::GetMany(many) => cache
                     .get_many::<String, _>(&many)
@@ -327,9 +339,44 @@ impl Rng {
     }
 }
 
+/// Versions and envelopes for `VersionedSet`, the way consistency makes them.
+#[derive(Clone)]
+struct Lww {
+    clock: Arc<consistency::Clock>,
+    writer: consistency::WriterId,
+    script: Arc<cluster_client::Script>,
+}
+
+impl Lww {
+    fn new() -> Lww {
+        Lww {
+            clock: Arc::new(consistency::Clock::new()),
+            writer: consistency::WriterId::random(),
+            script: Arc::new(cluster_client::Script::new(consistency::LWW_SCRIPT)),
+        }
+    }
+
+    /// `value` in an envelope under a fresh version.
+    fn envelope(&self, value: &[u8]) -> Vec<u8> {
+        let version = consistency::Version::new(self.clock.now(), self.writer);
+        consistency::Envelope::Value {
+            version,
+            payload: value,
+        }
+        .encode()
+    }
+
+    /// Whether the script's reply is a decision: written (`{1}`), or kept because another task's newer
+    /// version of the same key got there first (`{0, header}`), which is last-write-wins doing its job.
+    fn decided(&self, reply: &Value) -> bool {
+        matches!(reply, Value::Array(parts) if matches!(parts.first().and_then(Value::as_i64), Some(0 | 1)))
+    }
+}
+
 /// One call of a workload, chosen before the client is: the same sequence of calls for every client.
 enum Call {
     Set(String),
+    VersionedSet(String),
     Get(String),
     GetMany(Vec<String>),
 }
@@ -343,6 +390,7 @@ impl Call {
         };
         match op {
             Workload::Set => Call::Set(key(rng.next(keys))),
+            Workload::VersionedSet => Call::VersionedSet(key(rng.next(keys))),
             Workload::GetMany => Call::GetMany((0..100).map(|_| key(rng.next(keys))).collect()),
             _ => Call::Get(key(rng.next(keys))),
         }
@@ -357,12 +405,21 @@ async fn run_ours(
 ) -> RunResult {
     let keys = args.keys;
     let client = client.clone();
+    let lww = Lww::new();
     run(workload, "cluster-client", args, move |rng: &mut Rng| {
         let client = client.clone();
         let value = value.clone();
         let call = Call::next(workload, rng, keys);
+        let lww = lww.clone();
         async move {
             match call {
+                Call::VersionedSet(k) => {
+                    let envelope = lww.envelope(&value);
+                    client
+                        .eval(&lww.script, &[k.as_bytes()], &[&envelope, b"0", b"newer"])
+                        .await
+                        .is_ok_and(|reply| lww.decided(&reply))
+                }
                 Call::Set(k) => client
                     .set(k.as_bytes(), &value, SetOptions::default())
                     .await
@@ -383,12 +440,28 @@ pub(crate) async fn run_fred(
 ) -> RunResult {
     let keys = args.keys;
     let client = client.clone();
+    let lww = Lww::new();
+    if workload == Workload::VersionedSet {
+        let _ = client.script_load_cluster::<(), _>(consistency::LWW_SCRIPT).await;
+    }
     let mut result = run(workload, "fred cluster client", args, move |rng: &mut Rng| {
         let client = client.clone();
         let value = value.clone();
         let call = Call::next(workload, rng, keys);
+        let lww = lww.clone();
         async move {
             match call {
+                Call::VersionedSet(k) => {
+                    let envelope = lww.envelope(&value);
+                    client
+                        .evalsha::<Value, _, _, _>(
+                            lww.script.sha(),
+                            vec![k],
+                            vec![Value::Bytes(envelope.into()), "0".into(), "newer".into()],
+                        )
+                        .await
+                        .is_ok_and(|reply| lww.decided(&reply))
+                }
                 Call::Set(k) => client
                     .set::<(), _, _>(k, value.as_slice(), None, None, false)
                     .await
