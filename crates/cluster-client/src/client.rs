@@ -27,6 +27,8 @@ const MAX_REDIRECTS: u32 = 5;
 const DEGRADED_REFRESH: Duration = Duration::from_millis(100);
 /// The shortest gap between two topology refreshes, so a burst of MOVED replies causes one refresh.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(20);
+/// A node with a connection error or timeout this recent is asked for the topology after the others.
+const RECENT_FAILURE: Duration = Duration::from_secs(5);
 /// How often replica offsets are sampled once replica reads are used.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
 
@@ -1088,6 +1090,9 @@ impl Inner {
             }
         }
         drop(routing);
+        // A node that just timed out (a SIGSTOPped primary still looks connected) is asked last: it
+        // would cost the whole discovery timeout before anyone else is asked.
+        candidates.sort_by_key(|node| node.failed_within(RECENT_FAILURE));
         let timeout = self.config.timeouts().command.min(Duration::from_millis(500));
         let mut last = String::from("no connected node to ask");
         for node in candidates {
@@ -1356,16 +1361,22 @@ async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Re
     let value = send(node, &cmd, timeout, false, false).await.map_err(|e| {
         let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
         match classify(&e, host) {
-            Failure::Timeout => Error::Timeout {
-                command: cmd.name().into(),
-                node: node.addr.clone(),
-                after: timeout,
-            },
-            Failure::Down(message) => Error::Connection {
-                node: node.addr.clone(),
-                command: cmd.name().into(),
-                message,
-            },
+            Failure::Timeout => {
+                node.record_error();
+                Error::Timeout {
+                    command: cmd.name().into(),
+                    node: node.addr.clone(),
+                    after: timeout,
+                }
+            }
+            Failure::Down(message) => {
+                node.record_error();
+                Error::Connection {
+                    node: node.addr.clone(),
+                    command: cmd.name().into(),
+                    message,
+                }
+            }
             _ => Error::Server {
                 node: node.addr.clone(),
                 command: cmd.name().into(),

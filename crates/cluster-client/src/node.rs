@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cluster_config::{ClusterConfig, NodeAddr};
 use fred::prelude::*;
@@ -56,6 +56,10 @@ pub(crate) struct NodeHandle {
     latency: Mutex<Histogram<u64>>,
     commands: AtomicU64,
     errors: AtomicU64,
+    /// When the last connection error or timeout happened: milliseconds after `opened`, plus one
+    /// (0: never).
+    last_error: AtomicU64,
+    opened: Instant,
     redirects: AtomicU64,
     latency_metric: metrics::Histogram,
     error_metric: metrics::Counter,
@@ -125,6 +129,8 @@ impl NodeHandle {
             ),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            last_error: AtomicU64::new(0),
+            opened: Instant::now(),
             redirects: AtomicU64::new(0),
             latency_metric: metrics::histogram!("cache_client_command_duration_seconds", &labels),
             error_metric: metrics::counter!("cache_client_errors_total", &labels),
@@ -206,6 +212,19 @@ impl NodeHandle {
     pub(crate) fn record_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.error_metric.increment(1);
+        let at = self.opened.elapsed().as_millis() as u64 + 1;
+        self.last_error.store(at, Ordering::Relaxed);
+    }
+
+    /// Whether a connection error or timeout happened on this node within `window`.
+    pub(crate) fn failed_within(&self, window: Duration) -> bool {
+        match self.last_error.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let now = self.opened.elapsed().as_millis() as u64 + 1;
+                now.saturating_sub(at) <= window.as_millis() as u64
+            }
+        }
     }
 
     pub(crate) fn record_redirect(&self) {
