@@ -21,7 +21,7 @@ use fred::bytes_utils::Str;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Expiration, Key, SetOptions as FredSetOptions};
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures_buffered::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 /// A command cluster-client sends; cheap to clone (keys and values are shared `Bytes`).
@@ -213,7 +213,10 @@ impl Lane {
         let busy = Busy::enter(&self.busy);
         self.calls.fetch_add(1, Ordering::Relaxed);
         if busy.alone {
-            return cmd.issue(&self.client.with_options(&options)).await;
+            // Boxed: fred's command futures are ~5 KB, and a call future that size would be copied
+            // around on every call through every layer above.
+            let client = self.client.with_options(&options);
+            return Box::pin(cmd.issue(&client)).await;
         }
         let (reply, replied) = oneshot::channel();
         let job = Job {
@@ -223,7 +226,8 @@ impl Lane {
         };
         if let Err(mpsc::error::SendError(job)) = self.queue.send(job) {
             // The driver has ended (its runtime is gone): send it ourselves.
-            return job.cmd.issue(&self.client.with_options(&job.options)).await;
+            let client = self.client.with_options(&job.options);
+            return Box::pin(job.cmd.issue(&client)).await;
         }
         replied
             .await
@@ -231,7 +235,7 @@ impl Lane {
     }
 }
 
-/// Counts a call in flight on a lane for as long as it lives (also when the call is dropped).
+/// Counts calls in flight on a lane for as long as it lives (also when the call is dropped).
 struct Busy<'a> {
     count: &'a AtomicUsize,
     alone: bool,
@@ -255,6 +259,11 @@ impl Drop for Busy<'_> {
 
 /// The driver: takes every queued job at once and keeps them all in flight, answering each as its
 /// reply arrives. Ends when the lane is dropped and the last job has been answered.
+///
+/// A fred command future is ~5 KB; `futures_buffered::FuturesUnordered` keeps them in reusable slots
+/// instead of one allocation each (measured: GET ~5% less client CPU per call than with
+/// `futures::stream::FuturesUnordered`, SET equal, `cargo xtask load --workloads get,set --clients ours`
+/// alternated 3×).
 async fn drive(client: Client, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -279,4 +288,56 @@ async fn drive(client: Client, mut jobs: mpsc::UnboundedReceiver<Job>) {
 async fn run(client: Client, job: Job) {
     let result = job.cmd.issue(&client.with_options(&job.options)).await;
     let _ = job.reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_future_stays_small() {
+        // fred's command futures are ~5 KB; the lane boxes them (direct path) or keeps them in the
+        // driver's reusable slots (queued path), so a call does not carry one.
+        let lane = Lane::new(Builder::default_centralized().build().unwrap());
+        let cmd = Cmd::Get(Bytes::from_static(b"k"));
+        let call = lane.call(&cmd, Options::default());
+        assert!(
+            std::mem::size_of_val(&call) < 1024,
+            "{} bytes",
+            std::mem::size_of_val(&call)
+        );
+    }
+
+    #[test]
+    fn busy_counts_calls_in_flight() {
+        let count = AtomicUsize::new(0);
+        let first = Busy::enter(&count);
+        let second = Busy::enter(&count);
+        assert!(first.alone && !second.alone);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert!(Busy::enter(&count).alone);
+    }
+
+    #[test]
+    fn names_and_args() {
+        let set = Cmd::Set {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: Some(1500),
+            condition: Some(FredSetOptions::NX),
+        };
+        assert_eq!(set.name(), "SET");
+        let args: Vec<String> = set.to_args().iter().filter_map(Value::as_string).collect();
+        assert_eq!(args, ["SET", "k", "v", "PX", "1500", "NX"]);
+        let eval = Cmd::EvalSha {
+            sha: Str::from("abc"),
+            keys: vec![Bytes::from_static(b"k")].into(),
+            args: vec![Bytes::from_static(b"a")].into(),
+        };
+        let args: Vec<String> = eval.to_args().iter().filter_map(Value::as_string).collect();
+        assert_eq!(args, ["EVALSHA", "abc", "1", "k", "a"]);
+    }
 }
