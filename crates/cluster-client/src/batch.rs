@@ -137,7 +137,7 @@ impl ClusterClient {
                 cmds.iter().map(|_| Err(error.clone())).collect()
             }
         };
-        node.record(started.elapsed());
+        node.record_untimed();
         cmds.into_iter()
             .zip(replies)
             .map(|((index, cmd), reply)| {

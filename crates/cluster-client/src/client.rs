@@ -627,7 +627,7 @@ impl ClusterClient {
             .readonly()
             .call(&Cmd::custom(name.as_str(), rest), options)
             .await;
-        handle.record(started.elapsed());
+        handle.record_untimed();
         let value = result.map_err(|e| self.inner.to_error(&handle, &name, &e, started))?;
         R::from_value(value).map_err(|e| Error::Reply {
             node: node.into(),

@@ -20,11 +20,13 @@ pub struct NodeStats {
     pub node: String,
     /// Whether its connections are up.
     pub connected: bool,
-    /// Median command latency since the client started.
+    /// Median latency of single-key calls since the client started. Batches and node-addressed
+    /// commands (warm-up scripts, scans, `INFO`) are counted in `commands` but not timed here: one
+    /// pipeline or script of thousands of keys would pass for one very slow command.
     pub latency_p50: Duration,
-    /// 99th percentile command latency since the client started.
+    /// 99th percentile latency of single-key calls since the client started.
     pub latency_p99: Duration,
-    /// Commands completed (successfully or with a server error).
+    /// Commands completed (successfully or with a server error); a batch counts once.
     pub commands: u64,
     /// Commands that failed on the connection (timeouts, resets).
     pub errors: u64,
@@ -207,6 +209,11 @@ impl NodeHandle {
         {
             let _ = h.record((elapsed.as_micros() as u64).max(1));
         }
+    }
+
+    /// Counts a batch or a node-addressed command, without timing it.
+    pub(crate) fn record_untimed(&self) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_error(&self) {

@@ -262,3 +262,42 @@ async fn concurrent_calls_get_their_own_replies_and_overflow_to_more_connections
     );
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_counted_but_do_not_pass_for_slow_single_calls() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let entries: Vec<(String, Vec<u8>, Option<Duration>)> = (0..3000)
+        .map(|i| (format!("stats:{i}"), vec![b'v'; 1000], None))
+        .collect();
+    assert!(client.set_many(&entries).await.iter().all(Result::is_ok));
+    let primaries: Vec<String> = client
+        .topology()
+        .shards()
+        .iter()
+        .map(|s| s.primary.clone())
+        .collect();
+    let stats: Vec<_> = client
+        .node_stats()
+        .into_iter()
+        .filter(|s| primaries.contains(&s.node))
+        .collect();
+    assert!(stats.iter().all(|s| s.commands >= 1), "{stats:?}");
+    assert!(
+        stats.iter().all(|s| s.latency_p99 == Duration::ZERO),
+        "a 1,000-key pipeline is not timed as one command: {stats:?}"
+    );
+
+    // Single-key calls are timed.
+    for (key, _, _) in entries.iter().take(30) {
+        client.get(key.as_bytes()).await.unwrap();
+    }
+    let timed = client
+        .node_stats()
+        .into_iter()
+        .filter(|s| primaries.contains(&s.node) && s.latency_p50 > Duration::ZERO)
+        .count();
+    assert_eq!(timed, 3);
+    client.close().await;
+}
