@@ -266,32 +266,42 @@ pub(crate) fn key(i: usize) -> String {
 }
 
 async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {
-    let bar = progress_bar(keys as u64, "filling the key space");
-    for chunk_start in (0..keys).step_by(1000) {
-        let entries: Vec<(String, &[u8], Option<Duration>)> = (chunk_start..(chunk_start + 1000).min(keys))
-            .map(|i| (key(i), value, None))
-            .collect();
+    fill_with(keys, "filling the key space", |range| async move {
+        let entries: Vec<(String, &[u8], Option<Duration>)> = range.map(|i| (key(i), value, None)).collect();
         for result in client.set_many(&entries).await {
             result?;
         }
-        bar.inc(entries.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// Fills the cache's key space with `String` values of `value_size` characters.
 async fn fill_cache(cache: &Cache, keys: usize, value_size: usize) -> Result<()> {
     let value = "x".repeat(value_size);
-    let bar = progress_bar(keys as u64, "filling the cache's key space");
-    for chunk_start in (0..keys).step_by(1000) {
-        let entries: Vec<(String, &str, Option<Duration>)> = (chunk_start..(chunk_start + 1000).min(keys))
-            .map(|i| (key(i), value.as_str(), None))
-            .collect();
+    let value = value.as_str();
+    fill_with(keys, "filling the cache's key space", |range| async move {
+        let entries: Vec<(String, &str, Option<Duration>)> = range.map(|i| (key(i), value, None)).collect();
         for result in cache.set_many(&entries).await {
             result?;
         }
-        bar.inc(entries.len() as u64);
+        Ok(())
+    })
+    .await
+}
+
+/// Writes keys `0..keys` in chunks of 1,000 with `write`, under a progress bar.
+async fn fill_with<F, Fut>(keys: usize, label: &str, write: F) -> Result<()>
+where
+    F: Fn(std::ops::Range<usize>) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let bar = progress_bar(keys as u64, label);
+    for start in (0..keys).step_by(1000) {
+        let range = start..(start + 1000).min(keys);
+        let written = range.len() as u64;
+        write(range).await?;
+        bar.inc(written);
     }
     bar.finish_and_clear();
     Ok(())
