@@ -68,25 +68,28 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     codec: Codec,
     compress_at: Option<usize>,
 ) -> Result<Vec<u8>, Error> {
-    let raw = match codec {
-        Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
-        Codec::Binary => postcard::to_stdvec(value).map_err(|e| e.to_string()),
-    }
-    .map_err(|detail| Error::Encode {
+    // Header first, then the value serialized straight after it: one buffer, no copy.
+    let header = vec![VALUE, codec.id()];
+    let written = match codec {
+        Codec::Json => {
+            let mut out = header;
+            serde_json::to_writer(&mut out, value)
+                .map(|()| out)
+                .map_err(|e| e.to_string())
+        }
+        Codec::Binary => postcard::to_extend(value, header).map_err(|e| e.to_string()),
+    };
+    let mut out = written.map_err(|detail| Error::Encode {
         key: cluster_client::printable_key(key),
         codec: codec.name(),
         detail,
     })?;
-    let compress = compress_at.is_some_and(|at| raw.len() >= at);
-    let body = if compress {
-        lz4_flex::compress_prepend_size(&raw)
-    } else {
-        raw
-    };
-    let mut out = Vec::with_capacity(body.len() + 2);
-    out.push(VALUE);
-    out.push(codec.id() | if compress { COMPRESSED } else { 0 });
-    out.extend_from_slice(&body);
+    if compress_at.is_some_and(|at| out.len() - 2 >= at) {
+        let compressed = lz4_flex::compress_prepend_size(&out[2..]);
+        out.truncate(2);
+        out[1] |= COMPRESSED;
+        out.extend_from_slice(&compressed);
+    }
     Ok(out)
 }
 
