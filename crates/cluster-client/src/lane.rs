@@ -179,7 +179,7 @@ pub(crate) struct Lane {
     pub(crate) client: Client,
     queue: mpsc::UnboundedSender<Job>,
     /// Calls in flight on this lane (direct or queued).
-    busy: Arc<AtomicUsize>,
+    busy: AtomicUsize,
     /// Calls this lane has carried.
     calls: AtomicU64,
 }
@@ -192,7 +192,7 @@ impl Lane {
         Lane {
             client,
             queue,
-            busy: Arc::new(AtomicUsize::new(0)),
+            busy: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
         }
     }
