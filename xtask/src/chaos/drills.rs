@@ -63,6 +63,17 @@ fn calls(tally: &Tally) -> String {
 }
 
 /// The longest call, against the command timeout plus scheduling slack.
+/// The target of drills that must surface no error at all.
+pub(super) fn no_failed_calls(ours: &Tally, fred: &Tally) -> Figure {
+    Figure::target(
+        "failed calls",
+        ours.failed(),
+        fred.failed(),
+        "0",
+        ours.failed() == 0,
+    )
+}
+
 fn longest(ours: &Tally, fred: &Tally) -> Figure {
     let bound = COMMAND_TIMEOUT + SLACK;
     Figure::target(
@@ -116,13 +127,7 @@ fn no_errors_outcome(
 ) {
     let (ours_missing, fred_missing) = missing;
     let f = &mut report.figures;
-    f.push(Figure::target(
-        "failed calls",
-        ours.failed(),
-        fred.failed(),
-        "0",
-        ours.failed() == 0,
-    ));
+    f.push(no_failed_calls(ours, fred));
     f.push(longest(ours, fred));
     f.push(Figure::info("redirects followed", redirects, "-"));
     f.push(Figure::target(

@@ -45,13 +45,7 @@ pub(super) async fn steady(rate: u32, minutes: u64) -> Result<DrillReport> {
     let f = &mut report.figures;
     f.push(Figure::info("minutes of load", minutes, minutes));
     f.push(Figure::info("calls completed", ours.ok(), fred.ok()));
-    f.push(Figure::target(
-        "failed calls",
-        ours.failed(),
-        fred.failed(),
-        "0",
-        ours.failed() == 0,
-    ));
+    f.push(super::drills::no_failed_calls(&ours, &fred));
     let quantiles = |t: &super::traffic::Tally| {
         format!(
             "{} / {} / {} µs",
