@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_client::{CallOptions, ClusterClient, Script, SetCondition, SetOptions, Ttl};
+use cluster_client::{CallOptions, ClusterClient, SetOptions, Ttl};
 use cluster_config::ClusterConfig;
 use consistency::{
     ConsistencyConfig, Envelope, FailoverRepairTask, Version, Versioned, WriteOptions, WriteOutcome,
@@ -17,17 +17,25 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use crate::codec::{self, Codec, Stored};
+use crate::lease::{self, Attempt, Filled};
 use crate::{CacheStats, Error};
 
-/// Fills a key only while it still holds this caller's lease; a delete or another write in the
-/// meantime removes the lease and the fill is refused.
-const LEASE_FILL: &str = r#"-- cache-facade: lease fill
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-  return 1
-end
-return 0
-"#;
+/// The longest accepted [`CacheSettings::lease`]: a loader slower than this should not hold other
+/// processes back, and the bound keeps every deadline computed from it far from overflow.
+const LEASE_MAX: Duration = Duration::from_secs(10 * 60);
+/// The shortest accepted [`CacheSettings::lease`].
+const LEASE_MIN: Duration = Duration::from_millis(10);
+/// The longest accepted [`CacheSettings::negative_ttl`]: an absence remembered longer hides new data.
+const NEGATIVE_TTL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest accepted per-call timeout in [`CacheSettings::call`].
+const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(10 * 60);
+/// The smallest accepted [`CacheSettings::decompressed_max_bytes`].
+const DECOMPRESSED_MIN_BYTES: usize = 1024;
+/// The first pause between two attempts to take a lease held by another process; it doubles up to
+/// [`LEASE_POLL_MAX`].
+const LEASE_POLL_MIN: Duration = Duration::from_millis(5);
+/// The longest pause between two attempts to take a lease.
+const LEASE_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The facade's own settings (the connection settings are in [`ClusterConfig`]).
 #[derive(Debug, Clone)]
@@ -39,20 +47,28 @@ pub struct CacheSettings {
     pub codec: Codec,
     /// Encoded values of at least this many bytes are LZ4-compressed; `None` never compresses.
     pub compress_at_bytes: Option<usize>,
+    /// The largest value this cache decompresses (64 MiB by default, at least 1 KiB). A stored
+    /// compressed value declaring more is refused with a decode error before anything is allocated, and
+    /// a value whose encoding is larger is refused on write, so what is written can be read.
+    pub decompressed_max_bytes: usize,
     /// Share of each TTL removed at random (0.1: a TTL of 100 s becomes 90–100 s), so keys written
     /// together do not expire together. 0 to 0.5.
     pub ttl_jitter: f64,
     /// How long `get_or_load` remembers that the loader found nothing; `None` does not remember.
+    /// From 1 ms to 24 h.
     pub negative_ttl: Option<Duration>,
     /// Write through consistency's versioned last-write-wins writes (on by default): a slow loader's
     /// old value never overwrites a newer one, and a delete wins over a load that started before it.
     pub versioned: Option<ConsistencyConfig>,
-    /// Cross-process load leases for `get_or_load`: the first process loads, the others wait up to this
-    /// long for its value. `None` (the default) keeps single-flight within the process only.
+    /// Cross-process load leases for `get_or_load`: the first process loads, the others wait for its
+    /// value, and take over once its lease has run this long without a value (a holder that crashed or
+    /// got stuck). A waiter gives up with [`Error::LeaseWait`] after twice this. From 10 ms to 10 min;
+    /// `None` (the default) keeps single-flight within the process only.
     pub lease: Option<Duration>,
     /// When Redis cannot be reached, `get_or_load` answers from the loader instead of failing.
     pub fail_safe: bool,
-    /// Per-call options (timeout, replica reads, waiting for a failover).
+    /// Per-call options (timeout, replica reads, waiting for a failover). A timeout, when set, is from
+    /// 1 ms to 10 min.
     pub call: CallOptions,
     /// Background health collection (every `REDIS_HEALTH_INTERVAL_MS`, 30 s by default); `false` to
     /// run none.
@@ -65,6 +81,7 @@ impl Default for CacheSettings {
             namespace: None,
             codec: Codec::Json,
             compress_at_bytes: Some(1024),
+            decompressed_max_bytes: 64 * 1024 * 1024,
             ttl_jitter: 0.1,
             negative_ttl: Some(Duration::from_secs(30)),
             versioned: Some(ConsistencyConfig::default()),
@@ -89,10 +106,50 @@ impl CacheSettings {
                 "namespace is empty; use None for no namespace".into(),
             ));
         }
-        if self.lease.is_some_and(|l| l < Duration::from_millis(10)) {
-            return Err(Error::Settings(
-                "lease is under 10 ms; use at least the loader's usual time".into(),
-            ));
+        if let Some(lease) = self.lease {
+            if lease < LEASE_MIN {
+                return Err(Error::Settings(format!(
+                    "lease is {lease:?}, under 10 ms; use at least the loader's usual time"
+                )));
+            }
+            if lease > LEASE_MAX {
+                return Err(Error::Settings(format!(
+                    "lease is {lease:?}, over 10 min; a loader that slow should not hold other processes \
+                     back: use at most 10 min"
+                )));
+            }
+        }
+        if let Some(ttl) = self.negative_ttl {
+            if ttl < Duration::from_millis(1) {
+                return Err(Error::Settings(format!(
+                    "negative_ttl is {ttl:?}, under 1 ms; use None to remember no absence"
+                )));
+            }
+            if ttl > NEGATIVE_TTL_MAX {
+                return Err(Error::Settings(format!(
+                    "negative_ttl is {ttl:?}, over 24 h; an absence remembered that long hides new data"
+                )));
+            }
+        }
+        if let Some(timeout) = self.call.timeout {
+            if timeout < Duration::from_millis(1) {
+                return Err(Error::Settings(format!(
+                    "call.timeout is {timeout:?}, under 1 ms, so every call would fail; use None for the \
+                     configured command timeout"
+                )));
+            }
+            if timeout > CALL_TIMEOUT_MAX {
+                return Err(Error::Settings(format!(
+                    "call.timeout is {timeout:?}, over 10 min; use at most 10 min so that a lost node \
+                     is noticed"
+                )));
+            }
+        }
+        if self.decompressed_max_bytes < DECOMPRESSED_MIN_BYTES {
+            return Err(Error::Settings(format!(
+                "decompressed_max_bytes is {}, under 1 KiB; use at least the size of your largest value",
+                self.decompressed_max_bytes
+            )));
         }
         Ok(())
     }
@@ -118,7 +175,7 @@ struct Inner {
     versioned: Option<Versioned>,
     settings: CacheSettings,
     flights: Mutex<HashMap<Vec<u8>, Flight>>,
-    lease_fill: Script,
+    lease_scripts: lease::Scripts,
     stats: Counters,
     health: Option<health::HealthChecker>,
     _health_task: Option<health::HealthTask>,
@@ -209,7 +266,7 @@ impl Cache {
                 versioned,
                 settings,
                 flights: Mutex::new(HashMap::new()),
-                lease_fill: Script::new(LEASE_FILL),
+                lease_scripts: lease::Scripts::new(),
                 stats: Counters::default(),
                 health,
                 _health_task: health_task,
@@ -270,11 +327,10 @@ impl Cache {
         K: AsRef<[u8]>,
         I: IntoIterator<Item = (K, T, Option<Duration>, warmup::Priority)>,
     {
-        let settings = &self.inner.settings;
         let mut prepared = Vec::new();
         for (key, value, ttl, priority) in entries {
             let key = self.full_key(key);
-            let frame = codec::encode(&key, &value, settings.codec, settings.compress_at_bytes)?;
+            let frame = self.encode(&key, &value)?;
             let mut entry = warmup::Entry::new(key, frame).priority(priority);
             if let Some(ttl) = ttl {
                 entry = entry.ttl(ttl);
@@ -341,6 +397,13 @@ impl Cache {
             stale_refused: c.stale_refused.load(Ordering::Relaxed),
             fail_safe_serves: c.fail_safe.load(Ordering::Relaxed),
         }
+    }
+
+    /// How many `get_or_load` flights (single-flight entries) are open in this process. For tests and
+    /// diagnostics: it returns to zero once no call is loading, cancelled calls included.
+    #[doc(hidden)]
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The key as stored: `namespace:key`.
@@ -412,12 +475,7 @@ impl Cache {
     ) -> Result<Write, Error> {
         let started = Instant::now();
         let key = self.full_key(key);
-        let frame = codec::encode(
-            &key,
-            value,
-            self.inner.settings.codec,
-            self.inner.settings.compress_at_bytes,
-        )?;
+        let frame = self.encode(&key, value)?;
         let result = self.write(&key, &frame, self.jitter(ttl), None).await;
         metrics::histogram!("cache_operation_duration_seconds", "op" => "set")
             .record(started.elapsed().as_secs_f64());
@@ -429,12 +487,11 @@ impl Cache {
         &self,
         entries: &[(K, T, Option<Duration>)],
     ) -> Vec<Result<Write, Error>> {
-        let settings = &self.inner.settings;
         let framed: Vec<Result<Framed, Error>> = entries
             .iter()
             .map(|(k, v, ttl)| {
                 let key = self.full_key(k);
-                let frame = codec::encode(&key, v, settings.codec, settings.compress_at_bytes)?;
+                let frame = self.encode(&key, v)?;
                 Ok((key, frame, self.jitter(*ttl)))
             })
             .collect();
@@ -528,7 +585,7 @@ impl Cache {
                     payload,
                 } => {
                     self.inner.stats.bump(&self.inner.stats.hits, "cache_hits_total");
-                    return codec::decode(&key, codec, compressed, payload).map(Some);
+                    return self.decode_value(&key, codec, compressed, payload).map(Some);
                 }
                 Stored::Absent => {
                     self.inner.stats.bump(&self.inner.stats.hits, "cache_hits_total");
@@ -546,21 +603,16 @@ impl Cache {
             .stats
             .bump(&self.inner.stats.misses, "cache_misses_total");
 
-        let flight: Flight = {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-            flights.entry(key.clone()).or_default().clone()
-        };
+        let flight = FlightGuard::join(&self.inner.flights, &key);
         let mut loader = Some(loader);
         let result = flight
+            .cell()
             .get_or_try_init(|| self.load(&key, ttl, loader.take().expect("runs once")))
             .await
             .cloned();
-        {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
-            }
-        }
+        // Leaving the flight here, or on any early drop of this future, removes the map entry once no
+        // caller holds it: a cancelled call leaves nothing behind.
+        drop(flight);
         let frame = match result {
             Ok(frame) => frame,
             Err(e) if e.is_unavailable() && self.inner.settings.fail_safe => match loader.take() {
@@ -574,7 +626,7 @@ impl Cache {
                 codec,
                 compressed,
                 payload,
-            } => codec::decode(&key, codec, compressed, payload).map(Some),
+            } => self.decode_value(&key, codec, compressed, payload).map(Some),
             _ => Ok(None),
         }
     }
@@ -590,13 +642,44 @@ impl Cache {
         // The version is taken before the loader runs: a delete or a newer write made while it runs
         // has a newer version, and the loaded (possibly stale) value is refused.
         let version = self.inner.versioned.as_ref().map(Versioned::next_version);
-        let lease = match self.inner.settings.lease {
+        let mut lease = match self.inner.settings.lease {
             Some(lease_ttl) => match self.take_lease(key, lease_ttl).await? {
-                LeaseOutcome::Mine(token) => Some(token),
+                LeaseOutcome::Mine(held) => Some(held),
                 LeaseOutcome::Filled(frame) => return Ok(frame),
             },
             None => None,
         };
+        let result = self
+            .load_and_store(key, ttl, loader, version, lease.as_mut())
+            .await;
+        if let Some(held) = lease.as_mut()
+            && !held.done
+        {
+            // Nothing filled the lease (the loader failed, found nothing to remember, or its value
+            // was refused): give it back now, so that another caller can load at once.
+            if let Err(error) = self.fill_lease(key, &held.prefix, None, None, None).await {
+                tracing::debug!(%error, "giving a lease back failed; it ends at its expiry");
+            }
+            held.done = true;
+        }
+        result
+    }
+
+    /// The part of [`Cache::load`] that runs while the lease (if any) is held.
+    async fn load_and_store<T, F, Fut, E>(
+        &self,
+        key: &[u8],
+        ttl: Option<Duration>,
+        loader: F,
+        version: Option<Version>,
+        lease: Option<&mut HeldLease>,
+    ) -> Result<Bytes, Error>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         self.inner
             .stats
             .bump(&self.inner.stats.loads, "cache_loads_total");
@@ -606,10 +689,6 @@ impl Cache {
                 self.inner
                     .stats
                     .bump(&self.inner.stats.load_errors, "cache_load_errors_total");
-                if let Some(token) = &lease {
-                    // Give the lease up so that another caller can load at once.
-                    let _ = self.fill_lease(key, token, None, None, None).await;
-                }
                 return Err(Error::Loader {
                     key: cluster_client::printable_key(key),
                     source: e.into(),
@@ -617,22 +696,20 @@ impl Cache {
             }
         };
         let (frame, ttl) = match &loaded {
-            Some(value) => (
-                codec::encode(
-                    key,
-                    value,
-                    self.inner.settings.codec,
-                    self.inner.settings.compress_at_bytes,
-                )?,
-                self.jitter(ttl),
-            ),
+            Some(value) => (self.encode(key, value)?, self.jitter(ttl)),
             None => match self.inner.settings.negative_ttl {
                 Some(negative) => (codec::absent(), Some(negative)),
                 None => return Ok(Bytes::from(codec::absent())),
             },
         };
-        let outcome = match &lease {
-            Some(token) => self.fill_lease(key, token, Some(&frame), ttl, version).await?,
+        let outcome = match lease {
+            Some(held) => {
+                let outcome = self
+                    .fill_lease(key, &held.prefix, Some(&frame), ttl, version)
+                    .await?;
+                held.done = true;
+                outcome
+            }
             None => self.write(key, &frame, ttl, version).await?,
         };
         if outcome == Write::Stale {
@@ -659,52 +736,66 @@ impl Cache {
         })
     }
 
-    /// Takes the key's lease, or waits for the holder's value.
+    /// Takes the key's lease, or waits for the holder's value. A tombstone counts as "no value, may
+    /// load" (the lease keeps it, see `lease.rs`); a live lease of another process is waited on, with
+    /// a growing pause, until it is filled, given back or expires, and at most twice the lease.
     async fn take_lease(&self, key: &[u8], lease_ttl: Duration) -> Result<LeaseOutcome, Error> {
-        let token: Vec<u8> = (0..16).map(|_| fastrand::alphanumeric() as u8).collect();
-        let marker = codec::lease(&token);
+        let prefix = lease::new_prefix();
+        let lease_ms = u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let started = Instant::now();
-        let deadline = started + lease_ttl * 2;
+        // `validate` bounds the lease to 10 min, so this cannot overflow; saturating keeps it so.
+        let wait = lease_ttl.saturating_mul(2);
+        let mut pause = LEASE_POLL_MIN;
+        // The guard gives the lease back if this future is dropped from here until the fill.
+        let mut held = HeldLease {
+            cache: self.clone(),
+            key: key.to_vec(),
+            prefix,
+            done: true,
+        };
         loop {
-            let taken = self
-                .inner
-                .client
-                .set(
-                    key,
-                    &marker,
-                    SetOptions::ttl(lease_ttl).condition(SetCondition::IfAbsent),
-                )
-                .await?;
-            if taken {
-                return Ok(LeaseOutcome::Mine(marker));
-            }
-            // Someone else holds the lease (or filled the key): wait for a value.
-            loop {
-                if let Some(bytes) = self.read(key).await? {
-                    match codec::parse(key, &bytes, "value")? {
-                        Stored::Lease(_) => {}
-                        _ => return Ok(LeaseOutcome::Filled(bytes)),
+            // Armed before the await: a cancellation while the script runs may leave the lease taken.
+            held.done = false;
+            let attempt = lease::try_take(
+                &self.inner.client,
+                &self.inner.lease_scripts,
+                key,
+                &held.prefix,
+                lease_ms,
+            )
+            .await;
+            held.done = true;
+            match attempt? {
+                Attempt::Taken => {
+                    held.done = false;
+                    return Ok(LeaseOutcome::Mine(held));
+                }
+                Attempt::Stored(raw) => {
+                    if let Some(frame) = self.unwrap_envelope(key, Some(raw))? {
+                        return Ok(LeaseOutcome::Filled(frame));
                     }
-                } else {
-                    break; // The lease expired or was deleted: try to take it.
                 }
-                if Instant::now() >= deadline {
-                    return Err(Error::LeaseWait {
-                        key: cluster_client::printable_key(key),
-                        waited: started.elapsed(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                Attempt::Held => {}
             }
+            let waited = started.elapsed();
+            let Some(left) = wait.checked_sub(waited).filter(|left| !left.is_zero()) else {
+                return Err(Error::LeaseWait {
+                    key: cluster_client::printable_key(key),
+                    waited,
+                });
+            };
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LEASE_POLL_MAX);
         }
     }
 
-    /// Replaces the lease with `frame` (or just drops the lease when `frame` is `None`) if the key still
-    /// holds it; `Stale` when the lease is gone (deleted or overwritten meanwhile).
+    /// Replaces the lease with `frame` (or gives the lease back when `frame` is `None`) if the key still
+    /// holds it; `Stale` when the lease is gone (deleted or overwritten meanwhile) or a delete newer
+    /// than `version` is kept.
     async fn fill_lease(
         &self,
         key: &[u8],
-        marker: &[u8],
+        prefix: &[u8],
         frame: Option<&[u8]>,
         ttl: Option<Duration>,
         version: Option<Version>,
@@ -716,27 +807,33 @@ impl Cache {
             }
             .encode(),
             (Some(frame), None) => frame.to_vec(),
-            // Releasing: a 1 ms TTL stands in for a conditional delete.
-            (None, _) => marker.to_vec(),
+            (None, _) => Vec::new(),
         };
-        let ttl_ms = match (frame, ttl) {
-            (None, _) => "1".to_string(),
-            (Some(_), Some(ttl)) => ttl.as_millis().max(1).to_string(),
-            (Some(_), None) => "0".to_string(),
-        };
-        let reply = self
-            .inner
-            .client
-            .eval(
-                &self.inner.lease_fill,
-                &[key],
-                &[marker, &stored, ttl_ms.as_bytes()],
-            )
-            .await?;
-        Ok(if reply.as_i64() == Some(1) {
-            Write::Written
-        } else {
-            Write::Stale
+        // The same refusal, before a byte is sent, as the plain write path gives.
+        let max = self.inner.client.config().limits().value_max_bytes;
+        if stored.len() > max {
+            let error = cluster_client::Error::ValueTooLarge {
+                len: stored.len(),
+                max,
+            };
+            return Err(match version {
+                Some(_) => consistency::Error::from(error).into(),
+                None => error.into(),
+            });
+        }
+        let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let filled = lease::fill(
+            &self.inner.client,
+            &self.inner.lease_scripts,
+            key,
+            prefix,
+            &stored,
+            ttl_ms,
+        )
+        .await?;
+        Ok(match filled {
+            Filled::Done => Write::Written,
+            Filled::LeaseLost | Filled::DeleteKept => Write::Stale,
         })
     }
 
@@ -778,7 +875,7 @@ impl Cache {
                 payload,
             } => {
                 stats.bump(&stats.hits, "cache_hits_total");
-                codec::decode(key, codec, compressed, payload).map(Some)
+                self.decode_value(key, codec, compressed, payload).map(Some)
             }
             Stored::Absent => {
                 stats.bump(&stats.hits, "cache_hits_total");
@@ -819,21 +916,191 @@ impl Cache {
         })
     }
 
-    /// Shortens `ttl` by a random share of up to `ttl_jitter`.
+    /// Shortens `ttl` by a random share of up to `ttl_jitter`. Any `ttl` is accepted: the cut is at
+    /// most half of it, computed without overflow even for `Duration::MAX`.
     fn jitter(&self, ttl: Option<Duration>) -> Option<Duration> {
         let share = self.inner.settings.ttl_jitter;
-        ttl.map(|ttl| {
-            if share > 0.0 {
-                ttl.mul_f64(1.0 - share * fastrand::f64())
-                    .max(Duration::from_millis(1))
-            } else {
-                ttl
-            }
-        })
+        ttl.map(|ttl| jittered(ttl, share * fastrand::f64()))
+    }
+
+    /// Encodes and frames `value` with this cache's settings.
+    fn encode<T: Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, Error> {
+        let settings = &self.inner.settings;
+        codec::encode(
+            key,
+            value,
+            settings.codec,
+            settings.compress_at_bytes,
+            settings.decompressed_max_bytes,
+        )
+    }
+
+    /// Decodes a stored value's payload, within this cache's decompression limit.
+    fn decode_value<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        codec: Codec,
+        compressed: bool,
+        payload: &[u8],
+    ) -> Result<T, Error> {
+        let max = self.inner.settings.decompressed_max_bytes;
+        codec::decode(key, codec, compressed, payload, max)
     }
 }
 
+/// `ttl` shortened by `cut` (a share from 0 to 1), at least 1 ms; no overflow for any `ttl`.
+fn jittered(ttl: Duration, cut: f64) -> Duration {
+    // The product is at most `ttl` (rounded through f64): one that does not fit a Duration is all of it.
+    let cut = Duration::try_from_secs_f64(ttl.as_secs_f64() * cut).unwrap_or(ttl);
+    ttl.saturating_sub(cut).max(Duration::from_millis(1))
+}
+
 enum LeaseOutcome {
-    Mine(Vec<u8>),
+    Mine(HeldLease),
     Filled(Bytes),
+}
+
+/// A lease this process holds (or may hold: a take was under way). Dropped before the lease was
+/// filled or given back (the `get_or_load` future was cancelled), it gives the lease back from a
+/// spawned task, so that other processes need not wait for its expiry.
+struct HeldLease {
+    cache: Cache,
+    key: Vec<u8>,
+    prefix: Vec<u8>,
+    /// Filled or given back: nothing left to do on drop.
+    done: bool,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime to give it back from: the lease ends at its expiry.
+        };
+        let cache = self.cache.clone();
+        let key = std::mem::take(&mut self.key);
+        let prefix = std::mem::take(&mut self.prefix);
+        runtime.spawn(async move {
+            if let Err(error) = cache.fill_lease(&key, &prefix, None, None, None).await {
+                tracing::debug!(%error, "giving a cancelled call's lease back failed; it ends at its expiry");
+            }
+        });
+    }
+}
+
+/// This caller's share of a single-flight entry. Dropping it (when the call ends, or when its future is
+/// dropped mid-load) removes the map entry once no other caller holds it, so the map holds only keys
+/// being loaded right now.
+struct FlightGuard<'a> {
+    flights: &'a Mutex<HashMap<Vec<u8>, Flight>>,
+    key: &'a [u8],
+    flight: Option<Flight>,
+}
+
+impl<'a> FlightGuard<'a> {
+    fn join(flights: &'a Mutex<HashMap<Vec<u8>, Flight>>, key: &'a [u8]) -> FlightGuard<'a> {
+        let flight = {
+            let mut map = flights.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_vec()).or_default().clone()
+        };
+        FlightGuard {
+            flights,
+            key,
+            flight: Some(flight),
+        }
+    }
+
+    fn cell(&self) -> &OnceCell<Bytes> {
+        self.flight.as_deref().expect("present until drop")
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Every clone and every drop of a flight happens under this lock, so once ours is gone a count
+        // of one means only the map still holds the entry.
+        drop(self.flight.take());
+        if map.get(self.key).is_some_and(|f| Arc::strong_count(f) == 1) {
+            map.remove(self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validates `settings` after `change`; `want` is a fragment of the error, or `None` for valid.
+    fn check(change: impl FnOnce(&mut CacheSettings), want: Option<&str>) {
+        let mut settings = CacheSettings::default();
+        change(&mut settings);
+        match (settings.validate(), want) {
+            (Ok(()), None) => {}
+            (Err(Error::Settings(text)), Some(want)) => {
+                assert!(text.contains(want), "{text:?} does not say {want:?}")
+            }
+            (got, want) => panic!("{settings:?}: got {got:?}, wanted {want:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_and_maximal_durations_are_typed_setting_errors() {
+        check(|_| {}, None);
+        // lease
+        check(
+            |s| s.lease = Some(Duration::ZERO),
+            Some("lease is 0ns, under 10 ms"),
+        );
+        check(|s| s.lease = Some(Duration::MAX), Some("over 10 min"));
+        check(|s| s.lease = Some(LEASE_MIN), None);
+        check(|s| s.lease = Some(LEASE_MAX), None);
+        check(
+            |s| s.lease = Some(LEASE_MAX + Duration::from_millis(1)),
+            Some("over 10 min"),
+        );
+        // negative_ttl
+        check(
+            |s| s.negative_ttl = Some(Duration::ZERO),
+            Some("negative_ttl is 0ns"),
+        );
+        check(|s| s.negative_ttl = Some(Duration::MAX), Some("over 24 h"));
+        check(|s| s.negative_ttl = Some(NEGATIVE_TTL_MAX), None);
+        check(|s| s.negative_ttl = None, None);
+        // call.timeout
+        check(
+            |s| s.call = CallOptions::timeout(Duration::ZERO),
+            Some("every call would fail"),
+        );
+        check(
+            |s| s.call = CallOptions::timeout(Duration::MAX),
+            Some("call.timeout"),
+        );
+        check(|s| s.call = CallOptions::timeout(CALL_TIMEOUT_MAX), None);
+        // Sizes next to them.
+        check(
+            |s| s.decompressed_max_bytes = 0,
+            Some("decompressed_max_bytes is 0"),
+        );
+        check(|s| s.decompressed_max_bytes = usize::MAX, None);
+    }
+
+    #[test]
+    fn jitter_accepts_zero_and_maximal_ttls() {
+        let ms = Duration::from_millis;
+        for (ttl, cut, want) in [
+            (Duration::ZERO, 0.5, ms(1)),
+            (ms(1), 0.5, ms(1)),
+            (ms(1_000), 0.0, ms(1_000)),
+            (ms(1_000), 0.1, ms(900)),
+            (Duration::MAX, 0.0, Duration::MAX),
+            (Duration::MAX, 1.0, ms(1)),
+        ] {
+            assert_eq!(jittered(ttl, cut), want, "{ttl:?} cut by {cut}");
+        }
+        let half = jittered(Duration::MAX, 0.5);
+        assert!(half < Duration::MAX && half > Duration::MAX / 3, "{half:?}");
+    }
 }

@@ -2,7 +2,12 @@
 //! remembered absences ("negative" entries) and load leases.
 //!
 //! Frame: `kind` (`V` value, `N` known absent, `L` lease), then for `V` one byte of codec id (low bits)
-//! and a compression flag (`0x80`), then the payload. A lease is `L` and a random token.
+//! and a compression flag (`0x80`), then the payload. A lease is `L` and its marker (layout in
+//! `lease.rs`).
+//!
+//! A compressed payload is an LZ4 block after its decompressed size (4 bytes, little-endian). That
+//! size comes from whoever wrote the key, so it is checked before anything is allocated: against the
+//! cache's decompression limit, and against what the block's length can expand to at all.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,6 +53,8 @@ const VALUE: u8 = b'V';
 const ABSENT: u8 = b'N';
 const LEASE: u8 = b'L';
 const COMPRESSED: u8 = 0x80;
+/// No LZ4 block expands more than this: a match length grows by at most 255 per input byte.
+const LZ4_MAX_RATIO: usize = 255;
 
 /// What a stored frame holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,12 +68,15 @@ pub(crate) enum Stored<'a> {
     Lease(&'a [u8]),
 }
 
-/// Encodes `value` and frames it; compresses when the encoding is at least `compress_at` bytes.
+/// Encodes `value` and frames it; compresses when the encoding is at least `compress_at` bytes. An
+/// encoding that would be compressed but is over `decompressed_max` bytes is refused: no reader with
+/// the same limit could decompress it.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     key: &[u8],
     value: &T,
     codec: Codec,
     compress_at: Option<usize>,
+    decompressed_max: usize,
 ) -> Result<Vec<u8>, Error> {
     // Header first, then the value serialized straight after it: one buffer, no copy.
     let header = vec![VALUE, codec.id()];
@@ -85,6 +95,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         detail,
     })?;
     if compress_at.is_some_and(|at| out.len() - 2 >= at) {
+        if out.len() - 2 > decompressed_max {
+            return Err(Error::Encode {
+                key: cluster_client::printable_key(key),
+                codec: codec.name(),
+                detail: format!(
+                    "the encoding is {} bytes, over the decompression limit of {decompressed_max} bytes; \
+                     raise CacheSettings::decompressed_max_bytes or store a smaller value",
+                    out.len() - 2
+                ),
+            });
+        }
         let compressed = lz4_flex::compress_prepend_size(&out[2..]);
         out.truncate(2);
         out[1] |= COMPRESSED;
@@ -96,14 +117,6 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// The frame of a remembered absence.
 pub(crate) fn absent() -> Vec<u8> {
     vec![ABSENT]
-}
-
-/// The frame of a lease with `token`.
-pub(crate) fn lease(token: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(token.len() + 1);
-    out.push(LEASE);
-    out.extend_from_slice(token);
-    out
 }
 
 /// Reads a frame; bytes not written by this cache are a decode error naming the key.
@@ -131,12 +144,13 @@ pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Re
     }
 }
 
-/// Decodes a framed value as `T`.
+/// Decodes a framed value as `T`; a compressed payload may expand to at most `decompressed_max` bytes.
 pub(crate) fn decode<T: DeserializeOwned>(
     key: &[u8],
     codec: Codec,
     compressed: bool,
     payload: &[u8],
+    decompressed_max: usize,
 ) -> Result<T, Error> {
     let wanted = std::any::type_name::<T>();
     let bad = |detail: String| Error::Decode {
@@ -146,8 +160,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     };
     let inflated;
     let raw = if compressed {
-        inflated = lz4_flex::decompress_size_prepended(payload)
-            .map_err(|e| bad(format!("corrupt compressed data: {e}")))?;
+        inflated = decompress(payload, decompressed_max).map_err(bad)?;
         &inflated[..]
     } else {
         payload
@@ -158,9 +171,42 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
 }
 
+/// Decompresses a size-prefixed LZ4 block, checking the declared size before allocating for it.
+fn decompress(payload: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let (declared, block) =
+        lz4_flex::block::uncompressed_size(payload).map_err(|e| format!("corrupt compressed data: {e}"))?;
+    if declared > max {
+        return Err(format!(
+            "the compressed data declares {declared} bytes, over the decompression limit of {max} bytes \
+             (CacheSettings::decompressed_max_bytes)"
+        ));
+    }
+    let possible = block.len().saturating_mul(LZ4_MAX_RATIO);
+    if declared > possible {
+        return Err(format!(
+            "the compressed data declares {declared} bytes, more than its {} bytes can expand to",
+            block.len()
+        ));
+    }
+    let mut out = vec![0; declared];
+    let written = lz4_flex::block::decompress_into(block, &mut out)
+        .map_err(|e| format!("corrupt compressed data: {e}"))?;
+    if written != declared {
+        return Err(format!(
+            "the compressed data declares {declared} bytes but holds {written}"
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The decompression limit of these tests: the default's 64 MiB.
+    const MAX: usize = 64 * 1024 * 1024;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct User {
@@ -175,7 +221,7 @@ mod tests {
         compress_at: Option<usize>,
         compressed: bool,
     ) {
-        let bytes = encode(b"k", &value, codec, compress_at).unwrap();
+        let bytes = encode(b"k", &value, codec, compress_at, MAX).unwrap();
         match parse(b"k", &bytes, "T").unwrap() {
             Stored::Value {
                 codec: c,
@@ -183,7 +229,7 @@ mod tests {
                 payload,
             } => {
                 assert_eq!((c, z), (codec, compressed));
-                assert_eq!(decode::<T>(b"k", c, z, payload).unwrap(), value);
+                assert_eq!(decode::<T>(b"k", c, z, payload, MAX).unwrap(), value);
             }
             other => panic!("{other:?}"),
         }
@@ -210,7 +256,7 @@ mod tests {
         );
         check(user, Codec::Json, Some(1024), true);
         assert_eq!(parse(b"k", &absent(), "T").unwrap(), Stored::Absent);
-        assert_eq!(parse(b"k", &lease(b"tok"), "T").unwrap(), Stored::Lease(b"tok"));
+        assert_eq!(parse(b"k", b"Ltok", "T").unwrap(), Stored::Lease(b"tok"));
     }
 
     #[test]
@@ -224,7 +270,7 @@ mod tests {
             parse(b"k", &[b'V', 9, 1], "u32"),
             Err(Error::Decode { .. })
         ));
-        let bytes = encode(b"k", "text", Codec::Json, None).unwrap();
+        let bytes = encode(b"k", "text", Codec::Json, None, MAX).unwrap();
         let Stored::Value {
             codec,
             compressed,
@@ -233,10 +279,91 @@ mod tests {
         else {
             panic!()
         };
-        let error = decode::<u32>(b"k", codec, compressed, payload).unwrap_err();
+        let error = decode::<u32>(b"k", codec, compressed, payload, MAX).unwrap_err();
         assert!(
             error.to_string().contains("u32") && error.to_string().contains("left untouched"),
             "{error}"
         );
+    }
+
+    /// A compressed payload (size prefix and block) declaring `declared` bytes.
+    fn declaring(declared: u32, block: &[u8]) -> Vec<u8> {
+        let mut payload = declared.to_le_bytes().to_vec();
+        payload.extend_from_slice(block);
+        payload
+    }
+
+    #[test]
+    fn declared_sizes_are_checked_before_allocating() {
+        let check = |payload: &[u8], max: usize, want: &str| {
+            let error = decode::<String>(b"k", Codec::Json, true, payload, max).unwrap_err();
+            assert!(
+                matches!(&error, Error::Decode { detail, .. } if detail.contains(want)),
+                "{payload:02x?}: {error}"
+            );
+        };
+        // A hostile 4 GiB prefix in front of 5 bytes: refused by the limit, then by the ratio.
+        check(
+            &declaring(u32::MAX, &[0x10, b'x', 0, 0, 0]),
+            MAX,
+            "decompression limit",
+        );
+        check(
+            &declaring(u32::MAX, &[0x10, b'x', 0, 0, 0]),
+            usize::MAX,
+            "can expand to",
+        );
+        // A prefix that is smaller or larger than the data: never trusted, never a panic.
+        let real = lz4_flex::compress_prepend_size(b"\"some text, some text, some text\"");
+        let mut short = real.clone();
+        short[..4].copy_from_slice(&3u32.to_le_bytes());
+        check(&short, MAX, "corrupt compressed data");
+        let mut long = real.clone();
+        long[..4].copy_from_slice(&40u32.to_le_bytes());
+        check(&long, MAX, "holds");
+        check(&[1, 0], MAX, "corrupt compressed data");
+        assert_eq!(
+            decode::<String>(b"k", Codec::Json, true, &real, MAX).unwrap(),
+            "some text, some text, some text"
+        );
+    }
+
+    #[test]
+    fn the_most_compressible_values_still_decode() {
+        // Zeros compress at LZ4's best ratio: the plausibility bound must not refuse them.
+        let zeros = vec![0u8; 4 * 1024 * 1024];
+        check(zeros, Codec::Binary, Some(1024), true);
+    }
+
+    #[test]
+    fn encodings_over_the_decompression_limit_are_refused_on_write() {
+        let big = "x".repeat(5_000);
+        let error = encode(b"k", &big, Codec::Json, Some(1024), 4_096).unwrap_err();
+        assert!(
+            matches!(&error, Error::Encode { detail, .. } if detail.contains("decompression limit")),
+            "{error}"
+        );
+        // Uncompressed values are bounded by the value size limit instead.
+        assert!(encode(b"k", &big, Codec::Json, None, 4_096).is_ok());
+    }
+
+    proptest! {
+        /// Whatever bytes are stored, parsing and decoding answer with a value or a typed error.
+        #[test]
+        fn arbitrary_stored_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(Stored::Value { codec, compressed, payload }) = parse(b"k", &bytes, "T") {
+                let _ = decode::<Vec<String>>(b"k", codec, compressed, payload, MAX);
+                let _ = decode::<u64>(b"k", codec, compressed, payload, MAX);
+            }
+        }
+
+        /// Arbitrary compressed payloads behind a compressed-value header never panic either.
+        #[test]
+        fn arbitrary_compressed_payloads_never_panic(declared: u32, block in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let payload = declaring(declared, &block);
+            for codec in [Codec::Json, Codec::Binary] {
+                let _ = decode::<String>(b"k", codec, true, &payload, MAX);
+            }
+        }
     }
 }

@@ -46,6 +46,7 @@
 mod cache;
 mod codec;
 mod error;
+mod lease;
 
 pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
 pub use cluster_config::ClusterConfig;

@@ -1,0 +1,247 @@
+//! Cross-process load leases for `get_or_load`, kept in the key itself.
+//!
+//! A lease is a frame of kind `L` (see `codec.rs`) stored under the key while one process loads it:
+//!
+//! ```text
+//! offset  size  field
+//!      0     1  kind       'L'
+//!      1    16  token      random alphanumeric bytes naming the holder
+//!     17    16  expires    server time (ms since the epoch) when the lease ends, 16 ASCII digits
+//!     33  0|24  tombstone  the 24-byte versioned tombstone the lease replaced, or nothing
+//! ```
+//!
+//! Two rules make the lease safe (both decided on the server, in one script each):
+//! - A delete is a state to preserve, not an absence to fill. A versioned delete leaves a tombstone
+//!   (consistency's envelope: magic `FF 4C 57 57`, format 1, flags 1, 16 version bytes at offset 8,
+//!   no payload; see `crates/consistency/src/envelope.rs`). Taking a lease over a tombstone keeps the
+//!   tombstone inside the marker, and the key keeps at least the tombstone's remaining TTL. The fill
+//!   stores only a versioned value newer than that tombstone; otherwise, and when the lease is given
+//!   back, the tombstone is put back.
+//! - A holder that stops (crash, stuck loader) cannot block the key: once `expires` has passed on
+//!   the server's clock, the next taker replaces the marker and inherits its tombstone. A late fill
+//!   from the old holder then finds another token and is refused.
+//!
+//! The version bytes compare as versions byte by byte (big-endian HLC, then writer), as
+//! consistency's own write script relies on; the comparison here is the same unsigned byte loop.
+
+use bytes::Bytes;
+use cluster_client::{ClusterClient, Script, Value};
+
+use crate::Error;
+
+/// Bytes of a marker before its expiry: the kind and the token.
+pub(crate) const PREFIX_LEN: usize = 17;
+
+/// Takes the lease if the key is absent, holds a tombstone, or holds an expired lease.
+///
+/// `KEYS[1]` is the key, `ARGV[1]` the 17-byte marker prefix (`L` and the token), `ARGV[2]` the lease
+/// in milliseconds. Replies `{1, marker}` when taken, `{0}` while another lease is live, and
+/// `{2, stored}` when the key holds something else (a value, a remembered absence, foreign bytes).
+const TAKE: &str = r#"-- cache-facade: take a load lease (marker layout in cache-facade/src/lease.rs)
+local stored = redis.call('GET', KEYS[1])
+local lease_ms = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- A versioned tombstone, as consistency's envelope.rs lays it out: magic, format 1, flags 1
+-- (tombstone), two zero bytes, 16 version bytes, no payload.
+local function is_tombstone(v)
+  return string.len(v) == 24 and string.sub(v, 1, 4) == '\255LWW' and string.byte(v, 5) == 1
+    and string.byte(v, 6) == 1 and string.byte(v, 7) == 0 and string.byte(v, 8) == 0
+end
+
+local tombstone = ''
+if stored then
+  if is_tombstone(stored) then
+    tombstone = stored
+  elseif string.sub(stored, 1, 1) == 'L' then
+    local expires = nil
+    if string.len(stored) >= 33 then expires = tonumber(string.sub(stored, 18, 33)) end
+    -- A marker whose expiry cannot be read is treated as live: only its key's TTL ends it.
+    if expires == nil or expires > now then return {0} end
+    tombstone = string.sub(stored, 34)
+    if not is_tombstone(tombstone) then tombstone = '' end
+  else
+    return {2, stored}
+  end
+end
+
+local marker = ARGV[1] .. string.format('%016.0f', now + lease_ms) .. tombstone
+-- The key lives at least as long as the lease, and never shorter than the tombstone it carries.
+local keep = lease_ms
+if tombstone ~= '' then
+  local left = redis.call('PTTL', KEYS[1])
+  if left == -1 then keep = -1 elseif left > keep then keep = left end
+end
+if keep == -1 then
+  redis.call('SET', KEYS[1], marker)
+else
+  redis.call('SET', KEYS[1], marker, 'PX', keep)
+end
+return {1, marker}
+"#;
+
+/// Fills the key with a loaded value, or gives the lease back, if the key still holds this lease.
+///
+/// `KEYS[1]` is the key, `ARGV[1]` the marker prefix, `ARGV[2]` the value to store (empty to give the
+/// lease back), `ARGV[3]` the TTL in milliseconds (`0` for none). Replies `1` when stored (or given
+/// back), `0` when the lease is gone, `2` when the carried tombstone is newer than the value (the
+/// tombstone is put back).
+const FILL: &str = r#"-- cache-facade: fill or give back a load lease (marker layout in cache-facade/src/lease.rs)
+local stored = redis.call('GET', KEYS[1])
+if not stored or string.len(stored) < 33 or string.sub(stored, 1, 17) ~= ARGV[1] then return 0 end
+local tombstone = string.sub(stored, 34)
+
+local function restore()
+  if tombstone == '' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], tombstone, 'KEEPTTL')
+  end
+end
+
+-- Compares the version bytes (offsets 9..24, 1-based) one unsigned byte at a time.
+local function newer(a, b)
+  for i = 9, 24 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return false
+end
+
+local value = ARGV[2]
+if value == '' then
+  restore()
+  return 1
+end
+if tombstone ~= '' then
+  local versioned = string.len(value) >= 24 and string.sub(value, 1, 4) == '\255LWW'
+  if not versioned or not newer(value, tombstone) then
+    restore()
+    return 2
+  end
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], value)
+else
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+end
+return 1
+"#;
+
+/// The two lease scripts, loaded once per cache.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    take: Script,
+    fill: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        Scripts {
+            take: Script::new(TAKE),
+            fill: Script::new(FILL),
+        }
+    }
+}
+
+/// What one attempt to take the lease found.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// The lease is ours.
+    Taken,
+    /// Another holder's lease is live.
+    Held,
+    /// The key holds something other than a lease or a tombstone: the raw stored bytes.
+    Stored(Bytes),
+}
+
+/// What a fill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Stored (or, for a give-back, released).
+    Done,
+    /// The lease was gone: deleted or overwritten, or taken over after it expired.
+    LeaseLost,
+    /// A delete newer than the load's version was kept.
+    DeleteKept,
+}
+
+/// A new marker prefix: the kind byte and a random token.
+pub(crate) fn new_prefix() -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(PREFIX_LEN);
+    prefix.push(b'L');
+    prefix.extend((1..PREFIX_LEN).map(|_| fastrand::alphanumeric() as u8));
+    prefix
+}
+
+/// One attempt to take the lease of `key` for `lease_ms`.
+pub(crate) async fn try_take(
+    client: &ClusterClient,
+    scripts: &Scripts,
+    key: &[u8],
+    prefix: &[u8],
+    lease_ms: u64,
+) -> Result<Attempt, Error> {
+    let lease_ms = lease_ms.to_string();
+    let reply = client
+        .eval(&scripts.take, &[key], &[prefix, lease_ms.as_bytes()])
+        .await?;
+    let unexpected = || Error::Decode {
+        key: cluster_client::printable_key(key),
+        wanted: "lease reply",
+        detail: format!("the lease script answered {reply:?}; check that nothing replaced it"),
+    };
+    let Value::Array(items) = &reply else {
+        return Err(unexpected());
+    };
+    match items.first().and_then(Value::as_i64) {
+        Some(1) => Ok(Attempt::Taken),
+        Some(0) => Ok(Attempt::Held),
+        Some(2) => match items.get(1).and_then(Value::as_bytes) {
+            Some(stored) => Ok(Attempt::Stored(Bytes::copy_from_slice(stored))),
+            None => Err(unexpected()),
+        },
+        _ => Err(unexpected()),
+    }
+}
+
+/// Stores `value` (already enveloped when writes are versioned) in place of this lease, or gives the
+/// lease back when `value` is empty.
+pub(crate) async fn fill(
+    client: &ClusterClient,
+    scripts: &Scripts,
+    key: &[u8],
+    prefix: &[u8],
+    value: &[u8],
+    ttl_ms: Option<u64>,
+) -> Result<Filled, Error> {
+    let ttl_ms = ttl_ms.map_or_else(|| "0".to_string(), |ms| ms.max(1).to_string());
+    let reply = client
+        .eval(&scripts.fill, &[key], &[prefix, value, ttl_ms.as_bytes()])
+        .await?;
+    match reply.as_i64() {
+        Some(1) => Ok(Filled::Done),
+        Some(0) => Ok(Filled::LeaseLost),
+        Some(2) => Ok(Filled::DeleteKept),
+        _ => Err(Error::Decode {
+            key: cluster_client::printable_key(key),
+            wanted: "lease reply",
+            detail: format!("the lease fill script answered {reply:?}; check that nothing replaced it"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_a_kind_byte_and_a_fresh_token() {
+        let a = new_prefix();
+        let b = new_prefix();
+        assert_eq!((a.len(), a[0]), (PREFIX_LEN, b'L'));
+        assert!(a[1..].iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(a, b, "tokens are random");
+    }
+}
