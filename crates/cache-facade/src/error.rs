@@ -5,7 +5,8 @@ pub enum Error {
     /// The cluster client failed (node down, timeout, over-limit key or value, ...).
     #[error(transparent)]
     Client(#[from] cluster_client::Error),
-    /// A versioned read or write failed.
+    /// A versioned read or write failed. Every consistency error, including variants added later
+    /// (the enum is non-exhaustive), passes through unchanged with its own message.
     #[error(transparent)]
     Consistency(#[from] consistency::Error),
     /// A warm-up could not run.
@@ -49,8 +50,12 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Another process holds the key's load lease and did not fill it before the wait ran out.
-    #[error("waited {waited:?} for another process to load key {key:?}; its lease expired without a value")]
+    /// Another process holds the key's load lease and it was neither filled nor free to take over
+    /// before the wait (twice [`crate::CacheSettings::lease`]) ran out.
+    #[error(
+        "waited {waited:?} for another process to load key {key:?}, but its lease was neither filled nor \
+         expired in time; check that process, or raise CacheSettings::lease above its loader's time"
+    )]
     LeaseWait {
         /// The key, printable (binary bytes escaped, long keys cut).
         key: String,
