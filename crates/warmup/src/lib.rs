@@ -56,6 +56,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
+mod digest;
 mod entry;
 mod error;
 mod plan;
@@ -74,8 +75,8 @@ pub use crate::{
     error::Error,
     progress::{Phase, Progress},
     report::{
-        BadEntry, KeyFailure, Rejected, Report, RollbackReport, ShardAck, ShardCounts, ValidationProblem,
-        ValidationReport,
+        BadEntry, KeyFailure, Rejected, Report, RollbackReport, ShardAck, ShardCounts, UndoReport,
+        ValidationProblem, ValidationReport,
     },
     run::Warmup,
     source::{RedisSource, Source},

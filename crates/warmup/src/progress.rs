@@ -156,7 +156,7 @@ impl Tracker {
             s.skipped += outcome.skipped;
             s.failed += outcome.failed;
             s.bytes += outcome.bytes;
-            s.settled += outcome.written + outcome.skipped + outcome.failed;
+            s.settled += outcome.written + outcome.skipped + outcome.failed + outcome.refused;
             let shard = Self::shard(s, primary);
             shard.written += outcome.written;
             shard.bytes += outcome.bytes;
@@ -248,6 +248,8 @@ pub(crate) struct BatchCounts {
     pub(crate) failed: u64,
     /// Entries whose attempt failed (some retried later).
     pub(crate) failed_attempts: u64,
+    /// Entries not written because their previous value did not fit in the undo budget.
+    pub(crate) refused: u64,
     pub(crate) bytes: u64,
 }
 
@@ -282,6 +284,7 @@ mod tests {
             failed: 1,
             failed_attempts: 2,
             bytes: 40,
+            refused: 0,
         };
         tracker.batch("n1", &batch);
         // Within the interval, only forced updates go out.

@@ -1,20 +1,20 @@
 //! A rollback must only undo the warm-up's own writes: keys another client changed after the warm-up
 //! wrote them keep the other client's value, and keys the warm-up did not write are never touched.
 //!
-//! Each test runs a warm-up whose first window (the keys another client will overwrite) is written,
-//! then holds the source back until a concurrent writer has overwritten those keys, then lets the
-//! warm-up go on. One entry is a `DUMP` payload the server refuses, so the write genuinely fails and a
-//! threshold of 0 rolls the warm-up back.
+//! Each test runs a warm-up, and another client overwrites some of the keys once the warm-up wrote
+//! them, before it validates. One entry is a `DUMP` payload the server refuses, so its write genuinely
+//! fails and a threshold of 0 rolls the warm-up back.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cluster_client::{ClusterClient, SetOptions};
 use consistency::{ConsistencyConfig, Hlc, Version, Versioned, WriteOptions};
-use futures::StreamExt;
 use local_cluster::{LocalCluster, test_lock};
-use warmup::{Entry, Source, Warmup, WarmupConfig};
+use warmup::{Entry, Phase, Progress, Source, Warmup, WarmupConfig};
 
 /// Keys another client overwrites right after the warm-up wrote them.
 const HOT: usize = 50;
@@ -108,38 +108,21 @@ async fn concurrent_writes_survive_a_rollback(mode: Mode) {
             .unwrap();
     }
 
-    // The first window: the hot keys, the refused `DUMP` payload, and (versioned) the stale write.
-    let mut first: Vec<Entry> = (0..HOT)
+    let mut entries: Vec<Entry> = (0..HOT)
         .map(|i| Entry::new(hot(i), format!("warm hot {i}")))
         .collect();
-    first.push(Entry::from_dump(bad.clone(), &b"not a DUMP payload"[..]));
+    entries.push(Entry::from_dump(bad.clone(), &b"not a DUMP payload"[..]));
     if mode == Mode::Versioned {
-        first.push(Entry::new(future_key.clone(), "warm future"));
+        entries.push(Entry::new(future_key.clone(), "warm future"));
     }
-    let window = first.len();
-    let rest: Vec<Entry> = (0..COLD)
-        .map(|i| Entry::new(cold(i), format!("warm cold {i}")))
-        .collect();
-    let (first_written, first_written_rx) = tokio::sync::oneshot::channel::<()>();
-    let (overwritten, overwritten_rx) = tokio::sync::oneshot::channel::<()>();
-    // The source asks for its second window only after the first one is written.
-    let held_back = futures::stream::once(async move {
-        let _ = first_written.send(());
-        // A writer that failed drops its sender: the warm-up goes on and the test fails on its join.
-        let _ = overwritten_rx.await;
-        futures::stream::iter(rest)
-    })
-    .flatten();
-    let source = Source::stream(futures::stream::iter(first).chain(held_back));
+    entries.extend((0..COLD).map(|i| Entry::new(cold(i), format!("warm cold {i}"))));
 
-    let writer = {
+    // The other application writes once the warm-up has written everything and before it validates:
+    // the progress callback runs on the warm-up's task, so the warm-up waits for it.
+    let overwrite = {
         let (app_client, app_store) = (app_client.clone(), app_store.clone());
         let (hot, bad, future_key) = (hot.clone(), bad.clone(), future_key.clone());
-        tokio::spawn(async move {
-            tokio::time::timeout(Duration::from_secs(60), first_written_rx)
-                .await
-                .expect("the warm-up wrote its first window within 60 s")
-                .expect("the source was read");
+        move || async move {
             for i in 0..HOT {
                 let key = hot(i);
                 assert_eq!(
@@ -167,22 +150,44 @@ async fn concurrent_writes_survive_a_rollback(mode: Mode) {
                     .await
                     .unwrap();
             }
-            let _ = overwritten.send(());
-        })
+        }
+    };
+    let overwritten = Arc::new(AtomicBool::new(false));
+    let on_progress = {
+        let overwritten = overwritten.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let overwrite = std::sync::Mutex::new(Some(overwrite));
+        move |p: &Progress| {
+            if p.phase != Phase::Validating {
+                return;
+            }
+            let overwrite = overwrite.lock().unwrap().take();
+            if let Some(overwrite) = overwrite {
+                overwritten.store(true, Ordering::SeqCst);
+                tokio::task::block_in_place(|| {
+                    runtime.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(60), overwrite())
+                            .await
+                            .expect("the application wrote within 60 s")
+                    })
+                });
+            }
+        }
     };
 
-    let config = WarmupConfig::default()
-        .window_entries(window)
-        .rollback_above(0.0);
+    let config = WarmupConfig::default().rollback_above(0.0);
     let warmup = match mode {
         Mode::Plain => Warmup::new(client.clone(), config).unwrap(),
         Mode::Versioned => Warmup::versioned(store.clone(), config).unwrap(),
-    };
-    let report = tokio::time::timeout(Duration::from_secs(120), warmup.run(source))
+    }
+    .on_progress(on_progress);
+    let run = tokio::spawn(async move { warmup.run(Source::entries(entries)).await });
+    let report = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .expect("the warm-up ends within 120 s")
+        .expect("the warm-up and the application's writes did not panic")
         .unwrap();
-    writer.await.expect("the concurrent writer finished");
+    assert!(overwritten.load(Ordering::SeqCst), "the application wrote");
 
     // The refused payload failed for good, so a threshold of 0 rolled the warm-up back.
     assert_eq!(report.failed, 1, "{report}");
@@ -218,16 +223,27 @@ async fn concurrent_writes_survive_a_rollback(mode: Mode) {
     // Keys nobody else touched are rolled back: old values restored, new keys deleted.
     for i in 0..COLD {
         let want = (i % 2 == 0).then(|| format!("old cold {i}"));
-        assert_eq!(
-            read(&client, &store, mode, &cold(i)).await,
-            want,
-            "{}",
-            cold(i)
-        );
+        assert_eq!(read(&client, &store, mode, &cold(i)).await, want, "{}", cold(i));
     }
     assert_eq!(
         (rollback.restored, rollback.deleted, rollback.failed),
         ((COLD / 2) as u64, (COLD / 2) as u64, 0),
+        "{report}"
+    );
+    // The overwritten keys were left alone and counted, and validation did not call them bad: another
+    // client's newer write is not a bad copy of the warm-up's.
+    assert_eq!(rollback.skipped_changed, HOT as u64, "{report}");
+    assert_eq!(rollback.changed_keys.len(), HOT, "{report}");
+    let validation = report.validation.as_ref().unwrap();
+    assert_eq!(
+        (validation.superseded, validation.bad_entries),
+        (HOT as u64, 0),
+        "{report}"
+    );
+    // Only the failed write counts as bad.
+    let attempted = report.written + report.failed;
+    assert!(
+        (report.bad_share - 1.0 / attempted as f64).abs() < 1e-9,
         "{report}"
     );
     client.close().await;
