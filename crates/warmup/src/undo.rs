@@ -708,6 +708,66 @@ mod tests {
         assert_eq!((budget.held(), budget.peak()), (100, 100));
     }
 
+    /// A recorder that keeps the undo gauge's value.
+    #[derive(Debug, Default)]
+    struct GaugeRecorder {
+        value: std::sync::Arc<Mutex<f64>>,
+    }
+
+    #[derive(Debug)]
+    struct GaugeCell(std::sync::Arc<Mutex<f64>>);
+
+    impl metrics::GaugeFn for GaugeCell {
+        fn increment(&self, value: f64) {
+            *self.0.lock().unwrap() += value;
+        }
+        fn decrement(&self, value: f64) {
+            *self.0.lock().unwrap() -= value;
+        }
+        fn set(&self, value: f64) {
+            *self.0.lock().unwrap() = value;
+        }
+    }
+
+    impl metrics::Recorder for GaugeRecorder {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            assert_eq!(key.name(), UNDO_BYTES_GAUGE);
+            metrics::Gauge::from_arc(std::sync::Arc::new(GaugeCell(self.value.clone())))
+        }
+        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_gauge_follows_the_bytes_held() {
+        let recorder = GaugeRecorder::default();
+        let gauge = || *recorder.value.lock().unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let log = UndoLog::new(1000);
+            assert!(log.budget.try_reserve(300));
+            assert_eq!(log.budget.reserve_up_to(1000), 700);
+            assert_eq!(gauge(), 1000.0);
+            log.budget.release(600);
+            assert_eq!(gauge(), 400.0);
+            // A finished run gives everything back.
+            drop(log);
+            assert_eq!(gauge(), 0.0);
+        });
+    }
+
     #[test]
     fn only_written_keys_are_rolled_back_and_each_is_captured_once() {
         let log = UndoLog::new(10_000);

@@ -259,3 +259,86 @@ async fn a_plain_rollback_keeps_concurrent_writes() {
 async fn a_versioned_rollback_keeps_concurrent_writes() {
     concurrent_writes_survive_a_rollback(Mode::Versioned).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undo_capture_stays_within_its_byte_budget() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let prefix = common::unique("undo-budget");
+    let key = |i: usize| format!("{prefix}:{i}");
+    let budget = 64 << 10;
+    // 1 MiB of previous values: 256 keys of 4 KiB, each captured before it is overwritten.
+    let keys = 256;
+    // Incompressible (a `DUMP` compresses repetitive strings with LZF): 4 KiB from a xorshift.
+    let old = |i: usize| -> String {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+        (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect()
+    };
+    for i in 0..keys {
+        client
+            .set(key(i).as_bytes(), old(i).as_bytes(), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut entries: Vec<Entry> = (0..keys)
+        .map(|i| Entry::new(key(i), format!("new {i}")))
+        .collect();
+    // A write that genuinely fails, so that a threshold of 0 rolls back what was written.
+    entries.push(Entry::from_dump(
+        format!("{prefix}:bad"),
+        &b"not a DUMP payload"[..],
+    ));
+    let config = WarmupConfig::default()
+        .undo_budget_bytes(budget)
+        .rollback_above(0.0);
+    let report = Warmup::new(client.clone(), config)
+        .unwrap()
+        .run(Source::entries(entries))
+        .await
+        .unwrap();
+
+    let undo = report.undo.as_ref().expect("rollback capture was on");
+    assert_eq!(undo.budget_bytes, budget as u64);
+    assert!(
+        undo.peak_bytes > 0 && undo.peak_bytes <= budget as u64,
+        "held {} bytes at most, budget {budget}",
+        undo.peak_bytes
+    );
+    // Most previous values did not fit: those entries were not written, and the report says so.
+    assert!(
+        undo.refused >= (keys / 2) as u64 && report.written > 0,
+        "{report}"
+    );
+    assert_eq!(
+        report.written + undo.refused + report.failed,
+        keys as u64 + 1,
+        "{report}"
+    );
+    assert!(!report.is_clean());
+    assert!(report.to_string().contains("undo budget"), "{report}");
+    let rollback = report.rollback.as_ref().expect("the warm-up rolled back");
+    assert_eq!(
+        (rollback.restored, rollback.failed, rollback.skipped_changed),
+        (report.written, 0, 0),
+        "{report}"
+    );
+    // Every key holds its old value again: refused keys were never written, written ones were put
+    // back.
+    for i in 0..keys {
+        assert_eq!(
+            client.get(key(i).as_bytes()).await.unwrap().as_deref(),
+            Some(old(i).as_bytes()),
+            "{}",
+            key(i)
+        );
+    }
+    client.close().await;
+}
