@@ -269,6 +269,27 @@ mod tests {
     }
 
     #[test]
+    fn any_progress_interval_works_from_zero_to_max() {
+        let updates = |interval: Duration| {
+            let (tx, _rx) = watch::channel(Progress::default());
+            let seen = Arc::new(Mutex::new(0usize));
+            let sink = seen.clone();
+            let callback: Callback = Arc::new(move |_: &Progress| *sink.lock().unwrap() += 1);
+            let tracker = Tracker::new(Some(callback), Arc::new(tx), interval);
+            tracker.set_phase(Phase::Writing(Priority::Normal));
+            for _ in 0..10 {
+                tracker.batch("n1", &BatchCounts::default());
+            }
+            tracker.set_phase(Phase::Done);
+            let count = *seen.lock().unwrap();
+            count
+        };
+        // Zero reports every batch; MAX only the phase changes.
+        assert_eq!(updates(Duration::ZERO), 12);
+        assert_eq!(updates(Duration::MAX), 2);
+    }
+
+    #[test]
     fn counts_reach_callback_and_watch() {
         let (tx, rx) = watch::channel(Progress::default());
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -855,6 +855,20 @@ mod tests {
         check(0, 5, Some(1.0), 1.0);
     }
 
+    #[test]
+    fn retry_pauses_double_and_stay_bounded() {
+        let check = |delay: Duration, round: u32, want: Duration| {
+            assert_eq!(retry_pause(delay, round), want, "{delay:?} round {round}");
+        };
+        check(Duration::from_millis(100), 1, Duration::from_millis(100));
+        check(Duration::from_millis(100), 3, Duration::from_millis(400));
+        check(Duration::from_millis(100), 100, MAX_RETRY_PAUSE);
+        check(Duration::ZERO, 50, Duration::ZERO);
+        check(Duration::MAX, 1, MAX_RETRY_PAUSE);
+        check(Duration::MAX, u32::MAX, MAX_RETRY_PAUSE);
+        check(Duration::from_secs(60), 0, MAX_RETRY_PAUSE);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_pacer_spreads_entries_over_time() {
         let pacer = Pacer::new(1000);
