@@ -281,8 +281,7 @@ mod tests {
                 tracker.batch("n1", &BatchCounts::default());
             }
             tracker.set_phase(Phase::Done);
-            let count = *seen.lock().unwrap();
-            count
+            *seen.lock().unwrap()
         };
         // Zero reports every batch; MAX only the phase changes.
         assert_eq!(updates(Duration::ZERO), 12);
