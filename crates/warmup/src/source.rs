@@ -415,7 +415,7 @@ impl RedisScan {
                     return window;
                 }
             };
-            let keys = match check_scan_reply(keys, self.options.scan_count) {
+            let keys = match check_scan_reply(self.cursor, next, keys, self.options.scan_count) {
                 Ok(keys) => keys,
                 Err(error) => {
                     window.done = true;
@@ -553,8 +553,14 @@ fn scan_reply_bound(count: u32) -> usize {
     (count as usize).saturating_mul(10).max(10_000)
 }
 
-/// Checks a `SCAN` step's reply before its keys are read further.
-fn check_scan_reply(keys: Vec<Bytes>, count: u32) -> Result<Vec<Bytes>, String> {
+/// Checks a `SCAN` step's reply before its keys are read further: a cursor that answers itself would
+/// scan for ever, and a page far past `COUNT` is refused.
+fn check_scan_reply(sent: u64, next: u64, keys: Vec<Bytes>, count: u32) -> Result<Vec<Bytes>, String> {
+    if next != 0 && next == sent {
+        return Err(format!(
+            "SCAN answered its own cursor {sent}, so it would never end; check the source server"
+        ));
+    }
     let bound = scan_reply_bound(count);
     if keys.len() > bound {
         return Err(format!(
@@ -653,10 +659,20 @@ mod tests {
     #[test]
     fn scan_replies_are_bounded_before_their_keys_are_read() {
         let keys = |n: usize| (0..n).map(|i| Bytes::from(i.to_string())).collect::<Vec<_>>();
-        assert_eq!(check_scan_reply(keys(10_000), 1).map(|k| k.len()), Ok(10_000));
-        assert_eq!(check_scan_reply(keys(20_000), 2_000).map(|k| k.len()), Ok(20_000));
-        let error = check_scan_reply(keys(10_001), 1_000).expect_err("too many keys");
+        assert_eq!(
+            check_scan_reply(0, 5, keys(10_000), 1).map(|k| k.len()),
+            Ok(10_000)
+        );
+        assert_eq!(
+            check_scan_reply(5, 0, keys(20_000), 2_000).map(|k| k.len()),
+            Ok(20_000)
+        );
+        let error = check_scan_reply(0, 5, keys(10_001), 1_000).expect_err("too many keys");
         assert!(error.contains("answered 10001 keys for COUNT 1000"), "{error}");
+        let error = check_scan_reply(7, 7, keys(0), 1_000).expect_err("a cursor that does not move");
+        assert!(error.contains("never end"), "{error}");
+        // Cursor 0 sent and answered: a source with nothing to scan, done.
+        assert!(check_scan_reply(0, 0, keys(0), 1_000).is_ok());
         // A COUNT near the top of its range does not overflow the bound.
         assert!(scan_reply_bound(u32::MAX) >= u32::MAX as usize);
     }
