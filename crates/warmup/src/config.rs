@@ -38,12 +38,29 @@ pub struct WarmupConfig {
     /// Setting it makes the warm-up capture every touched key's previous value and TTL before
     /// overwriting it, which costs one more round trip per slot group.
     pub rollback_threshold: Option<f64>,
+    /// The most bytes the rollback capture holds (default 256 MiB; at least 4 KiB): previous values
+    /// (`DUMP` payloads), keys, and about 128 bytes of bookkeeping per key. A key whose previous value
+    /// does not fit is not written at all, so that everything the warm-up wrote can be put back; the
+    /// report says how many entries that left out ([`UndoReport`](crate::UndoReport)). Only used when
+    /// [`rollback_threshold`](Self::rollback_threshold) is set. What the capture holds is the gauge
+    /// `redis_cache_warmup_undo_bytes`.
+    pub undo_budget_bytes: usize,
     /// Per-key failures, rejected inputs and validation problems listed in the report (the counts are
     /// always complete) (default 1,000).
     pub max_reported_keys: usize,
     /// Shortest gap between two progress updates (default 100 ms); phase changes are always reported.
+    /// Any value is valid: zero reports every batch, [`Duration::MAX`] only phase changes.
     pub progress_interval: Duration,
 }
+
+/// The longest `retry_delay`: a retry round's pause is also capped at 30 s, however many rounds.
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// The longest `WAIT` timeout and replica catch-up: validation never blocks longer per shard.
+pub(crate) const MAX_VALIDATION_WAIT: Duration = Duration::from_secs(600);
+/// The most retry rounds.
+pub(crate) const MAX_RETRIES: u32 = 100;
+/// The smallest undo budget.
+pub(crate) const MIN_UNDO_BUDGET_BYTES: usize = 4096;
 
 impl Default for WarmupConfig {
     fn default() -> Self {
@@ -58,6 +75,7 @@ impl Default for WarmupConfig {
             max_entries_per_second: None,
             validation: Some(ValidationConfig::default()),
             rollback_threshold: None,
+            undo_budget_bytes: 256 << 20,
             max_reported_keys: 1_000,
             progress_interval: Duration::from_millis(100),
         }
@@ -125,6 +143,12 @@ impl WarmupConfig {
         self
     }
 
+    /// Sets the most bytes the rollback capture holds.
+    pub fn undo_budget_bytes(mut self, bytes: usize) -> Self {
+        self.undo_budget_bytes = bytes;
+        self
+    }
+
     /// Sets how many keys the report lists per kind of problem.
     pub fn max_reported_keys(mut self, keys: usize) -> Self {
         self.max_reported_keys = keys;
@@ -162,6 +186,25 @@ impl WarmupConfig {
         if self.window_entries == 0 {
             return bad("window_entries is 0; plan at least 1 entry at a time (default 1000000)".into());
         }
+        if self.retries > MAX_RETRIES {
+            return bad(format!(
+                "retries is {}; use at most {MAX_RETRIES} retry rounds (default 3)",
+                self.retries
+            ));
+        }
+        if self.retry_delay > MAX_RETRY_DELAY {
+            return bad(format!(
+                "retry_delay is {:?}; use at most {MAX_RETRY_DELAY:?} (default 100 ms, 0 to retry at once)",
+                self.retry_delay
+            ));
+        }
+        if self.undo_budget_bytes < MIN_UNDO_BUDGET_BYTES {
+            return bad(format!(
+                "undo_budget_bytes is {}; give the rollback capture at least {MIN_UNDO_BUDGET_BYTES} bytes \
+                 (default 256 MiB)",
+                self.undo_budget_bytes
+            ));
+        }
         if self.max_entries_per_second == Some(0) {
             return bad("max_entries_per_second is 0; use None for no limit, or at least 1".into());
         }
@@ -186,10 +229,11 @@ impl WarmupConfig {
 pub struct ValidationConfig {
     /// Share of the written entries read back, picked by key hash (default 1: all; above 0, at most 1).
     pub sample_ratio: f64,
-    /// How long `WAIT` blocks for the replicas' acknowledgement, per shard (default 5 s).
+    /// How long `WAIT` blocks for the replicas' acknowledgement, per shard (default 5 s; from 1 ms to
+    /// 10 minutes: `WAIT` with 0 would block for ever).
     pub wait_timeout: Duration,
     /// How long a replica that disagrees is given to catch up with its primary before the entry counts
-    /// as bad (default 2 s).
+    /// as bad (default 2 s; at most 10 minutes; 0 reads it again at once).
     pub replica_catch_up: Duration,
 }
 
@@ -223,11 +267,25 @@ impl ValidationConfig {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        let bad = |message: String| Err(Error::Config(message));
         if !(self.sample_ratio > 0.0 && self.sample_ratio <= 1.0) {
-            return Err(Error::Config(format!(
+            return bad(format!(
                 "validation sample_ratio is {}; use a share above 0 and at most 1, or turn validation off",
                 self.sample_ratio
-            )));
+            ));
+        }
+        // `WAIT` takes whole milliseconds, and 0 means "for ever".
+        if self.wait_timeout < Duration::from_millis(1) || self.wait_timeout > MAX_VALIDATION_WAIT {
+            return bad(format!(
+                "validation wait_timeout is {:?}; use 1 ms to {MAX_VALIDATION_WAIT:?} (default 5 s)",
+                self.wait_timeout
+            ));
+        }
+        if self.replica_catch_up > MAX_VALIDATION_WAIT {
+            return bad(format!(
+                "validation replica_catch_up is {:?}; use at most {MAX_VALIDATION_WAIT:?} (default 2 s)",
+                self.replica_catch_up
+            ));
         }
         Ok(())
     }
@@ -281,5 +339,38 @@ mod tests {
             WarmupConfig::default().validation(Some(ValidationConfig::default().sample(1.5))),
             Some("sample_ratio"),
         );
+        check(
+            WarmupConfig::default().undo_budget_bytes(4095),
+            Some("undo_budget_bytes"),
+        );
+        check(WarmupConfig::default().undo_budget_bytes(64 << 10), None);
+        check(WarmupConfig::default().retries(101), Some("retries"));
+    }
+
+    #[test]
+    fn durations_from_zero_to_max_are_accepted_or_refused_never_a_panic() {
+        let validation = |v: ValidationConfig| WarmupConfig::default().validation(Some(v));
+        for (duration, wait_ok, catch_up_ok, retry_ok) in [
+            (Duration::ZERO, false, true, true),
+            (Duration::from_millis(1), true, true, true),
+            (MAX_VALIDATION_WAIT, true, true, false),
+            (Duration::MAX, false, false, false),
+        ] {
+            let want = |ok: bool, name: &'static str| if ok { None } else { Some(name) };
+            check(
+                validation(ValidationConfig::default().wait_timeout(duration)),
+                want(wait_ok, "wait_timeout"),
+            );
+            check(
+                validation(ValidationConfig::default().replica_catch_up(duration)),
+                want(catch_up_ok, "replica_catch_up"),
+            );
+            check(
+                WarmupConfig::default().retry_delay(duration),
+                want(retry_ok, "retry_delay"),
+            );
+            // Every progress interval is valid: zero reports every batch, MAX only phase changes.
+            check(WarmupConfig::default().progress_interval(duration), None);
+        }
     }
 }

@@ -17,11 +17,13 @@
 //! - reports progress (counts, bytes, rate, ETA, per shard) through [`Warmup::on_progress`] and
 //!   [`Warmup::subscribe`].
 //!
-//! Then it validates ([`ValidationConfig`]: `WAIT` for the replicas, read back from every replica, all
-//! entries or a sample) and, when the share of bad entries is above
-//! [`WarmupConfig::rollback_threshold`], rolls back: every touched key gets its previous value and
-//! TTL back (captured before it was overwritten), or is deleted if it did not exist. Everything lands
-//! in a [`Report`]; only a source that cannot be opened is an [`Error`].
+//! Each window is validated once written ([`ValidationConfig`]: `WAIT` for the replicas, read back from
+//! every replica, all entries or a sample; a copy another client replaced since is superseded, not
+//! bad). When the share of bad entries is above [`WarmupConfig::rollback_threshold`], the warm-up rolls
+//! back: every key it wrote gets its previous value and TTL back (captured before it was overwritten,
+//! within [`WarmupConfig::undo_budget_bytes`]), or is deleted if it did not exist, but only if the key
+//! still holds exactly what the warm-up wrote (compared on the server): other clients' later writes
+//! are kept. Everything lands in a [`Report`]; only a source that cannot be opened is an [`Error`].
 //!
 //! # Example
 //!
@@ -56,6 +58,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
+mod digest;
 mod entry;
 mod error;
 mod plan;
@@ -74,8 +77,8 @@ pub use crate::{
     error::Error,
     progress::{Phase, Progress},
     report::{
-        BadEntry, KeyFailure, Rejected, Report, RollbackReport, ShardAck, ShardCounts, ValidationProblem,
-        ValidationReport,
+        BadEntry, KeyFailure, Rejected, Report, RollbackReport, ShardAck, ShardCounts, UndoReport,
+        ValidationProblem, ValidationReport,
     },
     run::Warmup,
     source::{RedisSource, Source},

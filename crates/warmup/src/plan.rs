@@ -222,7 +222,9 @@ pub(crate) fn jittered(ttl: Duration, key: &[u8], jitter: f64) -> Duration {
         return ttl;
     }
     let stretch = ttl.as_secs_f64() * jitter * key_share(key, 0x6a69_7474_6572);
-    ttl + Duration::from_secs_f64(stretch)
+    // A TTL near `Duration::MAX` (from a caller or a source) must not overflow: it stays as long as
+    // a `Duration` can be.
+    Duration::try_from_secs_f64(stretch).map_or(Duration::MAX, |stretch| ttl.saturating_add(stretch))
 }
 
 /// Whether a key is in the validation sample of share `ratio` (decided by the key's hash).
@@ -235,6 +237,18 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proptest::prelude::*;
+
+    #[test]
+    fn jitter_never_overflows() {
+        let check = |ttl: Duration, jitter: f64| {
+            let got = jittered(ttl, b"key", jitter);
+            assert!(got >= ttl, "{ttl:?} jittered by {jitter} is {got:?}");
+        };
+        check(Duration::MAX, 1.0);
+        check(Duration::from_millis(u64::MAX), 1.0);
+        check(Duration::ZERO, 1.0);
+        check(Duration::from_secs(60), 0.5);
+    }
 
     fn entry(key: &str, priority: Priority) -> Entry {
         Entry::new(key.to_string(), key.to_string()).priority(priority)

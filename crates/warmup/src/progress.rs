@@ -156,7 +156,7 @@ impl Tracker {
             s.skipped += outcome.skipped;
             s.failed += outcome.failed;
             s.bytes += outcome.bytes;
-            s.settled += outcome.written + outcome.skipped + outcome.failed;
+            s.settled += outcome.written + outcome.skipped + outcome.failed + outcome.refused;
             let shard = Self::shard(s, primary);
             shard.written += outcome.written;
             shard.bytes += outcome.bytes;
@@ -248,6 +248,8 @@ pub(crate) struct BatchCounts {
     pub(crate) failed: u64,
     /// Entries whose attempt failed (some retried later).
     pub(crate) failed_attempts: u64,
+    /// Entries not written because their previous value did not fit in the undo budget.
+    pub(crate) refused: u64,
     pub(crate) bytes: u64,
 }
 
@@ -267,6 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn any_progress_interval_works_from_zero_to_max() {
+        let updates = |interval: Duration| {
+            let (tx, _rx) = watch::channel(Progress::default());
+            let seen = Arc::new(Mutex::new(0usize));
+            let sink = seen.clone();
+            let callback: Callback = Arc::new(move |_: &Progress| *sink.lock().unwrap() += 1);
+            let tracker = Tracker::new(Some(callback), Arc::new(tx), interval);
+            tracker.set_phase(Phase::Writing(Priority::Normal));
+            for _ in 0..10 {
+                tracker.batch("n1", &BatchCounts::default());
+            }
+            tracker.set_phase(Phase::Done);
+            *seen.lock().unwrap()
+        };
+        // Zero reports every batch; MAX only the phase changes.
+        assert_eq!(updates(Duration::ZERO), 12);
+        assert_eq!(updates(Duration::MAX), 2);
+    }
+
+    #[test]
     fn counts_reach_callback_and_watch() {
         let (tx, rx) = watch::channel(Progress::default());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -282,6 +304,7 @@ mod tests {
             failed: 1,
             failed_attempts: 2,
             bytes: 40,
+            refused: 0,
         };
         tracker.batch("n1", &batch);
         // Within the interval, only forced updates go out.

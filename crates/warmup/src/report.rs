@@ -115,8 +115,11 @@ pub struct ValidationReport {
     pub sampled: u64,
     /// Copies read (sampled entries × replicas per shard; the primary for shards without replicas).
     pub checked: u64,
-    /// Copies that matched (or were overwritten by a newer version meanwhile).
+    /// Copies that matched.
     pub matched: u64,
+    /// Copies another client replaced after the warm-up wrote them (a newer version, or a value the
+    /// warm-up did not write on the primary): not the warm-up's to judge, so not bad.
+    pub superseded: u64,
     /// Copies with a different value.
     pub mismatched: u64,
     /// Copies that were not there.
@@ -157,8 +160,28 @@ pub struct RollbackReport {
     pub failed: u64,
     /// The first keys that could not be put back, up to the configured limit.
     pub failures: Vec<KeyFailure>,
+    /// Keys left alone because they no longer held what the warm-up wrote: another client wrote or
+    /// deleted them since, and its write is kept.
+    pub skipped_changed: u64,
+    /// The first of those keys, up to the configured limit.
+    pub changed_keys: Vec<Bytes>,
     /// How long the rollback took.
     pub elapsed: Duration,
+}
+
+/// What the rollback capture held (when rollback is on), within
+/// [`WarmupConfig::undo_budget_bytes`](crate::WarmupConfig::undo_budget_bytes).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UndoReport {
+    /// The budget.
+    pub budget_bytes: u64,
+    /// The most bytes held at once (previous values, keys and per-key bookkeeping); at most the budget.
+    pub peak_bytes: u64,
+    /// Entries not written because their key's previous value did not fit in the budget: the warm-up
+    /// never overwrites what it could not put back. Nonzero means the warm-up is incomplete.
+    pub refused: u64,
+    /// The first of those keys, up to the configured limit.
+    pub refused_keys: Vec<Bytes>,
 }
 
 /// What a warm-up did. A warm-up that ran to its end returns this even when keys failed: check
@@ -196,6 +219,8 @@ pub struct Report {
     pub bad_share: f64,
     /// The rollback, when one ran.
     pub rollback: Option<RollbackReport>,
+    /// What the rollback capture held, when rollback is on.
+    pub undo: Option<UndoReport>,
     /// Set when the source failed before its end: entries after that point were not read.
     pub source_error: Option<String>,
     /// Time spent reading and writing.
@@ -221,6 +246,7 @@ impl Report {
             && self.rejected == 0
             && self.source_error.is_none()
             && self.rollback.is_none()
+            && self.undo.as_ref().is_none_or(|u| u.refused == 0)
             && self.validation.as_ref().is_none_or(|v| v.bad_entries == 0)
     }
 }
@@ -253,11 +279,12 @@ impl fmt::Display for Report {
         if let Some(v) = &self.validation {
             write!(
                 f,
-                "; validated {} of {} entries ({} copies: {} matched, {} mismatched, {} missing, {} unreadable)",
+                "; validated {} of {} entries ({} copies: {} matched, {} superseded, {} mismatched, {} missing, {} unreadable)",
                 v.sampled - v.bad_entries,
                 v.sampled,
                 v.checked,
                 v.matched,
+                v.superseded,
                 v.mismatched,
                 v.missing,
                 v.unreadable
@@ -266,8 +293,17 @@ impl fmt::Display for Report {
         if let Some(r) = &self.rollback {
             write!(
                 f,
-                "; rolled back ({}): {} restored, {} deleted, {} failed",
-                r.reason, r.restored, r.deleted, r.failed
+                "; rolled back ({}): {} restored, {} deleted, {} left alone (changed by others since), {} failed",
+                r.reason, r.restored, r.deleted, r.skipped_changed, r.failed
+            )?;
+        }
+        if let Some(u) = &self.undo
+            && u.refused > 0
+        {
+            write!(
+                f,
+                "; {} entries not written: their previous values did not fit in the undo budget of {} bytes",
+                u.refused, u.budget_bytes
             )?;
         }
         if let Some(error) = &self.source_error {

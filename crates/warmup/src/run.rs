@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,13 @@ use crate::config::WarmupConfig;
 use crate::entry::Payload;
 use crate::plan::{Plan, Slotted, group_by_shard, jittered, plan, sampled};
 use crate::progress::{BatchCounts, Callback, Phase, Progress, Tracker};
-use crate::report::{KeyFailure, Rejected, Report, RollbackReport};
+use crate::report::{KeyFailure, Rejected, Report, RollbackReport, UndoReport};
 use crate::source::{Source, Window};
-use crate::undo::{Captured, Previous, capture};
-use crate::validate::validate;
-use crate::write::{Expect, Io, Outcome, Restore, Writer, restore, write_batch};
+use crate::undo::{
+    Captured, Previous, RECORD_OVERHEAD, Restore, UndoLog, Undone, capture, capture_run, roll_back,
+};
+use crate::validate::{merge, validate};
+use crate::write::{Expect, Io, Outcome, Writer, Wrote, write_batch};
 
 /// Warms a cluster: see the [crate documentation](crate).
 ///
@@ -103,6 +105,7 @@ impl Warmup {
         run.tracker.set_phase(Phase::Starting);
         let mut read = 0u64;
         let mut source_error = None;
+        let mut validation = None;
         loop {
             let mut window = source.next_window(self.config.window_entries).await;
             read += window.read();
@@ -118,6 +121,26 @@ impl Warmup {
                 run.tracker.set_phase(Phase::Writing(priority));
                 run.write_phase(&planned, indices).await;
             }
+            // Each window is validated as soon as it is written, while its values are still in
+            // memory anyway: what validation holds is bounded by the window, not the source.
+            if let Some(config) = &self.config.validation {
+                run.tracker.set_phase(Phase::Validating);
+                let checks = run.take_checks();
+                let report = validate(
+                    &run.io,
+                    config,
+                    checks,
+                    self.config.shard_parallelism,
+                    self.config.max_reported_keys,
+                    &run.tracker,
+                )
+                .await;
+                validation = Some(match validation.take() {
+                    Some(so_far) => merge(so_far, report, self.config.max_reported_keys),
+                    None => report,
+                });
+            }
+            drop(planned);
             if let Some(error) = window.error {
                 tracing::warn!(source = %source.name(), %error, "the warm-up source failed");
                 source_error = Some(error);
@@ -126,26 +149,11 @@ impl Warmup {
                 break;
             }
         }
-        let write_elapsed = started.elapsed();
+        // Time spent writing: the windows' validations are not part of it.
+        let write_elapsed = started
+            .elapsed()
+            .saturating_sub(validation.as_ref().map_or(Duration::ZERO, |v| v.elapsed));
 
-        let validation = match &self.config.validation {
-            Some(config) => {
-                run.tracker.set_phase(Phase::Validating);
-                let checks = run.take_checks();
-                Some(
-                    validate(
-                        &run.io,
-                        config,
-                        checks,
-                        self.config.shard_parallelism,
-                        self.config.max_reported_keys,
-                        &run.tracker,
-                    )
-                    .await,
-                )
-            }
-            None => None,
-        };
         let counts = run.tracker.snapshot();
         let bad_share = bad_share(
             counts.written,
@@ -188,6 +196,12 @@ impl Warmup {
             validation,
             bad_share,
             rollback,
+            undo: run.undo.as_ref().map(|undo| UndoReport {
+                budget_bytes: undo.budget.limit() as u64,
+                peak_bytes: undo.budget.peak() as u64,
+                refused: run.undo_refused.load(Ordering::Relaxed),
+                refused_keys: std::mem::take(&mut *lock(&run.undo_refused_keys)),
+            }),
             source_error,
             write_elapsed,
             elapsed: started.elapsed(),
@@ -251,8 +265,12 @@ struct Run<'a> {
     warmup: &'a Warmup,
     io: Io,
     tracker: Tracker,
-    captured: Option<Captured>,
-    /// Written entries to read back (the sample), in write order.
+    /// Previous states of the touched keys, for the rollback (when rollback is on).
+    undo: Option<UndoLog>,
+    /// Entries not written because their previous value did not fit in the undo budget.
+    undo_refused: AtomicU64,
+    undo_refused_keys: Mutex<Vec<Bytes>>,
+    /// Written entries of the current window to read back (the sample), in write order.
     checks: Option<Mutex<Vec<(u16, Bytes, Expect)>>>,
     failures: Mutex<Vec<KeyFailure>>,
     rejections: Mutex<Vec<Rejected>>,
@@ -266,13 +284,17 @@ impl<'a> Run<'a> {
         let config = &warmup.config;
         Run {
             warmup,
-            io: Io::new(warmup.client.clone()),
+            io: Io::new(warmup.client.clone(), config.rollback_threshold.is_some()),
             tracker: Tracker::new(
                 warmup.callback.clone(),
                 warmup.progress.clone(),
                 config.progress_interval,
             ),
-            captured: config.rollback_threshold.map(|_| Captured::default()),
+            undo: config
+                .rollback_threshold
+                .map(|_| UndoLog::new(config.undo_budget_bytes)),
+            undo_refused: AtomicU64::new(0),
+            undo_refused_keys: Mutex::new(Vec::new()),
             checks: config.validation.as_ref().map(|_| Mutex::new(Vec::new())),
             failures: Mutex::new(Vec::new()),
             rejections: Mutex::new(Vec::new()),
@@ -418,7 +440,7 @@ impl<'a> Run<'a> {
                 if round < config.retries {
                     round += 1;
                     self.retry_rounds.fetch_add(1, Ordering::Relaxed);
-                    let pause = config.retry_delay * 2u32.saturating_pow(round - 1);
+                    let pause = retry_pause(config.retry_delay, round);
                     tracing::debug!(
                         entries = transient.len(),
                         ?pause,
@@ -498,13 +520,29 @@ impl<'a> Run<'a> {
         let mut counts = BatchCounts::default();
         let mut transient = Vec::new();
         let mut ready: Vec<u32> = batch.to_vec();
-        if let Some(captured) = &self.captured {
-            let failed = self.capture(plan, primary, captured, batch).await;
+        if let Some(undo) = &self.undo {
+            let (failed, refused) = self.capture(plan, primary, undo, batch).await;
             counts.failed_attempts += failed.len() as u64;
-            if !failed.is_empty() {
-                let unready: std::collections::HashSet<u32> = failed.iter().map(|(i, _)| *i).collect();
+            counts.refused += refused.len() as u64;
+            if !failed.is_empty() || !refused.is_empty() {
+                let unready: std::collections::HashSet<u32> = failed
+                    .iter()
+                    .map(|(i, _)| *i)
+                    .chain(refused.iter().copied())
+                    .collect();
                 ready.retain(|i| !unready.contains(i));
                 transient.extend(failed);
+            }
+            if !refused.is_empty() {
+                self.undo_refused
+                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                let mut keys = lock(&self.undo_refused_keys);
+                for &index in &refused {
+                    if keys.len() >= self.config().max_reported_keys {
+                        break;
+                    }
+                    keys.push(plan.entries[index as usize].key.clone());
+                }
             }
         }
         let items: Vec<Slotted<'_>> = ready.iter().map(|&i| plan.slotted(i)).collect();
@@ -514,14 +552,24 @@ impl<'a> Run<'a> {
         for ((&index, item), outcome) in ready.iter().zip(&items).zip(outcomes) {
             let entry = item.entry;
             match outcome {
-                Outcome::Written(version) => {
+                Outcome::Written(stored) => {
                     counts.written += 1;
                     counts.bytes += entry.size() as u64;
+                    if let Some(undo) = &self.undo {
+                        match Wrote::of(entry, &stored) {
+                            Some(wrote) => undo.wrote(&entry.key, wrote),
+                            // What the key holds now is unknown: the rollback leaves it alone.
+                            None => undo.discard_unwritten(&entry.key),
+                        }
+                    }
                     if sample.is_some_and(|ratio| sampled(&entry.key, ratio)) {
-                        checks.push((item.slot, entry.key.clone(), Expect::of(entry, version)));
+                        checks.push((item.slot, entry.key.clone(), Expect::of(entry, &stored)));
                     }
                 }
-                Outcome::Skipped => counts.skipped += 1,
+                Outcome::Skipped => {
+                    counts.skipped += 1;
+                    self.forget(&entry.key);
+                }
                 Outcome::Transient(error) => {
                     counts.failed_attempts += 1;
                     transient.push((index, error));
@@ -529,6 +577,7 @@ impl<'a> Run<'a> {
                 Outcome::Failed(error) => {
                     counts.failed += 1;
                     counts.failed_attempts += 1;
+                    self.forget(&entry.key);
                     self.fail(entry.key.clone(), error);
                 }
             }
@@ -545,46 +594,96 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Captures the previous state of the batch's keys not captured yet. Returns the entries whose
-    /// capture failed: they must not be written now (their rollback would be impossible), and are
-    /// retried later.
+    /// A key the warm-up did not write is never rolled back (unless an earlier entry wrote it).
+    fn forget(&self, key: &Bytes) {
+        if let Some(undo) = &self.undo {
+            undo.discard_unwritten(key);
+        }
+    }
+
+    /// Captures the previous state of the batch's keys not captured yet, within the undo budget.
+    /// Returns the entries whose capture failed (they must not be written now, since their rollback
+    /// would be impossible, and are retried later) and the entries whose previous value does not fit
+    /// in the budget (never written: the warm-up does not overwrite what it could not put back).
     async fn capture(
         &self,
         plan: &Plan,
         primary: &str,
-        captured: &Captured,
+        undo: &UndoLog,
         batch: &[u32],
-    ) -> Vec<(u32, String)> {
+    ) -> (Vec<(u32, String)>, Vec<u32>) {
         let keys: Vec<&Bytes> = batch.iter().map(|&i| &plan.entries[i as usize].key).collect();
-        let missing = captured.missing(&keys);
-        let wanted: Vec<u32> = batch
-            .iter()
-            .zip(&missing)
-            .filter(|(_, m)| **m)
-            .map(|(&i, _)| i)
-            .collect();
-        if wanted.is_empty() {
-            return Vec::new();
+        let missing = undo.missing(&keys);
+        let mut refused = Vec::new();
+        // Each key's own cost first: a key that cannot even be listed is refused before any call.
+        let mut wanted: Vec<u32> = Vec::new();
+        for (&index, missing) in batch.iter().zip(missing) {
+            if !missing {
+                continue;
+            }
+            let cost = plan.entries[index as usize].key.len() + RECORD_OVERHEAD;
+            if undo.budget.try_reserve(cost) {
+                wanted.push(index);
+            } else {
+                refused.push(index);
+            }
         }
+        if wanted.is_empty() {
+            return (Vec::new(), refused);
+        }
+        let config = self.config();
+        // Concurrent batches share the budget: each reserves a share of it for the payloads in flight,
+        // and all shares together are a quarter of it, so replies in flight rarely crowd out what is
+        // kept. A payload larger than its share is read again alone, with its size reserved.
+        let batches = config.shard_parallelism.saturating_mul(config.batches_in_flight);
+        let share = undo.budget.limit() / batches.saturating_mul(4).max(1);
         let slots: Vec<u16> = wanted.iter().map(|&i| plan.slots[i as usize]).collect();
         let keys: Vec<Bytes> = wanted
             .iter()
             .map(|&i| plan.entries[i as usize].key.clone())
             .collect();
-        let results = capture(&self.io, primary, &slots, &keys).await;
+        let results = capture(&self.io, primary, &slots, &keys, &undo.budget, share).await;
         let mut failed = Vec::new();
         for ((index, key), result) in wanted.into_iter().zip(keys).zip(results) {
+            let key_cost = key.len() + RECORD_OVERHEAD;
+            let result = match result {
+                // Too big for the call's share: alone, with exactly its size reserved, if it fits.
+                Ok(Captured::TooBig(size)) if undo.budget.try_reserve(size) => {
+                    let (mut results, used) =
+                        capture_run(&self.io, primary, std::slice::from_ref(&key), size).await;
+                    undo.budget.release(size - used.min(size));
+                    results.pop().unwrap_or(Ok(Captured::TooBig(size)))
+                }
+                other => other,
+            };
             match result {
-                Ok(previous) => captured.insert(key, previous),
-                Err(error) => failed.push((
-                    index,
-                    format!(
-                        "reading the previous value for rollback failed, so the key was not written: {error}"
-                    ),
-                )),
+                Ok(Captured::Previous(previous)) => {
+                    let cost = key_cost + previous.payload_len();
+                    undo.insert(key, previous, cost);
+                }
+                Ok(Captured::TooBig(_)) => {
+                    undo.budget.release(key_cost);
+                    refused.push(index);
+                }
+                Err(error) => {
+                    undo.budget.release(key_cost);
+                    failed.push((
+                        index,
+                        format!(
+                            "reading the previous value for rollback failed, so the key was not written: {error}"
+                        ),
+                    ));
+                }
             }
         }
-        failed
+        if !refused.is_empty() {
+            tracing::warn!(
+                entries = refused.len(),
+                budget_bytes = undo.budget.limit(),
+                "previous values do not fit in the undo budget; those entries are not written"
+            );
+        }
+        (failed, refused)
     }
 
     /// The written entries to validate, one per key (the last write wins), in slot order.
@@ -605,8 +704,9 @@ impl<'a> Run<'a> {
         checks
     }
 
-    /// Puts every touched key back as it was before the warm-up: its previous value and remaining TTL,
-    /// or deleted if it did not exist.
+    /// Puts every key the warm-up wrote back as it was before: its previous value and remaining TTL,
+    /// or deleted if it did not exist, but only if it still holds what the warm-up wrote (decided on
+    /// the server, per key); a key someone changed since is left alone and counted.
     async fn rollback(&self, reason: String) -> RollbackReport {
         let started = Instant::now();
         let config = self.config();
@@ -614,36 +714,37 @@ impl<'a> Run<'a> {
             reason,
             ..RollbackReport::default()
         };
-        let mut pending: Vec<(u16, Bytes, Previous)> = self
-            .captured
+        let mut pending: Vec<(u16, Bytes, Previous, Wrote)> = self
+            .undo
             .as_ref()
-            .map(Captured::take)
+            .map(UndoLog::take_written)
             .unwrap_or_default()
             .into_iter()
-            .map(|(key, previous)| (key_slot(&key), key, previous))
+            .map(|(key, previous, wrote)| (key_slot(&key), key, previous, wrote))
             .collect();
         let mut round = 0u32;
         while !pending.is_empty() {
-            pending.sort_by_key(|(slot, _, _)| *slot);
+            pending.sort_by_key(|(slot, ..)| *slot);
             let topology = self.io.client.topology();
-            let mut by_shard: HashMap<String, Vec<(u16, Bytes, Previous)>> = HashMap::new();
-            let mut unroutable = Vec::new();
-            for (slot, key, previous) in pending {
+            let mut by_shard: HashMap<String, Vec<(u16, Bytes, Previous, Wrote)>> = HashMap::new();
+            let mut retry = Vec::new();
+            for (slot, key, previous, wrote) in pending {
                 match topology.shard_for_key(&key) {
                     Some(shard) => by_shard
                         .entry(shard.primary.clone())
                         .or_default()
-                        .push((slot, key, previous)),
-                    None => {
-                        unroutable.push((slot, key, previous, "no shard serves the key's slot".to_string()))
-                    }
+                        .push((slot, key, previous, wrote)),
+                    None => retry.push((
+                        (slot, key, previous, wrote),
+                        "no shard serves the key's slot".to_string(),
+                    )),
                 }
             }
-            let chunks: Vec<Vec<(u16, Bytes, Previous)>> = by_shard
+            let chunks: Vec<Vec<(u16, Bytes, Previous, Wrote)>> = by_shard
                 .into_values()
                 .flat_map(|keys| {
                     keys.chunks(config.batch_size)
-                        .map(<[(u16, Bytes, Previous)]>::to_vec)
+                        .map(<[(u16, Bytes, Previous, Wrote)]>::to_vec)
                         .collect::<Vec<_>>()
                 })
                 .collect();
@@ -651,32 +752,35 @@ impl<'a> Run<'a> {
                 .map(|chunk| async move {
                     // The remaining TTL is worked out when the key is put back.
                     let now = Instant::now();
-                    let actions: Vec<(u16, Bytes, Restore)> = chunk
+                    let actions: Vec<(u16, Bytes, Wrote, Restore)> = chunk
                         .iter()
-                        .map(|(slot, k, p)| (*slot, k.clone(), p.restore_at(now)))
+                        .map(|(slot, k, p, w)| (*slot, k.clone(), *w, p.restore_at(now)))
                         .collect();
-                    let results = restore(&self.io, &actions).await;
+                    let results = roll_back(&self.io, &actions).await;
                     (chunk, actions, results)
                 })
                 .buffer_unordered(config.shard_parallelism * config.batches_in_flight)
                 .collect::<Vec<_>>()
                 .await;
-            let mut retry = unroutable;
             for (chunk, actions, results) in results {
-                for (((slot, key, previous), (_, _, action)), result) in
-                    chunk.into_iter().zip(actions).zip(results)
-                {
+                for ((item, (_, _, _, action)), result) in chunk.into_iter().zip(actions).zip(results) {
                     match (result, action) {
-                        (Ok(()), Restore::Delete) => report.deleted += 1,
-                        (Ok(()), Restore::Put { .. }) => report.restored += 1,
-                        (Err(Outcome::Transient(error)), _) => retry.push((slot, key, previous, error)),
+                        (Ok(Undone::Done), Restore::Delete) => report.deleted += 1,
+                        (Ok(Undone::Done), Restore::Put { .. }) => report.restored += 1,
+                        (Ok(Undone::Changed), _) => {
+                            report.skipped_changed += 1;
+                            if report.changed_keys.len() < config.max_reported_keys {
+                                report.changed_keys.push(item.1);
+                            }
+                        }
                         (Err(Outcome::Failed(error)), _) => {
                             report.failed += 1;
                             if report.failures.len() < config.max_reported_keys {
-                                report.failures.push(KeyFailure { key, error });
+                                report.failures.push(KeyFailure { key: item.1, error });
                             }
                         }
-                        (Err(other), _) => retry.push((slot, key, previous, format!("{other:?}"))),
+                        (Err(Outcome::Transient(error)), _) => retry.push((item, error)),
+                        (Err(other), _) => retry.push((item, format!("{other:?}"))),
                     }
                 }
             }
@@ -684,7 +788,7 @@ impl<'a> Run<'a> {
                 break;
             }
             if round >= config.retries {
-                for (_, key, _, error) in retry {
+                for ((_, key, _, _), error) in retry {
                     report.failed += 1;
                     if report.failures.len() < config.max_reported_keys {
                         report.failures.push(KeyFailure { key, error });
@@ -693,14 +797,33 @@ impl<'a> Run<'a> {
                 break;
             }
             round += 1;
-            tokio::time::sleep(config.retry_delay * 2u32.saturating_pow(round - 1)).await;
+            tokio::time::sleep(retry_pause(config.retry_delay, round)).await;
             let _ = self.io.client.refresh_topology().await;
-            pending = retry.into_iter().map(|(slot, k, p, _)| (slot, k, p)).collect();
+            pending = retry.into_iter().map(|(item, _)| item).collect();
+        }
+        if report.skipped_changed > 0 {
+            tracing::info!(
+                keys = report.skipped_changed,
+                "keys changed by other clients since the warm-up wrote them were left alone"
+            );
         }
         report.elapsed = started.elapsed();
         report
     }
 }
+
+/// The pause before retry round `round` (from 1): `delay` doubled each round, at most
+/// [`MAX_RETRY_PAUSE`], without overflow whatever `delay` and `round` are.
+pub(crate) fn retry_pause(delay: Duration, round: u32) -> Duration {
+    let factor = 2u32.saturating_pow(round.saturating_sub(1));
+    delay
+        .checked_mul(factor)
+        .unwrap_or(MAX_RETRY_PAUSE)
+        .min(MAX_RETRY_PAUSE)
+}
+
+/// The longest pause between two retry rounds.
+pub(crate) const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -730,6 +853,20 @@ mod tests {
         check(100, 0, Some(0.05), 0.05);
         check(90, 10, Some(0.1), 0.19);
         check(0, 5, Some(1.0), 1.0);
+    }
+
+    #[test]
+    fn retry_pauses_double_and_stay_bounded() {
+        let check = |delay: Duration, round: u32, want: Duration| {
+            assert_eq!(retry_pause(delay, round), want, "{delay:?} round {round}");
+        };
+        check(Duration::from_millis(100), 1, Duration::from_millis(100));
+        check(Duration::from_millis(100), 3, Duration::from_millis(400));
+        check(Duration::from_millis(100), 100, MAX_RETRY_PAUSE);
+        check(Duration::ZERO, 50, Duration::ZERO);
+        check(Duration::MAX, 1, MAX_RETRY_PAUSE);
+        check(Duration::MAX, u32::MAX, MAX_RETRY_PAUSE);
+        check(Duration::from_secs(60), 0, MAX_RETRY_PAUSE);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_client::{ClusterClient, Value};
@@ -16,6 +16,7 @@ use crate::Error;
 use crate::entry::{Entry, Priority};
 use crate::error::printable_key;
 use crate::report::Rejected;
+use crate::undo::{Captured, Previous, parse_capture};
 
 /// Where a warm-up reads its entries from. Read lazily, one window at a time.
 pub struct Source {
@@ -124,6 +125,7 @@ impl Source {
             kind: Kind::Redis(Box::new(RedisScan {
                 client,
                 options,
+                dump_script: cluster_client::Script::new(crate::script::CAPTURE),
                 nodes: None,
                 index: 0,
                 cursor: 0,
@@ -360,6 +362,8 @@ const SCAN_ATTEMPTS: u32 = 3;
 struct RedisScan {
     client: ClusterClient,
     options: RedisSource,
+    /// `DUMP` + `PTTL` in one step, answering a payload only when it fits the limit.
+    dump_script: cluster_client::Script,
     /// The primaries to scan, fixed when the warm-up starts.
     nodes: Option<Vec<String>>,
     index: usize,
@@ -411,6 +415,14 @@ impl RedisScan {
                     return window;
                 }
             };
+            let keys = match check_scan_reply(self.cursor, next, keys, self.options.scan_count) {
+                Ok(keys) => keys,
+                Err(error) => {
+                    window.done = true;
+                    window.error = Some(format!("scanning {node} failed: {error}"));
+                    return window;
+                }
+            };
             self.dump(node, keys, &mut window).await;
             if next == 0 {
                 self.index += 1;
@@ -443,31 +455,44 @@ impl RedisScan {
         }
     }
 
-    /// `DUMP` and `PTTL` of each key, sent together (fred pipelines them on the node's connection).
+    /// `DUMP` and `PTTL` of each key in one script call per key, sent together (fred pipelines them
+    /// on the node's connection). The script answers a payload only when it is within the source
+    /// client's `value_max_bytes`, so a huge value is refused by its size, never received.
     async fn dump(&self, node: &str, keys: Vec<Bytes>, window: &mut Window) {
         let priority = self.options.priority;
+        let limits = self.client.config().limits();
+        let (key_max, value_max) = (limits.key_max_bytes, limits.value_max_bytes);
         let reads = keys.into_iter().map(|key| async move {
-            let dump = self
-                .client
-                .node_command::<Option<Bytes>>(node, vec!["DUMP".into(), Value::Bytes(key.clone())]);
-            let pttl = self
-                .client
-                .node_command::<i64>(node, vec!["PTTL".into(), Value::Bytes(key.clone())]);
-            let (dump, pttl) = futures::future::join(dump, pttl).await;
-            (key, dump, pttl)
+            if key.len() > key_max {
+                let reason = format!(
+                    "key of {} bytes is over the limit of {key_max} bytes (REDIS_KEY_MAX_BYTES); \
+                     raise the limit to copy it",
+                    key.len()
+                );
+                return (key, Err(reason));
+            }
+            let read = self.dump_one(node, &key, value_max).await;
+            (key, read)
         });
-        for (key, dump, pttl) in futures::future::join_all(reads).await {
-            match (dump, pttl) {
-                (Ok(Some(payload)), Ok(pttl)) => {
+        for (key, read) in futures::future::join_all(reads).await {
+            match read {
+                Ok(SourceRead::Present { payload, ttl }) => {
                     let entry = Entry::from_dump(key, payload).priority(priority);
-                    match source_ttl(pttl) {
-                        SourceTtl::Gone => window.vanished += 1,
-                        SourceTtl::Persistent => window.entries.push(entry),
-                        SourceTtl::Expires(ttl) => window.entries.push(entry.ttl(ttl)),
+                    match ttl {
+                        None => window.entries.push(entry),
+                        Some(ttl) => window.entries.push(entry.ttl(ttl)),
                     }
                 }
-                (Ok(None), _) => window.vanished += 1,
-                (Err(error), _) | (_, Err(error)) => window.rejected.push(Rejected {
+                Ok(SourceRead::Gone) => window.vanished += 1,
+                Ok(SourceRead::TooBig(size)) => window.rejected.push(Rejected {
+                    line: None,
+                    reason: format!(
+                        "value of {size} bytes is over the limit of {value_max} bytes (REDIS_VALUE_MAX_BYTES) \
+                         of the source's client; it was not read. Raise the limit to copy it"
+                    ),
+                    key: Some(key),
+                }),
+                Err(error) => window.rejected.push(Rejected {
                     line: None,
                     reason: format!("reading {} from the source failed: {error}", printable_key(&key)),
                     key: Some(key),
@@ -475,23 +500,75 @@ impl RedisScan {
             }
         }
     }
-}
 
-#[derive(Debug, PartialEq, Eq)]
-enum SourceTtl {
-    Gone,
-    Persistent,
-    Expires(Duration),
-}
-
-/// What a source key's `PTTL` reply means.
-fn source_ttl(pttl: i64) -> SourceTtl {
-    match pttl {
-        -1 => SourceTtl::Persistent,
-        ms if ms > 0 => SourceTtl::Expires(Duration::from_millis(ms as u64)),
-        // -2: gone; 0: expiring this very millisecond.
-        _ => SourceTtl::Gone,
+    /// One key's `DUMP` and `PTTL`, atomically, within `max` payload bytes.
+    async fn dump_one(&self, node: &str, key: &Bytes, max: usize) -> Result<SourceRead, String> {
+        let args = || -> Vec<Value> {
+            vec![
+                "EVALSHA".into(),
+                self.dump_script.sha().into(),
+                Value::Integer(1),
+                Value::Bytes(key.clone()),
+                Value::Bytes(Bytes::from(max.to_string())),
+            ]
+        };
+        let mut reply = self.client.node_command::<Value>(node, args()).await;
+        if let Err(error) = &reply
+            && crate::write::is_noscript(error)
+        {
+            let load = vec!["SCRIPT".into(), "LOAD".into(), self.dump_script.source().into()];
+            if let Err(error) = self.client.node_command::<Value>(node, load).await {
+                return Err(error.to_string());
+            }
+            reply = self.client.node_command::<Value>(node, args()).await;
+        }
+        let read_at = Instant::now();
+        let mut captured = parse_capture(reply.map_err(|e| e.to_string())?, 1, max, read_at)?;
+        Ok(match captured.pop() {
+            Some(Captured::Previous(Previous::Present { payload, expires_at })) => SourceRead::Present {
+                payload,
+                ttl: expires_at.map(|at| at.duration_since(read_at)),
+            },
+            Some(Captured::Previous(Previous::Absent)) => SourceRead::Gone,
+            Some(Captured::TooBig(size)) => SourceRead::TooBig(size),
+            None => return Err("no reply for the key".into()),
+        })
     }
+}
+
+/// A source key as read.
+#[derive(Debug)]
+enum SourceRead {
+    /// Its payload and remaining TTL.
+    Present { payload: Bytes, ttl: Option<Duration> },
+    /// Deleted or expired since it was listed.
+    Gone,
+    /// Its payload is this many bytes, over the limit: not read.
+    TooBig(usize),
+}
+
+/// The most keys one `SCAN` step may answer for `COUNT count`: Redis answers about `count`, a few
+/// times more when its buckets are crowded; a reply far past that is refused, not planned.
+fn scan_reply_bound(count: u32) -> usize {
+    (count as usize).saturating_mul(10).max(10_000)
+}
+
+/// Checks a `SCAN` step's reply before its keys are read further: a cursor that answers itself would
+/// scan for ever, and a page far past `COUNT` is refused.
+fn check_scan_reply(sent: u64, next: u64, keys: Vec<Bytes>, count: u32) -> Result<Vec<Bytes>, String> {
+    if next != 0 && next == sent {
+        return Err(format!(
+            "SCAN answered its own cursor {sent}, so it would never end; check the source server"
+        ));
+    }
+    let bound = scan_reply_bound(count);
+    if keys.len() > bound {
+        return Err(format!(
+            "one SCAN step answered {} keys for COUNT {count}, more than the {bound} accepted",
+            keys.len()
+        ));
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -580,16 +657,24 @@ mod tests {
     }
 
     #[test]
-    fn source_ttls() {
-        let cases = [
-            (-2, SourceTtl::Gone),
-            (-1, SourceTtl::Persistent),
-            (0, SourceTtl::Gone),
-            (1500, SourceTtl::Expires(Duration::from_millis(1500))),
-        ];
-        for (pttl, want) in cases {
-            assert_eq!(source_ttl(pttl), want, "{pttl}");
-        }
+    fn scan_replies_are_bounded_before_their_keys_are_read() {
+        let keys = |n: usize| (0..n).map(|i| Bytes::from(i.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            check_scan_reply(0, 5, keys(10_000), 1).map(|k| k.len()),
+            Ok(10_000)
+        );
+        assert_eq!(
+            check_scan_reply(5, 0, keys(20_000), 2_000).map(|k| k.len()),
+            Ok(20_000)
+        );
+        let error = check_scan_reply(0, 5, keys(10_001), 1_000).expect_err("too many keys");
+        assert!(error.contains("answered 10001 keys for COUNT 1000"), "{error}");
+        let error = check_scan_reply(7, 7, keys(0), 1_000).expect_err("a cursor that does not move");
+        assert!(error.contains("never end"), "{error}");
+        // Cursor 0 sent and answered: a source with nothing to scan, done.
+        assert!(check_scan_reply(0, 0, keys(0), 1_000).is_ok());
+        // A COUNT near the top of its range does not overflow the bound.
+        assert!(scan_reply_bound(u32::MAX) >= u32::MAX as usize);
     }
 
     #[tokio::test]

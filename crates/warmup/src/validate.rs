@@ -26,6 +26,8 @@ const WAIT_KEY_TRIES: u32 = 100_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Ok,
+    /// Another client replaced the warm-up's write after it was made: not a bad copy.
+    Superseded,
     Bad(ValidationProblem),
 }
 
@@ -38,13 +40,14 @@ pub(crate) fn compare(expect: &Expect, got: Option<&[u8]>) -> Verdict {
     let ok = match expect {
         Expect::Bytes(value) | Expect::Dump(value) => got == &value[..],
         Expect::Versioned { version, value } => match Envelope::decode(got) {
+            Ok(Envelope::Value { version: stored, .. }) if stored > *version => return Verdict::Superseded,
             Ok(Envelope::Value {
                 version: stored,
                 payload,
-            }) => (stored == *version && payload == &value[..]) || stored > *version,
-            // A newer delete superseded the write: what is stored is right.
-            Ok(Envelope::Tombstone { version: stored }) => stored > *version,
-            Ok(Envelope::Unversioned(_)) | Err(_) => false,
+            }) => stored == *version && payload == &value[..],
+            // A newer delete superseded the write.
+            Ok(Envelope::Tombstone { version: stored }) if stored > *version => return Verdict::Superseded,
+            Ok(Envelope::Tombstone { .. } | Envelope::Unversioned(_)) | Err(_) => false,
         },
     };
     if ok {
@@ -52,6 +55,61 @@ pub(crate) fn compare(expect: &Expect, got: Option<&[u8]>) -> Verdict {
     } else {
         Verdict::Bad(ValidationProblem::Mismatched)
     }
+}
+
+/// Whether a copy that still disagrees after its node caught up was replaced by another client: the
+/// primary holds a value the warm-up did not write (for a versioned write, anything but an older or
+/// equal version: those mean the warm-up's write was lost). A primary without the key, or holding the
+/// warm-up's value, says the copy is bad.
+pub(crate) fn primary_supersedes(expect: &Expect, on_primary: Option<&[u8]>) -> bool {
+    let Some(got) = on_primary else {
+        return false;
+    };
+    match compare(expect, Some(got)) {
+        Verdict::Superseded => true,
+        Verdict::Ok => false,
+        Verdict::Bad(_) => match expect {
+            Expect::Bytes(_) => true,
+            Expect::Versioned { .. } => !matches!(
+                Envelope::decode(got),
+                Ok(Envelope::Value { .. } | Envelope::Tombstone { .. })
+            ),
+            // A `DUMP` is not canonical: a different payload on the primary may still be the warm-up's
+            // value, so a dump copy is never called superseded.
+            Expect::Dump(_) => false,
+        },
+    }
+}
+
+/// Adds one window's validation to the run's so far: counts add up, each primary keeps its fewest
+/// acknowledgements, problems stay within `max_problems`.
+pub(crate) fn merge(
+    mut so_far: ValidationReport,
+    window: ValidationReport,
+    max_problems: usize,
+) -> ValidationReport {
+    so_far.sampled += window.sampled;
+    so_far.checked += window.checked;
+    so_far.matched += window.matched;
+    so_far.superseded += window.superseded;
+    so_far.mismatched += window.mismatched;
+    so_far.missing += window.missing;
+    so_far.unreadable += window.unreadable;
+    so_far.bad_entries += window.bad_entries;
+    so_far.elapsed += window.elapsed;
+    for ack in window.acks {
+        match so_far.acks.iter_mut().find(|a| a.primary == ack.primary) {
+            Some(known) => {
+                known.replicas = known.replicas.max(ack.replicas);
+                known.acked = known.acked.zip(ack.acked).map(|(a, b)| a.min(b));
+            }
+            None => so_far.acks.push(ack),
+        }
+    }
+    so_far.acks.sort_by(|a, b| a.primary.cmp(&b.primary));
+    let room = max_problems.saturating_sub(so_far.problems.len());
+    so_far.problems.extend(window.problems.into_iter().take(room));
+    so_far
 }
 
 /// Validates `checks` (deduplicated: one expectation per key).
@@ -100,6 +158,7 @@ pub(crate) async fn validate(
     }
     report.acks.sort_by(|a, b| a.primary.cmp(&b.primary));
     let verdicts = recheck(io, config, verdicts, &expectations).await;
+    let verdicts = supersede(io, verdicts, &expectations).await;
     tally(&mut report, verdicts, max_problems);
     report.elapsed = started.elapsed();
     report
@@ -112,6 +171,7 @@ fn tally(report: &mut ValidationReport, verdicts: Vec<(Bytes, String, Verdict)>,
         report.checked += 1;
         match verdict {
             Verdict::Ok => report.matched += 1,
+            Verdict::Superseded => report.superseded += 1,
             Verdict::Bad(problem) => {
                 match problem {
                     ValidationProblem::Mismatched => report.mismatched += 1,
@@ -360,7 +420,9 @@ async fn recheck(
     verdicts: Vec<(Bytes, String, Verdict)>,
     expectations: &HashMap<Bytes, (u16, Expect)>,
 ) -> Vec<(Bytes, String, Verdict)> {
-    let (good, bad): (Vec<_>, Vec<_>) = verdicts.into_iter().partition(|(_, _, v)| *v == Verdict::Ok);
+    let (good, bad): (Vec<_>, Vec<_>) = verdicts
+        .into_iter()
+        .partition(|(_, _, v)| !matches!(v, Verdict::Bad(_)));
     if bad.is_empty() {
         return good;
     }
@@ -409,6 +471,74 @@ async fn recheck(
         out.extend(verdicts);
     }
     out
+}
+
+/// Reads, on its primary, every key whose copy still disagrees after the recheck, and calls the copy
+/// superseded when the primary holds a value the warm-up did not write ([`primary_supersedes`]).
+async fn supersede(
+    io: &Io,
+    verdicts: Vec<(Bytes, String, Verdict)>,
+    expectations: &HashMap<Bytes, (u16, Expect)>,
+) -> Vec<(Bytes, String, Verdict)> {
+    let topology = io.client.topology();
+    let mut out = Vec::with_capacity(verdicts.len());
+    // primary → (slot, key, copy's node) of the copies to decide there.
+    let mut by_primary: BTreeMap<String, Vec<(u16, Bytes, String)>> = BTreeMap::new();
+    for (key, node, verdict) in verdicts {
+        let candidate = verdict == Verdict::Bad(ValidationProblem::Mismatched)
+            && expectations
+                .get(&key)
+                .is_some_and(|(_, expect)| !matches!(expect, Expect::Dump(_)));
+        match (candidate, topology.shard_for_key(&key)) {
+            (true, Some(shard)) => by_primary.entry(shard.primary.clone()).or_default().push((
+                key_slot_of(expectations, &key),
+                key,
+                node,
+            )),
+            _ => out.push((key, node, verdict)),
+        }
+    }
+    let reads = by_primary.into_iter().map(|(primary, mut copies)| async move {
+        copies.sort_by_key(|(slot, ..)| *slot);
+        let slots: Vec<u16> = copies.iter().map(|(slot, ..)| *slot).collect();
+        let mut decided = Vec::with_capacity(copies.len());
+        for run in io.runs(&slots) {
+            let part = &copies[run];
+            let mut args: Vec<Value> = Vec::with_capacity(part.len() + 1);
+            args.push("MGET".into());
+            args.extend(part.iter().map(|(_, key, _)| Value::Bytes(key.clone())));
+            let reply = io.client.node_command::<Vec<Option<Bytes>>>(&primary, args).await;
+            let values = match reply {
+                Ok(values) if values.len() == part.len() => values.into_iter().map(Some).collect(),
+                // The primary could not say: the copies stay as they were judged.
+                _ => vec![None; part.len()],
+            };
+            for ((_, key, node), value) in part.iter().zip(values) {
+                let superseded = value.is_some_and(|value| {
+                    expectations
+                        .get(key)
+                        .is_some_and(|(_, expect)| primary_supersedes(expect, value.as_deref()))
+                });
+                let verdict = if superseded {
+                    Verdict::Superseded
+                } else {
+                    Verdict::Bad(ValidationProblem::Mismatched)
+                };
+                decided.push((key.clone(), node.clone(), verdict));
+            }
+        }
+        decided
+    });
+    for decided in futures::future::join_all(reads).await {
+        out.extend(decided);
+    }
+    out
+}
+
+fn key_slot_of(expectations: &HashMap<Bytes, (u16, Expect)>, key: &Bytes) -> u16 {
+    expectations
+        .get(key)
+        .map_or_else(|| sharding::key_slot(key), |(slot, _)| *slot)
 }
 
 /// A numeric field of an `INFO` reply.
@@ -481,9 +611,9 @@ mod tests {
             (&bytes, None, Verdict::Bad(Missing)),
             (&versioned, Some(envelope(10, b"v")), Verdict::Ok),
             (&versioned, Some(envelope(10, b"w")), Verdict::Bad(Mismatched)),
-            (&versioned, Some(envelope(11, b"newer")), Verdict::Ok),
+            (&versioned, Some(envelope(11, b"newer")), Verdict::Superseded),
             (&versioned, Some(envelope(9, b"v")), Verdict::Bad(Mismatched)),
-            (&versioned, Some(tombstone(11)), Verdict::Ok),
+            (&versioned, Some(tombstone(11)), Verdict::Superseded),
             (&versioned, Some(tombstone(9)), Verdict::Bad(Mismatched)),
             (&versioned, Some(b"v".to_vec()), Verdict::Bad(Mismatched)),
             (
@@ -498,6 +628,95 @@ mod tests {
         for (expect, got, want) in cases {
             assert_eq!(compare(expect, got.as_deref()), want, "{expect:?} vs {got:?}");
         }
+    }
+
+    #[test]
+    fn a_copy_is_superseded_only_when_the_primary_holds_another_write() {
+        let bytes = Expect::Bytes(Bytes::from_static(b"v"));
+        let versioned = Expect::Versioned {
+            version: version(10),
+            value: Bytes::from_static(b"v"),
+        };
+        let dump = Expect::Dump(Bytes::from_static(b"payload"));
+        let cases: Vec<(&Expect, Option<Vec<u8>>, bool)> = vec![
+            // The primary holds the warm-up's value: the copy is bad.
+            (&bytes, Some(b"v".to_vec()), false),
+            (&versioned, Some(envelope(10, b"v")), false),
+            // The primary lost the key: bad, not superseded.
+            (&bytes, None, false),
+            (&versioned, None, false),
+            // Another client wrote.
+            (&bytes, Some(b"app".to_vec()), true),
+            (&versioned, Some(envelope(11, b"app")), true),
+            (
+                &versioned,
+                Some(Envelope::Tombstone { version: version(12) }.encode()),
+                true,
+            ),
+            (&versioned, Some(b"plain app value".to_vec()), true),
+            // An older version on the primary: the warm-up's write was lost.
+            (&versioned, Some(envelope(9, b"old")), false),
+            (&dump, Some(b"other".to_vec()), false),
+        ];
+        for (expect, primary, want) in cases {
+            assert_eq!(
+                primary_supersedes(expect, primary.as_deref()),
+                want,
+                "{expect:?} vs {primary:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_reports_merge() {
+        let ack = |primary: &str, acked: Option<u32>| ShardAck {
+            primary: primary.into(),
+            replicas: 1,
+            acked,
+        };
+        let problem = |key: &'static str| BadEntry {
+            key: Bytes::from_static(key.as_bytes()),
+            node: "r".into(),
+            problem: ValidationProblem::Missing,
+        };
+        let first = ValidationReport {
+            sampled: 10,
+            checked: 10,
+            matched: 8,
+            superseded: 1,
+            missing: 1,
+            bad_entries: 1,
+            acks: vec![ack("a", Some(1)), ack("b", Some(1))],
+            problems: vec![problem("k1")],
+            ..ValidationReport::default()
+        };
+        let second = ValidationReport {
+            sampled: 5,
+            checked: 5,
+            matched: 3,
+            missing: 2,
+            bad_entries: 2,
+            acks: vec![ack("a", None), ack("c", Some(0))],
+            problems: vec![problem("k2"), problem("k3")],
+            ..ValidationReport::default()
+        };
+        let merged = merge(first, second, 2);
+        assert_eq!(
+            (
+                merged.sampled,
+                merged.checked,
+                merged.matched,
+                merged.superseded,
+                merged.missing,
+                merged.bad_entries
+            ),
+            (15, 15, 11, 1, 3, 3)
+        );
+        assert_eq!(
+            merged.acks,
+            [ack("a", None), ack("b", Some(1)), ack("c", Some(0))]
+        );
+        assert_eq!(merged.problems, [problem("k1"), problem("k2")]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use cluster_client::{ClusterClient, Value};
 use consistency::{Version, Versioned, WriteOptions, WriteOutcome};
 
+use crate::digest::Digest;
 use crate::entry::{Entry, Payload};
 use crate::plan::{Slotted, slot_runs};
 use crate::script::{MAX_KEYS, Scripts};
@@ -36,24 +37,84 @@ pub(crate) enum Expect {
 }
 
 impl Expect {
-    /// What `entry` should read back as, once written (under `version` for a versioned write).
-    pub(crate) fn of(entry: &Entry, version: Option<Version>) -> Expect {
-        match (&entry.payload, version) {
+    /// What `entry` should read back as, once written as `stored` says.
+    pub(crate) fn of(entry: &Entry, stored: &Stored) -> Expect {
+        match (&entry.payload, stored) {
             (Payload::Dump(payload), _) => Expect::Dump(payload.clone()),
-            (Payload::Bytes(value), Some(version)) => Expect::Versioned {
-                version,
+            (Payload::Bytes(value), Stored::Versioned(version)) => Expect::Versioned {
+                version: *version,
                 value: value.clone(),
             },
-            (Payload::Bytes(value), None) => Expect::Bytes(value.clone()),
+            (Payload::Bytes(value), _) => Expect::Bytes(value.clone()),
         }
+    }
+}
+
+/// How a written entry was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The value's bytes, with `SET`.
+    Plain,
+    /// A versioned envelope of this version around the value.
+    Versioned(Version),
+    /// A `DUMP` payload, with `RESTORE`; with the digest of the key's `DUMP` right after, when asked
+    /// for (rollback compares it with what the key holds then).
+    Dump(Option<Digest>),
+}
+
+/// How the server reads a key to compare it with what the warm-up wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadAs {
+    /// `GET`: string values, plain or versioned.
+    Get,
+    /// `DUMP`: values of any type restored from a payload.
+    Dump,
+}
+
+impl ReadAs {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReadAs::Get => "get",
+            ReadAs::Dump => "dump",
+        }
+    }
+}
+
+/// What the warm-up left under a key, as a fixed-size fingerprint: the rollback changes the key only
+/// if it still holds exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wrote {
+    pub(crate) read_as: ReadAs,
+    pub(crate) digest: Digest,
+}
+
+impl Wrote {
+    /// The fingerprint of `entry` written as `stored`; `None` when it is not known (a `DUMP` payload
+    /// whose digest the server did not answer), so the key is never rolled back.
+    pub(crate) fn of(entry: &Entry, stored: &Stored) -> Option<Wrote> {
+        let value = value_of(entry);
+        let (read_as, digest) = match stored {
+            Stored::Plain => (ReadAs::Get, Digest::of(value)),
+            // The envelope is stored as header then payload: hashed in two parts, never copied.
+            Stored::Versioned(version) => {
+                let header = consistency::Header {
+                    version: *version,
+                    tombstone: false,
+                }
+                .to_bytes();
+                (ReadAs::Get, Digest::of_parts(&[&header, value]))
+            }
+            Stored::Dump(digest) => (ReadAs::Dump, (*digest)?),
+        };
+        Some(Wrote { read_as, digest })
     }
 }
 
 /// One entry's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Written (by a versioned write: under this version).
-    Written(Option<Version>),
+    /// Written, stored as said.
+    Written(Stored),
     /// Not written on purpose (a newer version is stored).
     Skipped,
     /// Failed in a way a later attempt may not (node down, timeout, redirects while slots move).
@@ -72,16 +133,19 @@ pub(crate) struct Io {
     pub(crate) fast_path: AtomicBool,
     /// Whether keys of one slot always share a node (cluster, standalone and key-range modes).
     pub(crate) by_slot: bool,
+    /// Whether `RESTORE` writes answer the digest of what they stored (rollback needs it).
+    pub(crate) dump_digests: bool,
 }
 
 impl Io {
-    pub(crate) fn new(client: ClusterClient) -> Io {
+    pub(crate) fn new(client: ClusterClient, dump_digests: bool) -> Io {
         let by_slot = !matches!(client.mode(), cluster_client::Mode::ShardedKetama);
         Io {
             client,
             scripts: Scripts::new(),
             fast_path: AtomicBool::new(true),
             by_slot,
+            dump_digests,
         }
     }
 
@@ -128,7 +192,7 @@ fn refuses_batching(error: &cluster_client::Error) -> bool {
         if message.starts_with("NOPERM") || message.contains("unknown command"))
 }
 
-fn outcome_of_error(error: &cluster_client::Error) -> Outcome {
+pub(crate) fn outcome_of_error(error: &cluster_client::Error) -> Outcome {
     if retryable(error) {
         Outcome::Transient(error.to_string())
     } else {
@@ -177,7 +241,7 @@ pub(crate) async fn write_batch(
         .collect()
 }
 
-fn value_of(entry: &Entry) -> &Bytes {
+pub(crate) fn value_of(entry: &Entry) -> &Bytes {
     match &entry.payload {
         Payload::Bytes(b) | Payload::Dump(b) => b,
     }
@@ -205,7 +269,7 @@ async fn write_plain(
         });
         for (members, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(_) => out.extend(members.into_iter().map(|i| (i, Outcome::Written(None)))),
+                Ok(_) => out.extend(members.into_iter().map(|i| (i, Outcome::Written(Stored::Plain)))),
                 Err(error) => {
                     if is_noscript(&error) {
                         // Loaded once per node; this group goes the slow way meanwhile.
@@ -236,7 +300,7 @@ async fn write_plain(
             out.push((
                 i,
                 match result {
-                    Ok(()) => Outcome::Written(None),
+                    Ok(()) => Outcome::Written(Stored::Plain),
                     Err(error) => outcome_of_error(&error),
                 },
             ));
@@ -313,7 +377,7 @@ async fn write_versioned(
             .set(&entry.key, value, entry.ttl, WriteOptions::default())
             .await
         {
-            Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Some(version)),
+            Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Stored::Versioned(version)),
             Ok(WriteOutcome::Stale { .. }) => Outcome::Skipped,
             Err(consistency::Error::Client(error)) => outcome_of_error(&error),
             Err(error) => Outcome::Failed(error.to_string()),
@@ -323,50 +387,28 @@ async fn write_versioned(
     futures::future::join_all(writes).await
 }
 
-/// What to do with one key in a `RESTORE` script call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Restore {
-    /// `RESTORE key ttl payload REPLACE`.
-    Put { payload: Bytes, ttl: Option<Duration> },
-    /// `DEL key`.
-    Delete,
-}
+/// One key for a `RESTORE` script call: its slot, key, payload and TTL.
+pub(crate) type RestoreAction = (u16, Bytes, Bytes, Option<Duration>);
 
 async fn restore_entries(io: &Io, entries: &[Slotted<'_>], indices: &[usize]) -> Vec<(usize, Outcome)> {
     if indices.is_empty() {
         return Vec::new();
     }
-    let actions: Vec<(u16, Bytes, Restore)> = indices
+    let actions: Vec<RestoreAction> = indices
         .iter()
         .map(|&i| {
             let Slotted { slot, entry } = &entries[i];
-            (
-                *slot,
-                entry.key.clone(),
-                Restore::Put {
-                    payload: value_of(entry).clone(),
-                    ttl: entry.ttl,
-                },
-            )
+            (*slot, entry.key.clone(), value_of(entry).clone(), entry.ttl)
         })
         .collect();
     let results = restore(io, &actions).await;
-    indices
-        .iter()
-        .zip(results)
-        .map(|(&i, result)| {
-            (
-                i,
-                result.map_or_else(|outcome| outcome, |()| Outcome::Written(None)),
-            )
-        })
-        .collect()
+    indices.iter().copied().zip(results).collect()
 }
 
-/// Runs `RESTORE`/`DEL` for `(slot, key, action)` of one shard, in slot order (for few calls); results
-/// in input order.
-pub(crate) async fn restore(io: &Io, actions: &[(u16, Bytes, Restore)]) -> Vec<Result<(), Outcome>> {
-    let slots: Vec<u16> = actions.iter().map(|(slot, _, _)| *slot).collect();
+/// Runs `RESTORE … REPLACE` for `(slot, key, payload, ttl)` of one shard, in slot order (for few
+/// calls); outcomes in input order.
+pub(crate) async fn restore(io: &Io, actions: &[RestoreAction]) -> Vec<Outcome> {
+    let slots: Vec<u16> = actions.iter().map(|(slot, ..)| *slot).collect();
     let calls = io.runs(&slots).into_iter().map(|run| async move {
         let part = &actions[run.clone()];
         match restore_call(io, part).await {
@@ -376,17 +418,17 @@ pub(crate) async fn restore(io: &Io, actions: &[(u16, Bytes, Restore)]) -> Vec<R
             Err(_) => {
                 let single = part.iter().map(|action| async move {
                     match restore_call(io, std::slice::from_ref(action)).await {
-                        Ok(mut results) => results
-                            .pop()
-                            .unwrap_or(Err(Outcome::Failed("empty reply".into()))),
-                        Err(error) => Err(outcome_of_error(&error)),
+                        Ok(mut results) => results.pop().unwrap_or(Outcome::Failed("empty reply".into())),
+                        Err(error) => outcome_of_error(&error),
                     }
                 });
                 (run, futures::future::join_all(single).await)
             }
         }
     });
-    let mut out: Vec<Result<(), Outcome>> = (0..actions.len()).map(|_| Ok(())).collect();
+    let mut out: Vec<Outcome> = (0..actions.len())
+        .map(|_| Outcome::Failed("internal: no outcome".into()))
+        .collect();
     for (run, results) in futures::future::join_all(calls).await {
         for (index, result) in run.zip(results) {
             out[index] = result;
@@ -395,48 +437,59 @@ pub(crate) async fn restore(io: &Io, actions: &[(u16, Bytes, Restore)]) -> Vec<R
     out
 }
 
-async fn restore_call(
-    io: &Io,
-    part: &[(u16, Bytes, Restore)],
-) -> Result<Vec<Result<(), Outcome>>, cluster_client::Error> {
-    let keys: Vec<&[u8]> = part.iter().map(|(_, k, _)| &k[..]).collect();
-    let mut owned: Vec<Bytes> = Vec::with_capacity(part.len() * 3);
-    for (_, _, action) in part {
-        match action {
-            Restore::Put { payload, ttl } => {
-                owned.push(Bytes::from_static(b"restore"));
-                owned.push(ttl_arg(*ttl));
-                owned.push(payload.clone());
-            }
-            Restore::Delete => {
-                owned.push(Bytes::from_static(b"delete"));
-                owned.push(Bytes::from_static(b"0"));
-                owned.push(Bytes::new());
-            }
-        }
+pub(crate) fn script_reply_error(command: &str, detail: String) -> cluster_client::Error {
+    cluster_client::Error::Reply {
+        node: String::new(),
+        command: command.into(),
+        detail,
+    }
+}
+
+async fn restore_call(io: &Io, part: &[RestoreAction]) -> Result<Vec<Outcome>, cluster_client::Error> {
+    let keys: Vec<&[u8]> = part.iter().map(|(_, k, ..)| &k[..]).collect();
+    let mut owned: Vec<Bytes> = Vec::with_capacity(1 + part.len() * 2);
+    owned.push(Bytes::from_static(if io.dump_digests {
+        b"digest"
+    } else {
+        b"none"
+    }));
+    for (_, _, payload, ttl) in part {
+        owned.push(ttl_arg(*ttl));
+        owned.push(payload.clone());
     }
     let args: Vec<&[u8]> = owned.iter().map(|b| &b[..]).collect();
     let reply = io.client.eval(&io.scripts.restore, &keys, &args).await?;
+    parse_restore(reply, part.len(), io.dump_digests)
+        .map_err(|detail| script_reply_error("RESTORE script", detail))
+}
+
+/// Parses the `RESTORE` script's reply: per key `{1, digest}` (the digest empty unless asked for) or
+/// `{0, error}`.
+fn parse_restore(reply: Value, keys: usize, digests: bool) -> Result<Vec<Outcome>, String> {
     let Value::Array(replies) = reply else {
-        return Err(cluster_client::Error::Reply {
-            node: String::new(),
-            command: "RESTORE script".into(),
-            detail: format!("not an array: {reply:?}"),
-        });
+        return Err(format!("not an array: {reply:?}"));
     };
-    if replies.len() != part.len() {
-        return Err(cluster_client::Error::Reply {
-            node: String::new(),
-            command: "RESTORE script".into(),
-            detail: format!("{} replies for {} keys", replies.len(), part.len()),
-        });
+    if replies.len() != keys {
+        return Err(format!("{} replies for {keys} keys", replies.len()));
     }
     Ok(replies
         .into_iter()
-        .map(|reply| match reply.as_bytes() {
-            Some(b"OK") => Ok(()),
-            Some(text) => Err(Outcome::Failed(String::from_utf8_lossy(text).into_owned())),
-            None => Err(Outcome::Failed(format!("unexpected reply {reply:?}"))),
+        .map(|reply| {
+            let Value::Array(pair) = reply else {
+                return Outcome::Failed(format!("unexpected reply {reply:?}"));
+            };
+            match (
+                pair.first().and_then(Value::as_i64),
+                pair.get(1).and_then(Value::as_bytes),
+            ) {
+                (Some(1), Some(digest)) => {
+                    // A digest that is not one leaves the key out of any rollback: safe.
+                    let digest = if digests { Digest::from_hex(digest) } else { None };
+                    Outcome::Written(Stored::Dump(digest))
+                }
+                (Some(0), Some(error)) => Outcome::Failed(String::from_utf8_lossy(error).into_owned()),
+                _ => Outcome::Failed(format!("unexpected reply {pair:?}")),
+            }
         })
         .collect())
 }

@@ -179,3 +179,70 @@ async fn a_standalone_redis_is_copied_to_the_cluster_with_every_type_and_ttl() {
     source.close().await;
     target.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_value_over_the_limit_is_refused_by_its_size_without_being_read() {
+    let _lock = test_lock::shared().await.unwrap();
+    let standalone = LocalStandalone::start(1).await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let source_config = cluster_config::ClusterConfig::builder()
+        .nodes(standalone.addrs())
+        .value_max_bytes(4096)
+        .build()
+        .unwrap();
+    let source = ClusterClient::connect(source_config).await.unwrap();
+    let target = common::client(&cluster).await;
+    let prefix = common::unique("mig-limit");
+    let node = standalone.addrs()[0].clone();
+    // Incompressible, so that its `DUMP` payload is about as large as the value.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let big: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'!' + (x % 90) as u8
+        })
+        .collect();
+    let (big_key, small_key) = (format!("{prefix}:big"), format!("{prefix}:small"));
+    source
+        .node_command::<Value>(
+            &node,
+            vec![
+                "SET".into(),
+                big_key.as_str().into(),
+                Value::Bytes(Bytes::from(big)),
+            ],
+        )
+        .await
+        .unwrap();
+    source
+        .node_command::<Value>(
+            &node,
+            vec!["SET".into(), small_key.as_str().into(), "small".into()],
+        )
+        .await
+        .unwrap();
+
+    let options = RedisSource::default().pattern(format!("{prefix}:*"));
+    let report = Warmup::new(target.clone(), WarmupConfig::default())
+        .unwrap()
+        .run(Source::redis(source.clone(), options))
+        .await
+        .unwrap();
+
+    assert_eq!((report.written, report.rejected), (1, 1), "{report}");
+    let rejected = &report.rejections[0];
+    assert_eq!(rejected.key.as_deref(), Some(big_key.as_bytes()));
+    assert!(
+        rejected.reason.contains("over the limit of 4096 bytes") && rejected.reason.contains("not read"),
+        "{rejected}"
+    );
+    assert_eq!(target.get(big_key.as_bytes()).await.unwrap(), None);
+    assert_eq!(
+        target.get(small_key.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+    source.close().await;
+    target.close().await;
+}
