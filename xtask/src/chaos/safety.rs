@@ -41,6 +41,8 @@ use super::traffic::COMMAND_TIMEOUT;
 const KEYS: u16 = 128;
 /// Keys the warm-up writes (and rolls back).
 const WARM_KEYS: std::ops::Range<u16> = 0..32;
+/// Entries per second of the warm-up: its 32 keys take about 1.5 s.
+const WARM_UP_RATE: u32 = 20;
 /// Keys the skewed client writes.
 const SKEW_KEYS: std::ops::Range<u16> = 96..128;
 /// How far ahead the skewed client's clock runs.
@@ -379,6 +381,11 @@ async fn fill(cache: &Cache, fred: &Client, run: &Run) -> Result<Vec<Op>> {
             anyhow::bail!("filling {} failed: {op:?}", key_name(key));
         }
         ops.push(op);
+        // Values are unique across every key: fred's fill takes the sequence numbers after ours.
+        let value = ValueId {
+            client: FILL_CLIENT,
+            seq: u32::from(KEYS + key),
+        };
         let op = fred_op(fred, run, FILL_CLIENT, KEYS + key, Kind::Set, false, value).await;
         if !op.outcome.acknowledged() {
             anyhow::bail!("filling {} failed: {op:?}", key_name(KEYS + key));
@@ -410,7 +417,14 @@ async fn warm_up(cache: &Cache, run: &Run, round: u32) -> (Vec<Op>, String) {
     let before = Clock::global().last();
     let invoke_us = run.us();
     let report = cache
-        .warm_up(entries, WarmupConfig::default().rollback_above(0.0))
+        .warm_up(
+            entries,
+            // Slow enough that the clients overwrite some of its keys while it runs, which its
+            // validation counts as bad entries: the rollback then runs while the clients keep writing.
+            WarmupConfig::default()
+                .rollback_above(0.0)
+                .max_entries_per_second(WARM_UP_RATE),
+        )
         .await;
     let complete_us = run.us();
     let version = clock_span(before, run.cache_writer);
@@ -447,7 +461,7 @@ async fn warm_up(cache: &Cache, run: &Run, round: u32) -> (Vec<Op>, String) {
 }
 
 /// A writer whose clock runs [`SKEW`] ahead, on [`SKEW_KEYS`], for [`SKEW_WINDOW`].
-async fn skewed_writer(store: &Versioned, run: &Run, seed: u64) -> (Vec<Op>, String) {
+async fn skewed_writer(store: &Versioned, run: &Run, seed: u64, round: u32) -> (Vec<Op>, String) {
     let clock = Clock::with_time_source(move || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -458,7 +472,8 @@ async fn skewed_writer(store: &Versioned, run: &Run, seed: u64) -> (Vec<Op>, Str
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5_CE3);
     let until = Instant::now() + SKEW_WINDOW;
     let mut ops = Vec::new();
-    let mut seq = 0;
+    // Values stay unique across the writer's windows.
+    let mut seq = round * 1_000_000;
     while Instant::now() < until && run.recorder.admit(1) {
         seq += 1;
         let key = rng.u16(SKEW_KEYS);
@@ -612,7 +627,7 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
     let mut notes = Vec::new();
     let deadline = run.started + args.duration;
     tokio::time::sleep(QUIET).await;
-    let mut warmups = 0;
+    let (mut warmups, mut skews) = (0, 0);
     loop {
         let (kind, gap) = plan.next();
         if Instant::now() + gap + LAST_FAULT_START > deadline {
@@ -634,7 +649,8 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
                 Ok(detail)
             }
             FaultKind::SkewedClock => {
-                let (ops, detail) = skewed_writer(&store, &run, args.seed).await;
+                skews += 1;
+                let (ops, detail) = skewed_writer(&store, &run, args.seed, skews).await;
                 extra.extend(ops);
                 Ok(detail)
             }
