@@ -346,7 +346,11 @@ fn describe(result: &ReadResult) -> String {
 fn clock_ahead(history: &History) -> Vec<Anomaly> {
     let mut flagged = HashSet::new();
     let mut anomalies = Vec::new();
-    for (i, op) in history.ops.iter().enumerate() {
+    // In time order, so that each key's first such write is the one shown.
+    let mut order: Vec<usize> = (0..history.ops.len()).collect();
+    order.sort_by_key(|&i| (history.ops[i].complete_us, i));
+    for i in order {
+        let op = &history.ops[i];
         let Some(version) = op.version else { continue };
         if !op.is_write() || !op.path.honest_clock() {
             continue;
