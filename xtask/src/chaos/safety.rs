@@ -862,10 +862,10 @@ fn section(args: &SafetyArgs, o: &Outcomes, report: &DrillReport) -> String {
     let mut out = format!("{SECTION_BEGIN}\n## History checker (`chaos safety`)\n\n");
     let _ = writeln!(
         out,
-        "Produced by `cargo xtask chaos safety --seed {} --seconds {} --clients {}` on {}.\n",
+        "Produced by `cargo xtask chaos safety --seed {} --clients {}` ({} s run) on {}.\n",
         args.seed,
-        args.duration.as_secs(),
         args.clients,
+        args.duration.as_secs(),
         utc_date(SystemTime::now())
     );
     out.push_str(
