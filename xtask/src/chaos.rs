@@ -7,23 +7,36 @@
 //! fred's figures are the baseline measured in the same run. The command exits non-zero when a target
 //! is missed. `chaos all` runs every drill and writes the table to `docs/RESULTS.md`.
 //!
+//! `chaos safety` is of another kind: a history checker. Many clients, every fault kind in a seeded
+//! schedule, every call recorded and checked per key for lost acknowledged writes, regressions, deletes
+//! undone, deadlines, memory and the process clock (see `chaos/safety.rs`). It writes a section of its
+//! own in `docs/RESULTS.md`, which `chaos all` keeps. `all` does not run it: it takes a minute or more
+//! and judges correctness, not the drills' figures.
+//!
 //! Drills hold `local_cluster::test_lock::exclusive()`, so they never overlap with fault tests that
 //! run on this machine at the same time.
 
+mod checker;
 mod drills;
+mod history;
 mod report;
+mod safety;
+mod schedule;
 mod stage;
 mod steady;
 mod traffic;
 mod write_loss;
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use self::report::{DrillReport, Figure, markdown, merge_runs, utc_date};
+
+/// Minutes of the steady drill without --minutes.
+const STEADY_MINUTES: u64 = 10;
 
 /// A drill, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +62,11 @@ pub(crate) enum Drill {
     KillReadReplica,
     /// Load without faults for --minutes: no error, no epoch change, equal primary/replica digests.
     Steady,
+    /// History checker: --clients clients through the cache and versioned writes under a seeded fault
+    /// schedule (--seed) for 60 s (or --minutes); every call checked per key for lost WAIT-acked
+    /// writes, regressions, deletes undone, deadlines, memory and clock adoption; fred as contrast.
+    /// Writes its own section of docs/RESULTS.md; exits non-zero on any anomaly of ours. Not in `all`.
+    Safety,
     /// Every drill, then the table in docs/RESULTS.md.
     All,
 }
@@ -84,16 +102,24 @@ pub(crate) struct ChaosArgs {
     /// Runs of kill-master.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
-    /// Minutes of load in the steady drill.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) minutes: u64,
+    /// Minutes of load in the steady drill (default 10), and of the safety run (default: 60 s).
+    #[arg(long)]
+    pub(crate) minutes: Option<u64>,
     /// Minutes of the steady drill when running `all` (default: --minutes).
     #[arg(long)]
     pub(crate) steady_minutes: Option<u64>,
     /// Calls per second of each load (ours and fred's each get this rate).
     #[arg(long, default_value_t = 2_000)]
     pub(crate) rate: u32,
-    /// Where `all` writes its table, relative to the workspace root.
+    /// Seed of the safety run's fault schedule, key choice and operation mix (default: from the time;
+    /// printed at the start).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Load clients of the safety run (half through the cache, half through versioned writes), plus
+    /// three through fred's cluster client.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) clients: u16,
+    /// Where `all` writes its table and `safety` its section, relative to the workspace root.
     #[arg(long, default_value = "docs/RESULTS.md")]
     pub(crate) results: PathBuf,
 }
@@ -102,8 +128,11 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if args.minutes == 0 || args.steady_minutes == Some(0) {
-        bail!("the steady drill needs at least 1 minute (--minutes 1 for a quick run)");
+    if args.minutes == Some(0) || args.steady_minutes == Some(0) {
+        bail!("the steady drill and the safety run need at least 1 minute (--minutes 1 for a quick run)");
+    }
+    if !(2..=1_000).contains(&args.clients) {
+        bail!("--clients must be 2 to 1000 (half go through the cache, half through versioned writes)");
     }
     if !(100..=100_000).contains(&args.rate) {
         bail!("--rate must be 100 to 100000 calls per second");
@@ -111,9 +140,35 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
     crate::prerequisites::ensure_redis()?;
     let started = SystemTime::now();
     let runtime = crate::cluster::runtime()?;
+    let minutes = args.minutes.unwrap_or(STEADY_MINUTES);
     let reports: Vec<DrillReport> = match args.drill {
+        Drill::Safety => {
+            let seed = args.seed.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs() % 1_000_000)
+            });
+            let safety_args = safety::SafetyArgs {
+                seed,
+                duration: args
+                    .minutes
+                    .map_or(Duration::from_secs(60), |m| Duration::from_secs(m * 60)),
+                clients: args.clients,
+                results: args.results.clone(),
+            };
+            let report = runtime
+                .block_on(safety::safety(&safety_args))
+                .unwrap_or_else(|e| DrillReport::aborted("safety", &e));
+            print!("{}", report.render());
+            let missed = report.missed();
+            if missed > 0 {
+                bail!("chaos safety: {missed} check(s) failed (seed {seed}); see the anomalies above");
+            }
+            println!("\nNo anomaly of ours.");
+            return Ok(());
+        }
         Drill::All => {
-            let steady_minutes = args.steady_minutes.unwrap_or(args.minutes);
+            let steady_minutes = args.steady_minutes.unwrap_or(minutes);
             let mut reports = Vec::new();
             for (i, drill) in Drill::EVERY.into_iter().enumerate() {
                 println!("\n[{}/{}] chaos {}", i + 1, Drill::EVERY.len(), drill.name());
@@ -125,7 +180,7 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
             reports
         }
         drill => {
-            let report = runtime.block_on(run(drill, args, args.minutes));
+            let report = runtime.block_on(run(drill, args, minutes));
             print!("{}", report.render());
             vec![report]
         }
@@ -159,7 +214,7 @@ async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport
             Drill::ClientPause => drills::client_pause(args.rate).await,
             Drill::KillReadReplica => drills::kill_read_replica(args.rate).await,
             Drill::Steady => steady::steady(args.rate, steady_minutes).await,
-            Drill::KillMaster | Drill::All => bail!("{name} is not a single drill"),
+            Drill::KillMaster | Drill::Safety | Drill::All => bail!("{name} is not a single drill"),
         }
     }
     .await;
@@ -228,12 +283,17 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
         })
         .unwrap_or_else(|| "unknown".into());
     let machine = format!("on a machine with {cpus} CPU(s), redis-server {redis}");
-    let text = markdown(reports, &command, &utc_date(started), &machine);
+    let mut text = markdown(reports, &command, &utc_date(started), &machine);
     let path = if args.results.is_absolute() {
         args.results.clone()
     } else {
         crate::workspace_root().join(&args.results)
     };
+    // The safety section belongs to `chaos safety`: keep it.
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    if let Some(section) = safety::section_of(&old) {
+        text = safety::replace_section(&text, &format!("{section}\n"));
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
