@@ -21,7 +21,10 @@ use crate::Error;
 pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
 use crate::script::Script;
-use crate::topology::{Mode, ShardInfo, Topology, parse_cluster_shards, parse_cluster_slots};
+use crate::topology::{
+    Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots,
+    reported_addr,
+};
 
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
@@ -156,12 +159,11 @@ pub(crate) enum Failure {
 
 pub(crate) fn classify(error: &fred::error::Error, node_host: &str) -> Failure {
     let details = error.details();
+    // `MOVED 3999 127.0.0.1:7001`, `MOVED 3999 ::1:7001` (Redis prints an IPv6 ip raw), or
+    // `MOVED 3999 :7001` (the node does not know its own ip: it is the one that answered).
     let redirect_target = || {
         let target = details.split_whitespace().nth(2).unwrap_or_default();
-        match target.strip_prefix(':') {
-            Some(port) => format!("{node_host}:{port}"),
-            None => target.to_string(),
-        }
+        reported_addr(target, node_host).unwrap_or_else(|| target.to_string())
     };
     match error.kind() {
         ErrorKind::Cluster if error.is_moved() => Failure::Moved {
@@ -818,8 +820,7 @@ impl ClusterClient {
                 }
                 Err(error) => error,
             };
-            let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-            match classify(&error, host) {
+            match classify(&error, addr_host(&node.addr)) {
                 Failure::Moved { addr } | Failure::Ask { addr } if redirects >= MAX_REDIRECTS => {
                     let _ = addr;
                     return Err(Error::TooManyRedirects {
@@ -1051,8 +1052,7 @@ impl Inner {
         error: &fred::error::Error,
         started: Instant,
     ) -> Error {
-        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-        match classify(error, host) {
+        match classify(error, addr_host(&node.addr)) {
             Failure::Timeout => {
                 node.record_error();
                 Error::Timeout {
@@ -1319,11 +1319,7 @@ impl Inner {
                     .map(|(_, o)| *o)
                     .unwrap_or(offset)
             };
-            let host = primary
-                .addr
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or("127.0.0.1");
+            let host = addr_host(&primary.addr);
             for line in info.lines().filter(|l| l.starts_with("slave")) {
                 let Some((_, fields)) = line.split_once(':') else {
                     continue;
@@ -1342,8 +1338,9 @@ impl Inner {
                 let ip = if ip.is_empty() { host.to_string() } else { ip };
                 if replica_offset.parse::<u64>().is_ok_and(|o| o >= threshold)
                     && field("state=").as_deref() == Some("online")
+                    && let Ok(port) = port.parse::<u16>()
                 {
-                    fresh.insert(format!("{ip}:{port}"));
+                    fresh.insert(node_addr(&ip, port));
                 }
             }
         }
@@ -1422,12 +1419,7 @@ async fn lag_loop(inner: Weak<Inner>) {
 
 /// Loads the cluster topology from one node: `CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7.
 async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Error> {
-    let host = node
-        .addr
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or("127.0.0.1")
-        .to_string();
+    let host = addr_host(&node.addr).to_string();
     let bad = |command: &str, detail: String| Error::Reply {
         node: node.addr.clone(),
         command: command.into(),
@@ -1447,8 +1439,7 @@ async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Erro
 /// One command on one node with a timeout, no routing.
 async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
     let value = send(node, &cmd, timeout, false, false).await.map_err(|e| {
-        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-        match classify(&e, host) {
+        match classify(&e, addr_host(&node.addr)) {
             Failure::Timeout => {
                 node.record_error();
                 Error::Timeout {
@@ -1598,6 +1589,16 @@ mod tests {
             ErrorKind::Cluster,
             "MOVED 3999 :6381",
             r#"Moved { addr: "10.0.0.9:6381" }"#,
+        );
+        check(
+            ErrorKind::Cluster,
+            "MOVED 3999 ::1:6381",
+            r#"Moved { addr: "[::1]:6381" }"#,
+        );
+        check(
+            ErrorKind::Cluster,
+            "ASK 3999 2001:db8::7:6381",
+            r#"Ask { addr: "[2001:db8::7]:6381" }"#,
         );
         check(
             ErrorKind::Cluster,
