@@ -239,6 +239,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Collection rounds run.",
     ),
+    (
+        "redis_cache_trend_bytes",
+        "gauge",
+        "Memory the trend ring's samples take (budget health::TREND_BUDGET_BYTES, 8 MiB).",
+    ),
 ];
 
 /// Describes every metric to the installed recorder (HELP lines and units). Idempotent.
@@ -339,6 +344,7 @@ pub fn record_metrics(observation: &Observation) {
         gauge!("redis_cache_latency_p99_seconds").set(p99.as_secs_f64());
     }
     gauge!("redis_cache_replicas_per_primary").set(summary.replication.replicas_per_primary);
+    gauge!("redis_cache_trend_bytes").set(observation.trend_bytes as f64);
     counter!("redis_cache_failovers_total").increment(observation.new_failovers.len() as u64);
     for alert in &summary.active_alerts {
         alert_gauge(alert).set(1.0);
