@@ -14,17 +14,17 @@ use fred::types::{ClusterHash, CustomCommand};
 use sharding::key_slot;
 use tokio::sync::{Notify, broadcast};
 
+use crate::Error;
 use crate::durations;
 use crate::events::ClientEvent;
-use crate::wait::marker_key;
-use crate::Error;
 pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
+use crate::recent::RecentWrites;
 use crate::script::Script;
 use crate::topology::{
-    Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots,
-    reported_addr,
+    Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots, reported_addr,
 };
+use crate::wait::marker_key;
 
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
@@ -214,7 +214,7 @@ pub(crate) struct Inner {
     replica_reads_since: Mutex<Option<Instant>>,
     replica_reads_on: AtomicBool,
     fresh_replicas: ArcSwap<HashSet<String>>,
-    recent_writes: Mutex<HashMap<u64, Instant>>,
+    recent_writes: Mutex<RecentWrites>,
     lag: Mutex<ReplicaLag>,
     last_refresh: Mutex<Instant>,
 }
@@ -361,7 +361,7 @@ impl ClusterClient {
             replica_reads_since: Mutex::new(None),
             replica_reads_on: AtomicBool::new(false),
             fresh_replicas: ArcSwap::from_pointee(HashSet::new()),
-            recent_writes: Mutex::new(HashMap::new()),
+            recent_writes: Mutex::new(RecentWrites::new()),
             lag: Mutex::new(ReplicaLag::default()),
             last_refresh: Mutex::new(Instant::now()),
         });
@@ -631,10 +631,7 @@ impl ClusterClient {
             timeout_ms: durations::timeout_ms("wait timeout", timeout)?,
             marker: marker_key(key_slot(key)),
         };
-        let reply = self
-            .wait_handle(timeout)?
-            .run(key, cmd, Access::Write)
-            .await?;
+        let reply = self.wait_handle(timeout)?.run(key, cmd, Access::Write).await?;
         Ok(u32::try_from(to_i64(&reply, "WAIT")?.max(0)).unwrap_or(u32::MAX))
     }
 
@@ -700,7 +697,8 @@ impl ClusterClient {
             message: format!("ERR {detail}"),
         };
         let number = |value: Option<&Value>| value.and_then(Value::as_i64);
-        let (Some(replicas), Some(timeout_ms), 2) = (number(args.first()), number(args.get(1)), args.len()) else {
+        let (Some(replicas), Some(timeout_ms), 2) = (number(args.first()), number(args.get(1)), args.len())
+        else {
             return Err(bad("WAIT takes two integers: numreplicas timeout-ms".into()));
         };
         let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
@@ -1248,10 +1246,7 @@ impl Inner {
         let now = Instant::now();
         let window = self.config.replica_reads().max_lag * 2;
         if let Ok(mut writes) = self.recent_writes.lock() {
-            if writes.len() > 100_000 {
-                writes.retain(|_, at| now.duration_since(*at) < window);
-            }
-            writes.insert(key_hash(key), now);
+            writes.note(key_hash(key), now, window);
         }
     }
 
@@ -1266,9 +1261,11 @@ impl Inner {
         if since.elapsed() < window {
             return None;
         }
-        if let Ok(writes) = self.recent_writes.lock()
-            && writes.get(&key_hash(key)).is_some_and(|at| at.elapsed() < window)
-        {
+        // A lock poisoned by a panic elsewhere tells nothing about this key: the primary serves it.
+        let recent = self.recent_writes.lock().map_or(true, |writes| {
+            writes.is_recent(key_hash(key), Instant::now(), window)
+        });
+        if recent {
             return None;
         }
         let fresh = self.fresh_replicas.load();
@@ -1302,22 +1299,11 @@ impl Inner {
             // The primary's offset as of `max_lag` ago: a replica at or past it is at most `max_lag` behind.
             let threshold = {
                 let Ok(mut lag) = self.lag.lock() else { return };
+                // Primaries that left the topology (failed over, removed) are forgotten.
+                lag.history
+                    .retain(|primary, _| routing.topology.shards().iter().any(|s| s.primary == *primary));
                 let history = lag.history.entry(shard.primary.clone()).or_default();
-                history.push_back((now, offset));
-                while history.len() > 2
-                    && history
-                        .get(1)
-                        .is_some_and(|(t, _)| now.duration_since(*t) >= max_lag)
-                {
-                    history.pop_front();
-                }
-                history
-                    .iter()
-                    .rev()
-                    .find(|(t, _)| now.duration_since(*t) >= max_lag)
-                    .or(history.front())
-                    .map(|(_, o)| *o)
-                    .unwrap_or(offset)
+                lag_threshold(history, now, offset, max_lag)
             };
             let host = addr_host(&primary.addr);
             for line in info.lines().filter(|l| l.starts_with("slave")) {
@@ -1346,6 +1332,36 @@ impl Inner {
         }
         self.fresh_replicas.store(Arc::new(fresh));
     }
+}
+
+/// Samples of a primary's offset kept at most: with one every 200 ms, 64 cover 12.8 s. A larger
+/// `max_lag` (up to 49 days are accepted) would otherwise keep one sample per 200 ms of it.
+const LAG_HISTORY_MAX: usize = 64;
+
+/// Adds `(now, offset)` to a primary's history and returns its offset as of `max_lag` ago: a replica at
+/// or past it is at most `max_lag` behind. Without a sample that old, the oldest kept one stands in,
+/// which is newer, so the bound only gets stricter (fewer replicas count as fresh), never looser.
+fn lag_threshold(
+    history: &mut VecDeque<(Instant, u64)>,
+    now: Instant,
+    offset: u64,
+    max_lag: Duration,
+) -> u64 {
+    history.push_back((now, offset));
+    while history.len() > LAG_HISTORY_MAX
+        || (history.len() > 2
+            && history
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= max_lag))
+    {
+        history.pop_front();
+    }
+    history
+        .iter()
+        .rev()
+        .find(|(t, _)| now.saturating_duration_since(*t) >= max_lag)
+        .or(history.front())
+        .map_or(offset, |(_, o)| *o)
 }
 
 /// `(old primary, new primary, slot ranges)`.
@@ -1670,6 +1686,36 @@ mod tests {
         ])
         .unwrap();
         assert!(failovers(&old, &migrated).is_empty());
+    }
+
+    #[test]
+    fn lag_history_is_bounded_and_errs_on_the_strict_side() {
+        let start = Instant::now();
+        let mut history = VecDeque::new();
+        let max_lag = Duration::from_millis(u64::from(u32::MAX));
+        let mut threshold = 0;
+        for i in 0..10_000u64 {
+            threshold = lag_threshold(
+                &mut history,
+                start + Duration::from_millis(200 * i),
+                i * 10,
+                max_lag,
+            );
+            assert!(history.len() <= LAG_HISTORY_MAX);
+        }
+        // No sample is 49 days old: the oldest kept one stands in, newer than the true bound.
+        assert_eq!(threshold, (10_000 - LAG_HISTORY_MAX as u64) * 10);
+        // With a 1 s bound the sample of 1 s ago is the threshold.
+        let mut history = VecDeque::new();
+        for i in 0..20u64 {
+            threshold = lag_threshold(
+                &mut history,
+                start + Duration::from_millis(200 * i),
+                i * 10,
+                Duration::from_secs(1),
+            );
+        }
+        assert_eq!(threshold, 140);
     }
 
     #[test]

@@ -63,7 +63,11 @@ mod tests {
     use super::*;
 
     fn check(value: Duration, timeout_expected: Option<i64>, ttl_expected: Option<i64>) {
-        assert_eq!(timeout_ms("timeout", value).ok(), timeout_expected, "timeout {value:?}");
+        assert_eq!(
+            timeout_ms("timeout", value).ok(),
+            timeout_expected,
+            "timeout {value:?}"
+        );
         assert_eq!(ttl_ms("ttl", value).ok(), ttl_expected, "ttl {value:?}");
     }
 
@@ -75,7 +79,11 @@ mod tests {
         check(Duration::from_millis(1), Some(1), Some(1));
         check(Duration::from_millis(1_500), Some(1_500), Some(1_500));
         check(MAX_TIMEOUT, Some(i64::from(u32::MAX)), Some(i64::from(u32::MAX)));
-        check(MAX_TIMEOUT + Duration::from_millis(1), None, Some(i64::from(u32::MAX) + 1));
+        check(
+            MAX_TIMEOUT + Duration::from_millis(1),
+            None,
+            Some(i64::from(u32::MAX) + 1),
+        );
         check(MAX_TTL + Duration::from_nanos(1), None, None);
         check(Duration::MAX, None, None);
     }
@@ -85,6 +93,9 @@ mod tests {
         let message = timeout("CallOptions::timeout", Duration::ZERO)
             .unwrap_err()
             .to_string();
-        assert!(message.starts_with("CallOptions::timeout of 0ns is out of range: use 1ms to"), "{message}");
+        assert!(
+            message.starts_with("CallOptions::timeout of 0ns is out of range: use 1ms to"),
+            "{message}"
+        );
     }
 }

@@ -118,9 +118,7 @@ impl Cmd {
                 args.extend(a.iter().map(key));
             }
             Cmd::Wait {
-                replicas,
-                timeout_ms,
-                ..
+                replicas, timeout_ms, ..
             } => {
                 args.push(Value::Integer(*replicas));
                 args.push(Value::Integer(*timeout_ms));
@@ -169,9 +167,7 @@ impl Cmd {
             }
             // Only reached if a wait were ever sent on a shared connection; `send` never does.
             Cmd::Wait {
-                replicas,
-                timeout_ms,
-                ..
+                replicas, timeout_ms, ..
             } => client.wait(*replicas, (*timeout_ms).max(1)).await,
             Cmd::Custom { name, args } => {
                 let command = CustomCommand::new(name.to_string(), ClusterHash::Random, false);

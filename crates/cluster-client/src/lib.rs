@@ -41,6 +41,7 @@ mod error;
 mod events;
 mod lane;
 mod node;
+mod recent;
 mod script;
 mod topology;
 mod wait;
@@ -53,7 +54,7 @@ pub use crate::{
     durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},
     events::ClientEvent,
-    node::{LANE_DEPTH, NodeStats},
+    node::{LANE_DEPTH, NodeStats, describe_metrics},
     script::Script,
     topology::{Mode, ShardInfo, Topology},
 };

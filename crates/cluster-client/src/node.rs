@@ -44,6 +44,32 @@ pub struct NodeStats {
 /// more connections carry the overflow when many more tasks are in flight.
 pub const LANE_DEPTH: usize = 64;
 
+/// Describes every metric this crate records (unit and help) to the installed `metrics` recorder.
+/// Applications that install a recorder call it once; it is idempotent.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "cache_client_command_duration_seconds",
+        Unit::Seconds,
+        "Duration of single-key calls per node (label node)."
+    );
+    describe_counter!(
+        "cache_client_errors_total",
+        Unit::Count,
+        "Calls that failed on the connection (timeouts, resets) per node."
+    );
+    describe_counter!(
+        "cache_client_redirects_total",
+        Unit::Count,
+        "MOVED and ASK redirects received per node."
+    );
+    describe_gauge!(
+        "cache_client_recent_writes_bytes",
+        Unit::Bytes,
+        "Memory of the read-your-writes key set of replica reads (budget about 6.4 MB)."
+    );
+}
+
 /// One call in this many is recorded in the node's latency histogram.
 const LATENCY_SAMPLE: u64 = 4;
 

@@ -230,7 +230,11 @@ pub(crate) fn addr_host(addr: &str) -> &str {
 pub(crate) fn reported_addr(text: &str, fallback_host: &str) -> Option<String> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
-    let host = if host.is_empty() || host == "?" { fallback_host } else { host };
+    let host = if host.is_empty() || host == "?" {
+        fallback_host
+    } else {
+        host
+    };
     Some(node_addr(host, port))
 }
 
@@ -457,7 +461,10 @@ mod tests {
         let reported = |text: &str| reported_addr(text, "::1");
         assert_eq!(reported("::1:7000").as_deref(), Some("[::1]:7000"));
         assert_eq!(reported("[::1]:7000").as_deref(), Some("[::1]:7000"));
-        assert_eq!(reported("2001:db8::7:6379").as_deref(), Some("[2001:db8::7]:6379"));
+        assert_eq!(
+            reported("2001:db8::7:6379").as_deref(),
+            Some("[2001:db8::7]:6379")
+        );
         assert_eq!(reported("127.0.0.1:7001").as_deref(), Some("127.0.0.1:7001"));
         assert_eq!(reported(":7001").as_deref(), Some("[::1]:7001"));
         assert_eq!(reported("7001"), None);

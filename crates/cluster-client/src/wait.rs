@@ -171,7 +171,11 @@ async fn exchange(
     deadline: Instant,
 ) -> Result<Value, fred::error::Error> {
     let options = |deadline: Instant| Options {
-        timeout: Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
+        timeout: Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ),
         fail_fast: true,
         max_attempts: Some(1),
         ..Options::default()
@@ -192,9 +196,16 @@ async fn exchange(
         .await?;
     // The server's WAIT ends early enough for its reply to arrive before the deadline (never `WAIT n 0`,
     // which blocks for ever).
-    let left = deadline.saturating_duration_since(Instant::now()).saturating_sub(REPLY_SLACK);
-    let wait_ms = wait_ms.min(i64::try_from(left.as_millis()).unwrap_or(i64::MAX)).max(1);
-    client.with_options(&options(deadline)).wait(replicas, wait_ms).await
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(REPLY_SLACK);
+    let wait_ms = wait_ms
+        .min(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+        .max(1);
+    client
+        .with_options(&options(deadline))
+        .wait(replicas, wait_ms)
+        .await
 }
 
 #[cfg(test)]

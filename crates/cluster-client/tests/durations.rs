@@ -86,7 +86,10 @@ async fn wait_timeouts_at_the_edges_are_refused_and_never_block() {
         let (c, k) = (client.clone(), key.clone());
         refused(
             &format!("wait({timeout:?})"),
-            bounded(format!("wait {timeout:?}"), async move { c.wait(&k, 1, timeout).await }).await,
+            bounded(format!("wait {timeout:?}"), async move {
+                c.wait(&k, 1, timeout).await
+            })
+            .await,
         );
         // `WAIT 1 0` through node_command would block for ever.
         let (c, n) = (client.clone(), node.clone());
@@ -122,12 +125,20 @@ async fn ttls_at_the_edges_round_up_or_are_refused() {
         .await;
         client.set(&key, b"v", SetOptions::default()).await.unwrap();
         let (c, k) = (client.clone(), key.clone());
-        let pexpire = bounded(format!("pexpire {ttl:?}"), async move { c.pexpire(&k, ttl).await }).await;
+        let pexpire = bounded(
+            format!("pexpire {ttl:?}"),
+            async move { c.pexpire(&k, ttl).await },
+        )
+        .await;
         if ttl == Duration::MAX {
             refused("set with ttl MAX", set);
             refused("set_many with ttl MAX", many.into_iter().next().unwrap());
             refused("pexpire MAX", pexpire);
-            assert_eq!(client.pttl(&key).await.unwrap(), Ttl::Persistent, "nothing was sent");
+            assert_eq!(
+                client.pttl(&key).await.unwrap(),
+                Ttl::Persistent,
+                "nothing was sent"
+            );
         } else {
             // Below a millisecond rounds up to 1 ms (`PX 0` is a server error): the key is gone at once.
             assert!(set.unwrap(), "set ttl {ttl:?}");

@@ -37,7 +37,11 @@ async fn a_cluster_announcing_ipv6_addresses_routes_redirects_and_waits() {
     })
     .await
     .unwrap();
-    let seeds: Vec<String> = cluster.nodes().iter().map(|n| format!("[::1]:{}", n.port())).collect();
+    let seeds: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("[::1]:{}", n.port()))
+        .collect();
     let config = ClusterConfig::builder()
         .nodes(seeds)
         .command_timeout(Duration::from_secs(1))
@@ -52,7 +56,10 @@ async fn a_cluster_announcing_ipv6_addresses_routes_redirects_and_waits() {
     }
     let keys: Vec<String> = (0..300).map(|i| format!("v6:{i}")).collect();
     for key in &keys {
-        client.set(key.as_bytes(), b"before", SetOptions::default()).await.unwrap();
+        client
+            .set(key.as_bytes(), b"before", SetOptions::default())
+            .await
+            .unwrap();
     }
 
     // Move slots behind the client's back: the keys there answer `MOVED <slot> ::1:<port>`.
@@ -67,7 +74,11 @@ async fn a_cluster_announcing_ipv6_addresses_routes_redirects_and_waits() {
     let redirects: u64 = client.node_stats().iter().map(|s| s.redirects).sum();
     assert!(redirects > 0, "the client followed MOVED to an IPv6 address");
     let values = client.get_many(&keys).await;
-    assert!(values.iter().all(|v| matches!(v, Ok(Some(b)) if &b[..] == b"before")));
+    assert!(
+        values
+            .iter()
+            .all(|v| matches!(v, Ok(Some(b)) if &b[..] == b"before"))
+    );
 
     // A wait opens its own connection to the IPv6 primary.
     let key = common::key_for_slot("v6wait", moved[0]);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cluster_client::{Error, SetOptions};
+use cluster_client::SetOptions;
 use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +33,10 @@ async fn a_wait_on_a_stopped_replica_stalls_no_other_call_of_its_shard() {
     );
 
     replica.pause().unwrap();
-    client.set(&key, b"while stopped", SetOptions::default()).await.unwrap();
+    client
+        .set(&key, b"while stopped", SetOptions::default())
+        .await
+        .unwrap();
     let waiting = {
         let client = client.clone();
         let key = key.clone();
@@ -98,9 +101,7 @@ async fn a_wait_covers_writes_made_on_every_connection_of_the_node() {
     let client = common::client(&cluster).await;
     // Concurrent writes spread over the node's connections; then one wait, whose acknowledgement must
     // cover every one of them: each key is then on the replica.
-    let keys: Vec<Vec<u8>> = (0..200)
-        .map(|i| format!("{{spread}}:{i}").into_bytes())
-        .collect();
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("{{spread}}:{i}").into_bytes()).collect();
     let writes = keys
         .iter()
         .map(|k| client.set(k, b"acked", SetOptions::default()));
@@ -112,10 +113,18 @@ async fn a_wait_covers_writes_made_on_every_connection_of_the_node() {
     let replica = &shard.replicas[0];
     for key in &keys {
         let value: Option<String> = client
-            .node_command(replica, vec!["GET".into(), cluster_client::Value::Bytes(key.clone().into())])
+            .node_command(
+                replica,
+                vec!["GET".into(), cluster_client::Value::Bytes(key.clone().into())],
+            )
             .await
             .unwrap();
-        assert_eq!(value.as_deref(), Some("acked"), "{} on the replica", String::from_utf8_lossy(key));
+        assert_eq!(
+            value.as_deref(),
+            Some("acked"),
+            "{} on the replica",
+            String::from_utf8_lossy(key)
+        );
     }
     client.close().await;
 }

@@ -14,8 +14,16 @@ const SETTINGS: &[(&str, Setter, u64)] = &[
     ("REDIS_RETRY_MAX_DELAY_MS", |b, d| b.retry_max_delay(d), 1),
     ("REDIS_COMMAND_TIMEOUT_MS", |b, d| b.command_timeout(d), 1),
     ("REDIS_CONNECT_TIMEOUT_MS", |b, d| b.connect_timeout(d), 1),
-    ("REDIS_UNRESPONSIVE_TIMEOUT_MS", |b, d| b.unresponsive_timeout(d), 1),
-    ("REDIS_TOPOLOGY_REFRESH_INTERVAL_MS", |b, d| b.topology_refresh_interval(d), 1),
+    (
+        "REDIS_UNRESPONSIVE_TIMEOUT_MS",
+        |b, d| b.unresponsive_timeout(d),
+        1,
+    ),
+    (
+        "REDIS_TOPOLOGY_REFRESH_INTERVAL_MS",
+        |b, d| b.topology_refresh_interval(d),
+        1,
+    ),
     ("REDIS_MAX_REPLICA_LAG_MS", |b, d| b.max_replica_lag(d), 0),
     ("REDIS_HEALTH_INTERVAL_MS", |b, d| b.health_interval(d), 100),
 ];
@@ -66,7 +74,9 @@ fn builder_durations_at_the_edges() {
             .unresponsive_timeout(Duration::from_millis(u64::from(u32::MAX)))
             .retry_max_delay(Duration::from_millis(u64::from(u32::MAX)));
         if env != "REDIS_UNRESPONSIVE_TIMEOUT_MS" && env != "REDIS_RETRY_MAX_DELAY_MS" {
-            at_min.build().unwrap_or_else(|e| panic!("{env} at its minimum: {e}"));
+            at_min
+                .build()
+                .unwrap_or_else(|e| panic!("{env} at its minimum: {e}"));
         }
     }
 }
@@ -82,7 +92,8 @@ fn environment_durations_at_the_edges() {
             values.push(below.as_str());
         }
         for value in values {
-            let result = ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "127.0.0.1:7000"), (env, value)]);
+            let result =
+                ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "127.0.0.1:7000"), (env, value)]);
             match value {
                 "-1" => assert!(result.is_err(), "{env} = -1 was accepted"),
                 _ => refused(result, env, value),

@@ -371,7 +371,10 @@ fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
 fn replica_gauges(primary: &str, replica: &str, offset: f64, lag_seconds: f64, lag_bytes: f64) {
     let (ip, port) = replica.rsplit_once(':').unwrap_or((replica, ""));
     // redis_exporter labels the raw ip; ours carries brackets when it is IPv6.
-    let ip = ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(ip);
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|ip| ip.strip_suffix(']'))
+        .unwrap_or(ip);
     let labels = [
         ("node", primary.to_string()),
         ("slave_ip", ip.to_string()),

@@ -60,7 +60,8 @@ pub use crate::{
     },
     summary::{HealthStatus, HealthSummary, NodeMemory, ReplicationSummary, cluster_health_summary},
     trends::{
-        TREND_BUDGET_BYTES, TREND_MAX_SAMPLES, TREND_RETENTION, TrendMetric, TrendRing, TrendSample, WindowStats,
+        TREND_BUDGET_BYTES, TREND_MAX_SAMPLES, TREND_RETENTION, TrendMetric, TrendRing, TrendSample,
+        WindowStats,
     },
 };
 pub use metrics_exporter_prometheus::PrometheusHandle;

@@ -392,7 +392,10 @@ mod tests {
             peak = peak.max(ring.heap_bytes());
         }
         assert_eq!(ring.len(), TREND_MAX_SAMPLES);
-        assert!(peak <= TREND_BUDGET_BYTES, "{peak} bytes over the {TREND_BUDGET_BYTES} budget");
+        assert!(
+            peak <= TREND_BUDGET_BYTES,
+            "{peak} bytes over the {TREND_BUDGET_BYTES} budget"
+        );
         let newest = ring.samples().next_back().map(|s| s.ops_per_sec);
         assert_eq!(newest, Some((TREND_MAX_SAMPLES + 999) as f64));
         let oldest = ring.samples().next().map(|s| s.ops_per_sec);
