@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::*;
 
-use crate::client::{Access, Cmd, to_bytes, to_i64, ttl_ms};
+use crate::client::{Access, Cmd, to_bytes, to_i64};
+use crate::durations;
 use crate::node::NodeHandle;
 use crate::{ClusterClient, Error};
 
@@ -44,7 +45,9 @@ impl ClusterClient {
                 Ok(Cmd::Set {
                     key: Bytes::copy_from_slice(key.as_ref()),
                     value: Bytes::copy_from_slice(value.as_ref()),
-                    ttl_ms: ttl.map(ttl_ms),
+                    ttl_ms: ttl
+                        .map(|ttl| durations::ttl_ms("set_many ttl", ttl))
+                        .transpose()?,
                     condition: None,
                 })
             })
@@ -87,7 +90,15 @@ impl ClusterClient {
                 (Err(e), _) | (_, Err(e)) => results[index] = Some(Err(e)),
             }
         }
-        let timeout = self.call_timeout();
+        let timeout = match self.call_timeout() {
+            Ok(timeout) => timeout,
+            // An out-of-range CallOptions::timeout: every key gets the error, nothing is sent.
+            Err(_) => {
+                return (0..keys.len())
+                    .map(|_| self.call_timeout().map(|_| Value::Null))
+                    .collect();
+            }
+        };
         let pipelines = groups
             .into_values()
             .map(|(node, cmds)| self.pipeline(node, cmds, timeout));

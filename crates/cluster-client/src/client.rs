@@ -15,11 +15,16 @@ use sharding::key_slot;
 use tokio::sync::{Notify, broadcast};
 
 use crate::Error;
+use crate::durations;
 use crate::events::ClientEvent;
 pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
+use crate::recent::RecentWrites;
 use crate::script::Script;
-use crate::topology::{Mode, ShardInfo, Topology, parse_cluster_shards, parse_cluster_slots};
+use crate::topology::{
+    Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots, reported_addr,
+};
+use crate::wait::marker_key;
 
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
@@ -48,6 +53,8 @@ pub enum ReadFrom {
 #[non_exhaustive]
 pub struct CallOptions {
     /// The call's deadline, redirects and retries included (default: the configured command timeout).
+    /// From [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) to [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); a call with a
+    /// timeout outside fails with [`Error::InvalidDuration`] before anything is sent.
     pub timeout: Option<Duration>,
     /// When the key's shard has no reachable primary, wait (up to the deadline) for a promotion instead
     /// of failing fast.
@@ -92,7 +99,9 @@ pub enum SetCondition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SetOptions {
-    /// Time to live (millisecond precision); `None` keeps the key until deleted or evicted.
+    /// Time to live (millisecond precision, at least 1 ms: shorter ones round up); `None` keeps the
+    /// key until deleted or evicted. Above [`MAX_TTL`](crate::MAX_TTL) the set fails with
+    /// [`Error::InvalidDuration`].
     pub ttl: Option<Duration>,
     /// Write only if the key is absent / present.
     pub condition: Option<SetCondition>,
@@ -150,12 +159,11 @@ pub(crate) enum Failure {
 
 pub(crate) fn classify(error: &fred::error::Error, node_host: &str) -> Failure {
     let details = error.details();
+    // `MOVED 3999 127.0.0.1:7001`, `MOVED 3999 ::1:7001` (Redis prints an IPv6 ip raw), or
+    // `MOVED 3999 :7001` (the node does not know its own ip: it is the one that answered).
     let redirect_target = || {
         let target = details.split_whitespace().nth(2).unwrap_or_default();
-        match target.strip_prefix(':') {
-            Some(port) => format!("{node_host}:{port}"),
-            None => target.to_string(),
-        }
+        reported_addr(target, node_host).unwrap_or_else(|| target.to_string())
     };
     match error.kind() {
         ErrorKind::Cluster if error.is_moved() => Failure::Moved {
@@ -206,7 +214,7 @@ pub(crate) struct Inner {
     replica_reads_since: Mutex<Option<Instant>>,
     replica_reads_on: AtomicBool,
     fresh_replicas: ArcSwap<HashSet<String>>,
-    recent_writes: Mutex<HashMap<u64, Instant>>,
+    recent_writes: Mutex<RecentWrites>,
     lag: Mutex<ReplicaLag>,
     last_refresh: Mutex<Instant>,
 }
@@ -353,7 +361,7 @@ impl ClusterClient {
             replica_reads_since: Mutex::new(None),
             replica_reads_on: AtomicBool::new(false),
             fresh_replicas: ArcSwap::from_pointee(HashSet::new()),
-            recent_writes: Mutex::new(HashMap::new()),
+            recent_writes: Mutex::new(RecentWrites::new()),
             lag: Mutex::new(ReplicaLag::default()),
             last_refresh: Mutex::new(Instant::now()),
         });
@@ -458,10 +466,13 @@ impl ClusterClient {
         }
     }
 
-    fn timeout(&self) -> Duration {
-        self.options
-            .timeout
-            .unwrap_or(self.inner.config.timeouts().command)
+    /// The call's timeout: the handle's option (checked here, as `with_options` cannot fail), else the
+    /// configured command timeout (which cluster-config checked against the same range).
+    fn timeout(&self) -> Result<Duration, Error> {
+        match self.options.timeout {
+            Some(timeout) => durations::timeout("CallOptions::timeout", timeout),
+            None => Ok(self.inner.config.timeouts().command),
+        }
     }
 
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), Error> {
@@ -501,7 +512,10 @@ impl ClusterClient {
         let cmd = Cmd::Set {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
-            ttl_ms: options.ttl.map(ttl_ms),
+            ttl_ms: options
+                .ttl
+                .map(|ttl| durations::ttl_ms("SetOptions::ttl", ttl))
+                .transpose()?,
             condition: options.condition.map(|c| match c {
                 SetCondition::IfAbsent => fred::types::SetOptions::NX,
                 SetCondition::IfPresent => fred::types::SetOptions::XX,
@@ -532,7 +546,10 @@ impl ClusterClient {
     /// `PEXPIRE`: whether the key existed and got the TTL.
     pub async fn pexpire(&self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
         self.check_key(key)?;
-        let cmd = Cmd::Pexpire(Bytes::copy_from_slice(key), ttl_ms(ttl));
+        let cmd = Cmd::Pexpire(
+            Bytes::copy_from_slice(key),
+            durations::ttl_ms("pexpire ttl", ttl)?,
+        );
         let reply = self.run(key, cmd, Access::Write).await?;
         Ok(to_i64(&reply, "PEXPIRE")? > 0)
     }
@@ -596,30 +613,66 @@ impl ClusterClient {
         }
     }
 
-    /// `WAIT replicas timeout` on the connection that carries `key`'s writes: how many replicas have
-    /// acknowledged every write this client sent on it.
+    /// Waits up to `timeout` for `replicas` replicas of the primary serving `key` to acknowledge every
+    /// write that primary had acknowledged (to this client, on any connection) before the call started;
+    /// returns how many did (possibly more than asked, or fewer when the timeout passed).
+    ///
+    /// `WAIT` never runs on a connection other calls share (it would hold every call queued behind it
+    /// on its shard): it runs on a dedicated connection of the node, after a write of a marker key in
+    /// `key`'s slot on that same connection, whose acknowledgement implies that of every earlier write
+    /// (one ordered replication stream per primary). See the `wait` module for the details, and for
+    /// concurrent waits on one node. `timeout` must be from [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) to
+    /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT) ([`Error::InvalidDuration`] otherwise; a zero `WAIT`
+    /// timeout would block for ever).
     pub async fn wait(&self, key: &[u8], replicas: u32, timeout: Duration) -> Result<u32, Error> {
-        let cmd = Cmd::Wait(replicas as i64, timeout.as_millis() as i64);
-        let client = self.with_options(CallOptions {
-            timeout: Some(self.timeout().max(timeout + Duration::from_millis(500))),
+        self.check_key(key)?;
+        let cmd = Cmd::Wait {
+            replicas: i64::from(replicas),
+            timeout_ms: durations::timeout_ms("wait timeout", timeout)?,
+            marker: marker_key(key_slot(key)),
+        };
+        let reply = self.wait_handle(timeout)?.run(key, cmd, Access::Write).await?;
+        Ok(u32::try_from(to_i64(&reply, "WAIT")?.max(0)).unwrap_or(u32::MAX))
+    }
+
+    /// A handle whose deadline leaves a `WAIT` of `timeout` time to answer: the call timeout, or the
+    /// wait's timeout plus half a second if that is longer (saturating at the longest timeout).
+    fn wait_handle(&self, timeout: Duration) -> Result<ClusterClient, Error> {
+        let deadline = self
+            .timeout()?
+            .max(timeout.saturating_add(Duration::from_millis(500)))
+            .min(durations::MAX_TIMEOUT.saturating_add(Duration::from_millis(500)));
+        Ok(self.with_options(CallOptions {
+            timeout: Some(deadline),
             ..self.options.clone()
-        });
-        let reply = client.run(key, cmd, Access::Write).await?;
-        Ok(to_i64(&reply, "WAIT")?.max(0) as u32)
+        }))
     }
 
     /// A raw command on one node (`host:port`, as in [`Topology`]); the first argument is the command
     /// name. It goes over the node's READONLY connection, so a replica answers reads of its own data.
+    ///
+    /// `WAIT` is not sent on that shared connection: it runs as [`ClusterClient::wait`] does, on the
+    /// node's dedicated wait connection after a marker write in the first slot the node serves, so it
+    /// counts the node's writes from every connection and stalls no other call. Its timeout must be 1
+    /// to `u32::MAX` milliseconds (`WAIT n 0` would block for ever).
     pub async fn node_command<R: FromValue>(&self, node: &str, args: Vec<Value>) -> Result<R, Error> {
         let handle = self.inner.known_node(node)?;
         let mut args = args.into_iter();
         let name = args.next().and_then(|v| v.as_string()).unwrap_or_default();
         let rest: Vec<Value> = args.collect();
+        if name.eq_ignore_ascii_case("WAIT") {
+            let value = self.wait_on_node(&handle, &rest).await?;
+            return R::from_value(value).map_err(|e| Error::Reply {
+                node: node.into(),
+                command: name,
+                detail: e.to_string(),
+            });
+        }
         let started = Instant::now();
         // A node known to be down fails fast; otherwise the call may wait (up to its timeout) for the
         // READONLY connection, which may still be opening right after the node was first seen.
         let options = Options {
-            timeout: Some(self.timeout()),
+            timeout: Some(self.timeout()?),
             fail_fast: !handle.is_up(),
             ..Options::default()
         };
@@ -634,6 +687,41 @@ impl ClusterClient {
             command: name,
             detail: e.to_string(),
         })
+    }
+
+    /// `WAIT replicas timeout-ms` addressed to one node (see [`ClusterClient::node_command`]).
+    async fn wait_on_node(&self, handle: &Arc<NodeHandle>, args: &[Value]) -> Result<Value, Error> {
+        let bad = |detail: String| Error::Server {
+            node: handle.addr.clone(),
+            command: "WAIT".into(),
+            message: format!("ERR {detail}"),
+        };
+        let number = |value: Option<&Value>| value.and_then(Value::as_i64);
+        let (Some(replicas), Some(timeout_ms), 2) = (number(args.first()), number(args.get(1)), args.len())
+        else {
+            return Err(bad("WAIT takes two integers: numreplicas timeout-ms".into()));
+        };
+        let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        let timeout_ms = durations::timeout_ms("WAIT timeout", timeout)?;
+        let routing = self.inner.routing.load();
+        let slot = routing
+            .topology
+            .shards()
+            .iter()
+            .find(|s| s.primary == handle.addr)
+            .and_then(|s| s.slots.first())
+            .map_or(0, |range| range.0);
+        drop(routing);
+        let cmd = Cmd::Wait {
+            replicas: replicas.max(0),
+            timeout_ms,
+            marker: marker_key(slot),
+        };
+        let deadline = self.wait_handle(timeout)?.timeout()?;
+        let started = Instant::now();
+        let result = send(handle, &cmd, deadline, false, false).await;
+        handle.record_untimed();
+        result.map_err(|e| self.inner.to_error(handle, "WAIT", &e, started))
     }
 
     /// One `SCAN` step on one node: the next cursor (0 when done) and the keys of this step.
@@ -681,7 +769,7 @@ impl ClusterClient {
     /// errors until the call's deadline.
     pub(crate) async fn run(&self, key: &[u8], cmd: Cmd, access: Access) -> Result<Value, Error> {
         let started = Instant::now();
-        let deadline = started + self.timeout();
+        let deadline = started + self.timeout()?;
         let slot = key_slot(key);
         let mut redirects = 0;
         let mut redirect: Option<(Arc<NodeHandle>, bool)> = None;
@@ -730,8 +818,7 @@ impl ClusterClient {
                 }
                 Err(error) => error,
             };
-            let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-            match classify(&error, host) {
+            match classify(&error, addr_host(&node.addr)) {
                 Failure::Moved { addr } | Failure::Ask { addr } if redirects >= MAX_REDIRECTS => {
                     let _ = addr;
                     return Err(Error::TooManyRedirects {
@@ -883,7 +970,7 @@ impl ClusterClient {
         self.inner.to_error(node, command, error, started)
     }
 
-    pub(crate) fn call_timeout(&self) -> Duration {
+    pub(crate) fn call_timeout(&self) -> Result<Duration, Error> {
         self.timeout()
     }
 }
@@ -963,8 +1050,7 @@ impl Inner {
         error: &fred::error::Error,
         started: Instant,
     ) -> Error {
-        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-        match classify(error, host) {
+        match classify(error, addr_host(&node.addr)) {
             Failure::Timeout => {
                 node.record_error();
                 Error::Timeout {
@@ -1160,10 +1246,7 @@ impl Inner {
         let now = Instant::now();
         let window = self.config.replica_reads().max_lag * 2;
         if let Ok(mut writes) = self.recent_writes.lock() {
-            if writes.len() > 100_000 {
-                writes.retain(|_, at| now.duration_since(*at) < window);
-            }
-            writes.insert(key_hash(key), now);
+            writes.note(key_hash(key), now, window);
         }
     }
 
@@ -1178,9 +1261,11 @@ impl Inner {
         if since.elapsed() < window {
             return None;
         }
-        if let Ok(writes) = self.recent_writes.lock()
-            && writes.get(&key_hash(key)).is_some_and(|at| at.elapsed() < window)
-        {
+        // A lock poisoned by a panic elsewhere tells nothing about this key: the primary serves it.
+        let recent = self.recent_writes.lock().map_or(true, |writes| {
+            writes.is_recent(key_hash(key), Instant::now(), window)
+        });
+        if recent {
             return None;
         }
         let fresh = self.fresh_replicas.load();
@@ -1214,28 +1299,13 @@ impl Inner {
             // The primary's offset as of `max_lag` ago: a replica at or past it is at most `max_lag` behind.
             let threshold = {
                 let Ok(mut lag) = self.lag.lock() else { return };
+                // Primaries that left the topology (failed over, removed) are forgotten.
+                lag.history
+                    .retain(|primary, _| routing.topology.shards().iter().any(|s| s.primary == *primary));
                 let history = lag.history.entry(shard.primary.clone()).or_default();
-                history.push_back((now, offset));
-                while history.len() > 2
-                    && history
-                        .get(1)
-                        .is_some_and(|(t, _)| now.duration_since(*t) >= max_lag)
-                {
-                    history.pop_front();
-                }
-                history
-                    .iter()
-                    .rev()
-                    .find(|(t, _)| now.duration_since(*t) >= max_lag)
-                    .or(history.front())
-                    .map(|(_, o)| *o)
-                    .unwrap_or(offset)
+                lag_threshold(history, now, offset, max_lag)
             };
-            let host = primary
-                .addr
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or("127.0.0.1");
+            let host = addr_host(&primary.addr);
             for line in info.lines().filter(|l| l.starts_with("slave")) {
                 let Some((_, fields)) = line.split_once(':') else {
                     continue;
@@ -1254,13 +1324,44 @@ impl Inner {
                 let ip = if ip.is_empty() { host.to_string() } else { ip };
                 if replica_offset.parse::<u64>().is_ok_and(|o| o >= threshold)
                     && field("state=").as_deref() == Some("online")
+                    && let Ok(port) = port.parse::<u16>()
                 {
-                    fresh.insert(format!("{ip}:{port}"));
+                    fresh.insert(node_addr(&ip, port));
                 }
             }
         }
         self.fresh_replicas.store(Arc::new(fresh));
     }
+}
+
+/// Samples of a primary's offset kept at most: with one every 200 ms, 64 cover 12.8 s. A larger
+/// `max_lag` (up to 49 days are accepted) would otherwise keep one sample per 200 ms of it.
+const LAG_HISTORY_MAX: usize = 64;
+
+/// Adds `(now, offset)` to a primary's history and returns its offset as of `max_lag` ago: a replica at
+/// or past it is at most `max_lag` behind. Without a sample that old, the oldest kept one stands in,
+/// which is newer, so the bound only gets stricter (fewer replicas count as fresh), never looser.
+fn lag_threshold(
+    history: &mut VecDeque<(Instant, u64)>,
+    now: Instant,
+    offset: u64,
+    max_lag: Duration,
+) -> u64 {
+    history.push_back((now, offset));
+    while history.len() > LAG_HISTORY_MAX
+        || (history.len() > 2
+            && history
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= max_lag))
+    {
+        history.pop_front();
+    }
+    history
+        .iter()
+        .rev()
+        .find(|(t, _)| now.saturating_duration_since(*t) >= max_lag)
+        .or(history.front())
+        .map_or(offset, |(_, o)| *o)
 }
 
 /// `(old primary, new primary, slot ranges)`.
@@ -1334,12 +1435,7 @@ async fn lag_loop(inner: Weak<Inner>) {
 
 /// Loads the cluster topology from one node: `CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7.
 async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Error> {
-    let host = node
-        .addr
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or("127.0.0.1")
-        .to_string();
+    let host = addr_host(&node.addr).to_string();
     let bad = |command: &str, detail: String| Error::Reply {
         node: node.addr.clone(),
         command: command.into(),
@@ -1359,8 +1455,7 @@ async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Erro
 /// One command on one node with a timeout, no routing.
 async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
     let value = send(node, &cmd, timeout, false, false).await.map_err(|e| {
-        let host = node.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-        match classify(&e, host) {
+        match classify(&e, addr_host(&node.addr)) {
             Failure::Timeout => {
                 node.record_error();
                 Error::Timeout {
@@ -1399,6 +1494,15 @@ async fn send(
     asking: bool,
     readonly: bool,
 ) -> Result<Value, fred::error::Error> {
+    if let Cmd::Wait {
+        replicas,
+        timeout_ms,
+        marker,
+    } = cmd
+    {
+        // A blocking command never goes on a shared connection (see the `wait` module).
+        return Box::pin(node.waits().wait(marker, *replicas, *timeout_ms, asking, timeout)).await;
+    }
     let lane = if readonly { node.readonly() } else { node.lane() };
     if asking {
         // Rare: boxed, so that the common path's future stays small.
@@ -1413,19 +1517,6 @@ async fn send(
         max_attempts: Some(1),
         ..Options::default()
     };
-    if matches!(cmd, Cmd::Wait(..)) && !readonly && node.lanes().len() > 1 {
-        // WAIT counts the writes of the connection it is sent on, and this node's writes may have
-        // used any of its connections: ask each, and report the fewest acknowledgements.
-        let all = futures::future::join_all(node.lanes().iter().map(|lane| lane.call(cmd, options.clone())));
-        return Box::pin(all)
-            .await
-            .into_iter()
-            .min_by_key(|r| match r {
-                Ok(v) => v.as_i64().unwrap_or(i64::MAX),
-                Err(_) => i64::MIN,
-            })
-            .unwrap_or(Ok(Value::Integer(0)));
-    }
     lane.call(cmd, options).await
 }
 
@@ -1452,11 +1543,6 @@ fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
         keys: keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
         args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
     }
-}
-
-/// A TTL as `PX` milliseconds (at least 1: `PX 0` is an error).
-pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
-    ttl.as_millis().clamp(1, i64::MAX as u128) as i64
 }
 
 pub(crate) fn bytes_arg(bytes: &[u8]) -> Value {
@@ -1519,6 +1605,16 @@ mod tests {
             ErrorKind::Cluster,
             "MOVED 3999 :6381",
             r#"Moved { addr: "10.0.0.9:6381" }"#,
+        );
+        check(
+            ErrorKind::Cluster,
+            "MOVED 3999 ::1:6381",
+            r#"Moved { addr: "[::1]:6381" }"#,
+        );
+        check(
+            ErrorKind::Cluster,
+            "ASK 3999 2001:db8::7:6381",
+            r#"Ask { addr: "[2001:db8::7]:6381" }"#,
         );
         check(
             ErrorKind::Cluster,
@@ -1590,6 +1686,36 @@ mod tests {
         ])
         .unwrap();
         assert!(failovers(&old, &migrated).is_empty());
+    }
+
+    #[test]
+    fn lag_history_is_bounded_and_errs_on_the_strict_side() {
+        let start = Instant::now();
+        let mut history = VecDeque::new();
+        let max_lag = Duration::from_millis(u64::from(u32::MAX));
+        let mut threshold = 0;
+        for i in 0..10_000u64 {
+            threshold = lag_threshold(
+                &mut history,
+                start + Duration::from_millis(200 * i),
+                i * 10,
+                max_lag,
+            );
+            assert!(history.len() <= LAG_HISTORY_MAX);
+        }
+        // No sample is 49 days old: the oldest kept one stands in, newer than the true bound.
+        assert_eq!(threshold, (10_000 - LAG_HISTORY_MAX as u64) * 10);
+        // With a 1 s bound the sample of 1 s ago is the threshold.
+        let mut history = VecDeque::new();
+        for i in 0..20u64 {
+            threshold = lag_threshold(
+                &mut history,
+                start + Duration::from_millis(200 * i),
+                i * 10,
+                Duration::from_secs(1),
+            );
+        }
+        assert_eq!(threshold, 140);
     }
 
     #[test]

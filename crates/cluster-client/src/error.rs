@@ -117,6 +117,16 @@ pub enum Error {
         /// What was unexpected.
         detail: String,
     },
+    /// A duration given to a call is out of the range this client accepts; nothing was sent.
+    #[error("{what} of {value:?} is out of range: {allowed}; nothing was sent")]
+    InvalidDuration {
+        /// Which duration, e.g. `CallOptions::timeout`.
+        what: &'static str,
+        /// The duration given.
+        value: Duration,
+        /// The accepted range, and what to do instead.
+        allowed: String,
+    },
     /// The client was closed.
     #[error("the client was closed")]
     Closed,

@@ -45,8 +45,13 @@ pub(crate) enum Cmd {
         keys: Arc<[Bytes]>,
         args: Arc<[Bytes]>,
     },
-    /// `WAIT replicas timeout-ms` (fred marks it blocking).
-    Wait(i64, i64),
+    /// `WAIT replicas timeout-ms` after a write of `marker`; never sent on a lane, only on a node's
+    /// dedicated wait connections (see the `wait` module).
+    Wait {
+        replicas: i64,
+        timeout_ms: i64,
+        marker: Bytes,
+    },
     /// Anything else, by name (flushed at once by fred: used for rare commands only).
     Custom {
         name: Arc<str>,
@@ -73,7 +78,7 @@ impl Cmd {
             Cmd::Pexpire(..) => "PEXPIRE",
             Cmd::Pttl(_) => "PTTL",
             Cmd::EvalSha { .. } => "EVALSHA",
-            Cmd::Wait(..) => "WAIT",
+            Cmd::Wait { .. } => "WAIT",
             Cmd::Custom { name, .. } => name,
         }
     }
@@ -112,9 +117,11 @@ impl Cmd {
                 args.extend(keys.iter().map(key));
                 args.extend(a.iter().map(key));
             }
-            Cmd::Wait(replicas, ms) => {
+            Cmd::Wait {
+                replicas, timeout_ms, ..
+            } => {
                 args.push(Value::Integer(*replicas));
-                args.push(Value::Integer(*ms));
+                args.push(Value::Integer(*timeout_ms));
             }
             Cmd::Custom { args: rest, .. } => args.extend(rest.iter().cloned()),
         }
@@ -158,7 +165,10 @@ impl Cmd {
                 let command = CustomCommand::new_static("EVALSHA", ClusterHash::Random, false);
                 client.custom(command, all).await
             }
-            Cmd::Wait(replicas, ms) => client.wait(*replicas, *ms).await,
+            // Only reached if a wait were ever sent on a shared connection; `send` never does.
+            Cmd::Wait {
+                replicas, timeout_ms, ..
+            } => client.wait(*replicas, (*timeout_ms).max(1)).await,
             Cmd::Custom { name, args } => {
                 let command = CustomCommand::new(name.to_string(), ClusterHash::Random, false);
                 client.custom(command, args.clone()).await

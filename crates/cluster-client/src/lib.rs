@@ -36,21 +36,25 @@
 
 mod batch;
 mod client;
+mod durations;
 mod error;
 mod events;
 mod lane;
 mod node;
+mod recent;
 mod script;
 mod topology;
+mod wait;
 
 pub use bytes::Bytes;
 pub use fred::types::{FromValue, Value};
 
 pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
+    durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},
     events::ClientEvent,
-    node::{LANE_DEPTH, NodeStats},
+    node::{LANE_DEPTH, NodeStats, describe_metrics},
     script::Script,
     topology::{Mode, ShardInfo, Topology},
 };

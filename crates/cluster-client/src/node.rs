@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::Error;
 use crate::lane::Lane;
+use crate::wait::WaitPool;
 
 /// Latency and error counts of one node, as this client saw them.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,32 @@ pub struct NodeStats {
 /// more connections carry the overflow when many more tasks are in flight.
 pub const LANE_DEPTH: usize = 64;
 
+/// Describes every metric this crate records (unit and help) to the installed `metrics` recorder.
+/// Applications that install a recorder call it once; it is idempotent.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "cache_client_command_duration_seconds",
+        Unit::Seconds,
+        "Duration of single-key calls per node (label node)."
+    );
+    describe_counter!(
+        "cache_client_errors_total",
+        Unit::Count,
+        "Calls that failed on the connection (timeouts, resets) per node."
+    );
+    describe_counter!(
+        "cache_client_redirects_total",
+        Unit::Count,
+        "MOVED and ASK redirects received per node."
+    );
+    describe_gauge!(
+        "cache_client_recent_writes_bytes",
+        Unit::Bytes,
+        "Memory of the read-your-writes key set of replica reads (budget about 6.4 MB)."
+    );
+}
+
 /// One call in this many is recorded in the node's latency histogram.
 const LATENCY_SAMPLE: u64 = 4;
 
@@ -54,6 +81,9 @@ pub(crate) struct NodeHandle {
     lanes: Vec<Lane>,
     /// The READONLY connection (replica reads, commands addressed to this node).
     readonly: Lane,
+    /// Connections for `WAIT` only, opened on first use: a blocking command never shares a connection
+    /// with other calls.
+    waits: WaitPool,
     up: AtomicBool,
     latency: Mutex<Histogram<u64>>,
     commands: AtomicU64,
@@ -116,11 +146,20 @@ impl NodeHandle {
         });
         readonly.connect();
         let readonly = Lane::new(readonly);
+        // fred's unresponsive check would cut a connection whose WAIT is (by design) slow to answer;
+        // each wait's own deadline bounds it instead.
+        let mut wait_builder = builder.clone();
+        wait_builder.set_connection_config(fred::types::config::ConnectionConfig {
+            unresponsive: Default::default(),
+            ..config.connection_config()
+        });
+        let waits = WaitPool::new(wait_builder);
         let labels = [("node", addr.to_string())];
         Ok(Arc::new(NodeHandle {
             addr: addr.to_string(),
             lanes,
             readonly,
+            waits,
             up: AtomicBool::new(true),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 2).map_err(|e| Error::Reply {
@@ -156,9 +195,9 @@ impl NodeHandle {
         best
     }
 
-    /// Every routed connection (`WAIT` goes to each: writes may have used any of them).
-    pub(crate) fn lanes(&self) -> &[Lane] {
-        &self.lanes
+    /// The dedicated connections for `WAIT`.
+    pub(crate) fn waits(&self) -> &WaitPool {
+        &self.waits
     }
 
     /// Every connection: the routed ones, then the READONLY one.
@@ -259,6 +298,7 @@ impl NodeHandle {
 
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
+        self.waits.close();
         for client in self.clients() {
             let client = client.clone();
             tokio::spawn(async move {

@@ -205,6 +205,39 @@ impl Topology {
     }
 }
 
+/// A node's address as this crate spells it everywhere (topology, node handles, redirects, lag
+/// sampling): `host:port`, with brackets around an IPv6 host (`[::1]:7000`), so that an address from
+/// one source matches the same node from another. `host` may come bracketed or not.
+pub(crate) fn node_addr(host: &str, port: u16) -> String {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    cluster_config::NodeAddr::new(host, port).to_string()
+}
+
+/// The host of an address made by [`node_addr`], without brackets (`::1` for `[::1]:7000`).
+pub(crate) fn addr_host(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// An address as a server prints it (a `MOVED`/`ASK` target: `ip:port`, where Redis writes an IPv6
+/// ip raw, as in `::1:7000`, or `:port` when it does not know its own ip), in this crate's spelling.
+/// The port is after the last colon; an empty host is `fallback_host`'s.
+pub(crate) fn reported_addr(text: &str, fallback_host: &str) -> Option<String> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = if host.is_empty() || host == "?" {
+        fallback_host
+    } else {
+        host
+    };
+    Some(node_addr(host, port))
+}
+
 /// A node as `CLUSTER SHARDS` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShardNode {
@@ -247,7 +280,7 @@ pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result
                 host = fallback_host.to_string();
             }
             parsed.push(ShardNode {
-                addr: format!("{host}:{port}"),
+                addr: node_addr(&host, port),
                 primary: text("role") == "master",
                 health: text("health"),
             });
@@ -297,7 +330,7 @@ pub(crate) fn parse_cluster_slots(reply: &Value, fallback_host: &str) -> Result<
             if host.is_empty() || host == "?" {
                 host = fallback_host.to_string();
             }
-            Some(format!("{host}:{}", as_u16(parts.get(1)?)?))
+            Some(node_addr(&host, as_u16(parts.get(1)?)?))
         };
         let primary = addr(&items[2]).ok_or("bad primary address")?;
         let entry = by_primary.entry(primary.clone()).or_insert_with(|| ShardInfo {
@@ -414,6 +447,56 @@ mod tests {
             "10.0.0.1:7004",
             "foo is slot 12182"
         );
+    }
+
+    #[test]
+    fn ipv6_addresses_get_brackets_everywhere() {
+        assert_eq!(node_addr("::1", 7000), "[::1]:7000");
+        assert_eq!(node_addr("[::1]", 7000), "[::1]:7000");
+        assert_eq!(node_addr("10.0.0.1", 7000), "10.0.0.1:7000");
+        assert_eq!(node_addr("cache-1", 7000), "cache-1:7000");
+        assert_eq!(addr_host("[::1]:7000"), "::1");
+        assert_eq!(addr_host("[2001:db8::7]:6379"), "2001:db8::7");
+        assert_eq!(addr_host("10.0.0.1:7000"), "10.0.0.1");
+        let reported = |text: &str| reported_addr(text, "::1");
+        assert_eq!(reported("::1:7000").as_deref(), Some("[::1]:7000"));
+        assert_eq!(reported("[::1]:7000").as_deref(), Some("[::1]:7000"));
+        assert_eq!(
+            reported("2001:db8::7:6379").as_deref(),
+            Some("[2001:db8::7]:6379")
+        );
+        assert_eq!(reported("127.0.0.1:7001").as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(reported(":7001").as_deref(), Some("[::1]:7001"));
+        assert_eq!(reported("7001"), None);
+        assert_eq!(reported("::1:port"), None);
+        assert_eq!(reported("::1:0"), None);
+
+        let v6 = |port: i64, role: &str| node("::1", port, role, "online");
+        let reply = Value::Array(vec![Value::Array(vec![
+            s("slots"),
+            Value::Array(vec![Value::Integer(0), Value::Integer(16383)]),
+            s("nodes"),
+            Value::Array(vec![v6(7000, "master"), v6(7001, "replica")]),
+        ])]);
+        let shards = parse_cluster_shards(&reply, "::1").unwrap();
+        assert_eq!(shards[0].primary, "[::1]:7000");
+        assert_eq!(shards[0].replicas, vec!["[::1]:7001".to_string()]);
+        let addr = |ip: &str, port: i64| Value::Array(vec![s(ip), Value::Integer(port), s("id")]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::Integer(0),
+            Value::Integer(16383),
+            addr("::1", 7000),
+            addr("", 7001),
+        ])]);
+        let shards = parse_cluster_slots(&reply, "[::1]").unwrap();
+        assert_eq!(shards[0].primary, "[::1]:7000");
+        assert_eq!(shards[0].replicas, vec!["[::1]:7001".to_string()]);
+        for shard in &shards {
+            for addr in std::iter::once(&shard.primary).chain(&shard.replicas) {
+                let parsed: cluster_config::NodeAddr = addr.parse().expect("cluster-config reads it back");
+                assert_eq!(parsed.host(), "::1");
+            }
+        }
     }
 
     #[test]

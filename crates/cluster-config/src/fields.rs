@@ -66,14 +66,14 @@ pub(crate) const RETRY_INITIAL_DELAY: Field = Field {
     key: "retry.initial_delay_ms",
     env: "REDIS_RETRY_INITIAL_DELAY_MS",
     default: Some("100"),
-    unit: "milliseconds",
+    unit: "milliseconds (1 to 4294967295)",
     doc: "Delay before the first retry or reconnection attempt",
 };
 pub(crate) const RETRY_MAX_DELAY: Field = Field {
     key: "retry.max_delay_ms",
     env: "REDIS_RETRY_MAX_DELAY_MS",
     default: Some("3000"),
-    unit: "milliseconds",
+    unit: "milliseconds (1 to 4294967295)",
     doc: "Upper bound of the delay between retries or reconnection attempts",
 };
 pub(crate) const RETRY_BACKOFF_MULTIPLIER: Field = Field {
@@ -94,28 +94,28 @@ pub(crate) const COMMAND_TIMEOUT: Field = Field {
     key: "timeouts.command_ms",
     env: "REDIS_COMMAND_TIMEOUT_MS",
     default: Some("1000"),
-    unit: "milliseconds",
+    unit: "milliseconds (1 to 4294967295)",
     doc: "Time a command may take, queueing included, before it fails",
 };
 pub(crate) const CONNECT_TIMEOUT: Field = Field {
     key: "timeouts.connect_ms",
     env: "REDIS_CONNECT_TIMEOUT_MS",
     default: Some("2000"),
-    unit: "milliseconds",
+    unit: "milliseconds (1 to 4294967295)",
     doc: "Time to open a connection, and to run its set-up commands (`AUTH`, `HELLO`)",
 };
 pub(crate) const UNRESPONSIVE_TIMEOUT: Field = Field {
     key: "timeouts.unresponsive_ms",
     env: "REDIS_UNRESPONSIVE_TIMEOUT_MS",
     default: Some("2000"),
-    unit: "milliseconds (at least the command timeout)",
+    unit: "milliseconds (at least the command timeout, at most 4294967295)",
     doc: "A connection with a reply outstanding this long is closed and re-opened (notices a frozen node)",
 };
 pub(crate) const TOPOLOGY_REFRESH: Field = Field {
     key: "topology.refresh_interval_ms",
     env: "REDIS_TOPOLOGY_REFRESH_INTERVAL_MS",
     default: Some("10000"),
-    unit: "milliseconds",
+    unit: "milliseconds (1 to 4294967295)",
     doc: "Period of the routine slot-table refresh (redirects and node errors refresh sooner)",
 };
 pub(crate) const REPLICA_READS: Field = Field {
@@ -129,7 +129,7 @@ pub(crate) const MAX_REPLICA_LAG: Field = Field {
     key: "replica_reads.max_lag_ms",
     env: "REDIS_MAX_REPLICA_LAG_MS",
     default: Some("1000"),
-    unit: "milliseconds",
+    unit: "milliseconds (0 to 4294967295)",
     doc: "A replica further behind its primary than this serves no reads",
 };
 pub(crate) const KEY_MAX_BYTES: Field = Field {
@@ -150,7 +150,7 @@ pub(crate) const HEALTH_INTERVAL: Field = Field {
     key: "health.interval_ms",
     env: "REDIS_HEALTH_INTERVAL_MS",
     default: Some("30000"),
-    unit: "milliseconds",
+    unit: "milliseconds (100 to 4294967295)",
     doc: "Period of the health check of every node",
 };
 pub(crate) const METRICS_ENABLED: Field = Field {

@@ -15,6 +15,15 @@ use crate::settings::{
 };
 use crate::sources::{Merged, Raw};
 
+/// The shortest health interval: each round polls every node (PING, INFO, CLUSTER INFO/NODES) and
+/// keeps a trend sample, so a 1 ms interval would flood the nodes and fill the trend ring with tens of
+/// millions of samples.
+pub(crate) const MIN_HEALTH_INTERVAL_MS: u64 = 100;
+
+/// The longest duration of any setting: `u32::MAX` milliseconds (about 49.7 days), so that every
+/// duration fits fred's `u32` milliseconds and no deadline arithmetic overflows.
+pub(crate) const MAX_MILLIS: u64 = u32::MAX as u64;
+
 /// Redis refuses strings above 512 MiB (`proto-max-bulk-len`), so larger limits are mistakes.
 const REDIS_MAX_BULK_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -49,7 +58,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         ReplicaReadMode::ACCEPTED,
     );
     let max_lag = r
-        .uint(&fields::MAX_REPLICA_LAG, 0..=u64::from(u32::MAX), "milliseconds")
+        .uint(&fields::MAX_REPLICA_LAG, 0..=MAX_MILLIS, "milliseconds")
         .map(Duration::from_millis);
     let key_max = r.uint(
         &fields::KEY_MAX_BYTES,
@@ -61,7 +70,13 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         1..=REDIS_MAX_BULK_BYTES,
         "bytes (512 MiB is Redis's limit)",
     );
-    let health = r.millis(&fields::HEALTH_INTERVAL);
+    let health = r
+        .uint(
+            &fields::HEALTH_INTERVAL,
+            MIN_HEALTH_INTERVAL_MS..=MAX_MILLIS,
+            "milliseconds (each round polls every node)",
+        )
+        .map(Duration::from_millis);
     let metrics_enabled = r.boolean(&fields::METRICS_ENABLED);
     let metrics_listen = r.socket_addr(&fields::METRICS_LISTEN);
     let username = r.username();
@@ -259,13 +274,21 @@ impl Reader<'_> {
     fn uint(&mut self, field: &Field, range: RangeInclusive<u64>, unit: &str) -> Option<u64> {
         let text = self.text(field)?;
         let text = text.trim();
+        let (low, high) = (range.start(), range.end());
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u64>().is_err() {
+            // Digits only, yet too many for a u64 (such as `Duration::MAX` in milliseconds).
+            self.problem(
+                field,
+                format!("{text} is out of range; use {low} to {high} {unit}"),
+            );
+            return None;
+        }
         let number = text.parse::<u64>().ok().or_else(|| {
             // A file may say `2.0`; a whole float is accepted, a fraction is not.
             let float = text.parse::<f64>().ok()?;
             (float.is_finite() && float >= 0.0 && float.fract() == 0.0 && float <= u64::MAX as f64)
                 .then_some(float as u64)
         });
-        let (low, high) = (range.start(), range.end());
         match number {
             Some(n) if range.contains(&n) => Some(n),
             Some(n) => {
@@ -289,7 +312,7 @@ impl Reader<'_> {
 
     /// Milliseconds, at least 1: a zero timeout or interval would disable or spin what it paces.
     fn millis(&mut self, field: &Field) -> Option<Duration> {
-        self.uint(field, 1..=u64::from(u32::MAX), "milliseconds")
+        self.uint(field, 1..=MAX_MILLIS, "milliseconds")
             .map(Duration::from_millis)
     }
 

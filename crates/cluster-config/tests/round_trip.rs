@@ -79,7 +79,7 @@ prop_compose! {
         max_lag in millis(1..=60_000),
         key_max in 1usize..=512 * 1024 * 1024,
         value_max in 1usize..=512 * 1024 * 1024,
-        health in millis(1..=86_400_000),
+        health in millis(100..=86_400_000),
         metrics in any::<bool>(),
         listen in any::<(bool, u16)>().prop_map(|(v6, port)| if v6 {
             SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))

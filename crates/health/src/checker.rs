@@ -18,6 +18,14 @@ use crate::snapshot::{ClientNodeStats, FailoverRecord, FailoverSource, Snapshot}
 use crate::summary::HealthSummary;
 use crate::trends::{TREND_RETENTION, TrendMetric, TrendRing, WindowStats};
 
+/// The shortest interval between rounds: each polls every node (PING, INFO, CLUSTER INFO/NODES), and
+/// `REDIS_HEALTH_INTERVAL_MS` has the same minimum.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest interval between rounds: `u32::MAX` milliseconds (about 49.7 days), the bound of every
+/// duration setting (a longer one would overflow the loop's deadline arithmetic).
+pub const MAX_INTERVAL: Duration = Duration::from_millis(u32::MAX as u64);
+
 /// How the health loop runs. Start from [`HealthOptions::from_config`] (or `default()`) and change
 /// fields; [`HealthChecker::new`] validates them.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +43,9 @@ pub struct HealthOptions {
     pub node_timeout: Duration,
     /// The anomaly rules' bounds.
     pub thresholds: Thresholds,
-    /// How much history the trend ring keeps. Default 24 h (2,880 rounds at 30 s).
+    /// How much history the trend ring keeps. Default 24 h (2,880 rounds at 30 s). The ring keeps
+    /// at most [`TREND_MAX_SAMPLES`](crate::TREND_MAX_SAMPLES) rounds (its byte budget), so a short
+    /// interval keeps less than this, with a warning.
     pub retention: Duration,
     /// Whether each round updates the `metrics` recorder (`REDIS_CLUSTER_METRICS`). Default on.
     pub record_metrics: bool,
@@ -84,6 +94,16 @@ impl HealthOptions {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&self.interval) {
+            return Err(Error::Invalid {
+                name: "interval",
+                problem: format!(
+                    "{:?} is out of range; use {MIN_INTERVAL:?} to {MAX_INTERVAL:?} (REDIS_HEALTH_INTERVAL_MS): \
+                     each round polls every node",
+                    self.interval
+                ),
+            });
+        }
         if self.node_timeout.is_zero() || self.node_timeout >= self.interval {
             return Err(Error::Invalid {
                 name: "node_timeout",
@@ -401,6 +421,15 @@ mod tests {
         check(|o| o.interval = Duration::from_millis(200), Some("node_timeout"));
         check(|o| o.at_risk_interval = Duration::ZERO, Some("at_risk_interval"));
         check(
+            |o| {
+                o.interval = Duration::from_millis(1);
+                o.at_risk_interval = Duration::from_millis(1);
+                o.node_timeout = Duration::from_nanos(1);
+            },
+            Some("interval"),
+        );
+        check(|o| o.interval = Duration::MAX, Some("interval"));
+        check(
             |o| o.at_risk_interval = o.interval + Duration::from_millis(1),
             Some("at_risk_interval"),
         );
@@ -416,7 +445,7 @@ mod tests {
 
     #[test]
     fn options_from_a_config_are_always_valid() {
-        for interval_ms in [1, 10, 500, 1_000, 1_999, 30_000, 86_400_000] {
+        for interval_ms in [100, 500, 1_000, 1_999, 30_000, 86_400_000, u64::from(u32::MAX)] {
             let config = ClusterConfig::builder()
                 .nodes(["127.0.0.1:1"])
                 .health_interval(Duration::from_millis(interval_ms))

@@ -239,6 +239,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Collection rounds run.",
     ),
+    (
+        "redis_cache_trend_bytes",
+        "gauge",
+        "Memory the trend ring's samples take (budget health::TREND_BUDGET_BYTES, 8 MiB).",
+    ),
 ];
 
 /// Describes every metric to the installed recorder (HELP lines and units). Idempotent.
@@ -339,6 +344,7 @@ pub fn record_metrics(observation: &Observation) {
         gauge!("redis_cache_latency_p99_seconds").set(p99.as_secs_f64());
     }
     gauge!("redis_cache_replicas_per_primary").set(summary.replication.replicas_per_primary);
+    gauge!("redis_cache_trend_bytes").set(observation.trend_bytes as f64);
     counter!("redis_cache_failovers_total").increment(observation.new_failovers.len() as u64);
     for alert in &summary.active_alerts {
         alert_gauge(alert).set(1.0);
@@ -364,6 +370,11 @@ fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
 /// The per-replica series of a primary (redis_exporter's and our lag in bytes).
 fn replica_gauges(primary: &str, replica: &str, offset: f64, lag_seconds: f64, lag_bytes: f64) {
     let (ip, port) = replica.rsplit_once(':').unwrap_or((replica, ""));
+    // redis_exporter labels the raw ip; ours carries brackets when it is IPv6.
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|ip| ip.strip_suffix(']'))
+        .unwrap_or(ip);
     let labels = [
         ("node", primary.to_string()),
         ("slave_ip", ip.to_string()),

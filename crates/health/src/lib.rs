@@ -46,7 +46,7 @@ mod trends;
 
 pub use crate::{
     alerts::{Alert, AlertEvent, AlertManager},
-    checker::{HealthChecker, HealthOptions, HealthTask},
+    checker::{HealthChecker, HealthOptions, HealthTask, MAX_INTERVAL, MIN_INTERVAL},
     error::Error,
     export::{METRICS, describe_metrics, install_prometheus, record_metrics},
     monitor::{Monitor, Observation},
@@ -59,6 +59,9 @@ pub use crate::{
         ReplicaLink, Role, SLOTS, ServerInfo, Snapshot, TopologyNode,
     },
     summary::{HealthStatus, HealthSummary, NodeMemory, ReplicationSummary, cluster_health_summary},
-    trends::{TREND_RETENTION, TrendMetric, TrendRing, TrendSample, WindowStats},
+    trends::{
+        TREND_BUDGET_BYTES, TREND_MAX_SAMPLES, TREND_RETENTION, TrendMetric, TrendRing, TrendSample,
+        WindowStats,
+    },
 };
 pub use metrics_exporter_prometheus::PrometheusHandle;

@@ -29,6 +29,9 @@ pub struct Observation {
     pub events: Vec<AlertEvent>,
     /// Failovers first seen in this round.
     pub new_failovers: Vec<FailoverRecord>,
+    /// Bytes the trend ring's samples take after this round (within
+    /// [`TREND_BUDGET_BYTES`](crate::TREND_BUDGET_BYTES)).
+    pub trend_bytes: usize,
 }
 
 /// Judges a stream of snapshots: runs the anomaly rules against the previous snapshot and a rolling
@@ -110,6 +113,7 @@ impl Monitor {
             summary,
             events,
             new_failovers,
+            trend_bytes: self.trends.heap_bytes(),
         }
     }
 

@@ -92,7 +92,7 @@ pub fn parse_info(text: &str) -> ServerInfo {
                     replicas.push((
                         index,
                         ReplicaLink {
-                            addr: format!("{}:{}", get("ip"), get("port")),
+                            addr: host_port(get("ip"), get("port")),
                             state: get("state").to_string(),
                             offset: pair_number(value, "offset"),
                             lag_seconds: pair_number(value, "lag"),
@@ -113,12 +113,21 @@ pub fn parse_info(text: &str) -> ServerInfo {
     info.keyspace.sort_by_key(|db| db.db);
     if info.role == Role::Replica {
         info.primary_link = Some(PrimaryLink {
-            addr: format!("{master_host}:{master_port}"),
+            addr: host_port(master_host, master_port),
             link_up,
             offset: replica_offset,
         });
     }
     info
+}
+
+/// `host:port` as the rest of the workspace spells a node (`NodeAddr`'s display): an IPv6 host, which
+/// `INFO` prints raw (`ip=::1`), gets brackets, so that it matches the same node's address elsewhere.
+fn host_port(host: &str, port: &str) -> String {
+    match port.parse::<u16>() {
+        Ok(port) if !host.is_empty() => cluster_config::NodeAddr::new(host, port).to_string(),
+        _ => format!("{host}:{port}"),
+    }
 }
 
 /// Parses a `CLUSTER INFO` reply.
@@ -309,6 +318,20 @@ mod tests {
                 ..ServerInfo::default()
             },
         );
+        check_info(
+            "role:slave\nmaster_host:::1\nmaster_port:30001\nmaster_link_status:up\n",
+            ServerInfo {
+                role: Role::Replica,
+                primary_link: Some(PrimaryLink {
+                    addr: "[::1]:30001".into(),
+                    link_up: true,
+                    offset: 0,
+                }),
+                ..ServerInfo::default()
+            },
+        );
+        let v6 = parse_info("role:master\nslave0:ip=::1,port=30004,state=online,offset=9,lag=0\n");
+        assert_eq!(v6.replicas[0].addr, "[::1]:30004", "IPv6 replicas get brackets");
         // Garbage and empty replies leave every field at its default rather than failing.
         check_info("", ServerInfo::default());
         check_info(

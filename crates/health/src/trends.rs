@@ -1,5 +1,5 @@
-//! Trends: a ring buffer of one compact sample per round, sized for 24 hours, with min/avg/max over
-//! any recent window.
+//! Trends: a ring buffer of one compact sample per round, sized for 24 hours within a byte budget,
+//! with min/avg/max over any recent window.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -11,6 +11,14 @@ use crate::summary::HealthSummary;
 
 /// How long trends are kept by default.
 pub const TREND_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most memory a trend ring's samples may take: 8 MiB, about 60,000 samples (24 hours at a
+/// 1.5 s interval). At the default 30 s interval 24 hours take 2,880 samples (about 400 KB); a
+/// shorter interval keeps fewer hours instead of more memory (see [`TrendRing::for_retention`]).
+pub const TREND_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most samples a ring keeps: [`TREND_BUDGET_BYTES`] worth.
+pub const TREND_MAX_SAMPLES: usize = TREND_BUDGET_BYTES / std::mem::size_of::<TrendSample>();
 
 /// The cluster-wide figures of one round, as kept for trends (about 100 bytes, so that 24 hours at a
 /// 30 s interval, 2,880 samples, take about 300 KB rather than thousands of full snapshots).
@@ -126,15 +134,22 @@ pub struct WindowStats {
     pub samples: usize,
 }
 
-/// A fixed-capacity ring of [`TrendSample`]s: the newest pushes out the oldest.
+/// A fixed-capacity ring of [`TrendSample`]s: the newest pushes out the oldest. Its capacity is at
+/// most [`TREND_MAX_SAMPLES`], and its memory grows with the samples pushed (nothing is reserved up
+/// front), up to [`TREND_BUDGET_BYTES`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use health::{TrendRing, TrendMetric};
+/// use health::{TrendRing, TrendMetric, TREND_MAX_SAMPLES};
 ///
 /// let ring = TrendRing::for_retention(Duration::from_secs(24 * 3600), Duration::from_secs(30));
 /// assert_eq!(ring.capacity(), 2_880);
 /// assert!(ring.window(TrendMetric::OpsPerSec, Duration::from_secs(3600)).is_none());
+///
+/// // 24 hours every 100 ms would be 864,000 samples: the budget keeps fewer hours instead.
+/// let fast = TrendRing::for_retention(Duration::from_secs(24 * 3600), Duration::from_millis(100));
+/// assert_eq!(fast.capacity(), TREND_MAX_SAMPLES);
+/// assert_eq!(fast.heap_bytes(), 0);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrendRing {
@@ -143,20 +158,46 @@ pub struct TrendRing {
 }
 
 impl TrendRing {
-    /// A ring of `capacity` samples (at least 1).
+    /// A ring of `capacity` samples (at least 1, at most [`TREND_MAX_SAMPLES`]). Memory is taken as
+    /// samples arrive, not reserved up front.
     pub fn new(capacity: usize) -> TrendRing {
-        let capacity = capacity.max(1);
         TrendRing {
-            capacity,
-            samples: VecDeque::with_capacity(capacity),
+            capacity: capacity.clamp(1, TREND_MAX_SAMPLES),
+            samples: VecDeque::new(),
         }
     }
 
-    /// A ring holding `retention` worth of samples taken every `interval` (rounded up).
+    /// A ring holding `retention` worth of samples taken every `interval` (rounded up), within the
+    /// budget: when that would take more than [`TREND_MAX_SAMPLES`], the ring keeps that many and
+    /// the retention shrinks (to [`TrendRing::retention`] for this interval), with a warning.
     pub fn for_retention(retention: Duration, interval: Duration) -> TrendRing {
-        let interval = interval.as_millis().max(1);
-        let capacity = retention.as_millis().div_ceil(interval);
-        TrendRing::new(usize::try_from(capacity).unwrap_or(usize::MAX))
+        let interval_ms = interval.as_millis().max(1);
+        let wanted = retention.as_millis().div_ceil(interval_ms);
+        let ring = TrendRing::new(usize::try_from(wanted).unwrap_or(usize::MAX));
+        if wanted > ring.capacity as u128 {
+            let kept = Duration::from_millis(
+                u64::try_from(interval_ms.saturating_mul(ring.capacity as u128)).unwrap_or(u64::MAX),
+            );
+            tracing::warn!(
+                ?retention,
+                ?interval,
+                ?kept,
+                samples = ring.capacity,
+                budget_bytes = TREND_BUDGET_BYTES,
+                "trend retention shortened to fit the trend budget; lengthen the health interval to keep more"
+            );
+        }
+        ring
+    }
+
+    /// How much history the ring holds when full, if samples come every `interval`.
+    pub fn retention(&self, interval: Duration) -> Duration {
+        interval.saturating_mul(u32::try_from(self.capacity).unwrap_or(u32::MAX))
+    }
+
+    /// Bytes the ring's samples take now (what the `redis_cache_trend_bytes` gauge reports).
+    pub fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<TrendSample>()
     }
 
     /// How many samples it keeps.
@@ -176,8 +217,13 @@ impl TrendRing {
 
     /// Adds the newest sample, dropping the oldest when full.
     pub fn push(&mut self, sample: TrendSample) {
-        if self.samples.len() == self.capacity {
+        if self.samples.len() >= self.capacity {
             self.samples.pop_front();
+        } else if self.samples.len() == self.samples.capacity() {
+            // Grow by doubling, but never past the capacity: `VecDeque` alone would round up to the
+            // next power of two, past the budget.
+            let wanted = (self.samples.len() * 2).max(4).min(self.capacity);
+            self.samples.reserve_exact(wanted - self.samples.len());
         }
         self.samples.push_back(sample);
     }
@@ -291,6 +337,8 @@ mod tests {
             (86_400, 10_000, 8_640),
             (60, 7_000, 9),
             (60, 0, 60_000),
+            // 24 hours every 100 ms (864,000 samples) is cut to the budget.
+            (86_400, 100, TREND_MAX_SAMPLES),
             (0, 1_000, 1),
         ];
         for (retention_secs, interval_ms, capacity) in cases {
@@ -300,6 +348,58 @@ mod tests {
             );
             assert_eq!(ring.capacity(), capacity, "{retention_secs}s at {interval_ms}ms");
         }
+    }
+
+    #[test]
+    fn a_one_millisecond_interval_stays_within_the_budget() {
+        let ring = TrendRing::for_retention(TREND_RETENTION, Duration::from_millis(1));
+        assert!(ring.capacity() <= 100_000, "capacity {}", ring.capacity());
+        assert_eq!(ring.capacity(), TREND_MAX_SAMPLES);
+        assert_eq!(ring.heap_bytes(), 0, "nothing reserved up front");
+        assert_eq!(
+            ring.retention(Duration::from_millis(1)),
+            Duration::from_millis(TREND_MAX_SAMPLES as u64)
+        );
+    }
+
+    #[test]
+    fn extreme_retentions_and_intervals_are_bounded() {
+        for (retention, interval) in [
+            (Duration::MAX, Duration::from_millis(1)),
+            (Duration::MAX, Duration::ZERO),
+            (Duration::MAX, Duration::MAX),
+            (Duration::ZERO, Duration::MAX),
+            (TREND_RETENTION, Duration::MAX),
+            (TREND_RETENTION, Duration::from_nanos(1)),
+        ] {
+            let ring = TrendRing::for_retention(retention, interval);
+            assert!(
+                (1..=TREND_MAX_SAMPLES).contains(&ring.capacity()),
+                "{retention:?} at {interval:?}: {}",
+                ring.capacity()
+            );
+            let _ = ring.retention(interval);
+        }
+        assert_eq!(TrendRing::new(usize::MAX).capacity(), TREND_MAX_SAMPLES);
+    }
+
+    #[test]
+    fn pushing_past_the_budget_keeps_the_bytes_within_it() {
+        let mut ring = TrendRing::for_retention(TREND_RETENTION, Duration::from_millis(1));
+        let mut peak = 0;
+        for i in 0..TREND_MAX_SAMPLES as u64 + 1_000 {
+            ring.push(sample(i, i as f64, None));
+            peak = peak.max(ring.heap_bytes());
+        }
+        assert_eq!(ring.len(), TREND_MAX_SAMPLES);
+        assert!(
+            peak <= TREND_BUDGET_BYTES,
+            "{peak} bytes over the {TREND_BUDGET_BYTES} budget"
+        );
+        let newest = ring.samples().next_back().map(|s| s.ops_per_sec);
+        assert_eq!(newest, Some((TREND_MAX_SAMPLES + 999) as f64));
+        let oldest = ring.samples().next().map(|s| s.ops_per_sec);
+        assert_eq!(oldest, Some(1_000.0), "the oldest were dropped");
     }
 
     proptest::proptest! {
