@@ -258,6 +258,7 @@ pub async fn audit_between<P>(
 where
     P: Fn(&AuditProgress) + Sync,
 {
+    options.validate()?;
     let source_topology = source.topology();
     let target_topology = target.topology();
     let run = Run {

@@ -69,11 +69,18 @@ pub use crate::{
     error::Error,
     failover::{Failover, FailoverRepairTask, JournalCheck},
     history::{SyncEvent, SyncHistory, SyncSource},
-    journal::{Journal, JournalConfig, JournalEntry},
+    journal::{
+        ENTRY_OVERHEAD_BYTES, JOURNAL_BYTES_METRIC, JOURNAL_ENTRIES_DROPPED_METRIC,
+        JOURNAL_VALUES_DROPPED_METRIC, Journal, JournalConfig, JournalEntry, MAX_JOURNAL_AGE,
+        ReplicationMark,
+    },
     monitor::Monitor,
     report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts, StateCounts},
     script::LWW_SCRIPT,
     state::{KeyState, Observed, SyncDirection},
     version::{Clock, Hlc, Version, WriterId},
-    versioned::{ConsistencyConfig, Versioned, VersionedValue, WriteOptions, WriteOutcome},
+    versioned::{
+        ConsistencyConfig, MAX_CLOCK_DRIFT, MAX_REPLICA_CATCH_UP, MAX_TOMBSTONE_TTL, MAX_WAIT_TIMEOUT,
+        Versioned, VersionedValue, WriteOptions, WriteOutcome,
+    },
 };
