@@ -8,6 +8,7 @@ use bytes::Bytes;
 use cluster_client::{ClusterClient, Script, ShardInfo, Ttl};
 
 use crate::audit::{AuditMode, AuditOptions, Pacer, Repair, Tally};
+use crate::digest::{Fingerprint, fingerprint};
 use crate::error::{Error, printable_key};
 use crate::history::{SyncEvent, SyncHistory, SyncSource};
 use crate::report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts};
@@ -23,10 +24,13 @@ struct Side<'a> {
     role: CopyRole,
 }
 
-/// A key's copy on one side: what it holds, and its bytes (`None` if absent or not a string).
+/// A key's copy on one side: what it holds, its bytes (`None` if absent or not a string), the
+/// fingerprint of a key of another type, and whether it has a TTL.
 struct Fetched {
     observed: Observed,
     bytes: Option<Bytes>,
+    fingerprint: Option<Fingerprint>,
+    expiring: bool,
 }
 
 impl Fetched {
@@ -34,29 +38,47 @@ impl Fetched {
         SideCopy {
             observed: self.observed,
             bytes: self.bytes.as_deref(),
+            fingerprint: self.fingerprint,
+            expiring: self.expiring,
         }
     }
 }
 
+/// What a `GET` found, and whether the key is of another type (to be fingerprinted).
 fn fetched(read: Result<Option<Bytes>, cluster_client::Error>) -> Result<Fetched, cluster_client::Error> {
-    match read {
-        Ok(None) => Ok(Fetched {
-            observed: Observed::Absent,
-            bytes: None,
-        }),
-        Ok(Some(bytes)) => Ok(Fetched {
-            observed: Observed::from_stored(Some(&bytes)),
-            bytes: Some(bytes),
-        }),
-        // A hash, list or other type: present, but nothing to compare or copy.
+    let (observed, bytes) = match read {
+        Ok(None) => (Observed::Absent, None),
+        Ok(Some(bytes)) => (Observed::from_stored(Some(&bytes)), Some(bytes)),
+        // A hash, list or other type: present, compared by its fingerprint.
         Err(cluster_client::Error::Server { message, .. }) if message.starts_with("WRONGTYPE") => {
-            Ok(Fetched {
-                observed: Observed::Unversioned,
-                bytes: None,
-            })
+            (Observed::Unversioned, None)
         }
-        Err(error) => Err(error),
+        Err(error) => return Err(error),
+    };
+    Ok(Fetched {
+        observed,
+        bytes,
+        fingerprint: None,
+        expiring: false,
+    })
+}
+
+/// A key's whole copy on one side: the `GET` already made, then its TTL, and the content
+/// fingerprint of a key that is not a string.
+async fn complete(
+    side: Side<'_>,
+    key: &Bytes,
+    read: Result<Option<Bytes>, cluster_client::Error>,
+) -> Result<Fetched, cluster_client::Error> {
+    let mut copy = fetched(read)?;
+    if !copy.observed.is_present() {
+        return Ok(copy);
     }
+    copy.expiring = matches!(side.client.pttl(key).await?, Ttl::Expires(_));
+    if copy.bytes.is_none() {
+        copy.fingerprint = fingerprint(side.client, &node_of(side, key), key).await?;
+    }
+    Ok(copy)
 }
 
 fn node_of(side: Side<'_>, key: &[u8]) -> String {
@@ -129,9 +151,19 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
     ) {
         let (mine, theirs) =
             futures::future::join(scanned.client.get_many(&keys), other.client.get_many(&keys)).await;
+        let mine = keys
+            .iter()
+            .zip(mine)
+            .map(|(key, read)| complete(scanned, key, read));
+        let theirs = keys
+            .iter()
+            .zip(theirs)
+            .map(|(key, read)| complete(other, key, read));
+        let (mine, theirs) =
+            futures::future::join(futures::future::join_all(mine), futures::future::join_all(theirs)).await;
         let mut repairs = RepairCounts::default();
         for ((key, mine), theirs) in keys.iter().zip(mine).zip(theirs) {
-            let (mine, theirs) = match (fetched(mine), fetched(theirs)) {
+            let (mine, theirs) = match (mine, theirs) {
                 (Ok(mine), Ok(theirs)) => (mine, theirs),
                 (Err(error), _) | (_, Err(error)) => {
                     self.tally
@@ -198,9 +230,13 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
     async fn copy(&self, key: &Bytes, from: (Side<'_>, &Fetched), to: (Side<'_>, &Fetched)) -> Repair {
         let (from, winner) = from;
         let (to, loser) = to;
+        // Only strings are copied; a key of another type on either side is reported, not overwritten.
         let Some(bytes) = &winner.bytes else {
             return Repair::Unrepairable;
         };
+        if loser.fingerprint.is_some() {
+            return Repair::Unrepairable;
+        }
         let mode = if winner.observed.version().is_some() {
             WriteMode::Newer
         } else if looks_versioned(bytes) {
@@ -240,12 +276,18 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
 }
 
 /// Compares every key of two deployments: each key of `source` with the same key in `target`, then
-/// the keys only `target` holds. Versioned copies compare by version; unversioned ones by their bytes.
+/// the keys only `target` holds. Versioned copies compare by version; unversioned strings by their
+/// bytes; hashes, lists, sets, sorted sets and streams by their type and a digest of their content
+/// read in bounded pages (so a truncated hash or a key of another type is reported, and no key is
+/// ever held whole); and every copy by whether it has a TTL. A difference between unversioned copies
+/// is reported as [`KeyState::Unversioned`], one between versioned copies (including a lost TTL) as
+/// [`KeyState::Diverged`].
 ///
 /// In [`AuditMode::Resolve`] the differences are synced by last-write-wins in the direction of
 /// [`AuditOptions::sync_direction`]: a versioned copy beats an unversioned one, which beats absence.
 /// Where neither side has a version, a one-way sync copies the source's value (the source is the
 /// deployment being migrated from) and a two-way sync leaves both. Copies keep their remaining TTL.
+/// Only strings are copied: a key of another type on either side counts as unrepairable.
 /// Every copy is recorded in `history` (the spec's migration path: warm the cluster, then verify
 /// with this audit before switching).
 pub async fn audit_between<P>(

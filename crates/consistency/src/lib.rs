@@ -49,6 +49,7 @@
 
 mod audit;
 mod deployment;
+mod digest;
 mod envelope;
 mod error;
 mod failover;
