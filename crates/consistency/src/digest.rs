@@ -141,7 +141,7 @@ pub(crate) async fn fingerprint(
     let kind = kind_of(&reply).ok_or_else(|| bad(node, "TYPE", &format!("unknown type {reply}")))?;
     let mut digest = Digest::default();
     match kind {
-        "none" | "string" => return Ok(None),
+        "none" | "string" => Ok(None),
         "hash" | "set" | "zset" => {
             let command = match kind {
                 "hash" => "HSCAN",

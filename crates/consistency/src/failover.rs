@@ -379,6 +379,7 @@ impl Versioned {
                         tracing::info!(
                             checked = check.checked,
                             lost = check.lost(),
+                            unproven = check.unproven.len(),
                             repaired = check.repairs.repaired,
                             "checked the journal after a failover"
                         );

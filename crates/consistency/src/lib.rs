@@ -2,15 +2,19 @@
 //! across replicas and deployments.
 //!
 //! - A [`Version`] is a hybrid logical clock value ([`Hlc`]: 48-bit milliseconds, 16-bit counter)
-//!   plus a [`WriterId`]; the process [`Clock`] only goes forward, even when the wall clock steps back.
+//!   plus a [`WriterId`]; the process [`Clock`] only goes forward, even when the wall clock steps back,
+//!   and adopts a version it meets only within [`ConsistencyConfig::max_clock_drift`] of the wall
+//!   clock (beyond it, the write fails with [`Error::ClockSkew`] and nothing is adopted).
 //! - A versioned value is stored in one documented [`Envelope`] (magic, format, flags, version,
 //!   payload). Plain values read as unversioned, never as a version.
 //! - [`Versioned::set`] and [`Versioned::delete`] run one Lua script ([`LWW_SCRIPT`], called by SHA)
 //!   that writes only if the incoming version is newer than the stored one, with the TTL in the same
 //!   atomic step. Losing is a value: [`WriteOutcome::Stale`]. A delete leaves a tombstone for a while,
 //!   so a slow loader's older set cannot bring the key back. [`WriteOptions::wait`] adds `WAIT`.
-//! - The [`Journal`] remembers acknowledged writes; after a failover,
-//!   [`Versioned::repair_after_failover`] writes again what the promoted replica lacks.
+//! - The [`Journal`] (bounded by entries, age and bytes) remembers acknowledged writes and where each
+//!   landed in its primary's replication stream; after a failover,
+//!   [`Versioned::repair_after_failover`] writes again what it can show the promoted replica lost
+//!   (never a key that was deleted since).
 //! - [`Versioned::verify_consistency`], [`Versioned::audit`] and [`audit_between`] compare copies on
 //!   primaries and replicas, or between two deployments, and repair by last-write-wins; every repair
 //!   lands in the [`SyncHistory`].

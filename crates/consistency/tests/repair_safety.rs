@@ -108,11 +108,12 @@ async fn assert_restored(node: &Node, writes: &[(Vec<u8>, Version)], after: &str
 
 fn summary(name: &str, check: &JournalCheck) -> String {
     format!(
-        "{name}: checked {}, present {}, missing {}, older {}, repaired {}, errors {:?}",
+        "{name}: checked {}, present {}, missing {}, older {}, unproven {}, repaired {}, errors {:?}",
         check.checked,
         check.present,
         check.missing.len(),
         check.older.len(),
+        check.unproven.len(),
         check.repairs.repaired,
         check.errors
     )
@@ -245,6 +246,21 @@ async fn repair_restores_lost_writes_and_never_resurrects_deleted_keys() {
     .await;
     assert_restored(promoted, &truly_lost, "repair_journal").await;
     assert_eq!(whole.repairs.repaired, truly_lost.len() as u64, "{whole:?}");
+    assert!(whole.errors.is_empty(), "{:?}", whole.errors);
+    // The deleted keys are reported as absent without evidence of a loss, not as lost.
+    let unproven: std::collections::BTreeSet<Vec<u8>> = whole.unproven.iter().map(|k| k.to_vec()).collect();
+    for key in deleted.iter().chain(tombstoned) {
+        assert!(
+            unproven.contains(key),
+            "{} is not reported as unproven",
+            String::from_utf8_lossy(key)
+        );
+    }
+    assert_eq!(
+        whole.lost(),
+        truly_lost.len(),
+        "only the truly lost writes are lost"
+    );
 
     let after = store.repair_after_failover(&failover).await.unwrap();
     eprintln!("{}", summary("repair_after_failover", &after));
