@@ -2,7 +2,8 @@
 //! lists, sets, sorted sets and streams, not only strings.
 //!
 //! A fingerprint is the key's type plus a 128-bit digest of its content, read in bounded chunks
-//! (`HSCAN`, `SSCAN`, `ZSCAN` with a `COUNT` hint, `LRANGE` and `XRANGE` pages): memory stays bounded
+//! (`HSCAN`, `SSCAN`, `ZSCAN` with a `COUNT` hint, `LRANGE` and `XRANGE` pages, `GETRANGE` pages for
+//! a string too large to read whole): memory stays bounded
 //! whatever the key's size, and the two sides are compared without ever holding either whole.
 //! Unordered types (hash, set, sorted set) sum a digest per element, so the order in which each
 //! server's encoding returns the elements does not matter; lists and streams digest their elements
@@ -231,6 +232,39 @@ pub(crate) async fn fingerprint(
             ))
         }
     }
+}
+
+/// The fingerprint of a string of `len` bytes too large to read whole, digested in pages of
+/// `GETRANGE`.
+pub(crate) async fn string_fingerprint(
+    client: &ClusterClient,
+    node: &str,
+    key: &Bytes,
+    len: u64,
+) -> Result<Fingerprint, cluster_client::Error> {
+    const STRING_PAGE: u64 = 64 * 1024;
+    let mut digest = Digest::default();
+    let mut start = 0;
+    for _ in 0..MAX_PAGES {
+        if start >= len {
+            return Ok(digest.finish("string"));
+        }
+        let end = (start + STRING_PAGE).min(len) - 1;
+        let args = vec![
+            "GETRANGE".into(),
+            Value::Bytes(key.clone()),
+            Value::Integer(start as i64),
+            Value::Integer(end as i64),
+        ];
+        let page: Value = client.node_command(node, args).await?;
+        digest.add_ordered(&[&page]);
+        start = end + 1;
+    }
+    Err(bad(
+        node,
+        "GETRANGE",
+        "the string did not end within its page limit",
+    ))
 }
 
 #[cfg(test)]

@@ -69,6 +69,20 @@ async fn the_audit_between_deployments_compares_every_type() {
         both(s, t, &list).await;
     }
 
+    // Strings too large to be read whole: equal, one byte apart, and only on the source.
+    let big = "b".repeat(200 * 1024);
+    let mut other = big.clone();
+    other.replace_range(big.len() - 1.., "c");
+    both(s, t, &["SET", &key("big-string"), &big]).await;
+    run(s, &key("big-changed"), &["SET", &key("big-changed"), &big]).await;
+    run(t, &key("big-changed"), &["SET", &key("big-changed"), &other]).await;
+    run(
+        s,
+        &key("big-source-only"),
+        &["SET", &key("big-source-only"), &big],
+    )
+    .await;
+
     // Different content.
     let k = key("truncated-hash");
     run(s, &k, &["HSET", &k, "f1", "a", "f2", "b", "f3", "c"]).await;
@@ -127,11 +141,13 @@ async fn the_audit_between_deployments_compares_every_type() {
         "short-stream",
         "lost-ttl",
         "lost-ttl-string",
+        "big-changed",
+        "big-source-only",
     ]
     .map(String::from)
     .into();
     assert_eq!(reported, want, "{report}");
-    assert_eq!(report.counts.get(KeyState::Consistent), 8, "{report}");
+    assert_eq!(report.counts.get(KeyState::Consistent), 9, "{report}");
 
     // A one-way sync never overwrites a key of another type with a string, nor copies one.
     let resolve = options.clone().mode(AuditMode::Resolve);
@@ -139,6 +155,9 @@ async fn the_audit_between_deployments_compares_every_type() {
         .await
         .unwrap();
     assert_eq!(report.repairs.failed, 0, "{report}");
+    // Large strings are copied whole (read only when copied).
+    let copied = target.get(key("big-source-only").as_bytes()).await.unwrap();
+    assert_eq!(copied.as_deref(), Some(big.as_bytes()));
     let kept: String = target
         .node_command(
             &target
