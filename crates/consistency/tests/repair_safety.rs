@@ -281,6 +281,51 @@ async fn repair_restores_lost_writes_and_never_resurrects_deleted_keys() {
     .await;
     assert_restored(promoted, &truly_lost, "repair_after_failover").await;
     assert_eq!(after.repairs.repaired, 0, "the first repair restored everything");
+
+    // A graceful CLUSTER FAILOVER on another shard: the replica takes over only once it has every
+    // write, so a key deleted by a plain DEL before it is a delete, never a loss.
+    let second = cluster.primaries().await.unwrap()[1];
+    let second_replica = cluster.replicas_of(second).await.unwrap()[0];
+    let keys = common::keys_on(&client, &format!("{prefix}-manual"), &second.addr(), 50);
+    let (deleted, kept) = keys.split_at(25);
+    for key in &keys {
+        assert!(store.set(key, b"v", None, none).await.unwrap().is_written());
+    }
+    for key in deleted {
+        assert!(other.del(key).await.unwrap());
+    }
+    wait_absent(second_replica, deleted, "deleted by a plain DEL").await;
+    second_replica
+        .failover(local_cluster::FailoverKind::Graceful)
+        .await
+        .unwrap();
+    let promoted = cluster
+        .wait_for_promotion(second, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failover = failover_event(&mut events, &second.addr()).await;
+    let after = store.repair_after_failover(&failover).await.unwrap();
+    eprintln!("{}", summary("manual failover, repair_after_failover", &after));
+    let whole = store.repair_journal().await.unwrap();
+    eprintln!("{}", summary("manual failover, repair_journal", &whole));
+    assert_absent(
+        promoted,
+        deleted,
+        "the key deleted by a plain DEL",
+        "a manual failover's repairs",
+    )
+    .await;
+    assert_eq!(
+        (after.lost(), whole.lost()),
+        (0, 0),
+        "a graceful failover loses nothing"
+    );
+    for key in kept {
+        assert!(
+            on_node(promoted, key).await.version().is_some(),
+            "the other keys stay"
+        );
+    }
     client.close().await;
     other.close().await;
     reader.close().await;
