@@ -16,7 +16,7 @@ use crate::script::{ScriptOutcome, WriteMode};
 use crate::state::{
     KeyState, Observed, ReplicaCopy, ReplicaRepair, SyncDirection, outranks, plan_replica_repair,
 };
-use crate::versioned::{TtlArg, Versioned, key_report, run_script};
+use crate::versioned::{MAX_REPLICA_CATCH_UP, TtlArg, Versioned, check_duration, key_report, run_script};
 
 /// Whether an audit only reports, or also repairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -124,6 +124,17 @@ impl AuditOptions {
     pub fn sync_direction(mut self, direction: SyncDirection) -> Self {
         self.sync_direction = direction;
         self
+    }
+
+    /// Checks the options an audit cannot run with.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_duration(
+            "AuditOptions::replica_catch_up",
+            self.replica_catch_up,
+            Duration::ZERO,
+            MAX_REPLICA_CATCH_UP,
+            "a second is plenty for a healthy replica (default 1 s)",
+        )
     }
 }
 
@@ -627,11 +638,13 @@ impl Versioned {
     /// repair is recorded in the sync history.
     ///
     /// Shards are scanned concurrently; `progress` is called after every batch. Errors (a node that
-    /// does not answer) are counted in the report, which is then marked incomplete.
+    /// does not answer) are counted in the report, which is then marked incomplete. Options out of
+    /// range fail before anything is read.
     pub async fn audit<P>(&self, options: &AuditOptions, progress: P) -> Result<AuditReport, Error>
     where
         P: Fn(&AuditProgress) + Sync,
     {
+        options.validate()?;
         let topology = self.client().topology();
         let shards = topology.shards();
         let tally = Tally::new(shards.len(), options);
@@ -685,6 +698,19 @@ mod tests {
         check(&options, 2, false);
         check(&options, 3, true);
         check(&AuditOptions::default(), 5, false);
+    }
+
+    #[test]
+    fn catch_up_waits_are_bounded() {
+        for (wait, ok) in [
+            (Duration::ZERO, true),
+            (MAX_REPLICA_CATCH_UP, true),
+            (MAX_REPLICA_CATCH_UP + Duration::from_millis(1), false),
+            (Duration::MAX, false),
+        ] {
+            let result = AuditOptions::default().replica_catch_up(wait).validate();
+            assert_eq!(result.is_ok(), ok, "{wait:?}: {result:?}");
+        }
     }
 
     #[test]

@@ -5,9 +5,10 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cluster_client::{ClusterClient, Script, ShardInfo, Ttl};
+use cluster_client::{ClusterClient, Script, ShardInfo, Ttl, Value};
 
 use crate::audit::{AuditMode, AuditOptions, Pacer, Repair, Tally};
+use crate::digest::{Fingerprint, fingerprint, string_fingerprint};
 use crate::error::{Error, printable_key};
 use crate::history::{SyncEvent, SyncHistory, SyncSource};
 use crate::report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts};
@@ -23,10 +24,13 @@ struct Side<'a> {
     role: CopyRole,
 }
 
-/// A key's copy on one side: what it holds, and its bytes (`None` if absent or not a string).
+/// A key's copy on one side: what it holds, its bytes (`None` if absent or not a string), the
+/// fingerprint of a key of another type, and whether it has a TTL.
 struct Fetched {
     observed: Observed,
     bytes: Option<Bytes>,
+    fingerprint: Option<Fingerprint>,
+    expiring: bool,
 }
 
 impl Fetched {
@@ -34,29 +38,76 @@ impl Fetched {
         SideCopy {
             observed: self.observed,
             bytes: self.bytes.as_deref(),
+            fingerprint: self.fingerprint,
+            expiring: self.expiring,
         }
     }
 }
 
-fn fetched(read: Result<Option<Bytes>, cluster_client::Error>) -> Result<Fetched, cluster_client::Error> {
-    match read {
-        Ok(None) => Ok(Fetched {
-            observed: Observed::Absent,
-            bytes: None,
-        }),
-        Ok(Some(bytes)) => Ok(Fetched {
-            observed: Observed::from_stored(Some(&bytes)),
-            bytes: Some(bytes),
-        }),
-        // A hash, list or other type: present, but nothing to compare or copy.
-        Err(cluster_client::Error::Server { message, .. }) if message.starts_with("WRONGTYPE") => {
-            Ok(Fetched {
-                observed: Observed::Unversioned,
-                bytes: None,
-            })
+/// Strings up to this size are read whole; larger ones are compared by a digest read page by page,
+/// so that an audit never holds a whole large value (a batch holds at most this per key and side).
+const WHOLE_STRING_MAX: usize = 64 * 1024;
+
+fn is_wrong_type(error: &cluster_client::Error) -> bool {
+    matches!(error, cluster_client::Error::Server { message, .. } if message.starts_with("WRONGTYPE"))
+}
+
+/// A key's whole copy on one side: a string's bytes (up to [`WHOLE_STRING_MAX`], else its digest),
+/// or the content fingerprint of a key of another type, and whether it has a TTL.
+async fn read_side(side: Side<'_>, key: &Bytes) -> Result<Fetched, cluster_client::Error> {
+    let node = node_of(side, key);
+    let key_arg = || Value::Bytes(key.clone());
+    let command = |args: Vec<Value>| side.client.node_command::<Option<Bytes>>(&node, args);
+    let first = command(vec![
+        "GETRANGE".into(),
+        key_arg(),
+        Value::Integer(0),
+        Value::Integer(WHOLE_STRING_MAX as i64 - 1),
+    ])
+    .await;
+    let mut copy = Fetched {
+        observed: Observed::Absent,
+        bytes: None,
+        fingerprint: None,
+        expiring: false,
+    };
+    match first {
+        Ok(prefix) => {
+            let prefix = prefix.unwrap_or_default();
+            if prefix.is_empty() {
+                // GETRANGE answers "" both for a missing key and for an empty string.
+                let exists: i64 = side
+                    .client
+                    .node_command(&node, vec!["EXISTS".into(), key_arg()])
+                    .await?;
+                if exists == 0 {
+                    return Ok(copy);
+                }
+            }
+            copy.observed = Observed::from_stored(Some(&prefix));
+            let len: i64 = if prefix.len() < WHOLE_STRING_MAX {
+                prefix.len() as i64
+            } else {
+                side.client
+                    .node_command(&node, vec!["STRLEN".into(), key_arg()])
+                    .await?
+            };
+            if len as usize <= WHOLE_STRING_MAX {
+                copy.bytes = Some(prefix);
+            } else if copy.observed.version().is_none() {
+                // A versioned value compares by its version; only a plain one needs its content.
+                copy.fingerprint = Some(string_fingerprint(side.client, &node, key, len as u64).await?);
+            }
         }
-        Err(error) => Err(error),
+        // A hash, list or other type: present, compared by its fingerprint.
+        Err(error) if is_wrong_type(&error) => {
+            copy.observed = Observed::Unversioned;
+            copy.fingerprint = fingerprint(side.client, &node, key).await?;
+        }
+        Err(error) => return Err(error),
     }
+    copy.expiring = matches!(side.client.pttl(key).await?, Ttl::Expires(_));
+    Ok(copy)
 }
 
 fn node_of(side: Side<'_>, key: &[u8]) -> String {
@@ -127,11 +178,13 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
         keys: Vec<Bytes>,
         first_pass: bool,
     ) {
+        let mine = keys.iter().map(|key| read_side(scanned, key));
+        let theirs = keys.iter().map(|key| read_side(other, key));
         let (mine, theirs) =
-            futures::future::join(scanned.client.get_many(&keys), other.client.get_many(&keys)).await;
+            futures::future::join(futures::future::join_all(mine), futures::future::join_all(theirs)).await;
         let mut repairs = RepairCounts::default();
         for ((key, mine), theirs) in keys.iter().zip(mine).zip(theirs) {
-            let (mine, theirs) = match (fetched(mine), fetched(theirs)) {
+            let (mine, theirs) = match (mine, theirs) {
                 (Ok(mine), Ok(theirs)) => (mine, theirs),
                 (Err(error), _) | (_, Err(error)) => {
                     self.tally
@@ -193,13 +246,45 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
         }
     }
 
+    /// A large string to copy, read whole only now and only if the destination accepts its size.
+    async fn read_large(&self, from: Side<'_>, to: Side<'_>, key: &Bytes) -> Result<Option<Bytes>, Repair> {
+        let node = node_of(from, key);
+        let len: i64 = from
+            .client
+            .node_command(&node, vec!["STRLEN".into(), Value::Bytes(key.clone())])
+            .await
+            .map_err(|error| Repair::Failed(error.into()))?;
+        if len as usize > to.client.config().limits().value_max_bytes {
+            tracing::info!(key = %printable_key(key), len, "a string too large for the target is not copied");
+            return Err(Repair::Unrepairable);
+        }
+        from.client
+            .get(key)
+            .await
+            .map_err(|error| Repair::Failed(error.into()))
+    }
+
     /// Writes the winning copy on the other side, with its remaining TTL, through last-write-wins
     /// (plain values only where no versioned value is stored).
     async fn copy(&self, key: &Bytes, from: (Side<'_>, &Fetched), to: (Side<'_>, &Fetched)) -> Repair {
         let (from, winner) = from;
         let (to, loser) = to;
-        let Some(bytes) = &winner.bytes else {
+        // Only strings are copied; a key of another type on either side is reported, not overwritten.
+        let is_other_type = |copy: &Fetched| copy.fingerprint.is_some_and(|f| f.kind != "string");
+        if is_other_type(winner) || is_other_type(loser) {
             return Repair::Unrepairable;
+        }
+        let large;
+        let bytes = match &winner.bytes {
+            Some(bytes) => bytes,
+            None => match self.read_large(from, to, key).await {
+                Ok(Some(bytes)) => {
+                    large = bytes;
+                    &large
+                }
+                Ok(None) => return Repair::Superseded,
+                Err(repair) => return repair,
+            },
         };
         let mode = if winner.observed.version().is_some() {
             WriteMode::Newer
@@ -240,12 +325,18 @@ impl<P: Fn(&AuditProgress) + Sync> Run<'_, P> {
 }
 
 /// Compares every key of two deployments: each key of `source` with the same key in `target`, then
-/// the keys only `target` holds. Versioned copies compare by version; unversioned ones by their bytes.
+/// the keys only `target` holds. Versioned copies compare by version; unversioned strings by their
+/// bytes; hashes, lists, sets, sorted sets and streams by their type and a digest of their content
+/// read in bounded pages (so a truncated hash or a key of another type is reported, and no key is
+/// ever held whole); and every copy by whether it has a TTL. A difference between unversioned copies
+/// is reported as [`KeyState::Unversioned`], one between versioned copies (including a lost TTL) as
+/// [`KeyState::Diverged`].
 ///
 /// In [`AuditMode::Resolve`] the differences are synced by last-write-wins in the direction of
 /// [`AuditOptions::sync_direction`]: a versioned copy beats an unversioned one, which beats absence.
 /// Where neither side has a version, a one-way sync copies the source's value (the source is the
 /// deployment being migrated from) and a two-way sync leaves both. Copies keep their remaining TTL.
+/// Only strings are copied: a key of another type on either side counts as unrepairable.
 /// Every copy is recorded in `history` (the spec's migration path: warm the cluster, then verify
 /// with this audit before switching).
 pub async fn audit_between<P>(
@@ -258,6 +349,7 @@ pub async fn audit_between<P>(
 where
     P: Fn(&AuditProgress) + Sync,
 {
+    options.validate()?;
     let source_topology = source.topology();
     let target_topology = target.topology();
     let run = Run {

@@ -1,6 +1,9 @@
 //! The crate's one error type.
 
+use std::time::Duration;
+
 use crate::envelope::EnvelopeProblem;
+use crate::version::Version;
 
 /// Why a consistency call failed.
 ///
@@ -53,6 +56,52 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid consistency setting: {0}")]
     Config(String),
+    /// A version lies further ahead of this host's wall clock than `max_clock_drift` allows: stored
+    /// by a writer whose clock is wrong, or passed by a caller. Nothing was written and the process
+    /// clock did not adopt it, so this process's other writes are unaffected.
+    #[error(
+        "version {version} of key {key} is {ahead_by:?} ahead of this host's clock, more than \
+         max_clock_drift ({max_drift:?}) allows, so nothing was written and the clock did not adopt it; \
+         fix the clock of the host that issued that version (or pass a version from next_version()), \
+         then remove the key with a plain DEL or rewrite it under a current version"
+    )]
+    ClockSkew {
+        /// The key, printable.
+        key: String,
+        /// The version refused.
+        version: Version,
+        /// How far its clock value lies ahead of this host's wall clock.
+        ahead_by: Duration,
+        /// The configured bound.
+        max_drift: Duration,
+    },
+    /// A duration (a setting or a per-call option) is outside the range this crate accepts: zero
+    /// often means "forever" to Redis, and a huge one overflows deadlines.
+    #[error("{setting} is {value:?}, outside {min:?}..={max:?}; {hint}")]
+    DurationOutOfRange {
+        /// The setting or option (for example `WriteOptions::wait timeout`).
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The smallest accepted value.
+        min: Duration,
+        /// The largest accepted value.
+        max: Duration,
+        /// What to set instead.
+        hint: &'static str,
+    },
+    /// Tombstones would expire before the journal forgets the writes they delete, so a failover
+    /// repair could bring a deleted key back.
+    #[error(
+        "tombstone_ttl ({tombstone_ttl:?}) is shorter than journal max_age ({journal_max_age:?}); \
+         raise tombstone_ttl or lower journal max_age so that deletes outlive the journal's memory of writes"
+    )]
+    TombstoneShorterThanJournal {
+        /// `ConsistencyConfig::tombstone_ttl`.
+        tombstone_ttl: Duration,
+        /// `JournalConfig::max_age`.
+        journal_max_age: Duration,
+    },
 }
 
 pub(crate) use cluster_client::printable_key;

@@ -1,5 +1,39 @@
 //! Failover write-loss repair: check the journal's writes on the promoted primary and write again
-//! what it lacks.
+//! what it can show was lost.
+//!
+//! # When a key counts as lost
+//!
+//! A key the new primary lacks is not proof of a loss: another client may have deleted it with a
+//! plain `DEL`, the server may have evicted it, another writer's tombstone may have expired. Writing
+//! it again would bring deleted data back. So a journaled write is written again only when its loss
+//! is *shown*:
+//!
+//! - **Older**: the primary holds a version older than the journaled one. Nothing can make a key go
+//!   back in version except a write that never arrived, so the journaled write was lost.
+//! - **Missing, with replication-offset evidence.** Every journaled write carries a
+//!   [`ReplicationMark`](crate::ReplicationMark): the primary's replication id and
+//!   `master_repl_offset` read by the write script itself just before it wrote (no other command
+//!   runs in between, and the script's write enters the replication stream right after it), plus
+//!   the fewest bytes the write takes in that stream. A promoted replica reports in `INFO
+//!   replication` the history it continues (`master_replid2`) and the offset at which it took over
+//!   (`second_repl_offset`, one past the last byte it had applied). If the mark's replication id is
+//!   that history and `offset + min_len >= second_repl_offset`, the replica took over before it had
+//!   the whole write: the write never reached it, and its absence is a loss. Otherwise the write had
+//!   reached the replica (a write acknowledged by `WAIT` always has), so the key's absence is a later
+//!   delete, eviction or expiry, and the key is left alone.
+//!
+//! Everything else is reported in [`JournalCheck::unproven`] and never rewritten: a missing key
+//! without such evidence (a write on the node's own current history, a mark from a history the node
+//! does not continue, or no mark because the server refused `INFO` to the script), and a key holding
+//! an unversioned value (another client's plain write). A key whose newer state is a delete is
+//! present, not lost: a tombstone at or above the journaled version counts as present, and the
+//! journal offers only each key's latest write, so a later journaled delete hides earlier sets (even
+//! after its tombstone expired). The same rule applies to [`Versioned::repair_journal`], the
+//! whole-journal check run when failover events were missed: each key is judged against its current
+//! primary's history, never rewritten blindly.
+//!
+//! The evidence costs one `INFO replication` inside each journaled write's script (a few
+//! microseconds on the server, no extra round trip) and one `INFO replication` per node checked.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,8 +47,8 @@ use crate::audit::Repair;
 use crate::envelope::Envelope;
 use crate::error::{Error, printable_key};
 use crate::history::{SyncEvent, SyncSource};
-use crate::journal::JournalEntry;
-use crate::reads::read_copies;
+use crate::journal::{JournalEntry, ReplicationMark};
+use crate::reads::{read_copies, read_lineage};
 use crate::report::RepairCounts;
 use crate::script::{ScriptOutcome, WriteMode};
 use crate::state::Observed;
@@ -64,10 +98,14 @@ pub struct JournalCheck {
     pub checked: u64,
     /// Keys the primary holds at the journaled version or a newer one.
     pub present: u64,
-    /// Keys the primary lacks.
+    /// Keys the primary lacks, whose write the replication offsets show never reached it (see the
+    /// module's rule).
     pub missing: Vec<Bytes>,
-    /// Keys the primary holds at an older version (or without a version).
+    /// Keys the primary holds at an older version.
     pub older: Vec<Bytes>,
+    /// Keys the primary lacks (or holds an unversioned value for) without evidence that a failover
+    /// lost the write: most likely deleted, evicted or expired since. Never rewritten.
+    pub unproven: Vec<Bytes>,
     /// What the repairs did (all zero for a check only).
     pub repairs: RepairCounts,
     /// Reads or writes that failed.
@@ -75,7 +113,7 @@ pub struct JournalCheck {
 }
 
 impl JournalCheck {
-    /// Acknowledged writes the primary lacked: missing plus older.
+    /// Acknowledged writes the primary was shown to lack: missing plus older.
     pub fn lost(&self) -> usize {
         self.missing.len() + self.older.len()
     }
@@ -91,16 +129,60 @@ enum Action {
 /// How a journaled write fares on the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
+    /// The primary holds the journaled version or a newer one (a tombstone counts).
     Present,
+    /// Absent, and the offsets show the write never reached the primary.
     Missing,
+    /// The primary holds an older version.
     Older,
+    /// Absent or unversioned, and no evidence that the write was lost.
+    Unproven,
 }
 
-fn verdict(entry: &JournalEntry, observed: Observed) -> Verdict {
+/// What a node's `INFO replication` says about the replication history it continues.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Lineage {
+    /// `master_replid`: the node's current history.
+    pub(crate) replid: Vec<u8>,
+    /// `master_replid2` and `second_repl_offset`: the history it continued when it was promoted,
+    /// and the offset one past the last byte of it that the node had applied.
+    pub(crate) previous: Option<(Vec<u8>, u64)>,
+}
+
+impl Lineage {
+    /// Whether the offsets show that the write marked `mark` never reached this node.
+    fn shows_loss(&self, mark: &ReplicationMark) -> bool {
+        match &self.previous {
+            Some((replid, took_over_at)) if replid.as_slice() == mark.replid.as_slice() => {
+                // The node applied the bytes before `took_over_at`; the write ends no earlier than
+                // `offset + min_len`, so if that is not before `took_over_at`, it was incomplete.
+                mark.offset.saturating_add(mark.min_len) >= *took_over_at
+            }
+            _ => false,
+        }
+    }
+}
+
+fn verdict(entry: &JournalEntry, observed: Observed, lineage: Option<&Lineage>) -> Verdict {
     match observed {
-        Observed::Absent => Verdict::Missing,
-        o if o.version().is_some_and(|v| v >= entry.version) => Verdict::Present,
-        _ => Verdict::Older,
+        Observed::Absent => {
+            let shown = entry
+                .mark
+                .as_ref()
+                .zip(lineage)
+                .is_some_and(|(mark, lineage)| lineage.shows_loss(mark));
+            if shown {
+                Verdict::Missing
+            } else {
+                Verdict::Unproven
+            }
+        }
+        o => match o.version() {
+            Some(v) if v >= entry.version => Verdict::Present,
+            Some(_) => Verdict::Older,
+            // Another client's plain value: nothing says ours is the newer write.
+            None => Verdict::Unproven,
+        },
     }
 }
 
@@ -165,6 +247,16 @@ impl Versioned {
             }
         }
         for (node, entries) in by_node {
+            // The node's history decides whether an absence is a loss; without it, none is.
+            let lineage = match read_lineage(self.client(), &node).await {
+                Ok(lineage) => Some(lineage),
+                Err(error) => {
+                    check
+                        .errors
+                        .push(format!("reading INFO replication on {node}: {error}"));
+                    None
+                }
+            };
             for batch in entries.chunks(CHECK_BATCH) {
                 let keys: Vec<Bytes> = batch.iter().map(|e| e.key.clone()).collect();
                 let reads = read_copies(self.client(), &node, &keys).await;
@@ -180,9 +272,13 @@ impl Versioned {
                             continue;
                         }
                     };
-                    match verdict(entry, observed) {
+                    match verdict(entry, observed, lineage.as_ref()) {
                         Verdict::Present => {
                             check.present += 1;
+                            continue;
+                        }
+                        Verdict::Unproven => {
+                            check.unproven.push(entry.key.clone());
                             continue;
                         }
                         Verdict::Missing => check.missing.push(entry.key.clone()),
@@ -283,6 +379,7 @@ impl Versioned {
                         tracing::info!(
                             checked = check.checked,
                             lost = check.lost(),
+                            unproven = check.unproven.len(),
                             repaired = check.repairs.repaired,
                             "checked the journal after a failover"
                         );
@@ -333,7 +430,10 @@ mod tests {
     use super::*;
     use crate::version::test_version;
 
-    fn entry(millis: u64, deleted: bool) -> JournalEntry {
+    const OLD: [u8; 40] = [b'a'; 40];
+    const OTHER: [u8; 40] = [b'b'; 40];
+
+    fn entry(millis: u64, deleted: bool, mark: Option<(u64, [u8; 40])>) -> JournalEntry {
         JournalEntry {
             key: Bytes::from_static(b"k"),
             version: test_version(millis, 0, 1),
@@ -341,30 +441,104 @@ mod tests {
             value: None,
             ttl: Some(Duration::from_secs(1)),
             written_at: Instant::now(),
+            mark: mark.map(|(offset, replid)| ReplicationMark {
+                replid,
+                offset,
+                min_len: 40,
+            }),
         }
     }
 
-    fn check(entry: &JournalEntry, observed: Observed, want: Verdict) {
-        assert_eq!(verdict(entry, observed), want, "{entry:?} vs {observed}");
+    /// A node promoted at offset 1,000 of history `OLD`, now on history `OTHER`.
+    fn promoted() -> Lineage {
+        Lineage {
+            replid: OTHER.to_vec(),
+            previous: Some((OLD.to_vec(), 1_000)),
+        }
+    }
+
+    fn check(entry: &JournalEntry, observed: Observed, lineage: Option<&Lineage>, want: Verdict) {
+        assert_eq!(
+            verdict(entry, observed, lineage),
+            want,
+            "{entry:?} vs {observed} on {lineage:?}"
+        );
     }
 
     #[test]
     fn journaled_writes_are_judged_by_version() {
-        let set = entry(5, false);
-        let delete = entry(5, true);
-        check(&set, Observed::Absent, Verdict::Missing);
-        check(&set, Observed::Value(test_version(5, 0, 1)), Verdict::Present);
-        check(&set, Observed::Tombstone(test_version(6, 0, 1)), Verdict::Present);
-        check(&set, Observed::Value(test_version(4, 0, 1)), Verdict::Older);
-        check(&set, Observed::Unversioned, Verdict::Older);
-        check(&delete, Observed::Absent, Verdict::Missing);
-        check(&delete, Observed::Value(test_version(4, 9, 9)), Verdict::Older);
+        let lineage = promoted();
+        let on = Some(&lineage);
+        let set = entry(5, false, Some((2_000, OLD)));
+        let delete = entry(5, true, Some((2_000, OLD)));
+        check(&set, Observed::Value(test_version(5, 0, 1)), on, Verdict::Present);
+        check(
+            &set,
+            Observed::Tombstone(test_version(6, 0, 1)),
+            on,
+            Verdict::Present,
+        );
+        check(&set, Observed::Value(test_version(4, 0, 1)), on, Verdict::Older);
+        check(&set, Observed::Unversioned, on, Verdict::Unproven);
+        check(
+            &delete,
+            Observed::Value(test_version(4, 9, 9)),
+            on,
+            Verdict::Older,
+        );
         check(
             &delete,
             Observed::Tombstone(test_version(5, 0, 1)),
+            on,
             Verdict::Present,
         );
         assert_eq!(journaled(&delete), Observed::Tombstone(test_version(5, 0, 1)));
+    }
+
+    #[test]
+    fn an_absent_key_is_lost_only_if_the_offsets_show_it() {
+        let lineage = promoted();
+        let on = Some(&lineage);
+        let absent = Observed::Absent;
+        // The write started after the replica took over: lost.
+        check(&entry(5, false, Some((2_000, OLD))), absent, on, Verdict::Missing);
+        // It started before, but could not have ended before (offset + 40 bytes >= 1,000): lost.
+        check(&entry(5, false, Some((960, OLD))), absent, on, Verdict::Missing);
+        check(&entry(5, false, Some((999, OLD))), absent, on, Verdict::Missing);
+        // It could have ended before: the replica had it, so the absence is a later delete.
+        check(&entry(5, false, Some((959, OLD))), absent, on, Verdict::Unproven);
+        check(&entry(5, false, Some((0, OLD))), absent, on, Verdict::Unproven);
+        // Written on the node's own history, or on a history it does not continue, or unmarked.
+        check(
+            &entry(5, false, Some((2_000, OTHER))),
+            absent,
+            on,
+            Verdict::Unproven,
+        );
+        check(
+            &entry(5, false, Some((2_000, [b'c'; 40]))),
+            absent,
+            on,
+            Verdict::Unproven,
+        );
+        check(&entry(5, false, None), absent, on, Verdict::Unproven);
+        // No INFO from the node, or a node never promoted.
+        check(
+            &entry(5, false, Some((2_000, OLD))),
+            absent,
+            None,
+            Verdict::Unproven,
+        );
+        let never = Lineage {
+            replid: OLD.to_vec(),
+            previous: None,
+        };
+        check(
+            &entry(5, false, Some((2_000, OLD))),
+            absent,
+            Some(&never),
+            Verdict::Unproven,
+        );
     }
 
     #[test]

@@ -2,11 +2,19 @@
 //!
 //! Redis replicates asynchronously: a primary acknowledges a write before its replicas have it, and
 //! if it dies in that window, the promoted replica never had the write. The journal remembers recent
-//! acknowledged writes (key, version, and optionally the value) so that, after a failover, the client
-//! can check the new primary and write again what it lacks.
+//! acknowledged writes (key, version, optionally the value, and where the write landed in its
+//! primary's replication stream) so that, after a failover, the client can check the new primary and
+//! write again what it can show was lost (see the `failover` module for the rule).
+//!
+//! The journal is bounded three ways: entries ([`JournalConfig::max_entries`]), age
+//! ([`JournalConfig::max_age`]) and bytes ([`JournalConfig::max_bytes`]). Over the byte budget, the
+//! values of the oldest entries are dropped first (those writes can still be checked, but no longer
+//! written again: they count as unrepairable), then the oldest entries themselves. The bytes held by
+//! every journal of the process are published as the gauge `cache_consistency_journal_bytes`.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,17 +22,61 @@ use bytes::Bytes;
 use crate::Error;
 use crate::version::Version;
 
+/// The gauge of the bytes held by every write journal of the process.
+pub const JOURNAL_BYTES_METRIC: &str = "cache_consistency_journal_bytes";
+/// The counter of journaled values dropped to stay within the byte budget.
+pub const JOURNAL_VALUES_DROPPED_METRIC: &str = "cache_consistency_journal_values_dropped_total";
+/// The counter of journal entries dropped to stay within the byte budget.
+pub const JOURNAL_ENTRIES_DROPPED_METRIC: &str = "cache_consistency_journal_entries_dropped_total";
+
+/// Bytes counted for an entry besides its key and value: the entry's own fields and its slot in
+/// the queue, so that a flood of empty keys is bounded too.
+pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// The longest `max_age` accepted (a day): the journal is for the seconds around a failover.
+pub const MAX_JOURNAL_AGE: Duration = Duration::from_secs(24 * 3_600);
+
+/// The bytes held by every journal of the process, for the gauge.
+static PROCESS_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn describe_metrics() {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_gauge!(
+            JOURNAL_BYTES_METRIC,
+            metrics::Unit::Bytes,
+            "Bytes held by the consistency write journals of this process (keys, values and a fixed \
+             overhead per entry)."
+        );
+        metrics::describe_counter!(
+            JOURNAL_VALUES_DROPPED_METRIC,
+            metrics::Unit::Count,
+            "Journaled values dropped to stay within the journal's byte budget; those writes can no \
+             longer be written again after a failover."
+        );
+        metrics::describe_counter!(
+            JOURNAL_ENTRIES_DROPPED_METRIC,
+            metrics::Unit::Count,
+            "Journal entries dropped to stay within the journal's byte budget."
+        );
+    });
+}
+
 /// How much the journal keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
     /// Entries kept at most; the oldest are dropped first.
     pub max_entries: usize,
     /// Entries older than this are dropped. A failover is seen within seconds, and replication lag
-    /// is normally far below a second, so older writes have reached the replicas.
+    /// is normally far below a second, so older writes have reached the replicas. At most a day.
     pub max_age: Duration,
     /// Whether entries keep the written value, so that lost writes can be written again rather than
-    /// only reported. Costs the values' memory.
+    /// only reported. Costs the values' memory, within `max_bytes`.
     pub keep_values: bool,
+    /// The most bytes the journal holds (keys, values, and [`ENTRY_OVERHEAD_BYTES`] per entry).
+    /// Default 64 MiB. Over it, the oldest entries' values are dropped first, then the oldest
+    /// entries.
+    pub max_bytes: usize,
 }
 
 impl Default for JournalConfig {
@@ -33,6 +85,7 @@ impl Default for JournalConfig {
             max_entries: 100_000,
             max_age: Duration::from_secs(60),
             keep_values: true,
+            max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -44,13 +97,55 @@ impl JournalConfig {
                 "journal max_entries is 0; set it to at least 1, or build without a journal".into(),
             ));
         }
-        if self.max_age.is_zero() {
-            return Err(Error::Config(
-                "journal max_age is 0; set it above the time a failover takes to be seen (e.g. 60 s)".into(),
-            ));
+        crate::versioned::check_duration(
+            "journal max_age",
+            self.max_age,
+            Duration::from_millis(1),
+            MAX_JOURNAL_AGE,
+            "set it above the time a failover takes to be seen (default 60 s)",
+        )?;
+        if self.max_bytes < ENTRY_OVERHEAD_BYTES {
+            return Err(Error::Config(format!(
+                "journal max_bytes is {}, less than one entry ({ENTRY_OVERHEAD_BYTES} bytes); \
+                 give the journal a few MiB at least (default 64 MiB)",
+                self.max_bytes
+            )));
         }
         Ok(())
     }
+}
+
+/// Where a write landed in its primary's replication stream, as the write script read it (`INFO
+/// replication` inside the script, so no other command can come in between): the evidence a
+/// failover repair needs before it may call a missing key lost rather than deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplicationMark {
+    /// The primary's replication id (`master_replid`) when it ran the write.
+    pub replid: [u8; 40],
+    /// The primary's `master_repl_offset` just before the write: the write's bytes come after it.
+    pub offset: u64,
+    /// The fewest bytes the write takes in the replication stream (its `SET key value` in RESP,
+    /// without the TTL arguments or any `MULTI` around it), so that `offset + min_len` is a lower
+    /// bound of the offset at which a replica has applied the write.
+    pub min_len: u64,
+}
+
+impl ReplicationMark {
+    /// The mark of a write whose script reported `replid` and `offset`, for a `SET key stored`.
+    pub(crate) fn new(replid: &[u8], offset: u64, key_len: usize, stored_len: usize) -> Option<Self> {
+        let replid: [u8; 40] = replid.try_into().ok()?;
+        Some(ReplicationMark {
+            replid,
+            offset,
+            min_len: min_set_len(key_len, stored_len),
+        })
+    }
+}
+
+/// The RESP length of `SET <key> <stored>`: `*3\r\n$3\r\nSET\r\n$<k>\r\n<key>\r\n$<v>\r\n<stored>\r\n`.
+fn min_set_len(key_len: usize, stored_len: usize) -> u64 {
+    let bulk = |len: usize| 1 + len.to_string().len() + 2 + len + 2;
+    (4 + bulk(3) + bulk(key_len) + bulk(stored_len)) as u64
 }
 
 /// One acknowledged write.
@@ -66,8 +161,13 @@ pub struct JournalEntry {
     pub value: Option<Bytes>,
     /// The TTL the write set (for a delete, the tombstone's).
     pub ttl: Option<Duration>,
-    /// When the write was acknowledged.
+    /// When the write was sent (before the server applied it, so its TTL ends no earlier than
+    /// `written_at + ttl`).
     pub written_at: Instant,
+    /// Where the write landed in its primary's replication stream; `None` if the server would not
+    /// say (for example an ACL user without `INFO`), in which case a missing key is never called
+    /// lost.
+    pub mark: Option<ReplicationMark>,
 }
 
 impl JournalEntry {
@@ -87,22 +187,51 @@ impl JournalEntry {
         let slot = sharding::key_slot(&self.key);
         ranges.iter().any(|&(first, last)| (first..=last).contains(&slot))
     }
+
+    /// The bytes this entry counts against the budget.
+    fn cost(&self) -> usize {
+        ENTRY_OVERHEAD_BYTES + self.key.len() + self.value.as_ref().map_or(0, Bytes::len)
+    }
 }
 
-/// The write journal: the spec's `trackWrite`, bounded by count and age.
+/// The queue and its byte count, changed together under one lock.
+#[derive(Debug, Default)]
+struct Entries {
+    queue: VecDeque<JournalEntry>,
+    bytes: usize,
+    /// Entries before this index hold no value any more (dropped for the budget, or never kept), so
+    /// dropping values does not walk them again.
+    valued_from: usize,
+}
+
+impl Entries {
+    fn pop_front(&mut self) -> Option<JournalEntry> {
+        let entry = self.queue.pop_front()?;
+        self.bytes -= entry.cost();
+        self.valued_from = self.valued_from.saturating_sub(1);
+        Some(entry)
+    }
+}
+
+/// The write journal: the spec's `trackWrite`, bounded by count, age and bytes.
 #[derive(Debug)]
 pub struct Journal {
     config: JournalConfig,
-    entries: Mutex<VecDeque<JournalEntry>>,
+    entries: Mutex<Entries>,
+    values_dropped: AtomicU64,
+    entries_dropped: AtomicU64,
 }
 
 impl Journal {
     /// An empty journal; fails if `config` is out of range.
     pub fn new(config: JournalConfig) -> Result<Journal, Error> {
         config.validate()?;
+        describe_metrics();
         Ok(Journal {
             config,
-            entries: Mutex::new(VecDeque::new()),
+            entries: Mutex::new(Entries::default()),
+            values_dropped: AtomicU64::new(0),
+            entries_dropped: AtomicU64::new(0),
         })
     }
 
@@ -111,21 +240,48 @@ impl Journal {
         &self.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<JournalEntry>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         // A panic elsewhere while holding the lock leaves a queue that is still well-formed.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn prune(&self, entries: &mut VecDeque<JournalEntry>, now: Instant) {
-        while entries.len() > self.config.max_entries {
+    /// Applies the bounds, and publishes the change in bytes.
+    fn prune(&self, entries: &mut Entries, now: Instant) {
+        let before = entries.bytes;
+        while entries.queue.len() > self.config.max_entries {
             entries.pop_front();
         }
         while entries
+            .queue
             .front()
             .is_some_and(|e| now.saturating_duration_since(e.written_at) > self.config.max_age)
         {
             entries.pop_front();
         }
+        // Over the byte budget: values first, oldest first, since a write without its value can
+        // still be checked; then whole entries.
+        let mut values_dropped = 0;
+        while entries.bytes > self.config.max_bytes && entries.valued_from < entries.queue.len() {
+            let index = entries.valued_from;
+            if let Some(value) = entries.queue[index].value.take() {
+                entries.bytes -= value.len();
+                values_dropped += 1;
+            }
+            entries.valued_from += 1;
+        }
+        let mut entries_dropped = 0;
+        while entries.bytes > self.config.max_bytes && entries.pop_front().is_some() {
+            entries_dropped += 1;
+        }
+        if values_dropped > 0 {
+            self.values_dropped.fetch_add(values_dropped, Ordering::Relaxed);
+            metrics::counter!(JOURNAL_VALUES_DROPPED_METRIC).increment(values_dropped);
+        }
+        if entries_dropped > 0 {
+            self.entries_dropped.fetch_add(entries_dropped, Ordering::Relaxed);
+            metrics::counter!(JOURNAL_ENTRIES_DROPPED_METRIC).increment(entries_dropped);
+        }
+        publish_change(before, entries.bytes);
     }
 
     /// Records an acknowledged write. The value is dropped if the journal does not keep values.
@@ -135,7 +291,10 @@ impl Journal {
         }
         let now = Instant::now().max(entry.written_at);
         let mut entries = self.lock();
-        entries.push_back(entry);
+        let before = entries.bytes;
+        entries.bytes += entry.cost();
+        entries.queue.push_back(entry);
+        publish_change(before, entries.bytes);
         self.prune(&mut entries, now);
     }
 
@@ -143,12 +302,31 @@ impl Journal {
     pub fn len(&self) -> usize {
         let mut entries = self.lock();
         self.prune(&mut entries, Instant::now());
-        entries.len()
+        entries.queue.len()
     }
 
     /// Whether the journal holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes the journal holds now (keys, values, and a fixed overhead per entry), at most
+    /// [`JournalConfig::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        let mut entries = self.lock();
+        self.prune(&mut entries, Instant::now());
+        entries.bytes
+    }
+
+    /// Values dropped so far to stay within the byte budget (those writes are checked after a
+    /// failover but count as unrepairable).
+    pub fn values_dropped(&self) -> u64 {
+        self.values_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Entries dropped so far to stay within the byte budget.
+    pub fn entries_dropped(&self) -> u64 {
+        self.entries_dropped.load(Ordering::Relaxed)
     }
 
     /// The latest write of every key whose slot lies in `ranges`, oldest first, skipping writes whose
@@ -166,7 +344,10 @@ impl Journal {
         let mut entries = self.lock();
         self.prune(&mut entries, now);
         let mut seen = HashSet::new();
+        // A key's latest write decides: an expired later write (a tombstone that ran out) hides the
+        // earlier ones rather than letting them be rewritten.
         let mut out: Vec<JournalEntry> = entries
+            .queue
             .iter()
             .rev()
             .filter(|entry| seen.insert(entry.key.clone()))
@@ -179,8 +360,28 @@ impl Journal {
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.lock();
+        let before = entries.bytes;
+        *entries = Entries::default();
+        publish_change(before, 0);
     }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let entries = self.entries.get_mut().unwrap_or_else(PoisonError::into_inner);
+        publish_change(entries.bytes, 0);
+    }
+}
+
+/// Moves the process-wide byte count from `before` to `after` for one journal, and sets the gauge.
+fn publish_change(before: usize, after: usize) {
+    let total = if after >= before {
+        PROCESS_BYTES.fetch_add((after - before) as u64, Ordering::Relaxed) + (after - before) as u64
+    } else {
+        PROCESS_BYTES.fetch_sub((before - after) as u64, Ordering::Relaxed) - (before - after) as u64
+    };
+    metrics::gauge!(JOURNAL_BYTES_METRIC).set(total as f64);
 }
 
 #[cfg(test)]
@@ -196,6 +397,7 @@ mod tests {
             value: Some(Bytes::from_static(b"v")),
             ttl,
             written_at,
+            mark: None,
         }
     }
 
@@ -240,6 +442,7 @@ mod tests {
             max_entries: 2,
             max_age: Duration::from_secs(10),
             keep_values: false,
+            ..JournalConfig::default()
         };
         let journal = Journal::new(config).unwrap();
         let now = Instant::now();
@@ -284,9 +487,26 @@ mod tests {
                 max_age: Duration::ZERO,
                 ..JournalConfig::default()
             },
+            JournalConfig {
+                max_age: Duration::MAX,
+                ..JournalConfig::default()
+            },
+            JournalConfig {
+                max_bytes: 0,
+                ..JournalConfig::default()
+            },
         ] {
             let error = Journal::new(config).unwrap_err().to_string();
             assert!(error.contains("journal"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_minimal_set_length_is_its_resp_encoding() {
+        let resp = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$11\r\nhello world\r\n";
+        assert_eq!(min_set_len(3, 11), resp.len() as u64);
+        let mark = ReplicationMark::new(&[b'a'; 40], 7, 3, 11).unwrap();
+        assert_eq!((mark.offset, mark.min_len), (7, resp.len() as u64));
+        assert_eq!(ReplicationMark::new(b"short", 7, 3, 11), None);
     }
 }

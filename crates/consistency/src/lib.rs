@@ -2,15 +2,19 @@
 //! across replicas and deployments.
 //!
 //! - A [`Version`] is a hybrid logical clock value ([`Hlc`]: 48-bit milliseconds, 16-bit counter)
-//!   plus a [`WriterId`]; the process [`Clock`] only goes forward, even when the wall clock steps back.
+//!   plus a [`WriterId`]; the process [`Clock`] only goes forward, even when the wall clock steps back,
+//!   and adopts a version it meets only within [`ConsistencyConfig::max_clock_drift`] of the wall
+//!   clock (beyond it, the write fails with [`Error::ClockSkew`] and nothing is adopted).
 //! - A versioned value is stored in one documented [`Envelope`] (magic, format, flags, version,
 //!   payload). Plain values read as unversioned, never as a version.
 //! - [`Versioned::set`] and [`Versioned::delete`] run one Lua script ([`LWW_SCRIPT`], called by SHA)
 //!   that writes only if the incoming version is newer than the stored one, with the TTL in the same
 //!   atomic step. Losing is a value: [`WriteOutcome::Stale`]. A delete leaves a tombstone for a while,
 //!   so a slow loader's older set cannot bring the key back. [`WriteOptions::wait`] adds `WAIT`.
-//! - The [`Journal`] remembers acknowledged writes; after a failover,
-//!   [`Versioned::repair_after_failover`] writes again what the promoted replica lacks.
+//! - The [`Journal`] (bounded by entries, age and bytes) remembers acknowledged writes and where each
+//!   landed in its primary's replication stream; after a failover,
+//!   [`Versioned::repair_after_failover`] writes again what it can show the promoted replica lost
+//!   (never a key that was deleted since).
 //! - [`Versioned::verify_consistency`], [`Versioned::audit`] and [`audit_between`] compare copies on
 //!   primaries and replicas, or between two deployments, and repair by last-write-wins; every repair
 //!   lands in the [`SyncHistory`].
@@ -49,6 +53,7 @@
 
 mod audit;
 mod deployment;
+mod digest;
 mod envelope;
 mod error;
 mod failover;
@@ -69,11 +74,18 @@ pub use crate::{
     error::Error,
     failover::{Failover, FailoverRepairTask, JournalCheck},
     history::{SyncEvent, SyncHistory, SyncSource},
-    journal::{Journal, JournalConfig, JournalEntry},
+    journal::{
+        ENTRY_OVERHEAD_BYTES, JOURNAL_BYTES_METRIC, JOURNAL_ENTRIES_DROPPED_METRIC,
+        JOURNAL_VALUES_DROPPED_METRIC, Journal, JournalConfig, JournalEntry, MAX_JOURNAL_AGE,
+        ReplicationMark,
+    },
     monitor::Monitor,
     report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts, StateCounts},
     script::LWW_SCRIPT,
     state::{KeyState, Observed, SyncDirection},
     version::{Clock, Hlc, Version, WriterId},
-    versioned::{ConsistencyConfig, Versioned, VersionedValue, WriteOptions, WriteOutcome},
+    versioned::{
+        ConsistencyConfig, MAX_CLOCK_DRIFT, MAX_REPLICA_CATCH_UP, MAX_TOMBSTONE_TTL, MAX_WAIT_TIMEOUT,
+        Versioned, VersionedValue, WriteOptions, WriteOutcome,
+    },
 };

@@ -104,15 +104,53 @@ pub(crate) async fn replication_offset(
     })
 }
 
-/// Waits until the replica `node` has applied everything up to `offset`, at most `timeout`. Returns
-/// whether it did; a replica that cannot be asked has not.
+/// A node's replication history, from `INFO replication`: its `master_replid`, and if it was
+/// promoted, `master_replid2` with `second_repl_offset`.
+pub(crate) async fn read_lineage(
+    client: &ClusterClient,
+    node: &str,
+) -> Result<crate::failover::Lineage, cluster_client::Error> {
+    let info: String = client
+        .node_command(node, vec!["INFO".into(), "replication".into()])
+        .await?;
+    parse_lineage(&info).ok_or_else(|| cluster_client::Error::Reply {
+        node: node.into(),
+        command: "INFO".into(),
+        detail: "no master_replid in INFO replication".into(),
+    })
+}
+
+/// A text field of an `INFO` reply.
+fn info_text<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (field, value) = line.trim_end().split_once(':')?;
+        (field == name).then_some(value)
+    })
+}
+
+fn parse_lineage(info: &str) -> Option<crate::failover::Lineage> {
+    let replid = info_text(info, "master_replid")?.as_bytes().to_vec();
+    // A node never promoted reports a replid2 of zeros and a second offset of -1.
+    let previous = info_text(info, "master_replid2")
+        .filter(|id| id.bytes().any(|b| b != b'0'))
+        .zip(info_field(info, "second_repl_offset"))
+        .map(|(id, offset)| (id.as_bytes().to_vec(), offset));
+    Some(crate::failover::Lineage { replid, previous })
+}
+
+/// The longest a single catch-up wait lasts, whatever it is asked: settings are validated against
+/// smaller bounds, and this keeps a deadline computable (`Instant + Duration::MAX` panics).
+const CATCH_UP_CAP: Duration = Duration::from_secs(600);
+
+/// Waits until the replica `node` has applied everything up to `offset`, at most `timeout` (capped
+/// at ten minutes). Returns whether it did; a replica that cannot be asked has not.
 pub(crate) async fn wait_caught_up(
     client: &ClusterClient,
     node: &str,
     offset: u64,
     timeout: Duration,
 ) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout.min(CATCH_UP_CAP);
     loop {
         match replication_offset(client, node).await {
             Ok(reached) if reached >= offset => return true,
@@ -146,5 +184,24 @@ mod tests {
         check(replica, "slave_repl_offset", Some(1200));
         check(primary, "role", None);
         check("", "master_repl_offset", None);
+    }
+
+    #[test]
+    fn lineages_parse() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let zeros = "0".repeat(40);
+        let promoted = format!(
+            "# Replication\r\nrole:master\r\nmaster_replid:{b}\r\nmaster_replid2:{a}\r\n\
+             master_repl_offset:5000\r\nsecond_repl_offset:4001\r\n"
+        );
+        let lineage = parse_lineage(&promoted).unwrap();
+        assert_eq!(lineage.replid, b.as_bytes());
+        assert_eq!(lineage.previous, Some((a.as_bytes().to_vec(), 4001)));
+        let never = format!(
+            "role:master\r\nmaster_replid:{a}\r\nmaster_replid2:{zeros}\r\nsecond_repl_offset:-1\r\n"
+        );
+        assert_eq!(parse_lineage(&never).unwrap().previous, None);
+        assert_eq!(parse_lineage("role:master\r\n"), None);
     }
 }

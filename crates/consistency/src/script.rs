@@ -14,9 +14,16 @@ use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 /// `ARGV[2]` is the TTL in milliseconds, `0` for none, or `keep` to keep the current TTL. `ARGV[3]` is
 /// the mode: `newer` writes only if the incoming version is newer than the stored one; `equal` also
 /// writes when it is equal (a repair re-sends a write through replication); `plain` stores a plain
-/// value only where no versioned value is stored. The reply is `{1}` when written, `{0, header}`
-/// when the stored version wins, and `{2, header, length}` when the stored value starts with the
-/// magic but is not a valid envelope (it is left alone).
+/// value only where no versioned value is stored. `ARGV[4]`, optional, is `mark`: the script then
+/// also reads the primary's `INFO replication` just before it writes, and replies `{1, replid,
+/// offset}` (the replication id and `master_repl_offset`, both strings) instead of `{1}`; a node
+/// that refuses `INFO` (an ACL user without it) still writes and replies `{1}`. The reply is `{1}`
+/// when written, `{0, header}` when the stored version wins, and `{2, header, length}` when the
+/// stored value starts with the magic but is not a valid envelope (it is left alone).
+///
+/// Reading the offset inside the script is what makes it evidence: nothing else runs on the node
+/// between the read and the write, and a script's writes reach the replication stream right after
+/// it, so the write's bytes start exactly after that offset.
 pub const LWW_SCRIPT: &str = r#"-- consistency: last-write-wins write, envelope format 1
 local stored = redis.call('GET', KEYS[1])
 local incoming = ARGV[1]
@@ -62,6 +69,15 @@ else
     end
   end
 end
+local mark = nil
+if ARGV[4] == 'mark' then
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) == 'string' then
+    local replid = string.match(info, 'master_replid:(%x+)')
+    local offset = string.match(info, 'master_repl_offset:(%d+)')
+    if replid and offset then mark = {1, replid, offset} end
+  end
+end
 local ttl = ARGV[2]
 if ttl == 'keep' then
   redis.call('SET', KEYS[1], incoming, 'KEEPTTL')
@@ -70,6 +86,7 @@ elseif ttl == '0' then
 else
   redis.call('SET', KEYS[1], incoming, 'PX', ttl)
 end
+if mark then return mark end
 return {1}
 "#;
 
@@ -128,6 +145,19 @@ pub(crate) fn decide(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode) ->
         std::cmp::Ordering::Equal if mode == WriteMode::Equal => ScriptOutcome::Written,
         _ => ScriptOutcome::Kept(stored_header),
     }
+}
+
+/// The replication id and offset a written reply of a `mark` call carries, if it carries them.
+pub(crate) fn parse_mark(reply: &Value) -> Option<(Vec<u8>, u64)> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    if items.first().and_then(Value::as_i64) != Some(1) {
+        return None;
+    }
+    let replid = items.get(1)?.as_bytes()?.to_vec();
+    let offset = items.get(2)?.as_str()?.parse().ok()?;
+    Some((replid, offset))
 }
 
 /// Parses the script's reply; the error text says what was unexpected.

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::digest::Fingerprint;
 use crate::envelope::{EnvelopeProblem, Header};
 use crate::version::Version;
 
@@ -211,28 +212,34 @@ pub enum SyncDirection {
     BothWays,
 }
 
-/// A copy on one side of a cross-deployment comparison. Unversioned values carry their bytes, since
-/// only equality can compare them.
+/// A copy on one side of a cross-deployment comparison. Unversioned values carry their bytes (a
+/// string) or their fingerprint (another type), since only equality can compare them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SideCopy<'a> {
     pub(crate) observed: Observed,
     pub(crate) bytes: Option<&'a [u8]>,
+    /// The type and content digest of a key that is not a string.
+    pub(crate) fingerprint: Option<Fingerprint>,
+    /// Whether the key has a TTL.
+    pub(crate) expiring: bool,
 }
 
-/// How the source's and the target's copies of a key compare.
+/// How the source's and the target's copies of a key compare: versions, or for unversioned copies
+/// their type and content; and whether each has a TTL (a copy that lost its TTL never expires).
 pub(crate) fn compare_sides(source: SideCopy<'_>, target: SideCopy<'_>) -> KeyState {
+    let same_ttl = source.expiring == target.expiring;
     match (source.observed, target.observed) {
         (Observed::Absent, Observed::Absent) => KeyState::Consistent,
         (Observed::Absent, _) | (_, Observed::Absent) => KeyState::Missing,
         (s, t) if s.version().is_some() && t.version().is_some() => {
-            if s == t {
+            if s == t && same_ttl {
                 KeyState::Consistent
             } else {
                 KeyState::Diverged
             }
         }
         (s, t) if s.version().is_none() && t.version().is_none() => {
-            if source.bytes == target.bytes {
+            if source.bytes == target.bytes && source.fingerprint == target.fingerprint && same_ttl {
                 KeyState::Consistent
             } else {
                 KeyState::Unversioned
@@ -407,7 +414,50 @@ mod tests {
     }
 
     fn side(observed: Observed, bytes: Option<&'static [u8]>) -> SideCopy<'static> {
-        SideCopy { observed, bytes }
+        SideCopy {
+            observed,
+            bytes,
+            fingerprint: None,
+            expiring: false,
+        }
+    }
+
+    fn hash(digest: u128) -> SideCopy<'static> {
+        SideCopy {
+            fingerprint: Some(Fingerprint {
+                kind: "hash",
+                elements: 2,
+                digest,
+            }),
+            ..side(U, None)
+        }
+    }
+
+    #[test]
+    fn deployments_compare_types_contents_and_ttls() {
+        let expiring = |copy: SideCopy<'static>| SideCopy {
+            expiring: true,
+            ..copy
+        };
+        let cases = [
+            (hash(1), hash(1), KeyState::Consistent),
+            (hash(1), hash(2), KeyState::Unversioned),
+            (hash(1), side(U, Some(b"a")), KeyState::Unversioned),
+            (hash(1), expiring(hash(1)), KeyState::Unversioned),
+            (
+                side(val(3), None),
+                expiring(side(val(3), None)),
+                KeyState::Diverged,
+            ),
+            (
+                expiring(side(val(3), None)),
+                expiring(side(val(3), None)),
+                KeyState::Consistent,
+            ),
+        ];
+        for (source, target, want) in cases {
+            assert_eq!(compare_sides(source, target), want, "{source:?} vs {target:?}");
+        }
     }
 
     #[test]

@@ -199,12 +199,15 @@ impl Clock {
     /// The next value: the wall clock if it is ahead of every value issued so far, else the last value
     /// plus one logical tick (which carries into the milliseconds after 65,535 ticks).
     ///
-    /// At the very end of the range (2^64 − 1) the value saturates instead of wrapping.
+    /// The clock never stalls on a value it was handed: [`Clock::observe`] adopts only values within
+    /// a drift bound of the wall clock, so the last value stays within that bound (plus the ticks
+    /// issued since) and the top of the range (the year 10889) is out of reach unless the wall clock
+    /// itself reads that year. Only then would the value stop growing; it never wraps.
     pub fn now(&self) -> Hlc {
         let physical = self.physical().as_raw();
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let next = physical.max(last.saturating_add(1));
+            let next = physical.max(last.checked_add(1).unwrap_or(last));
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -215,10 +218,32 @@ impl Clock {
         }
     }
 
+    /// How far `seen` lies ahead of this clock's wall-clock time, if it lies beyond what this clock
+    /// accepts: more than `max_drift` ahead of the wall clock and ahead of every value this clock has
+    /// issued or adopted (a value at or below those is this process's own history, never a threat).
+    /// `None` when it is acceptable; exactly at the bound counts as acceptable.
+    pub fn beyond_drift(&self, seen: Hlc, max_drift: Duration) -> Option<Duration> {
+        let wall = self.physical().millis();
+        let drift = u64::try_from(max_drift.as_millis()).unwrap_or(u64::MAX);
+        let bound = Hlc::new(wall.saturating_add(drift), u16::MAX).max(self.last());
+        (seen > bound).then(|| Duration::from_millis(seen.millis().saturating_sub(wall)))
+    }
+
     /// Takes note of a value seen elsewhere (for example the newer version that refused a write), so
-    /// that every later [`Clock::now`] is greater than it.
-    pub fn observe(&self, seen: Hlc) {
+    /// that every later [`Clock::now`] is greater than it, but only if [`Clock::beyond_drift`] accepts
+    /// it. A value further ahead comes from a host whose clock is wrong (or from a caller's made-up
+    /// version); adopting it would drag every later value of this process along, up to the end of
+    /// the range where the clock could no longer move, so it is refused: `Err` carries how far ahead
+    /// of the wall clock it was, and nothing is adopted.
+    ///
+    /// The bound is measured from the wall clock, not from the last adopted value, so repeated
+    /// observations cannot ratchet the clock forward one bound at a time.
+    pub fn observe(&self, seen: Hlc, max_drift: Duration) -> Result<(), Duration> {
+        if let Some(ahead_by) = self.beyond_drift(seen, max_drift) {
+            return Err(ahead_by);
+        }
         self.last.fetch_max(seen.as_raw(), Ordering::AcqRel);
+        Ok(())
     }
 
     /// The last value issued or observed.
@@ -289,15 +314,88 @@ mod tests {
         assert_eq!(last, Hlc::new(11, (70_000 - 65_536) as u16));
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     #[test]
     fn observe_moves_the_clock_past_a_remote_value() {
         let clock = Clock::with_time_source(|| 100);
         let remote = Hlc::new(500, 3);
-        clock.observe(remote);
+        clock.observe(remote, MINUTE).unwrap();
         assert_eq!(clock.now(), Hlc::new(500, 4));
         // An older observation changes nothing.
-        clock.observe(Hlc::new(1, 0));
+        clock.observe(Hlc::new(1, 0), MINUTE).unwrap();
         assert_eq!(clock.now(), Hlc::new(500, 5));
+    }
+
+    /// One observation against a wall clock at 1,000,000 ms and a one-minute bound: whether it is
+    /// adopted (`None`) or refused with how far ahead it was, and the value `now` gives next.
+    fn check_observe(seen: Hlc, want_refused: Option<Duration>, want_next: Hlc) {
+        let clock = Clock::with_time_source(|| 1_000_000);
+        let got = clock.observe(seen, MINUTE).err();
+        assert_eq!(got, want_refused, "observing {seen}");
+        assert_eq!(clock.beyond_drift(seen, MINUTE), want_refused);
+        assert_eq!(clock.now(), want_next, "after observing {seen}");
+    }
+
+    #[test]
+    fn observations_beyond_the_drift_bound_are_refused_and_not_adopted() {
+        let wall = Hlc::new(1_000_000, 0);
+        // Within the bound: adopted.
+        check_observe(Hlc::new(1_030_000, 7), None, Hlc::new(1_030_000, 8));
+        // Exactly at the bound, with any counter: adopted.
+        check_observe(Hlc::new(1_060_000, 65_535), None, Hlc::new(1_060_001, 0));
+        // One millisecond beyond: refused, the clock stays on the wall clock.
+        check_observe(Hlc::new(1_060_001, 0), Some(Duration::from_millis(60_001)), wall);
+        // Far ahead and the very top of the range: refused.
+        check_observe(
+            Hlc::new(1_000_000 + 365 * 86_400_000, 0),
+            Some(Duration::from_millis(365 * 86_400_000)),
+            wall,
+        );
+        check_observe(
+            Hlc::from_raw(u64::MAX),
+            Some(Duration::from_millis(Hlc::MAX_MILLIS - 1_000_000)),
+            wall,
+        );
+        // Behind the wall clock: nothing to adopt, nothing refused.
+        check_observe(Hlc::new(5, 0), None, wall);
+    }
+
+    #[test]
+    fn a_refused_observation_never_stalls_the_clock() {
+        let clock = Clock::with_time_source(|| 1_000_000);
+        assert!(clock.observe(Hlc::from_raw(u64::MAX), MINUTE).is_err());
+        let mut last = clock.now();
+        for _ in 0..1_000 {
+            let next = clock.now();
+            assert!(next > last, "{next} after {last}");
+            last = next;
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_far_behind_still_gives_increasing_values() {
+        let wall = Arc::new(Mutex::new(100_000_000u64));
+        let source = Arc::clone(&wall);
+        let clock = Clock::with_time_source(move || *source.lock().unwrap());
+        let before = clock.now();
+        // The wall clock steps back a day.
+        *wall.lock().unwrap() = 100_000_000 - 86_400_000;
+        let after: Vec<Hlc> = (0..100).map(|_| clock.now()).collect();
+        assert!(after[0] > before, "{} after {before}", after[0]);
+        assert!(after.windows(2).all(|w| w[1] > w[0]));
+        // Our own earlier values are never refused, though they now lie a day ahead of the wall.
+        assert_eq!(clock.observe(before, MINUTE), Ok(()));
+        assert_eq!(clock.beyond_drift(after[99], MINUTE), None);
+        // A remote value beyond both the wall clock's bound and our last value is refused.
+        let beyond = Hlc::new(after[99].millis() + 1, 0);
+        assert_eq!(
+            clock.observe(beyond, MINUTE),
+            Err(Duration::from_millis(
+                beyond.millis() - (100_000_000 - 86_400_000)
+            ))
+        );
+        assert!(clock.now() > after[99]);
     }
 
     #[test]
@@ -329,7 +427,7 @@ mod tests {
             for (millis, observe) in steps {
                 *wall.lock().unwrap() = millis;
                 if observe {
-                    clock.observe(Hlc::new(millis / 2, 9));
+                    clock.observe(Hlc::new(millis / 2, 9), Duration::from_secs(60)).unwrap();
                 }
                 let next = clock.now();
                 prop_assert!(next > last, "{next} after {last}");

@@ -9,9 +9,10 @@ use cluster_client::{ClusterClient, Script};
 use crate::envelope::{Envelope, HEADER_LEN};
 use crate::error::{Error, printable_key};
 use crate::history::SyncHistory;
+use crate::journal::ReplicationMark;
 use crate::journal::{Journal, JournalConfig, JournalEntry};
 use crate::report::{CopyRole, KeyReport, NodeCopy};
-use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_reply};
+use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_mark, parse_reply};
 use crate::state::{self, KeyState, Observed, ReplicaCopy};
 use crate::version::{Clock, Version, WriterId};
 
@@ -31,6 +32,43 @@ pub struct ConsistencyConfig {
     /// How long a check waits for a replica to catch up with its primary before calling an older copy
     /// lag rather than divergence.
     pub replica_catch_up: Duration,
+    /// How far ahead of this host's wall clock a version may lie. The process clock adopts a newer
+    /// version it meets (so that this writer's next write wins over it) only within this bound; a
+    /// write that meets a version further ahead, or that carries one, fails with
+    /// [`Error::ClockSkew`] instead of dragging the clock along. Default 1 minute: well above the
+    /// skew of clocks kept by NTP, far below what a broken clock produces.
+    pub max_clock_drift: Duration,
+}
+
+/// The longest `tombstone_ttl` accepted (a year): beyond it the server's expiry arithmetic gets
+/// close to overflowing, and a tombstone that outlives a year is a delete that never expires.
+pub const MAX_TOMBSTONE_TTL: Duration = Duration::from_secs(365 * 24 * 3_600);
+/// The longest `replica_catch_up` accepted: a check blocks this long per replica at most.
+pub const MAX_REPLICA_CATCH_UP: Duration = Duration::from_secs(60);
+/// The largest `max_clock_drift` accepted.
+pub const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(24 * 3_600);
+/// The longest `WAIT` timeout a write accepts. `WAIT` blocks a connection; longer waits belong in a
+/// loop of shorter ones.
+pub const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks that `value` lies in `min..=max`.
+pub(crate) fn check_duration(
+    setting: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+    hint: &'static str,
+) -> Result<(), Error> {
+    if value < min || value > max {
+        return Err(Error::DurationOutOfRange {
+            setting,
+            value,
+            min,
+            max,
+            hint,
+        });
+    }
+    Ok(())
 }
 
 impl Default for ConsistencyConfig {
@@ -41,6 +79,7 @@ impl Default for ConsistencyConfig {
             history_capacity: 1_000,
             writer: None,
             replica_catch_up: Duration::from_secs(1),
+            max_clock_drift: Duration::from_secs(60),
         }
     }
 }
@@ -76,13 +115,34 @@ impl ConsistencyConfig {
         self
     }
 
-    fn validate(&self) -> Result<(), Error> {
-        if self.tombstone_ttl < Duration::from_millis(1) {
-            return Err(Error::Config(
-                "tombstone_ttl is under 1 ms; set it longer than your slowest loader takes (default 60 s)"
-                    .into(),
-            ));
-        }
+    /// Sets how far ahead of the wall clock a version may lie.
+    pub fn max_clock_drift(mut self, drift: Duration) -> Self {
+        self.max_clock_drift = drift;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_duration(
+            "tombstone_ttl",
+            self.tombstone_ttl,
+            Duration::from_millis(1),
+            MAX_TOMBSTONE_TTL,
+            "set it longer than your slowest loader takes and than the journal's max_age (default 60 s)",
+        )?;
+        check_duration(
+            "replica_catch_up",
+            self.replica_catch_up,
+            Duration::ZERO,
+            MAX_REPLICA_CATCH_UP,
+            "a second is plenty for a healthy replica (default 1 s)",
+        )?;
+        check_duration(
+            "max_clock_drift",
+            self.max_clock_drift,
+            Duration::from_millis(1),
+            MAX_CLOCK_DRIFT,
+            "set it above the clock skew between your hosts (default 1 min)",
+        )?;
         if self.history_capacity == 0 {
             return Err(Error::Config(
                 "history_capacity is 0; keep at least 1 event".into(),
@@ -90,6 +150,14 @@ impl ConsistencyConfig {
         }
         if let Some(journal) = &self.journal {
             journal.validate()?;
+            // A repair rewrites what the journal remembers; a delete must still stand as a tombstone
+            // for as long, or a repair could not tell a deleted key from a lost one.
+            if self.tombstone_ttl < journal.max_age {
+                return Err(Error::TombstoneShorterThanJournal {
+                    tombstone_ttl: self.tombstone_ttl,
+                    journal_max_age: journal.max_age,
+                });
+            }
         }
         Ok(())
     }
@@ -99,7 +167,9 @@ impl ConsistencyConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// After a successful write, `WAIT replicas timeout`: block until that many replicas acknowledged
-    /// it, or the timeout passed. The outcome says how many did.
+    /// it, or the timeout passed. The outcome says how many did. The timeout must lie in
+    /// 1 ms..=[`MAX_WAIT_TIMEOUT`] (checked before anything is sent): Redis reads `WAIT n 0` as
+    /// "block forever", which a cache write must never do.
     pub wait: Option<(u32, Duration)>,
 }
 
@@ -108,6 +178,19 @@ impl WriteOptions {
     pub fn wait(replicas: u32, timeout: Duration) -> WriteOptions {
         WriteOptions {
             wait: Some((replicas, timeout)),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        match self.wait {
+            Some((_, timeout)) => check_duration(
+                "WriteOptions::wait timeout",
+                timeout,
+                Duration::from_millis(1),
+                MAX_WAIT_TIMEOUT,
+                "WAIT with 0 blocks forever in Redis; wait at most a few seconds (e.g. 1 s)",
+            ),
+            None => Ok(()),
         }
     }
 }
@@ -259,12 +342,14 @@ impl Versioned {
         let outcome = self
             .set_with_version(key, value, self.next_version(), ttl, options)
             .await?;
-        self.observe(outcome);
+        self.observe(key, outcome)?;
         Ok(outcome)
     }
 
     /// Stores `value` under a version the caller chose (for example a loader's source timestamp),
-    /// unless a newer or equal version is stored.
+    /// unless a newer or equal version is stored. A version further ahead of the wall clock than
+    /// [`ConsistencyConfig::max_clock_drift`] is refused with [`Error::ClockSkew`] before anything
+    /// is sent: stored, it would refuse every later write of the key.
     pub async fn set_with_version(
         &self,
         key: &[u8],
@@ -273,6 +358,7 @@ impl Versioned {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
+        self.check_write(key, version, &options)?;
         let stored = Envelope::Value {
             version,
             payload: value,
@@ -293,6 +379,7 @@ impl Versioned {
             value: Some(Bytes::copy_from_slice(value)),
             ttl,
             written_at: Instant::now(),
+            mark: None,
         };
         self.write(key, &stored, ttl, entry, options).await
     }
@@ -303,7 +390,7 @@ impl Versioned {
         let outcome = self
             .delete_with_version(key, self.next_version(), options)
             .await?;
-        self.observe(outcome);
+        self.observe(key, outcome)?;
         Ok(outcome)
     }
 
@@ -314,6 +401,7 @@ impl Versioned {
         version: Version,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
+        self.check_write(key, version, &options)?;
         let stored = Envelope::Tombstone { version }.encode();
         let ttl = Some(self.inner.config.tombstone_ttl);
         let entry = JournalEntry {
@@ -323,16 +411,44 @@ impl Versioned {
             value: None,
             ttl,
             written_at: Instant::now(),
+            mark: None,
         };
         self.write(key, &stored, ttl, entry, options).await
     }
 
+    /// Refuses, before anything is sent, a write whose options are out of range or whose version
+    /// lies beyond the clock drift bound.
+    fn check_write(&self, key: &[u8], version: Version, options: &WriteOptions) -> Result<(), Error> {
+        options.validate()?;
+        let max_drift = self.inner.config.max_clock_drift;
+        match self.inner.clock.beyond_drift(version.hlc, max_drift) {
+            Some(ahead_by) => Err(Error::ClockSkew {
+                key: printable_key(key),
+                version,
+                ahead_by,
+                max_drift,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Moves the clock past a version that refused one of our writes, so this writer's next write
     /// wins over it. Only for versions from the clock: a caller's own versions say nothing about it.
-    fn observe(&self, outcome: WriteOutcome) {
+    /// A stored version beyond the drift bound is not adopted: the write fails with
+    /// [`Error::ClockSkew`] naming the key, and every other key keeps working.
+    fn observe(&self, key: &[u8], outcome: WriteOutcome) -> Result<(), Error> {
         if let WriteOutcome::Stale { current, .. } = outcome {
-            self.inner.clock.observe(current.hlc);
+            let max_drift = self.inner.config.max_clock_drift;
+            if let Err(ahead_by) = self.inner.clock.observe(current.hlc, max_drift) {
+                return Err(Error::ClockSkew {
+                    key: printable_key(key),
+                    version: current,
+                    ahead_by,
+                    max_drift,
+                });
+            }
         }
+        Ok(())
     }
 
     async fn write(
@@ -340,22 +456,28 @@ impl Versioned {
         key: &[u8],
         stored: &[u8],
         ttl: Option<Duration>,
-        entry: JournalEntry,
+        mut entry: JournalEntry,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
         let version = entry.version;
-        match run_script(
+        // Only a journaled write needs to know where it landed in the replication stream.
+        let mark = self.inner.journal.is_some();
+        let (outcome, landed) = run_script_marked(
             &self.inner.client,
             &self.inner.script,
             key,
             stored,
             TtlArg::from(ttl),
             WriteMode::Newer,
+            mark,
         )
-        .await?
-        {
+        .await?;
+        match outcome {
             ScriptOutcome::Written => {
                 if let Some(journal) = &self.inner.journal {
+                    entry.mark = landed.and_then(|(replid, offset)| {
+                        ReplicationMark::new(&replid, offset, key.len(), stored.len())
+                    });
                     journal.track_write(entry);
                 }
                 let replicas_acked = match options.wait {
@@ -478,18 +600,32 @@ pub(crate) async fn run_script(
     ttl: TtlArg,
     mode: WriteMode,
 ) -> Result<ScriptOutcome, Error> {
+    let (outcome, _) = run_script_marked(client, script, key, stored, ttl, mode, false).await?;
+    Ok(outcome)
+}
+
+/// [`run_script`], and with `mark`, also where the write landed in the primary's replication
+/// stream (its replication id and the offset just before the write), if the node would say.
+pub(crate) async fn run_script_marked(
+    client: &ClusterClient,
+    script: &Script,
+    key: &[u8],
+    stored: &[u8],
+    ttl: TtlArg,
+    mode: WriteMode,
+    mark: bool,
+) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>), Error> {
     let ttl = ttl.to_arg();
-    let reply = client
-        .eval(
-            script,
-            &[key],
-            &[stored, ttl.as_bytes(), mode.as_arg().as_bytes()],
-        )
-        .await?;
-    parse_reply(&reply).map_err(|detail| Error::ScriptReply {
+    let mut args: Vec<&[u8]> = vec![stored, ttl.as_bytes(), mode.as_arg().as_bytes()];
+    if mark {
+        args.push(b"mark");
+    }
+    let reply = client.eval(script, &[key], &args).await?;
+    let outcome = parse_reply(&reply).map_err(|detail| Error::ScriptReply {
         key: printable_key(key),
         detail,
-    })
+    })?;
+    Ok((outcome, parse_mark(&reply)))
 }
 
 /// Builds a key report from the copies read.
@@ -570,6 +706,31 @@ mod tests {
     }
 
     #[test]
+    fn wait_timeouts_are_validated() {
+        let cases = [
+            (WriteOptions::default(), true),
+            (WriteOptions::wait(1, Duration::from_millis(1)), true),
+            (WriteOptions::wait(1, MAX_WAIT_TIMEOUT), true),
+            // WAIT 0 blocks forever in Redis.
+            (WriteOptions::wait(1, Duration::ZERO), false),
+            (WriteOptions::wait(1, Duration::from_micros(999)), false),
+            (
+                WriteOptions::wait(1, MAX_WAIT_TIMEOUT + Duration::from_millis(1)),
+                false,
+            ),
+            (WriteOptions::wait(1, Duration::MAX), false),
+        ];
+        for (options, ok) in cases {
+            let result = options.validate();
+            assert_eq!(result.is_ok(), ok, "{options:?}: {result:?}");
+            if let Err(error) = result {
+                let text = error.to_string();
+                assert!(text.contains("WriteOptions::wait timeout"), "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn configs_are_validated() {
         let cases = [
             (ConsistencyConfig::default(), None),
@@ -587,6 +748,44 @@ mod tests {
                     ..JournalConfig::default()
                 })),
                 Some("max_entries"),
+            ),
+            (
+                ConsistencyConfig::default().tombstone_ttl(Duration::MAX),
+                Some("tombstone_ttl"),
+            ),
+            (
+                ConsistencyConfig::default().replica_catch_up(Duration::MAX),
+                Some("replica_catch_up"),
+            ),
+            (
+                ConsistencyConfig::default().replica_catch_up(Duration::ZERO),
+                None,
+            ),
+            (
+                ConsistencyConfig::default().max_clock_drift(Duration::ZERO),
+                Some("max_clock_drift"),
+            ),
+            (
+                ConsistencyConfig::default().max_clock_drift(Duration::MAX),
+                Some("max_clock_drift"),
+            ),
+            (
+                ConsistencyConfig::default().journal(Some(JournalConfig {
+                    max_age: Duration::MAX,
+                    ..JournalConfig::default()
+                })),
+                Some("journal max_age"),
+            ),
+            // Tombstones must outlive the journal's memory of writes; without a journal, no bound.
+            (
+                ConsistencyConfig::default().tombstone_ttl(Duration::from_secs(10)),
+                Some("tombstone_ttl (10s) is shorter than journal max_age (60s)"),
+            ),
+            (
+                ConsistencyConfig::default()
+                    .tombstone_ttl(Duration::from_secs(10))
+                    .journal(None),
+                None,
             ),
         ];
         for (config, want) in cases {

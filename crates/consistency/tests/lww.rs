@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster_client::{SetOptions, Ttl};
 use consistency::{
-    ConsistencyConfig, EnvelopeProblem, Error, Hlc, KeyState, Observed, Version, Versioned, VersionedValue,
-    WriteOptions, WriteOutcome, WriterId,
+    ConsistencyConfig, EnvelopeProblem, Error, HEADER_LEN, Hlc, KeyState, Observed, Version, Versioned,
+    VersionedValue, WriteOptions, WriteOutcome, WriterId,
 };
 use futures::StreamExt;
 use local_cluster::{LocalCluster, test_lock};
@@ -129,7 +129,10 @@ async fn a_tombstone_refuses_older_sets_until_it_expires() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let client = common::client(cluster.seeds()).await;
-    let config = ConsistencyConfig::default().tombstone_ttl(Duration::from_secs(30));
+    // Tombstones must outlive the journal's memory of writes; this test keeps no journal.
+    let config = ConsistencyConfig::default()
+        .tombstone_ttl(Duration::from_secs(30))
+        .journal(None);
     let store = Versioned::new(client.clone(), config).unwrap();
     let key = format!("{}:doc", common::prefix("tombstone")).into_bytes();
     let [v1, v2, v3, v4] = [(); 4].map(|_| store.next_version());
@@ -311,6 +314,12 @@ async fn writes_apply_ttls_wait_for_replicas_and_leave_plain_values_readable() {
     let journal = store.journal().unwrap().latest();
     let wait_entry = journal.iter().find(|e| e.key.as_ref() == key("wait")).unwrap();
     assert_eq!(wait_entry.value.as_deref(), Some(&b"w"[..]));
+    // With where it landed in its primary's replication stream: the failover repair's evidence.
+    let mark = wait_entry
+        .mark
+        .expect("the write script reported its replication offset");
+    assert!(mark.replid.iter().all(u8::is_ascii_hexdigit), "{mark:?}");
+    assert!(mark.min_len > (HEADER_LEN + 1) as u64, "{mark:?}");
     assert!(
         !journal.iter().any(|e| e.key.as_ref() == key("broken")),
         "refused writes are not journaled"
