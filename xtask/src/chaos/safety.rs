@@ -536,6 +536,9 @@ struct Outcomes {
     rss_baseline: u64,
     rss_peak: u64,
     rss_bound: u64,
+    /// The largest sum of the two write journals' bytes seen, and their summed byte budgets.
+    journal_peak: u64,
+    journal_budget: u64,
     notes: Vec<String>,
     elapsed: Duration,
 }
@@ -588,14 +591,30 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
 
     let rss_baseline = rss_bytes();
     let peak = Arc::new(AtomicU64::new(rss_baseline));
+    // The two write journals (the cache's and the versioned clients') are the memory that grows with
+    // write traffic: their peak is checked against their byte budget.
+    let journals: Vec<Versioned> = [cache.versioned().cloned(), Some(store.clone())]
+        .into_iter()
+        .flatten()
+        .collect();
+    let journal_budget: u64 = journals
+        .iter()
+        .filter_map(|v| v.journal().map(|j| j.config().max_bytes as u64))
+        .sum();
+    let journal_peak = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (run, peak) = (run.clone(), peak.clone());
+        let (run, peak, journal_peak) = (run.clone(), peak.clone(), journal_peak.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n = 0u64;
             while !run.stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                let held: u64 = journals
+                    .iter()
+                    .filter_map(|v| v.journal().map(|j| j.bytes() as u64))
+                    .sum();
+                journal_peak.fetch_max(held, Ordering::Relaxed);
                 n += 1;
                 if n.is_multiple_of(10) {
                     println!(
@@ -708,6 +727,8 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
         anomalies,
         rss_baseline,
         rss_peak,
+        journal_peak: journal_peak.load(Ordering::Relaxed),
+        journal_budget,
         notes,
         elapsed,
     };
@@ -828,6 +849,13 @@ fn report(args: &SafetyArgs, o: &Outcomes) -> DrillReport {
                 "(same process)",
                 &format!("≤ {} MiB", o.rss_bound >> 20),
                 pass,
+            ));
+            f.push(Figure::target(
+                "write journals' peak bytes (sampled every second)",
+                format!("{:.1} MiB", o.journal_peak as f64 / f64::from(1 << 20)),
+                "-",
+                &format!("≤ {} MiB (their budgets)", o.journal_budget >> 20),
+                o.journal_peak <= o.journal_budget,
             ));
             continue;
         }
