@@ -50,9 +50,12 @@ mod lease;
 
 pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
 pub use cluster_config::ClusterConfig;
-pub use consistency::ConsistencyConfig;
+pub use consistency::{ConsistencyConfig, Versioned};
 pub use health::{HealthChecker, HealthStatus, HealthSummary};
-pub use warmup::{Priority, Report as WarmupReport, WarmupConfig};
+pub use warmup::{
+    Entry as WarmupEntry, Priority, Progress as WarmupProgress, Report as WarmupReport,
+    Source as WarmupSource, WarmupConfig,
+};
 
 pub use crate::{
     cache::{Cache, CacheSettings, Write},

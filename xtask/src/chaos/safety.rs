@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use cache_facade::{Cache, CacheSettings, ClusterClient, ClusterConfig, Priority, WarmupConfig, Write};
+use cache_facade::{
+    Cache, CacheSettings, ClusterClient, ClusterConfig, WarmupConfig, WarmupEntry as Entry,
+    WarmupSource as Source, Write,
+};
 use consistency::{
     Clock, ConsistencyConfig, Hlc, Version, Versioned, VersionedValue, WriteOptions, WriteOutcome, WriterId,
 };
@@ -410,17 +413,23 @@ async fn warm_up(cache: &Cache, run: &Run, round: u32) -> (Vec<Op>, String) {
             )
         })
         .collect();
-    let entries: Vec<(String, String, Option<Duration>, Priority)> = values
+    let mut entries: Vec<Entry> = values
         .iter()
-        .map(|(key, value)| (key_name(*key), value.text(), None, Priority::Normal))
+        .map(|(key, value)| Entry::new(key_name(*key), frame(&value.text())))
         .collect();
+    // One entry the server refuses (a DUMP payload that is not one), on a key no client reads: it is
+    // a bad entry, so with a threshold of 0 every warm-up rolls back, and the rollback runs while the
+    // clients keep writing the warm-up's keys. Their later writes must survive it.
+    entries.push(Entry::from_dump(
+        format!("safety:warmup-bad:{round}"),
+        &b"not a DUMP payload"[..],
+    ));
     let before = Clock::global().last();
     let invoke_us = run.us();
     let report = cache
-        .warm_up(
-            entries,
-            // Slow enough that the clients overwrite some of its keys while it runs, which its
-            // validation counts as bad entries: the rollback then runs while the clients keep writing.
+        .warm_up_source(
+            Source::entries(entries),
+            // Slow enough that the clients overwrite some of its keys while it runs.
             WarmupConfig::default()
                 .rollback_above(0.0)
                 .max_entries_per_second(WARM_UP_RATE),
@@ -447,8 +456,12 @@ async fn warm_up(cache: &Cache, run: &Run, round: u32) -> (Vec<Op>, String) {
     let detail = match report {
         Ok(report) => match &report.rollback {
             Some(rollback) => format!(
-                "{} keys written, bad share {:.2}, rolled back: {} restored, {} deleted",
-                report.written, report.bad_share, rollback.restored, rollback.deleted
+                "{} keys written, bad share {:.2}, rolled back: {} restored, {} deleted, {} left alone (changed by clients since)",
+                report.written,
+                report.bad_share,
+                rollback.restored,
+                rollback.deleted,
+                rollback.skipped_changed
             ),
             None => format!(
                 "{} keys written, bad share {:.2}, no rollback",
