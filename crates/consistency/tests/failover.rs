@@ -32,21 +32,6 @@ struct Burst<'a> {
     failover: Failover,
 }
 
-async fn failover_event(events: &mut broadcast::Receiver<ClientEvent>, old_primary: &str) -> Failover {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no FailoverObserved event for {old_primary} within 30 s"));
-        match event.map(|e| Failover::from_event(&e)) {
-            Ok(Some(failover)) if failover.old_primary == old_primary => return failover,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => panic!("the client's events closed"),
-        }
-    }
-}
-
 async fn burst_and_kill<'a>(
     cluster: &'a LocalCluster,
     client: &ClusterClient,
@@ -87,7 +72,7 @@ async fn burst_and_kill<'a>(
         .wait_for_promotion(victim, Duration::from_secs(30))
         .await
         .unwrap();
-    let failover = failover_event(events, &victim.addr()).await;
+    let failover = common::failover_event(events, &victim.addr()).await;
     assert_eq!(failover.new_primary, promoted.addr());
     Burst {
         acked,

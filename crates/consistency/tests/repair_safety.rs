@@ -8,26 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cluster_client::ClientEvent;
-use consistency::{ConsistencyConfig, Failover, JournalCheck, Observed, Version, Versioned, WriteOptions};
+use consistency::{ConsistencyConfig, JournalCheck, Observed, Version, Versioned, WriteOptions};
 use futures::StreamExt;
 use local_cluster::{ClusterSpec, LocalCluster, Node, test_lock};
-use tokio::sync::broadcast;
-
-async fn failover_event(events: &mut broadcast::Receiver<ClientEvent>, old_primary: &str) -> Failover {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no FailoverObserved event for {old_primary} within 30 s"));
-        match event.map(|e| Failover::from_event(&e)) {
-            Ok(Some(failover)) if failover.old_primary == old_primary => return failover,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => panic!("the client's events closed"),
-        }
-    }
-}
 
 /// What `node` holds for `key`, read on that node (over the client's READONLY connection, so a
 /// replica answers too).
@@ -210,7 +193,7 @@ async fn repair_restores_lost_writes_and_never_resurrects_deleted_keys() {
         .await
         .unwrap();
     assert_eq!(promoted.addr(), replica.addr());
-    let failover = failover_event(&mut events, &victim.addr()).await;
+    let failover = common::failover_event(&mut events, &victim.addr()).await;
     let mut truly_lost = Vec::new();
     for (key, version) in &acked {
         if on_node(promoted, key)
@@ -303,7 +286,7 @@ async fn repair_restores_lost_writes_and_never_resurrects_deleted_keys() {
         .wait_for_promotion(second, Duration::from_secs(30))
         .await
         .unwrap();
-    let failover = failover_event(&mut events, &second.addr()).await;
+    let failover = common::failover_event(&mut events, &second.addr()).await;
     let after = store.repair_after_failover(&failover).await.unwrap();
     eprintln!("{}", summary("manual failover, repair_after_failover", &after));
     let whole = store.repair_journal().await.unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_client::{ClusterClient, Topology};
-use consistency::Versioned;
+use consistency::{Version, Versioned};
 use futures::StreamExt;
 use sharding::key_slot;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ use crate::undo::{
     Captured, Previous, RECORD_OVERHEAD, Restore, UndoLog, Undone, capture, capture_run, roll_back,
 };
 use crate::validate::{merge, validate};
-use crate::write::{Expect, Io, Outcome, Writer, Wrote, write_batch};
+use crate::write::{Expect, Io, Outcome, Writer, Wrote, batch_versions, write_batch};
 
 /// Warms a cluster: see the [crate documentation](crate).
 ///
@@ -520,6 +520,8 @@ impl<'a> Run<'a> {
         let mut counts = BatchCounts::default();
         let mut transient = Vec::new();
         let mut ready: Vec<u32> = batch.to_vec();
+        // Versions first, capture second, write last: see `write_batch`.
+        let versions = batch_versions(&self.warmup.writer, batch.len());
         if let Some(undo) = &self.undo {
             let (failed, refused) = self.capture(plan, primary, undo, batch).await;
             counts.failed_attempts += failed.len() as u64;
@@ -546,7 +548,22 @@ impl<'a> Run<'a> {
             }
         }
         let items: Vec<Slotted<'_>> = ready.iter().map(|&i| plan.slotted(i)).collect();
-        let outcomes = write_batch(&self.io, &self.warmup.writer, primary, &items).await;
+        // The versions of the entries still ready (`ready` keeps `batch`'s order), as `items` lists them.
+        let versions: Option<Vec<Version>> = versions.map(|all| {
+            let mut taken = batch.iter().zip(all);
+            ready
+                .iter()
+                .filter_map(|i| taken.find(|(b, _)| *b == i).map(|(_, v)| v))
+                .collect()
+        });
+        let outcomes = write_batch(
+            &self.io,
+            &self.warmup.writer,
+            primary,
+            &items,
+            versions.as_deref(),
+        )
+        .await;
         let sample = self.config().validation.as_ref().map(|v| v.sample_ratio);
         let mut checks = Vec::new();
         for ((&index, item), outcome) in ready.iter().zip(&items).zip(outcomes) {

@@ -543,13 +543,7 @@ async fn rollback_call(
 
 /// Parses the rollback script's reply: per key `{1}`, `{2}` or `{0, error}`.
 fn parse_rollback(reply: Value, keys: usize) -> Result<Vec<Result<Undone, Outcome>>, String> {
-    let Value::Array(replies) = reply else {
-        return Err(format!("not an array: {reply:?}"));
-    };
-    if replies.len() != keys {
-        return Err(format!("{} replies for {keys} keys", replies.len()));
-    }
-    Ok(replies
+    Ok(crate::write::per_key_replies(reply, keys)?
         .into_iter()
         .map(|reply| {
             let Value::Array(items) = reply else {

@@ -209,11 +209,17 @@ fn ttl_arg(ttl: Option<Duration>) -> Bytes {
 
 /// Writes one batch (entries of the shard whose primary is `primary`, in slot order); outcomes in
 /// input order.
+///
+/// A versioned batch writes under `versions` (one per entry, taken by [`batch_versions`] before the
+/// batch's previous values were captured), so that a write another client makes between the capture
+/// and this write has a newer version and wins: the warm-up's write is then refused (stale), never
+/// rolled back, and the rollback can never put back a capture older than that write.
 pub(crate) async fn write_batch(
     io: &Io,
     writer: &Writer,
     primary: &str,
     entries: &[Slotted<'_>],
+    versions: Option<&[Version]>,
 ) -> Vec<Outcome> {
     let mut strings = Vec::new();
     let mut dumps = Vec::new();
@@ -226,7 +232,7 @@ pub(crate) async fn write_batch(
     let strings = async {
         match writer {
             Writer::Plain => write_plain(io, primary, entries, &strings).await,
-            Writer::Versioned(store) => write_versioned(store, entries, &strings).await,
+            Writer::Versioned(store) => write_versioned(store, entries, &strings, versions).await,
         }
     };
     let (strings_done, dumps_done) =
@@ -364,19 +370,38 @@ fn fast_command(set_sha: &str, entries: &[Slotted<'_>], members: &[usize]) -> Ve
     args
 }
 
+/// One version per entry of a batch, taken from the store's clock now (before anything of the batch
+/// is read or written); `None` for a plain writer.
+pub(crate) fn batch_versions(writer: &Writer, entries: usize) -> Option<Vec<Version>> {
+    match writer {
+        Writer::Plain => None,
+        Writer::Versioned(store) => Some((0..entries).map(|_| store.next_version()).collect()),
+    }
+}
+
 async fn write_versioned(
     store: &Versioned,
     entries: &[Slotted<'_>],
     indices: &[usize],
+    versions: Option<&[Version]>,
 ) -> Vec<(usize, Outcome)> {
     // Sent together: fred pipelines the script calls on each node's connections.
     let writes = indices.iter().map(|&i| async move {
         let entry = &entries[i].entry;
         let value = value_of(entry);
-        let outcome = match store
-            .set(&entry.key, value, entry.ttl, WriteOptions::default())
-            .await
-        {
+        let written = match versions.and_then(|v| v.get(i)) {
+            Some(&version) => {
+                store
+                    .set_with_version(&entry.key, value, version, entry.ttl, WriteOptions::default())
+                    .await
+            }
+            None => {
+                store
+                    .set(&entry.key, value, entry.ttl, WriteOptions::default())
+                    .await
+            }
+        };
+        let outcome = match written {
             Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Stored::Versioned(version)),
             Ok(WriteOutcome::Stale { .. }) => Outcome::Skipped,
             Err(consistency::Error::Client(error)) => outcome_of_error(&error),
@@ -437,6 +462,17 @@ pub(crate) async fn restore(io: &Io, actions: &[RestoreAction]) -> Vec<Outcome> 
     out
 }
 
+/// A per-key script's reply: an array with exactly one reply per key, in key order.
+pub(crate) fn per_key_replies(reply: Value, keys: usize) -> Result<Vec<Value>, String> {
+    let Value::Array(replies) = reply else {
+        return Err(format!("not an array: {reply:?}"));
+    };
+    if replies.len() != keys {
+        return Err(format!("{} replies for {keys} keys", replies.len()));
+    }
+    Ok(replies)
+}
+
 pub(crate) fn script_reply_error(command: &str, detail: String) -> cluster_client::Error {
     cluster_client::Error::Reply {
         node: String::new(),
@@ -466,13 +502,7 @@ async fn restore_call(io: &Io, part: &[RestoreAction]) -> Result<Vec<Outcome>, c
 /// Parses the `RESTORE` script's reply: per key `{1, digest}` (the digest empty unless asked for) or
 /// `{0, error}`.
 fn parse_restore(reply: Value, keys: usize, digests: bool) -> Result<Vec<Outcome>, String> {
-    let Value::Array(replies) = reply else {
-        return Err(format!("not an array: {reply:?}"));
-    };
-    if replies.len() != keys {
-        return Err(format!("{} replies for {keys} keys", replies.len()));
-    }
-    Ok(replies
+    Ok(per_key_replies(reply, keys)?
         .into_iter()
         .map(|reply| {
             let Value::Array(pair) = reply else {
@@ -498,6 +528,52 @@ fn parse_restore(reply: Value, keys: usize, digests: bool) -> Result<Vec<Outcome
 mod tests {
     use super::*;
     use crate::entry::Entry;
+
+    /// The race the history checker found (`cargo xtask chaos safety --minutes 10 --seed 2026`): a
+    /// warm-up captured a key's previous value, another client deleted the key (acknowledged with
+    /// WAIT), then the warm-up's versioned write took a fresh, newer version, replaced the tombstone,
+    /// and the rollback put back the value from before the delete. With the batch's versions taken
+    /// before the capture, the delete is newer than the warm-up's write, which is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_between_capture_and_write_wins_over_the_warm_up() {
+        let _lock = local_cluster::test_lock::shared().await.unwrap();
+        let cluster = local_cluster::LocalCluster::shared().await.unwrap();
+        let config = cluster_config::ClusterConfig::builder()
+            .nodes(cluster.seeds())
+            .build()
+            .unwrap();
+        let client = ClusterClient::connect(config).await.unwrap();
+        let store = Versioned::new(client.clone(), consistency::ConsistencyConfig::default()).unwrap();
+        let writer = Writer::Versioned(store.clone());
+        let key = format!("warmup-capture-race:{}", std::process::id());
+        store
+            .set(key.as_bytes(), b"before", None, WriteOptions::default())
+            .await
+            .unwrap();
+
+        // The warm-up takes its batch's versions, then captures (the capture is where the race opens).
+        let versions = batch_versions(&writer, 1).expect("a versioned writer has versions");
+        // Another client deletes the key in between.
+        let deleted = store
+            .delete(key.as_bytes(), WriteOptions::default())
+            .await
+            .unwrap();
+        assert!(deleted.is_written(), "{deleted:?}");
+        // The warm-up's write arrives.
+        let entry = Entry::new(key.clone(), "warm");
+        let items = [Slotted {
+            slot: sharding::key_slot(key.as_bytes()),
+            entry: &entry,
+        }];
+        let io = Io::new(client.clone(), false);
+        let outcomes = write_batch(&io, &writer, "", &items, Some(&versions)).await;
+        assert_eq!(outcomes, vec![Outcome::Skipped], "the delete must win");
+        assert!(
+            store.get(key.as_bytes()).await.unwrap().is_none(),
+            "the key stays deleted"
+        );
+        client.close().await;
+    }
 
     #[test]
     fn errors_split_into_retryable_and_final() {

@@ -2,12 +2,13 @@
 
 #![allow(dead_code)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cluster_client::ClusterClient;
+use cluster_client::{ClientEvent, ClusterClient};
 use cluster_config::ClusterConfig;
-use consistency::{ConsistencyConfig, Versioned};
+use consistency::{ConsistencyConfig, Failover, Versioned};
 use local_cluster::Node;
+use tokio::sync::broadcast;
 
 /// A client for the given seeds with a 2 s command timeout.
 pub async fn client(seeds: Vec<String>) -> ClusterClient {
@@ -56,4 +57,20 @@ pub async fn header_on(node: &Node, key: &[u8]) -> Vec<u8> {
         .await
         .expect("GETRANGE answers");
     reply.as_bytes().map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// The client's next `FailoverObserved` event for `old_primary` (30 s at most).
+pub async fn failover_event(events: &mut broadcast::Receiver<ClientEvent>, old_primary: &str) -> Failover {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no FailoverObserved event for {old_primary} within 30 s"));
+        match event.map(|e| Failover::from_event(&e)) {
+            Ok(Some(failover)) if failover.old_primary == old_primary => return failover,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => panic!("the client's events closed"),
+        }
+    }
 }
