@@ -128,7 +128,9 @@ pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Re
     };
     match bytes {
         [ABSENT] => Ok(Stored::Absent),
-        [LEASE, token @ ..] => Ok(Stored::Lease(token)),
+        // Only a marker's exact shape is a lease (see lease.rs: token and expiry, and an optional
+        // tombstone); other bytes starting with 'L' are foreign.
+        [LEASE, rest @ ..] if rest.len() == 32 || rest.len() == 56 => Ok(Stored::Lease(rest)),
         [VALUE, flags, payload @ ..] => {
             let codec = Codec::from_id(flags & !COMPRESSED)
                 .ok_or_else(|| bad(format!("unknown codec id {}", flags & !COMPRESSED)))?;
@@ -256,7 +258,12 @@ mod tests {
         );
         check(user, Codec::Json, Some(1024), true);
         assert_eq!(parse(b"k", &absent(), "T").unwrap(), Stored::Absent);
-        assert_eq!(parse(b"k", b"Ltok", "T").unwrap(), Stored::Lease(b"tok"));
+        let marker = b"Labcdefghijklmnop0000001700000000";
+        assert_eq!(parse(b"k", marker, "T").unwrap(), Stored::Lease(&marker[1..]));
+        assert!(matches!(
+            parse(b"k", b"London calling", "T"),
+            Err(Error::Decode { .. })
+        ));
     }
 
     #[test]

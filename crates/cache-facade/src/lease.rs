@@ -54,11 +54,12 @@ local tombstone = ''
 if stored then
   if is_tombstone(stored) then
     tombstone = stored
-  elseif string.sub(stored, 1, 1) == 'L' then
-    local expires = nil
-    if string.len(stored) >= 33 then expires = tonumber(string.sub(stored, 18, 33)) end
-    -- A marker whose expiry cannot be read is treated as live: only its key's TTL ends it.
-    if expires == nil or expires > now then return {0} end
+  elseif string.sub(stored, 1, 1) == 'L' and (string.len(stored) == 33 or string.len(stored) == 57)
+      and string.find(string.sub(stored, 2, 17), '^%w+$') and string.find(string.sub(stored, 18, 33), '^%d+$') then
+    -- Only bytes of exactly a marker's shape (kind, 16 alphanumeric token bytes, 16 digits, an
+    -- optional 24-byte tombstone) are a lease; any other value starting with 'L' is foreign.
+    local expires = tonumber(string.sub(stored, 18, 33))
+    if expires > now then return {0} end
     tombstone = string.sub(stored, 34)
     if not is_tombstone(tombstone) then tombstone = '' end
   else

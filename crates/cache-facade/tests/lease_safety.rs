@@ -470,3 +470,45 @@ async fn a_failed_load_over_a_delete_keeps_the_delete() {
     }
     assert_eq!(cache.get::<String>("k").await.unwrap(), None);
 }
+
+/// A foreign value that happens to start with 'L' is not a lease: `get_or_load` reports it as bytes
+/// this cache did not write at once, instead of waiting twice the lease for a holder that does not
+/// exist (or taking the key over and deleting the foreign value when it gives the lease back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_starting_with_l_is_not_a_lease() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let lease = Duration::from_secs(3);
+    let cache = Cache::with_settings(config(&cluster), settings("foreign-l", Some(lease)))
+        .await
+        .unwrap();
+    // 33 bytes, like a marker without a tombstone, but not a token and digits; and a short one.
+    for (key, foreign) in [
+        ("long", &b"London calling to the faraway...."[..]),
+        ("short", &b"London"[..]),
+    ] {
+        let full = format!("foreign-l:{key}");
+        cache
+            .client()
+            .set(full.as_bytes(), foreign, cluster_client::SetOptions::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let result: Result<String, Error> = within(
+            Duration::from_secs(10),
+            "get_or_load of a foreign value",
+            cache.get_or_load(key, None, || async {
+                Ok::<_, std::io::Error>("loaded".to_string())
+            }),
+        )
+        .await;
+        assert!(matches!(result, Err(Error::Decode { .. })), "{key}: {result:?}");
+        assert!(started.elapsed() < lease, "{key}: took {:?}", started.elapsed());
+        let stored = cache.client().get(full.as_bytes()).await.unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(foreign),
+            "{key}: the foreign value is untouched"
+        );
+    }
+}

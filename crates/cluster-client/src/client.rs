@@ -24,7 +24,7 @@ use crate::script::Script;
 use crate::topology::{
     Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots, reported_addr,
 };
-use crate::wait::marker_key;
+use crate::wait::{WaitOutcome, marker_key};
 
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
@@ -625,6 +625,19 @@ impl ClusterClient {
     /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT) ([`Error::InvalidDuration`] otherwise; a zero `WAIT`
     /// timeout would block for ever).
     pub async fn wait(&self, key: &[u8], replicas: u32, timeout: Duration) -> Result<u32, Error> {
+        Ok(self.wait_outcome(key, replicas, timeout).await?.acked)
+    }
+
+    /// [`ClusterClient::wait`], also saying which replication stream (the primary's `master_replid`)
+    /// the wait ran on, so a caller that knows where its write was executed can tell whether these
+    /// acknowledgements cover it ([`WaitOutcome::covers`]): after a failover, a wait routed to the new
+    /// primary says nothing about a write the old one executed.
+    pub async fn wait_outcome(
+        &self,
+        key: &[u8],
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<WaitOutcome, Error> {
         self.check_key(key)?;
         let cmd = Cmd::Wait {
             replicas: i64::from(replicas),
@@ -632,7 +645,11 @@ impl ClusterClient {
             marker: marker_key(key_slot(key)),
         };
         let reply = self.wait_handle(timeout)?.run(key, cmd, Access::Write).await?;
-        Ok(u32::try_from(to_i64(&reply, "WAIT")?.max(0)).unwrap_or(u32::MAX))
+        WaitOutcome::from_reply(&reply).ok_or_else(|| Error::Reply {
+            node: String::new(),
+            command: "WAIT".into(),
+            detail: format!("unexpected reply {reply:?}"),
+        })
     }
 
     /// A handle whose deadline leaves a `WAIT` of `timeout` time to answer: the call timeout, or the
@@ -721,7 +738,11 @@ impl ClusterClient {
         let started = Instant::now();
         let result = send(handle, &cmd, deadline, false, false).await;
         handle.record_untimed();
-        result.map_err(|e| self.inner.to_error(handle, "WAIT", &e, started))
+        let reply = result.map_err(|e| self.inner.to_error(handle, "WAIT", &e, started))?;
+        // Addressed to a node, `WAIT` answers as Redis does: the count alone.
+        let outcome =
+            WaitOutcome::from_reply(&reply).ok_or_else(|| bad(format!("unexpected reply {reply:?}")))?;
+        Ok(Value::Integer(i64::from(outcome.acked)))
     }
 
     /// One `SCAN` step on one node: the next cursor (0 when done) and the keys of this step.

@@ -57,4 +57,5 @@ pub use crate::{
     node::{LANE_DEPTH, NodeStats, describe_metrics},
     script::Script,
     topology::{Mode, ShardInfo, Topology},
+    wait::WaitOutcome,
 };

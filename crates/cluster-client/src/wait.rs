@@ -17,6 +17,13 @@
 //! usually lacks). The marker is an empty string with a short TTL; an ACL user needs write access to
 //! `cluster-client:wait:*`.
 //!
+//! The marker is written by a two-line script that also answers the primary's `master_replid` (when
+//! `INFO` is allowed), and the wait answers it with the count ([`WaitOutcome`]). A caller that knows
+//! the replication id of the node that executed its write (consistency's scripts report it) can tell
+//! when the wait ran on another stream: a write that a paused primary executed after its replica had
+//! been promoted, followed by a wait that went to the new primary, is not acknowledged by that wait's
+//! replicas, however many there are.
+//!
 //! Concurrent waits on one node each take a connection of their own (a `WAIT` blocks everything queued
 //! behind it on its connection, so two waits must not share one): up to [`MAX_WAIT_CONNECTIONS`] are
 //! open at once; more waits queue for a free one, and a wait that queued sends `WAIT` only for the time
@@ -29,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Expiration, Key};
+use fred::types::{ClusterHash, CustomCommand};
 use sharding::key_slot;
 use tokio::sync::Semaphore;
 
@@ -185,13 +192,16 @@ async fn exchange(
         let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
         let _: Value = before.custom(asking, Vec::<Value>::new()).await?;
     }
-    let _: Value = before
-        .set(
-            Key::from(marker.clone()),
-            Value::Bytes(Bytes::new()),
-            Some(Expiration::PX(MARKER_TTL_MS)),
-            None,
-            false,
+    let eval = CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false);
+    let replid: Value = before
+        .custom(
+            eval,
+            vec![
+                Value::from(MARKER_SCRIPT),
+                Value::Integer(1),
+                Value::Bytes(marker.clone()),
+                Value::Integer(MARKER_TTL_MS),
+            ],
         )
         .await?;
     // The server's WAIT ends early enough for its reply to arrive before the deadline (never `WAIT n 0`,
@@ -202,15 +212,78 @@ async fn exchange(
     let wait_ms = wait_ms
         .min(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
         .max(1);
-    client
+    let acked: i64 = client
         .with_options(&options(deadline))
         .wait(replicas, wait_ms)
-        .await
+        .await?;
+    Ok(Value::Array(vec![Value::Integer(acked), replid]))
+}
+
+/// Writes the marker (empty, with a TTL) and answers the primary's replication id, or `false` when the
+/// node refuses `INFO` (an ACL user without it).
+const MARKER_SCRIPT: &str = "redis.call('SET', KEYS[1], '', 'PX', ARGV[1]) \
+local info = redis.pcall('INFO', 'replication') \
+if type(info) == 'string' then return string.match(info, 'master_replid:(%x+)') or false end \
+return false";
+
+/// What a wait found: how many replicas acknowledged, and on which replication stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitOutcome {
+    /// Replicas that acknowledged every write the primary had acknowledged before the wait.
+    pub acked: u32,
+    /// The `master_replid` of the primary the wait ran on, when it would say.
+    pub replication_id: Option<String>,
+}
+
+impl WaitOutcome {
+    /// Parses the wait exchange's reply: `[count, replid or nil]`.
+    pub(crate) fn from_reply(reply: &Value) -> Option<WaitOutcome> {
+        let Value::Array(items) = reply else {
+            return None;
+        };
+        let acked = items.first()?.as_i64()?;
+        let replication_id = items
+            .get(1)
+            .and_then(Value::as_string)
+            .filter(|id| !id.is_empty());
+        Some(WaitOutcome {
+            acked: u32::try_from(acked.max(0)).unwrap_or(u32::MAX),
+            replication_id,
+        })
+    }
+
+    /// Whether the wait's acknowledgements count for a write executed on the stream `written_on`:
+    /// `false` only when both replication ids are known and differ.
+    pub fn covers(&self, written_on: Option<&str>) -> bool {
+        match (written_on, self.replication_id.as_deref()) {
+            (Some(written), Some(waited)) => written == waited,
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_replies_parse_and_cover_only_their_own_stream() {
+        let reply = |replid: Value| Value::Array(vec![Value::Integer(2), replid]);
+        let known = WaitOutcome::from_reply(&reply(Value::from("abc123"))).unwrap();
+        assert_eq!(
+            (known.acked, known.replication_id.as_deref()),
+            (2, Some("abc123"))
+        );
+        assert!(known.covers(Some("abc123")));
+        assert!(!known.covers(Some("def456")), "another stream's acknowledgements");
+        assert!(known.covers(None), "unknown write stream: as before");
+        let unknown = WaitOutcome::from_reply(&reply(Value::Null)).unwrap();
+        assert!(unknown.covers(Some("abc123")), "a node without INFO: as before");
+        let negative = WaitOutcome::from_reply(&Value::Array(vec![Value::Integer(-1)])).unwrap();
+        assert_eq!(negative.acked, 0);
+        assert!(WaitOutcome::from_reply(&Value::Integer(1)).is_none());
+    }
 
     #[test]
     fn markers_fall_in_their_slot() {

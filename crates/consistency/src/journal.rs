@@ -12,7 +12,7 @@
 //! written again: they count as unrepairable), then the oldest entries themselves. The bytes held by
 //! every journal of the process are published as the gauge `cache_consistency_journal_bytes`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
@@ -343,19 +343,50 @@ impl Journal {
     fn latest_where(&self, now: Instant, keep: impl Fn(&JournalEntry) -> bool) -> Vec<JournalEntry> {
         let mut entries = self.lock();
         self.prune(&mut entries, now);
-        let mut seen = HashSet::new();
-        // A key's latest write decides: an expired later write (a tombstone that ran out) hides the
+        // A key's latest write decides, by version, not by the order acknowledgements were recorded:
+        // two concurrent writes of one key can be acknowledged (and tracked) in the other order than
+        // the server applied them. An expired latest write (a tombstone that ran out) hides the
         // earlier ones rather than letting them be rewritten.
-        let mut out: Vec<JournalEntry> = entries
-            .queue
-            .iter()
-            .rev()
-            .filter(|entry| seen.insert(entry.key.clone()))
-            .filter(|entry| entry.remaining_ttl(now).is_ok() && keep(entry))
-            .cloned()
+        let mut latest: HashMap<&Bytes, (usize, &JournalEntry)> = HashMap::new();
+        for (position, entry) in entries.queue.iter().enumerate() {
+            match latest.get(&entry.key) {
+                Some((_, kept)) if kept.version > entry.version => {}
+                _ => {
+                    latest.insert(&entry.key, (position, entry));
+                }
+            }
+        }
+        let mut out: Vec<(usize, &JournalEntry)> = latest
+            .into_values()
+            .filter(|(_, entry)| entry.remaining_ttl(now).is_ok() && keep(entry))
             .collect();
-        out.reverse();
-        out
+        // Oldest first, as the queue holds them.
+        out.sort_unstable_by_key(|(position, _)| *position);
+        out.into_iter().map(|(_, entry)| entry.clone()).collect()
+    }
+
+    /// Forgets `key`'s journaled writes at `version` or older: for an undo (a warm-up's rollback)
+    /// that put back an older state on purpose, which failover repair must not write over again.
+    pub fn forget(&self, key: &[u8], version: Version) {
+        let mut entries = self.lock();
+        let before = entries.bytes;
+        let valued_from = entries.valued_from;
+        let (mut freed, mut removed_before_valued, mut index) = (0usize, 0usize, 0usize);
+        entries.queue.retain(|entry| {
+            let drop = entry.key.as_ref() == key && entry.version <= version;
+            if drop {
+                freed += entry.cost();
+                if index < valued_from {
+                    removed_before_valued += 1;
+                }
+            }
+            index += 1;
+            !drop
+        });
+        entries.bytes -= freed;
+        entries.valued_from -= removed_before_valued;
+        let after = entries.bytes;
+        publish_change(before, after);
     }
 
     /// Drops every entry.
@@ -434,6 +465,44 @@ mod tests {
         check(&journal, Some(&[(0, 100), (5061, 5061)]), &[("bar", 5)]);
         journal.clear();
         assert!(journal.is_empty());
+    }
+
+    #[test]
+    fn the_latest_write_is_the_highest_version_not_the_last_tracked() {
+        // A set (version 10) and a delete (version 11) of one key ran at once; the server applied
+        // the set first, but the delete's acknowledgement was tracked first.
+        let journal = Journal::new(JournalConfig::default()).unwrap();
+        let now = Instant::now();
+        let mut delete = entry("k", 11, None, now);
+        delete.deleted = true;
+        delete.value = None;
+        journal.track_write(delete);
+        journal.track_write(entry("k", 10, None, now));
+        let latest = journal.latest();
+        assert_eq!(latest.len(), 1);
+        assert!(
+            latest[0].deleted && latest[0].version.hlc.millis() == 11,
+            "{latest:?}"
+        );
+    }
+
+    #[test]
+    fn forgetting_drops_a_key_s_writes_up_to_a_version_and_their_bytes() {
+        let journal = Journal::new(JournalConfig::default()).unwrap();
+        let now = Instant::now();
+        journal.track_write(entry("a", 1, None, now));
+        journal.track_write(entry("b", 2, None, now));
+        journal.track_write(entry("a", 3, None, now));
+        journal.track_write(entry("a", 5, None, now));
+        let before = journal.bytes();
+        journal.forget(b"a", test_version(3, 0, 1));
+        check(&journal, None, &[("b", 2), ("a", 5)]);
+        assert_eq!(journal.len(), 2);
+        assert!(journal.bytes() < before);
+        journal.forget(b"a", test_version(9, 0, 1));
+        journal.forget(b"b", test_version(9, 0, 1));
+        assert!(journal.is_empty());
+        assert_eq!(journal.bytes(), 0);
     }
 
     #[test]

@@ -460,8 +460,10 @@ impl Versioned {
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
         let version = entry.version;
-        // Only a journaled write needs to know where it landed in the replication stream.
-        let mark = self.inner.journal.is_some();
+        // A journaled write needs to know where it landed in the replication stream, and a waited one
+        // on which stream (the executing primary's replication id), so that the wait's
+        // acknowledgements are counted only when they come from that same stream.
+        let mark = self.inner.journal.is_some() || options.wait.is_some();
         let (outcome, landed) = run_script_marked(
             &self.inner.client,
             &self.inner.script,
@@ -474,6 +476,9 @@ impl Versioned {
         .await?;
         match outcome {
             ScriptOutcome::Written => {
+                let written_on = landed
+                    .as_ref()
+                    .map(|(replid, _)| String::from_utf8_lossy(replid).into_owned());
                 if let Some(journal) = &self.inner.journal {
                     entry.mark = landed.and_then(|(replid, offset)| {
                         ReplicationMark::new(&replid, offset, key.len(), stored.len())
@@ -481,7 +486,21 @@ impl Versioned {
                     journal.track_write(entry);
                 }
                 let replicas_acked = match options.wait {
-                    Some((replicas, timeout)) => Some(self.inner.client.wait(key, replicas, timeout).await?),
+                    Some((replicas, timeout)) => {
+                        let waited = self.inner.client.wait_outcome(key, replicas, timeout).await?;
+                        if waited.covers(written_on.as_deref()) {
+                            Some(waited.acked)
+                        } else {
+                            // The primary that executed the write is not the one whose replicas
+                            // answered (a failover came between them): nothing says the write was
+                            // replicated, and it may be lost.
+                            tracing::warn!(
+                                key = %printable_key(key),
+                                "the wait ran on another replication stream than the write (a failover came between them); counting 0 acknowledgements"
+                            );
+                            Some(0)
+                        }
+                    }
                     None => None,
                 };
                 Ok(WriteOutcome::Written {

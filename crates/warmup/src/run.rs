@@ -781,6 +781,15 @@ impl<'a> Run<'a> {
                 .await;
             for (chunk, actions, results) in results {
                 for ((item, (_, _, _, action)), result) in chunk.into_iter().zip(actions).zip(results) {
+                    if matches!(result, Ok(Undone::Done))
+                        && let (Writer::Versioned(store), Some(version)) =
+                            (&self.warmup.writer, item.3.version)
+                        && let Some(journal) = store.journal()
+                    {
+                        // The key holds its earlier state again on purpose: failover repair must
+                        // not write the warm-up's value back.
+                        journal.forget(&item.1, version);
+                    }
                     match (result, action) {
                         (Ok(Undone::Done), Restore::Delete) => report.deleted += 1,
                         (Ok(Undone::Done), Restore::Put { .. }) => report.restored += 1,

@@ -769,6 +769,7 @@ mod tests {
         let wrote = Wrote {
             read_as: crate::write::ReadAs::Get,
             digest: crate::digest::Digest::of(b"warm"),
+            version: None,
         };
         for k in ["written", "skipped", "failed"] {
             assert!(log.budget.try_reserve(200));

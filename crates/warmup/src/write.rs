@@ -86,6 +86,9 @@ impl ReadAs {
 pub(crate) struct Wrote {
     pub(crate) read_as: ReadAs,
     pub(crate) digest: Digest,
+    /// The version of a versioned write: once the rollback undid it, the write journal forgets it, so
+    /// failover repair never writes the rolled-back value again.
+    pub(crate) version: Option<Version>,
 }
 
 impl Wrote {
@@ -93,6 +96,10 @@ impl Wrote {
     /// whose digest the server did not answer), so the key is never rolled back.
     pub(crate) fn of(entry: &Entry, stored: &Stored) -> Option<Wrote> {
         let value = value_of(entry);
+        let version = match stored {
+            Stored::Versioned(version) => Some(*version),
+            _ => None,
+        };
         let (read_as, digest) = match stored {
             Stored::Plain => (ReadAs::Get, Digest::of(value)),
             // The envelope is stored as header then payload: hashed in two parts, never copied.
@@ -106,7 +113,11 @@ impl Wrote {
             }
             Stored::Dump(digest) => (ReadAs::Dump, (*digest)?),
         };
-        Some(Wrote { read_as, digest })
+        Some(Wrote {
+            read_as,
+            digest,
+            version,
+        })
     }
 }
 
