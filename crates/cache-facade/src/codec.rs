@@ -119,6 +119,14 @@ pub(crate) fn absent() -> Vec<u8> {
     vec![ABSENT]
 }
 
+/// Whether the bytes after a frame's `L` have a lease marker's shape (see lease.rs, whose take script
+/// checks the same): 16 alphanumeric token bytes, a 16-digit expiry, and an optional 24-byte tombstone.
+fn is_lease_marker(rest: &[u8]) -> bool {
+    (rest.len() == 32 || rest.len() == 56)
+        && rest[..16].iter().all(u8::is_ascii_alphanumeric)
+        && rest[16..32].iter().all(u8::is_ascii_digit)
+}
+
 /// Reads a frame; bytes not written by this cache are a decode error naming the key.
 pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Result<Stored<'a>, Error> {
     let bad = |detail: String| Error::Decode {
@@ -130,7 +138,7 @@ pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Re
         [ABSENT] => Ok(Stored::Absent),
         // Only a marker's exact shape is a lease (see lease.rs: token and expiry, and an optional
         // tombstone); other bytes starting with 'L' are foreign.
-        [LEASE, rest @ ..] if rest.len() == 32 || rest.len() == 56 => Ok(Stored::Lease(rest)),
+        [LEASE, rest @ ..] if is_lease_marker(rest) => Ok(Stored::Lease(rest)),
         [VALUE, flags, payload @ ..] => {
             let codec = Codec::from_id(flags & !COMPRESSED)
                 .ok_or_else(|| bad(format!("unknown codec id {}", flags & !COMPRESSED)))?;

@@ -260,12 +260,18 @@ async fn a_lease_nobody_fills_ends_in_a_lease_wait_error_at_the_deadline() {
         .await
         .unwrap();
     // A lease marker from a process this one cannot see, held far longer than our lease: the frame
-    // kind `L`, then a token; no expiry this release can read, so only the key's TTL ends it.
+    // kind `L`, a 16-byte token and an expiry (server time, ms) 30 s from now.
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 30_000;
+    let marker = format!("LforeignHolder012{expires:016}");
     cache
         .client()
         .set(
             &cache.full_key("k"),
-            b"Lforeign-holder-token",
+            marker.as_bytes(),
             cluster_client::SetOptions::ttl(Duration::from_secs(30)),
         )
         .await
