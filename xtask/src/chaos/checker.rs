@@ -1,11 +1,11 @@
 //! The rules `chaos safety` checks over a whole history, per key, as plain functions over plain data.
 //!
 //! Definitions:
-//! - A write is **acknowledged** when the caller was told it is stored ([`Outcome::Ok`]); it is
+//! - A write is **acknowledged** when the caller was told it is stored ([`Outcome::Ok`](super::history::Outcome::Ok)); it is
 //!   **WAIT-acknowledged** when, in addition, `WAIT 1` reported at least one replica. WAIT-acknowledged
 //!   writes are the product's promise. Writes acknowledged without `WAIT` may be lost when a replica is
 //!   promoted (Redis replicates asynchronously and documents this), so a loss of one is flagged only
-//!   where no fault that promotes a replica ([`FaultKind::may_lose_unwaited_writes`]) could explain it.
+//!   where no fault that promotes a replica ([`FaultKind::may_lose_unwaited_writes`](super::history::FaultKind::may_lose_unwaited_writes)) could explain it.
 //! - Versions are compared as ranges ([`Span`]): "older" means older for every version in the range,
 //!   so a cache write whose exact version is unknown is never blamed on a guess.
 //! - A read's version is the one it returned (versioned reads) or the version of the write whose unique
