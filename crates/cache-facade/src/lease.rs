@@ -17,6 +17,10 @@
 //!   tombstone inside the marker, and the key keeps at least the tombstone's remaining TTL. The fill
 //!   stores only a versioned value newer than that tombstone; otherwise, and when the lease is given
 //!   back, the tombstone is put back.
+//! - Other writers see the carried tombstone too: consistency's last-write-wins script reads a lease
+//!   of this exact layout (57 bytes with a tombstone) as the tombstone, so a versioned write older than
+//!   the delete is refused while the lease is held (`consistency::LWW_SCRIPT`). Change this layout
+//!   only together with that script.
 //! - A holder that stops (crash, stuck loader) cannot block the key: once `expires` has passed on
 //!   the server's clock, the next taker replaces the marker and inherits its tombstone. A late fill
 //!   from the old holder then finds another token and is refused.

@@ -21,11 +21,22 @@ use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 /// when written, `{0, header}` when the stored version wins, and `{2, header, length}` when the
 /// stored value starts with the magic but is not a valid envelope (it is left alone).
 ///
+/// A load lease that `cache-facade` stored over a tombstone (its `lease.rs`: `L`, a 16-byte token, a
+/// 16-digit expiry, then the 24-byte tombstone it replaced) counts as that tombstone: while a loader
+/// holds the lease, a write older than the delete is still refused, and a newer one replaces the lease
+/// (whose fill then finds it gone). Without this, the lease would hide the delete from this script and
+/// an older write would bring the deleted value back.
+///
 /// Reading the offset inside the script is what makes it evidence: nothing else runs on the node
 /// between the read and the write, and a script's writes reach the replication stream right after
 /// it, so the write's bytes start exactly after that offset.
 pub const LWW_SCRIPT: &str = r#"-- consistency: last-write-wins write, envelope format 1
 local stored = redis.call('GET', KEYS[1])
+-- A cache-facade load lease carrying the tombstone it replaced counts as that tombstone.
+if stored and string.len(stored) == 57 and string.sub(stored, 1, 1) == 'L'
+    and string.sub(stored, 34, 37) == '\255LWW' and string.byte(stored, 39) == 1 then
+  stored = string.sub(stored, 34)
+end
 local incoming = ARGV[1]
 local mode = ARGV[3]
 
@@ -128,6 +139,7 @@ pub(crate) enum ScriptOutcome {
 pub(crate) fn decide(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode) -> ScriptOutcome {
     use crate::envelope::{Envelope, VERSION_OFFSET};
 
+    let stored = stored.map(carried_tombstone);
     let stored_header = match stored.map(Envelope::decode) {
         None | Some(Ok(Envelope::Unversioned(_))) => None,
         Some(Err(problem)) => return ScriptOutcome::StoredInvalid(problem),
@@ -144,6 +156,16 @@ pub(crate) fn decide(stored: Option<&[u8]>, incoming: &[u8], mode: WriteMode) ->
         std::cmp::Ordering::Greater => ScriptOutcome::Written,
         std::cmp::Ordering::Equal if mode == WriteMode::Equal => ScriptOutcome::Written,
         _ => ScriptOutcome::Kept(stored_header),
+    }
+}
+
+/// The bytes the script compares against: a cache-facade lease carrying a tombstone stands for that
+/// tombstone (see [`LWW_SCRIPT`]); anything else as it is.
+#[cfg(test)]
+pub(crate) fn carried_tombstone(stored: &[u8]) -> &[u8] {
+    match stored {
+        [b'L', ..] if stored.len() == 57 && stored[33..37] == MAGIC && stored[38] == 1 => &stored[33..],
+        _ => stored,
     }
 }
 
@@ -207,6 +229,37 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_lease_carrying_a_tombstone_decides_as_the_tombstone() {
+        use crate::envelope::Envelope;
+        use crate::version::test_version;
+        let tombstone = Envelope::Tombstone {
+            version: test_version(10, 0, 1),
+        }
+        .encode();
+        let mut lease = b"L0123456789abcdef0000000000000042".to_vec();
+        lease.extend_from_slice(&tombstone);
+        let value = |millis| {
+            Envelope::Value {
+                version: test_version(millis, 0, 1),
+                payload: b"v",
+            }
+            .encode()
+        };
+        let header = Header::parse(&tombstone).unwrap().unwrap();
+        assert_eq!(carried_tombstone(&lease), &tombstone[..]);
+        assert_eq!(
+            decide(Some(&lease), &value(5), WriteMode::Newer),
+            ScriptOutcome::Kept(header)
+        );
+        assert_eq!(
+            decide(Some(&lease), &value(11), WriteMode::Newer),
+            ScriptOutcome::Written
+        );
+        // Other bytes starting with 'L' are what they are.
+        assert_eq!(carried_tombstone(b"London"), b"London");
+    }
     use crate::envelope::{Envelope, VERSION_OFFSET};
     use crate::version::test_version as version;
 

@@ -380,3 +380,56 @@ async fn the_script_is_loaded_again_after_a_script_flush_and_values_over_the_lim
     );
     client.close().await;
 }
+
+/// A cache-facade load lease that replaced a tombstone still counts as that tombstone (see
+/// `LWW_SCRIPT`): while the lease is held, a write older than the delete is refused, and a newer one
+/// replaces the lease. Found in review: the lease hid the delete, and an older write (a loader's
+/// source timestamp, another process's load that took its version before the delete) brought the
+/// deleted value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_carrying_a_tombstone_refuses_older_writes() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(cluster.seeds()).await;
+    let store = Versioned::new(client.clone(), ConsistencyConfig::default().journal(None)).unwrap();
+    let key = format!("{}:doc", common::prefix("leased-tombstone")).into_bytes();
+    let [older, deleted_at, newer] = [(); 3].map(|_| store.next_version());
+    let none = WriteOptions::default();
+    assert!(
+        store
+            .delete_with_version(&key, deleted_at, none)
+            .await
+            .unwrap()
+            .is_written()
+    );
+    let tombstone = client.get(&key).await.unwrap().expect("the tombstone is stored");
+    // The lease as cache-facade's take script stores it: 'L', token, expiry, the tombstone.
+    let mut marker = b"LabcdefghijklmnopQ".to_vec();
+    marker.truncate(17);
+    marker.extend_from_slice(format!("{:016}", now_millis() + 30_000).as_bytes());
+    marker.extend_from_slice(&tombstone);
+    assert_eq!(marker.len(), 57);
+    client.set(&key, &marker, SetOptions::default()).await.unwrap();
+
+    let late = store
+        .set_with_version(&key, b"old", older, None, none)
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        WriteOutcome::Stale {
+            current: deleted_at,
+            deleted: true
+        },
+        "a write older than the delete must not replace the lease"
+    );
+    assert_eq!(client.get(&key).await.unwrap().as_deref(), Some(&marker[..]));
+    let fresh = store
+        .set_with_version(&key, b"new", newer, None, none)
+        .await
+        .unwrap();
+    assert!(fresh.is_written(), "{fresh:?}");
+    let read = store.get(&key).await.unwrap().expect("the newer value is stored");
+    assert_eq!(read.value().as_ref(), b"new");
+    client.close().await;
+}
