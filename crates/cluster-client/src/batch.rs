@@ -101,11 +101,18 @@ impl ClusterClient {
         };
         let pipelines = groups
             .into_values()
-            .map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+            .map(|(node, cmds)| async move { (node.clone(), self.pipeline(node, cmds, timeout).await) });
         let mut retry = Vec::new();
-        for outcome in futures::future::join_all(pipelines).await {
+        for (node, outcome) in futures::future::join_all(pipelines).await {
             for (index, cmd, result) in outcome {
                 match result {
+                    // Acknowledged by a primary that a failover has replaced: see `ClusterClient::run`.
+                    Ok(_) if access == Access::Write && node.is_replaced() => {
+                        results[index] = Some(Err(Error::WriteUncertain {
+                            command: cmd.name().into(),
+                            node: node.addr.clone(),
+                        }));
+                    }
                     Ok(value) => {
                         if access == Access::Write {
                             self.note_write(keys[index].as_ref());

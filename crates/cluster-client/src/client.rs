@@ -825,6 +825,12 @@ impl ClusterClient {
             let result = send(&node, &cmd, remaining, asking, readonly).await;
             node.record(attempt.elapsed());
             let error = match result {
+                Ok(_) if access == Access::Write && node.is_replaced() => {
+                    return Err(Error::WriteUncertain {
+                        command: cmd.name().into(),
+                        node: node.addr.clone(),
+                    });
+                }
                 Ok(value) => {
                     if access == Access::Write {
                         self.inner.note_write(key);
@@ -1144,6 +1150,20 @@ impl Inner {
         drop(nodes);
         let changed = old.owners() != topology.owners() || old.shards() != topology.shards();
         let failovers = failovers(&old, &topology);
+        // A replaced primary may still acknowledge writes that were in flight when it stopped answering
+        // (it executes them when it resumes, before it learns of the failover); those writes are lost
+        // when it rejoins as a replica, so `run` must not report them as done.
+        for handle in &self.routing.load().primaries {
+            if failovers
+                .iter()
+                .any(|(old_primary, _, _)| *old_primary == handle.addr)
+            {
+                handle.set_replaced(true);
+            }
+        }
+        for handle in &primaries {
+            handle.set_replaced(false);
+        }
         self.routing.store(Arc::new(Routing {
             topology: Arc::new(topology),
             primaries,

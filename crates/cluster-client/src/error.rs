@@ -127,6 +127,20 @@ pub enum Error {
         /// The accepted range, and what to do instead.
         allowed: String,
     },
+    /// A write was acknowledged by a primary that a failover had already replaced (it was paused or
+    /// cut off, and executed the write when it came back, before it learned of the promotion). It
+    /// rejoins as a replica of the new primary and discards the write, so the write may be lost: write
+    /// again (or wait for replicas with `WAIT`).
+    #[error(
+        "{command} was acknowledged by {node} after a failover had replaced it as primary; the write may be \
+         lost when it rejoins as a replica: write again"
+    )]
+    WriteUncertain {
+        /// The command's name.
+        command: String,
+        /// The replaced primary that acknowledged it.
+        node: String,
+    },
     /// The client was closed.
     #[error("the client was closed")]
     Closed,
@@ -145,7 +159,8 @@ pub fn printable_key(key: &[u8]) -> String {
 }
 
 impl Error {
-    /// Whether the call may succeed if retried later (node down, timeout, failover in progress).
+    /// Whether the call may succeed if retried later (node down, timeout, failover in progress, a write
+    /// acknowledged by a replaced primary).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -154,6 +169,7 @@ impl Error {
                 | Error::Connection { .. }
                 | Error::SlotUncovered { .. }
                 | Error::TooManyRedirects { .. }
+                | Error::WriteUncertain { .. }
         )
     }
 }

@@ -85,6 +85,10 @@ pub(crate) struct NodeHandle {
     /// with other calls.
     waits: WaitPool,
     up: AtomicBool,
+    /// Set when a topology refresh saw this node's slots move to its replica (a failover), cleared when
+    /// it is a primary again: a write it acknowledges meanwhile may be discarded when it rejoins as a
+    /// replica (see `ClusterClient::run`).
+    replaced: AtomicBool,
     latency: Mutex<Histogram<u64>>,
     commands: AtomicU64,
     errors: AtomicU64,
@@ -161,6 +165,7 @@ impl NodeHandle {
             readonly,
             waits,
             up: AtomicBool::new(true),
+            replaced: AtomicBool::new(false),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 2).map_err(|e| Error::Reply {
                     node: addr.into(),
@@ -236,6 +241,16 @@ impl NodeHandle {
     /// Records the node's state; returns `true` if it changed.
     pub(crate) fn set_up(&self, up: bool) -> bool {
         self.up.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Whether a failover moved this node's slots to another node since it was last seen as a primary.
+    pub(crate) fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
+    /// Records that a failover replaced this node (`true`), or that it is a primary again (`false`).
+    pub(crate) fn set_replaced(&self, replaced: bool) {
+        self.replaced.store(replaced, Ordering::Relaxed);
     }
 
     pub(crate) fn record(&self, elapsed: Duration) {

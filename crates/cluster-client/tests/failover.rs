@@ -240,3 +240,80 @@ async fn a_failover_while_idle_is_seen_before_traffic_returns() {
     assert_eq!(client.get(&key).await.unwrap().as_deref(), Some(&b"after 99"[..]));
     client.close().await;
 }
+
+/// A primary that is paused while a write is in flight, replaced by its replica, and then resumed can
+/// still execute that write and acknowledge it before it learns it was demoted. It then rejoins as a
+/// replica and the write is gone. Reporting that acknowledgement as success would tell the caller a
+/// lost write was done; the client must report it as uncertain instead (or the write must be on the
+/// new primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_acknowledged_by_a_replaced_primary_is_not_reported_as_done() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    // A command timeout as long as the unresponsive-connection check allows: the write must still be
+    // waiting when the old primary resumes, well under a second later.
+    let config = cluster_config::ClusterConfig::builder()
+        .nodes(cluster.seeds())
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let client = cluster_client::ClusterClient::connect(config).await.unwrap();
+    let mut uncertain = 0;
+    for round in 0..3 {
+        let victim = cluster.primary_for_slot(0).await.unwrap();
+        let replica = cluster.replicas_of(victim).await.unwrap()[0];
+        let key = common::key_for_slot(&format!("replaced{round}"), 0);
+        client.set(&key, b"before", Default::default()).await.unwrap();
+        assert_eq!(client.wait(&key, 1, Duration::from_secs(5)).await.unwrap(), 1);
+
+        victim.pause().unwrap();
+        let write = tokio::spawn({
+            let client = client.clone();
+            let key = key.clone();
+            async move { client.set(&key, b"after", Default::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replica.failover(FailoverKind::Takeover).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let _ = client.refresh_topology().await;
+            if client.topology().shard_for_slot(0).unwrap().primary == replica.addr() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client never saw {} promoted",
+                replica.addr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        victim.resume().unwrap();
+        let outcome = write.await.unwrap();
+
+        // The old primary rejoins as a replica of the new one; what the new primary holds is the truth.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while victim.role().await.unwrap() != Role::Replica {
+            assert!(
+                Instant::now() < deadline,
+                "{} never rejoined as a replica",
+                victim.addr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stored = client.get(&key).await.unwrap();
+        match outcome {
+            Ok(_) => assert_eq!(
+                stored.as_deref(),
+                Some(&b"after"[..]),
+                "round {round}: the write was reported done, but the new primary holds {stored:?}"
+            ),
+            Err(error) => {
+                eprintln!("round {round}: {error}");
+                uncertain += 1;
+            }
+        }
+        cluster.wait_until_healthy(Duration::from_secs(20)).await.unwrap();
+    }
+    eprintln!("{uncertain} of 3 writes reported uncertain");
+    client.close().await;
+}
