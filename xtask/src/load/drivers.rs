@@ -197,7 +197,7 @@ pub(super) async fn run_per_node(
 ) -> Result<RunResult> {
     let topology = ours.topology();
     let mut clients = Vec::new();
-    let mut owner = vec![0usize; 16_384];
+    let mut owner = vec![0usize; usize::from(sharding::SLOT_COUNT)];
     for (index, shard) in topology.shards().iter().enumerate() {
         let addr: cluster_config::NodeAddr = shard.primary.parse()?;
         let client = Builder::from_config(config.fred_config_for(&addr))
@@ -223,7 +223,7 @@ pub(super) async fn run_per_node(
         let value = value.clone();
         let k = key(rng.next(keys));
         async move {
-            let client = &clients[owner[sharding_slot(k.as_bytes()) as usize]];
+            let client = &clients[owner[usize::from(sharding::key_slot(k.as_bytes()))]];
             match workload {
                 Workload::Set => client
                     .set::<(), _, _>(k, value.as_slice(), None, None, false)
@@ -238,8 +238,4 @@ pub(super) async fn run_per_node(
         let _ = client.quit().await;
     }
     Ok(result)
-}
-
-fn sharding_slot(key: &[u8]) -> u16 {
-    fred::util::redis_keyslot(key)
 }

@@ -127,9 +127,7 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
                     ClientKind::PerNode if matches!(workload, Workload::Set | Workload::Get) => {
                         Some(run_per_node(&ours, &config, workload, args, value.clone()).await?)
                     }
-                    ClientKind::RedisBenchmark => {
-                        redis_benchmark::redis_benchmark(workload, args, &seeds[0])?
-                    }
+                    ClientKind::RedisBenchmark => redis_benchmark::run(workload, args, &seeds[0])?,
                     ClientKind::PerNode => None,
                     ClientKind::Cache | ClientKind::CachePlain => {
                         let (cache, label) = if kind == ClientKind::Cache {

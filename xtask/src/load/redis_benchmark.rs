@@ -4,24 +4,26 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cluster_config::NodeAddr;
 
 use super::harness::{RunResult, progress_bar};
 use super::{ClientKind, LoadArgs, Workload};
 
 /// `redis-benchmark --cluster` for the workloads it has (SET, GET), same concurrency, no pipelining.
-pub(super) fn redis_benchmark(workload: Workload, args: &LoadArgs, seed: &str) -> Result<Option<RunResult>> {
+pub(super) fn run(workload: Workload, args: &LoadArgs, seed: &str) -> Result<Option<RunResult>> {
     let test = match workload {
         Workload::Set => "set",
         Workload::Get => "get",
         _ => return Ok(None),
     };
-    let (host, port) = seed.rsplit_once(':').context("seed is host:port")?;
+    let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
+    let (host, port) = (seed.host(), seed.port().to_string());
     let requests = 200_000usize.max(args.concurrency * 1000);
     let bar = progress_bar(1, &format!("{workload:?} via redis-benchmark"));
     bar.set_message(format!("{requests} requests"));
     bar.enable_steady_tick(Duration::from_millis(200));
     let output = Command::new("redis-benchmark")
-        .args(["--cluster", "-h", host, "-p", port, "-t", test, "-q", "--csv"])
+        .args(["--cluster", "-h", host, "-p", &port, "-t", test, "-q", "--csv"])
         .args(["-c", &args.concurrency.to_string(), "-n", &requests.to_string()])
         .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()])
         .output()
