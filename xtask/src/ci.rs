@@ -72,7 +72,7 @@ struct Package {
 
 pub(crate) fn ci(args: &CiArgs) -> Result<()> {
     let metadata = metadata()?;
-    let mut steps = vec![
+    let steps = vec![
         Step::new("fmt", &["fmt", "--all", "--", "--check"]),
         Step::new(
             "clippy (incl. incompatible_msrv)",
@@ -92,23 +92,29 @@ pub(crate) fn ci(args: &CiArgs) -> Result<()> {
             ..Step::new("doc", &["doc", "--workspace", "--no-deps"])
         },
     ];
-    steps.extend(feature_steps(&metadata));
-    let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
-    if !steps.iter().any(|s| s.name.starts_with("features")) {
-        results.push((
+    let features = feature_steps(&metadata);
+    // Steps in the order they run; a step that cannot run here is reported in its place, not failed.
+    let mut plan: Vec<(String, Result<Step, Outcome>)> =
+        steps.into_iter().map(|s| (s.name.clone(), Ok(s))).collect();
+    if features.is_empty() {
+        plan.push((
             "features".into(),
-            Outcome::Skipped("no workspace crate declares features".into()),
-            Duration::ZERO,
+            Err(Outcome::Skipped("no workspace crate declares features".into())),
         ));
     }
-    match msrv_step(&metadata) {
-        Ok(step) => steps.push(step),
-        Err(outcome) => results.push(("msrv".into(), outcome, Duration::ZERO)),
-    }
-    for step in &steps {
+    plan.extend(features.into_iter().map(|s| (s.name.clone(), Ok(s))));
+    plan.push(match msrv_step(&metadata) {
+        Ok(step) => (step.name.clone(), Ok(step)),
+        Err(outcome) => ("msrv".into(), Err(outcome)),
+    });
+    let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
+    for (name, step) in plan {
         let started = Instant::now();
-        let outcome = run(step);
-        results.push((step.name.clone(), outcome, started.elapsed()));
+        let outcome = match step {
+            Ok(step) => run(&step),
+            Err(outcome) => outcome,
+        };
+        results.push((name, outcome, started.elapsed()));
     }
     if args.no_tests {
         results.push((
