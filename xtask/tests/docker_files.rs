@@ -1,883 +1,558 @@
-//! Checks that the files in `docker/` agree with each other: the compose file, the six node configs
-//! and the Prometheus config. Nothing here needs Docker; the files are parsed, never run.
+//! Checks that the files in `docker/` agree with each other: the compose file, the one node config the
+//! six nodes share and the Prometheus config. Nothing here needs Docker; the files are parsed, never run.
 //!
-//! Every test collects all the problems it finds and fails once, listing each one, so a broken file
-//! is fixed in one round.
+//! The six node services are compared with one template ([`expected_node`]): what differs between
+//! them is their port, and everything that follows from it is written there once. The files are read
+//! into typed structs of the shapes they use, so a file that changes shape fails with serde's message
+//! instead of being skipped. Every test collects all the problems it finds and fails once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use serde_norway::{Mapping, Value};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 const COMPOSE_FILE: &str = "docker-compose.redis-cluster.yml";
 const PROMETHEUS_FILE: &str = "prometheus.yml";
+/// The config every node mounts at [`CONF_TARGET`].
+const NODE_CONF: &str = "redis-node.conf";
+/// Where every node's config is mounted and what its command hands to redis-server.
+const CONF_TARGET: &str = "/usr/local/etc/redis/redis.conf";
 /// The host ports of the six nodes, in service order (redis-1 ... redis-6).
 const NODE_PORTS: [u16; 6] = [6379, 6380, 6381, 6382, 6383, 6384];
 /// Redis Cluster's bus port is always the client port plus this.
 const BUS_PORT_OFFSET: u16 = 10_000;
-/// Where every node's config is mounted and what its command hands to redis-server.
-const CONF_TARGET: &str = "/usr/local/etc/redis/redis.conf";
+/// The address every node announces, and the host address its ports are published on.
+const ANNOUNCE_IP: &str = "${REDIS_ANNOUNCE_IP:-172.30.0.1}";
 /// The cache's own metrics endpoint as seen from the Prometheus container.
 const CACHE_METRICS_TARGET: &str = "host.docker.internal:9121";
 const CACHE_JOB: &str = "redis-cluster-cache";
 
-fn docker_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docker")
+fn docker_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docker")
+        .join(name)
 }
 
 fn read_docker_file(name: &str) -> String {
-    let path = docker_dir().join(name);
+    let path = docker_path(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-fn parse_yaml(name: &str) -> Value {
-    let mut value: Value = serde_norway::from_str(&read_docker_file(name))
+fn parse_yaml<T: DeserializeOwned>(name: &str) -> T {
+    let mut value: serde_norway::Value = serde_norway::from_str(&read_docker_file(name))
         .unwrap_or_else(|e| panic!("docker/{name} is not valid YAML: {e}"));
     // Compose applies `<<: *anchor` merge keys; do the same so shared settings count.
     value
         .apply_merge()
         .unwrap_or_else(|e| panic!("docker/{name} has a bad `<<` merge key: {e}"));
-    value
+    serde_norway::from_value(value).unwrap_or_else(|e| panic!("docker/{name} has an unexpected shape: {e}"))
 }
 
-/// Fails the test with every problem found, one per line.
-fn assert_no_problems(what: &str, problems: &[String]) {
-    if !problems.is_empty() {
-        let mut message = format!("{what}: {} problem(s)\n", problems.len());
-        for problem in problems {
-            let _ = writeln!(message, "  - {problem}");
+/// The problems a test found; it fails once, listing them all, so a broken file is fixed in one round.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(problem());
         }
-        panic!("{message}");
+    }
+
+    fn assert_none(self, file: &str) {
+        let Self(problems) = self;
+        assert!(
+            problems.is_empty(),
+            "{file}: {} problem(s)\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        );
     }
 }
 
 // ------------------------------------------------------------------------------------------------
-// The compose file.
+// The files' shapes.
 
-/// The parsed compose file, services in file order.
+#[derive(Deserialize)]
 struct Compose {
-    services: Vec<(String, Value)>,
-    root: Value,
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    volumes: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    networks: BTreeMap<String, serde_norway::Value>,
 }
 
-impl Compose {
-    fn load() -> Self {
-        let root = parse_yaml(COMPOSE_FILE);
-        let services = root
-            .get("services")
-            .and_then(Value::as_mapping)
-            .unwrap_or_else(|| panic!("docker/{COMPOSE_FILE} has no `services:` mapping"))
-            .iter()
-            .map(|(name, service)| {
-                (
-                    name.as_str().unwrap_or("<non-string name>").to_owned(),
-                    service.clone(),
-                )
-            })
-            .collect();
-        Self { services, root }
-    }
-
-    /// Services that run redis-server itself (the init service runs a shell instead).
-    fn redis_nodes(&self) -> Vec<(&str, &Value)> {
-        self.services
-            .iter()
-            .filter(|(_, service)| {
-                service.get("entrypoint").is_none()
-                    && words(service.get("command")).first().map(String::as_str) == Some("redis-server")
-            })
-            .map(|(name, service)| (name.as_str(), service))
-            .collect()
-    }
-
-    fn service(&self, name: &str) -> Option<&Value> {
-        self.services
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, service)| service)
-    }
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct Service {
+    image: String,
+    command: Words,
+    entrypoint: Words,
+    /// Short syntax (`HOST_IP:PUBLISHED:TARGET`).
+    ports: Vec<String>,
+    /// Long syntax on purpose: a missing bind source is then an error, not an empty directory.
+    volumes: Vec<Mount>,
+    healthcheck: Option<Healthcheck>,
+    depends_on: BTreeMap<String, DependsOn>,
+    networks: Vec<String>,
+    extra_hosts: Vec<String>,
 }
 
-/// The words of a `command`/`entrypoint`, written either as a list or as one string.
-fn words(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|item| item.as_str().map_or_else(|| format!("{item:?}"), str::to_owned))
-            .collect(),
-        _ => Vec::new(),
+/// A `command`/`entrypoint`/`test`, written either as a list or as one string.
+#[derive(Deserialize, Default, Debug)]
+#[serde(from = "OneOrMany")]
+struct Words(Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Words {
+    fn from(value: OneOrMany) -> Self {
+        match value {
+            OneOrMany::One(line) => Self(line.split_whitespace().map(str::to_owned).collect()),
+            OneOrMany::Many(words) => Self(words),
+        }
     }
 }
 
-/// One entry of a service's `ports:`.
-#[derive(Debug, PartialEq, Eq)]
-struct PortMapping {
-    /// The host port; `None` when Docker picks one.
-    published: Option<u16>,
-    /// The port inside the container.
-    target: u16,
-}
-
-/// Parses the short syntax (`"6379"`, `"6379:6379"`, `"IP:6379:6379"`, optionally `/tcp`). The host
-/// IP may be a `${VAR:-default}` with colons of its own, so the ports are taken from the right.
-fn parse_short_port(spec: &str) -> Result<PortMapping, String> {
-    let spec = spec.strip_suffix("/tcp").unwrap_or(spec);
-    let mut parts = spec.rsplitn(3, ':');
-    let port = |part: Option<&str>| -> Result<Option<u16>, String> {
-        part.map(|p| {
-            p.parse::<u16>()
-                .map_err(|_| format!("`{spec}`: `{p}` is not a single port number"))
-        })
-        .transpose()
-    };
-    let target = port(parts.next())?.ok_or_else(|| format!("`{spec}` names no port"))?;
-    let published = port(parts.next())?;
-    Ok(PortMapping { published, target })
-}
-
-fn port_mappings(service: &Value) -> Result<Vec<PortMapping>, String> {
-    let Some(ports) = service.get("ports") else {
-        return Ok(Vec::new());
-    };
-    let ports = ports.as_sequence().ok_or("`ports:` is not a list")?;
-    ports
-        .iter()
-        .map(|entry| match entry {
-            Value::String(spec) => parse_short_port(spec),
-            Value::Number(n) => {
-                let target = n.as_u64().and_then(|n| u16::try_from(n).ok());
-                target
-                    .map(|target| PortMapping {
-                        published: None,
-                        target,
-                    })
-                    .ok_or(format!("bad port {n}"))
-            }
-            Value::Mapping(long) => {
-                let number = |key: &str| match long.get(key) {
-                    None => Ok(None),
-                    Some(Value::Number(n)) => n
-                        .as_u64()
-                        .and_then(|n| u16::try_from(n).ok())
-                        .map(Some)
-                        .ok_or(format!("bad {key}")),
-                    Some(Value::String(s)) => s.parse().map(Some).map_err(|_| format!("bad {key} `{s}`")),
-                    Some(other) => Err(format!("bad {key} {other:?}")),
-                };
-                Ok(PortMapping {
-                    published: number("published")?,
-                    target: number("target")?.ok_or("no target")?,
-                })
-            }
-            other => Err(format!("unreadable `ports:` entry {other:?}")),
-        })
-        .collect()
-}
-
-/// One entry of a service's `volumes:`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Deserialize, Debug)]
 struct Mount {
-    /// `bind` for a host path, `volume` for a named volume.
+    /// `bind` for a host path (relative to `docker/`), `volume` for a named volume.
+    #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
     source: String,
     target: String,
+    #[serde(default)]
+    read_only: bool,
 }
 
-fn mounts(service: &Value) -> Result<Vec<Mount>, String> {
-    let Some(volumes) = service.get("volumes") else {
-        return Ok(Vec::new());
+#[derive(Deserialize, Debug)]
+struct Healthcheck {
+    #[serde(default)]
+    test: Words,
+    #[serde(default)]
+    disable: bool,
+}
+
+#[derive(Deserialize, Debug)]
+struct DependsOn {
+    condition: String,
+}
+
+/// The host port of a short-syntax `ports:` entry (`[IP:]PUBLISHED:TARGET[/tcp]`), taken from the
+/// right because the IP may be a `${VAR:-default}` with colons of its own.
+fn published_port(spec: &str) -> Option<u16> {
+    let spec = spec.strip_suffix("/tcp").unwrap_or(spec);
+    spec.rsplit(':').nth(1)?.parse().ok()
+}
+
+/// The directives of a redis.conf, in order; a directive may repeat (`save`,
+/// `client-output-buffer-limit`).
+fn parse_redis_conf(text: &str) -> Vec<(String, String)> {
+    let lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let directive = |line: &str| {
+        let (name, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        // Redis reads directive names case-insensitively.
+        (name.to_ascii_lowercase(), args.trim().to_owned())
     };
-    let volumes = volumes.as_sequence().ok_or("`volumes:` is not a list")?;
-    volumes
+    lines.map(directive).collect()
+}
+
+/// The value of a directive that must appear exactly once.
+fn single<'a>(directives: &'a [(String, String)], name: &str) -> Result<&'a str, String> {
+    let mut values = directives
         .iter()
-        .map(|entry| match entry {
-            // Short syntax: SOURCE:TARGET[:MODE]; a source that looks like a path is a bind mount.
-            Value::String(spec) => {
-                let mut parts = spec.splitn(3, ':');
-                let (Some(source), Some(target)) = (parts.next(), parts.next()) else {
-                    return Err(format!("`{spec}` is not SOURCE:TARGET"));
-                };
-                let kind = if source.starts_with(['.', '/', '~']) {
-                    "bind"
-                } else {
-                    "volume"
-                };
-                Ok(Mount {
-                    kind: kind.to_owned(),
-                    source: source.to_owned(),
-                    target: target.to_owned(),
-                })
-            }
-            Value::Mapping(long) => {
-                let field = |key: &str| long.get(key).and_then(Value::as_str).map(str::to_owned);
-                Ok(Mount {
-                    kind: field("type").ok_or("a long-syntax volume has no `type`")?,
-                    source: field("source").unwrap_or_default(),
-                    target: field("target").ok_or("a long-syntax volume has no `target`")?,
-                })
-            }
-            other => Err(format!("unreadable `volumes:` entry {other:?}")),
-        })
-        .collect()
-}
-
-/// A bind source relative to `docker/`, normalised so `./a.conf` and `a.conf` compare equal.
-fn bind_source(source: &str) -> &str {
-    source.strip_prefix("./").unwrap_or(source)
-}
-
-/// The service names a service waits for, with the condition of each.
-fn depends_on(service: &Value) -> BTreeMap<String, String> {
-    match service.get("depends_on") {
-        Some(Value::Sequence(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|name| (name.to_owned(), "service_started".to_owned()))
-            .collect(),
-        Some(Value::Mapping(map)) => map
-            .iter()
-            .filter_map(|(name, options)| {
-                let condition = options
-                    .get("condition")
-                    .and_then(Value::as_str)
-                    .unwrap_or("service_started");
-                Some((name.as_str()?.to_owned(), condition.to_owned()))
-            })
-            .collect(),
-        _ => BTreeMap::new(),
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str());
+    match (values.next(), values.next()) {
+        (Some(value), None) => Ok(value),
+        (None, _) => Err(format!("`{name}` is missing")),
+        (Some(_), Some(_)) => Err(format!("`{name}` appears more than once")),
     }
 }
 
 // ------------------------------------------------------------------------------------------------
-// redis.conf files.
+// The template of a node service.
 
-/// The directives of a redis.conf, in order; a directive may repeat (`save`, `client-output-buffer-limit`).
-struct RedisConf {
-    file: String,
-    directives: Vec<(String, String)>,
-}
-
-impl RedisConf {
-    fn load(file: &str) -> Self {
-        Self::parse(file, &read_docker_file(file))
+/// What the compose file must say for the node on `port`. Each node listens on its own port inside its
+/// container too and is published on the same host port, because it announces that port to clients
+/// (CLUSTER SHARDS, MOVED, ASK); likewise its cluster bus port (port + 10000), which the other nodes
+/// dial for gossip and failover votes. Everything else comes from the one shared config.
+fn expected_node(n: usize, port: u16) -> Service {
+    let bus = port + BUS_PORT_OFFSET;
+    let words = |words: &[&str]| Words(words.iter().map(|w| w.to_string()).collect());
+    let mount = |kind: &str, source: String, target: &str, read_only| Mount {
+        kind: kind.into(),
+        source,
+        target: target.into(),
+        read_only,
+    };
+    let (port_arg, bus_arg) = (port.to_string(), bus.to_string());
+    Service {
+        image: "redis:7.0".into(),
+        command: words(&[
+            "redis-server",
+            CONF_TARGET,
+            "--cluster-announce-ip",
+            ANNOUNCE_IP,
+            "--port",
+            &port_arg,
+            "--cluster-announce-port",
+            &port_arg,
+            "--cluster-announce-bus-port",
+            &bus_arg,
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+        ]),
+        ports: vec![
+            format!("127.0.0.1:{port}:{port}"),
+            format!("{ANNOUNCE_IP}:{port}:{port}"),
+            format!("{ANNOUNCE_IP}:{bus}:{bus}"),
+        ],
+        // Every node its own data volume: AOF and nodes-*.conf, so it keeps its identity on restart.
+        volumes: vec![
+            mount("bind", format!("./{NODE_CONF}"), CONF_TARGET, true),
+            mount("volume", format!("redis-{n}-data"), "/data", false),
+        ],
+        healthcheck: Some(Healthcheck {
+            test: words(&["CMD-SHELL", &format!("redis-cli -p {port} ping | grep -q PONG")]),
+            disable: false,
+        }),
+        ..Service::default()
     }
-
-    fn parse(file: &str, text: &str) -> Self {
-        let directives = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let (name, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-                // Redis reads directive names case-insensitively.
-                (name.to_ascii_lowercase(), args.trim().to_owned())
-            })
-            .collect();
-        Self {
-            file: file.to_owned(),
-            directives,
-        }
-    }
-
-    /// The value of a directive that must appear exactly once.
-    fn single(&self, name: &str) -> Result<&str, String> {
-        let mut values = self
-            .directives
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str());
-        match (values.next(), values.next()) {
-            (Some(value), None) => Ok(value),
-            (None, _) => Err(format!("{}: `{name}` is missing", self.file)),
-            (Some(_), Some(_)) => Err(format!("{}: `{name}` appears more than once", self.file)),
-        }
-    }
-
-    fn port(&self, name: &str) -> Result<u16, String> {
-        let value = self.single(name)?;
-        value
-            .parse()
-            .map_err(|_| format!("{}: `{name} {value}` is not a port number", self.file))
-    }
-
-    /// Records a problem unless `name` is set exactly once, to `expected`.
-    fn expect(&self, name: &str, expected: &str, problems: &mut Vec<String>) {
-        match self.single(name) {
-            Ok(value) if value.eq_ignore_ascii_case(expected) => {}
-            Ok(value) => problems.push(format!(
-                "{}: `{name} {value}`, expected `{name} {expected}`",
-                self.file
-            )),
-            Err(problem) => problems.push(problem),
-        }
-    }
-}
-
-/// The names of the node configs on disk: `redis-cluster-*.conf` in `docker/`, sorted.
-fn conf_files_on_disk() -> Vec<String> {
-    let dir = docker_dir();
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
-    let mut names: Vec<String> = entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("redis-cluster-") && name.ends_with(".conf"))
-        .collect();
-    names.sort();
-    names
-}
-
-/// Each redis node service with the config it mounts at [`CONF_TARGET`].
-fn nodes_with_confs(
-    compose: &Compose,
-    problems: &mut Vec<String>,
-) -> Vec<(String, RedisConf, Vec<PortMapping>)> {
-    let mut nodes = Vec::new();
-    for (name, service) in compose.redis_nodes() {
-        let command = words(service.get("command"));
-        if command.get(1).map(String::as_str) != Some(CONF_TARGET) {
-            problems.push(format!(
-                "{name}: command should be `redis-server {CONF_TARGET} ...`, is {command:?}"
-            ));
-        }
-        let mounts = match mounts(service) {
-            Ok(mounts) => mounts,
-            Err(problem) => {
-                problems.push(format!("{name}: {problem}"));
-                continue;
-            }
-        };
-        let Some(conf) = mounts
-            .iter()
-            .find(|m| m.kind == "bind" && m.target == CONF_TARGET)
-        else {
-            problems.push(format!("{name}: mounts no config file at {CONF_TARGET}"));
-            continue;
-        };
-        let ports = match port_mappings(service) {
-            Ok(ports) => ports,
-            Err(problem) => {
-                problems.push(format!("{name}: {problem}"));
-                continue;
-            }
-        };
-        nodes.push((name.to_owned(), RedisConf::load(bind_source(&conf.source)), ports));
-    }
-    nodes
 }
 
 // ------------------------------------------------------------------------------------------------
 // The checks.
 
 #[test]
-fn compose_defines_six_redis_nodes() {
-    let compose = Compose::load();
-    let nodes: Vec<&str> = compose.redis_nodes().into_iter().map(|(name, _)| name).collect();
-    let mut problems = Vec::new();
-    if nodes.len() != NODE_PORTS.len() {
-        problems.push(format!(
-            "expected 6 services running redis-server (3 masters + 3 replicas), found {nodes:?}"
-        ));
-    }
-    for (name, service) in compose.redis_nodes() {
-        match service.get("image").and_then(Value::as_str) {
-            Some(image) if image.starts_with("redis:7.0") => {}
-            other => problems.push(format!("{name}: image should be redis:7.0, is {other:?}")),
-        }
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
-}
-
-#[test]
-fn nodes_publish_ports_6379_to_6384_each_once() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
-    let mut owners: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for (name, conf, ports) in nodes_with_confs(&compose, &mut problems) {
-        let Ok(port) = conf.port("port") else {
-            problems.push(format!("{name}: {} sets no valid `port`", conf.file));
+fn the_six_redis_7_0_nodes_follow_one_template() {
+    let compose: Compose = parse_yaml(COMPOSE_FILE);
+    let mut problems = Problems::default();
+    let runs_redis =
+        |s: &Service| s.entrypoint.0.is_empty() && s.command.0.first().is_some_and(|w| w == "redis-server");
+    let nodes: Vec<&String> = compose
+        .services
+        .iter()
+        .filter(|(_, s)| runs_redis(s))
+        .map(|(n, _)| n)
+        .collect();
+    let expected_names: Vec<String> = (1..=NODE_PORTS.len()).map(|n| format!("redis-{n}")).collect();
+    problems.check(nodes == expected_names.iter().collect::<Vec<_>>(), || {
+        format!("expected 6 services running redis-server (3 masters + 3 replicas), {expected_names:?}, found {nodes:?}")
+    });
+    for (n, port) in (1..).zip(NODE_PORTS) {
+        let name = format!("redis-{n}");
+        let Some(node) = compose.services.get(&name) else {
             continue;
         };
-        // The announced ports only reach the node if host port == container port.
-        for mapping in &ports {
-            if mapping.published != Some(mapping.target) {
-                problems.push(format!(
-                    "{name}: publishes {mapping:?}; the host port must equal the container port, \
-                     because the node announces the container port to clients"
-                ));
-            }
-        }
-        let published: BTreeSet<u16> = ports.iter().filter_map(|m| m.published).collect();
-        let expected = BTreeSet::from([port, port + BUS_PORT_OFFSET]);
-        if published != expected {
-            problems.push(format!(
-                "{name}: publishes host ports {published:?}, expected exactly {expected:?} (client and bus port)"
-            ));
-        }
-        owners.entry(port).or_default().push(name);
-    }
-    for port in NODE_PORTS {
-        match owners.get(&port).map(Vec::as_slice) {
-            Some([_]) => {}
-            None | Some([]) => problems.push(format!("no redis node publishes port {port}")),
-            Some(names) => problems.push(format!("port {port} is published by several nodes: {names:?}")),
-        }
-    }
-    let unexpected: Vec<u16> = owners
-        .keys()
-        .copied()
-        .filter(|port| !NODE_PORTS.contains(port))
-        .collect();
-    if !unexpected.is_empty() {
-        problems.push(format!(
-            "redis nodes use client ports {unexpected:?} outside {NODE_PORTS:?}"
-        ));
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
-}
-
-#[test]
-fn every_conf_port_matches_its_service_and_announces_it() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
-    for (name, conf, ports) in nodes_with_confs(&compose, &mut problems) {
-        let port = match conf.port("port") {
-            Ok(port) => port,
-            Err(problem) => {
-                problems.push(problem);
-                continue;
-            }
+        let expected = expected_node(n, port);
+        // Compared field by field through their Debug text, so a message shows both sides.
+        let fields = |s: &Service| {
+            let test = s.healthcheck.as_ref().map(|h| &h.test.0);
+            [
+                ("image", format!("{:?}", s.image)),
+                ("command", format!("{:?}", s.command.0)),
+                ("ports", format!("{:?}", s.ports)),
+                ("volumes", format!("{:?}", s.volumes)),
+                ("healthcheck test", format!("{test:?}")),
+            ]
         };
-        if !ports
-            .iter()
-            .any(|m| m.published == Some(port) && m.target == port)
-        {
-            problems.push(format!(
-                "{name}: {} says `port {port}` but the service does not publish {port}:{port}",
-                conf.file
-            ));
+        for ((field, found), (_, wanted)) in fields(node).into_iter().zip(fields(&expected)) {
+            problems.check(found == wanted, || {
+                format!("{name}: {field} is {found}, expected {wanted}")
+            });
         }
-        for (directive, expected) in [
-            ("cluster-announce-port", port),
-            ("cluster-announce-bus-port", port + BUS_PORT_OFFSET),
-        ] {
-            match conf.port(directive) {
-                Ok(announced) if announced == expected => {}
-                Ok(announced) => problems.push(format!(
-                    "{}: `{directive} {announced}`, expected {expected}",
-                    conf.file
-                )),
-                Err(problem) => problems.push(problem),
-            }
-        }
-        if !ports.iter().any(|m| m.published == Some(port + BUS_PORT_OFFSET)) {
-            problems.push(format!(
-                "{name}: does not publish its cluster bus port {}, so the other nodes cannot reach the address \
-                 it announces",
-                port + BUS_PORT_OFFSET
-            ));
-        }
-        if !words(compose.service(&name).and_then(|s| s.get("command")))
-            .iter()
-            .any(|w| w == "--cluster-announce-ip")
-        {
-            problems.push(format!("{name}: command sets no --cluster-announce-ip"));
-        }
+        let volume = &expected.volumes[1].source;
+        problems.check(compose.volumes.contains_key(volume), || {
+            format!("{name}: volume {volume} is not declared under `volumes:`")
+        });
     }
-    assert_no_problems(COMPOSE_FILE, &problems);
+    // The one shared config is what every node runs; no stale per-node configs lie next to it.
+    let dir = docker_path(".");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let confs: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".conf"))
+        .collect();
+    problems.check(confs == [NODE_CONF], || {
+        format!("docker/ holds configs {confs:?}, expected only {NODE_CONF}")
+    });
+    problems.assert_none(COMPOSE_FILE);
 }
 
 #[test]
-fn every_conf_is_mounted_by_exactly_one_service() {
-    let compose = Compose::load();
-    let confs = conf_files_on_disk();
-    let mut problems = Vec::new();
-    let expected: Vec<String> = (1..=6).map(|n| format!("redis-cluster-{n}.conf")).collect();
-    if confs != expected {
-        problems.push(format!(
-            "docker/ holds node configs {confs:?}, expected {expected:?}"
-        ));
+fn the_shared_node_config_has_the_cluster_and_cache_settings() {
+    let directives = parse_redis_conf(&read_docker_file(NODE_CONF));
+    let mut problems = Problems::default();
+    for (name, expected) in [
+        ("cluster-enabled", "yes"),
+        // Otherwise one failed shard makes every node refuse every key.
+        ("cluster-require-full-coverage", "no"),
+        ("cluster-node-timeout", "15000"),
+        ("maxmemory-policy", "allkeys-lru"),
+        ("appendonly", "yes"),
+    ] {
+        let found = single(&directives, name);
+        problems.check(
+            found.as_ref().is_ok_and(|v| v.eq_ignore_ascii_case(expected)),
+            || format!("`{name}` is {found:?}, expected `{expected}`"),
+        );
     }
-    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, service) in &compose.services {
-        match mounts(service) {
-            Ok(mounts) => {
-                for mount in mounts.iter().filter(|m| m.kind == "bind") {
-                    users
-                        .entry(bind_source(&mount.source).to_owned())
-                        .or_default()
-                        .push(name.clone());
-                }
-            }
-            Err(problem) => problems.push(format!("{name}: {problem}")),
+    for name in ["maxmemory", "repl-backlog-size"] {
+        if let Err(problem) = single(&directives, name) {
+            problems.0.push(problem);
         }
     }
-    for conf in &confs {
-        match users.get(conf).map(Vec::as_slice) {
-            Some([_]) => {}
-            None | Some([]) => problems.push(format!("{conf} is mounted by no service")),
-            Some(names) => problems.push(format!("{conf} is mounted by several services: {names:?}")),
-        }
+    let replica_limit = directives
+        .iter()
+        .any(|(n, v)| n == "client-output-buffer-limit" && v.split_whitespace().next() == Some("replica"));
+    problems.check(replica_limit, || {
+        "no `client-output-buffer-limit replica ...`".to_owned()
+    });
+    // What the template passes as flags would be set twice, and silently overridden, if the file set
+    // it too.
+    for (name, _) in &directives {
+        let per_node = [
+            "port",
+            "cluster-announce-ip",
+            "cluster-announce-port",
+            "cluster-announce-bus-port",
+            "cluster-config-file",
+        ];
+        problems.check(!per_node.contains(&name.as_str()), || {
+            format!("sets `{name}`, which differs per node and belongs in the node's command")
+        });
     }
-    for source in users
-        .keys()
-        .filter(|s| s.ends_with(".conf") && !confs.contains(s))
-    {
-        problems.push(format!("a service mounts {source}, which is not in docker/"));
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
+    problems.assert_none(NODE_CONF);
 }
 
 #[test]
 fn init_service_creates_the_cluster_from_all_six_healthy_nodes() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
-    let creators: Vec<&(String, Value)> = compose
+    let compose: Compose = parse_yaml(COMPOSE_FILE);
+    let mut problems = Problems::default();
+    let script = |s: &Service| [&s.entrypoint.0[..], &s.command.0[..]].concat().join(" ");
+    let creators: Vec<_> = compose
         .services
         .iter()
-        .filter(|(_, service)| {
-            let script = [words(service.get("entrypoint")), words(service.get("command"))]
-                .concat()
-                .join(" ");
-            script.contains("--cluster create")
-        })
+        .filter(|(_, s)| script(s).contains("--cluster create"))
         .collect();
     let [(name, init)] = creators.as_slice() else {
-        let names: Vec<&str> = creators.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<&String> = creators.iter().map(|(name, _)| *name).collect();
         panic!(
             "{COMPOSE_FILE}: expected exactly one service running `redis-cli --cluster create`, found {names:?}"
         );
     };
-    let script = [words(init.get("entrypoint")), words(init.get("command"))]
-        .concat()
-        .join(" ");
+    let script = script(init);
     // The create command runs from `--cluster create` to its last option.
     let create = script.split_once("--cluster create").map_or("", |(_, rest)| rest);
     let create = create
         .find("--cluster-yes")
         .map_or(create, |end| &create[..end + "--cluster-yes".len()]);
     for needle in ["--cluster-replicas 1", "--cluster-yes"] {
-        if !create.contains(needle) {
-            problems.push(format!("{name}: the create command lacks `{needle}`: {create:?}"));
-        }
+        problems.check(create.contains(needle), || {
+            format!("{name}: the create command lacks `{needle}`: {create:?}")
+        });
     }
+    // Each node is listed by its announced address, which proves that address works from a container.
     let listed: BTreeSet<u16> = create
         .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-        .filter_map(|word| word.rsplit_once(':')?.1.parse().ok())
+        .filter_map(|word| word.strip_prefix("$$ANNOUNCE_IP:")?.parse().ok())
         .collect();
-    for port in NODE_PORTS {
-        if !listed.contains(&port) {
-            problems.push(format!(
-                "{name}: the create command does not list the node on port {port}; it lists ports {listed:?}"
-            ));
-        }
+    for (n, port) in (1..).zip(NODE_PORTS) {
+        problems.check(listed.contains(&port), || {
+            format!(
+                "{name}: the create command does not list $$ANNOUNCE_IP:{port}; it lists ports {listed:?}"
+            )
+        });
+        let condition = init
+            .depends_on
+            .get(&format!("redis-{n}"))
+            .map(|d| d.condition.as_str());
+        problems.check(condition == Some("service_healthy"), || {
+            format!("{name}: must wait for redis-{n} with `condition: service_healthy`, has {condition:?}")
+        });
     }
-    let waits_for = depends_on(init);
-    for (node, _) in compose.redis_nodes() {
-        match waits_for.get(node).map(String::as_str) {
-            Some("service_healthy") => {}
-            other => problems.push(format!(
-                "{name}: must wait for {node} with `condition: service_healthy`, has {other:?}"
-            )),
-        }
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
+    problems.assert_none(COMPOSE_FILE);
 }
 
 #[test]
-fn every_service_has_a_healthcheck() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
+fn every_service_has_a_healthcheck_and_joins_the_declared_network() {
+    let compose: Compose = parse_yaml(COMPOSE_FILE);
+    let mut problems = Problems::default();
     for (name, service) in &compose.services {
-        let Some(check) = service.get("healthcheck") else {
-            problems.push(format!("{name}: no healthcheck"));
-            continue;
-        };
-        let test = words(check.get("test"));
-        let disabled = check.get("disable").and_then(Value::as_bool) == Some(true);
-        if disabled || test.is_empty() || test == ["NONE"] {
-            problems.push(format!(
-                "{name}: the healthcheck runs nothing (test {test:?}, disable {disabled})"
-            ));
-        }
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
-}
-
-#[test]
-fn every_redis_node_persists_to_its_own_volume_on_the_cluster_network() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
-    let declared_volumes = compose
-        .root
-        .get("volumes")
-        .and_then(Value::as_mapping)
-        .cloned()
-        .unwrap_or_default();
-    let declared_networks = compose
-        .root
-        .get("networks")
-        .and_then(Value::as_mapping)
-        .cloned()
-        .unwrap_or_default();
-    let mut volume_owners: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for (name, service) in compose.redis_nodes() {
-        match mounts(service) {
-            Ok(mounts) => match mounts.iter().find(|m| m.target == "/data") {
-                Some(m) if m.kind == "volume" && declared_volumes.contains_key(m.source.as_str()) => {
-                    volume_owners.entry(m.source.clone()).or_default().push(name);
-                }
-                Some(m) => problems.push(format!(
-                    "{name}: /data is {m:?}, expected a volume declared under `volumes:`"
-                )),
-                None => problems.push(format!(
-                    "{name}: nothing is mounted at /data, so its data dies with the container"
-                )),
-            },
-            Err(problem) => problems.push(format!("{name}: {problem}")),
-        }
-    }
-    for (volume, owners) in &volume_owners {
-        if owners.len() > 1 {
-            problems.push(format!(
-                "volume {volume} is shared by {owners:?}; every node needs its own"
-            ));
-        }
-    }
-    for (name, service) in &compose.services {
-        let networks: Vec<String> = match service.get("networks") {
-            Some(Value::Sequence(names)) => names
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            Some(Value::Mapping(map)) => map.keys().filter_map(Value::as_str).map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        if networks.is_empty()
-            || networks
-                .iter()
-                .any(|n| !declared_networks.contains_key(n.as_str()))
-        {
-            problems.push(format!(
-                "{name}: networks {networks:?}; every service belongs on the file's own network, declared under \
-                 `networks:` ({:?})",
-                declared_networks.keys().filter_map(Value::as_str).collect::<Vec<_>>()
-            ));
-        }
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
-}
-
-#[test]
-fn prometheus_mounts_its_config_and_the_alert_rules() {
-    let compose = Compose::load();
-    let mut problems = Vec::new();
-    let prometheus: Vec<&(String, Value)> = compose
-        .services
-        .iter()
-        .filter(|(_, s)| {
-            s.get("image")
-                .and_then(Value::as_str)
-                .is_some_and(|i| i.starts_with("prom/prometheus"))
-        })
-        .collect();
-    let [(name, service)] = prometheus.as_slice() else {
-        panic!(
-            "{COMPOSE_FILE}: expected exactly one prom/prometheus service, found {}",
-            prometheus.len()
+        let runs = service
+            .healthcheck
+            .as_ref()
+            .filter(|h| !h.disable)
+            .map(|h| &h.test.0);
+        problems.check(
+            runs.is_some_and(|test| !test.is_empty() && test != &["NONE"]),
+            || format!("{name}: no healthcheck that runs something (test {runs:?})"),
         );
+        let networks = &service.networks;
+        problems.check(!networks.is_empty() && networks.iter().all(|n| compose.networks.contains_key(n)), || {
+            format!("{name}: networks {networks:?}; every service belongs on the file's own network, declared under `networks:`")
+        });
+    }
+    problems.assert_none(COMPOSE_FILE);
+}
+
+#[test]
+fn prometheus_and_redis_commander_are_published_and_mounted() {
+    let compose: Compose = parse_yaml(COMPOSE_FILE);
+    let mut problems = Problems::default();
+    let by_image = |image: &str| -> Vec<(&String, &Service)> {
+        compose
+            .services
+            .iter()
+            .filter(|(_, s)| s.image.starts_with(image))
+            .collect()
     };
-    let mounts = mounts(service).unwrap_or_else(|problem| panic!("{name}: {problem}"));
+    let [(name, prometheus)] = by_image("prom/prometheus")[..] else {
+        panic!("expected one prom/prometheus service")
+    };
     for (source, target) in [
-        ("prometheus.yml", "/etc/prometheus/prometheus.yml"),
+        ("./prometheus.yml", "/etc/prometheus/prometheus.yml"),
         ("../docs/alerts.yml", "/etc/prometheus/alerts.yml"),
     ] {
-        if !mounts
-            .iter()
-            .any(|m| m.kind == "bind" && bind_source(&m.source) == source && m.target == target)
-        {
-            problems.push(format!(
-                "{name}: does not mount {source} at {target}; mounts {mounts:?}"
-            ));
-        }
+        let mounts = &prometheus.volumes;
+        problems.check(
+            mounts
+                .iter()
+                .any(|m| m.kind == "bind" && m.source == source && m.target == target && m.read_only),
+            || format!("{name}: does not mount {source} at {target} read-only; mounts {mounts:?}"),
+        );
     }
-    let extra_hosts = words(service.get("extra_hosts"));
-    if !extra_hosts
-        .iter()
-        .any(|h| h == "host.docker.internal:host-gateway" || h == "host.docker.internal=host-gateway")
-    {
-        problems.push(format!(
-            "{name}: needs extra_hosts host.docker.internal:host-gateway to scrape the cache on the host, has \
-             {extra_hosts:?}"
-        ));
-    }
-    match port_mappings(service) {
-        Ok(ports) if ports.iter().any(|m| m.published == Some(9090)) => {}
-        Ok(ports) => problems.push(format!("{name}: should publish port 9090, publishes {ports:?}")),
-        Err(problem) => problems.push(format!("{name}: {problem}")),
-    }
-    assert_no_problems(COMPOSE_FILE, &problems);
-}
-
-#[test]
-fn redis_commander_is_published_on_8081() {
-    let compose = Compose::load();
-    let commander = compose.services.iter().find(|(_, s)| {
-        s.get("image")
-            .and_then(Value::as_str)
-            .is_some_and(|i| i.contains("redis-commander"))
+    let hosts = &prometheus.extra_hosts;
+    let gateway =
+        |h: &String| h == "host.docker.internal:host-gateway" || h == "host.docker.internal=host-gateway";
+    problems.check(hosts.iter().any(gateway), || {
+        format!("{name}: needs extra_hosts host.docker.internal:host-gateway to scrape the cache on the host, has {hosts:?}")
     });
-    let Some((name, service)) = commander else {
-        panic!("{COMPOSE_FILE}: no redis-commander service")
+    let [(commander_name, commander)] = by_image("ghcr.io/joeferner/redis-commander")[..] else {
+        panic!("expected one redis-commander service")
     };
-    let ports = port_mappings(service).unwrap_or_else(|problem| panic!("{name}: {problem}"));
-    assert!(
-        ports.iter().any(|m| m.published == Some(8081)),
-        "{COMPOSE_FILE}: {name} should publish port 8081, publishes {ports:?}"
-    );
-}
-
-#[test]
-fn every_conf_has_the_cluster_and_cache_settings() {
-    let mut problems = Vec::new();
-    let confs = conf_files_on_disk();
-    if confs.is_empty() {
-        problems.push("docker/ holds no redis-cluster-*.conf".to_owned());
-    }
-    for file in &confs {
-        let conf = RedisConf::load(file);
-        conf.expect("cluster-enabled", "yes", &mut problems);
-        // Otherwise one failed shard makes every node refuse every key.
-        conf.expect("cluster-require-full-coverage", "no", &mut problems);
-        conf.expect("cluster-node-timeout", "15000", &mut problems);
-        conf.expect("maxmemory-policy", "allkeys-lru", &mut problems);
-        conf.expect("appendonly", "yes", &mut problems);
-        for name in ["maxmemory", "repl-backlog-size", "cluster-config-file"] {
-            if let Err(problem) = conf.single(name) {
-                problems.push(problem);
-            }
-        }
-        let replica_limit = conf.directives.iter().any(|(n, v)| {
-            n == "client-output-buffer-limit" && v.split_whitespace().next() == Some("replica")
+    for (name, service, port) in [(name, prometheus, 9090), (commander_name, commander, 8081)] {
+        let ports = &service.ports;
+        problems.check(ports.iter().any(|p| published_port(p) == Some(port)), || {
+            format!("{name}: should publish port {port}, publishes {ports:?}")
         });
-        if !replica_limit {
-            problems.push(format!("{file}: no `client-output-buffer-limit replica ...`"));
-        }
     }
-    assert_no_problems("docker/redis-cluster-*.conf", &problems);
+    problems.assert_none(COMPOSE_FILE);
 }
 
 #[test]
 fn prometheus_config_scrapes_the_cache_and_every_node_and_loads_alerts() {
-    let config = parse_yaml(PROMETHEUS_FILE);
-    let mut problems = Vec::new();
-    let rule_files = words(config.get("rule_files"));
-    if !rule_files
-        .iter()
-        .any(|f| f == "alerts.yml" || f == "/etc/prometheus/alerts.yml")
-    {
-        problems.push(format!(
-            "rule_files is {rule_files:?}, expected it to load alerts.yml"
-        ));
+    #[derive(Deserialize)]
+    struct Prometheus {
+        #[serde(default)]
+        rule_files: Vec<String>,
+        scrape_configs: Vec<Job>,
     }
-    let jobs: Vec<&Mapping> = config
-        .get("scrape_configs")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_mapping)
-        .collect();
-    let targets = |job: &Mapping| -> Vec<String> {
-        job.get("static_configs")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-            .flat_map(|group| words(group.get("targets")))
+    #[derive(Deserialize)]
+    struct Job {
+        job_name: String,
+        metrics_path: Option<String>,
+        #[serde(default)]
+        static_configs: Vec<Targets>,
+    }
+    #[derive(Deserialize)]
+    struct Targets {
+        targets: Vec<String>,
+    }
+    let config: Prometheus = parse_yaml(PROMETHEUS_FILE);
+    let mut problems = Problems::default();
+    let rules = &config.rule_files;
+    problems.check(
+        rules
+            .iter()
+            .any(|f| f == "alerts.yml" || f == "/etc/prometheus/alerts.yml"),
+        || format!("rule_files is {rules:?}, expected it to load alerts.yml"),
+    );
+    let mut names = BTreeSet::new();
+    for job in &config.scrape_configs {
+        problems.check(names.insert(&job.job_name), || {
+            format!("job_name {} is used twice", job.job_name)
+        });
+    }
+    let targets = |job: &Job| -> Vec<String> {
+        job.static_configs
+            .iter()
+            .flat_map(|g| g.targets.clone())
             .collect()
     };
-    let mut names = BTreeSet::new();
-    for job in &jobs {
-        let name = job.get("job_name").and_then(Value::as_str).unwrap_or("<unnamed>");
-        if !names.insert(name) {
-            problems.push(format!("job_name {name} is used twice"));
-        }
-    }
-    match jobs
-        .iter()
-        .find(|job| job.get("job_name").and_then(Value::as_str) == Some(CACHE_JOB))
-    {
+    match config.scrape_configs.iter().find(|job| job.job_name == CACHE_JOB) {
         Some(job) => {
-            if !targets(job).iter().any(|t| t == CACHE_METRICS_TARGET) {
-                problems.push(format!(
-                    "job {CACHE_JOB} should scrape {CACHE_METRICS_TARGET}, scrapes {:?}",
-                    targets(job)
-                ));
-            }
-            let path = job
-                .get("metrics_path")
-                .and_then(Value::as_str)
-                .unwrap_or("/metrics");
-            if path != "/metrics" {
-                problems.push(format!(
-                    "job {CACHE_JOB} scrapes {path}, but the cache serves /metrics"
-                ));
-            }
+            let scraped = targets(job);
+            problems.check(scraped.iter().any(|t| t == CACHE_METRICS_TARGET), || {
+                format!("job {CACHE_JOB} should scrape {CACHE_METRICS_TARGET}, scrapes {scraped:?}")
+            });
+            let path = job.metrics_path.as_deref().unwrap_or("/metrics");
+            problems.check(path == "/metrics", || {
+                format!("job {CACHE_JOB} scrapes {path}, but the cache serves /metrics")
+            });
         }
-        None => problems.push(format!(
+        None => problems.0.push(format!(
             "no scrape job named {CACHE_JOB} (the cache's own /metrics)"
         )),
     }
-    let all_targets: Vec<String> = jobs.iter().flat_map(|job| targets(job)).collect();
+    let all_targets: Vec<String> = config.scrape_configs.iter().flat_map(targets).collect();
     for port in NODE_PORTS {
-        if !all_targets.iter().any(|t| t.ends_with(&format!(":{port}"))) {
-            problems.push(format!("no scrape target for the redis node on port {port}"));
-        }
+        problems.check(
+            all_targets.iter().any(|t| t.ends_with(&format!(":{port}"))),
+            || format!("no scrape target for the redis node on port {port}"),
+        );
     }
-    assert_no_problems(PROMETHEUS_FILE, &problems);
+    problems.assert_none(PROMETHEUS_FILE);
 }
 
 // ------------------------------------------------------------------------------------------------
 // The parsers above, on inputs the real files do not happen to contain.
 
 #[test]
-fn parse_short_port_reads_every_short_syntax() {
-    fn check(spec: &str, expected: Result<(Option<u16>, u16), ()>) {
-        let got = parse_short_port(spec)
-            .map(|m| (m.published, m.target))
-            .map_err(|_| ());
-        assert_eq!(got, expected, "parse_short_port({spec:?})");
+fn published_port_reads_every_short_syntax() {
+    for (spec, expected) in [
+        ("6379", None),
+        ("6380:6379", Some(6380)),
+        ("127.0.0.1:6379:6379", Some(6379)),
+        ("${REDIS_ANNOUNCE_IP:-172.30.0.1}:16379:16379", Some(16379)),
+        ("6379:6379/tcp", Some(6379)),
+        ("6379-6384:6379-6384", None),
+        ("", None),
+    ] {
+        assert_eq!(published_port(spec), expected, "published_port({spec:?})");
     }
-    check("6379", Ok((None, 6379)));
-    check("6380:6379", Ok((Some(6380), 6379)));
-    check("127.0.0.1:6379:6379", Ok((Some(6379), 6379)));
-    check(
-        "${REDIS_ANNOUNCE_IP:-172.30.0.1}:16379:16379",
-        Ok((Some(16379), 16379)),
-    );
-    check("6379:6379/tcp", Ok((Some(6379), 6379)));
-    check("6379-6384:6379-6384", Err(()));
-    check("", Err(()));
 }
 
 #[test]
 fn redis_conf_parsing_handles_comments_case_and_repeats() {
-    fn check(text: &str, name: &str, expected: Result<&str, ()>) {
-        let conf = RedisConf::parse("test.conf", text);
+    for (text, name, expected) in [
+        ("port 6379\n", "port", Ok("6379")),
+        ("  PORT   6380  \n", "port", Ok("6380")),
+        ("# port 6379\n", "port", Err(())),
+        ("port 1\nport 2\n", "port", Err(())),
+        ("save \"\"\n", "save", Ok("\"\"")),
+        (
+            "client-output-buffer-limit replica 256mb 64mb 60\n",
+            "client-output-buffer-limit",
+            Ok("replica 256mb 64mb 60"),
+        ),
+    ] {
+        let directives = parse_redis_conf(text);
         assert_eq!(
-            conf.single(name).map_err(|_| ()),
+            single(&directives, name).map_err(|_| ()),
             expected,
             "single({name:?}) of {text:?}"
         );
     }
-    check("port 6379\n", "port", Ok("6379"));
-    check("  PORT   6380  \n", "port", Ok("6380"));
-    check("# port 6379\n", "port", Err(()));
-    check("port 1\nport 2\n", "port", Err(()));
-    check("save \"\"\n", "save", Ok("\"\""));
-    check(
-        "client-output-buffer-limit replica 256mb 64mb 60\n",
-        "client-output-buffer-limit",
-        Ok("replica 256mb 64mb 60"),
-    );
 }

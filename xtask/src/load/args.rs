@@ -1,0 +1,77 @@
+//! The command line of `cargo xtask load`: what to run, through which clients, how long.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// What one call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Workload {
+    /// SET of a random key.
+    Set,
+    /// GET of a random (pre-filled) key.
+    Get,
+    /// 80% GET, 20% SET.
+    Mixed,
+    /// One get_many of 100 random keys (a fred pipeline of 100 GETs for the baseline).
+    GetMany,
+    /// A last-write-wins write: consistency's Lua script by EVALSHA with a fresh version, sent through
+    /// each client (the typed cache's versioned `set` does this); plain clients and redis-benchmark
+    /// have no such call.
+    VersionedSet,
+}
+
+/// Who a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ClientKind {
+    /// cluster-client.
+    Ours,
+    /// fred's own cluster client.
+    Fred,
+    /// Plain fred centralized clients, one per primary (SET and GET only).
+    PerNode,
+    /// `redis-benchmark --cluster` (SET and GET only).
+    RedisBenchmark,
+    /// The typed cache (cache-facade) with its default settings: JSON values, versioned
+    /// last-write-wins writes (one Lua script per SET).
+    Cache,
+    /// The typed cache with plain writes (`versioned: None`): a SET is a SET.
+    CachePlain,
+}
+
+/// Options of `cargo xtask load`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = ["set", "get", "mixed", "get-many"])]
+    pub(crate) workloads: Vec<Workload>,
+    /// Concurrent tasks (and redis-benchmark clients).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) concurrency: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) value_size: usize,
+    /// Seconds per workload and client.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) keys: usize,
+    /// Connections per node for cluster-client (default: the configuration's pool size).
+    #[arg(long)]
+    pub(crate) pool_size: Option<usize>,
+    /// Clients to measure, comma-separated. `per-node` is plain fred centralized clients, one per primary,
+    /// routed by a slot table and nothing else: it separates cluster-client's own overhead from the cost
+    /// of one connection set per node.
+    #[arg(long, value_delimiter = ',', default_values = ["ours", "fred", "redis-benchmark"])]
+    pub(crate) clients: Vec<ClientKind>,
+    /// Rounds: every client runs every workload once per round, in an order rotated each round, and the
+    /// summary shows medians over rounds (ratios are the median of the per-round ratios).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: usize,
+    /// Where results.json and latency.png go.
+    #[arg(long, default_value = "target/load")]
+    pub(crate) out: PathBuf,
+}

@@ -1,0 +1,241 @@
+//! One driver per kind of client: each sends the workload's calls through its client under the harness.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cache_facade::Cache;
+use cluster_client::{ClusterClient, SetOptions};
+use cluster_config::ClusterConfig;
+use fred::prelude::*;
+
+use super::calls::{Call, Lww, Rng, key};
+use super::harness::{RunResult, progress_bar, run};
+use super::{ClientKind, LoadArgs, Workload};
+
+/// fred's own cluster client, configured the way cluster-config configures it (every node a seed,
+/// reconnect policy, timeouts).
+pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client> {
+    let client = Builder::from_config(config.clustered_config())
+        .set_policy(config.reconnect_policy())
+        .set_connection_config(config.connection_config())
+        .set_performance_config(config.performance_config())
+        .build()?;
+    client.init().await.context("connecting fred's cluster client")?;
+    Ok(client)
+}
+
+pub(super) async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {
+    fill_with(keys, "filling the key space", |range| async move {
+        let entries: Vec<(String, &[u8], Option<Duration>)> = range.map(|i| (key(i), value, None)).collect();
+        for result in client.set_many(&entries).await {
+            result?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Fills the cache's key space with `String` values of `value_size` characters.
+pub(super) async fn fill_cache(cache: &Cache, keys: usize, value_size: usize) -> Result<()> {
+    let value = "x".repeat(value_size);
+    let value = value.as_str();
+    fill_with(keys, "filling the cache's key space", |range| async move {
+        let entries: Vec<(String, &str, Option<Duration>)> = range.map(|i| (key(i), value, None)).collect();
+        for result in cache.set_many(&entries).await {
+            result?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Writes keys `0..keys` in chunks of 1,000 with `write`, under a progress bar.
+async fn fill_with<F, Fut>(keys: usize, label: &str, write: F) -> Result<()>
+where
+    F: Fn(std::ops::Range<usize>) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let bar = progress_bar(keys as u64, label);
+    for start in (0..keys).step_by(1000) {
+        let range = start..(start + 1000).min(keys);
+        let written = range.len() as u64;
+        write(range).await?;
+        bar.inc(written);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The typed cache, `String` values (JSON), same calls as the other clients.
+pub(super) async fn run_cache(cache: &Cache, label: &str, workload: Workload, args: &LoadArgs) -> RunResult {
+    let keys = args.keys;
+    let cache = cache.clone();
+    let value = Arc::new("x".repeat(args.value_size));
+    let mut result = run(workload, label, args, move |rng: &mut Rng| {
+        let cache = cache.clone();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        async move {
+            match call {
+                Call::Set(k) | Call::VersionedSet(k) => cache.set(&k, value.as_str(), None).await.is_ok(),
+                Call::Get(k) => matches!(cache.get::<String>(&k).await, Ok(Some(_))),
+                Call::GetMany(many) => cache
+                    .get_many::<String, _>(&many)
+                    .await
+                    .iter()
+                    .all(|r| matches!(r, Ok(Some(_)))),
+            }
+        }
+    })
+    .await;
+    result.kind = if label.contains("versioned") {
+        ClientKind::Cache
+    } else {
+        ClientKind::CachePlain
+    };
+    result
+}
+
+pub(super) async fn run_ours(
+    client: &ClusterClient,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    let keys = args.keys;
+    let client = client.clone();
+    let lww = Lww::new();
+    run(workload, "cluster-client", args, move |rng: &mut Rng| {
+        let client = client.clone();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        let lww = lww.clone();
+        async move {
+            match call {
+                Call::VersionedSet(k) => {
+                    let envelope = lww.envelope(&value);
+                    client
+                        .eval(&lww.script, &[k.as_bytes()], &[&envelope, b"0", b"newer"])
+                        .await
+                        .is_ok_and(|reply| lww.decided(&reply))
+                }
+                Call::Set(k) => client
+                    .set(k.as_bytes(), &value, SetOptions::default())
+                    .await
+                    .is_ok(),
+                Call::Get(k) => client.get(k.as_bytes()).await.is_ok(),
+                Call::GetMany(many) => client.get_many(&many).await.iter().all(Result::is_ok),
+            }
+        }
+    })
+    .await
+}
+
+pub(crate) async fn run_fred(
+    client: &Client,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    let keys = args.keys;
+    let client = client.clone();
+    let lww = Lww::new();
+    if workload == Workload::VersionedSet {
+        let _ = client.script_load_cluster::<(), _>(consistency::LWW_SCRIPT).await;
+    }
+    let mut result = run(workload, "fred cluster client", args, move |rng: &mut Rng| {
+        let client = client.clone();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        let lww = lww.clone();
+        async move {
+            match call {
+                Call::VersionedSet(k) => {
+                    let envelope = lww.envelope(&value);
+                    client
+                        .evalsha::<Value, _, _, _>(
+                            lww.script.sha(),
+                            vec![k],
+                            vec![Value::Bytes(envelope.into()), "0".into(), "newer".into()],
+                        )
+                        .await
+                        .is_ok_and(|reply| lww.decided(&reply))
+                }
+                Call::Set(k) => client
+                    .set::<(), _, _>(k, value.as_slice(), None, None, false)
+                    .await
+                    .is_ok(),
+                Call::Get(k) => client.get::<Option<Vec<u8>>, _>(k).await.is_ok(),
+                Call::GetMany(many) => {
+                    let pipeline = client.pipeline();
+                    for k in many {
+                        let _: Result<(), _> = pipeline.get(k).await;
+                    }
+                    pipeline
+                        .try_all::<Option<Vec<u8>>>()
+                        .await
+                        .iter()
+                        .all(Result::is_ok)
+                }
+            }
+        }
+    })
+    .await;
+    result.kind = ClientKind::Fred;
+    result
+}
+
+/// Plain fred centralized clients, one per primary, routed by a slot table and nothing else.
+pub(super) async fn run_per_node(
+    ours: &ClusterClient,
+    config: &ClusterConfig,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> Result<RunResult> {
+    let topology = ours.topology();
+    let mut clients = Vec::new();
+    let mut owner = vec![0usize; usize::from(sharding::SLOT_COUNT)];
+    for (index, shard) in topology.shards().iter().enumerate() {
+        let addr: cluster_config::NodeAddr = shard.primary.parse()?;
+        let client = Builder::from_config(config.fred_config_for(&addr))
+            .set_policy(config.reconnect_policy())
+            .set_connection_config(config.connection_config())
+            .set_performance_config(config.performance_config())
+            .build()?;
+        client.init().await?;
+        clients.push(client);
+        for &(first, last) in &shard.slots {
+            for slot in first..=last {
+                owner[slot as usize] = index;
+            }
+        }
+    }
+    let clients = Arc::new(clients);
+    let owner = Arc::new(owner);
+    let keys = args.keys;
+    let run_clients = clients.clone();
+    let result = run(workload, "fred per-node, bare", args, move |rng: &mut Rng| {
+        let clients = run_clients.clone();
+        let owner = owner.clone();
+        let value = value.clone();
+        let k = key(rng.next(keys));
+        async move {
+            let client = &clients[owner[usize::from(sharding::key_slot(k.as_bytes()))]];
+            match workload {
+                Workload::Set => client
+                    .set::<(), _, _>(k, value.as_slice(), None, None, false)
+                    .await
+                    .is_ok(),
+                _ => client.get::<Option<Vec<u8>>, _>(k).await.is_ok(),
+            }
+        }
+    })
+    .await;
+    for client in clients.iter() {
+        let _ = client.quit().await;
+    }
+    Ok(result)
+}
