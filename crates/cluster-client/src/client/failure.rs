@@ -2,7 +2,7 @@
 //! public [`Error`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
@@ -60,26 +60,24 @@ pub(crate) fn classify(error: &fred::error::Error, node_host: &str) -> Failure {
     }
 }
 
-impl Inner {
-    pub(super) fn to_error(
-        &self,
-        node: &Arc<NodeHandle>,
-        command: &str,
-        error: &fred::error::Error,
-        started: Instant,
-    ) -> Error {
-        match classify(error, addr_host(&node.addr)) {
+impl Failure {
+    /// The one mapping from a failure that ends a call to the public [`Error`]. A timeout or a broken
+    /// connection counts against the node; `after` is how long the call ran (or the timeout it had).
+    ///
+    /// Redirects become [`Error::Server`] saying where they pointed: only the routing loop follows
+    /// them, and the batch module retries a key whose error says `redirected` through that loop.
+    pub(crate) fn into_error(self, node: &NodeHandle, command: &str, after: Duration) -> Error {
+        match self {
             Failure::Timeout => {
                 node.record_error();
                 Error::Timeout {
                     command: command.into(),
                     node: node.addr.clone(),
-                    after: started.elapsed(),
+                    after,
                 }
             }
             Failure::Down(message) => {
                 node.record_error();
-                self.node_failed(node);
                 Error::Connection {
                     node: node.addr.clone(),
                     command: command.into(),
@@ -97,6 +95,26 @@ impl Inner {
                 message: format!("redirected to {addr}"),
             },
         }
+    }
+}
+
+impl Inner {
+    /// A failed call on `node` as the public [`Error`]; a broken connection also marks the node down
+    /// (a `NodeDown` event and a topology refresh).
+    pub(super) fn to_error(
+        &self,
+        node: &Arc<NodeHandle>,
+        command: &str,
+        error: &fred::error::Error,
+        started: Instant,
+    ) -> Error {
+        let failure = classify(error, addr_host(&node.addr));
+        let down = matches!(failure, Failure::Down(_));
+        let error = failure.into_error(node, command, started.elapsed());
+        if down {
+            self.node_failed(node);
+        }
+        error
     }
 }
 
@@ -172,5 +190,53 @@ mod tests {
             "NOSCRIPT No matching script.",
             r#"Server("NOSCRIPT No matching script.")"#,
         );
+    }
+
+    #[tokio::test]
+    async fn one_mapping_from_failure_to_error() {
+        // No server listens on port 1: the handle only gives the mapping a node to name and count.
+        let config = cluster_config::ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .build()
+            .unwrap();
+        let node = NodeHandle::open("127.0.0.1:1", &config).unwrap();
+        let after = Duration::from_millis(7);
+        let cases = [
+            (
+                Failure::Timeout,
+                "Timeout { command: \"GET\", node: \"127.0.0.1:1\", after: 7ms }",
+            ),
+            (
+                Failure::Down("reset".into()),
+                "Connection { node: \"127.0.0.1:1\", command: \"GET\", message: \"reset\" }",
+            ),
+            (
+                Failure::Server("WRONGTYPE x".into()),
+                "Server { node: \"127.0.0.1:1\", command: \"GET\", message: \"WRONGTYPE x\" }",
+            ),
+            (
+                Failure::Retry("TRYAGAIN x".into()),
+                "Server { node: \"127.0.0.1:1\", command: \"GET\", message: \"TRYAGAIN x\" }",
+            ),
+            (
+                Failure::Moved {
+                    addr: "127.0.0.1:2".into(),
+                },
+                "Server { node: \"127.0.0.1:1\", command: \"GET\", message: \"redirected to 127.0.0.1:2\" }",
+            ),
+            (
+                Failure::Ask {
+                    addr: "127.0.0.1:2".into(),
+                },
+                "Server { node: \"127.0.0.1:1\", command: \"GET\", message: \"redirected to 127.0.0.1:2\" }",
+            ),
+        ];
+        for (failure, expected) in cases {
+            let error = failure.into_error(&node, "GET", after);
+            assert_eq!(format!("{error:?}"), expected);
+        }
+        // Only the timeout and the broken connection count against the node.
+        assert_eq!(node.stats().errors, 2);
+        node.close();
     }
 }

@@ -151,20 +151,11 @@ impl ClusterClient {
                     redirect = Some((primary, false));
                 }
                 Failure::Timeout => {
-                    node.record_error();
                     self.inner.refresh_wanted.notify_one();
-                    return Err(Error::Timeout {
-                        command: cmd.name().into(),
-                        node: node.addr.clone(),
-                        after: started.elapsed(),
-                    });
+                    return Err(Failure::Timeout.into_error(&node, cmd.name(), started.elapsed()));
                 }
-                Failure::Server(message) => {
-                    return Err(Error::Server {
-                        node: node.addr.clone(),
-                        command: cmd.name().into(),
-                        message,
-                    });
+                failure @ Failure::Server(_) => {
+                    return Err(failure.into_error(&node, cmd.name(), started.elapsed()));
                 }
             }
         }
@@ -265,31 +256,9 @@ impl Inner {
 
 /// One command on one node with a timeout, no routing.
 pub(super) async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
-    let value = send(node, &cmd, timeout, false, false).await.map_err(|e| {
-        match classify(&e, addr_host(&node.addr)) {
-            Failure::Timeout => {
-                node.record_error();
-                Error::Timeout {
-                    command: cmd.name().into(),
-                    node: node.addr.clone(),
-                    after: timeout,
-                }
-            }
-            Failure::Down(message) => {
-                node.record_error();
-                Error::Connection {
-                    node: node.addr.clone(),
-                    command: cmd.name().into(),
-                    message,
-                }
-            }
-            _ => Error::Server {
-                node: node.addr.clone(),
-                command: cmd.name().into(),
-                message: e.details().to_string(),
-            },
-        }
-    })?;
+    let value = send(node, &cmd, timeout, false, false)
+        .await
+        .map_err(|e| classify(&e, addr_host(&node.addr)).into_error(node, cmd.name(), timeout))?;
     R::from_value(value).map_err(|e| Error::Reply {
         node: node.addr.clone(),
         command: cmd.name().into(),
