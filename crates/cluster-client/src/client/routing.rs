@@ -19,6 +19,35 @@ use crate::topology::{ShardInfo, Topology, addr_host};
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
 
+/// The pauses between retries of TRYAGAIN, CLUSTERDOWN and LOADING on one node within one call: 5 ms,
+/// doubling up to 200 ms, never past the call's deadline. Short at first because a slot migration or a
+/// loading replica usually settles within milliseconds; capped so that a call with a long deadline
+/// still retries several times a second.
+#[derive(Debug, Clone, Copy)]
+struct RetryBackoff {
+    next: Duration,
+}
+
+impl RetryBackoff {
+    /// The first pause.
+    const FIRST: Duration = Duration::from_millis(5);
+    /// The longest pause.
+    const MAX: Duration = Duration::from_millis(200);
+
+    fn new() -> RetryBackoff {
+        RetryBackoff {
+            next: RetryBackoff::FIRST,
+        }
+    }
+
+    /// The pause before the next retry (at most `remaining`); the one after is twice as long.
+    fn pause(&mut self, remaining: Duration) -> Duration {
+        let pause = self.next.min(remaining);
+        self.next = (self.next * 2).min(RetryBackoff::MAX);
+        pause
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     Read,
@@ -41,7 +70,7 @@ impl ClusterClient {
         let slot = key_slot(key);
         let mut redirects = 0;
         let mut redirect: Option<(Arc<NodeHandle>, bool)> = None;
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = RetryBackoff::new();
         loop {
             let (node, asking, readonly) = match redirect.take() {
                 Some((node, asking)) => (node, asking, false),
@@ -114,9 +143,8 @@ impl ClusterClient {
                 }
                 Failure::Retry(message) => {
                     tracing::debug!(node = %node.addr, %message, "retrying");
-                    let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                    let pause = backoff.pause(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
                 Failure::Down(message) if readonly => {
                     // A replica read that failed on the connection goes to the primary at once.
@@ -315,4 +343,19 @@ async fn ask(client: &Client, cmd: &Cmd, timeout: Duration) -> Result<Value, fre
             "empty pipeline reply",
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_to_its_cap_and_never_passes_the_deadline() {
+        let mut backoff = RetryBackoff::new();
+        let long = Duration::from_secs(10);
+        let pauses: Vec<u64> = (0..8).map(|_| backoff.pause(long).as_millis() as u64).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 200, 200]);
+        assert_eq!(backoff.pause(Duration::from_millis(3)), Duration::from_millis(3));
+        assert_eq!(backoff.pause(Duration::ZERO), Duration::ZERO);
+    }
 }
