@@ -33,7 +33,7 @@ use crate::events::ClientEvent;
 pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
 use crate::recent::RecentWrites;
-use crate::topology::{Mode, Topology};
+use crate::topology::{Deployment, Topology};
 
 pub(crate) struct Inner {
     config: ClusterConfig,
@@ -114,9 +114,10 @@ impl ClusterClient {
         self.inner.routing.load().topology.clone()
     }
 
-    /// The routing mode.
-    pub fn mode(&self) -> Mode {
-        self.inner.routing.load().topology.mode()
+    /// What the client is connected to: a cluster, one standalone server, or standalone servers
+    /// sharded client-side.
+    pub fn deployment(&self) -> Deployment {
+        self.inner.routing.load().topology.deployment()
     }
 
     /// Events about topology changes, nodes going down and up, and failovers.

@@ -56,6 +56,6 @@ pub use crate::{
     events::ClientEvent,
     node::{LANE_DEPTH, NodeStats, describe_metrics},
     script::Script,
-    topology::{Mode, ShardInfo, Topology},
+    topology::{Deployment, ShardInfo, Topology},
     wait::WaitOutcome,
 };

@@ -7,10 +7,10 @@ use std::fmt;
 use fred::prelude::Value;
 use sharding::{KetamaRing, KeyRange, Sharder, SlotTable, key_slot};
 
-/// How keys are mapped to nodes.
+/// What the client is connected to, and so how keys are mapped to nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Mode {
+pub enum Deployment {
     /// Redis Cluster: the servers' hash slots.
     Cluster,
     /// One standalone server.
@@ -57,7 +57,7 @@ pub(crate) enum Router {
 /// A consistent picture of the deployment at one moment. Cheap to clone behind an `Arc`.
 #[derive(Clone)]
 pub struct Topology {
-    mode: Mode,
+    deployment: Deployment,
     shards: Vec<ShardInfo>,
     router: Router,
     /// Cluster `currentEpoch`-free fingerprint for change detection: shard → primary.
@@ -67,7 +67,7 @@ pub struct Topology {
 impl fmt::Debug for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Topology")
-            .field("mode", &self.mode)
+            .field("deployment", &self.deployment)
             .field("shards", &self.shards)
             .finish()
     }
@@ -76,7 +76,7 @@ impl fmt::Debug for Topology {
 impl Topology {
     pub(crate) fn standalone(node: String) -> Topology {
         Topology {
-            mode: Mode::Standalone,
+            deployment: Deployment::Standalone,
             shards: vec![ShardInfo {
                 primary: node,
                 replicas: Vec::new(),
@@ -95,7 +95,7 @@ impl Topology {
             slots: vec![],
         });
         Ok(Topology {
-            mode: Mode::ShardedKetama,
+            deployment: Deployment::ShardedKetama,
             shards: shards.collect(),
             router: Router::Ketama(ring),
             unassigned: 0,
@@ -120,7 +120,7 @@ impl Topology {
             })
             .collect();
         Ok(Topology {
-            mode: Mode::ShardedKeyRange,
+            deployment: Deployment::ShardedKeyRange,
             shards,
             router: Router::KeyRange(ranges),
             unassigned: 0,
@@ -139,16 +139,16 @@ impl Topology {
         // SlotTable numbers shards in order of first appearance, which is `shards` order.
         let unassigned = sharding::SLOT_COUNT as usize - table.assigned_slot_count();
         Ok(Topology {
-            mode: Mode::Cluster,
+            deployment: Deployment::Cluster,
             shards,
             router: Router::Slots(table),
             unassigned,
         })
     }
 
-    /// The mode keys are routed in.
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// What the client is connected to, which decides how keys are routed.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment
     }
 
     /// Every shard.

@@ -14,7 +14,7 @@ use super::{Cmd, Inner};
 use crate::Error;
 use crate::events::ClientEvent;
 use crate::node::NodeHandle;
-use crate::topology::{Mode, Topology, addr_host, parse_cluster_shards, parse_cluster_slots};
+use crate::topology::{Deployment, Topology, addr_host, parse_cluster_shards, parse_cluster_slots};
 
 /// How often the topology is polled while a shard has no reachable primary.
 const DEGRADED_REFRESH: Duration = Duration::from_millis(100);
@@ -113,7 +113,7 @@ impl Inner {
 
     /// Reads the cluster's topology from the first node that answers and installs it.
     pub(super) async fn refresh(&self) -> Result<(), Error> {
-        if self.routing.load().topology.mode() != Mode::Cluster {
+        if self.routing.load().topology.deployment() != Deployment::Cluster {
             return Ok(());
         }
         if let Ok(mut last) = self.last_refresh.lock() {

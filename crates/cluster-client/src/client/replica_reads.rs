@@ -14,7 +14,7 @@ use fred::prelude::*;
 use super::routing::raw;
 use super::{ClusterClient, Cmd, Inner, ReadFrom};
 use crate::node::NodeHandle;
-use crate::topology::{Mode, addr_host, node_addr};
+use crate::topology::{Deployment, addr_host, node_addr};
 
 /// How often replica offsets are sampled once replica reads are used.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
@@ -44,7 +44,7 @@ impl Inner {
         let Ok(mut since) = self.replica_reads_since.lock() else {
             return;
         };
-        if since.is_some() || self.routing.load().topology.mode() != Mode::Cluster {
+        if since.is_some() || self.routing.load().topology.deployment() != Deployment::Cluster {
             return;
         }
         *since = Some(Instant::now());
