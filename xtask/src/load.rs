@@ -516,8 +516,8 @@ async fn run_per_node(
             .build()?;
         client.init().await?;
         clients.push(client);
-        for &(first, last) in &shard.slots {
-            for slot in first..=last {
+        for range in &shard.slots {
+            for slot in range.slots() {
                 owner[slot as usize] = index;
             }
         }

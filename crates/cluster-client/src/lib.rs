@@ -48,6 +48,7 @@ mod wait;
 
 pub use bytes::Bytes;
 pub use fred::types::{FromValue, Value};
+pub use sharding::SlotRange;
 
 pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},

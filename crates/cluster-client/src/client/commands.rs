@@ -282,7 +282,7 @@ impl ClusterClient {
             .iter()
             .find(|s| s.primary == handle.addr)
             .and_then(|s| s.slots.first())
-            .map_or(0, |range| range.0);
+            .map_or(0, |range| range.start());
         drop(routing);
         let cmd = Cmd::Wait {
             replicas: replicas.max(0),

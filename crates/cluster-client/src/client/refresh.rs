@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fred::prelude::*;
+use sharding::SlotRange;
 use tokio::sync::Notify;
 
 use super::routing::{Routing, raw};
@@ -194,7 +195,7 @@ impl Inner {
 }
 
 /// `(old primary, new primary, slot ranges)`.
-type Failover = (String, String, Vec<(u16, u16)>);
+type Failover = (String, String, Vec<SlotRange>);
 
 /// Pairs of (old primary, new primary, slots) where slots moved to a node that was a replica of the old
 /// primary: a failover, as opposed to a migration.
@@ -202,7 +203,7 @@ fn failovers(old: &Topology, new: &Topology) -> Vec<Failover> {
     let mut out: Vec<Failover> = Vec::new();
     for shard in new.shards() {
         for range in &shard.slots {
-            let Some(before) = old.shard_for_slot(range.0) else {
+            let Some(before) = old.shard_for_slot(range.start()) else {
                 continue;
             };
             // A failover when the new owner was a replica before: listed as one, or at least not a
@@ -278,7 +279,10 @@ mod tests {
         let shard = |primary: &str, replicas: &[&str], slots: Vec<(u16, u16)>| ShardInfo {
             primary: primary.into(),
             replicas: replicas.iter().map(|s| s.to_string()).collect(),
-            slots,
+            slots: slots
+                .into_iter()
+                .map(|(start, end)| SlotRange::new(start, end).unwrap())
+                .collect(),
         };
         let old = Topology::cluster(vec![
             shard("a:1", &["b:1"], vec![(0, 8191)]),
@@ -292,7 +296,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             failovers(&old, &failed_over),
-            vec![("a:1".into(), "b:1".into(), vec![(0, 8191)])]
+            vec![("a:1".into(), "b:1".into(), vec![SlotRange::new(0, 8191).unwrap()])]
         );
         let migrated = Topology::cluster(vec![
             shard("a:1", &["b:1"], vec![(0, 8000)]),
