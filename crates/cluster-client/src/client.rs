@@ -35,6 +35,8 @@ use crate::node::{NodeHandle, NodeStats};
 use crate::recent::RecentWrites;
 use crate::topology::{Deployment, Topology};
 
+/// The state every clone of a [`ClusterClient`] shares: configuration, routing, connections, background
+/// tasks and the replica-read bookkeeping.
 pub(crate) struct Inner {
     config: ClusterConfig,
     seeds: Vec<String>,
