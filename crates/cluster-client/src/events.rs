@@ -1,5 +1,7 @@
 use std::time::SystemTime;
 
+use sharding::SlotRange;
+
 /// Something this client noticed about the deployment. Subscribe with
 /// [`ClusterClient::subscribe`](crate::ClusterClient::subscribe).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +32,8 @@ pub enum ClientEvent {
         old_primary: String,
         /// The former replica that serves them now.
         new_primary: String,
-        /// The slot ranges that moved (inclusive).
-        slots: Vec<(u16, u16)>,
+        /// The slot ranges that moved.
+        slots: Vec<SlotRange>,
         /// When it was seen.
         at: SystemTime,
     },

@@ -48,6 +48,7 @@ mod wait;
 
 pub use bytes::Bytes;
 pub use fred::types::{FromValue, Value};
+pub use sharding::SlotRange;
 
 pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
@@ -56,6 +57,6 @@ pub use crate::{
     events::ClientEvent,
     node::{LANE_DEPTH, NodeStats, describe_metrics},
     script::Script,
-    topology::{Mode, ShardInfo, Topology},
+    topology::{Deployment, ShardInfo, Topology},
     wait::WaitOutcome,
 };

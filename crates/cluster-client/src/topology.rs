@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use fred::prelude::Value;
-use sharding::{KetamaRing, KeyRange, Sharder, SlotTable, key_slot};
+use sharding::{KetamaRing, KeyRange, Sharder, SlotRange, SlotTable, key_slot};
 
-/// How keys are mapped to nodes.
+/// What the client is connected to, and so how keys are mapped to nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Mode {
+pub enum Deployment {
     /// Redis Cluster: the servers' hash slots.
     Cluster,
     /// One standalone server.
@@ -28,8 +28,8 @@ pub struct ShardInfo {
     pub primary: String,
     /// Replicas that are not failed (`host:port`); replica reads further require a sampled lag.
     pub replicas: Vec<String>,
-    /// Slot ranges served (inclusive). In client-sharded modes: the key-range slots, or empty for ketama.
-    pub slots: Vec<(u16, u16)>,
+    /// Slot ranges served. In client-sharded modes: the key-range slots, or empty for ketama.
+    pub slots: Vec<SlotRange>,
 }
 
 impl ShardInfo {
@@ -40,7 +40,7 @@ impl ShardInfo {
         }
         self.slots
             .iter()
-            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .map(SlotRange::to_string)
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -57,7 +57,7 @@ pub(crate) enum Router {
 /// A consistent picture of the deployment at one moment. Cheap to clone behind an `Arc`.
 #[derive(Clone)]
 pub struct Topology {
-    mode: Mode,
+    deployment: Deployment,
     shards: Vec<ShardInfo>,
     router: Router,
     /// Cluster `currentEpoch`-free fingerprint for change detection: shard → primary.
@@ -67,7 +67,7 @@ pub struct Topology {
 impl fmt::Debug for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Topology")
-            .field("mode", &self.mode)
+            .field("deployment", &self.deployment)
             .field("shards", &self.shards)
             .finish()
     }
@@ -76,7 +76,7 @@ impl fmt::Debug for Topology {
 impl Topology {
     pub(crate) fn standalone(node: String) -> Topology {
         Topology {
-            mode: Mode::Standalone,
+            deployment: Deployment::Standalone,
             shards: vec![ShardInfo {
                 primary: node,
                 replicas: Vec::new(),
@@ -95,7 +95,7 @@ impl Topology {
             slots: vec![],
         });
         Ok(Topology {
-            mode: Mode::ShardedKetama,
+            deployment: Deployment::ShardedKetama,
             shards: shards.collect(),
             router: Router::Ketama(ring),
             unassigned: 0,
@@ -108,10 +108,7 @@ impl Topology {
             .into_iter()
             .enumerate()
             .map(|(i, primary)| {
-                let slots = ranges
-                    .range_of(i)
-                    .map(|r| vec![(r.start(), r.end())])
-                    .unwrap_or_default();
+                let slots = ranges.range_of(i).map(|range| vec![range]).unwrap_or_default();
                 ShardInfo {
                     primary,
                     replicas: vec![],
@@ -120,7 +117,7 @@ impl Topology {
             })
             .collect();
         Ok(Topology {
-            mode: Mode::ShardedKeyRange,
+            deployment: Deployment::ShardedKeyRange,
             shards,
             router: Router::KeyRange(ranges),
             unassigned: 0,
@@ -130,25 +127,25 @@ impl Topology {
     /// Builds a cluster topology from shards; each shard's slots must not overlap another's.
     pub(crate) fn cluster(mut shards: Vec<ShardInfo>) -> Result<Topology, sharding::Error> {
         shards.retain(|s| !s.slots.is_empty());
-        shards.sort_by_key(|s| s.slots.iter().map(|r| r.0).min());
-        let table = SlotTable::from_ranges(
-            shards
+        shards.sort_by_key(|s| s.slots.iter().map(|r| r.start()).min());
+        let table = SlotTable::from_ranges(shards.iter().flat_map(|s| {
+            s.slots
                 .iter()
-                .flat_map(|s| s.slots.iter().map(move |(a, b)| (*a..=*b, s.primary.as_str()))),
-        )?;
+                .map(move |range| (range.slots(), s.primary.as_str()))
+        }))?;
         // SlotTable numbers shards in order of first appearance, which is `shards` order.
         let unassigned = sharding::SLOT_COUNT as usize - table.assigned_slot_count();
         Ok(Topology {
-            mode: Mode::Cluster,
+            deployment: Deployment::Cluster,
             shards,
             router: Router::Slots(table),
             unassigned,
         })
     }
 
-    /// The mode keys are routed in.
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// What the client is connected to, which decides how keys are routed.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment
     }
 
     /// Every shard.
@@ -184,7 +181,7 @@ impl Topology {
             Router::KeyRange(_) => self
                 .shards
                 .iter()
-                .find(|s| s.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))),
+                .find(|s| s.slots.iter().any(|range| range.contains(slot))),
             Router::Ketama(_) => None,
         }
     }
@@ -197,7 +194,7 @@ impl Topology {
     }
 
     /// `slot ranges → primary`, for comparing two topologies.
-    pub(crate) fn owners(&self) -> BTreeMap<(u16, u16), &str> {
+    pub(crate) fn owners(&self) -> BTreeMap<SlotRange, &str> {
         self.shards
             .iter()
             .flat_map(|s| s.slots.iter().map(move |r| (*r, s.primary.as_str())))
@@ -260,7 +257,10 @@ pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result
                 if !numbers.len().is_multiple_of(2) {
                     return Err("odd number of slot bounds".into());
                 }
-                numbers.chunks(2).map(|c| (c[0], c[1])).collect()
+                numbers
+                    .chunks(2)
+                    .map(|c| SlotRange::new(c[0], c[1]).map_err(|e| format!("bad slot range: {e}")))
+                    .collect::<Result<_, _>>()?
             }
             _ => Vec::new(),
         };
@@ -338,7 +338,9 @@ pub(crate) fn parse_cluster_slots(reply: &Value, fallback_host: &str) -> Result<
             replicas: items[3..].iter().filter_map(addr).collect(),
             slots: Vec::new(),
         });
-        entry.slots.push((start, end));
+        entry
+            .slots
+            .push(SlotRange::new(start, end).map_err(|e| format!("bad slot range: {e}"))?);
     }
     Ok(by_primary.into_values().collect())
 }
@@ -519,7 +521,8 @@ mod tests {
         ]);
         let topology = Topology::cluster(parse_cluster_slots(&reply, "h").unwrap()).unwrap();
         assert_eq!(topology.shards().len(), 2);
-        assert_eq!(topology.shards()[0].slots, vec![(0, 99), (100, 149)]);
+        let range = |start, end| SlotRange::new(start, end).unwrap();
+        assert_eq!(topology.shards()[0].slots, vec![range(0, 99), range(100, 149)]);
         assert_eq!(topology.shards()[0].ranges_text(), "0-99,100-149");
         assert_eq!(topology.unassigned_slots(), 50);
         assert!(topology.shard_for_slot(170).is_none());

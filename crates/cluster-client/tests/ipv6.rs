@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use cluster_client::{ClusterClient, Mode, SetOptions};
+use cluster_client::{ClusterClient, Deployment, SetOptions};
 use cluster_config::ClusterConfig;
 use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, NodeSettings, test_lock};
 
@@ -48,7 +48,7 @@ async fn a_cluster_announcing_ipv6_addresses_routes_redirects_and_waits() {
         .build()
         .unwrap();
     let client = ClusterClient::connect(config).await.unwrap();
-    assert_eq!(client.mode(), Mode::Cluster);
+    assert_eq!(client.deployment(), Deployment::Cluster);
     let topology = client.topology();
     assert_eq!(topology.shards().len(), 3, "{topology:?}");
     for addr in topology.nodes() {
@@ -101,7 +101,7 @@ async fn a_standalone_node_on_ipv6_serves() {
     let addr = format!("[::1]:{}", node.nodes()[0].port());
     let config = ClusterConfig::builder().nodes([addr.clone()]).build().unwrap();
     let client = ClusterClient::connect(config).await.unwrap();
-    assert_eq!(client.mode(), Mode::Standalone);
+    assert_eq!(client.deployment(), Deployment::Standalone);
     assert_eq!(client.topology().shards()[0].primary, addr);
     client.set(b"k", b"v", SetOptions::default()).await.unwrap();
     assert_eq!(client.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use cluster_client::{CallOptions, ClusterClient, Mode, ReadFrom, SetOptions};
+use cluster_client::{CallOptions, ClusterClient, Deployment, ReadFrom, SetOptions};
 use cluster_config::{ClusterConfig, Mode as ConfigMode, ShardingStrategy};
 use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, NodeSettings, test_lock};
 use sharding::{KetamaRing, KeyRange};
@@ -38,14 +38,14 @@ async fn standalone_and_sharded_modes_are_detected_and_route_like_the_sharder() 
         .build()
         .unwrap();
     let client = ClusterClient::connect(config).await.unwrap();
-    assert_eq!(client.mode(), Mode::Standalone);
+    assert_eq!(client.deployment(), Deployment::Standalone);
     round_trip(&client, "solo", 100).await;
     client.close().await;
 
     // Three standalone nodes, auto: sharded with the default strategy (consistent hashing).
     for (strategy, mode) in [
-        (ShardingStrategy::ConsistentHash, Mode::ShardedKetama),
-        (ShardingStrategy::KeyRange, Mode::ShardedKeyRange),
+        (ShardingStrategy::ConsistentHash, Deployment::ShardedKetama),
+        (ShardingStrategy::KeyRange, Deployment::ShardedKeyRange),
     ] {
         let config = ClusterConfig::builder()
             .nodes(addrs.clone())
@@ -53,7 +53,7 @@ async fn standalone_and_sharded_modes_are_detected_and_route_like_the_sharder() 
             .build()
             .unwrap();
         let client = ClusterClient::connect(config).await.unwrap();
-        assert_eq!(client.mode(), mode);
+        assert_eq!(client.deployment(), mode);
         let prefix = format!("{strategy}");
         round_trip(&client, &prefix, 300).await;
         // Each key sits on the node the sharding crate names, and only there.
@@ -124,7 +124,7 @@ async fn an_acl_user_without_dangerous_commands_can_do_every_cache_operation() {
         .build()
         .unwrap();
     let client = ClusterClient::connect(config).await.unwrap();
-    assert_eq!(client.mode(), Mode::Cluster);
+    assert_eq!(client.deployment(), Deployment::Cluster);
     round_trip(&client, "acl", 200).await;
     assert!(
         client

@@ -17,7 +17,8 @@ async fn every_slot_range_routes_to_its_owner() {
     assert_eq!(topology.unassigned_slots(), 0);
     for shard in topology.shards() {
         assert_eq!(shard.replicas.len(), 1, "{shard:?}");
-        for &(first, last) in &shard.slots {
+        for range in &shard.slots {
+            let (first, last) = (range.start(), range.end());
             for slot in [first, (first + last) / 2, last] {
                 let key = common::key_for_slot("route", slot);
                 client.set(&key, b"x", SetOptions::default()).await.unwrap();

@@ -20,7 +20,7 @@ async fn a_wait_on_a_stopped_replica_stalls_no_other_call_of_its_shard() {
     let key = common::key_for_slot("wait", 0);
     // Keys of the same shard, in other slots, so that their calls share the primary's connections.
     let others: Vec<Vec<u8>> = (1..=100u16)
-        .map(|i| common::key_for_slot("other", shard.slots[0].0 + i))
+        .map(|i| common::key_for_slot("other", shard.slots[0].start() + i))
         .collect();
     for other in &others {
         client.set(other, b"x", SetOptions::default()).await.unwrap();

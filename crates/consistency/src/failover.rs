@@ -41,6 +41,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use cluster_client::{CallOptions, ClientEvent};
+use sharding::SlotRange;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::audit::Repair;
@@ -66,8 +67,8 @@ pub struct Failover {
     pub old_primary: String,
     /// The former replica that serves them now.
     pub new_primary: String,
-    /// The slot ranges that moved (inclusive).
-    pub slots: Vec<(u16, u16)>,
+    /// The slot ranges that moved.
+    pub slots: Vec<SlotRange>,
 }
 
 impl Failover {
@@ -546,13 +547,13 @@ mod tests {
         let event = ClientEvent::FailoverObserved {
             old_primary: "a:1".into(),
             new_primary: "b:2".into(),
-            slots: vec![(0, 5460)],
+            slots: vec![SlotRange::new(0, 5460).unwrap()],
             at: SystemTime::now(),
         };
         let failover = Failover::from_event(&event).unwrap();
         assert_eq!(
             (failover.new_primary.as_str(), failover.slots),
-            ("b:2", vec![(0, 5460)])
+            ("b:2", vec![SlotRange::new(0, 5460).unwrap()])
         );
         let other = ClientEvent::NodeDown {
             node: "a:1".into(),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use cluster_client::{ClusterClient, Mode, SetOptions, Ttl};
+use cluster_client::{ClusterClient, Deployment, SetOptions, Ttl};
 use consistency::{
     AuditMode, AuditOptions, AuditReport, ConsistencyConfig, KeyState, Observed, SyncDirection, SyncHistory,
     SyncSource, Versioned, WriteOptions, audit_between,
@@ -89,8 +89,8 @@ async fn the_audit_between_a_standalone_node_and_the_cluster_finds_and_syncs_eve
     let source_client = common::client(standalone.addrs()).await;
     let target_client = common::client(cluster.seeds()).await;
     assert_eq!(
-        (source_client.mode(), target_client.mode()),
-        (Mode::Standalone, Mode::Cluster)
+        (source_client.deployment(), target_client.deployment()),
+        (Deployment::Standalone, Deployment::Cluster)
     );
     let config = ConsistencyConfig::default().journal(None);
     let source = Versioned::new(source_client.clone(), config.clone()).unwrap();

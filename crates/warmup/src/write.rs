@@ -150,7 +150,7 @@ pub(crate) struct Io {
 
 impl Io {
     pub(crate) fn new(client: ClusterClient, dump_digests: bool) -> Io {
-        let by_slot = !matches!(client.mode(), cluster_client::Mode::ShardedKetama);
+        let by_slot = !matches!(client.deployment(), cluster_client::Deployment::ShardedKetama);
         Io {
             client,
             scripts: Scripts::new(),
@@ -164,7 +164,7 @@ impl Io {
     /// slot in cluster mode, the same node always (callers pass one shard's keys), at most
     /// [`MAX_KEYS`].
     pub(crate) fn runs(&self, slots: &[u16]) -> Vec<Range<usize>> {
-        let cluster = self.client.mode() == cluster_client::Mode::Cluster;
+        let cluster = self.client.deployment() == cluster_client::Deployment::Cluster;
         if self.by_slot {
             slot_runs(slots, cluster, MAX_KEYS)
         } else {

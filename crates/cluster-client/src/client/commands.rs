@@ -1,0 +1,378 @@
+//! The public typed commands: single-key calls, scripts, `WAIT`, raw node commands and `SCAN`, and the
+//! reply conversions they share with the batch module.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::prelude::*;
+use sharding::key_slot;
+
+use super::routing::{Access, send};
+use super::{CallOptions, ClusterClient, Cmd, SetCondition, SetOptions};
+use crate::Error;
+#[cfg(doc)]
+use crate::Topology;
+use crate::durations;
+use crate::node::NodeHandle;
+use crate::script::Script;
+use crate::wait::{WaitOutcome, marker_key};
+
+/// A key's remaining time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key does not exist.
+    Missing,
+    /// The key exists without an expiry.
+    Persistent,
+    /// The key expires after this long.
+    Expires(Duration),
+}
+
+impl ClusterClient {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), Error> {
+        let max = self.inner.config.limits().key_max_bytes;
+        if key.len() > max {
+            return Err(Error::KeyTooLarge { len: key.len(), max });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        let max = self.inner.config.limits().value_max_bytes;
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    // ----- single-key operations -----
+
+    /// `GET`: the value, or `None` when the key does not exist.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        self.check_key(key)?;
+        let value = self
+            .run(key, Cmd::Get(Bytes::copy_from_slice(key)), Access::Read)
+            .await?;
+        to_bytes(value, "GET")
+    }
+
+    /// `SET` with an optional TTL and condition; `Ok(false)` when the condition kept it from writing.
+    pub async fn set(&self, key: &[u8], value: &[u8], options: SetOptions) -> Result<bool, Error> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let cmd = Cmd::Set {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms: options
+                .ttl
+                .map(|ttl| durations::ttl_ms("SetOptions::ttl", ttl))
+                .transpose()?,
+            condition: options.condition.map(|c| match c {
+                SetCondition::IfAbsent => fred::types::SetOptions::NX,
+                SetCondition::IfPresent => fred::types::SetOptions::XX,
+            }),
+        };
+        let reply = self.run(key, cmd, Access::Write).await?;
+        Ok(!matches!(reply, Value::Null))
+    }
+
+    /// `DEL`: whether the key existed.
+    pub async fn del(&self, key: &[u8]) -> Result<bool, Error> {
+        self.check_key(key)?;
+        let reply = self
+            .run(key, Cmd::Del(Bytes::copy_from_slice(key)), Access::Write)
+            .await?;
+        Ok(to_i64(&reply, "DEL")? > 0)
+    }
+
+    /// `EXISTS` for one key.
+    pub async fn exists(&self, key: &[u8]) -> Result<bool, Error> {
+        self.check_key(key)?;
+        let reply = self
+            .run(key, Cmd::Exists(Bytes::copy_from_slice(key)), Access::Read)
+            .await?;
+        Ok(to_i64(&reply, "EXISTS")? > 0)
+    }
+
+    /// `PEXPIRE`: whether the key existed and got the TTL.
+    pub async fn pexpire(&self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
+        self.check_key(key)?;
+        let cmd = Cmd::Pexpire(
+            Bytes::copy_from_slice(key),
+            durations::ttl_ms("pexpire ttl", ttl)?,
+        );
+        let reply = self.run(key, cmd, Access::Write).await?;
+        Ok(to_i64(&reply, "PEXPIRE")? > 0)
+    }
+
+    /// `PTTL`: the key's remaining time to live.
+    pub async fn pttl(&self, key: &[u8]) -> Result<Ttl, Error> {
+        self.check_key(key)?;
+        let reply = self
+            .run(key, Cmd::Pttl(Bytes::copy_from_slice(key)), Access::Read)
+            .await?;
+        Ok(match to_i64(&reply, "PTTL")? {
+            -2 => Ttl::Missing,
+            -1 => Ttl::Persistent,
+            ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
+        })
+    }
+
+    /// Runs a Lua script by SHA on the node owning the first key (`NOSCRIPT` loads it and retries).
+    /// Without keys it runs on the first shard's primary.
+    pub async fn eval(&self, script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Result<Value, Error> {
+        for key in keys {
+            self.check_key(key)?;
+        }
+        let route_key: &[u8] = keys.first().copied().unwrap_or(b"");
+        let cmd = evalsha(script, keys, args);
+        let mut loaded = false;
+        loop {
+            match self.run(route_key, cmd.clone(), Access::Write).await {
+                Err(Error::Server { message, node, .. }) if message.starts_with("NOSCRIPT") && !loaded => {
+                    self.node_command::<Value>(
+                        &node,
+                        vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
+                    )
+                    .await?;
+                    loaded = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a Lua script on one given node (for example a replica, for read-only scripts).
+    pub async fn eval_on_node(
+        &self,
+        node: &str,
+        script: &Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<Value, Error> {
+        let cmd = evalsha(script, keys, args);
+        match self.node_command::<Value>(node, cmd.to_args()).await {
+            Err(Error::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
+                self.node_command::<Value>(
+                    node,
+                    vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
+                )
+                .await?;
+                self.node_command(node, cmd.to_args()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Waits up to `timeout` for `replicas` replicas of the primary serving `key` to acknowledge every
+    /// write that primary had acknowledged (to this client, on any connection) before the call started;
+    /// returns how many did (possibly more than asked, or fewer when the timeout passed).
+    ///
+    /// `WAIT` never runs on a connection other calls share (it would hold every call queued behind it
+    /// on its shard): it runs on a dedicated connection of the node, after a write of a marker key in
+    /// `key`'s slot on that same connection, whose acknowledgement implies that of every earlier write
+    /// (one ordered replication stream per primary). See the `wait` module for the details, and for
+    /// concurrent waits on one node. `timeout` must be from [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) to
+    /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT) ([`Error::InvalidDuration`] otherwise; a zero `WAIT`
+    /// timeout would block for ever).
+    pub async fn wait(&self, key: &[u8], replicas: u32, timeout: Duration) -> Result<u32, Error> {
+        Ok(self.wait_outcome(key, replicas, timeout).await?.acked)
+    }
+
+    /// [`ClusterClient::wait`], also saying which replication stream (the primary's `master_replid`)
+    /// the wait ran on, so a caller that knows where its write was executed can tell whether these
+    /// acknowledgements cover it ([`WaitOutcome::covers`]): after a failover, a wait routed to the new
+    /// primary says nothing about a write the old one executed.
+    pub async fn wait_outcome(
+        &self,
+        key: &[u8],
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<WaitOutcome, Error> {
+        self.check_key(key)?;
+        let cmd = Cmd::Wait {
+            replicas: i64::from(replicas),
+            timeout_ms: durations::timeout_ms("wait timeout", timeout)?,
+            marker: marker_key(key_slot(key)),
+        };
+        let reply = self.wait_handle(timeout)?.run(key, cmd, Access::Write).await?;
+        WaitOutcome::from_reply(&reply).ok_or_else(|| Error::Reply {
+            node: String::new(),
+            command: "WAIT".into(),
+            detail: format!("unexpected reply {reply:?}"),
+        })
+    }
+
+    /// A handle whose deadline leaves a `WAIT` of `timeout` time to answer: the call timeout, or the
+    /// wait's timeout plus half a second if that is longer (saturating at the longest timeout).
+    fn wait_handle(&self, timeout: Duration) -> Result<ClusterClient, Error> {
+        let deadline = self
+            .timeout()?
+            .max(timeout.saturating_add(Duration::from_millis(500)))
+            .min(durations::MAX_TIMEOUT.saturating_add(Duration::from_millis(500)));
+        Ok(self.with_options(CallOptions {
+            timeout: Some(deadline),
+            ..self.options.clone()
+        }))
+    }
+
+    /// A raw command on one node (`host:port`, as in [`Topology`]); the first argument is the command
+    /// name. It goes over the node's READONLY connection, so a replica answers reads of its own data.
+    ///
+    /// `WAIT` is not sent on that shared connection: it runs as [`ClusterClient::wait`] does, on the
+    /// node's dedicated wait connection after a marker write in the first slot the node serves, so it
+    /// counts the node's writes from every connection and stalls no other call. Its timeout must be 1
+    /// to `u32::MAX` milliseconds (`WAIT n 0` would block for ever).
+    pub async fn node_command<R: FromValue>(&self, node: &str, args: Vec<Value>) -> Result<R, Error> {
+        let handle = self.inner.known_node(node)?;
+        let mut args = args.into_iter();
+        let name = args.next().and_then(|v| v.as_string()).unwrap_or_default();
+        let rest: Vec<Value> = args.collect();
+        if name.eq_ignore_ascii_case("WAIT") {
+            let value = self.wait_on_node(&handle, &rest).await?;
+            return R::from_value(value).map_err(|e| Error::Reply {
+                node: node.into(),
+                command: name,
+                detail: e.to_string(),
+            });
+        }
+        let started = Instant::now();
+        // A node known to be down fails fast; otherwise the call may wait (up to its timeout) for the
+        // READONLY connection, which may still be opening right after the node was first seen.
+        let options = Options {
+            timeout: Some(self.timeout()?),
+            fail_fast: !handle.is_up(),
+            ..Options::default()
+        };
+        let result = handle
+            .readonly()
+            .call(&Cmd::custom(name.as_str(), rest), options)
+            .await;
+        handle.record_untimed();
+        let value = result.map_err(|e| self.inner.to_error(&handle, &name, &e, started))?;
+        R::from_value(value).map_err(|e| Error::Reply {
+            node: node.into(),
+            command: name,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `WAIT replicas timeout-ms` addressed to one node (see [`ClusterClient::node_command`]).
+    async fn wait_on_node(&self, handle: &Arc<NodeHandle>, args: &[Value]) -> Result<Value, Error> {
+        let bad = |detail: String| Error::Server {
+            node: handle.addr.clone(),
+            command: "WAIT".into(),
+            message: format!("ERR {detail}"),
+        };
+        let number = |value: Option<&Value>| value.and_then(Value::as_i64);
+        let (Some(replicas), Some(timeout_ms), 2) = (number(args.first()), number(args.get(1)), args.len())
+        else {
+            return Err(bad("WAIT takes two integers: numreplicas timeout-ms".into()));
+        };
+        let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        let timeout_ms = durations::timeout_ms("WAIT timeout", timeout)?;
+        let routing = self.inner.routing.load();
+        let slot = routing
+            .topology
+            .shards()
+            .iter()
+            .find(|s| s.primary == handle.addr)
+            .and_then(|s| s.slots.first())
+            .map_or(0, |range| range.start());
+        drop(routing);
+        let cmd = Cmd::Wait {
+            replicas: replicas.max(0),
+            timeout_ms,
+            marker: marker_key(slot),
+        };
+        let deadline = self.wait_handle(timeout)?.timeout()?;
+        let started = Instant::now();
+        let result = send(handle, &cmd, deadline, false, false).await;
+        handle.record_untimed();
+        let reply = result.map_err(|e| self.inner.to_error(handle, "WAIT", &e, started))?;
+        // Addressed to a node, `WAIT` answers as Redis does: the count alone.
+        let outcome =
+            WaitOutcome::from_reply(&reply).ok_or_else(|| bad(format!("unexpected reply {reply:?}")))?;
+        Ok(Value::Integer(i64::from(outcome.acked)))
+    }
+
+    /// One `SCAN` step on one node: the next cursor (0 when done) and the keys of this step.
+    pub async fn scan_node(
+        &self,
+        node: &str,
+        cursor: u64,
+        pattern: Option<&[u8]>,
+        count: u32,
+    ) -> Result<(u64, Vec<Bytes>), Error> {
+        let mut args: Vec<Value> = vec!["SCAN".into(), cursor.to_string().into()];
+        if let Some(pattern) = pattern {
+            args.push("MATCH".into());
+            args.push(bytes_arg(pattern));
+        }
+        args.push("COUNT".into());
+        args.push(Value::Integer(count as i64));
+        let reply: Value = self.node_command(node, args).await?;
+        let bad = |detail: &str| Error::Reply {
+            node: node.into(),
+            command: "SCAN".into(),
+            detail: detail.into(),
+        };
+        let Value::Array(mut parts) = reply else {
+            return Err(bad("not an array"));
+        };
+        if parts.len() != 2 {
+            return Err(bad("not a [cursor, keys] pair"));
+        }
+        let keys = match parts.pop() {
+            Some(Value::Array(keys)) => keys.into_iter().filter_map(|k| k.into_bytes()).collect(),
+            _ => return Err(bad("keys are not an array")),
+        };
+        let cursor = parts
+            .pop()
+            .and_then(|c| c.as_string())
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad("bad cursor"))?;
+        Ok((cursor, keys))
+    }
+}
+
+fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
+    Cmd::EvalSha {
+        sha: script.sha_str(),
+        keys: keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
+        args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
+    }
+}
+
+pub(crate) fn bytes_arg(bytes: &[u8]) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(bytes))
+}
+
+pub(crate) fn to_bytes(value: Value, command: &str) -> Result<Option<Bytes>, Error> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bytes(b) => Ok(Some(b)),
+        Value::String(s) => Ok(Some(s.into_inner())),
+        Value::Integer(i) => Ok(Some(Bytes::from(i.to_string()))),
+        other => Err(Error::Reply {
+            node: String::new(),
+            command: command.into(),
+            detail: format!("not a string: {other:?}"),
+        }),
+    }
+}
+
+pub(crate) fn to_i64(value: &Value, command: &str) -> Result<i64, Error> {
+    match value {
+        Value::Integer(i) => Ok(*i),
+        other => other.as_i64().ok_or_else(|| Error::Reply {
+            node: String::new(),
+            command: command.into(),
+            detail: format!("not an integer: {other:?}"),
+        }),
+    }
+}

@@ -1,0 +1,155 @@
+//! Connecting: opening the seeds, detecting whether they form a cluster (the deployment), loading the
+//! first topology, and starting the background refresh.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use cluster_config::{ClusterConfig, ReplicaReadMode, ResolvedMode, ServerKind, ShardingStrategy};
+use tokio::sync::{Notify, broadcast};
+
+use super::refresh::{discover, refresh_loop};
+use super::replica_reads::ReplicaLag;
+use super::routing::{Routing, raw};
+use super::{CallOptions, ClusterClient, Cmd, Inner};
+use crate::Error;
+use crate::node::NodeHandle;
+use crate::recent::RecentWrites;
+use crate::topology::Topology;
+
+impl ClusterClient {
+    /// Connects to the configured nodes, finds out whether they form a cluster, loads the topology and
+    /// starts the background refresh.
+    pub async fn connect(config: ClusterConfig) -> Result<ClusterClient, Error> {
+        let seeds: Vec<String> = config.nodes().iter().map(|n| n.to_string()).collect();
+        let mut handles = Vec::with_capacity(seeds.len());
+        for seed in &seeds {
+            handles.push(NodeHandle::open(seed, &config)?);
+        }
+        let connect_timeout = config.timeouts().connect;
+        let waits = handles.iter().map(|h| h.wait_connected(connect_timeout));
+        let connected = futures::future::join_all(waits).await;
+
+        let mut kind = None;
+        let mut last_error = String::from("no seed connected");
+        for (handle, up) in handles.iter().zip(&connected) {
+            if !up {
+                last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
+                continue;
+            }
+            // `CLUSTER INFO` rather than `INFO cluster`: INFO is in the @dangerous ACL category, which a
+            // cache's ACL user usually lacks.
+            match raw::<String>(
+                handle,
+                Cmd::custom("CLUSTER", vec!["INFO".into()]),
+                connect_timeout,
+            )
+            .await
+            {
+                Ok(_) => {
+                    kind = Some(ServerKind::Cluster);
+                    break;
+                }
+                Err(Error::Server { message, .. }) if message.contains("cluster support disabled") => {
+                    kind = Some(ServerKind::Standalone);
+                    break;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let Some(kind) = kind else {
+            for h in &handles {
+                h.close();
+            }
+            return Err(Error::NoSeedReachable {
+                tried: seeds.join(","),
+                last: last_error,
+            });
+        };
+        let mode = config.resolve_mode(kind)?;
+        let (tx, _) = broadcast::channel(1024);
+        let nodes: HashMap<String, Arc<NodeHandle>> =
+            handles.iter().map(|h| (h.addr.clone(), h.clone())).collect();
+        let topology = match mode {
+            ResolvedMode::Cluster => {
+                let mut found = None;
+                for (handle, up) in handles.iter().zip(&connected) {
+                    if *up && let Ok(t) = discover(handle, connect_timeout).await {
+                        found = Some(t);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| Error::NoSeedReachable {
+                    tried: seeds.join(","),
+                    last: "no seed answered CLUSTER SHARDS or CLUSTER SLOTS".into(),
+                })?
+            }
+            ResolvedMode::Standalone => {
+                let up = handles
+                    .iter()
+                    .zip(&connected)
+                    .find(|(_, up)| **up)
+                    .map(|(h, _)| h.addr.clone());
+                Topology::standalone(up.unwrap_or_else(|| seeds[0].clone()))
+            }
+            ResolvedMode::Sharded(ShardingStrategy::KeyRange) => {
+                Topology::key_range(seeds.clone()).map_err(|e| Error::Reply {
+                    node: seeds.join(","),
+                    command: "key-range".into(),
+                    detail: e.to_string(),
+                })?
+            }
+            ResolvedMode::Sharded(_) => Topology::ketama(seeds.clone()).map_err(|e| Error::Reply {
+                node: seeds.join(","),
+                command: "ketama".into(),
+                detail: e.to_string(),
+            })?,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            seeds,
+            routing: ArcSwap::from_pointee(Routing {
+                topology: Arc::new(topology.clone()),
+                primaries: vec![],
+                replicas: vec![],
+            }),
+            nodes: Mutex::new(nodes),
+            refresh_wanted: Arc::new(Notify::new()),
+            events: tx,
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            replica_reads_since: Mutex::new(None),
+            replica_reads_on: AtomicBool::new(false),
+            fresh_replicas: ArcSwap::from_pointee(HashSet::new()),
+            recent_writes: Mutex::new(RecentWrites::new()),
+            lag: Mutex::new(ReplicaLag::default()),
+            last_refresh: Mutex::new(Instant::now()),
+        });
+        inner.install(topology)?;
+        // Nodes first seen in the topology (replicas, or nodes missing from the seeds) connect now, so
+        // that the first calls do not fail fast on connections that are still being opened.
+        let fresh: Vec<Arc<NodeHandle>> = inner
+            .nodes
+            .lock()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default();
+        futures::future::join_all(fresh.iter().map(|n| n.wait_connected(connect_timeout))).await;
+        let client = ClusterClient {
+            inner,
+            options: CallOptions::default(),
+        };
+        if client.inner.config.replica_reads().mode == ReplicaReadMode::Prefer {
+            client.inner.enable_replica_reads();
+        }
+        if matches!(mode, ResolvedMode::Cluster) {
+            let task = tokio::spawn(refresh_loop(
+                Arc::downgrade(&client.inner),
+                client.inner.refresh_wanted.clone(),
+            ));
+            client.inner.push_task(task);
+        }
+        Ok(client)
+    }
+}

@@ -1,0 +1,308 @@
+//! Topology refresh: the background loop, loading the topology from a node, installing it (connections
+//! opened and closed, failovers diffed and reported), and the node up/down states and their events.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use fred::prelude::*;
+use sharding::SlotRange;
+use tokio::sync::Notify;
+
+use super::routing::{Routing, raw};
+use super::{Cmd, Inner};
+use crate::Error;
+use crate::events::ClientEvent;
+use crate::node::NodeHandle;
+use crate::topology::{Deployment, Topology, addr_host, parse_cluster_shards, parse_cluster_slots};
+
+/// How often the topology is polled while a shard has no reachable primary.
+const DEGRADED_REFRESH: Duration = Duration::from_millis(100);
+/// The shortest gap between two topology refreshes, so a burst of MOVED replies causes one refresh.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(20);
+/// A node with a connection error or timeout this recent is asked for the topology after the others.
+const RECENT_FAILURE: Duration = Duration::from_secs(5);
+
+impl Inner {
+    pub(super) fn node_failed(&self, node: &NodeHandle) {
+        if node.set_up(false) {
+            self.emit(ClientEvent::NodeDown {
+                node: node.addr.clone(),
+                at: SystemTime::now(),
+            });
+        }
+        self.refresh_wanted.notify_one();
+    }
+
+    /// Makes `topology` current: opens connections for new nodes, closes those for removed ones, and
+    /// reports what changed.
+    pub(super) fn install(&self, topology: Topology) -> Result<(), Error> {
+        let old = self.routing.load().topology.clone();
+        let mut nodes = self.nodes.lock().map_err(|_| Error::Closed)?;
+        let mut handle = |addr: &str| -> Result<Arc<NodeHandle>, Error> {
+            if let Some(h) = nodes.get(addr) {
+                return Ok(h.clone());
+            }
+            let h = NodeHandle::open(addr, &self.config)?;
+            nodes.insert(addr.to_string(), h.clone());
+            Ok(h)
+        };
+        let mut primaries = Vec::with_capacity(topology.shards().len());
+        let mut replicas = Vec::with_capacity(topology.shards().len());
+        for shard in topology.shards() {
+            primaries.push(handle(&shard.primary)?);
+            replicas.push(
+                shard
+                    .replicas
+                    .iter()
+                    .map(|r| handle(r))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let wanted: HashSet<&str> = topology
+            .nodes()
+            .chain(self.seeds.iter().map(String::as_str))
+            .collect();
+        let removed: Vec<String> = nodes
+            .keys()
+            .filter(|k| !wanted.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for addr in removed {
+            if let Some(h) = nodes.remove(&addr) {
+                h.close();
+            }
+        }
+        drop(nodes);
+        let changed = old.owners() != topology.owners() || old.shards() != topology.shards();
+        let failovers = failovers(&old, &topology);
+        // A replaced primary may still acknowledge writes that were in flight when it stopped answering
+        // (it executes them when it resumes, before it learns of the failover); those writes are lost
+        // when it rejoins as a replica, so `run` must not report them as done.
+        for handle in &self.routing.load().primaries {
+            if failovers
+                .iter()
+                .any(|(old_primary, _, _)| *old_primary == handle.addr)
+            {
+                handle.set_replaced(true);
+            }
+        }
+        for handle in &primaries {
+            handle.set_replaced(false);
+        }
+        self.routing.store(Arc::new(Routing {
+            topology: Arc::new(topology),
+            primaries,
+            replicas,
+        }));
+        if changed && !old.shards().is_empty() {
+            let at = SystemTime::now();
+            self.emit(ClientEvent::TopologyChanged { at });
+            for (old_primary, new_primary, slots) in failovers {
+                tracing::info!(%old_primary, %new_primary, "failover observed");
+                self.emit(ClientEvent::FailoverObserved {
+                    old_primary,
+                    new_primary,
+                    slots,
+                    at,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the cluster's topology from the first node that answers and installs it.
+    pub(super) async fn refresh(&self) -> Result<(), Error> {
+        if self.routing.load().topology.deployment() != Deployment::Cluster {
+            return Ok(());
+        }
+        if let Ok(mut last) = self.last_refresh.lock() {
+            *last = Instant::now();
+        }
+        // Connected primaries first (they know the slots best), then replicas, then seeds.
+        let routing = self.routing.load();
+        let mut candidates: Vec<Arc<NodeHandle>> = routing
+            .primaries
+            .iter()
+            .filter(|n| n.is_connected())
+            .cloned()
+            .collect();
+        candidates.extend(
+            routing
+                .replicas
+                .iter()
+                .flatten()
+                .filter(|n| n.is_connected())
+                .cloned(),
+        );
+        for seed in &self.seeds {
+            if let Ok(h) = self.node_handle(seed)
+                && h.is_connected()
+            {
+                candidates.push(h);
+            }
+        }
+        drop(routing);
+        // A node that just timed out (a SIGSTOPped primary still looks connected) is asked last: it
+        // would cost the whole discovery timeout before anyone else is asked.
+        candidates.sort_by_key(|node| node.failed_within(RECENT_FAILURE));
+        let timeout = self.config.timeouts().command.min(Duration::from_millis(500));
+        let mut last = String::from("no connected node to ask");
+        for node in candidates {
+            match discover(&node, timeout).await {
+                Ok(topology) => {
+                    self.install(topology)?;
+                    self.update_node_states();
+                    return Ok(());
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        self.update_node_states();
+        Err(Error::NoSeedReachable {
+            tried: self.seeds.join(","),
+            last,
+        })
+    }
+
+    /// Emits NodeDown/NodeUp for connection state changes seen since the last check.
+    fn update_node_states(&self) {
+        let nodes: Vec<Arc<NodeHandle>> = self
+            .nodes
+            .lock()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default();
+        for node in nodes {
+            let connected = node.is_connected();
+            if node.set_up(connected) {
+                let at = SystemTime::now();
+                let node = node.addr.clone();
+                self.emit(if connected {
+                    ClientEvent::NodeUp { node, at }
+                } else {
+                    ClientEvent::NodeDown { node, at }
+                });
+            }
+        }
+    }
+
+    /// Whether the routing needs the fast refresh: a shard without a connected primary, or gaps.
+    fn degraded(&self) -> bool {
+        let routing = self.routing.load();
+        routing.topology.unassigned_slots() > 0 || routing.primaries.iter().any(|p| !p.is_connected())
+    }
+}
+
+/// `(old primary, new primary, slot ranges)`.
+type Failover = (String, String, Vec<SlotRange>);
+
+/// Pairs of (old primary, new primary, slots) where slots moved to a node that was a replica of the old
+/// primary: a failover, as opposed to a migration.
+fn failovers(old: &Topology, new: &Topology) -> Vec<Failover> {
+    let mut out: Vec<Failover> = Vec::new();
+    for shard in new.shards() {
+        for range in &shard.slots {
+            let Some(before) = old.shard_for_slot(range.start()) else {
+                continue;
+            };
+            // A failover when the new owner was a replica before: listed as one, or at least not a
+            // primary (a replica marked failed is left out of the replica list but still promoted).
+            let was_primary = old.shards().iter().any(|s| s.primary == shard.primary);
+            if before.primary != shard.primary && (before.replicas.contains(&shard.primary) || !was_primary) {
+                match out
+                    .iter_mut()
+                    .find(|(o, n, _)| *o == before.primary && *n == shard.primary)
+                {
+                    Some(entry) => entry.2.push(*range),
+                    None => out.push((before.primary.clone(), shard.primary.clone(), vec![*range])),
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(super) async fn refresh_loop(inner: Weak<Inner>, wanted: Arc<Notify>) {
+    loop {
+        // Wake at least every DEGRADED_REFRESH: checking whether every primary's connection is up costs
+        // nothing, and it is how a primary that died while the client was idle gets noticed (no call
+        // failed to tell us) before the next periodic refresh, seconds later.
+        let notified = tokio::select! {
+            _ = wanted.notified() => true,
+            _ = tokio::time::sleep(DEGRADED_REFRESH) => false,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let since = inner.last_refresh.lock().map(|t| t.elapsed()).unwrap_or_default();
+        let due = notified || inner.degraded() || since >= inner.config.topology_refresh_interval();
+        if !due {
+            continue;
+        }
+        if since < MIN_REFRESH_GAP {
+            tokio::time::sleep(MIN_REFRESH_GAP - since).await;
+        }
+        if let Err(error) = inner.refresh().await {
+            tracing::debug!(%error, "topology refresh failed");
+        }
+    }
+}
+
+/// Loads the cluster topology from one node: `CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7.
+pub(super) async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Error> {
+    let host = addr_host(&node.addr).to_string();
+    let bad = |command: &str, detail: String| Error::Reply {
+        node: node.addr.clone(),
+        command: command.into(),
+        detail,
+    };
+    let shards = match raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SHARDS".into()]), timeout).await {
+        Ok(reply) => parse_cluster_shards(&reply, &host).map_err(|d| bad("CLUSTER SHARDS", d))?,
+        Err(Error::Server { .. }) => {
+            let reply = raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SLOTS".into()]), timeout).await?;
+            parse_cluster_slots(&reply, &host).map_err(|d| bad("CLUSTER SLOTS", d))?
+        }
+        Err(e) => return Err(e),
+    };
+    Topology::cluster(shards).map_err(|e| bad("CLUSTER SHARDS", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::ShardInfo;
+
+    #[test]
+    fn failover_versus_migration() {
+        let shard = |primary: &str, replicas: &[&str], slots: Vec<(u16, u16)>| ShardInfo {
+            primary: primary.into(),
+            replicas: replicas.iter().map(|s| s.to_string()).collect(),
+            slots: slots
+                .into_iter()
+                .map(|(start, end)| SlotRange::new(start, end).unwrap())
+                .collect(),
+        };
+        let old = Topology::cluster(vec![
+            shard("a:1", &["b:1"], vec![(0, 8191)]),
+            shard("c:1", &["d:1"], vec![(8192, 16383)]),
+        ])
+        .unwrap();
+        let failed_over = Topology::cluster(vec![
+            shard("b:1", &[], vec![(0, 8191)]),
+            shard("c:1", &["d:1"], vec![(8192, 16383)]),
+        ])
+        .unwrap();
+        assert_eq!(
+            failovers(&old, &failed_over),
+            vec![("a:1".into(), "b:1".into(), vec![SlotRange::new(0, 8191).unwrap()])]
+        );
+        let migrated = Topology::cluster(vec![
+            shard("a:1", &["b:1"], vec![(0, 8000)]),
+            shard("c:1", &["d:1"], vec![(8001, 16383)]),
+        ])
+        .unwrap();
+        assert!(failovers(&old, &migrated).is_empty());
+    }
+}

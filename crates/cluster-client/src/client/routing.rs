@@ -1,0 +1,361 @@
+//! Routing: the run loop that sends a command for a key to the node serving it, picks the primary or a
+//! replica, follows MOVED/ASK, retries TRYAGAIN/CLUSTERDOWN/LOADING, and fails fast (or waits) when the
+//! shard's primary is down; and the single attempt on one node that every path shares.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use sharding::key_slot;
+
+use super::failure::{Failure, classify};
+use super::{ClusterClient, Cmd, Inner};
+use crate::Error;
+use crate::events::ClientEvent;
+use crate::node::NodeHandle;
+use crate::topology::{ShardInfo, Topology, addr_host};
+
+/// Redirects followed for one call before giving up.
+const MAX_REDIRECTS: u32 = 5;
+
+/// The pauses between retries of TRYAGAIN, CLUSTERDOWN and LOADING on one node within one call: 5 ms,
+/// doubling up to 200 ms, never past the call's deadline. Short at first because a slot migration or a
+/// loading replica usually settles within milliseconds; capped so that a call with a long deadline
+/// still retries several times a second.
+#[derive(Debug, Clone, Copy)]
+struct RetryBackoff {
+    next: Duration,
+}
+
+impl RetryBackoff {
+    /// The first pause.
+    const FIRST: Duration = Duration::from_millis(5);
+    /// The longest pause.
+    const MAX: Duration = Duration::from_millis(200);
+
+    fn new() -> RetryBackoff {
+        RetryBackoff {
+            next: RetryBackoff::FIRST,
+        }
+    }
+
+    /// The pause before the next retry (at most `remaining`); the one after is twice as long.
+    fn pause(&mut self, remaining: Duration) -> Duration {
+        let pause = self.next.min(remaining);
+        self.next = (self.next * 2).min(RetryBackoff::MAX);
+        pause
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// Which node serves each shard, resolved to connection handles.
+pub(super) struct Routing {
+    pub(super) topology: Arc<Topology>,
+    pub(super) primaries: Vec<Arc<NodeHandle>>,
+    pub(super) replicas: Vec<Vec<Arc<NodeHandle>>>,
+}
+
+impl ClusterClient {
+    /// Sends `cmd` for `key` to the node that serves it, following redirects and retrying transient
+    /// errors until the call's deadline.
+    pub(crate) async fn run(&self, key: &[u8], cmd: Cmd, access: Access) -> Result<Value, Error> {
+        let started = Instant::now();
+        let deadline = started + self.timeout()?;
+        let slot = key_slot(key);
+        let mut redirects = 0;
+        let mut redirect: Option<(Arc<NodeHandle>, bool)> = None;
+        let mut backoff = RetryBackoff::new();
+        loop {
+            let (node, asking, readonly) = match redirect.take() {
+                Some((node, asking)) => (node, asking, false),
+                None => match self.pick(key, slot, access) {
+                    Ok((node, replica)) => (node, false, replica),
+                    Err(error) if self.options.wait_for_failover && Instant::now() < deadline => {
+                        tracing::debug!(%error, "waiting for a failover");
+                        self.inner.refresh_wanted.notify_one();
+                        tokio::time::sleep(Duration::from_millis(20).min(deadline - Instant::now())).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                },
+            };
+            let mut remaining = deadline.saturating_duration_since(Instant::now());
+            if readonly {
+                // A replica gets half the time left, so that the primary can still answer if it fails.
+                remaining /= 2;
+            }
+            if remaining.is_zero() {
+                return Err(Error::Timeout {
+                    command: cmd.name().into(),
+                    node: node.addr.clone(),
+                    after: started.elapsed(),
+                });
+            }
+            let attempt = Instant::now();
+            let result = send(&node, &cmd, remaining, asking, readonly).await;
+            node.record(attempt.elapsed());
+            let error = match result {
+                Ok(_) if access == Access::Write && node.is_replaced() => {
+                    return Err(Error::WriteUncertain {
+                        command: cmd.name().into(),
+                        node: node.addr.clone(),
+                    });
+                }
+                Ok(value) => {
+                    if access == Access::Write {
+                        self.inner.note_write(key);
+                    }
+                    if !node.is_up() && node.set_up(true) {
+                        self.inner.emit(ClientEvent::NodeUp {
+                            node: node.addr.clone(),
+                            at: SystemTime::now(),
+                        });
+                    }
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            match classify(&error, addr_host(&node.addr)) {
+                Failure::Moved { addr } | Failure::Ask { addr } if redirects >= MAX_REDIRECTS => {
+                    let _ = addr;
+                    return Err(Error::TooManyRedirects {
+                        command: cmd.name().into(),
+                        slot,
+                        redirects,
+                    });
+                }
+                Failure::Moved { addr } => {
+                    redirects += 1;
+                    node.record_redirect();
+                    self.inner.refresh_wanted.notify_one();
+                    redirect = Some((self.inner.node_handle(&addr)?, false));
+                }
+                Failure::Ask { addr } => {
+                    redirects += 1;
+                    node.record_redirect();
+                    redirect = Some((self.inner.node_handle(&addr)?, true));
+                }
+                Failure::Retry(message) => {
+                    tracing::debug!(node = %node.addr, %message, "retrying");
+                    let pause = backoff.pause(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(pause).await;
+                }
+                Failure::Down(message) if readonly => {
+                    // A replica read that failed on the connection goes to the primary at once.
+                    node.record_error();
+                    self.inner.node_failed(&node);
+                    tracing::debug!(node = %node.addr, %message, "replica down; reading from the primary");
+                    let primary = self
+                        .inner
+                        .primary_for(key, slot)
+                        .ok_or(Error::SlotUncovered { slot })?;
+                    redirect = Some((primary, false));
+                }
+                Failure::Down(message) => {
+                    node.record_error();
+                    self.inner.node_failed(&node);
+                    if !(self.options.wait_for_failover && Instant::now() < deadline) {
+                        tracing::debug!(node = %node.addr, %message, "node down");
+                        return Err(self.inner.unavailable(key, slot, &node.addr));
+                    }
+                    tokio::time::sleep(
+                        Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                }
+                Failure::Timeout if readonly => {
+                    node.record_error();
+                    tracing::debug!(node = %node.addr, "replica read timed out; reading from the primary");
+                    let primary = self
+                        .inner
+                        .primary_for(key, slot)
+                        .ok_or(Error::SlotUncovered { slot })?;
+                    redirect = Some((primary, false));
+                }
+                Failure::Timeout => {
+                    self.inner.refresh_wanted.notify_one();
+                    return Err(Failure::Timeout.into_error(&node, cmd.name(), started.elapsed()));
+                }
+                failure @ Failure::Server(_) => {
+                    return Err(failure.into_error(&node, cmd.name(), started.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// The node to send a command for `key` to: the shard's primary, or a fresh replica for reads.
+    /// The node to send to, and whether it is a replica read (on the READONLY connection).
+    fn pick(&self, key: &[u8], slot: u16, access: Access) -> Result<(Arc<NodeHandle>, bool), Error> {
+        let routing = self.inner.routing.load();
+        let Some(shard) = routing.topology.shard_index(key, slot) else {
+            self.inner.refresh_wanted.notify_one();
+            return Err(Error::SlotUncovered { slot });
+        };
+        if access == Access::Read
+            && self.reads_from_replica()
+            && let Some(replica) = self.inner.fresh_replica(&routing.replicas[shard], key, slot)
+        {
+            return Ok((replica, true));
+        }
+        let primary = &routing.primaries[shard];
+        if !primary.is_routable() {
+            self.inner.node_failed(primary);
+            return Err(self.inner.unavailable(key, slot, &primary.addr));
+        }
+        Ok((primary.clone(), false))
+    }
+
+    // ----- helpers for the batch module -----
+
+    /// The primary for each key (or why there is none), without sending anything.
+    pub(crate) fn route_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Vec<Result<(Arc<NodeHandle>, u16), Error>> {
+        let routing = self.inner.routing.load();
+        keys.iter()
+            .map(|key| {
+                let key = key.as_ref();
+                self.check_key(key)?;
+                let slot = key_slot(key);
+                let shard = routing
+                    .topology
+                    .shard_index(key, slot)
+                    .ok_or(Error::SlotUncovered { slot })?;
+                let primary = &routing.primaries[shard];
+                if !primary.is_routable() {
+                    return Err(self.inner.unavailable(key, slot, &primary.addr));
+                }
+                Ok((primary.clone(), slot))
+            })
+            .collect()
+    }
+
+    pub(crate) fn note_write(&self, key: &[u8]) {
+        self.inner.note_write(key);
+    }
+
+    pub(crate) fn node_error(
+        &self,
+        node: &Arc<NodeHandle>,
+        command: &str,
+        error: &fred::error::Error,
+        started: Instant,
+    ) -> Error {
+        self.inner.to_error(node, command, error, started)
+    }
+
+    pub(crate) fn call_timeout(&self) -> Result<Duration, Error> {
+        self.timeout()
+    }
+}
+
+impl Inner {
+    fn primary_for(&self, key: &[u8], slot: u16) -> Option<Arc<NodeHandle>> {
+        let routing = self.routing.load();
+        routing
+            .topology
+            .shard_index(key, slot)
+            .map(|shard| routing.primaries[shard].clone())
+    }
+
+    fn unavailable(&self, _key: &[u8], slot: u16, node: &str) -> Error {
+        let routing = self.routing.load();
+        let ranges = routing
+            .topology
+            .shards()
+            .iter()
+            .find(|s| s.primary == node)
+            .map(ShardInfo::ranges_text)
+            .unwrap_or_default();
+        Error::ShardUnavailable {
+            slot,
+            ranges,
+            node: node.into(),
+        }
+    }
+}
+
+/// One command on one node with a timeout, no routing.
+pub(super) async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
+    let value = send(node, &cmd, timeout, false, false)
+        .await
+        .map_err(|e| classify(&e, addr_host(&node.addr)).into_error(node, cmd.name(), timeout))?;
+    R::from_value(value).map_err(|e| Error::Reply {
+        node: node.addr.clone(),
+        command: cmd.name().into(),
+        detail: e.to_string(),
+    })
+}
+
+/// One attempt on one node; with `asking`, `ASKING` and the command go in one pipeline on one connection.
+pub(super) async fn send(
+    node: &NodeHandle,
+    cmd: &Cmd,
+    timeout: Duration,
+    asking: bool,
+    readonly: bool,
+) -> Result<Value, fred::error::Error> {
+    if let Cmd::Wait {
+        replicas,
+        timeout_ms,
+        marker,
+    } = cmd
+    {
+        // A blocking command never goes on a shared connection (see the `wait` module).
+        return Box::pin(node.waits().wait(marker, *replicas, *timeout_ms, asking, timeout)).await;
+    }
+    let lane = if readonly { node.readonly() } else { node.lane() };
+    if asking {
+        // Rare: boxed, so that the common path's future stays small.
+        return Box::pin(ask(&lane.client, cmd, timeout)).await;
+    }
+    // One attempt: when the connection drops with the command in flight, the call fails now (and the
+    // routing loop decides what to do) instead of fred re-sending it after a reconnect that, for a
+    // dead node, never comes before the deadline.
+    let options = Options {
+        timeout: Some(timeout),
+        fail_fast: true,
+        max_attempts: Some(1),
+        ..Options::default()
+    };
+    lane.call(cmd, options).await
+}
+
+/// `ASKING` and the command in one pipeline on one connection, so no other command can come between.
+async fn ask(client: &Client, cmd: &Cmd, timeout: Duration) -> Result<Value, fred::error::Error> {
+    let pipeline = client.pipeline();
+    let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
+    let _: () = pipeline.custom(asking, Vec::<Value>::new()).await?;
+    let _ = cmd.issue(&pipeline).await?;
+    let mut results = tokio::time::timeout(timeout, pipeline.try_all::<Value>())
+        .await
+        .map_err(|_| fred::error::Error::new(ErrorKind::Timeout, "ASK pipeline timed out"))?;
+    results.pop().unwrap_or_else(|| {
+        Err(fred::error::Error::new(
+            ErrorKind::Unknown,
+            "empty pipeline reply",
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_to_its_cap_and_never_passes_the_deadline() {
+        let mut backoff = RetryBackoff::new();
+        let long = Duration::from_secs(10);
+        let pauses: Vec<u64> = (0..8).map(|_| backoff.pause(long).as_millis() as u64).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 200, 200]);
+        assert_eq!(backoff.pause(Duration::from_millis(3)), Duration::from_millis(3));
+        assert_eq!(backoff.pause(Duration::ZERO), Duration::ZERO);
+    }
+}
