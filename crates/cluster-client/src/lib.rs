@@ -39,15 +39,17 @@ mod client;
 mod durations;
 mod error;
 mod events;
+mod fred_config;
 mod lane;
 mod node;
+mod probe;
 mod recent;
 mod script;
 mod topology;
+mod value;
 mod wait;
 
 pub use bytes::Bytes;
-pub use fred::types::{FromValue, Value};
 
 pub use crate::{
     client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
@@ -55,7 +57,9 @@ pub use crate::{
     error::{Error, printable_key},
     events::ClientEvent,
     node::{LANE_DEPTH, NodeStats, describe_metrics},
+    probe::{ClusterView, NodeProbe, NodeProber},
     script::Script,
     topology::{Mode, ShardInfo, Topology},
+    value::{FromValue, Value},
     wait::WaitOutcome,
 };

@@ -76,7 +76,7 @@ impl HealthOptions {
     /// let options = health::HealthOptions::from_config(&config);
     /// assert_eq!(options.interval, Duration::from_secs(10));
     /// assert!(options.node_timeout <= Duration::from_secs(1));
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn from_config(config: &ClusterConfig) -> HealthOptions {
         HealthOptions {
