@@ -18,6 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterSpec, LocalCluster};
 use serde::Serialize;
 
+use crate::fred_baseline;
+
 /// What one call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -249,14 +251,10 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
     Ok(results)
 }
 
-/// fred's own cluster client, configured the way cluster-config configures it (every node a seed,
-/// reconnect policy, timeouts).
+/// fred's own cluster client, configured the way cluster-client configures its connections (every
+/// node a seed, reconnect policy, timeouts).
 pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client> {
-    let client = Builder::from_config(config.clustered_config())
-        .set_policy(config.reconnect_policy())
-        .set_connection_config(config.connection_config())
-        .set_performance_config(config.performance_config())
-        .build()?;
+    let client = fred_baseline::cluster_builder(config).build()?;
     client.init().await.context("connecting fred's cluster client")?;
     Ok(client)
 }
@@ -381,6 +379,12 @@ impl Lww {
     fn decided(&self, reply: &Value) -> bool {
         matches!(reply, Value::Array(parts) if matches!(parts.first().and_then(Value::as_i64), Some(0 | 1)))
     }
+
+    /// [`Lww::decided`] for cluster-client's reply type.
+    fn decided_reply(&self, reply: &cluster_client::Value) -> bool {
+        use cluster_client::Value;
+        matches!(reply, Value::Array(parts) if matches!(parts.first().and_then(Value::as_i64), Some(0 | 1)))
+    }
 }
 
 /// One call of a workload, chosen before the client is: the same sequence of calls for every client.
@@ -428,7 +432,7 @@ async fn run_ours(
                     client
                         .eval(&lww.script, &[k.as_bytes()], &[&envelope, b"0", b"newer"])
                         .await
-                        .is_ok_and(|reply| lww.decided(&reply))
+                        .is_ok_and(|reply| lww.decided_reply(&reply))
                 }
                 Call::Set(k) => client
                     .set(k.as_bytes(), &value, SetOptions::default())
@@ -509,11 +513,7 @@ async fn run_per_node(
     let mut owner = vec![0usize; 16_384];
     for (index, shard) in topology.shards().iter().enumerate() {
         let addr: cluster_config::NodeAddr = shard.primary.parse()?;
-        let client = Builder::from_config(config.fred_config_for(&addr))
-            .set_policy(config.reconnect_policy())
-            .set_connection_config(config.connection_config())
-            .set_performance_config(config.performance_config())
-            .build()?;
+        let client = fred_baseline::node_builder(config, &addr).build()?;
         client.init().await?;
         clients.push(client);
         for &(first, last) in &shard.slots {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod chaos;
 mod cluster;
 mod demo;
+mod fred_baseline;
 mod load;
 mod plot;
 mod prerequisites;

@@ -21,10 +21,10 @@ pub(crate) use crate::lane::Cmd;
 use crate::node::{NodeHandle, NodeStats};
 use crate::recent::RecentWrites;
 use crate::script::Script;
-use crate::value;
 use crate::topology::{
     Mode, ShardInfo, Topology, addr_host, node_addr, parse_cluster_shards, parse_cluster_slots, reported_addr,
 };
+use crate::value;
 use crate::wait::{WaitOutcome, marker_key};
 
 /// Redirects followed for one call before giving up.
@@ -603,11 +603,8 @@ impl ClusterClient {
         let cmd = evalsha(script, keys, args);
         let reply = match self.node_call(node, cmd.to_args()).await {
             Err(Error::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
-                self.node_call(
-                    node,
-                    vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
-                )
-                .await?;
+                self.node_call(node, vec!["SCRIPT".into(), "LOAD".into(), script.source().into()])
+                    .await?;
                 self.node_call(node, cmd.to_args()).await
             }
             other => other,

@@ -70,12 +70,7 @@ pub(crate) fn reconnect_policy(config: &ClusterConfig) -> ReconnectPolicy {
     if retry.backoff_multiplier <= 1 {
         ReconnectPolicy::new_constant(0, initial)
     } else {
-        ReconnectPolicy::new_exponential(
-            0,
-            initial,
-            millis_u32(retry.max_delay),
-            retry.backoff_multiplier,
-        )
+        ReconnectPolicy::new_exponential(0, initial, millis_u32(retry.max_delay), retry.backoff_multiplier)
     }
 }
 
@@ -167,23 +162,24 @@ mod tests {
         assert_eq!(discovered.server, ServerConfig::new_centralized("[::1]", 7005));
         let probe = probe_builder(&config, &NodeAddr::new("h", 1), Duration::from_millis(250));
         assert!(probe.get_config().is_some_and(|c| c.fail_fast));
-        assert_eq!(
-            probe.get_config().and_then(|c| c.password.as_deref()),
-            Some("pw")
-        );
+        assert_eq!(probe.get_config().and_then(|c| c.password.as_deref()), Some("pw"));
         assert_eq!(
             probe.get_connection_config().connection_timeout,
             Duration::from_millis(250)
         );
-        assert!(probe.get_policy().is_none(), "a probe connection never reconnects");
+        assert!(
+            probe.get_policy().is_none(),
+            "a probe connection never reconnects"
+        );
     }
 
     #[test]
     fn the_password_reaches_the_connection_settings_only() {
         // The canary must reach fred (it is what authenticates) and nothing that prints the config.
         const CANARY: &str = "canary-pw-7f3a9c";
-        let config = ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "h:1"), ("REDIS_PASSWORD", CANARY)])
-            .unwrap_or_else(|error| panic!("{error}"));
+        let config =
+            ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "h:1"), ("REDIS_PASSWORD", CANARY)])
+                .unwrap_or_else(|error| panic!("{error}"));
         let fred = node_config(&config, &config.nodes()[0]);
         assert_eq!(fred.password.as_deref(), Some(CANARY));
         assert!(!format!("{config:?}").contains(CANARY));

@@ -286,12 +286,10 @@ impl FromValue for Bytes {
 impl FromValue for String {
     fn from_value(value: Value) -> Result<Self, Error> {
         match value {
-            Value::Bytes(bytes) => {
-                String::from_utf8(bytes.into()).map_err(|_| Error::Conversion {
-                    expected: "UTF-8 text",
-                    found: "a binary string",
-                })
-            }
+            Value::Bytes(bytes) => String::from_utf8(bytes.into()).map_err(|_| Error::Conversion {
+                expected: "UTF-8 text",
+                found: "a binary string",
+            }),
             other => other.as_string().ok_or_else(|| mismatch("text", &other)),
         }
     }
@@ -432,10 +430,7 @@ mod tests {
         let text = |s: &str| Value::from(s);
         check(text("abc"), Ok(Bytes::from_static(b"abc")));
         check(Value::Integer(-7), Ok(Bytes::from_static(b"-7")));
-        check::<Bytes>(
-            Value::Null,
-            Err("a reply of nil cannot be read as a string"),
-        );
+        check::<Bytes>(Value::Null, Err("a reply of nil cannot be read as a string"));
         check(text("abc"), Ok(String::from("abc")));
         check(Value::Double(1.5), Ok(String::from("1.5")));
         check::<String>(
@@ -448,10 +443,16 @@ mod tests {
             Value::Integer(-1),
             Err("a reply of an integer cannot be read as an integer that fits u64"),
         );
-        check::<u16>(Value::Integer(70_000), Err("a reply of an integer cannot be read as an integer that fits u16"));
+        check::<u16>(
+            Value::Integer(70_000),
+            Err("a reply of an integer cannot be read as an integer that fits u16"),
+        );
         check(Value::Integer(1), Ok(true));
         check(text("false"), Ok(false));
-        check::<bool>(Value::Integer(2), Err("a reply of an integer cannot be read as a boolean"));
+        check::<bool>(
+            Value::Integer(2),
+            Err("a reply of an integer cannot be read as a boolean"),
+        );
         check(Value::Integer(3), Ok(3.0f64));
         check::<Option<Bytes>>(Value::Null, Ok(None));
         check(text("v"), Ok(Some(Bytes::from_static(b"v"))));
@@ -473,7 +474,10 @@ mod tests {
     #[test]
     fn helpers() {
         let number = Value::from("12");
-        assert_eq!((number.as_i64(), number.as_u64(), number.as_f64()), (Some(12), Some(12), Some(12.0)));
+        assert_eq!(
+            (number.as_i64(), number.as_u64(), number.as_f64()),
+            (Some(12), Some(12), Some(12.0))
+        );
         assert_eq!(Value::Integer(-3).as_u64(), None);
         assert_eq!(Value::Integer(4).into_bytes(), Some(Bytes::from_static(b"4")));
         assert_eq!(Value::Double(1.0).into_bytes(), None);
