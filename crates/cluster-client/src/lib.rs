@@ -9,6 +9,10 @@
 //! primary is down, multi-key batches split by node, replica reads guarded by sampled lag and
 //! read-your-writes, and events for topology changes, nodes down/up and failovers.
 //!
+//! fred is an implementation detail: replies of scripts and node-addressed commands come back as this
+//! crate's [`Value`] (converted to Rust types with [`FromValue`]), and health probes of one node
+//! ([`ClusterClient::probe_node`], [`NodeProber`]) run on connections of this crate's own.
+//!
 //! # Example
 //!
 //! ```
