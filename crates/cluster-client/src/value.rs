@@ -232,8 +232,8 @@ impl From<bool> for Value {
     }
 }
 
-/// A Rust type a [`Value`] converts to, as [`ClusterClient::node_command`](crate::ClusterClient::node_command)
-/// and [`Value::convert`] do.
+/// A Rust type a [`Value`] converts to, as
+/// [`ClusterClient::node_command`](crate::ClusterClient::node_command) and [`Value::convert`] do.
 ///
 /// | Type | Converts from |
 /// |---|---|
@@ -245,7 +245,7 @@ impl From<bool> for Value {
 /// | `f64` | a double or integer, or a string holding a number |
 /// | `bool` | a boolean, the integers 1 and 0, the strings `1`, `0`, `true`, `false` |
 /// | `Option<T>` | `nil` as `None`, anything else as `Some(T)` |
-/// | `Vec<T>` | an array item by item; a map as alternating keys and values; `nil` as empty; any other reply as one item |
+/// | `Vec<T>` | array items; a map's keys and values, alternating; `nil` as empty; else one item |
 ///
 /// Anything else is an [`Error::Conversion`] naming the kinds expected and found (never the reply's
 /// content). Implement it for your own types to read structured replies.
