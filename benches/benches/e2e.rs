@@ -12,6 +12,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fred::prelude::*;
 use local_cluster::{ClusterSpec, LocalCluster};
 
+// The fred baseline's settings have one definition, in xtask (the load and chaos baselines).
+#[path = "../../xtask/src/fred_baseline.rs"]
+mod fred_baseline;
+
 struct Clients {
     ours: ClusterClient,
     cache: Cache,
@@ -32,10 +36,7 @@ async fn clients(cluster: &LocalCluster) -> Clients {
     let cache = Cache::with_settings(config.clone(), settings)
         .await
         .expect("cache connects");
-    let fred = Builder::from_config(config.clustered_config())
-        .set_policy(config.reconnect_policy())
-        .set_connection_config(config.connection_config())
-        .set_performance_config(config.performance_config())
+    let fred = fred_baseline::cluster_builder(&config)
         .build()
         .expect("fred config");
     fred.init().await.expect("fred connects");

@@ -12,6 +12,7 @@ mod chaos;
 mod ci;
 mod cluster;
 mod demo;
+mod fred_baseline;
 mod load;
 mod plot;
 mod prerequisites;

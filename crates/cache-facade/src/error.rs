@@ -17,7 +17,7 @@ pub enum Error {
     Health(#[from] health::Error),
     /// The configuration could not be loaded.
     #[error(transparent)]
-    Config(#[from] cluster_config::ConfigError),
+    Config(#[from] cluster_config::Error),
     /// The value could not be encoded with the configured codec.
     #[error("could not encode the value for key {key:?} as {codec}: {detail}")]
     Encode {

@@ -25,6 +25,7 @@ pub use self::commands::Ttl;
 pub(crate) use self::commands::{to_bytes, to_i64};
 pub use self::options::{CallOptions, ReadFrom, SetCondition, SetOptions};
 use self::replica_reads::ReplicaLag;
+pub(crate) use self::failure::{Failure, classify};
 pub(crate) use self::routing::Access;
 use self::routing::Routing;
 use crate::Error;

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub enum Error {
     /// The configuration could not be used (for example no seed node answered in the mode asked for).
     #[error(transparent)]
-    Config(#[from] cluster_config::ConfigError),
+    Config(#[from] cluster_config::Error),
     /// No seed node answered while connecting.
     #[error("no seed node answered ({tried}); check REDIS_CLUSTER_NODES and that the servers run: {last}")]
     NoSeedReachable {
@@ -144,6 +144,15 @@ pub enum Error {
     /// The client was closed.
     #[error("the client was closed")]
     Closed,
+    /// A [`Value`](crate::Value) could not be converted to the type asked for (see
+    /// [`FromValue`](crate::FromValue)); ask for a type that fits the command's reply, or for `Value`.
+    #[error("a reply of {found} cannot be read as {expected}")]
+    Conversion {
+        /// What the type asked for accepts.
+        expected: &'static str,
+        /// What the reply was (its kind, never its content).
+        found: &'static str,
+    },
 }
 
 /// A key as text for messages and reports: printable ASCII kept, other bytes escaped, long keys cut, so

@@ -9,6 +9,10 @@
 //! primary is down, multi-key batches split by node, replica reads guarded by sampled lag and
 //! read-your-writes, and events for topology changes, nodes down/up and failovers.
 //!
+//! fred is an implementation detail: replies of scripts and node-addressed commands come back as this
+//! crate's [`Value`] (converted to Rust types with [`FromValue`]), and health probes of one node
+//! ([`ClusterClient::probe_node`], [`NodeProber`]) run on connections of this crate's own.
+//!
 //! # Example
 //!
 //! ```
@@ -39,15 +43,17 @@ mod client;
 mod durations;
 mod error;
 mod events;
+mod fred_config;
 mod lane;
 mod node;
+mod probe;
 mod recent;
 mod script;
 mod topology;
+mod value;
 mod wait;
 
 pub use bytes::Bytes;
-pub use fred::types::{FromValue, Value};
 pub use sharding::SlotRange;
 
 pub use crate::{
@@ -56,7 +62,9 @@ pub use crate::{
     error::{Error, printable_key},
     events::ClientEvent,
     node::{LANE_DEPTH, NodeStats, describe_metrics},
+    probe::{ClusterView, NodeProbe, NodeProber},
     script::Script,
     topology::{Deployment, ShardInfo, Topology},
+    value::{FromValue, Value},
     wait::WaitOutcome,
 };

@@ -10,7 +10,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use hdrhistogram::Histogram;
 
 use crate::Error;
+use crate::fred_config;
 use crate::lane::Lane;
+use crate::probe::ProbeSlot;
 use crate::wait::WaitPool;
 
 /// Latency and error counts of one node, as this client saw them.
@@ -84,6 +86,8 @@ pub(crate) struct NodeHandle {
     /// Connections for `WAIT` only, opened on first use: a blocking command never shares a connection
     /// with other calls.
     waits: WaitPool,
+    /// The health-probe connection, opened on first use (see the `probe` module).
+    probe: ProbeSlot,
     up: AtomicBool,
     /// Set when a topology refresh saw this node's slots move to its replica (a failover), cleared when
     /// it is a primary again: a write it acknowledges meanwhile may be discarded when it rejoins as a
@@ -118,11 +122,7 @@ impl NodeHandle {
             node: addr.into(),
             known: String::new(),
         })?;
-        let mut builder = Builder::from_config(config.fred_config_for(&node));
-        builder
-            .set_policy(config.reconnect_policy())
-            .set_connection_config(config.connection_config())
-            .set_performance_config(config.performance_config());
+        let builder = fred_config::node_builder(config, &node);
         let build = || {
             builder.build().map_err(|e| Error::Connection {
                 node: addr.into(),
@@ -155,7 +155,7 @@ impl NodeHandle {
         let mut wait_builder = builder.clone();
         wait_builder.set_connection_config(fred::types::config::ConnectionConfig {
             unresponsive: Default::default(),
-            ..config.connection_config()
+            ..fred_config::connection_config(config)
         });
         let waits = WaitPool::new(wait_builder);
         let labels = [("node", addr.to_string())];
@@ -164,6 +164,7 @@ impl NodeHandle {
             lanes,
             readonly,
             waits,
+            probe: ProbeSlot::new(addr)?,
             up: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             latency: Mutex::new(
@@ -198,6 +199,11 @@ impl NodeHandle {
             }
         }
         best
+    }
+
+    /// The health-probe connection.
+    pub(crate) fn probe(&self) -> &ProbeSlot {
+        &self.probe
     }
 
     /// The dedicated connections for `WAIT`.
@@ -314,6 +320,7 @@ impl NodeHandle {
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
         self.waits.close();
+        self.probe.close();
         for client in self.clients() {
             let client = client.clone();
             tokio::spawn(async move {

@@ -9,7 +9,7 @@ use crate::settings::{Mode, ServerKind};
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum Error {
     /// The configuration has one or more problems; each names the environment variable or file key
     /// to fix. Validation collects every problem before returning, so one round of fixes suffices.
     #[error("invalid redis cluster configuration, {} to fix:{}", count(.problems.len()), list(.problems))]
@@ -40,8 +40,8 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    /// Every problem listed by a [`ConfigError::Invalid`]; empty for other variants.
+impl Error {
+    /// Every problem listed by an [`Error::Invalid`]; empty for other variants.
     pub fn problems(&self) -> &[Problem] {
         match self {
             Self::Invalid { problems } => problems,
@@ -173,14 +173,14 @@ mod tests {
     use super::*;
     use crate::fields;
 
-    fn check(error: ConfigError, expected: &str) {
+    fn check(error: Error, expected: &str) {
         assert_eq!(error.to_string(), expected);
     }
 
     #[test]
     fn messages() {
         check(
-            ConfigError::Invalid {
+            Error::Invalid {
                 problems: vec![Problem::new(
                     &fields::POOL_SIZE,
                     Origin::Environment,
@@ -191,7 +191,7 @@ mod tests {
              `pool_size`, from the environment): must be at least 1",
         );
         check(
-            ConfigError::Invalid {
+            Error::Invalid {
                 problems: vec![
                     Problem::general("unknown file key `x`"),
                     Problem::new(&fields::MODE, Origin::File("a.toml".into()), "bad"),
@@ -201,7 +201,7 @@ mod tests {
              (file key `mode`, from file a.toml): bad",
         );
         check(
-            ConfigError::ModeMismatch {
+            Error::ModeMismatch {
                 configured: Mode::Cluster,
                 found: ServerKind::Standalone,
             },
@@ -209,7 +209,7 @@ mod tests {
              to `standalone`, `sharded` or `auto`, or list cluster nodes in REDIS_CLUSTER_NODES",
         );
         check(
-            ConfigError::ShardingDisabled { nodes: 3 },
+            Error::ShardingDisabled { nodes: 3 },
             "the 3 nodes in REDIS_CLUSTER_NODES are standalone servers and REDIS_ENABLE_SHARDING (file key \
              `sharding.enabled`) is false; set it to true to spread keys over them, or list one node",
         );

@@ -1,5 +1,6 @@
 //! One validated [`ClusterConfig`] for the Redis cache layer, read from the environment, a file and a
-//! builder, and turned into the fred settings the other crates connect with.
+//! builder: plain settings (nodes, credentials, timeouts, retries, limits) that `cluster-client` turns
+//! into connections.
 //!
 //! Sources stack in increasing priority: defaults < TOML or YAML file < `REDIS_*` environment variables
 //! < builder methods. Validation runs once and lists every problem, each naming the environment variable
@@ -21,23 +22,20 @@
 //! assert_eq!(config.timeouts().command, Duration::from_millis(500));
 //! assert!(!format!("{config:?}").contains("s3cret"));
 //!
-//! // One fred config per node, plus the policies every fred client should use.
-//! let (addr, fred_config) = &config.node_configs()[0];
-//! assert_eq!(addr, "10.0.0.1:6379");
-//! assert_eq!(fred_config.password.as_deref(), Some("s3cret"));
-//! assert_eq!(config.performance_config().default_command_timeout, Duration::from_millis(500));
+//! // Plain settings: the nodes, parsed once, and the credentials.
+//! assert_eq!(config.nodes()[0].to_string(), "10.0.0.1:6379");
+//! assert_eq!(config.password().map(|p| p.expose()), Some("s3cret"));
 //!
 //! // Every problem at once, each naming what to fix.
 //! let error = ClusterConfig::from_env_vars([("REDIS_CONNECTION_POOL_SIZE", "0")]).unwrap_err();
 //! let message = error.to_string();
 //! assert!(message.contains("REDIS_CLUSTER_NODES") && message.contains("REDIS_CONNECTION_POOL_SIZE"));
-//! # Ok::<(), cluster_config::ConfigError>(())
+//! # Ok::<(), cluster_config::Error>(())
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
 mod fields;
-mod fred_settings;
 mod node;
 mod render;
 mod secret;
@@ -46,7 +44,7 @@ mod sources;
 mod validate;
 
 pub use crate::{
-    error::{ConfigError, Origin, Problem},
+    error::{Error, Origin, Problem},
     node::NodeAddr,
     secret::{Password, SecretExport},
     settings::{

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use crate::error::{ConfigError, Problem};
+use crate::error::{Error, Problem};
 
 /// The port a node listens on when its address gives none, as in Redis.
 pub(crate) const DEFAULT_PORT: u16 = 6379;
@@ -21,7 +21,7 @@ pub(crate) const DEFAULT_PORT: u16 = 6379;
 /// assert_eq!((node.host(), node.port()), ("10.0.0.7", 7001));
 /// assert_eq!(node.to_string(), "10.0.0.7:7001");
 /// assert_eq!("[::1]:7000".parse::<NodeAddr>()?.host(), "::1");
-/// # Ok::<(), cluster_config::ConfigError>(())
+/// # Ok::<(), cluster_config::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeAddr {
@@ -49,16 +49,6 @@ impl NodeAddr {
         self.port
     }
 
-    /// The host as fred wants it: fred resolves `format!("{host}:{port}")`, so an IPv6 address needs its
-    /// brackets.
-    pub(crate) fn fred_host(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        }
-    }
-
     /// The key used to spot duplicates: host names are case-insensitive.
     pub(crate) fn identity(&self) -> (String, u16) {
         (self.host.to_ascii_lowercase(), self.port)
@@ -76,18 +66,18 @@ impl fmt::Display for NodeAddr {
 }
 
 impl FromStr for NodeAddr {
-    type Err = ConfigError;
+    type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match parse_node(s) {
             Ok((node, Scheme::Plain)) => Ok(node),
-            Ok((_, Scheme::Tls)) => Err(ConfigError::Invalid {
+            Ok((_, Scheme::Tls)) => Err(Error::Invalid {
                 problems: vec![Problem::general(format!(
                     "node `{}` uses rediss://, which a bare address cannot carry; give `host:port`",
                     s.trim()
                 ))],
             }),
-            Err(message) => Err(ConfigError::Invalid {
+            Err(message) => Err(Error::Invalid {
                 problems: vec![Problem::general(message)],
             }),
         }
@@ -275,8 +265,6 @@ mod tests {
             let node: NodeAddr = entry.parse().expect(entry);
             assert_eq!(node.to_string(), entry);
         }
-        assert_eq!(NodeAddr::new("::1", 7).fred_host(), "[::1]");
-        assert_eq!(NodeAddr::new("h", 7).fred_host(), "h");
         assert!("rediss://h:1".parse::<NodeAddr>().is_err());
     }
 }

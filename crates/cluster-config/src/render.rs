@@ -153,7 +153,7 @@ impl ClusterConfig {
     /// assert!(vars.contains(&("REDIS_PASSWORD".into(), "[redacted]".into())));
     /// let revealed = config.to_env_vars(SecretExport::Reveal);
     /// assert_eq!(ClusterConfig::from_env_vars(revealed)?, config);
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn to_env_vars(&self, secrets: SecretExport) -> Vec<(String, String)> {
         self.rendered()
@@ -171,7 +171,7 @@ impl ClusterConfig {
     /// let toml = config.to_toml(SecretExport::Redact);
     /// assert!(toml.starts_with("nodes = [\"h:7000\"]\n"));
     /// assert!(toml.contains("[retry]\nmax_retries = 5\n"));
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn to_toml(&self, secrets: SecretExport) -> String {
         let rendered = self.rendered();

@@ -8,7 +8,7 @@ pub(crate) const REDACTED: &str = "[redacted]";
 /// A password for Redis `AUTH`.
 ///
 /// `Debug`, `Display` and `Serialize` print `[redacted]`; the only way to the text is
-/// [`Password::expose`], which the fred conversion and an explicit
+/// [`Password::expose`], which a client sending `AUTH` and an explicit
 /// [`SecretExport::Reveal`] rendering call.
 ///
 /// ```
@@ -27,7 +27,7 @@ impl Password {
         Self(password.into())
     }
 
-    /// The password itself, for code that must send it (the fred conversion) or write it out
+    /// The password itself, for code that must send it (a client's `AUTH`) or write it out
     /// deliberately.
     pub fn expose(&self) -> &str {
         &self.0

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::{ConfigError, Problem};
+use crate::error::{Error, Problem};
 use crate::node::NodeAddr;
 use crate::secret::Password;
 
@@ -102,7 +102,7 @@ impl ClusterConfig {
     }
 
     /// Whether connections use TLS (`REDIS_TLS` or `rediss://` nodes). Always `false` in this build, which
-    /// refuses TLS during validation because fred is compiled without TLS support.
+    /// refuses TLS during validation because the client is compiled without TLS support.
     pub fn tls(&self) -> bool {
         self.tls
     }
@@ -124,10 +124,10 @@ impl ClusterConfig {
     ///     config.resolve_mode(ServerKind::Standalone)?,
     ///     ResolvedMode::Sharded(ShardingStrategy::ConsistentHash)
     /// );
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
-    pub fn resolve_mode(&self, found: ServerKind) -> Result<ResolvedMode, ConfigError> {
-        let mismatch = || ConfigError::ModeMismatch {
+    pub fn resolve_mode(&self, found: ServerKind) -> Result<ResolvedMode, Error> {
+        let mismatch = || Error::ModeMismatch {
             configured: self.mode,
             found,
         };
@@ -140,7 +140,7 @@ impl ClusterConfig {
             (Mode::Auto, ServerKind::Standalone) => match (self.nodes.len(), self.sharding.enabled) {
                 (0 | 1, _) => Ok(ResolvedMode::Standalone),
                 (_, true) => Ok(ResolvedMode::Sharded(self.sharding.strategy)),
-                (nodes, false) => Err(ConfigError::ShardingDisabled { nodes }),
+                (nodes, false) => Err(Error::ShardingDisabled { nodes }),
             },
         }
     }
@@ -159,8 +159,8 @@ pub struct ShardingConfig {
 
 /// Retries of failed commands and backoff between attempts.
 ///
-/// The same backoff paces fred's reconnection, which never gives up (see
-/// [`ClusterConfig::reconnect_policy`]); `max_retries` bounds command retries only.
+/// The same backoff paces a client's reconnection to a node, which never gives up (cluster-client turns
+/// these settings into its connections' reconnect policy); `max_retries` bounds command retries only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryConfig {
@@ -171,7 +171,7 @@ pub struct RetryConfig {
     /// Upper bound of any delay, at least `initial_delay`, whole milliseconds.
     pub max_delay: Duration,
     /// Factor from one delay to the next, at least 1 (1 keeps the delay constant). A whole number, because
-    /// fred's exponential reconnect policy takes an integer base and both must agree.
+    /// the reconnect policy's exponential base is an integer and both must agree.
     pub backoff_multiplier: u32,
     /// Retries of a read of one key before its error is returned.
     pub read_key_max_retries: u32,
@@ -179,7 +179,7 @@ pub struct RetryConfig {
 
 impl RetryConfig {
     /// The delay before retry number `retry` (1 for the first):
-    /// `min(max_delay, initial_delay × backoff_multiplier^(retry − 1))`, the same curve as the fred
+    /// `min(max_delay, initial_delay × backoff_multiplier^(retry − 1))`, the same curve as the
     /// reconnect policy without its jitter.
     ///
     /// ```
@@ -187,7 +187,7 @@ impl RetryConfig {
     /// let config = cluster_config::ClusterConfig::builder().nodes(["h:1"]).build()?;
     /// let delays: Vec<_> = (1..=7).map(|n| config.retry().delay_for_retry(n).as_millis()).collect();
     /// assert_eq!(delays, [100, 200, 400, 800, 1600, 3000, 3000]);
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn delay_for_retry(&self, retry: u32) -> Duration {
         let factor = self.backoff_multiplier.saturating_pow(retry.saturating_sub(1));
@@ -199,7 +199,7 @@ impl RetryConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Timeouts {
-    /// Time a command may take, waiting in fred's queue included, before it fails with a timeout.
+    /// Time a command may take, waiting in the client's queue included, before it fails with a timeout.
     pub command: Duration,
     /// Time to open a TCP connection and run its set-up commands (`AUTH`, `HELLO`).
     pub connect: Duration,
@@ -277,10 +277,10 @@ macro_rules! choice {
         }
 
         impl FromStr for $name {
-            type Err = ConfigError;
+            type Err = Error;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s).ok_or_else(|| ConfigError::Invalid {
+                Self::parse(s).ok_or_else(|| Error::Invalid {
                     problems: vec![Problem::general(format!(
                         "`{}` is not one of {}",
                         s.trim(),

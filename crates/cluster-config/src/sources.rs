@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use config::{FileFormat, Map, Source, Value, ValueKind};
 
-use crate::error::{ConfigError, Origin, Problem};
+use crate::error::{Error, Origin, Problem};
 use crate::fields::{self, Field};
 use crate::secret::Password;
 use crate::settings::{ClusterConfig, Mode, ReplicaReadMode, ShardingStrategy};
@@ -67,7 +67,7 @@ enum EnvSource {
 /// assert_eq!(config.retry().max_retries, 7);
 /// assert_eq!(config.timeouts().command, Duration::from_millis(250));
 /// assert_eq!(config.mode(), Mode::Auto);
-/// # Ok::<(), cluster_config::ConfigError>(())
+/// # Ok::<(), cluster_config::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct ClusterConfigBuilder {
@@ -261,7 +261,7 @@ impl ClusterConfigBuilder {
     }
 
     /// Stacks the layers and validates the result, listing every problem at once.
-    pub fn build(self) -> Result<ClusterConfig, ConfigError> {
+    pub fn build(self) -> Result<ClusterConfig, Error> {
         let mut problems = Vec::new();
         let env = match self.env {
             EnvSource::None => Vec::new(),
@@ -288,7 +288,7 @@ impl ClusterConfig {
 
     /// Defaults, then the file named by `REDIS_CONFIG_FILE` if set, then the process's `REDIS_*`
     /// variables.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, Error> {
         Self::builder().process_env().build()
     }
 
@@ -300,9 +300,9 @@ impl ClusterConfig {
     ///
     /// let config = ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "h1:6379,h2:6380")])?;
     /// assert_eq!(config.nodes().len(), 2);
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
-    pub fn from_env_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    pub fn from_env_vars<I, K, V>(vars: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
@@ -312,7 +312,7 @@ impl ClusterConfig {
     }
 
     /// Defaults, then this TOML (`.toml`) or YAML (`.yaml`, `.yml`) file; the environment is not read.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::builder().file(path.as_ref()).build()
     }
 
@@ -328,9 +328,9 @@ impl ClusterConfig {
     ///     .metrics_enabled(false);
     /// let config = ClusterConfig::load(overrides)?;
     /// assert!(!config.metrics().enabled);
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
-    pub fn load(overrides: ClusterConfigBuilder) -> Result<Self, ConfigError> {
+    pub fn load(overrides: ClusterConfigBuilder) -> Result<Self, Error> {
         let overrides = match overrides.env {
             EnvSource::None => overrides.process_env(),
             EnvSource::Process | EnvSource::Vars(_) => overrides,

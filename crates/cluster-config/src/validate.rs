@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use crate::error::{ConfigError, Origin, Problem};
+use crate::error::{Error, Origin, Problem};
 use crate::fields::{self, Field};
 use crate::node::{NodeAddr, Scheme, parse_node};
 use crate::secret::{Password, REDACTED};
@@ -21,14 +21,14 @@ use crate::sources::{Merged, Raw};
 pub(crate) const MIN_HEALTH_INTERVAL_MS: u64 = 100;
 
 /// The longest duration of any setting: `u32::MAX` milliseconds (about 49.7 days), so that every
-/// duration fits fred's `u32` milliseconds and no deadline arithmetic overflows.
+/// duration fits the client's `u32` milliseconds and no deadline arithmetic overflows.
 pub(crate) const MAX_MILLIS: u64 = u32::MAX as u64;
 
 /// Redis refuses strings above 512 MiB (`proto-max-bulk-len`), so larger limits are mistakes.
 const REDIS_MAX_BULK_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Parses and checks every setting, then the rules between settings; returns every problem at once.
-pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<ClusterConfig, ConfigError> {
+pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<ClusterConfig, Error> {
     let mut r = Reader { merged, problems };
     let nodes = r.nodes();
     let mode = r.choice(&fields::MODE, Mode::parse, Mode::ACCEPTED);
@@ -142,7 +142,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     }
 
     if !r.problems.is_empty() {
-        return Err(ConfigError::Invalid { problems: r.problems });
+        return Err(Error::Invalid { problems: r.problems });
     }
     let parsed = (
         nodes,
@@ -188,7 +188,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     ) = parsed
     else {
         // Every `None` above recorded a problem, so this is unreachable; it is still an error, not a panic.
-        return Err(ConfigError::Invalid {
+        return Err(Error::Invalid {
             problems: vec![Problem::general(
                 "a setting failed to parse without a message; please report this",
             )],
@@ -231,7 +231,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     })
 }
 
-/// Limits are at most 512 MiB, which fits `usize` on every target fred supports.
+/// Limits are at most 512 MiB, which fits `usize` on every supported target.
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }

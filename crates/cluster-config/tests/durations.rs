@@ -28,7 +28,7 @@ const SETTINGS: &[(&str, Setter, u64)] = &[
     ("REDIS_HEALTH_INTERVAL_MS", |b, d| b.health_interval(d), 100),
 ];
 
-fn refused(result: Result<ClusterConfig, cluster_config::ConfigError>, env: &str, what: &str) {
+fn refused(result: Result<ClusterConfig, cluster_config::Error>, env: &str, what: &str) {
     let error = match result {
         Ok(_) => panic!("{env} = {what} was accepted"),
         Err(error) => error,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster_config::{ClusterConfig, ConfigError, Mode, Origin, ReplicaReadMode};
+use cluster_config::{ClusterConfig, Error, Mode, Origin, ReplicaReadMode};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -15,11 +15,11 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"))
 }
 
-fn ok(result: Result<ClusterConfig, ConfigError>) -> ClusterConfig {
+fn ok(result: Result<ClusterConfig, Error>) -> ClusterConfig {
     result.unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn messages(result: Result<ClusterConfig, ConfigError>) -> Vec<String> {
+fn messages(result: Result<ClusterConfig, Error>) -> Vec<String> {
     match result {
         Ok(config) => panic!("expected problems, got {config:?}"),
         Err(error) => error.problems().iter().map(ToString::to_string).collect(),
@@ -135,7 +135,7 @@ fn problems_say_where_the_value_came_from() {
         .health_interval(Duration::ZERO)
         .build()
         .err();
-    let problems = error.as_ref().map(ConfigError::problems).unwrap_or_default();
+    let problems = error.as_ref().map(Error::problems).unwrap_or_default();
     let origins: Vec<_> = problems
         .iter()
         .map(|p| (p.env_var(), p.origin().cloned()))

@@ -49,7 +49,7 @@ pub(crate) async fn read_copy(
     })
 }
 
-/// [`read_copy`] for many keys on one node, sent together (fred pipelines them), results in order.
+/// [`read_copy`] for many keys on one node, sent together (cluster-client pipelines them), results in order.
 pub(crate) async fn read_copies(
     client: &ClusterClient,
     node: &str,

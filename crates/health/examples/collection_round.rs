@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use cluster_config::ClusterConfig;
-use fred::prelude::{Builder, Client, ClientLike, ClusterInterface, TcpConfig};
+use cluster_config::{ClusterConfig, NodeAddr};
+use fred::prelude::{Builder, Client, ClientLike, ClusterInterface, Config, ServerConfig, TcpConfig};
 use health::{HealthChecker, HealthOptions, HealthStatus, install_prometheus};
 use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 
@@ -91,9 +91,14 @@ async fn measure(cluster: &LocalCluster, rounds: usize) -> Result<(), Box<dyn st
 
     let mut clients = Vec::new();
     for seed in cluster.seeds() {
-        // The settings health's own connections use: fail fast, one attempt, TCP_NODELAY.
-        let mut node_config = config.fred_config_for(&seed.parse()?);
-        node_config.fail_fast = true;
+        // The settings of health's probe connections: fail fast, one attempt, TCP_NODELAY (the local
+        // cluster has no password).
+        let node: NodeAddr = seed.parse()?;
+        let node_config = Config {
+            server: ServerConfig::new_centralized(node.host(), node.port()),
+            fail_fast: true,
+            ..Config::default()
+        };
         let client = Builder::from_config(node_config)
             .with_connection_config(|c| {
                 c.max_command_attempts = 1;

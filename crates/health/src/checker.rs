@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster_client::{ClientEvent, ClusterClient};
+use cluster_client::{ClientEvent, ClusterClient, NodeProber};
 use cluster_config::ClusterConfig;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::alerts::{Alert, AlertEvent};
-use crate::collector::Collector;
+use crate::collector::{Collector, Prober};
 use crate::error::Error;
 use crate::export::record_metrics;
 use crate::monitor::{Monitor, Observation};
@@ -76,7 +76,7 @@ impl HealthOptions {
     /// let options = health::HealthOptions::from_config(&config);
     /// assert_eq!(options.interval, Duration::from_secs(10));
     /// assert!(options.node_timeout <= Duration::from_secs(1));
-    /// # Ok::<(), cluster_config::ConfigError>(())
+    /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn from_config(config: &ClusterConfig) -> HealthOptions {
         HealthOptions {
@@ -144,8 +144,10 @@ fn slots_at_risk(observation: &Observation) -> bool {
 ///
 /// Point it at bare node addresses through a [`ClusterConfig`] (cluster seeds, or standalone servers),
 /// or at a [`ClusterClient`] with [`HealthChecker::for_client`] to add the client's own view (per-node
-/// latency, errors, redirects, failovers it saw). Either way it polls the nodes over connections of its
-/// own, so a node that hangs never delays the application's commands nor the other nodes' polls.
+/// latency, errors, redirects, failovers it saw). Either way it polls the nodes through cluster-client's
+/// node probes ([`ClusterClient::probe_node`], or a [`NodeProber`] for bare addresses), over probe
+/// connections no call shares, so a node that hangs never delays the application's commands nor the
+/// other nodes' polls.
 #[derive(Debug, Clone)]
 pub struct HealthChecker {
     inner: Arc<Inner>,
@@ -243,9 +245,13 @@ impl HealthChecker {
             options.thresholds.clone(),
             TrendRing::for_retention(options.retention, options.interval),
         )?;
+        let prober = match &client {
+            Some(link) => Prober::Client(link.client.clone()),
+            None => Prober::Nodes(Box::new(NodeProber::new(config))),
+        };
         Ok(HealthChecker {
             inner: Arc::new(Inner {
-                collector: Collector::new(config, options.node_timeout),
+                collector: Collector::new(config, options.node_timeout, prober),
                 monitor: Mutex::new(monitor),
                 round: tokio::sync::Mutex::new(()),
                 options,

@@ -1,17 +1,18 @@
 //! The I/O shell: one collection round polls every node concurrently over its own connection and
 //! assembles the replies into a [`Snapshot`].
 //!
-//! Each node gets a short-lived, fail-fast fred client of its own, kept between rounds while it stays
-//! connected and dropped at the first error. So the health check never waits behind the application's
-//! traffic, never retries on its own, and one node that hangs (SIGSTOP) or is gone costs at most the
-//! node timeout, while every other node is polled in parallel.
+//! Each node is probed through cluster-client ([`ClusterClient::probe_node`] when a client is attached,
+//! a [`NodeProber`] for bare node addresses), on a fail-fast probe connection of the node's own, kept
+//! between rounds while it stays connected and dropped at the first error. So the health check never
+//! waits behind the application's traffic, never retries on its own, and one node that hangs (SIGSTOP)
+//! or is gone costs at most the node timeout, while every other node is polled in parallel.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use cluster_config::{ClusterConfig, NodeAddr};
-use fred::prelude::{Builder, ClientLike, ClusterInterface, TcpConfig};
+use cluster_client::{ClusterClient, Error as ClientError, NodeProbe, NodeProber};
+use cluster_config::ClusterConfig;
 
 use crate::parse::{parse_cluster_info, parse_cluster_nodes, parse_info};
 use crate::snapshot::{NodeSnapshot, Snapshot, TopologyNode};
@@ -34,12 +35,23 @@ pub(crate) struct NodePoll {
     pub(crate) outcome: Result<Replies, String>,
 }
 
-/// Why a poll failed.
+impl From<NodeProbe> for Replies {
+    fn from(probe: NodeProbe) -> Replies {
+        Replies {
+            ping: probe.ping,
+            info: probe.info,
+            cluster: probe.cluster.map(|view| (view.info, view.nodes)),
+        }
+    }
+}
+
+/// What probes the nodes: the attached client's node connections, or probes of bare addresses.
 #[derive(Debug)]
-struct PollError {
-    message: String,
-    /// Whether the deadline passed (as opposed to an error reply or a broken connection).
-    timed_out: bool,
+pub(crate) enum Prober {
+    /// [`ClusterClient::probe_node`].
+    Client(ClusterClient),
+    /// A [`NodeProber`] with the configuration's credentials.
+    Nodes(Box<NodeProber>),
 }
 
 /// What the collector remembers between rounds.
@@ -62,24 +74,23 @@ impl Memory {
     }
 }
 
-/// Polls nodes. Holds one connection per node between rounds.
+/// Polls nodes. Its prober holds one probe connection per node between rounds.
 #[derive(Debug)]
 pub(crate) struct Collector {
-    config: ClusterConfig,
     seeds: Vec<String>,
     node_timeout: Duration,
-    conns: Mutex<HashMap<String, fred::clients::Client>>,
+    prober: Prober,
     memory: Mutex<Memory>,
 }
 
 impl Collector {
-    /// A collector for the nodes of `config` (seeds in cluster mode, the servers otherwise).
-    pub(crate) fn new(config: &ClusterConfig, node_timeout: Duration) -> Collector {
+    /// A collector for the nodes of `config` (seeds in cluster mode, the servers otherwise), probing
+    /// through `prober`.
+    pub(crate) fn new(config: &ClusterConfig, node_timeout: Duration, prober: Prober) -> Collector {
         Collector {
             seeds: config.nodes().iter().map(ToString::to_string).collect(),
-            config: config.clone(),
             node_timeout,
-            conns: Mutex::new(HashMap::new()),
+            prober,
             memory: Mutex::new(Memory::default()),
         }
     }
@@ -87,10 +98,6 @@ impl Collector {
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         // The guarded data is replaced whole, never left half-written, so a poisoned lock is usable.
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, fred::clients::Client>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One collection round: polls the known nodes (or the seeds), then any node their views reveal
@@ -145,109 +152,23 @@ impl Collector {
     /// Polls one node within the node timeout: `PING` (timed), then `INFO`, `CLUSTER INFO` and
     /// `CLUSTER NODES` pipelined.
     async fn poll_node(&self, addr: &str) -> Result<Replies, String> {
-        let deadline = tokio::time::Instant::now() + self.node_timeout;
-        let cached = self.conns().get(addr).filter(|c| c.is_connected()).cloned();
-        if let Some(client) = cached {
-            match self.poll_with(&client, false, deadline).await {
-                Ok(replies) => return Ok(replies),
-                Err(e) => {
-                    self.conns().remove(addr);
-                    close_in_background(client);
-                    // A connection that broke since the last round (the node restarted, or resumed
-                    // after a pause) says nothing about the node now: ask again on a new one, within
-                    // the same deadline. A timeout already used the deadline up.
-                    if e.timed_out {
-                        return Err(e.message);
-                    }
-                }
-            }
-        }
-        let client = self.build_client(addr)?;
-        match self.poll_with(&client, true, deadline).await {
-            Ok(replies) => {
-                if let Some(old) = self.conns().insert(addr.to_string(), client) {
-                    close_in_background(old);
-                }
-                Ok(replies)
-            }
-            Err(e) => {
-                close_in_background(client);
-                Err(e.message)
-            }
-        }
-    }
-
-    /// The commands of one poll on `client` (connecting it first when `connect`), by `deadline`.
-    async fn poll_with(
-        &self,
-        client: &fred::clients::Client,
-        connect: bool,
-        deadline: tokio::time::Instant,
-    ) -> Result<Replies, PollError> {
-        let work = async {
-            if connect {
-                client.init().await?;
-            }
-            let start = Instant::now();
-            client.ping::<String>(None).await?;
-            let ping = start.elapsed();
-            // All three at once on the one connection: one round trip. A standalone node answers the
-            // cluster commands with an error, which is ignored once INFO says it is not a cluster.
-            let (info, cluster_info, cluster_nodes) = tokio::join!(
-                client.info::<String>(None),
-                client.cluster_info::<String>(),
-                client.cluster_nodes::<String>()
-            );
-            let info = info?;
-            let cluster = if info.contains("cluster_enabled:1") {
-                Some((cluster_info?, cluster_nodes?))
-            } else {
-                None
-            };
-            Ok::<_, fred::error::Error>(Replies { ping, info, cluster })
+        let probe = match &self.prober {
+            Prober::Client(client) => client.probe_node(addr, self.node_timeout).await,
+            Prober::Nodes(prober) => prober.probe(addr, self.node_timeout).await,
         };
-        match tokio::time::timeout_at(deadline, work).await {
-            Ok(Ok(replies)) => Ok(replies),
-            Ok(Err(e)) => Err(PollError {
-                message: e.to_string(),
-                timed_out: false,
-            }),
-            Err(_) => Err(PollError {
-                message: format!("no reply within {:?}", self.node_timeout),
-                timed_out: true,
-            }),
-        }
+        probe.map(Replies::from).map_err(|error| match error {
+            ClientError::Timeout { .. } => format!("no reply within {:?}", self.node_timeout),
+            // The connection's or the server's own words, as a node error names the node already.
+            ClientError::Connection { message, .. } | ClientError::Server { message, .. } => message,
+            other => other.to_string(),
+        })
     }
 
-    /// A fail-fast client for one node with the configuration's credentials and the node timeout, and
-    /// no reconnect policy: a broken connection is dropped and the next round opens a new one.
-    fn build_client(&self, addr: &str) -> Result<fred::clients::Client, String> {
-        let node: NodeAddr = addr
-            .parse()
-            .map_err(|e| format!("unusable node address {addr:?}: {e}"))?;
-        let mut config = self.config.fred_config_for(&node);
-        config.fail_fast = true;
-        let timeout = self.node_timeout;
-        Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = timeout;
-                c.internal_command_timeout = timeout;
-                c.max_command_attempts = 1;
-                c.max_redirections = 0;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..TcpConfig::default()
-                };
-            })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
-            .build()
-            .map_err(|e| format!("cannot build a client for {addr}: {e}"))
-    }
-
-    /// Closes every connection (in the background).
+    /// Closes the probe connections this collector opened (in the background); an attached client
+    /// keeps its own.
     pub(crate) fn close(&self) {
-        for (_, client) in self.conns().drain() {
-            close_in_background(client);
+        if let Prober::Nodes(prober) = &self.prober {
+            prober.close();
         }
     }
 }
@@ -255,15 +176,6 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// `QUIT` without waiting: on a node that hangs it can take the node timeout.
-fn close_in_background(client: fred::clients::Client) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = client.quit().await;
-        });
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! The core is pure: [`Monitor`] judges [`Snapshot`]s with the rules in [`AlertKind`] (each a function
 //! of snapshots and [`Thresholds`]), keeps alerts in an [`AlertManager`] and trends in a [`TrendRing`].
-//! The I/O shell, [`HealthChecker`], polls every node over connections of its own (`PING` timed, `INFO`,
-//! `CLUSTER INFO`, `CLUSTER NODES`, all nodes concurrently, each bounded by a node timeout) and feeds the
-//! monitor. [`install_prometheus`] serves the metrics on `/metrics`.
+//! The I/O shell, [`HealthChecker`], polls every node through cluster-client's node probes, over probe
+//! connections no call shares (`PING` timed, `INFO`, `CLUSTER INFO`, `CLUSTER NODES`, all nodes
+//! concurrently, each bounded by a node timeout) and feeds the monitor. [`install_prometheus`] serves the metrics on `/metrics`.
 //!
 //! # Example
 //!

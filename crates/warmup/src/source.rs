@@ -455,7 +455,7 @@ impl RedisScan {
         }
     }
 
-    /// `DUMP` and `PTTL` of each key in one script call per key, sent together (fred pipelines them
+    /// `DUMP` and `PTTL` of each key in one script call per key, sent together (cluster-client pipelines them
     /// on the node's connection). The script answers a payload only when it is within the source
     /// client's `value_max_bytes`, so a huge value is refused by its size, never received.
     async fn dump(&self, node: &str, keys: Vec<Bytes>, window: &mut Window) {

@@ -399,10 +399,9 @@ fn flatten(value: Value) -> Vec<Bytes> {
     match value {
         Value::Array(items) => items.into_iter().flat_map(flatten).collect(),
         Value::Map(map) => map
-            .inner()
             .into_iter()
             .flat_map(|(k, v)| {
-                let mut out = vec![Bytes::copy_from_slice(k.as_bytes())];
+                let mut out = flatten(k);
                 out.extend(flatten(v));
                 out
             })

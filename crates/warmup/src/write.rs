@@ -396,7 +396,7 @@ async fn write_versioned(
     indices: &[usize],
     versions: Option<&[Version]>,
 ) -> Vec<(usize, Outcome)> {
-    // Sent together: fred pipelines the script calls on each node's connections.
+    // Sent together: cluster-client pipelines the script calls on each node's connections.
     let writes = indices.iter().map(|&i| async move {
         let entry = &entries[i].entry;
         let value = value_of(entry);

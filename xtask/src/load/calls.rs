@@ -54,6 +54,12 @@ impl Lww {
     pub(super) fn decided(&self, reply: &Value) -> bool {
         matches!(reply, Value::Array(parts) if matches!(parts.first().and_then(Value::as_i64), Some(0 | 1)))
     }
+
+    /// [`Lww::decided`] for cluster-client's reply type.
+    pub(super) fn decided_reply(&self, reply: &cluster_client::Value) -> bool {
+        use cluster_client::Value;
+        matches!(reply, Value::Array(parts) if matches!(parts.first().and_then(Value::as_i64), Some(0 | 1)))
+    }
 }
 
 /// One call of a workload, chosen before the client is: the same sequence of calls for every client.

@@ -11,17 +11,14 @@ use cluster_config::ClusterConfig;
 use fred::prelude::*;
 
 use super::calls::{Call, Lww, Rng, key};
+use crate::fred_baseline;
 use super::harness::{RunResult, progress_bar, run};
 use super::{ClientKind, LoadArgs, Workload};
 
-/// fred's own cluster client, configured the way cluster-config configures it (every node a seed,
-/// reconnect policy, timeouts).
+/// fred's own cluster client, configured the way cluster-client configures its connections (every
+/// node a seed, reconnect policy, timeouts).
 pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client> {
-    let client = Builder::from_config(config.clustered_config())
-        .set_policy(config.reconnect_policy())
-        .set_connection_config(config.connection_config())
-        .set_performance_config(config.performance_config())
-        .build()?;
+    let client = fred_baseline::cluster_builder(config).build()?;
     client.init().await.context("connecting fred's cluster client")?;
     Ok(client)
 }
@@ -119,7 +116,7 @@ pub(super) async fn run_ours(
                     client
                         .eval(&lww.script, &[k.as_bytes()], &[&envelope, b"0", b"newer"])
                         .await
-                        .is_ok_and(|reply| lww.decided(&reply))
+                        .is_ok_and(|reply| lww.decided_reply(&reply))
                 }
                 Call::Set(k) => client
                     .set(k.as_bytes(), &value, SetOptions::default())
@@ -200,15 +197,11 @@ pub(super) async fn run_per_node(
     let mut owner = vec![0usize; usize::from(sharding::SLOT_COUNT)];
     for (index, shard) in topology.shards().iter().enumerate() {
         let addr: cluster_config::NodeAddr = shard.primary.parse()?;
-        let client = Builder::from_config(config.fred_config_for(&addr))
-            .set_policy(config.reconnect_policy())
-            .set_connection_config(config.connection_config())
-            .set_performance_config(config.performance_config())
-            .build()?;
+        let client = fred_baseline::node_builder(config, &addr).build()?;
         client.init().await?;
         clients.push(client);
-        for &(first, last) in &shard.slots {
-            for slot in first..=last {
+        for range in &shard.slots {
+            for slot in range.slots() {
                 owner[slot as usize] = index;
             }
         }

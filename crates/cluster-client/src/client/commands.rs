@@ -16,6 +16,7 @@ use crate::Topology;
 use crate::durations;
 use crate::node::NodeHandle;
 use crate::script::Script;
+use crate::value;
 use crate::wait::{WaitOutcome, marker_key};
 
 /// A key's remaining time to live.
@@ -124,7 +125,7 @@ impl ClusterClient {
 
     /// Runs a Lua script by SHA on the node owning the first key (`NOSCRIPT` loads it and retries).
     /// Without keys it runs on the first shard's primary.
-    pub async fn eval(&self, script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Result<Value, Error> {
+    pub async fn eval(&self, script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Result<crate::Value, Error> {
         for key in keys {
             self.check_key(key)?;
         }
@@ -134,14 +135,14 @@ impl ClusterClient {
         loop {
             match self.run(route_key, cmd.clone(), Access::Write).await {
                 Err(Error::Server { message, node, .. }) if message.starts_with("NOSCRIPT") && !loaded => {
-                    self.node_command::<Value>(
+                    self.node_call(
                         &node,
                         vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
                     )
                     .await?;
                     loaded = true;
                 }
-                other => return other,
+                other => return other.map(value::from_fred),
             }
         }
     }
@@ -153,19 +154,17 @@ impl ClusterClient {
         script: &Script,
         keys: &[&[u8]],
         args: &[&[u8]],
-    ) -> Result<Value, Error> {
+    ) -> Result<crate::Value, Error> {
         let cmd = evalsha(script, keys, args);
-        match self.node_command::<Value>(node, cmd.to_args()).await {
+        let reply = match self.node_call(node, cmd.to_args()).await {
             Err(Error::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
-                self.node_command::<Value>(
-                    node,
-                    vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
-                )
-                .await?;
-                self.node_command(node, cmd.to_args()).await
+                self.node_call(node, vec!["SCRIPT".into(), "LOAD".into(), script.source().into()])
+                    .await?;
+                self.node_call(node, cmd.to_args()).await
             }
             other => other,
-        }
+        };
+        reply.map(value::from_fred)
     }
 
     /// Waits up to `timeout` for `replicas` replicas of the primary serving `key` to acknowledge every
@@ -227,18 +226,31 @@ impl ClusterClient {
     /// node's dedicated wait connection after a marker write in the first slot the node serves, so it
     /// counts the node's writes from every connection and stalls no other call. Its timeout must be 1
     /// to `u32::MAX` milliseconds (`WAIT n 0` would block for ever).
-    pub async fn node_command<R: FromValue>(&self, node: &str, args: Vec<Value>) -> Result<R, Error> {
+    ///
+    /// The reply converts to `R` as [`FromValue`](crate::FromValue) says; one that does not is
+    /// [`Error::Reply`].
+    pub async fn node_command<R: crate::FromValue>(
+        &self,
+        node: &str,
+        args: Vec<crate::Value>,
+    ) -> Result<R, Error> {
+        let name = args.first().and_then(crate::Value::as_string).unwrap_or_default();
+        let reply = self.node_call(node, value::to_fred(args)).await?;
+        R::from_value(value::from_fred(reply)).map_err(|e| Error::Reply {
+            node: node.into(),
+            command: name,
+            detail: e.to_string(),
+        })
+    }
+
+    /// [`ClusterClient::node_command`] in fred's terms, for this crate's own node commands.
+    pub(crate) async fn node_call(&self, node: &str, args: Vec<Value>) -> Result<Value, Error> {
         let handle = self.inner.known_node(node)?;
         let mut args = args.into_iter();
         let name = args.next().and_then(|v| v.as_string()).unwrap_or_default();
         let rest: Vec<Value> = args.collect();
         if name.eq_ignore_ascii_case("WAIT") {
-            let value = self.wait_on_node(&handle, &rest).await?;
-            return R::from_value(value).map_err(|e| Error::Reply {
-                node: node.into(),
-                command: name,
-                detail: e.to_string(),
-            });
+            return self.wait_on_node(&handle, &rest).await;
         }
         let started = Instant::now();
         // A node known to be down fails fast; otherwise the call may wait (up to its timeout) for the
@@ -253,12 +265,7 @@ impl ClusterClient {
             .call(&Cmd::custom(name.as_str(), rest), options)
             .await;
         handle.record_untimed();
-        let value = result.map_err(|e| self.inner.to_error(&handle, &name, &e, started))?;
-        R::from_value(value).map_err(|e| Error::Reply {
-            node: node.into(),
-            command: name,
-            detail: e.to_string(),
-        })
+        result.map_err(|e| self.inner.to_error(&handle, &name, &e, started))
     }
 
     /// `WAIT replicas timeout-ms` addressed to one node (see [`ClusterClient::node_command`]).
@@ -268,7 +275,7 @@ impl ClusterClient {
             command: "WAIT".into(),
             message: format!("ERR {detail}"),
         };
-        let number = |value: Option<&Value>| value.and_then(Value::as_i64);
+        let number = |value: Option<&Value>| value.and_then(value::fred_i64);
         let (Some(replicas), Some(timeout_ms), 2) = (number(args.first()), number(args.get(1)), args.len())
         else {
             return Err(bad("WAIT takes two integers: numreplicas timeout-ms".into()));
@@ -315,7 +322,7 @@ impl ClusterClient {
         }
         args.push("COUNT".into());
         args.push(Value::Integer(count as i64));
-        let reply: Value = self.node_command(node, args).await?;
+        let reply: Value = self.node_call(node, args).await?;
         let bad = |detail: &str| Error::Reply {
             node: node.into(),
             command: "SCAN".into(),

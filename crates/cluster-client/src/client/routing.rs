@@ -241,6 +241,11 @@ impl ClusterClient {
         self.inner.note_write(key);
     }
 
+    /// The handle of a node, opened if new (as for a node named by `MOVED`).
+    pub(crate) fn node_for(&self, addr: &str) -> Result<Arc<NodeHandle>, Error> {
+        self.inner.node_handle(addr)
+    }
+
     pub(crate) fn node_error(
         &self,
         node: &Arc<NodeHandle>,
