@@ -44,9 +44,14 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod cache;
+mod calls;
 mod codec;
+mod config;
 mod error;
 mod lease;
+mod loading;
+mod stats;
+mod warm;
 
 pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
 pub use cluster_config::ClusterConfig;
@@ -58,25 +63,5 @@ pub use warmup::{
 };
 
 pub use crate::{
-    cache::{Cache, CacheSettings, Write},
-    codec::Codec,
-    error::Error,
+    cache::Cache, calls::Write, codec::Codec, config::CacheSettings, error::Error, stats::CacheStats,
 };
-
-/// Counts since a [`Cache`] was built (also exported through `metrics` as `cache_*_total`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Reads that found a value (or a remembered absence).
-    pub hits: u64,
-    /// Reads that found nothing.
-    pub misses: u64,
-    /// Loader runs.
-    pub loads: u64,
-    /// Loader runs that failed.
-    pub load_errors: u64,
-    /// Loaded values refused because a newer write or a delete happened during the load.
-    pub stale_refused: u64,
-    /// `get_or_load` answers served by the loader because Redis could not be reached.
-    pub fail_safe_serves: u64,
-}
