@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cache_facade::{Cache, CacheSettings, ClusterConfig, Priority, WarmupConfig};
+use cache_facade::{Cache, CacheConfig, ClusterConfig, Priority, WarmupConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterSpec, LocalCluster};
 use serde::{Deserialize, Serialize};
@@ -67,9 +67,8 @@ async fn run(args: &DemoArgs) -> Result<()> {
     crate::cluster::print_status(&cluster).await?;
 
     let config = ClusterConfig::builder().nodes(cluster.seeds()).build()?;
-    let mut settings = CacheSettings::default();
-    settings.namespace = Some("demo".into());
-    let cache = Cache::with_settings(config.clone(), settings).await?;
+    let settings = CacheConfig::builder().namespace("demo").build()?;
+    let cache = Cache::with_config(config.clone(), settings).await?;
 
     // Warm-up: the first 1% is critical and is written before anything else.
     println!(

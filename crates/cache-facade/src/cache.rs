@@ -8,7 +8,7 @@ use cluster_config::ClusterConfig;
 use consistency::{FailoverRepairTask, Versioned};
 
 use crate::Error;
-use crate::config::CacheSettings;
+use crate::config::CacheConfig;
 use crate::lease;
 use crate::loading::Flight;
 use crate::stats::Counters;
@@ -16,7 +16,7 @@ use crate::stats::Counters;
 pub(crate) struct Inner {
     pub(crate) client: ClusterClient,
     pub(crate) versioned: Option<Versioned>,
-    pub(crate) settings: CacheSettings,
+    pub(crate) config: CacheConfig,
     pub(crate) flights: Mutex<HashMap<Vec<u8>, Flight>>,
     pub(crate) lease_scripts: lease::Scripts,
     pub(crate) stats: Counters,
@@ -34,16 +34,16 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("settings", &self.inner.settings)
+            .field("config", &self.inner.config)
             .field("client", &self.inner.client)
             .finish()
     }
 }
 
 impl Cache {
-    /// Connects with the default settings.
-    pub async fn connect(config: ClusterConfig) -> Result<Cache, Error> {
-        Cache::with_settings(config, CacheSettings::default()).await
+    /// Connects with the default [`CacheConfig`].
+    pub async fn connect(cluster: ClusterConfig) -> Result<Cache, Error> {
+        Cache::with_config(cluster, CacheConfig::default()).await
     }
 
     /// Connects with configuration from the `REDIS_*` environment (and `REDIS_CONFIG_FILE`).
@@ -51,18 +51,16 @@ impl Cache {
         Cache::connect(ClusterConfig::from_env()?).await
     }
 
-    /// Connects with the given settings; starts failover repair when writes are versioned.
-    pub async fn with_settings(config: ClusterConfig, settings: CacheSettings) -> Result<Cache, Error> {
-        settings.validate()?;
-        let client = ClusterClient::connect(config).await?;
-        Cache::from_client(client, settings)
+    /// Connects with the given cache configuration; starts failover repair when writes are versioned.
+    pub async fn with_config(cluster: ClusterConfig, config: CacheConfig) -> Result<Cache, Error> {
+        let client = ClusterClient::connect(cluster).await?;
+        Cache::from_client(client, config)
     }
 
     /// Builds the cache over an existing client.
-    pub fn from_client(client: ClusterClient, settings: CacheSettings) -> Result<Cache, Error> {
-        settings.validate()?;
-        let client = client.with_options(settings.call.clone());
-        let versioned = settings
+    pub fn from_client(client: ClusterClient, config: CacheConfig) -> Result<Cache, Error> {
+        let client = client.with_options(config.call.clone());
+        let versioned = config
             .versioned
             .clone()
             .map(|c| Versioned::new(client.clone(), c))
@@ -71,15 +69,15 @@ impl Cache {
             .as_ref()
             .filter(|v| v.journal().is_some())
             .map(Versioned::spawn_failover_repair);
-        let config = client.config().clone();
-        if config.metrics().enabled {
+        let cluster = client.config().clone();
+        if cluster.metrics().enabled {
             // One process-wide recorder: if the application installed its own, keep it.
-            if let Err(error) = health::install_prometheus(config.metrics().listen) {
+            if let Err(error) = health::install_prometheus(cluster.metrics().listen) {
                 tracing::warn!(%error, "metrics endpoint not started");
             }
         }
-        let (health, health_task) = if settings.health {
-            let options = health::HealthOptions::from_config(&config);
+        let (health, health_task) = if config.health {
+            let options = health::HealthOptions::from_config(&cluster);
             let checker = health::HealthChecker::for_client(&client, options)?;
             let task = checker.spawn();
             (Some(checker), Some(task))
@@ -90,7 +88,7 @@ impl Cache {
             inner: Arc::new(Inner {
                 client,
                 versioned,
-                settings,
+                config,
                 flights: Mutex::new(HashMap::new()),
                 lease_scripts: lease::Scripts::new(),
                 stats: Counters::default(),
@@ -124,15 +122,15 @@ impl Cache {
         checker.cluster_health_summary()
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &CacheSettings {
-        &self.inner.settings
+    /// The cache configuration (the cluster configuration is the client's, [`ClusterClient::config`]).
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
     }
 
     /// The key as stored: `namespace:key`.
     pub fn full_key(&self, key: impl AsRef<[u8]>) -> Vec<u8> {
         let key = key.as_ref();
-        match &self.inner.settings.namespace {
+        match &self.inner.config.namespace {
             Some(ns) => {
                 let mut full = Vec::with_capacity(ns.len() + 1 + key.len());
                 full.extend_from_slice(ns.as_bytes());

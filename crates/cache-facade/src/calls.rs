@@ -228,19 +228,19 @@ impl Cache {
     /// Shortens `ttl` by a random share of up to `ttl_jitter`. Any `ttl` is accepted: the cut is at
     /// most half of it, computed without overflow even for `Duration::MAX`.
     pub(crate) fn jitter(&self, ttl: Option<Duration>) -> Option<Duration> {
-        let share = self.inner.settings.ttl_jitter;
+        let share = self.inner.config.ttl_jitter;
         ttl.map(|ttl| jittered(ttl, share * fastrand::f64()))
     }
 
-    /// Encodes and frames `value` with this cache's settings.
+    /// Encodes and frames `value` with this cache's configuration.
     pub(crate) fn encode<T: Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, Error> {
-        let settings = &self.inner.settings;
+        let config = &self.inner.config;
         codec::encode(
             key,
             value,
-            settings.codec,
-            settings.compress_at_bytes,
-            settings.decompressed_max_bytes,
+            config.codec,
+            config.compress_at_bytes,
+            config.decompressed_max_bytes,
         )
     }
 
@@ -252,7 +252,7 @@ impl Cache {
         compressed: bool,
         payload: &[u8],
     ) -> Result<T, Error> {
-        let max = self.inner.settings.decompressed_max_bytes;
+        let max = self.inner.config.decompressed_max_bytes;
         codec::decode(key, codec, compressed, payload, max)
     }
 }

@@ -101,7 +101,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
                 codec: codec.name(),
                 detail: format!(
                     "the encoding is {} bytes, over the decompression limit of {decompressed_max} bytes; \
-                     raise CacheSettings::decompressed_max_bytes or store a smaller value",
+                     raise CacheConfig::decompressed_max_bytes or store a smaller value",
                     out.len() - 2
                 ),
             });
@@ -188,7 +188,7 @@ fn decompress(payload: &[u8], max: usize) -> Result<Vec<u8>, String> {
     if declared > max {
         return Err(format!(
             "the compressed data declares {declared} bytes, over the decompression limit of {max} bytes \
-             (CacheSettings::decompressed_max_bytes)"
+             (CacheConfig::decompressed_max_bytes)"
         ));
     }
     let possible = block.len().saturating_mul(LZ4_MAX_RATIO);

@@ -63,5 +63,10 @@ pub use warmup::{
 };
 
 pub use crate::{
-    cache::Cache, calls::Write, codec::Codec, config::CacheSettings, error::Error, stats::CacheStats,
+    cache::Cache,
+    calls::Write,
+    codec::Codec,
+    config::{CacheConfig, CacheConfigBuilder},
+    error::Error,
+    stats::CacheStats,
 };

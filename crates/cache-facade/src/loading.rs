@@ -31,7 +31,7 @@ impl Cache {
     // ----- get_or_load -----
 
     /// The cached value, or the loader's value (cached for `ttl`). Within this process at most one loader
-    /// runs per key at a time; with [`CacheSettings::lease`], at most one across processes.
+    /// runs per key at a time; with [`CacheConfig::lease`], at most one across processes.
     pub async fn get_or_load<T, F, Fut, E>(
         &self,
         key: impl AsRef<[u8]>,
@@ -55,7 +55,7 @@ impl Cache {
     }
 
     /// Like [`Cache::get_or_load`] for loaders that may find nothing: `Ok(None)` is remembered for
-    /// [`CacheSettings::negative_ttl`].
+    /// [`CacheConfig::negative_ttl`].
     pub async fn get_or_load_optional<T, F, Fut, E>(
         &self,
         key: impl AsRef<[u8]>,
@@ -86,7 +86,7 @@ impl Cache {
                 Stored::Lease(_) => {}
             },
             Ok(None) => {}
-            Err(e) if e.is_unavailable() && self.inner.settings.fail_safe => {
+            Err(e) if e.is_unavailable() && self.inner.config.fail_safe => {
                 return self.fail_safe(&key, loader).await;
             }
             Err(e) => return Err(e),
@@ -107,7 +107,7 @@ impl Cache {
         drop(flight);
         let frame = match result {
             Ok(frame) => frame,
-            Err(e) if e.is_unavailable() && self.inner.settings.fail_safe => match loader.take() {
+            Err(e) if e.is_unavailable() && self.inner.config.fail_safe => match loader.take() {
                 Some(loader) => return self.fail_safe(&key, loader).await,
                 None => return Err(e),
             },
@@ -134,7 +134,7 @@ impl Cache {
         // The version is taken before the loader runs: a delete or a newer write made while it runs
         // has a newer version, and the loaded (possibly stale) value is refused.
         let version = self.inner.versioned.as_ref().map(Versioned::next_version);
-        let mut lease = match self.inner.settings.lease {
+        let mut lease = match self.inner.config.lease {
             Some(lease_ttl) => match self.take_lease(key, lease_ttl).await? {
                 LeaseOutcome::Mine(held) => Some(held),
                 LeaseOutcome::Filled(frame) => return Ok(frame),
@@ -189,7 +189,7 @@ impl Cache {
         };
         let (frame, ttl) = match &loaded {
             Some(value) => (self.encode(key, value)?, self.jitter(ttl)),
-            None => match self.inner.settings.negative_ttl {
+            None => match self.inner.config.negative_ttl {
                 Some(negative) => (codec::absent(), Some(negative)),
                 None => return Ok(Bytes::from(codec::absent())),
             },
