@@ -225,11 +225,9 @@ impl Cache {
         })
     }
 
-    /// Shortens `ttl` by a random share of up to `ttl_jitter`. Any `ttl` is accepted: the cut is at
-    /// most half of it, computed without overflow even for `Duration::MAX`.
+    /// Shortens `ttl` by a random share of up to [`CacheConfig::ttl_jitter`](crate::CacheConfig::ttl_jitter).
     pub(crate) fn jitter(&self, ttl: Option<Duration>) -> Option<Duration> {
-        let share = self.inner.config.ttl_jitter;
-        ttl.map(|ttl| jittered(ttl, share * fastrand::f64()))
+        jitter(ttl, self.inner.config.ttl_jitter)
     }
 
     /// Encodes and frames `value` with this cache's configuration.
@@ -255,6 +253,14 @@ impl Cache {
         let max = self.inner.config.decompressed_max_bytes;
         codec::decode(key, codec, compressed, payload, max)
     }
+}
+
+/// `ttl` shortened by a random share in `[0, share)`: the one meaning of `ttl_jitter`, which
+/// `warmup::WarmupConfig::ttl_jitter` shares. Jitter only shortens, so that no value outlives the TTL its
+/// writer asked for. Any `ttl` is accepted: `share` is at most 0.5 (checked in the config), so the cut
+/// is at most half of it, computed without overflow even for `Duration::MAX`.
+fn jitter(ttl: Option<Duration>, share: f64) -> Option<Duration> {
+    ttl.map(|ttl| jittered(ttl, share * fastrand::f64()))
 }
 
 /// `ttl` shortened by `cut` (a share from 0 to 1), at least 1 ms; no overflow for any `ttl`.
@@ -283,5 +289,24 @@ mod tests {
         }
         let half = jittered(Duration::MAX, 0.5);
         assert!(half < Duration::MAX && half > Duration::MAX / 3, "{half:?}");
+    }
+
+    #[test]
+    fn jitter_only_shortens_and_by_at_most_the_share() {
+        let ttl = Duration::from_secs(100);
+        assert_eq!(jitter(None, 0.5), None);
+        assert_eq!(jitter(Some(ttl), 0.0), Some(ttl));
+        for share in [0.1, 0.2, 0.5] {
+            let jittered: Vec<Duration> = (0..1_000).map(|_| jitter(Some(ttl), share).unwrap()).collect();
+            let shortest = ttl.mul_f64(1.0 - share);
+            assert!(
+                jittered.iter().all(|t| *t <= ttl && *t >= shortest),
+                "share {share}: every TTL within [{shortest:?}, {ttl:?}]"
+            );
+            assert!(
+                jittered.iter().any(|t| *t < ttl.mul_f64(1.0 - share / 2.0)),
+                "share {share}: some TTLs are shortened by more than half the share"
+            );
+        }
     }
 }

@@ -359,4 +359,15 @@ mod tests {
         );
         check(|b| b.decompressed_max_bytes(usize::MAX), None);
     }
+
+    #[test]
+    fn ttl_jitter_is_a_share_from_zero_to_a_half_and_namespaces_are_not_empty() {
+        check(|b| b.ttl_jitter(0.0), None);
+        check(|b| b.ttl_jitter(0.5), None);
+        check(|b| b.ttl_jitter(0.51), Some("ttl_jitter is 0.51"));
+        check(|b| b.ttl_jitter(-0.1), Some("ttl_jitter is -0.1"));
+        check(|b| b.ttl_jitter(f64::NAN), Some("ttl_jitter is NaN"));
+        check(|b| b.namespace("orders"), None);
+        check(|b| b.namespace(""), Some("namespace is empty"));
+    }
 }
