@@ -83,19 +83,17 @@ async fn run(args: &DemoArgs) -> Result<()> {
     );
     let progress_bar = bar.clone();
     let critical = args.entries / 100;
-    let entries = (0..args.entries as u64).map(|id| {
-        let priority = if (id as usize) < critical {
-            Priority::Critical
-        } else {
-            Priority::Normal
-        };
-        (
-            format!("product:{id}"),
-            product(id),
-            Some(Duration::from_secs(3600)),
-            priority,
-        )
-    });
+    let entries = (0..args.entries as u64)
+        .map(|id| {
+            let priority = if (id as usize) < critical {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            };
+            let entry = cache.entry(format!("product:{id}"), &product(id))?;
+            Ok(entry.ttl(Duration::from_secs(3600)).priority(priority))
+        })
+        .collect::<Result<Vec<_>, cache_facade::Error>>()?;
     let report = cache
         .warm_up_with_progress(entries, WarmupConfig::default(), move |p| {
             progress_bar.set_position(p.written);

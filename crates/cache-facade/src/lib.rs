@@ -53,12 +53,14 @@ mod loading;
 mod stats;
 mod warm;
 
-pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
-pub use cluster_config::ClusterConfig;
-pub use consistency::{ConsistencyConfig, Versioned};
-pub use health::{HealthChecker, HealthStatus, HealthSummary};
+// The names a service needs, flat: every type in this crate's own signatures (its settings, results and
+// the errors its `Error` wraps).
+pub use cluster_client::{CallOptions, ClusterClient, Error as ClientError, ReadFrom, Ttl};
+pub use cluster_config::{ClusterConfig, ConfigError};
+pub use consistency::{ConsistencyConfig, Error as ConsistencyError, Versioned};
+pub use health::{Error as HealthError, HealthChecker, HealthStatus, HealthSummary};
 pub use warmup::{
-    Entry as WarmupEntry, Priority, Progress as WarmupProgress, Report as WarmupReport,
+    Entry as WarmupEntry, Error as WarmupError, Priority, Progress as WarmupProgress, Report as WarmupReport,
     Source as WarmupSource, WarmupConfig,
 };
 
@@ -70,3 +72,12 @@ pub use crate::{
     error::Error,
     stats::CacheStats,
 };
+
+// The crates underneath, whole, for the rest of the API of the handles above (a `ClusterClient`'s
+// topology and events, a `Versioned`'s journal and audits, a `HealthChecker`'s alerts and trends), so a
+// service needs no direct dependency on them and no second version of them.
+pub use cluster_client;
+pub use cluster_config;
+pub use consistency;
+pub use health;
+pub use warmup;

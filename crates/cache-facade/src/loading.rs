@@ -31,7 +31,7 @@ impl Cache {
     // ----- get_or_load -----
 
     /// The cached value, or the loader's value (cached for `ttl`). Within this process at most one loader
-    /// runs per key at a time; with [`CacheConfig::lease`], at most one across processes.
+    /// runs per key at a time; with [`CacheConfig::lease`](crate::CacheConfig::lease), at most one across processes.
     pub async fn get_or_load<T, F, Fut, E>(
         &self,
         key: impl AsRef<[u8]>,
@@ -55,7 +55,7 @@ impl Cache {
     }
 
     /// Like [`Cache::get_or_load`] for loaders that may find nothing: `Ok(None)` is remembered for
-    /// [`CacheConfig::negative_ttl`].
+    /// [`CacheConfig::negative_ttl`](crate::CacheConfig::negative_ttl).
     pub async fn get_or_load_optional<T, F, Fut, E>(
         &self,
         key: impl AsRef<[u8]>,

@@ -343,12 +343,11 @@ async fn warm_up_fills_typed_entries_and_health_reports_the_cluster() {
         } else {
             cache_facade::Priority::Normal
         };
-        (
-            format!("item:{i}"),
-            i * 2,
-            Some(Duration::from_secs(600)),
-            priority,
-        )
+        cache
+            .entry(format!("item:{i}"), &(i * 2))
+            .unwrap()
+            .ttl(Duration::from_secs(600))
+            .priority(priority)
     });
     let report = cache
         .warm_up(entries, cache_facade::WarmupConfig::default())
