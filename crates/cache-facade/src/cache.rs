@@ -20,7 +20,9 @@ pub(crate) struct Inner {
     pub(crate) flights: Mutex<HashMap<Vec<u8>, Flight>>,
     pub(crate) lease_scripts: lease::Scripts,
     pub(crate) stats: Counters,
+    #[cfg(feature = "health")]
     pub(crate) health: Option<health::HealthChecker>,
+    #[cfg(feature = "health")]
     pub(crate) _health_task: Option<health::HealthTask>,
     pub(crate) _repair: Option<FailoverRepairTask>,
 }
@@ -69,15 +71,11 @@ impl Cache {
             .as_ref()
             .filter(|v| v.journal().is_some())
             .map(Versioned::spawn_failover_repair);
-        let cluster = client.config().clone();
-        if cluster.metrics().enabled {
-            // One process-wide recorder: if the application installed its own, keep it.
-            if let Err(error) = health::install_prometheus(cluster.metrics().listen) {
-                tracing::warn!(%error, "metrics endpoint not started");
-            }
-        }
+        // No metrics recorder is installed here: that is the application's call (`install_prometheus`),
+        // as a library that installed one would take the choice of recorder away from it.
+        #[cfg(feature = "health")]
         let (health, health_task) = if config.health {
-            let options = health::HealthOptions::from_config(&cluster);
+            let options = health::HealthOptions::from_config(client.config());
             let checker = health::HealthChecker::for_client(&client, options)?;
             let task = checker.spawn();
             (Some(checker), Some(task))
@@ -92,7 +90,9 @@ impl Cache {
                 flights: Mutex::new(HashMap::new()),
                 lease_scripts: lease::Scripts::new(),
                 stats: Counters::default(),
+                #[cfg(feature = "health")]
                 health,
+                #[cfg(feature = "health")]
                 _health_task: health_task,
                 _repair: repair,
             }),
@@ -109,13 +109,17 @@ impl Cache {
         self.inner.versioned.as_ref()
     }
 
-    /// The background health checker (snapshots, summary, alerts, trends), unless turned off.
+    /// The background health checker (snapshots, summary, alerts, trends), unless turned off. Only with
+    /// the `health` feature.
+    #[cfg(feature = "health")]
     pub fn health(&self) -> Option<&health::HealthChecker> {
         self.inner.health.as_ref()
     }
 
     /// A health summary from a collection round run now over every node (the background loop keeps
-    /// running on its own interval). `None` when health collection is turned off.
+    /// running on its own interval). `None` when health collection is turned off. Only with the
+    /// `health` feature.
+    #[cfg(feature = "health")]
     pub async fn cluster_health_summary(&self) -> Option<health::HealthSummary> {
         let checker = self.inner.health.as_ref()?;
         checker.check_now().await;

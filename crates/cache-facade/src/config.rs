@@ -18,7 +18,8 @@ const LEASE_MIN: Duration = Duration::from_millis(10);
 const NEGATIVE_TTL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest accepted per-call timeout in [`CacheConfig::call`].
 const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(10 * 60);
-/// The smallest accepted [`CacheConfig::decompressed_max_bytes`].
+/// The smallest accepted `CacheConfig::decompressed_max_bytes`.
+#[cfg(feature = "lz4")]
 const DECOMPRESSED_MIN_BYTES: usize = 1024;
 
 /// The facade's own settings (the connection settings are in [`ClusterConfig`](crate::ClusterConfig)).
@@ -45,6 +46,8 @@ const DECOMPRESSED_MIN_BYTES: usize = 1024;
 pub struct CacheConfig {
     pub(crate) namespace: Option<String>,
     pub(crate) codec: Codec,
+    // Without the `lz4` feature nothing is compressed (`None`) and the limit is never used; both stay
+    // so that the codec's signature does not change with the feature.
     pub(crate) compress_at_bytes: Option<usize>,
     pub(crate) decompressed_max_bytes: usize,
     pub(crate) ttl_jitter: f64,
@@ -53,6 +56,7 @@ pub struct CacheConfig {
     pub(crate) lease: Option<Duration>,
     pub(crate) fail_safe: bool,
     pub(crate) call: CallOptions,
+    #[cfg(feature = "health")]
     pub(crate) health: bool,
 }
 
@@ -61,7 +65,7 @@ impl Default for CacheConfig {
         CacheConfig {
             namespace: None,
             codec: Codec::Json,
-            compress_at_bytes: Some(1024),
+            compress_at_bytes: if cfg!(feature = "lz4") { Some(1024) } else { None },
             decompressed_max_bytes: 64 * 1024 * 1024,
             ttl_jitter: 0.1,
             negative_ttl: Some(Duration::from_secs(30)),
@@ -69,6 +73,7 @@ impl Default for CacheConfig {
             lease: None,
             fail_safe: false,
             call: CallOptions::default(),
+            #[cfg(feature = "health")]
             health: true,
         }
     }
@@ -98,14 +103,17 @@ impl CacheConfig {
     }
 
     /// Encoded values of at least this many bytes are LZ4-compressed; `None` never compresses.
-    /// Default 1 KiB.
+    /// Default 1 KiB. Only with the `lz4` feature.
+    #[cfg(feature = "lz4")]
     pub fn compress_at_bytes(&self) -> Option<usize> {
         self.compress_at_bytes
     }
 
     /// The largest value this cache decompresses (64 MiB by default, at least 1 KiB). A stored
     /// compressed value declaring more is refused with a decode error before anything is allocated, and
-    /// a value whose encoding is larger is refused on write, so what is written can be read.
+    /// a value whose encoding is larger is refused on write, so what is written can be read. Only with
+    /// the `lz4` feature.
+    #[cfg(feature = "lz4")]
     pub fn decompressed_max_bytes(&self) -> usize {
         self.decompressed_max_bytes
     }
@@ -152,7 +160,8 @@ impl CacheConfig {
     }
 
     /// Background health collection (every `REDIS_HEALTH_INTERVAL_MS`, 30 s by default); `false` runs
-    /// none. Default on.
+    /// none. Default on. Only with the `health` feature.
+    #[cfg(feature = "health")]
     pub fn health(&self) -> bool {
         self.health
     }
@@ -209,6 +218,7 @@ impl CacheConfig {
                 )));
             }
         }
+        #[cfg(feature = "lz4")]
         if self.decompressed_max_bytes < DECOMPRESSED_MIN_BYTES {
             return Err(Error::Settings(format!(
                 "decompressed_max_bytes is {}, under 1 KiB; use at least the size of your largest value",
@@ -241,12 +251,14 @@ impl CacheConfigBuilder {
     }
 
     /// Sets the encoded size from which values are LZ4-compressed; `None` never compresses.
+    #[cfg(feature = "lz4")]
     pub fn compress_at_bytes(mut self, bytes: impl Into<Option<usize>>) -> Self {
         self.config.compress_at_bytes = bytes.into();
         self
     }
 
     /// Sets the largest value this cache decompresses (at least 1 KiB).
+    #[cfg(feature = "lz4")]
     pub fn decompressed_max_bytes(mut self, bytes: usize) -> Self {
         self.config.decompressed_max_bytes = bytes;
         self
@@ -289,6 +301,7 @@ impl CacheConfigBuilder {
     }
 
     /// Sets whether health is collected in the background.
+    #[cfg(feature = "health")]
     pub fn health(mut self, health: bool) -> Self {
         self.config.health = health;
         self
@@ -352,11 +365,16 @@ mod tests {
             Some("call.timeout"),
         );
         check(|b| b.call(CallOptions::timeout(CALL_TIMEOUT_MAX)), None);
-        // Sizes next to them.
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn the_decompression_limit_is_at_least_a_kibibyte() {
         check(
             |b| b.decompressed_max_bytes(0),
             Some("decompressed_max_bytes is 0"),
         );
+        check(|b| b.decompressed_max_bytes(DECOMPRESSED_MIN_BYTES), None);
         check(|b| b.decompressed_max_bytes(usize::MAX), None);
     }
 

@@ -10,9 +10,11 @@ pub enum Error {
     #[error(transparent)]
     Consistency(#[from] consistency::Error),
     /// A warm-up could not run.
+    #[cfg(feature = "warmup")]
     #[error(transparent)]
     Warmup(#[from] warmup::Error),
-    /// Health collection or the metrics endpoint could not start.
+    /// Health collection could not start.
+    #[cfg(feature = "health")]
     #[error(transparent)]
     Health(#[from] health::Error),
     /// The configuration could not be loaded.
