@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cache_facade::{Cache, CacheSettings};
+use cache_facade::{Cache, CacheConfig};
 use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -31,9 +31,11 @@ async fn clients(cluster: &LocalCluster) -> Clients {
     let ours = ClusterClient::connect(config.clone())
         .await
         .expect("cluster-client connects");
-    let mut settings = CacheSettings::default();
-    settings.health = false;
-    let cache = Cache::with_settings(config.clone(), settings)
+    let settings = CacheConfig::builder()
+        .health(false)
+        .build()
+        .expect("valid cache config");
+    let cache = Cache::with_config(config.clone(), settings)
         .await
         .expect("cache connects");
     let fred = fred_baseline::cluster_builder(&config)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cache_facade::{Cache, CacheSettings, ClusterConfig, Priority, WarmupConfig};
+use cache_facade::{Cache, CacheConfig, ClusterConfig, Priority, WarmupConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterSpec, LocalCluster};
 use serde::{Deserialize, Serialize};
@@ -67,9 +67,8 @@ async fn run(args: &DemoArgs) -> Result<()> {
     crate::cluster::print_status(&cluster).await?;
 
     let config = ClusterConfig::builder().nodes(cluster.seeds()).build()?;
-    let mut settings = CacheSettings::default();
-    settings.namespace = Some("demo".into());
-    let cache = Cache::with_settings(config.clone(), settings).await?;
+    let settings = CacheConfig::builder().namespace("demo").build()?;
+    let cache = Cache::with_config(config.clone(), settings).await?;
 
     // Warm-up: the first 1% is critical and is written before anything else.
     println!(
@@ -84,19 +83,17 @@ async fn run(args: &DemoArgs) -> Result<()> {
     );
     let progress_bar = bar.clone();
     let critical = args.entries / 100;
-    let entries = (0..args.entries as u64).map(|id| {
-        let priority = if (id as usize) < critical {
-            Priority::Critical
-        } else {
-            Priority::Normal
-        };
-        (
-            format!("product:{id}"),
-            product(id),
-            Some(Duration::from_secs(3600)),
-            priority,
-        )
-    });
+    let entries = (0..args.entries as u64)
+        .map(|id| {
+            let priority = if (id as usize) < critical {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            };
+            let entry = cache.entry(format!("product:{id}"), &product(id))?;
+            Ok(entry.ttl(Duration::from_secs(3600)).priority(priority))
+        })
+        .collect::<Result<Vec<_>, cache_facade::Error>>()?;
     let report = cache
         .warm_up_with_progress(entries, WarmupConfig::default(), move |p| {
             progress_bar.set_position(p.written);

@@ -1,15 +1,22 @@
-//! The cluster's health: a summary, per-node memory, alerts.
+//! The cluster's health: a summary, per-node memory, alerts; and, with `REDIS_CLUSTER_METRICS=true`,
+//! Prometheus metrics on `REDIS_METRICS_LISTEN` (default 127.0.0.1:9121) while it runs.
 //!
 //! ```sh
 //! export REDIS_CLUSTER_NODES=...    # from `cargo xtask cluster-up`
 //! cargo run -p cache-facade --example health
 //! ```
 
-use cache_facade::Cache;
+use cache_facade::{Cache, ClusterConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cache = Cache::from_env().await?;
+    let config = ClusterConfig::from_env()?;
+    // Installing the process's one metrics recorder is the application's call, made once at start-up;
+    // the cache only records through the `metrics` facade.
+    if config.metrics().enabled {
+        cache_facade::install_prometheus(config.metrics().listen)?;
+    }
+    let cache = Cache::connect(config).await?;
     let summary = cache
         .cluster_health_summary()
         .await

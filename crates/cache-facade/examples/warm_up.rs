@@ -12,19 +12,17 @@ use cache_facade::{Cache, Priority, WarmupConfig};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = Cache::from_env().await?;
-    let entries = (0..100_000u32).map(|i| {
+    let mut entries = Vec::with_capacity(100_000);
+    for i in 0..100_000u32 {
         let priority = if i < 1_000 {
             Priority::Critical
         } else {
             Priority::Normal
         };
-        (
-            format!("price:{i}"),
-            i * 3,
-            Some(Duration::from_secs(3600)),
-            priority,
-        )
-    });
+        // Encoded with the cache's codec (and namespace), so `get` reads it back typed.
+        let entry = cache.entry(format!("price:{i}"), &(i * 3))?;
+        entries.push(entry.ttl(Duration::from_secs(3600)).priority(priority));
+    }
     let report = cache
         .warm_up_with_progress(entries, WarmupConfig::default(), |p| {
             eprint!(

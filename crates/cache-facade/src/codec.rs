@@ -21,7 +21,9 @@ pub enum Codec {
     /// JSON (serde_json): readable with redis-cli, the default.
     #[default]
     Json,
-    /// postcard: compact binary, about 2–4× smaller than JSON for numeric structs.
+    /// postcard: compact binary, about 2–4× smaller than JSON for numeric structs. Only with the
+    /// `postcard` feature.
+    #[cfg(feature = "postcard")]
     Binary,
 }
 
@@ -29,6 +31,7 @@ impl Codec {
     fn id(self) -> u8 {
         match self {
             Codec::Json => 1,
+            #[cfg(feature = "postcard")]
             Codec::Binary => 2,
         }
     }
@@ -36,15 +39,24 @@ impl Codec {
     fn name(self) -> &'static str {
         match self {
             Codec::Json => "json",
+            #[cfg(feature = "postcard")]
             Codec::Binary => "postcard",
         }
     }
 
-    fn from_id(id: u8) -> Option<Codec> {
+    /// The codec of a stored id, or what is wrong with the id.
+    fn from_id(id: u8) -> Result<Codec, String> {
         match id {
-            1 => Some(Codec::Json),
-            2 => Some(Codec::Binary),
-            _ => None,
+            1 => Ok(Codec::Json),
+            #[cfg(feature = "postcard")]
+            2 => Ok(Codec::Binary),
+            #[cfg(not(feature = "postcard"))]
+            2 => Err(
+                "the value was written with the postcard codec; enable cache-facade's postcard feature \
+                      to read it"
+                    .into(),
+            ),
+            _ => Err(format!("unknown codec id {id}")),
         }
     }
 }
@@ -54,6 +66,7 @@ const ABSENT: u8 = b'N';
 const LEASE: u8 = b'L';
 const COMPRESSED: u8 = 0x80;
 /// No LZ4 block expands more than this: a match length grows by at most 255 per input byte.
+#[cfg(feature = "lz4")]
 const LZ4_MAX_RATIO: usize = 255;
 
 /// What a stored frame holds.
@@ -87,13 +100,39 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
                 .map(|()| out)
                 .map_err(|e| e.to_string())
         }
+        #[cfg(feature = "postcard")]
         Codec::Binary => postcard::to_extend(value, header).map_err(|e| e.to_string()),
     };
-    let mut out = written.map_err(|detail| Error::Encode {
+    let out = written.map_err(|detail| Error::Encode {
         key: cluster_client::printable_key(key),
         codec: codec.name(),
         detail,
     })?;
+    compress(key, codec, out, compress_at, decompressed_max)
+}
+
+/// Without LZ4 nothing is compressed: the configuration has no `compress_at_bytes` to set.
+#[cfg(not(feature = "lz4"))]
+fn compress(
+    _key: &[u8],
+    _codec: Codec,
+    frame: Vec<u8>,
+    _compress_at: Option<usize>,
+    _decompressed_max: usize,
+) -> Result<Vec<u8>, Error> {
+    Ok(frame)
+}
+
+/// The frame `out` with its payload LZ4-compressed in place when it is at least `compress_at` bytes;
+/// refused when no reader with the same `decompressed_max` could decompress it.
+#[cfg(feature = "lz4")]
+fn compress(
+    key: &[u8],
+    codec: Codec,
+    mut out: Vec<u8>,
+    compress_at: Option<usize>,
+    decompressed_max: usize,
+) -> Result<Vec<u8>, Error> {
     if compress_at.is_some_and(|at| out.len() - 2 >= at) {
         if out.len() - 2 > decompressed_max {
             return Err(Error::Encode {
@@ -101,7 +140,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
                 codec: codec.name(),
                 detail: format!(
                     "the encoding is {} bytes, over the decompression limit of {decompressed_max} bytes; \
-                     raise CacheSettings::decompressed_max_bytes or store a smaller value",
+                     raise CacheConfig::decompressed_max_bytes or store a smaller value",
                     out.len() - 2
                 ),
             });
@@ -140,8 +179,7 @@ pub(crate) fn parse<'a>(key: &[u8], bytes: &'a [u8], wanted: &'static str) -> Re
         // tombstone); other bytes starting with 'L' are foreign.
         [LEASE, rest @ ..] if is_lease_marker(rest) => Ok(Stored::Lease(rest)),
         [VALUE, flags, payload @ ..] => {
-            let codec = Codec::from_id(flags & !COMPRESSED)
-                .ok_or_else(|| bad(format!("unknown codec id {}", flags & !COMPRESSED)))?;
+            let codec = Codec::from_id(flags & !COMPRESSED).map_err(bad)?;
             Ok(Stored::Value {
                 codec,
                 compressed: flags & COMPRESSED != 0,
@@ -177,18 +215,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
     };
     match codec {
         Codec::Json => serde_json::from_slice(raw).map_err(|e| bad(format!("json: {e}"))),
+        #[cfg(feature = "postcard")]
         Codec::Binary => postcard::from_bytes(raw).map_err(|e| bad(format!("postcard: {e}"))),
     }
 }
 
+/// Without LZ4 a compressed value cannot be read: a typed error says which feature reads it.
+#[cfg(not(feature = "lz4"))]
+fn decompress(_payload: &[u8], _max: usize) -> Result<Vec<u8>, String> {
+    Err("the value is LZ4-compressed; enable cache-facade's lz4 feature to read it".into())
+}
+
 /// Decompresses a size-prefixed LZ4 block, checking the declared size before allocating for it.
+#[cfg(feature = "lz4")]
 fn decompress(payload: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let (declared, block) =
         lz4_flex::block::uncompressed_size(payload).map_err(|e| format!("corrupt compressed data: {e}"))?;
     if declared > max {
         return Err(format!(
             "the compressed data declares {declared} bytes, over the decompression limit of {max} bytes \
-             (CacheSettings::decompressed_max_bytes)"
+             (CacheConfig::decompressed_max_bytes)"
         ));
     }
     let possible = block.len().saturating_mul(LZ4_MAX_RATIO);
@@ -215,9 +261,17 @@ mod tests {
 
     use super::*;
 
+    /// Every codec this build has.
+    const CODECS: &[Codec] = &[
+        Codec::Json,
+        #[cfg(feature = "postcard")]
+        Codec::Binary,
+    ];
+
     /// The decompression limit of these tests: the default's 64 MiB.
     const MAX: usize = 64 * 1024 * 1024;
 
+    #[cfg(any(feature = "postcard", feature = "lz4"))]
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct User {
         id: u64,
@@ -247,24 +301,30 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let user = User {
-            id: 7,
-            name: "Ada ✓".into(),
-            tags: vec!["x".repeat(3000)],
-        };
         check(42u32, Codec::Json, None, false);
-        check("héllo".to_string(), Codec::Binary, Some(1024), false);
-        check(
-            User {
-                id: 1,
-                name: "a".into(),
-                tags: vec![],
-            },
-            Codec::Binary,
-            None,
-            false,
-        );
-        check(user, Codec::Json, Some(1024), true);
+        #[cfg(feature = "postcard")]
+        {
+            check("héllo".to_string(), Codec::Binary, Some(1024), false);
+            check(
+                User {
+                    id: 1,
+                    name: "a".into(),
+                    tags: vec![],
+                },
+                Codec::Binary,
+                None,
+                false,
+            );
+        }
+        #[cfg(feature = "lz4")]
+        {
+            let user = User {
+                id: 7,
+                name: "Ada ✓".into(),
+                tags: vec!["x".repeat(3000)],
+            };
+            check(user, Codec::Json, Some(1024), true);
+        }
         assert_eq!(parse(b"k", &absent(), "T").unwrap(), Stored::Absent);
         let marker = b"Labcdefghijklmnop0000001700000000";
         assert_eq!(parse(b"k", marker, "T").unwrap(), Stored::Lease(&marker[1..]));
@@ -308,6 +368,7 @@ mod tests {
         payload
     }
 
+    #[cfg(feature = "lz4")]
     #[test]
     fn declared_sizes_are_checked_before_allocating() {
         let check = |payload: &[u8], max: usize, want: &str| {
@@ -343,6 +404,7 @@ mod tests {
         );
     }
 
+    #[cfg(all(feature = "lz4", feature = "postcard"))]
     #[test]
     fn the_most_compressible_values_still_decode() {
         // Zeros compress at LZ4's best ratio: the plausibility bound must not refuse them.
@@ -350,6 +412,7 @@ mod tests {
         check(zeros, Codec::Binary, Some(1024), true);
     }
 
+    #[cfg(feature = "lz4")]
     #[test]
     fn encodings_over_the_decompression_limit_are_refused_on_write() {
         let big = "x".repeat(5_000);
@@ -376,9 +439,40 @@ mod tests {
         #[test]
         fn arbitrary_compressed_payloads_never_panic(declared: u32, block in proptest::collection::vec(any::<u8>(), 0..256)) {
             let payload = declaring(declared, &block);
-            for codec in [Codec::Json, Codec::Binary] {
+            for &codec in CODECS {
                 let _ = decode::<String>(b"k", codec, true, &payload, MAX);
             }
+        }
+    }
+
+    /// Without a feature, what it would read is a decode error naming the feature, never a panic.
+    #[test]
+    fn values_of_a_left_out_feature_are_typed_errors() {
+        let compressed = [&[b'V', 1 | COMPRESSED][..], &declaring(8, b"\x80junk")].concat();
+        let read = parse(b"k", &compressed, "String").and_then(|stored| match stored {
+            Stored::Value {
+                codec,
+                compressed,
+                payload,
+            } => decode::<String>(b"k", codec, compressed, payload, MAX),
+            other => panic!("{other:?}"),
+        });
+        if cfg!(feature = "lz4") {
+            assert!(!matches!(&read, Err(Error::Decode { detail, .. }) if detail.contains("feature")));
+        } else {
+            assert!(
+                matches!(&read, Err(Error::Decode { detail, .. }) if detail.contains("lz4 feature")),
+                "{read:?}"
+            );
+        }
+        let binary = parse(b"k", &[b'V', 2, 0x2a], "u8");
+        if cfg!(feature = "postcard") {
+            assert!(matches!(binary, Ok(Stored::Value { .. })), "{binary:?}");
+        } else {
+            assert!(
+                matches!(&binary, Err(Error::Decode { detail, .. }) if detail.contains("postcard feature")),
+                "{binary:?}"
+            );
         }
     }
 }

@@ -10,9 +10,11 @@ pub enum Error {
     #[error(transparent)]
     Consistency(#[from] consistency::Error),
     /// A warm-up could not run.
+    #[cfg(feature = "warmup")]
     #[error(transparent)]
     Warmup(#[from] warmup::Error),
-    /// Health collection or the metrics endpoint could not start.
+    /// Health collection could not start.
+    #[cfg(feature = "health")]
     #[error(transparent)]
     Health(#[from] health::Error),
     /// The configuration could not be loaded.
@@ -51,10 +53,10 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Another process holds the key's load lease and it was neither filled nor free to take over
-    /// before the wait (twice [`crate::CacheSettings::lease`]) ran out.
+    /// before the wait (twice [`crate::CacheConfig::lease`]) ran out.
     #[error(
         "waited {waited:?} for another process to load key {key:?}, but its lease was neither filled nor \
-         expired in time; check that process, or raise CacheSettings::lease above its loader's time"
+         expired in time; check that process, or raise CacheConfig::lease above its loader's time"
     )]
     LeaseWait {
         /// The key, printable (binary bytes escaped, long keys cut).

@@ -28,10 +28,15 @@
 //! The version bytes compare as versions byte by byte (big-endian HLC, then writer), as
 //! consistency's own write script relies on; the comparison here is the same unsigned byte loop.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use cluster_client::{ClusterClient, Script, Value};
+use consistency::{Envelope, Version};
 
 use crate::Error;
+use crate::cache::Cache;
+use crate::calls::Write;
 
 /// Bytes of a marker before its expiry: the kind and the token.
 pub(crate) const PREFIX_LEN: usize = 17;
@@ -234,6 +239,150 @@ pub(crate) async fn fill(
             wanted: "lease reply",
             detail: format!("the lease fill script answered {reply:?}; check that nothing replaced it"),
         }),
+    }
+}
+
+/// The first pause between two attempts to take a lease held by another process; it doubles up to
+/// [`LEASE_POLL_MAX`].
+const LEASE_POLL_MIN: Duration = Duration::from_millis(5);
+/// The longest pause between two attempts to take a lease.
+const LEASE_POLL_MAX: Duration = Duration::from_millis(50);
+
+impl Cache {
+    /// Takes the key's lease, or waits for the holder's value. A tombstone counts as "no value, may
+    /// load" (the lease keeps it, see `lease.rs`); a live lease of another process is waited on, with
+    /// a growing pause, until it is filled, given back or expires, and at most twice the lease.
+    pub(crate) async fn take_lease(&self, key: &[u8], lease_ttl: Duration) -> Result<LeaseOutcome, Error> {
+        let prefix = new_prefix();
+        let lease_ms = u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let started = Instant::now();
+        // `validate` bounds the lease to 10 min, so this cannot overflow; saturating keeps it so.
+        let wait = lease_ttl.saturating_mul(2);
+        let mut pause = LEASE_POLL_MIN;
+        // The guard gives the lease back if this future is dropped from here until the fill.
+        let mut held = HeldLease {
+            cache: self.clone(),
+            key: key.to_vec(),
+            prefix,
+            done: true,
+        };
+        loop {
+            // Armed before the await: a cancellation while the script runs may leave the lease taken.
+            held.done = false;
+            let attempt = try_take(
+                &self.inner.client,
+                &self.inner.lease_scripts,
+                key,
+                &held.prefix,
+                lease_ms,
+            )
+            .await;
+            held.done = true;
+            match attempt? {
+                Attempt::Taken => {
+                    held.done = false;
+                    return Ok(LeaseOutcome::Mine(held));
+                }
+                Attempt::Stored(raw) => {
+                    if let Some(frame) = self.unwrap_envelope(key, Some(raw))? {
+                        return Ok(LeaseOutcome::Filled(frame));
+                    }
+                }
+                Attempt::Held => {}
+            }
+            let waited = started.elapsed();
+            let Some(left) = wait.checked_sub(waited).filter(|left| !left.is_zero()) else {
+                return Err(Error::LeaseWait {
+                    key: cluster_client::printable_key(key),
+                    waited,
+                });
+            };
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LEASE_POLL_MAX);
+        }
+    }
+
+    /// Replaces the lease with `frame` (or gives the lease back when `frame` is `None`) if the key still
+    /// holds it; `Stale` when the lease is gone (deleted or overwritten meanwhile) or a delete newer
+    /// than `version` is kept.
+    pub(crate) async fn fill_lease(
+        &self,
+        key: &[u8],
+        prefix: &[u8],
+        frame: Option<&[u8]>,
+        ttl: Option<Duration>,
+        version: Option<Version>,
+    ) -> Result<Write, Error> {
+        let stored = match (frame, version) {
+            (Some(frame), Some(version)) => Envelope::Value {
+                version,
+                payload: frame,
+            }
+            .encode(),
+            (Some(frame), None) => frame.to_vec(),
+            (None, _) => Vec::new(),
+        };
+        // The same refusal, before a byte is sent, as the plain write path gives.
+        let max = self.inner.client.config().limits().value_max_bytes;
+        if stored.len() > max {
+            let error = cluster_client::Error::ValueTooLarge {
+                len: stored.len(),
+                max,
+            };
+            return Err(match version {
+                Some(_) => consistency::Error::from(error).into(),
+                None => error.into(),
+            });
+        }
+        let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let filled = fill(
+            &self.inner.client,
+            &self.inner.lease_scripts,
+            key,
+            prefix,
+            &stored,
+            ttl_ms,
+        )
+        .await?;
+        Ok(match filled {
+            Filled::Done => Write::Written,
+            Filled::LeaseLost | Filled::DeleteKept => Write::Stale,
+        })
+    }
+}
+
+pub(crate) enum LeaseOutcome {
+    Mine(HeldLease),
+    Filled(Bytes),
+}
+
+/// A lease this process holds (or may hold: a take was under way). Dropped before the lease was
+/// filled or given back (the `get_or_load` future was cancelled), it gives the lease back from a
+/// spawned task, so that other processes need not wait for its expiry.
+pub(crate) struct HeldLease {
+    cache: Cache,
+    key: Vec<u8>,
+    pub(crate) prefix: Vec<u8>,
+    /// Filled or given back: nothing left to do on drop.
+    pub(crate) done: bool,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime to give it back from: the lease ends at its expiry.
+        };
+        let cache = self.cache.clone();
+        let key = std::mem::take(&mut self.key);
+        let prefix = std::mem::take(&mut self.prefix);
+        runtime.spawn(async move {
+            if let Err(error) = cache.fill_lease(&key, &prefix, None, None, None).await {
+                tracing::debug!(%error, "giving a cancelled call's lease back failed; it ends at its expiry");
+            }
+        });
     }
 }
 

@@ -2,12 +2,32 @@
 //! and adds cache semantics — serde codecs, compression, TTL jitter, negative caching, single-flight
 //! `get_or_load` with optional cross-process leases, and a fail-safe mode.
 //!
-//! In the background it collects cluster health (every 30 s by default), repairs writes lost in a
-//! failover, and, with `REDIS_CLUSTER_METRICS=true`, serves Prometheus metrics. `warm_up` and
-//! `preload_critical` fill a cold cluster.
+//! In the background it collects cluster health (every 30 s by default) and repairs writes lost in a
+//! failover. `warm_up` and `preload_critical` fill a cold cluster. Settings are a [`CacheConfig`], built
+//! and checked once with [`CacheConfig::builder`].
 //!
 //! Logic lives in the crates whose job it is: routing and failover in `cluster-client`, last-write-wins
-//! in `consistency`, warm-up in `warmup`, health in `health`. This crate re-exports what a service needs.
+//! in `consistency`, warm-up in `warmup`, health in `health`. This crate re-exports by name every type
+//! its own signatures use, and the crates underneath whole (`cache_facade::consistency`, ...).
+//!
+//! # Metrics
+//!
+//! The cache records counters and latencies through the `metrics` facade and installs no recorder:
+//! that is the application's call, once per process. [`install_prometheus`] installs the Prometheus
+//! recorder and serves `/metrics` (for example when `config.metrics().enabled`, from
+//! `REDIS_CLUSTER_METRICS`).
+//!
+//! # Cargo features
+//!
+//! All on by default; with one off, its API is absent.
+//! - `health`: background health collection ([`Cache::health`], [`Cache::cluster_health_summary`]).
+//! - `prometheus` (implies `health`): [`install_prometheus`], the Prometheus recorder and its HTTP
+//!   listener.
+//! - `warmup`: [`Cache::warm_up`] and friends.
+//! - `lz4`: compression of large values (`CacheConfig::compress_at_bytes`). Without it a compressed
+//!   value reads as a typed `Decode` error.
+//! - `postcard`: the compact binary codec, `Codec::Binary`. Without it such a value reads as a typed
+//!   `Decode` error.
 //!
 //! # Example
 //!
@@ -44,39 +64,47 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod cache;
+mod calls;
 mod codec;
+mod config;
 mod error;
 mod lease;
+mod loading;
+mod stats;
+#[cfg(feature = "warmup")]
+mod warm;
 
-pub use cluster_client::{CallOptions, ClusterClient, ReadFrom, Ttl};
-pub use cluster_config::ClusterConfig;
-pub use consistency::{ConsistencyConfig, Versioned};
-pub use health::{HealthChecker, HealthStatus, HealthSummary};
+// The names a service needs, flat: every type in this crate's own signatures (its settings, results and
+// the errors its `Error` wraps).
+pub use cluster_client::{CallOptions, ClusterClient, Error as ClientError, ReadFrom, Ttl};
+pub use cluster_config::{ClusterConfig, Error as ConfigError};
+pub use consistency::{ConsistencyConfig, Error as ConsistencyError, Versioned};
+#[cfg(feature = "health")]
+pub use health::{Error as HealthError, HealthChecker, HealthStatus, HealthSummary};
+#[cfg(feature = "prometheus")]
+pub use health::{PrometheusHandle, install_prometheus};
+#[cfg(feature = "warmup")]
 pub use warmup::{
-    Entry as WarmupEntry, Priority, Progress as WarmupProgress, Report as WarmupReport,
+    Entry as WarmupEntry, Error as WarmupError, Priority, Progress as WarmupProgress, Report as WarmupReport,
     Source as WarmupSource, WarmupConfig,
 };
 
 pub use crate::{
-    cache::{Cache, CacheSettings, Write},
+    cache::Cache,
+    calls::Write,
     codec::Codec,
+    config::{CacheConfig, CacheConfigBuilder},
     error::Error,
+    stats::CacheStats,
 };
 
-/// Counts since a [`Cache`] was built (also exported through `metrics` as `cache_*_total`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Reads that found a value (or a remembered absence).
-    pub hits: u64,
-    /// Reads that found nothing.
-    pub misses: u64,
-    /// Loader runs.
-    pub loads: u64,
-    /// Loader runs that failed.
-    pub load_errors: u64,
-    /// Loaded values refused because a newer write or a delete happened during the load.
-    pub stale_refused: u64,
-    /// `get_or_load` answers served by the loader because Redis could not be reached.
-    pub fail_safe_serves: u64,
-}
+// The crates underneath, whole, for the rest of the API of the handles above (a `ClusterClient`'s
+// topology and events, a `Versioned`'s journal and audits, a `HealthChecker`'s alerts and trends), so a
+// service needs no direct dependency on them and no second version of them.
+pub use cluster_client;
+pub use cluster_config;
+pub use consistency;
+#[cfg(feature = "health")]
+pub use health;
+#[cfg(feature = "warmup")]
+pub use warmup;

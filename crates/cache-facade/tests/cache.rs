@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_facade::{Cache, CacheSettings, ClusterConfig, Codec, Error, Ttl, Write};
+use cache_facade::{Cache, CacheConfig, CacheConfigBuilder, ClusterConfig, Codec, Error, Ttl, Write};
 use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 use serde::{Deserialize, Serialize};
 
@@ -26,20 +26,23 @@ fn config(cluster: &LocalCluster) -> ClusterConfig {
     ClusterConfig::builder().nodes(cluster.seeds()).build().unwrap()
 }
 
-fn settings(namespace: &str) -> CacheSettings {
-    let mut settings = CacheSettings::default();
-    settings.namespace = Some(namespace.into());
-    settings
+fn settings(namespace: &str) -> CacheConfigBuilder {
+    CacheConfig::builder().namespace(namespace)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_round_trips_with_every_codec() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    for codec in [Codec::Json, Codec::Binary] {
-        let mut s = settings(&format!("typed-{codec:?}"));
-        s.codec = codec;
-        let cache = Cache::with_settings(config(&cluster), s).await.unwrap();
+    for codec in [
+        Codec::Json,
+        #[cfg(feature = "postcard")]
+        Codec::Binary,
+    ] {
+        let s = settings(&format!("typed-{codec:?}")).codec(codec);
+        let cache = Cache::with_config(config(&cluster), s.build().unwrap())
+            .await
+            .unwrap();
         let order = Order {
             id: 9,
             customer: "Zoë 🚀".into(),
@@ -92,7 +95,7 @@ async fn typed_round_trips_with_every_codec() {
 async fn wrong_types_and_oversized_values_are_refused_cleanly() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let cache = Cache::with_settings(config(&cluster), settings("refuse"))
+    let cache = Cache::with_config(config(&cluster), settings("refuse").build().unwrap())
         .await
         .unwrap();
     cache.set("name", &"Ada", None).await.unwrap();
@@ -108,10 +111,15 @@ async fn wrong_types_and_oversized_values_are_refused_cleanly() {
 
     let limit = cache.client().config().limits().value_max_bytes;
     let huge = vec![7u8; limit + 10];
-    let mut binary = settings("refuse");
-    binary.codec = Codec::Binary;
-    binary.compress_at_bytes = None;
-    let binary = Cache::with_settings(config(&cluster), binary).await.unwrap();
+    // Binary and uncompressed where the features allow, so the value's size on the wire is its own.
+    let binary = settings("refuse");
+    #[cfg(feature = "postcard")]
+    let binary = binary.codec(Codec::Binary);
+    #[cfg(feature = "lz4")]
+    let binary = binary.compress_at_bytes(None);
+    let binary = Cache::with_config(config(&cluster), binary.build().unwrap())
+        .await
+        .unwrap();
     let error = binary.set("huge", &huge, None).await.unwrap_err();
     assert!(error.to_string().contains("over the limit"), "{error}");
     assert!(!cache.exists("huge").await.unwrap(), "nothing was written");
@@ -121,7 +129,7 @@ async fn wrong_types_and_oversized_values_are_refused_cleanly() {
 async fn two_hundred_concurrent_callers_share_one_load() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let cache = Cache::with_settings(config(&cluster), settings("flight"))
+    let cache = Cache::with_config(config(&cluster), settings("flight").build().unwrap())
         .await
         .unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
@@ -152,10 +160,13 @@ async fn a_lease_makes_one_load_across_three_processes() {
     let loads = Arc::new(AtomicUsize::new(0));
     let mut caches = Vec::new();
     for _ in 0..3 {
-        let mut s = settings("lease");
-        s.lease = Some(Duration::from_secs(3));
+        let s = settings("lease").lease(Duration::from_secs(3));
         // Three independent instances: separate connections, separate single-flight maps.
-        caches.push(Cache::with_settings(config(&cluster), s).await.unwrap());
+        caches.push(
+            Cache::with_config(config(&cluster), s.build().unwrap())
+                .await
+                .unwrap(),
+        );
     }
     let callers = caches.iter().flat_map(|cache| {
         (0..20).map({
@@ -190,9 +201,10 @@ async fn a_delete_during_a_slow_load_refuses_the_late_write() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     for lease in [None, Some(Duration::from_secs(5))] {
-        let mut s = settings(&format!("late-{}", lease.is_some()));
-        s.lease = lease;
-        let cache = Cache::with_settings(config(&cluster), s).await.unwrap();
+        let s = settings(&format!("late-{}", lease.is_some())).lease(lease);
+        let cache = Cache::with_config(config(&cluster), s.build().unwrap())
+            .await
+            .unwrap();
         let loader_cache = cache.clone();
         let load = tokio::spawn(async move {
             loader_cache
@@ -220,10 +232,12 @@ async fn a_delete_during_a_slow_load_refuses_the_late_write() {
 async fn ttl_jitter_and_negative_caching() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let mut s = settings("jitter");
-    s.ttl_jitter = 0.2;
-    s.negative_ttl = Some(Duration::from_millis(600));
-    let cache = Cache::with_settings(config(&cluster), s).await.unwrap();
+    let s = settings("jitter")
+        .ttl_jitter(0.2)
+        .negative_ttl(Duration::from_millis(600));
+    let cache = Cache::with_config(config(&cluster), s.build().unwrap())
+        .await
+        .unwrap();
     let ttl = Duration::from_secs(100);
     let mut seen = Vec::new();
     for i in 0..200 {
@@ -284,9 +298,10 @@ async fn ttl_jitter_and_negative_caching() {
 async fn fail_safe_serves_the_loader_while_every_node_is_paused() {
     let _lock = test_lock::exclusive().await.unwrap();
     let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
-    let mut s = settings("failsafe");
-    s.fail_safe = true;
-    let cache = Cache::with_settings(config(&cluster), s).await.unwrap();
+    let s = settings("failsafe").fail_safe(true);
+    let cache = Cache::with_config(config(&cluster), s.build().unwrap())
+        .await
+        .unwrap();
     for node in cluster.nodes() {
         node.pause().unwrap();
     }
@@ -308,7 +323,7 @@ async fn fail_safe_serves_the_loader_while_every_node_is_paused() {
     );
 
     // Without fail-safe the same call is an error that says Redis could not be reached.
-    let strict = Cache::with_settings(config(&cluster), settings("strict"))
+    let strict = Cache::with_config(config(&cluster), settings("strict").build().unwrap())
         .await
         .unwrap();
     for node in cluster.nodes() {
@@ -324,11 +339,12 @@ async fn fail_safe_serves_the_loader_while_every_node_is_paused() {
     assert!(error.is_unavailable(), "{error}");
 }
 
+#[cfg(all(feature = "warmup", feature = "health"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_fills_typed_entries_and_health_reports_the_cluster() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let cache = Cache::with_settings(config(&cluster), settings("warm"))
+    let cache = Cache::with_config(config(&cluster), settings("warm").build().unwrap())
         .await
         .unwrap();
     let entries = (0..2_000u32).map(|i| {
@@ -337,12 +353,11 @@ async fn warm_up_fills_typed_entries_and_health_reports_the_cluster() {
         } else {
             cache_facade::Priority::Normal
         };
-        (
-            format!("item:{i}"),
-            i * 2,
-            Some(Duration::from_secs(600)),
-            priority,
-        )
+        cache
+            .entry(format!("item:{i}"), &(i * 2))
+            .unwrap()
+            .ttl(Duration::from_secs(600))
+            .priority(priority)
     });
     let report = cache
         .warm_up(entries, cache_facade::WarmupConfig::default())

@@ -1,9 +1,10 @@
 //! Hostile stored bytes, written raw to a real cluster: a read must answer with a typed error, quickly,
-//! without trusting sizes the bytes declare.
+//! without trusting sizes the bytes declare. The bytes are LZ4 frames: only with the `lz4` feature.
+#![cfg(feature = "lz4")]
 
 use std::time::{Duration, Instant};
 
-use cache_facade::{Cache, CacheSettings, ClusterConfig, Error};
+use cache_facade::{Cache, CacheConfig, ClusterConfig, Error};
 use local_cluster::{LocalCluster, test_lock};
 
 /// The peak virtual memory of this process (`VmPeak` in /proc/self/status), in bytes. A buffer of the
@@ -40,10 +41,11 @@ fn compressed_frame(declared: u32) -> Vec<u8> {
 async fn a_hostile_lz4_size_prefix_is_a_decode_error_without_a_big_allocation() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let mut settings = CacheSettings::default();
-    settings.namespace = Some("hostile".into());
-    settings.health = false;
-    let cache = Cache::with_settings(
+    let settings = CacheConfig::builder().namespace("hostile");
+    #[cfg(feature = "health")]
+    let settings = settings.health(false);
+    let settings = settings.build().unwrap();
+    let cache = Cache::with_config(
         ClusterConfig::builder().nodes(cluster.seeds()).build().unwrap(),
         settings,
     )

@@ -7,19 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_facade::{Cache, CacheSettings, ClusterConfig, Codec, Error};
+use cache_facade::{Cache, CacheConfig, CacheConfigBuilder, ClusterConfig, Error};
 use local_cluster::{LocalCluster, test_lock};
 
 fn config(cluster: &LocalCluster) -> ClusterConfig {
     ClusterConfig::builder().nodes(cluster.seeds()).build().unwrap()
 }
 
-fn settings(namespace: &str, lease: Option<Duration>) -> CacheSettings {
-    let mut settings = CacheSettings::default();
-    settings.namespace = Some(namespace.into());
-    settings.lease = lease;
-    settings.health = false;
-    settings
+fn settings(namespace: &str, lease: Option<Duration>) -> CacheConfigBuilder {
+    let builder = CacheConfig::builder().namespace(namespace).lease(lease);
+    #[cfg(feature = "health")]
+    let builder = builder.health(false);
+    builder
 }
 
 /// The (length, limit) of a value-too-large error, however the write path wrapped it.
@@ -46,9 +45,12 @@ async fn get_or_load_after_a_delete_loads_promptly() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Duration::from_secs(5);
-    let cache = Cache::with_settings(config(&cluster), settings("tomb-load", Some(lease)))
-        .await
-        .unwrap();
+    let cache = Cache::with_config(
+        config(&cluster),
+        settings("tomb-load", Some(lease)).build().unwrap(),
+    )
+    .await
+    .unwrap();
     cache.set("k", &"old", None).await.unwrap();
     assert!(cache.delete("k").await.unwrap());
 
@@ -81,10 +83,10 @@ async fn a_load_versioned_before_a_delete_does_not_bring_the_key_back() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Some(Duration::from_secs(5));
-    let holder = Cache::with_settings(config(&cluster), settings("tomb-race", lease))
+    let holder = Cache::with_config(config(&cluster), settings("tomb-race", lease).build().unwrap())
         .await
         .unwrap();
-    let waiter = Cache::with_settings(config(&cluster), settings("tomb-race", lease))
+    let waiter = Cache::with_config(config(&cluster), settings("tomb-race", lease).build().unwrap())
         .await
         .unwrap();
     holder.set("price", &"v1", None).await.unwrap();
@@ -156,10 +158,10 @@ async fn two_processes_racing_after_a_delete_load_once() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Some(Duration::from_secs(5));
-    let a = Cache::with_settings(config(&cluster), settings("tomb-two", lease))
+    let a = Cache::with_config(config(&cluster), settings("tomb-two", lease).build().unwrap())
         .await
         .unwrap();
-    let b = Cache::with_settings(config(&cluster), settings("tomb-two", lease))
+    let b = Cache::with_config(config(&cluster), settings("tomb-two", lease).build().unwrap())
         .await
         .unwrap();
     a.set("k", &0u32, None).await.unwrap();
@@ -196,12 +198,18 @@ async fn a_waiter_takes_over_when_the_holder_is_stuck() {
     let lease = Duration::from_secs(1);
     for deleted_first in [false, true] {
         let namespace = format!("stuck-{deleted_first}");
-        let holder = Cache::with_settings(config(&cluster), settings(&namespace, Some(lease)))
-            .await
-            .unwrap();
-        let waiter = Cache::with_settings(config(&cluster), settings(&namespace, Some(lease)))
-            .await
-            .unwrap();
+        let holder = Cache::with_config(
+            config(&cluster),
+            settings(&namespace, Some(lease)).build().unwrap(),
+        )
+        .await
+        .unwrap();
+        let waiter = Cache::with_config(
+            config(&cluster),
+            settings(&namespace, Some(lease)).build().unwrap(),
+        )
+        .await
+        .unwrap();
         if deleted_first {
             holder.set("k", &"before", None).await.unwrap();
             holder.delete("k").await.unwrap();
@@ -256,9 +264,12 @@ async fn a_lease_nobody_fills_ends_in_a_lease_wait_error_at_the_deadline() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Duration::from_millis(300);
-    let cache = Cache::with_settings(config(&cluster), settings("forever-lease", Some(lease)))
-        .await
-        .unwrap();
+    let cache = Cache::with_config(
+        config(&cluster),
+        settings("forever-lease", Some(lease)).build().unwrap(),
+    )
+    .await
+    .unwrap();
     // A lease marker from a process this one cannot see, held far longer than our lease: the frame
     // kind `L`, a 16-byte token and an expiry (server time, ms) 30 s from now.
     let expires = std::time::SystemTime::now()
@@ -304,7 +315,7 @@ async fn cancelled_loads_leave_no_flight_behind() {
     let cluster = LocalCluster::shared().await.unwrap();
     for lease in [None, Some(Duration::from_secs(5))] {
         let namespace = format!("cancel-{}", lease.is_some());
-        let cache = Cache::with_settings(config(&cluster), settings(&namespace, lease))
+        let cache = Cache::with_config(config(&cluster), settings(&namespace, lease).build().unwrap())
             .await
             .unwrap();
         let calls = (0..100).map(|i| {
@@ -355,10 +366,13 @@ async fn a_loaded_value_over_the_limit_is_refused_through_the_lease() {
         .value_max_bytes(1_024)
         .build()
         .unwrap();
-    let mut s = settings("lease-limit", Some(Duration::from_secs(5)));
-    s.codec = Codec::Binary;
-    s.compress_at_bytes = None;
-    let cache = Cache::with_settings(config, s).await.unwrap();
+    // Binary and uncompressed where the features allow, so the value's size on the wire is its own.
+    let s = settings("lease-limit", Some(Duration::from_secs(5)));
+    #[cfg(feature = "postcard")]
+    let s = s.codec(cache_facade::Codec::Binary);
+    #[cfg(feature = "lz4")]
+    let s = s.compress_at_bytes(None);
+    let cache = Cache::with_config(config, s.build().unwrap()).await.unwrap();
     // Plain writes refuse it before a byte is sent...
     let plain = cache.set("plain", &vec![1u8; 2_000], None).await.unwrap_err();
     assert!(too_large(&plain).is_some(), "{plain}");
@@ -403,11 +417,10 @@ async fn a_lease_nothing_fills_is_given_back_at_once() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Some(Duration::from_secs(3));
-    let mut s = settings("unfilled", lease);
     // The holder's loader finds nothing and no absence is remembered: nothing fills the lease.
-    s.negative_ttl = None;
-    let holder = Cache::with_settings(config(&cluster), s.clone()).await.unwrap();
-    let waiter = Cache::with_settings(config(&cluster), s).await.unwrap();
+    let s = settings("unfilled", lease).negative_ttl(None).build().unwrap();
+    let holder = Cache::with_config(config(&cluster), s.clone()).await.unwrap();
+    let waiter = Cache::with_config(config(&cluster), s).await.unwrap();
     let finds_nothing = {
         let holder = holder.clone();
         tokio::spawn(async move {
@@ -441,9 +454,11 @@ async fn a_lease_nothing_fills_is_given_back_at_once() {
 async fn a_failed_load_over_a_delete_keeps_the_delete() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let cache = Cache::with_settings(
+    let cache = Cache::with_config(
         config(&cluster),
-        settings("failed-over-tombstone", Some(Duration::from_secs(5))),
+        settings("failed-over-tombstone", Some(Duration::from_secs(5)))
+            .build()
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -485,9 +500,12 @@ async fn a_foreign_value_starting_with_l_is_not_a_lease() {
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
     let lease = Duration::from_secs(3);
-    let cache = Cache::with_settings(config(&cluster), settings("foreign-l", Some(lease)))
-        .await
-        .unwrap();
+    let cache = Cache::with_config(
+        config(&cluster),
+        settings("foreign-l", Some(lease)).build().unwrap(),
+    )
+    .await
+    .unwrap();
     // 33 bytes, like a marker without a tombstone, but not a token and digits; and a short one.
     for (key, foreign) in [
         ("long", &b"London calling to the faraway...."[..]),

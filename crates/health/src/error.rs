@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+#[cfg(feature = "prometheus")]
 use std::net::SocketAddr;
 
 /// What can go wrong in `health`.
@@ -26,12 +27,14 @@ pub enum Error {
         detail: String,
     },
     /// Another metrics recorder is already installed in this process.
+    #[cfg(feature = "prometheus")]
     #[error(
         "a metrics recorder is already installed in this process; call health::install_prometheus once, at \
          start-up, and nothing else that installs a global recorder"
     )]
     RecorderAlreadyInstalled,
     /// The Prometheus endpoint could not be started.
+    #[cfg(feature = "prometheus")]
     #[error(
         "cannot serve Prometheus metrics on {addr}: {detail}; pick a free address (REDIS_METRICS_LISTEN)"
     )]

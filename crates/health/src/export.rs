@@ -15,12 +15,15 @@
 //! that does not answer keep their last value and `redis_up` says 0; rules that read them check
 //! `redis_up`.
 
+#[cfg(feature = "prometheus")]
 use std::net::SocketAddr;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+#[cfg(feature = "prometheus")]
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::alerts::AlertEvent;
+#[cfg(feature = "prometheus")]
 use crate::error::Error;
 use crate::monitor::Observation;
 use crate::snapshot::{Role, Snapshot};
@@ -272,6 +275,10 @@ pub fn describe_metrics() {
 /// call after another library installed one) returns [`Error::RecorderAlreadyInstalled`] and serves
 /// nothing. The returned handle renders the same text the endpoint serves. It blocks the calling thread
 /// for the moment it takes to bind the listener.
+///
+/// Libraries record through the `metrics` facade and never call this: installing the process's one
+/// recorder is the application's decision. Only with the `prometheus` feature (on by default).
+#[cfg(feature = "prometheus")]
 pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
     // Everything happens on the endpoint's own thread: its runtime must also be dropped there when
     // installing fails, as dropping a runtime inside the caller's async context would panic.

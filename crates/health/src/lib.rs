@@ -5,7 +5,9 @@
 //! of snapshots and [`Thresholds`]), keeps alerts in an [`AlertManager`] and trends in a [`TrendRing`].
 //! The I/O shell, [`HealthChecker`], polls every node through cluster-client's node probes, over probe
 //! connections no call shares (`PING` timed, `INFO`, `CLUSTER INFO`, `CLUSTER NODES`, all nodes
-//! concurrently, each bounded by a node timeout) and feeds the monitor. [`install_prometheus`] serves the metrics on `/metrics`.
+//! concurrently, each bounded by a node timeout) and feeds the monitor. Metrics go through the `metrics`
+//! facade; with the `prometheus` feature (on by default), `install_prometheus` installs the Prometheus
+//! recorder and serves them on `/metrics`, a call that is the application's to make, once per process.
 //!
 //! # Example
 //!
@@ -44,11 +46,13 @@ mod snapshot;
 mod summary;
 mod trends;
 
+#[cfg(feature = "prometheus")]
+pub use crate::export::install_prometheus;
 pub use crate::{
     alerts::{Alert, AlertEvent, AlertManager},
     checker::{HealthChecker, HealthOptions, HealthTask, MAX_INTERVAL, MIN_INTERVAL},
     error::Error,
-    export::{METRICS, describe_metrics, install_prometheus, record_metrics},
+    export::{METRICS, describe_metrics, record_metrics},
     monitor::{Monitor, Observation},
     parse::{parse_cluster_info, parse_cluster_nodes, parse_info},
     rules::{
@@ -64,4 +68,5 @@ pub use crate::{
         WindowStats,
     },
 };
+#[cfg(feature = "prometheus")]
 pub use metrics_exporter_prometheus::PrometheusHandle;

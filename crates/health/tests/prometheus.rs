@@ -1,5 +1,6 @@
 //! The Prometheus endpoint over real HTTP. In a test binary of its own because `metrics` allows one
 //! global recorder per process.
+#![cfg(feature = "prometheus")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

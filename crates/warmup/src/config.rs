@@ -16,8 +16,10 @@ pub struct WarmupConfig {
     pub batch_size: usize,
     /// Batches in flight per shard (default 8).
     pub batches_in_flight: usize,
-    /// TTL jitter: each TTL is stretched by a share in `[0, ttl_jitter)` picked from the key's hash, so
-    /// that keys warmed together do not all expire together (default 0: off; at most 1).
+    /// TTL jitter: each TTL is shortened by a share in `[0, ttl_jitter)` picked from the key's hash
+    /// (never below 1 ms), so that keys warmed together do not all expire together, and no entry
+    /// outlives the TTL it was given. The same meaning and range as
+    /// `cache_facade::CacheConfig::ttl_jitter` (default 0: off; at most 0.5).
     pub ttl_jitter: f64,
     /// Entries read from the source and planned at once (default 1,000,000). Priority order and
     /// per-key deduplication hold within one window; a source that fits in one window is ordered as a
@@ -177,9 +179,9 @@ impl WarmupConfig {
                 "batches_in_flight is 0; keep at least 1 batch per shard in flight (default 8)".into(),
             );
         }
-        if !(0.0..=1.0).contains(&self.ttl_jitter) {
+        if !(0.0..=0.5).contains(&self.ttl_jitter) {
             return bad(format!(
-                "ttl_jitter is {}; use a share from 0 (off) to 1 (TTLs up to doubled)",
+                "ttl_jitter is {}; use a share from 0 (off) to 0.5 (TTLs up to halved)",
                 self.ttl_jitter
             ));
         }
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn settings_are_checked_once() {
         check(WarmupConfig::default(), None);
-        check(WarmupConfig::default().rollback_above(0.0).ttl_jitter(1.0), None);
+        check(WarmupConfig::default().rollback_above(0.0).ttl_jitter(0.5), None);
         check(
             WarmupConfig::default().shard_parallelism(0),
             Some("shard_parallelism"),
@@ -321,6 +323,10 @@ mod tests {
             Some("batches_in_flight"),
         );
         check(WarmupConfig::default().ttl_jitter(-0.1), Some("ttl_jitter"));
+        check(
+            WarmupConfig::default().ttl_jitter(0.51),
+            Some("ttl_jitter is 0.51"),
+        );
         check(WarmupConfig::default().ttl_jitter(f64::NAN), Some("ttl_jitter"));
         check(WarmupConfig::default().window_entries(0), Some("window_entries"));
         check(

@@ -215,16 +215,19 @@ fn key_share(key: &[u8], seed: u64) -> f64 {
     (key_hash(key, seed) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The TTL stretched by a share in `[0, jitter)` picked from the key's hash: keys warmed together
-/// expire spread over time, and the same key always gets the same stretch.
+/// The TTL shortened by a share in `[0, jitter)` picked from the key's hash, never below 1 ms: keys
+/// warmed together expire spread over time, and the same key always gets the same cut. Shortening is
+/// the one meaning of `ttl_jitter`, the same as `cache_facade::CacheConfig::ttl_jitter`: no entry
+/// outlives the TTL its source gave it.
 pub(crate) fn jittered(ttl: Duration, key: &[u8], jitter: f64) -> Duration {
     if jitter <= 0.0 {
         return ttl;
     }
-    let stretch = ttl.as_secs_f64() * jitter * key_share(key, 0x6a69_7474_6572);
-    // A TTL near `Duration::MAX` (from a caller or a source) must not overflow: it stays as long as
-    // a `Duration` can be.
-    Duration::try_from_secs_f64(stretch).map_or(Duration::MAX, |stretch| ttl.saturating_add(stretch))
+    let cut = ttl.as_secs_f64() * jitter * key_share(key, 0x6a69_7474_6572);
+    // The cut is at most `ttl` (rounded through f64), even near `Duration::MAX`: one that does not fit
+    // a `Duration` is all of it.
+    let cut = Duration::try_from_secs_f64(cut).unwrap_or(ttl);
+    ttl.saturating_sub(cut).max(Duration::from_millis(1))
 }
 
 /// Whether a key is in the validation sample of share `ratio` (decided by the key's hash).
@@ -242,11 +245,16 @@ mod tests {
     fn jitter_never_overflows() {
         let check = |ttl: Duration, jitter: f64| {
             let got = jittered(ttl, b"key", jitter);
-            assert!(got >= ttl, "{ttl:?} jittered by {jitter} is {got:?}");
+            assert!(
+                got <= ttl.max(Duration::from_millis(1)) && got >= Duration::from_millis(1),
+                "{ttl:?} jittered by {jitter} is {got:?}"
+            );
         };
+        check(Duration::MAX, 0.5);
         check(Duration::MAX, 1.0);
-        check(Duration::from_millis(u64::MAX), 1.0);
-        check(Duration::ZERO, 1.0);
+        check(Duration::from_millis(u64::MAX), 0.5);
+        check(Duration::ZERO, 0.5);
+        check(Duration::from_millis(1), 0.5);
         check(Duration::from_secs(60), 0.5);
     }
 
@@ -370,18 +378,18 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stretches_within_bounds() {
+    fn jitter_shortens_within_bounds() {
         let ttl = Duration::from_secs(100);
         let check = |jitter: f64| {
-            let stretched: Vec<Duration> = (0..1000)
+            let shortened: Vec<Duration> = (0..1000)
                 .map(|i| jittered(ttl, format!("k{i}").as_bytes(), jitter))
                 .collect();
-            let max = ttl + Duration::from_secs_f64(100.0 * jitter);
+            let min = ttl - Duration::from_secs_f64(100.0 * jitter);
             assert!(
-                stretched.iter().all(|t| *t >= ttl && *t <= max),
-                "jitter {jitter}"
+                shortened.iter().all(|t| *t <= ttl && *t >= min),
+                "jitter {jitter}: every TTL within [{min:?}, {ttl:?}]"
             );
-            stretched
+            shortened
         };
         assert!(check(0.0).iter().all(|t| *t == ttl));
         let spread = check(0.2);

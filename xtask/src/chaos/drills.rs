@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use cache_facade::{CacheSettings, CallOptions, ReadFrom};
+use cache_facade::{CacheConfig, CallOptions, ReadFrom};
 use cluster_client::ClientEvent;
 use consistency::Failover;
 use local_cluster::{FailoverKind, Role};
@@ -142,7 +142,7 @@ fn no_errors_outcome(
 }
 
 pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
     let victim_addr = victim.addr();
     let dead = stage.shard_of(victim)?;
@@ -304,7 +304,7 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
         PauseLength::Long => Duration::from_secs(6),
         PauseLength::Short => Duration::from_secs(1),
     };
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let victim = stage.cluster.primary_for_slot(16_383).await?;
     let paused = stage.shard_of(victim)?;
     let epoch_before = current_epoch(&stage.cluster).await?;
@@ -409,7 +409,7 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
 
 /// CLUSTER FAILOVER on the replica of slot 8000's primary, under load.
 pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let primary = stage.cluster.primary_for_slot(8_000).await?;
     let replica = *stage
         .cluster
@@ -444,7 +444,7 @@ pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
 
 /// Moves 100 slots from the primary of slot 0 to the primary of the last slot, under load.
 pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let from = stage.cluster.primary_for_slot(0).await?;
     let to = stage.cluster.primary_for_slot(16_383).await?;
     let load = stage.load(Mix::SetGet);
@@ -476,7 +476,7 @@ pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
 
 /// kill -9 the primary of slot 0 while both clients are idle; traffic starts after the promotion.
 pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
     let dead = stage.shard_of(victim)?;
     let victim_addr = victim.addr();
@@ -561,7 +561,7 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
 
 /// kill -9 every node, restart them all, under load.
 pub(super) async fn whole_cluster_restart(rate: u32) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let load = stage.load(Mix::SetGet);
     load.hold("load before the restart", WARM).await;
 
@@ -613,7 +613,7 @@ pub(super) async fn whole_cluster_restart(rate: u32) -> Result<DrillReport> {
 /// CLIENT PAUSE 5 s ALL on every node, under load.
 pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
     let pause = Duration::from_secs(5);
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let load = stage.load(Mix::SetGet);
     load.hold("load before the pause", WARM).await;
 
@@ -704,8 +704,9 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
 
 /// kill -9 the replica that serves reads for slot 0's shard, with reads from replicas.
 pub(super) async fn kill_read_replica(rate: u32) -> Result<DrillReport> {
-    let mut settings = CacheSettings::default();
-    settings.call = CallOptions::default().read_from(ReadFrom::Replica);
+    let settings = CacheConfig::builder()
+        .call(CallOptions::default().read_from(ReadFrom::Replica))
+        .build()?;
     let stage = Stage::start(rate, settings).await?;
     let primary = stage.cluster.primary_for_slot(0).await?;
     let shard = stage.shard_of(primary)?;

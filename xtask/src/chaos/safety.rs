@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use cache_facade::{
-    Cache, CacheSettings, ClusterClient, ClusterConfig, WarmupConfig, WarmupEntry as Entry,
+    Cache, CacheConfig, ClusterClient, ClusterConfig, WarmupConfig, WarmupEntry as Entry,
     WarmupSource as Source, Write,
 };
 use consistency::{
@@ -578,7 +578,7 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
         .nodes(cluster.seeds())
         .command_timeout(COMMAND_TIMEOUT)
         .build()?;
-    let cache = Cache::with_settings(config.clone(), CacheSettings::default())
+    let cache = Cache::with_config(config.clone(), CacheConfig::default())
         .await
         .context("connecting the cache")?;
     let raw = ClusterClient::connect(config.clone())

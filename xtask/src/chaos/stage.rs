@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cache_facade::CacheSettings;
+use cache_facade::CacheConfig;
 use cluster_client::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterSpec, LocalCluster, Node};
@@ -31,7 +31,7 @@ pub(super) struct Stage {
 impl Stage {
     /// Starts a 3 + 3 cluster, connects both clients and fills every key of both loads, so that reads
     /// find values and the end-of-drill check knows what must be there.
-    pub(super) async fn start(rate: u32, settings: CacheSettings) -> Result<Stage> {
+    pub(super) async fn start(rate: u32, settings: CacheConfig) -> Result<Stage> {
         let spinner = spinner("starting a 3 + 3 cluster");
         let cluster = LocalCluster::start(ClusterSpec::default())
             .await

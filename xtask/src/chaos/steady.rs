@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cache_facade::CacheSettings;
+use cache_facade::CacheConfig;
 use cluster_client::ClientEvent;
 use local_cluster::{LocalCluster, Node};
 
@@ -16,7 +16,7 @@ use super::traffic::Mix;
 const CATCH_UP: Duration = Duration::from_secs(15);
 
 pub(super) async fn steady(rate: u32, minutes: u64) -> Result<DrillReport> {
-    let stage = Stage::start(rate, CacheSettings::default()).await?;
+    let stage = Stage::start(rate, CacheConfig::default()).await?;
     let epoch_before = current_epoch(&stage.cluster).await?;
     let mut events = stage.clients.raw().subscribe();
     let rss_start = rss_bytes();

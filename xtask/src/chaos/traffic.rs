@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cache_facade::{Cache, CacheSettings, ClusterClient, ClusterConfig};
+use cache_facade::{Cache, CacheConfig, ClusterClient, ClusterConfig};
 use cluster_client::Topology;
 use fred::prelude::{Client, ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
@@ -36,12 +36,12 @@ pub(super) struct Clients {
 }
 
 impl Clients {
-    pub(super) async fn connect(cluster: &LocalCluster, settings: CacheSettings) -> Result<Clients> {
+    pub(super) async fn connect(cluster: &LocalCluster, settings: CacheConfig) -> Result<Clients> {
         let config = ClusterConfig::builder()
             .nodes(cluster.seeds())
             .command_timeout(COMMAND_TIMEOUT)
             .build()?;
-        let cache = Cache::with_settings(config.clone(), settings)
+        let cache = Cache::with_config(config.clone(), settings)
             .await
             .context("connecting the cache")?;
         let fred = crate::load::fred_cluster_client(&config).await?;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cache_facade::{Cache, CacheSettings};
+use cache_facade::{Cache, CacheConfig};
 use cluster_client::ClusterClient;
 use cluster_config::ClusterConfig;
 use fred::prelude::ClientLike;
@@ -88,12 +88,11 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
             if !args.clients.contains(&kind) {
                 return Ok::<_, anyhow::Error>(None);
             }
-            let mut settings = CacheSettings::default();
-            settings.namespace = Some(if versioned { "vcache" } else { "pcache" }.into());
+            let mut config = CacheConfig::builder().namespace(if versioned { "vcache" } else { "pcache" });
             if !versioned {
-                settings.versioned = None;
+                config = config.versioned(None);
             }
-            let cache = Cache::from_client(ours, settings)?;
+            let cache = Cache::from_client(ours, config.build()?)?;
             fill_cache(&cache, args.keys, args.value_size).await?;
             Ok(Some(cache))
         }
