@@ -23,9 +23,9 @@ use tokio::sync::{Notify, broadcast};
 
 pub use self::commands::Ttl;
 pub(crate) use self::commands::{to_bytes, to_i64};
+pub(crate) use self::failure::{Failure, classify};
 pub use self::options::{CallOptions, ReadFrom, SetCondition, SetOptions};
 use self::replica_reads::ReplicaLag;
-pub(crate) use self::failure::{Failure, classify};
 pub(crate) use self::routing::Access;
 use self::routing::Routing;
 use crate::Error;

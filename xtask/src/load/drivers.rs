@@ -11,9 +11,9 @@ use cluster_config::ClusterConfig;
 use fred::prelude::*;
 
 use super::calls::{Call, Lww, Rng, key};
-use crate::fred_baseline;
 use super::harness::{RunResult, progress_bar, run};
 use super::{ClientKind, LoadArgs, Workload};
+use crate::fred_baseline;
 
 /// fred's own cluster client, configured the way cluster-client configures its connections (every
 /// node a seed, reconnect policy, timeouts).
