@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+mod backoff;
 mod error;
 mod fields;
 mod fred_settings;
@@ -46,6 +47,7 @@ mod sources;
 mod validate;
 
 pub use crate::{
+    backoff::Backoff,
     error::{ConfigError, Origin, Problem},
     node::NodeAddr,
     secret::{Password, SecretExport},

@@ -41,6 +41,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use cluster_client::{CallOptions, ClientEvent};
+use sharding::SlotRange;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::audit::Repair;
@@ -66,8 +67,8 @@ pub struct Failover {
     pub old_primary: String,
     /// The former replica that serves them now.
     pub new_primary: String,
-    /// The slot ranges that moved (inclusive).
-    pub slots: Vec<(u16, u16)>,
+    /// The slot ranges that moved.
+    pub slots: Vec<SlotRange>,
 }
 
 impl Failover {
@@ -82,7 +83,11 @@ impl Failover {
             } => Some(Failover {
                 old_primary: old_primary.clone(),
                 new_primary: new_primary.clone(),
-                slots: slots.clone(),
+                // The client reports valid ranges; one that is not a slot range cannot hold a key.
+                slots: slots
+                    .iter()
+                    .filter_map(|&(first, last)| SlotRange::new(first, last).ok())
+                    .collect(),
             }),
             _ => None,
         }
@@ -552,7 +557,7 @@ mod tests {
         let failover = Failover::from_event(&event).unwrap();
         assert_eq!(
             (failover.new_primary.as_str(), failover.slots),
-            ("b:2", vec![(0, 5460)])
+            ("b:2", vec![SlotRange::new(0, 5460).unwrap()])
         );
         let other = ClientEvent::NodeDown {
             node: "a:1".into(),

@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sharding::SlotRange;
 
 use crate::Error;
 use crate::version::Version;
@@ -182,10 +183,10 @@ impl JournalEntry {
         }
     }
 
-    /// Whether the key's slot lies in one of `ranges` (inclusive).
-    fn in_slots(&self, ranges: &[(u16, u16)]) -> bool {
+    /// Whether the key's slot lies in one of `ranges`.
+    fn in_slots(&self, ranges: &[SlotRange]) -> bool {
         let slot = sharding::key_slot(&self.key);
-        ranges.iter().any(|&(first, last)| (first..=last).contains(&slot))
+        ranges.iter().any(|range| range.contains(slot))
     }
 
     /// The bytes this entry counts against the budget.
@@ -331,7 +332,7 @@ impl Journal {
 
     /// The latest write of every key whose slot lies in `ranges`, oldest first, skipping writes whose
     /// TTL has run out (their key expired on its own, so nothing was lost).
-    pub fn latest_in_slots(&self, ranges: &[(u16, u16)]) -> Vec<JournalEntry> {
+    pub fn latest_in_slots(&self, ranges: &[SlotRange]) -> Vec<JournalEntry> {
         self.latest_where(Instant::now(), |entry| entry.in_slots(ranges))
     }
 
@@ -434,7 +435,13 @@ mod tests {
 
     fn check(journal: &Journal, ranges: Option<&[(u16, u16)]>, want: &[(&str, u64)]) {
         let got: Vec<(String, u64)> = match ranges {
-            Some(ranges) => journal.latest_in_slots(ranges),
+            Some(ranges) => {
+                let ranges: Vec<SlotRange> = ranges
+                    .iter()
+                    .map(|&(first, last)| SlotRange::new(first, last).expect("a slot range"))
+                    .collect();
+                journal.latest_in_slots(&ranges)
+            }
             None => journal.latest(),
         }
         .into_iter()

@@ -1,7 +1,7 @@
 //! Independent standalone Redis nodes (no cluster mode).
 
-use crate::Error;
-use crate::node::{Node, Role};
+use crate::{Error, Role};
+use crate::node::Node;
 use crate::server::NodeSettings;
 
 /// `n` independent standalone `redis-server` processes, for standalone and client-sharded modes.

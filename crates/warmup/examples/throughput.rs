@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_client::{ClusterClient, Value};
+use cluster_client::ClusterClient;
 use local_cluster::{ClusterSpec, LocalCluster};
 use warmup::{Entry, Source, Warmup, WarmupConfig};
 
@@ -76,7 +76,7 @@ fn benchmark(port: u16, ttl: Option<Duration>) -> Result<(f64, String), Failure>
 
 async fn flush(cluster: &LocalCluster) -> Result<(), Failure> {
     for primary in cluster.primaries().await? {
-        primary.command::<Value, _, _>(["FLUSHALL"]).await?;
+        primary.command::<(), _, _>(["FLUSHALL"]).await?;
     }
     // Let replicas apply the flush before the next writer starts.
     tokio::time::sleep(Duration::from_millis(500)).await;

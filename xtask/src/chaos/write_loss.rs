@@ -219,7 +219,7 @@ async fn count_missing(raw: &ClusterClient, keys: &[Bytes]) -> (usize, usize) {
 /// After the promotion: which acknowledged writes the new primary lacks, and what the journal repairs.
 pub(super) async fn measure(raw: &ClusterClient, acked: Acked, failover: &Failover) -> Result<Loss> {
     // Reads must reach the promoted replica: make sure the client routes the victim's slots to it.
-    let slot = failover.slots.first().map(|s| s.0).unwrap_or(0);
+    let slot = failover.slots.first().map_or(0, |s| s.start());
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let _ = raw.refresh_topology().await;
