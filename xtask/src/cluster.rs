@@ -166,7 +166,10 @@ fn role(entry: &ClusterNode) -> &'static str {
 }
 
 fn link(entry: &ClusterNode) -> &'static str {
-    match (entry.is_failing(), entry.link_connected || entry.has_flag("myself")) {
+    match (
+        entry.is_failing(),
+        entry.link_connected || entry.has_flag("myself"),
+    ) {
         (true, _) => "failing",
         (false, true) => "connected",
         (false, false) => "disconnected",

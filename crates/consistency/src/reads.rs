@@ -88,11 +88,13 @@ pub(crate) async fn replication_offset(
     let info: String = client
         .node_command(node, vec!["INFO".into(), "replication".into()])
         .await?;
-    replies::Info::parse(&info).replication_offset().ok_or_else(|| cluster_client::Error::Reply {
-        node: node.into(),
-        command: "INFO".into(),
-        detail: "no replication offset in INFO replication".into(),
-    })
+    replies::Info::parse(&info)
+        .replication_offset()
+        .ok_or_else(|| cluster_client::Error::Reply {
+            node: node.into(),
+            command: "INFO".into(),
+            detail: "no replication offset in INFO replication".into(),
+        })
 }
 
 /// A node's replication history, from `INFO replication`: its `master_replid`, and if it was
@@ -154,7 +156,11 @@ mod tests {
     use super::*;
 
     fn check(info: &str, name: &str, want: Option<u64>) {
-        assert_eq!(replies::Info::parse(info).get_u64(name), want, "{name} in {info:?}");
+        assert_eq!(
+            replies::Info::parse(info).get_u64(name),
+            want,
+            "{name} in {info:?}"
+        );
     }
 
     #[test]
@@ -168,7 +174,10 @@ mod tests {
         check("", "master_repl_offset", None);
         // The offset a node has reached: a replica's applied offset, else a primary's.
         let offset = |info: &str| replies::Info::parse(info).replication_offset();
-        assert_eq!((offset(primary), offset(replica), offset("")), (Some(1234), Some(1200), None));
+        assert_eq!(
+            (offset(primary), offset(replica), offset("")),
+            (Some(1234), Some(1200), None)
+        );
     }
 
     #[test]

@@ -219,7 +219,10 @@ mod tests {
 
     #[test]
     fn frames_become_replies_and_top_level_errors_fail() {
-        assert_eq!(into_reply(OwnedFrame::Error("ERR no".into())), Err("ERR no".into()));
+        assert_eq!(
+            into_reply(OwnedFrame::Error("ERR no".into())),
+            Err("ERR no".into())
+        );
         assert_eq!(
             into_reply(OwnedFrame::Array(vec![
                 OwnedFrame::Integer(1),

@@ -260,10 +260,7 @@ impl LocalCluster {
                 "a replica to accept CLUSTER REPLICATE",
                 Duration::from_secs(10),
                 || async move {
-                    match conn
-                        .call_str::<()>(&["CLUSTER", "REPLICATE", primary_id])
-                        .await
-                    {
+                    match conn.call_str::<()>(&["CLUSTER", "REPLICATE", primary_id]).await {
                         Ok(_) => Ok(Ok(())),
                         Err(e) => Ok(Err(e.to_string())),
                     }
@@ -373,7 +370,10 @@ impl LocalCluster {
             .filter(|e| e.is_primary() && !e.slots.is_empty())
             .collect();
         entries.sort_by_key(|e| e.slots.iter().map(|s| s.start()).min());
-        Ok(entries.iter().filter_map(|e| self.node_by_port(port(e))).collect())
+        Ok(entries
+            .iter()
+            .filter_map(|e| self.node_by_port(port(e)))
+            .collect())
     }
 
     /// The node serving `slot` now.
@@ -513,9 +513,9 @@ impl LocalCluster {
                     let entries = cluster_nodes(&conn).await;
                     conn.close();
                     let entries = entries?;
-                    let agrees = entries.iter().any(|e| {
-                        port(e) == owner.port() && e.slots.iter().any(|r| r.contains(first_slot))
-                    });
+                    let agrees = entries
+                        .iter()
+                        .any(|e| port(e) == owner.port() && e.slots.iter().any(|r| r.contains(first_slot)));
                     if !agrees {
                         return Ok(Err(format!(
                             "{} does not yet see {} as owner",
@@ -590,9 +590,10 @@ impl LocalCluster {
                 if keys.is_empty() {
                     break;
                 }
-                let mut args: Vec<Vec<u8>> = ["MIGRATE", "127.0.0.1", to_port.as_str(), "", "0", "10000", "KEYS"]
-                    .map(|word| word.as_bytes().to_vec())
-                    .into();
+                let mut args: Vec<Vec<u8>> =
+                    ["MIGRATE", "127.0.0.1", to_port.as_str(), "", "0", "10000", "KEYS"]
+                        .map(|word| word.as_bytes().to_vec())
+                        .into();
                 args.extend(keys);
                 source.call::<(), _>(&args).await?;
             }

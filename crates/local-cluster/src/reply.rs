@@ -86,7 +86,9 @@ impl FromReply for () {
 impl FromReply for String {
     fn from_reply(reply: Reply) -> Result<Self, String> {
         match reply {
-            Reply::Bytes(bytes) => String::from_utf8(bytes).map_err(|_| "expected text, got bytes that are not UTF-8".into()),
+            Reply::Bytes(bytes) => {
+                String::from_utf8(bytes).map_err(|_| "expected text, got bytes that are not UTF-8".into())
+            }
             Reply::Status(text) => Ok(text),
             Reply::Int(i) => Ok(i.to_string()),
             other => unexpected(&other, "text"),

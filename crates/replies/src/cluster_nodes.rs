@@ -224,7 +224,14 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca ::1:30001@31001 myself,master - 0 0 1 c
         assert_eq!(
             summary,
             vec![
-                (Some("127.0.0.1:30004".into()), Role::Replica, s(&["slave"]), true, vec![], 4),
+                (
+                    Some("127.0.0.1:30004".into()),
+                    Role::Replica,
+                    s(&["slave"]),
+                    true,
+                    vec![],
+                    4
+                ),
                 (
                     Some("127.0.0.1:30002".into()),
                     Role::Primary,
@@ -249,7 +256,14 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca ::1:30001@31001 myself,master - 0 0 1 c
                     vec![range(0, 5460)],
                     1
                 ),
-                (None, Role::Replica, s(&["slave", "fail", "noaddr"]), false, vec![], 5),
+                (
+                    None,
+                    Role::Replica,
+                    s(&["slave", "fail", "noaddr"]),
+                    false,
+                    vec![],
+                    5
+                ),
             ]
         );
         assert_eq!(nodes[0].hostname.as_deref(), Some("host-4"));
@@ -300,7 +314,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca ::1:30001@31001 myself,master - 0 0 1 c
             "id a:1 master - 0 0 1 connected x-1",
         ] {
             let error = parse_cluster_nodes(bad).expect_err(bad).to_string();
-            assert!(error.contains("CLUSTER NODES") && error.contains(&bad[..5]), "{error}");
+            assert!(
+                error.contains("CLUSTER NODES") && error.contains(&bad[..5]),
+                "{error}"
+            );
         }
         assert_eq!(parse_cluster_nodes("").expect("empty parses"), Vec::new());
         assert_eq!(parse_cluster_nodes(" \n\r\n").expect("blank parses"), Vec::new());

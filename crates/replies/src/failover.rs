@@ -63,7 +63,9 @@ pub fn failovers<N: PartialEq + Clone>(before: &[ShardView<N>], after: &[ShardVi
             else {
                 continue;
             };
-            if old.primary == shard.primary || !(old.replicas.contains(&shard.primary) || !was_primary) {
+            // The new owner was a replica of the old one, or no primary at all before.
+            let promoted = old.replicas.contains(&shard.primary) || !was_primary;
+            if old.primary == shard.primary || !promoted {
                 continue;
             }
             match out
@@ -86,7 +88,11 @@ pub fn failovers<N: PartialEq + Clone>(before: &[ShardView<N>], after: &[ShardVi
 mod tests {
     use super::*;
 
-    fn shard(primary: &'static str, replicas: &[&'static str], ranges: &[(u16, u16)]) -> ShardView<&'static str> {
+    fn shard(
+        primary: &'static str,
+        replicas: &[&'static str],
+        ranges: &[(u16, u16)],
+    ) -> ShardView<&'static str> {
         ShardView {
             primary,
             replicas: replicas.to_vec(),
@@ -97,42 +103,71 @@ mod tests {
         }
     }
 
-    fn check(before: &[ShardView<&'static str>], after: &[ShardView<&'static str>], want: &[(&str, &str, &[(u16, u16)])]) {
-        let got: Vec<(&str, &str, Vec<(u16, u16)>)> = failovers(before, after)
+    /// `(old primary, new primary, slot ranges)`, as plain data to compare.
+    type Seen<'a> = (&'a str, &'a str, Vec<(u16, u16)>);
+
+    fn check(before: &[ShardView<&'static str>], after: &[ShardView<&'static str>], want: &[Seen<'_>]) {
+        let got: Vec<Seen<'_>> = failovers(before, after)
             .into_iter()
-            .map(|f| (f.old_primary, f.new_primary, f.slots.iter().map(|r| (r.start(), r.end())).collect()))
+            .map(|f| {
+                (
+                    f.old_primary,
+                    f.new_primary,
+                    f.slots.iter().map(|r| (r.start(), r.end())).collect(),
+                )
+            })
             .collect();
-        let want: Vec<(&str, &str, Vec<(u16, u16)>)> = want.iter().map(|(o, n, s)| (*o, *n, s.to_vec())).collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn promotions_are_failovers_and_hand_overs_are_not() {
-        let before = [shard("a", &["b"], &[(0, 8191)]), shard("c", &["d"], &[(8192, 16383)])];
+        let before = [
+            shard("a", &["b"], &[(0, 8191)]),
+            shard("c", &["d"], &[(8192, 16383)]),
+        ];
         // The replica took over.
         check(
             &before,
-            &[shard("b", &[], &[(0, 8191)]), shard("c", &["d"], &[(8192, 16383)])],
-            &[("a", "b", &[(0, 8191)])],
+            &[
+                shard("b", &[], &[(0, 8191)]),
+                shard("c", &["d"], &[(8192, 16383)]),
+            ],
+            &[("a", "b", vec![(0, 8191)])],
         );
         // Slots moved to another primary: a migration.
         check(
             &before,
-            &[shard("a", &["b"], &[(0, 8000)]), shard("c", &["d"], &[(8001, 16383)])],
+            &[
+                shard("a", &["b"], &[(0, 8000)]),
+                shard("c", &["d"], &[(8001, 16383)]),
+            ],
             &[],
         );
         // A node unknown before (a failing replica left out of the list) that now serves slots.
         check(
             &before,
-            &[shard("e", &[], &[(0, 8191)]), shard("c", &["d"], &[(8192, 16383)])],
-            &[("a", "e", &[(0, 8191)])],
+            &[
+                shard("e", &[], &[(0, 8191)]),
+                shard("c", &["d"], &[(8192, 16383)]),
+            ],
+            &[("a", "e", vec![(0, 8191)])],
         );
         // Two ranges of one old primary gathered in one failover; two old primaries in two.
-        let split = [shard("a", &["b"], &[(0, 99), (200, 299)]), shard("c", &["d"], &[(100, 199)])];
+        let split = [
+            shard("a", &["b"], &[(0, 99), (200, 299)]),
+            shard("c", &["d"], &[(100, 199)]),
+        ];
         check(
             &split,
-            &[shard("b", &[], &[(0, 99), (200, 299)]), shard("d", &[], &[(100, 199)])],
-            &[("a", "b", &[(0, 99), (200, 299)]), ("c", "d", &[(100, 199)])],
+            &[
+                shard("b", &[], &[(0, 99), (200, 299)]),
+                shard("d", &[], &[(100, 199)]),
+            ],
+            &[
+                ("a", "b", vec![(0, 99), (200, 299)]),
+                ("c", "d", vec![(100, 199)]),
+            ],
         );
         check(&before, &before, &[]);
         check(&[], &before, &[]);

@@ -241,7 +241,9 @@ impl Info {
 
     /// The raw value of any field (the first, should a reply repeat one), trimmed.
     pub fn get(&self, field: &str) -> Option<&str> {
-        self.fields().find(|(name, _)| *name == field).map(|(_, value)| value)
+        self.fields()
+            .find(|(name, _)| *name == field)
+            .map(|(_, value)| value)
     }
 
     /// Any field read as an unsigned integer.
@@ -258,9 +260,10 @@ impl Info {
     /// when the reply has no such section.
     pub fn section(&self, name: &str) -> Option<impl Iterator<Item = (&str, &str)>> {
         let mut lines = self.text.lines().map(str::trim);
-        lines
-            .by_ref()
-            .find(|line| line.strip_prefix('#').is_some_and(|h| h.trim().eq_ignore_ascii_case(name)))?;
+        lines.by_ref().find(|line| {
+            line.strip_prefix('#')
+                .is_some_and(|h| h.trim().eq_ignore_ascii_case(name))
+        })?;
         Some(lines.take_while(|line| !line.starts_with('#')).filter_map(field))
     }
 
@@ -363,7 +366,11 @@ mod tests {
         assert_eq!(info, expected);
         assert_eq!(info.keys(), 125);
         assert_eq!(info.replication_offset(), Some(5012));
-        assert_eq!(info.previous_replication(), None, "a replid2 of zeros: never promoted");
+        assert_eq!(
+            info.previous_replication(),
+            None,
+            "a replid2 of zeros: never promoted"
+        );
         assert_eq!(info.primary_link(), None);
         assert_eq!(
             info.replicas[1].addr().map(|a| a.to_string()).as_deref(),
@@ -412,7 +419,10 @@ mod tests {
         let cluster = Info::parse("cluster_state:ok\r\ncluster_slots_assigned:16384\r\n");
         assert_eq!(cluster.get("cluster_state"), Some("ok"));
         assert_eq!(cluster.get_u64("cluster_slots_assigned"), Some(16_384));
-        assert_eq!(cluster.as_text(), "cluster_state:ok\r\ncluster_slots_assigned:16384\r\n");
+        assert_eq!(
+            cluster.as_text(),
+            "cluster_state:ok\r\ncluster_slots_assigned:16384\r\n"
+        );
     }
 
     #[test]
