@@ -534,7 +534,7 @@ mod tests {
             ..ServerInfo::default()
         };
         let node = |port: u16, role: Role| NodeSnapshot {
-            addr: format!("127.0.0.1:{port}"),
+            addr: cluster_config::NodeAddr::new("127.0.0.1", port).to_string(),
             reachable: true,
             ping: Some(Duration::from_micros(250)),
             info: Some(info(role)),

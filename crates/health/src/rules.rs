@@ -783,7 +783,7 @@ mod tests {
     }
 
     fn addr(port: u16) -> String {
-        format!("127.0.0.1:{port}")
+        cluster_config::NodeAddr::new("127.0.0.1", port).to_string()
     }
 
     /// A healthy 3 + 3 cluster: primaries 7000-7002 (slots split evenly), replica 7003 of 7000, 7004 of
