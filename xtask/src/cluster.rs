@@ -117,9 +117,7 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
         "node", "pid", "role", "slots", "link", "memory", "keys"
     );
     for node in cluster.nodes() {
-        let entry = topology
-            .iter()
-            .find(|e| e.addr.as_ref().map(|a| a.port()) == Some(node.port()));
+        let entry = topology.iter().find(|e| e.port == Some(node.port()));
         let pid = node.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let (memory, keys) = if node.is_running() {
             match (node.info("memory").await, node.info("keyspace").await) {

@@ -66,15 +66,25 @@ impl NodeAddr {
     /// assert_eq!(NodeAddr::parse_announced(":0"), None);
     /// ```
     pub fn parse_announced(text: &str) -> Option<NodeAddr> {
-        let (host, port) = text.trim().rsplit_once(':')?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        match port.parse::<u16>() {
-            Ok(port) if port != 0 && !host.is_empty() => Some(NodeAddr::new(host, port)),
-            _ => None,
-        }
+        let (host, port) = split_announced(text)?;
+        let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
+        (!host.is_empty()).then(|| NodeAddr::new(host, port))
+    }
+
+    /// The port of an address a server printed, even when its host is not known yet: a cluster node
+    /// that has not met another node prints itself as `:port`. `None` when the port is missing, 0 or
+    /// not a number.
+    ///
+    /// ```
+    /// use cluster_config::NodeAddr;
+    ///
+    /// assert_eq!(NodeAddr::announced_port(":7001"), Some(7001));
+    /// assert_eq!(NodeAddr::announced_port("::1:7001"), Some(7001));
+    /// assert_eq!(NodeAddr::announced_port(":0"), None);
+    /// ```
+    pub fn announced_port(text: &str) -> Option<u16> {
+        let (_, port) = split_announced(text)?;
+        port.parse::<u16>().ok().filter(|port| *port != 0)
     }
 
     /// The host as fred wants it: fred resolves `format!("{host}:{port}")`, so an IPv6 address needs its
@@ -120,6 +130,17 @@ impl FromStr for NodeAddr {
             }),
         }
     }
+}
+
+/// `host:port` as a server prints it: the port is after the last colon, and an IPv6 host may or may
+/// not have brackets.
+fn split_announced(text: &str) -> Option<(&str, &str)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port))
 }
 
 /// Whether a node address asked for TLS.
@@ -324,5 +345,7 @@ mod tests {
         check("h:x", None);
         check("h", None);
         check("", None);
+        assert_eq!(NodeAddr::announced_port(":7000"), Some(7000));
+        assert_eq!(NodeAddr::announced_port("h:x"), None);
     }
 }

@@ -12,8 +12,11 @@ use crate::{Error, Role};
 pub struct ClusterNode {
     /// The 40-character node ID.
     pub id: String,
-    /// `ip:port`; `None` when the answering node does not know it yet (`:0@0`, flag `noaddr`).
+    /// `ip:port`; `None` when the answering node does not know it yet (`:0@0`, flag `noaddr`, or
+    /// `:port` for a node that has not met another node and so does not know its own IP).
     pub addr: Option<NodeAddr>,
+    /// The client port, also when the host is not known yet (`:port`); `None` for `:0`.
+    pub port: Option<u16>,
     /// The hostname after the cluster-bus port (`ip:port@cport,hostname`), when announced.
     pub hostname: Option<String>,
     /// Every flag as printed (`myself`, `master`, `slave`, `fail?`, `fail`, `handshake`, `noaddr`,
@@ -114,7 +117,9 @@ fn parse_line(line: &str) -> Result<ClusterNode, Error> {
         .split_once(',')
         .map(|(_, name)| name.to_owned())
         .filter(|name| !name.is_empty());
-    let addr = NodeAddr::parse_announced(addr.split(',').next().unwrap_or_default());
+    let addr_text = addr.split(',').next().unwrap_or_default();
+    let port = NodeAddr::announced_port(addr_text);
+    let addr = NodeAddr::parse_announced(addr_text);
     let flags: Vec<String> = words[2]
         .split(',')
         .filter(|flag| !matches!(*flag, "noflags" | ""))
@@ -159,6 +164,7 @@ fn parse_line(line: &str) -> Result<ClusterNode, Error> {
     Ok(ClusterNode {
         id: words[0].to_owned(),
         addr,
+        port,
         hostname,
         flags,
         role,
@@ -267,6 +273,13 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca ::1:30001@31001 myself,master - 0 0 1 c
             ]
         );
         assert_eq!(nodes[0].hostname.as_deref(), Some("host-4"));
+        assert_eq!((nodes[0].port, nodes[4].port), (Some(30004), None));
+        let alone = parse_cluster_nodes("aa :7000@17000 myself,master - 0 0 0 connected\n").expect("parses");
+        assert_eq!(
+            (alone[0].addr.clone(), alone[0].port),
+            (None, Some(7000)),
+            "a node that met no other node does not know its IP yet"
+        );
         assert_eq!(nodes[1].hostname, None);
         assert_eq!(
             nodes[0].primary_id.as_deref(),
