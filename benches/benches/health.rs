@@ -14,9 +14,12 @@ use std::time::{Duration, SystemTime};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use health::{
     ClientNodeStats, ClusterInfo, DbKeys, LatencyBaseline, Monitor, NodeSnapshot, PrimaryLink, ReplicaLink,
-    Role, RuleInput, SLOTS, ServerInfo, Snapshot, Thresholds, TopologyNode, TrendRing, evaluate,
+    Role, RuleInput, ServerInfo, Snapshot, Thresholds, TopologyNode, TrendRing, evaluate,
     parse_cluster_nodes, parse_info,
 };
+
+/// Every slot of the cluster.
+const SLOTS: u32 = sharding::SLOT_COUNT as u32;
 
 /// A cluster of `primaries` primaries with one replica each, every field filled as a real round would.
 fn cluster(primaries: u16, at_secs: u64) -> Snapshot {
@@ -45,7 +48,7 @@ fn cluster(primaries: u16, at_secs: u64) -> Snapshot {
             primary_id: (!primary).then(|| format!("{:040}", port - primaries)),
             link_connected: true,
             slots: if primary {
-                vec![(first as u16, last as u16)]
+                vec![sharding::SlotRange::new(first as u16, last as u16).expect("a slot range")]
             } else {
                 vec![]
             },

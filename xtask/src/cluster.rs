@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use local_cluster::{ClusterSpec, LocalCluster, NodeEntry, state_path};
+use local_cluster::{ClusterNode, ClusterSpec, LocalCluster, state_path};
 
 use crate::prerequisites;
 
@@ -117,13 +117,18 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
         "node", "pid", "role", "slots", "link", "memory", "keys"
     );
     for node in cluster.nodes() {
-        let entry = topology.iter().find(|e| e.port == node.port());
+        let entry = topology.iter().find(|e| e.port == Some(node.port()));
         let pid = node.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let (memory, keys) = if node.is_running() {
             match (node.info("memory").await, node.info("keyspace").await) {
                 (Ok(mem), Ok(space)) => (
                     mem.get("used_memory_human").unwrap_or("?").to_string(),
-                    keys_in(space.get("db0")).to_string(),
+                    space
+                        .keyspace
+                        .iter()
+                        .find(|db| db.db == 0)
+                        .map_or(0, |db| db.keys)
+                        .to_string(),
                 ),
                 _ => ("?".into(), "?".into()),
             }
@@ -154,32 +159,28 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
     Ok(())
 }
 
-fn role(entry: &NodeEntry) -> &'static str {
+fn role(entry: &ClusterNode) -> &'static str {
     if entry.is_primary() { "primary" } else { "replica" }
 }
 
-fn link(entry: &NodeEntry) -> &'static str {
-    match (entry.is_failing(), entry.connected || entry.has_flag("myself")) {
+fn link(entry: &ClusterNode) -> &'static str {
+    match (
+        entry.is_failing(),
+        entry.link_connected || entry.has_flag("myself"),
+    ) {
         (true, _) => "failing",
         (false, true) => "connected",
         (false, false) => "disconnected",
     }
 }
 
-fn slot_ranges(entry: &NodeEntry) -> String {
+fn slot_ranges(entry: &ClusterNode) -> String {
     entry
         .slots
         .iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `keys=12,expires=0,avg_ttl=0` → 12.
-fn keys_in(db0: Option<&str>) -> u64 {
-    db0.and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("keys=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {

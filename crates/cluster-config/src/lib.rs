@@ -34,6 +34,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+mod backoff;
 mod error;
 mod fields;
 mod node;
@@ -44,6 +45,7 @@ mod sources;
 mod validate;
 
 pub use crate::{
+    backoff::Backoff,
     error::{Error, Origin, Problem},
     node::NodeAddr,
     secret::{Password, SecretExport},

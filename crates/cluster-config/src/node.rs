@@ -49,6 +49,44 @@ impl NodeAddr {
         self.port
     }
 
+    /// An address as a Redis server prints it in its own replies (`CLUSTER NODES`, `MOVED`, `INFO`):
+    /// `host:port`, where an IPv6 host may come without brackets (`::1:7000`), since the port is always
+    /// the part after the last colon. `None` when the host is empty or the port is missing, 0 or not a
+    /// number: that is how a server writes a node whose address it does not know (`:0`).
+    ///
+    /// Unlike [`FromStr`], which reads what a person configured and explains every mistake, this reads
+    /// what a server announced, so it never fails loudly.
+    ///
+    /// ```
+    /// use cluster_config::NodeAddr;
+    ///
+    /// assert_eq!(NodeAddr::parse_announced("10.0.0.7:7001"), Some(NodeAddr::new("10.0.0.7", 7001)));
+    /// assert_eq!(NodeAddr::parse_announced("::1:7001"), Some(NodeAddr::new("::1", 7001)));
+    /// assert_eq!(NodeAddr::parse_announced("[::1]:7001"), Some(NodeAddr::new("::1", 7001)));
+    /// assert_eq!(NodeAddr::parse_announced(":0"), None);
+    /// ```
+    pub fn parse_announced(text: &str) -> Option<NodeAddr> {
+        let (host, port) = split_announced(text)?;
+        let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
+        (!host.is_empty()).then(|| NodeAddr::new(host, port))
+    }
+
+    /// The port of an address a server printed, even when its host is not known yet: a cluster node
+    /// that has not met another node prints itself as `:port`. `None` when the port is missing, 0 or
+    /// not a number.
+    ///
+    /// ```
+    /// use cluster_config::NodeAddr;
+    ///
+    /// assert_eq!(NodeAddr::announced_port(":7001"), Some(7001));
+    /// assert_eq!(NodeAddr::announced_port("::1:7001"), Some(7001));
+    /// assert_eq!(NodeAddr::announced_port(":0"), None);
+    /// ```
+    pub fn announced_port(text: &str) -> Option<u16> {
+        let (_, port) = split_announced(text)?;
+        port.parse::<u16>().ok().filter(|port| *port != 0)
+    }
+
     /// The key used to spot duplicates: host names are case-insensitive.
     pub(crate) fn identity(&self) -> (String, u16) {
         (self.host.to_ascii_lowercase(), self.port)
@@ -82,6 +120,17 @@ impl FromStr for NodeAddr {
             }),
         }
     }
+}
+
+/// `host:port` as a server prints it: the port is after the last colon, and an IPv6 host may or may
+/// not have brackets.
+fn split_announced(text: &str) -> Option<(&str, &str)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port))
 }
 
 /// Whether a node address asked for TLS.
@@ -266,5 +315,25 @@ mod tests {
             assert_eq!(node.to_string(), entry);
         }
         assert!("rediss://h:1".parse::<NodeAddr>().is_err());
+    }
+
+    #[test]
+    fn announced_addresses_parse_or_are_unknown() {
+        let check = |text: &str, want: Option<(&str, u16)>| {
+            let got = NodeAddr::parse_announced(text);
+            assert_eq!(got.as_ref().map(|a| (a.host(), a.port())), want, "{text:?}");
+        };
+        check("127.0.0.1:30001", Some(("127.0.0.1", 30001)));
+        check("host-4:1", Some(("host-4", 1)));
+        check("::1:30001", Some(("::1", 30001)));
+        check("[2001:db8::7]:6379", Some(("2001:db8::7", 6379)));
+        check(":0", None);
+        check(":7000", None);
+        check("h:0", None);
+        check("h:x", None);
+        check("h", None);
+        check("", None);
+        assert_eq!(NodeAddr::announced_port(":7000"), Some(7000));
+        assert_eq!(NodeAddr::announced_port("h:x"), None);
     }
 }

@@ -190,8 +190,7 @@ impl RetryConfig {
     /// # Ok::<(), cluster_config::Error>(())
     /// ```
     pub fn delay_for_retry(&self, retry: u32) -> Duration {
-        let factor = self.backoff_multiplier.saturating_pow(retry.saturating_sub(1));
-        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+        crate::Backoff::from(self).delay(retry)
     }
 }
 

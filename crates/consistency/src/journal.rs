@@ -438,7 +438,7 @@ mod tests {
             Some(ranges) => {
                 let ranges: Vec<SlotRange> = ranges
                     .iter()
-                    .map(|&(start, end)| SlotRange::new(start, end).unwrap())
+                    .map(|&(first, last)| SlotRange::new(first, last).expect("a slot range"))
                     .collect();
                 journal.latest_in_slots(&ranges)
             }

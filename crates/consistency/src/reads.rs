@@ -79,14 +79,6 @@ pub(crate) async fn read_value(
     })
 }
 
-/// A numeric field of an `INFO` reply.
-pub(crate) fn info_field(info: &str, name: &str) -> Option<u64> {
-    info.lines().find_map(|line| {
-        let (field, value) = line.trim_end().split_once(':')?;
-        if field == name { value.parse().ok() } else { None }
-    })
-}
-
 /// The replication offset `node` has reached: a primary's `master_repl_offset`, a replica's
 /// `slave_repl_offset` (what it has applied).
 pub(crate) async fn replication_offset(
@@ -96,12 +88,13 @@ pub(crate) async fn replication_offset(
     let info: String = client
         .node_command(node, vec!["INFO".into(), "replication".into()])
         .await?;
-    let offset = info_field(&info, "slave_repl_offset").or_else(|| info_field(&info, "master_repl_offset"));
-    offset.ok_or_else(|| cluster_client::Error::Reply {
-        node: node.into(),
-        command: "INFO".into(),
-        detail: "no replication offset in INFO replication".into(),
-    })
+    replies::Info::parse(&info)
+        .replication_offset()
+        .ok_or_else(|| cluster_client::Error::Reply {
+            node: node.into(),
+            command: "INFO".into(),
+            detail: "no replication offset in INFO replication".into(),
+        })
 }
 
 /// A node's replication history, from `INFO replication`: its `master_replid`, and if it was
@@ -120,20 +113,11 @@ pub(crate) async fn read_lineage(
     })
 }
 
-/// A text field of an `INFO` reply.
-fn info_text<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        let (field, value) = line.trim_end().split_once(':')?;
-        (field == name).then_some(value)
-    })
-}
-
 fn parse_lineage(info: &str) -> Option<crate::failover::Lineage> {
-    let replid = info_text(info, "master_replid")?.as_bytes().to_vec();
-    // A node never promoted reports a replid2 of zeros and a second offset of -1.
-    let previous = info_text(info, "master_replid2")
-        .filter(|id| id.bytes().any(|b| b != b'0'))
-        .zip(info_field(info, "second_repl_offset"))
+    let info = replies::Info::parse(info);
+    let replid = info.master_replid.as_deref()?.as_bytes().to_vec();
+    let previous = info
+        .previous_replication()
         .map(|(id, offset)| (id.as_bytes().to_vec(), offset));
     Some(crate::failover::Lineage { replid, previous })
 }
@@ -172,7 +156,11 @@ mod tests {
     use super::*;
 
     fn check(info: &str, name: &str, want: Option<u64>) {
-        assert_eq!(info_field(info, name), want, "{name} in {info:?}");
+        assert_eq!(
+            replies::Info::parse(info).get_u64(name),
+            want,
+            "{name} in {info:?}"
+        );
     }
 
     #[test]
@@ -184,6 +172,12 @@ mod tests {
         check(replica, "slave_repl_offset", Some(1200));
         check(primary, "role", None);
         check("", "master_repl_offset", None);
+        // The offset a node has reached: a replica's applied offset, else a primary's.
+        let offset = |info: &str| replies::Info::parse(info).replication_offset();
+        assert_eq!(
+            (offset(primary), offset(replica), offset("")),
+            (Some(1234), Some(1200), None)
+        );
     }
 
     #[test]

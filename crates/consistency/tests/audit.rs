@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use consistency::{
     AuditMode, AuditOptions, CopyRole, Envelope, KeyState, Observed, SyncSource, Version, WriteOptions,
 };
-use fred::prelude::Value;
 use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,17 +107,13 @@ async fn diverge(replica: &local_cluster::Node, entries: &[(Vec<u8>, Vec<u8>)]) 
     let scratch = LocalStandalone::start(1).await.unwrap();
     let node = &scratch.nodes()[0];
     for (key, value) in entries {
-        let args = vec![
-            Value::from("SET"),
-            Value::Bytes(key.clone().into()),
-            Value::Bytes(value.clone().into()),
-        ];
-        node.command::<Value, _, _>(args).await.unwrap();
+        let args: [&[u8]; 3] = [b"SET", key, value];
+        node.command::<(), _, _>(args).await.unwrap();
     }
-    node.command::<Value, _, _>(["SAVE"]).await.unwrap();
+    node.command::<(), _, _>(["SAVE"]).await.unwrap();
     std::fs::copy(node.dir().join("dump.rdb"), replica.dir().join("dump.rdb")).unwrap();
     replica
-        .command::<Value, _, _>(["DEBUG", "RELOAD", "MERGE", "NOFLUSH", "NOSAVE"])
+        .command::<(), _, _>(["DEBUG", "RELOAD", "MERGE", "NOFLUSH", "NOSAVE"])
         .await
         .unwrap();
 }

@@ -347,9 +347,7 @@ async fn the_script_is_loaded_again_after_a_script_flush_and_values_over_the_lim
             .is_written()
     );
     for node in cluster.primaries().await.unwrap() {
-        node.command::<fred::prelude::Value, _, _>(["SCRIPT", "FLUSH"])
-            .await
-            .unwrap();
+        node.command::<(), _, _>(["SCRIPT", "FLUSH"]).await.unwrap();
     }
     assert!(
         store

@@ -376,16 +376,15 @@ fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
 
 /// The per-replica series of a primary (redis_exporter's and our lag in bytes).
 fn replica_gauges(primary: &str, replica: &str, offset: f64, lag_seconds: f64, lag_bytes: f64) {
-    let (ip, port) = replica.rsplit_once(':').unwrap_or((replica, ""));
     // redis_exporter labels the raw ip; ours carries brackets when it is IPv6.
-    let ip = ip
-        .strip_prefix('[')
-        .and_then(|ip| ip.strip_suffix(']'))
-        .unwrap_or(ip);
+    let (ip, port) = match cluster_config::NodeAddr::parse_announced(replica) {
+        Some(addr) => (addr.host().to_string(), addr.port().to_string()),
+        None => (replica.to_string(), String::new()),
+    };
     let labels = [
         ("node", primary.to_string()),
-        ("slave_ip", ip.to_string()),
-        ("slave_port", port.to_string()),
+        ("slave_ip", ip),
+        ("slave_port", port),
     ];
     gauge!("redis_connected_slave_offset_bytes", &labels).set(offset);
     gauge!("redis_connected_slave_lag_seconds", &labels).set(lag_seconds);
@@ -542,7 +541,7 @@ mod tests {
             ..ServerInfo::default()
         };
         let node = |port: u16, role: Role| NodeSnapshot {
-            addr: format!("127.0.0.1:{port}"),
+            addr: cluster_config::NodeAddr::new("127.0.0.1", port).to_string(),
             reachable: true,
             ping: Some(Duration::from_micros(250)),
             info: Some(info(role)),
@@ -566,7 +565,7 @@ mod tests {
                 TopologyNode {
                     id: "p".into(),
                     addr: "127.0.0.1:7000".into(),
-                    slots: vec![(0, 16_383)],
+                    slots: vec![sharding::SlotRange::all()],
                     ..TopologyNode::default()
                 },
                 TopologyNode {

@@ -60,7 +60,7 @@ pub use crate::{
     },
     snapshot::{
         ClientNodeStats, ClusterInfo, DbKeys, FailoverRecord, FailoverSource, NodeSnapshot, PrimaryLink,
-        ReplicaLink, Role, SLOTS, ServerInfo, Snapshot, TopologyNode,
+        ReplicaLink, Role, ServerInfo, Snapshot, TopologyNode,
     },
     summary::{HealthStatus, HealthSummary, NodeMemory, ReplicationSummary, cluster_health_summary},
     trends::{

@@ -230,7 +230,11 @@ mod tests {
             addr: name.into(),
             role: if primary { Role::Primary } else { Role::Replica },
             primary_id: (!primary).then(|| "id-a".to_string()),
-            slots: if slots { vec![(0, 16_383)] } else { vec![] },
+            slots: if slots {
+                vec![sharding::SlotRange::all()]
+            } else {
+                vec![]
+            },
             fail_reports: u32::from(failed_over && name == "a"),
             ..TopologyNode::default()
         };

@@ -4,38 +4,10 @@
 //! panic: a field that is missing or unreadable takes its default, and only a reply that is not the
 //! command's reply at all is an error.
 
-use std::collections::HashMap;
+use replies::Info;
 
 use crate::error::Error;
 use crate::snapshot::{ClusterInfo, DbKeys, PrimaryLink, ReplicaLink, Role, ServerInfo, TopologyNode};
-
-/// The `field:value` lines of an `INFO`-style reply, section headers and blank lines skipped.
-fn fields(text: &str) -> HashMap<&str, &str> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.split_once(':'))
-        .collect()
-}
-
-fn number<T: std::str::FromStr + Default>(fields: &HashMap<&str, &str>, name: &str) -> T {
-    fields
-        .get(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_default()
-}
-
-/// `key=value,key=value` (the format of `slaveN:` and `dbN:` values).
-fn pairs(value: &str) -> impl Iterator<Item = (&str, &str)> {
-    value.split(',').filter_map(|kv| kv.split_once('='))
-}
-
-fn pair_number(value: &str, key: &str) -> u64 {
-    pairs(value)
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Parses an `INFO` reply (any sections; the ones missing leave their fields at their defaults).
 ///
@@ -47,86 +19,50 @@ fn pair_number(value: &str, key: &str) -> u64 {
 /// assert_eq!(info.keys(), 7);
 /// ```
 pub fn parse_info(text: &str) -> ServerInfo {
-    // One pass over the lines, keeping only the fields used: a default INFO reply has about 200.
-    let mut info = ServerInfo::default();
-    let mut replicas: Vec<(u32, ReplicaLink)> = Vec::new();
-    let (mut master_host, mut master_port, mut link_up, mut replica_offset) = ("", "", false, 0);
-    let parse = |value: &str| value.parse::<u64>().unwrap_or(0);
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name {
-            "role" => {
-                info.role = if matches!(value, "slave" | "replica") {
-                    Role::Replica
-                } else {
-                    Role::Primary
-                }
-            }
-            "redis_version" => info.redis_version = value.to_string(),
-            "run_id" => info.run_id = value.to_string(),
-            "uptime_in_seconds" => info.uptime_seconds = parse(value),
-            "cluster_enabled" => info.cluster_enabled = value == "1",
-            "loading" => info.loading = value == "1",
-            "used_memory" => info.used_memory_bytes = parse(value),
-            "maxmemory" => info.maxmemory_bytes = parse(value),
-            "instantaneous_ops_per_sec" => info.ops_per_sec = parse(value),
-            "connected_clients" => info.connected_clients = parse(value),
-            "evicted_keys" => info.evicted_keys = parse(value),
-            "keyspace_hits" => info.keyspace_hits = parse(value),
-            "keyspace_misses" => info.keyspace_misses = parse(value),
-            "master_repl_offset" => info.master_repl_offset = parse(value),
-            "master_host" => master_host = value,
-            "master_port" => master_port = value,
-            "master_link_status" => link_up = value == "up",
-            "slave_repl_offset" => replica_offset = parse(value),
-            _ => {
-                if let Some(index) = name.strip_prefix("slave").and_then(|i| i.parse::<u32>().ok()) {
-                    let get = |key: &str| pairs(value).find(|(k, _)| *k == key).map_or("", |(_, v)| v);
-                    replicas.push((
-                        index,
-                        ReplicaLink {
-                            addr: host_port(get("ip"), get("port")),
-                            state: get("state").to_string(),
-                            offset: pair_number(value, "offset"),
-                            lag_seconds: pair_number(value, "lag"),
-                        },
-                    ));
-                } else if let Some(db) = name.strip_prefix("db").and_then(|d| d.parse::<u32>().ok()) {
-                    info.keyspace.push(DbKeys {
-                        db,
-                        keys: pair_number(value, "keys"),
-                        expires: pair_number(value, "expires"),
-                    });
-                }
-            }
-        }
-    }
-    replicas.sort_by_key(|(index, _)| *index);
-    info.replicas = replicas.into_iter().map(|(_, link)| link).collect();
-    info.keyspace.sort_by_key(|db| db.db);
-    if info.role == Role::Replica {
-        info.primary_link = Some(PrimaryLink {
-            addr: host_port(master_host, master_port),
-            link_up,
-            offset: replica_offset,
-        });
-    }
-    info
-}
-
-/// `host:port` as the rest of the workspace spells a node (`NodeAddr`'s display): an IPv6 host, which
-/// `INFO` prints raw (`ip=::1`), gets brackets, so that it matches the same node's address elsewhere.
-fn host_port(host: &str, port: &str) -> String {
-    match port.parse::<u16>() {
-        Ok(port) if !host.is_empty() => cluster_config::NodeAddr::new(host, port).to_string(),
-        _ => format!("{host}:{port}"),
+    let info = Info::parse(text);
+    // `host:port` as the rest of the workspace spells a node (`NodeAddr`'s display): an IPv6 host, which
+    // `INFO` prints raw (`ip=::1`), gets brackets, so that it matches the same node's address elsewhere.
+    let addr = |addr: Option<cluster_config::NodeAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+    ServerInfo {
+        // Anything but a replica serves writes, as a standalone server does.
+        role: info.role.unwrap_or(Role::Primary),
+        redis_version: info.redis_version.clone().unwrap_or_default(),
+        run_id: info.run_id.clone().unwrap_or_default(),
+        uptime_seconds: info.uptime_seconds.unwrap_or(0),
+        cluster_enabled: info.cluster_enabled.unwrap_or(false),
+        loading: info.loading.unwrap_or(false),
+        used_memory_bytes: info.used_memory_bytes.unwrap_or(0),
+        maxmemory_bytes: info.maxmemory_bytes.unwrap_or(0),
+        ops_per_sec: info.ops_per_sec.unwrap_or(0),
+        connected_clients: info.connected_clients.unwrap_or(0),
+        keyspace: info
+            .keyspace
+            .iter()
+            .map(|db| DbKeys {
+                db: db.db,
+                keys: db.keys,
+                expires: db.expires,
+            })
+            .collect(),
+        evicted_keys: info.evicted_keys.unwrap_or(0),
+        keyspace_hits: info.keyspace_hits.unwrap_or(0),
+        keyspace_misses: info.keyspace_misses.unwrap_or(0),
+        master_repl_offset: info.master_repl_offset.unwrap_or(0),
+        replicas: info
+            .replicas
+            .iter()
+            .map(|replica| ReplicaLink {
+                addr: addr(replica.addr()),
+                state: replica.state.clone(),
+                offset: replica.offset,
+                lag_seconds: replica.lag_seconds,
+            })
+            .collect(),
+        primary_link: info.primary_link().map(|link| PrimaryLink {
+            addr: addr(link.addr),
+            link_up: link.link_up,
+            offset: link.offset,
+        }),
     }
 }
 
@@ -140,21 +76,23 @@ fn host_port(host: &str, port: &str) -> String {
 /// # Ok::<(), health::Error>(())
 /// ```
 pub fn parse_cluster_info(text: &str) -> Result<ClusterInfo, Error> {
-    let f = fields(text);
-    let state = f.get("cluster_state").ok_or_else(|| Error::Reply {
+    let info = Info::parse(text);
+    let state = info.get("cluster_state").ok_or_else(|| Error::Reply {
         command: "CLUSTER INFO",
         detail: format!("no cluster_state field in {:?}", excerpt(text)),
     })?;
+    let number = |name: &str| info.get(name).and_then(|v| v.parse().ok()).unwrap_or_default();
+    let wide = |name: &str| info.get_u64(name).unwrap_or_default();
     Ok(ClusterInfo {
-        state_ok: state.trim() == "ok",
-        slots_assigned: number(&f, "cluster_slots_assigned"),
-        slots_ok: number(&f, "cluster_slots_ok"),
-        slots_pfail: number(&f, "cluster_slots_pfail"),
-        slots_fail: number(&f, "cluster_slots_fail"),
-        known_nodes: number(&f, "cluster_known_nodes"),
-        size: number(&f, "cluster_size"),
-        current_epoch: number(&f, "cluster_current_epoch"),
-        my_epoch: number(&f, "cluster_my_epoch"),
+        state_ok: state == "ok",
+        slots_assigned: number("cluster_slots_assigned"),
+        slots_ok: number("cluster_slots_ok"),
+        slots_pfail: number("cluster_slots_pfail"),
+        slots_fail: number("cluster_slots_fail"),
+        known_nodes: number("cluster_known_nodes"),
+        size: number("cluster_size"),
+        current_epoch: wide("cluster_current_epoch"),
+        my_epoch: wide("cluster_my_epoch"),
     })
 }
 
@@ -167,72 +105,40 @@ pub fn parse_cluster_info(text: &str) -> Result<ClusterInfo, Error> {
 /// let text = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
 ///             e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
 /// let nodes = health::parse_cluster_nodes(text)?;
-/// assert_eq!(nodes[1].slots, vec![(0, 5460)]);
+/// assert_eq!(nodes[1].slots, vec![sharding::SlotRange::new(0, 5460)?]);
 /// assert_eq!(nodes[0].primary_id.as_deref(), Some(nodes[1].id.as_str()));
-/// # Ok::<(), health::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn parse_cluster_nodes(text: &str) -> Result<Vec<TopologyNode>, Error> {
-    let mut nodes = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let bad = |detail: String| Error::Reply {
-            command: "CLUSTER NODES",
-            detail: format!("{detail} in line {:?}", excerpt(line)),
-        };
-        if words.len() < 8 {
-            return Err(bad(format!("{} fields instead of at least 8", words.len())));
-        }
-        // `ip:port@cport[,hostname]`; a node without a known address prints `:0@0`.
-        let addr = words[1].split(['@', ',']).next().unwrap_or_default();
-        let addr = match addr.rsplit_once(':') {
-            // IPv6 hosts get brackets, as `host:port` is ambiguous for them.
-            Some((host, port)) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
-            Some((host, port)) if !host.is_empty() && port != "0" => addr.to_string(),
-            _ => String::new(),
-        };
-        let mut role = None;
-        let mut flags = Vec::new();
-        for flag in words[2].split(',') {
-            match flag {
-                "master" => role = Some(Role::Primary),
-                "slave" => role = Some(Role::Replica),
-                "noflags" | "" => {}
-                other => flags.push(other.to_string()),
+    let nodes = replies::parse_cluster_nodes(text).map_err(|error| Error::Reply {
+        command: "CLUSTER NODES",
+        detail: error.to_string(),
+    })?;
+    Ok(nodes
+        .into_iter()
+        .map(|node| {
+            // The role is a field of its own; the other flags are kept as printed.
+            let flags: Vec<String> = node
+                .flags
+                .into_iter()
+                .filter(|flag| !matches!(flag.as_str(), "master" | "slave"))
+                .collect();
+            let pfail = flags.iter().any(|f| f == "fail?");
+            let fail = flags.iter().any(|f| f == "fail");
+            TopologyNode {
+                id: node.id,
+                addr: node.addr.map(|a| a.to_string()).unwrap_or_default(),
+                role: node.role,
+                primary_id: node.primary_id,
+                flags,
+                link_connected: node.link_connected,
+                config_epoch: node.config_epoch,
+                slots: node.slots,
+                pfail_reports: u32::from(pfail),
+                fail_reports: u32::from(fail),
             }
-        }
-        let primary_id = (words[3] != "-").then(|| words[3].to_string());
-        let role = role.unwrap_or(if primary_id.is_some() {
-            Role::Replica
-        } else {
-            Role::Primary
-        });
-        let mut slots = Vec::new();
-        for word in &words[8..] {
-            if word.starts_with('[') {
-                continue;
-            }
-            let (first, last) = word.split_once('-').unwrap_or((word, word));
-            match (first.parse::<u16>(), last.parse::<u16>()) {
-                (Ok(a), Ok(b)) if a <= b && u32::from(b) < crate::snapshot::SLOTS => slots.push((a, b)),
-                _ => return Err(bad(format!("unreadable slot range {word:?}"))),
-            }
-        }
-        let pfail = flags.iter().any(|f| f == "fail?");
-        let fail = flags.iter().any(|f| f == "fail");
-        nodes.push(TopologyNode {
-            id: words[0].to_string(),
-            addr,
-            role,
-            primary_id,
-            flags,
-            link_connected: words[7] == "connected",
-            config_epoch: words[6].parse().unwrap_or(0),
-            slots,
-            pfail_reports: u32::from(pfail),
-            fail_reports: u32::from(fail),
-        });
-    }
-    Ok(nodes)
+        })
+        .collect())
 }
 
 /// The start of a reply, for error messages.
@@ -385,6 +291,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
     fn cluster_nodes_replies_parse_roles_flags_links_and_slots() {
         let nodes = parse_cluster_nodes(NODES).expect("a real reply parses");
         type Line<'a> = (&'a str, Role, Vec<&'a str>, bool, Vec<(u16, u16)>, u32, u32);
+        let pairs = |ranges: &[sharding::SlotRange]| ranges.iter().map(|r| (r.start(), r.end())).collect();
         let summary: Vec<Line<'_>> = nodes
             .iter()
             .map(|n| {
@@ -393,7 +300,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
                     n.role,
                     n.flags.iter().map(String::as_str).collect(),
                     n.link_connected,
-                    n.slots.clone(),
+                    pairs(&n.slots),
                     n.pfail_reports,
                     n.fail_reports,
                 )
@@ -470,7 +377,8 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
             let words: Vec<String> = slots.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
             let line = format!("id 127.0.0.1:7000@17000 master - 0 0 1 connected {}", words.join(" "));
             let parsed = parse_cluster_nodes(&line).expect("generated line parses");
-            proptest::prop_assert_eq!(&parsed[0].slots, &slots);
+            let read: Vec<(u16, u16)> = parsed[0].slots.iter().map(|r| (r.start(), r.end())).collect();
+            proptest::prop_assert_eq!(read, slots);
         }
     }
 }

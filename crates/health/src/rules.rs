@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::snapshot::{FailoverRecord, FailoverSource, Role, SLOTS, Snapshot};
+use sharding::SLOT_COUNT;
+
+use crate::snapshot::{FailoverRecord, FailoverSource, Role, Snapshot};
 
 /// How bad an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -362,14 +364,14 @@ fn replica_down(input: &RuleInput<'_>, _: &Thresholds) -> Vec<Finding> {
 
 fn slots_uncovered(input: &RuleInput<'_>, _: &Thresholds) -> Vec<Finding> {
     match input.current.slots_covered() {
-        Some(covered) if covered < SLOTS => {
-            let missing = SLOTS - covered;
+        Some(covered) if covered < u32::from(SLOT_COUNT) => {
+            let missing = u32::from(SLOT_COUNT) - covered;
             vec![Finding::new(
                 AlertKind::SlotsUncovered,
                 "cluster",
                 f64::from(missing),
                 format!(
-                    "{missing} of {SLOTS} slots are not served (unassigned, or on a primary that is down or \
+                    "{missing} of {SLOT_COUNT} slots are not served (unassigned, or on a primary that is down or \
                      failing)"
                 ),
             )]
@@ -668,28 +670,43 @@ pub fn detect_failovers(previous: &Snapshot, current: &Snapshot) -> Vec<Failover
     if previous.topology_from.is_none() || current.topology_from.is_none() {
         return Vec::new();
     }
-    current
+    // Nodes by ID, so that a node that changed its address is still the same node.
+    let name = |snapshot: &Snapshot, id: &str| {
+        snapshot
+            .topology_node_by_id(id)
+            .map_or_else(|| id.to_string(), |node| subject(node).to_string())
+    };
+    replies::failovers(&shard_views(previous), &shard_views(current))
+        .into_iter()
+        // Only a node that the previous view knew as a replica was promoted: slots handed to a node
+        // that joined since then are a migration.
+        .filter(|failover| {
+            previous
+                .topology_node_by_id(failover.new_primary)
+                .is_some_and(|node| node.role == Role::Replica)
+        })
+        .map(|failover| FailoverRecord {
+            at: current.taken_at,
+            old_primary: name(previous, failover.old_primary),
+            new_primary: name(current, failover.new_primary),
+            seen_by: FailoverSource::Topology,
+        })
+        .collect()
+}
+
+/// Which primary serves which slots, and who replicated it, by node ID.
+fn shard_views(snapshot: &Snapshot) -> Vec<replies::ShardView<&str>> {
+    snapshot
         .serving_primaries()
-        .filter_map(|primary| {
-            let before = previous.topology_node_by_id(&primary.id)?;
-            if before.role != Role::Replica {
-                return None;
-            }
-            let old_primary = before
-                .primary_id
-                .as_deref()
-                .map(|id| {
-                    previous
-                        .topology_node_by_id(id)
-                        .map_or_else(|| id.to_string(), |p| subject(p).to_string())
-                })
-                .unwrap_or_default();
-            Some(FailoverRecord {
-                at: current.taken_at,
-                old_primary,
-                new_primary: subject(primary).to_string(),
-                seen_by: FailoverSource::Topology,
-            })
+        .map(|primary| replies::ShardView {
+            primary: primary.id.as_str(),
+            replicas: snapshot
+                .topology
+                .iter()
+                .filter(|n| n.role == Role::Replica && n.primary_id.as_deref() == Some(primary.id.as_str()))
+                .map(|n| n.id.as_str())
+                .collect(),
+            slots: primary.slots.clone(),
         })
         .collect()
 }
@@ -766,7 +783,7 @@ mod tests {
     }
 
     fn addr(port: u16) -> String {
-        format!("127.0.0.1:{port}")
+        cluster_config::NodeAddr::new("127.0.0.1", port).to_string()
     }
 
     /// A healthy 3 + 3 cluster: primaries 7000-7002 (slots split evenly), replica 7003 of 7000, 7004 of
@@ -785,7 +802,7 @@ mod tests {
                 primary_id: (!primary).then(|| id(port - 3)),
                 link_connected: true,
                 slots: if primary {
-                    vec![ranges[usize::from(i)]]
+                    vec![slots(ranges[usize::from(i)])]
                 } else {
                     vec![]
                 },
@@ -825,8 +842,8 @@ mod tests {
                 }),
                 cluster_info: Some(ClusterInfo {
                     state_ok: true,
-                    slots_assigned: SLOTS,
-                    slots_ok: SLOTS,
+                    slots_assigned: u32::from(SLOT_COUNT),
+                    slots_ok: u32::from(SLOT_COUNT),
                     known_nodes: 6,
                     size: 3,
                     ..ClusterInfo::default()
@@ -862,6 +879,10 @@ mod tests {
 
     fn info_mut(snapshot: &mut Snapshot, port: u16) -> &mut ServerInfo {
         node_mut(snapshot, port).info.as_mut().expect("node has info")
+    }
+
+    fn slots((first, last): (u16, u16)) -> sharding::SlotRange {
+        sharding::SlotRange::new(first, last).expect("a slot range")
     }
 
     fn topo_mut(snapshot: &mut Snapshot, port: u16) -> &mut TopologyNode {
@@ -964,7 +985,7 @@ mod tests {
         down(&mut promoted, 7000);
         topo_mut(&mut promoted, 7003).role = Role::Primary;
         topo_mut(&mut promoted, 7003).primary_id = None;
-        topo_mut(&mut promoted, 7003).slots = vec![(0, 5460)];
+        topo_mut(&mut promoted, 7003).slots = vec![slots((0, 5460))];
         topo_mut(&mut promoted, 7000).slots = vec![];
         let standalone = || {
             let mut s = healthy();
@@ -1018,7 +1039,7 @@ mod tests {
     #[test]
     fn slots_uncovered_counts_unassigned_unreachable_and_failing_slots() {
         let mut unassigned = healthy();
-        topo_mut(&mut unassigned, 7002).slots = vec![(10923, 16382)];
+        topo_mut(&mut unassigned, 7002).slots = vec![slots((10923, 16382))];
         let mut unreachable = healthy();
         down(&mut unreachable, 7001);
         let mut pfail = healthy();
@@ -1469,7 +1490,7 @@ mod tests {
         current.taken_at = at(90);
         topo_mut(&mut current, 7003).role = Role::Primary;
         topo_mut(&mut current, 7003).primary_id = None;
-        topo_mut(&mut current, 7003).slots = vec![(0, 5460)];
+        topo_mut(&mut current, 7003).slots = vec![slots((0, 5460))];
         topo_mut(&mut current, 7000).slots = vec![];
         topo_mut(&mut current, 7000).fail_reports = 5;
         assert_eq!(

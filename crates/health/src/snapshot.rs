@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sharding::{SLOT_COUNT, SlotRange};
 
-/// Number of hash slots in a Redis Cluster.
-pub const SLOTS: u32 = 16_384;
+pub use replies::Role;
 
 /// Everything one collection round saw, from every node, plus the client's own view when a
 /// `ClusterClient` is attached.
@@ -99,7 +99,7 @@ impl Snapshot {
             .filter(|p| self.node(&p.addr).is_some_and(|n| n.reachable))
             .map(TopologyNode::slot_count)
             .sum::<u32>();
-        Some(covered.min(SLOTS))
+        Some(covered.min(u32::from(SLOT_COUNT)))
     }
 }
 
@@ -138,27 +138,6 @@ impl NodeSnapshot {
     /// The role the node reports in `INFO replication`.
     pub fn role(&self) -> Option<Role> {
         self.info.as_ref().map(|i| i.role)
-    }
-}
-
-/// A node's role.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Serves slots (or is a standalone server) and accepts writes.
-    #[default]
-    Primary,
-    /// Replicates a primary.
-    Replica,
-}
-
-impl Role {
-    /// `primary` or `replica`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
     }
 }
 
@@ -289,8 +268,9 @@ pub struct TopologyNode {
     pub link_connected: bool,
     /// The node's configuration epoch.
     pub config_epoch: u64,
-    /// Inclusive slot ranges it serves.
-    pub slots: Vec<(u16, u16)>,
+    /// The slot ranges it serves. Serialized as `[first, last]` pairs.
+    #[serde(with = "slot_ranges")]
+    pub slots: Vec<SlotRange>,
     /// How many reachable nodes' views flag this node `fail?` (PFAIL).
     pub pfail_reports: u32,
     /// How many reachable nodes' views flag this node `fail`.
@@ -305,10 +285,7 @@ impl TopologyNode {
 
     /// Number of slots served.
     pub fn slot_count(&self) -> u32 {
-        self.slots
-            .iter()
-            .map(|(a, b)| u32::from(*b).saturating_sub(u32::from(*a)) + 1)
-            .sum()
+        self.slots.iter().map(|r| r.len() as u32).sum()
     }
 
     /// Whether any reachable node flags it PFAIL or FAIL.
@@ -416,6 +393,24 @@ pub(crate) mod unix_ms {
     }
 }
 
+/// Slot ranges as `[first, last]` pairs, the form snapshots have always been written in.
+pub(crate) mod slot_ranges {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use sharding::SlotRange;
+
+    pub(crate) fn serialize<S: Serializer>(ranges: &[SlotRange], s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(u16, u16)> = ranges.iter().map(|r| (r.start(), r.end())).collect();
+        pairs.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SlotRange>, D::Error> {
+        Vec::<(u16, u16)>::deserialize(d)?
+            .into_iter()
+            .map(|(first, last)| SlotRange::new(first, last).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 /// `Option<SystemTime>` as Unix milliseconds or null.
 pub(crate) mod unix_ms_opt {
     use std::time::SystemTime;
@@ -437,6 +432,10 @@ pub(crate) mod unix_ms_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range(first: u16, last: u16) -> SlotRange {
+        SlotRange::new(first, last).expect("a slot range")
+    }
 
     fn check(snapshot: &Snapshot) {
         let json = serde_json::to_string(snapshot).expect("a snapshot serializes");
@@ -488,7 +487,7 @@ mod tests {
             topology: vec![TopologyNode {
                 id: "a".repeat(40),
                 addr: "127.0.0.1:7000".into(),
-                slots: vec![(0, 5460)],
+                slots: vec![range(0, 5460)],
                 ..TopologyNode::default()
             }],
             topology_from: Some("127.0.0.1:7000".into()),
@@ -499,6 +498,21 @@ mod tests {
                 seen_by: FailoverSource::Client,
             }],
         });
+    }
+
+    #[test]
+    fn slot_ranges_serialize_as_pairs_and_bad_ones_do_not_read() {
+        let node = TopologyNode {
+            slots: vec![range(0, 5460), range(16_383, 16_383)],
+            ..TopologyNode::default()
+        };
+        let json = serde_json::to_value(&node).expect("serializes");
+        assert_eq!(json["slots"], serde_json::json!([[0, 5460], [16_383, 16_383]]));
+        for bad in [serde_json::json!([[5, 2]]), serde_json::json!([[0, 16_384]])] {
+            let mut json = json.clone();
+            json["slots"] = bad;
+            assert!(serde_json::from_value::<TopologyNode>(json).is_err());
+        }
     }
 
     #[test]
@@ -516,12 +530,12 @@ mod tests {
     #[test]
     fn slot_counts_cover_inclusive_ranges() {
         let node = |slots: Vec<(u16, u16)>| TopologyNode {
-            slots,
+            slots: slots.into_iter().map(|(a, b)| range(a, b)).collect(),
             ..TopologyNode::default()
         };
         assert_eq!(node(vec![]).slot_count(), 0);
         assert_eq!(node(vec![(0, 0)]).slot_count(), 1);
         assert_eq!(node(vec![(0, 5460), (5461, 5461)]).slot_count(), 5462);
-        assert_eq!(node(vec![(0, 16_383)]).slot_count(), SLOTS);
+        assert_eq!(node(vec![(0, 16_383)]).slot_count(), u32::from(SLOT_COUNT));
     }
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Alert;
-use crate::snapshot::{Role, SLOTS, Snapshot, millis, millis_opt, unix_ms};
+use sharding::SLOT_COUNT;
+
+use crate::snapshot::{Role, Snapshot, millis, millis_opt, unix_ms};
 
 /// Overall state of the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -129,7 +131,7 @@ pub fn cluster_health_summary(snapshot: &Snapshot, active_alerts: &[Alert]) -> H
         HealthStatus::Down
     } else if !active_alerts.is_empty()
         || nodes_connected < nodes_total
-        || slots_covered.is_some_and(|c| c < SLOTS)
+        || slots_covered.is_some_and(|c| c < u32::from(SLOT_COUNT))
     {
         HealthStatus::Degraded
     } else {
@@ -142,7 +144,7 @@ pub fn cluster_health_summary(snapshot: &Snapshot, active_alerts: &[Alert]) -> H
         nodes_connected,
         nodes_total,
         slots_covered,
-        slots_total: SLOTS,
+        slots_total: u32::from(SLOT_COUNT),
         ops_per_sec: snapshot
             .reachable_nodes()
             .filter_map(|n| n.info.as_ref())
@@ -261,7 +263,11 @@ mod tests {
                 addr: format!("n{i}"),
                 role: if primary { Role::Primary } else { Role::Replica },
                 primary_id: (!primary).then(|| format!("id{}", i - 3)),
-                slots: if primary { vec![ranges[i]] } else { vec![] },
+                slots: if primary {
+                    vec![sharding::SlotRange::new(ranges[i].0, ranges[i].1).expect("a slot range")]
+                } else {
+                    vec![]
+                },
                 ..TopologyNode::default()
             });
             snapshot.nodes.push(NodeSnapshot {

@@ -4,10 +4,12 @@
 use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
-use fred::prelude::Value;
-use health::{AlertEvent, AlertKind, HealthChecker, HealthOptions, HealthStatus, SLOTS};
+use health::{AlertEvent, AlertKind, HealthChecker, HealthOptions, HealthStatus};
 use local_cluster::{ClusterSpec, LocalCluster, test_lock};
 use tokio::sync::broadcast;
+
+/// Every slot of the cluster.
+const SLOTS: u32 = sharding::SLOT_COUNT as u32;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -264,7 +266,7 @@ async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> Tes
     let owner = cluster.primary_for_slot(SLOTS as u16 - 1).await?;
     // CLUSTER DELSLOTS acts on the receiving node only, so every node forgets the slots' owner.
     for node in cluster.nodes() {
-        node.command::<Value, _, _>(["CLUSTER", "DELSLOTS", "16382", "16383"])
+        node.command::<(), _, _>(["CLUSTER", "DELSLOTS", "16382", "16383"])
             .await?;
     }
     // Every node forgot the slots, but a node may hear of them again from one that had not yet: the
@@ -305,7 +307,7 @@ async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> Tes
 
     // The owner claims the slots again; the other nodes learn it by gossip.
     owner
-        .command::<Value, _, _>(["CLUSTER", "ADDSLOTSRANGE", "16382", "16383"])
+        .command::<(), _, _>(["CLUSTER", "ADDSLOTSRANGE", "16382", "16383"])
         .await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let resolved = loop {

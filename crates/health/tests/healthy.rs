@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
-use health::{HealthChecker, HealthOptions, HealthStatus, Role, SLOTS, TrendMetric};
+use health::{HealthChecker, HealthOptions, HealthStatus, Role, TrendMetric};
+
+/// Every slot of the cluster.
+const SLOTS: u32 = sharding::SLOT_COUNT as u32;
 use local_cluster::{LocalCluster, LocalStandalone, test_lock};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

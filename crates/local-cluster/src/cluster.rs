@@ -6,17 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use fred::prelude::Value;
+use replies::ClusterNode;
 use serde::{Deserialize, Serialize};
+use sharding::{SLOT_COUNT, SlotRange};
 
-use crate::Error;
 use crate::admin::Conn;
-use crate::node::{Node, Role};
+use crate::node::Node;
 use crate::server::NodeSettings;
-use crate::topology::{NodeEntry, parse_cluster_nodes};
-
-/// Number of hash slots in a Redis Cluster.
-pub const SLOTS: u16 = 16_384;
+use crate::topology::port;
+use crate::{Error, Role};
 
 /// The shape of a cluster to start.
 #[derive(Debug, Clone)]
@@ -161,7 +159,7 @@ impl LocalCluster {
     }
 
     async fn start_in(spec: ClusterSpec, dir: ClusterDir, detached: bool) -> Result<LocalCluster, Error> {
-        if spec.masters == 0 || spec.masters > SLOTS as usize {
+        if spec.masters == 0 || spec.masters > usize::from(SLOT_COUNT) {
             return Err(Error::Invalid(format!(
                 "masters must be 1..=16384, got {}",
                 spec.masters
@@ -222,13 +220,18 @@ impl LocalCluster {
         for node in &self.nodes[1..] {
             let port = node.port().to_string();
             conns[0]
-                .call_str::<Value>(&["CLUSTER", "MEET", "127.0.0.1", &port])
+                .call_str::<()>(&["CLUSTER", "MEET", "127.0.0.1", &port])
                 .await?;
         }
         for (i, conn) in conns.iter().take(self.masters).enumerate() {
-            let (first, last) = slot_range(i, self.masters);
-            conn.call_str::<Value>(&["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()])
-                .await?;
+            let range = slot_range(i, self.masters);
+            conn.call_str::<()>(&[
+                "CLUSTER",
+                "ADDSLOTSRANGE",
+                &range.start().to_string(),
+                &range.end().to_string(),
+            ])
+            .await?;
         }
         let total = self.nodes.len();
         let all = &conns;
@@ -240,7 +243,7 @@ impl LocalCluster {
                     let entries = cluster_nodes(conn).await?;
                     let known = entries
                         .iter()
-                        .filter(|e| !e.has_flag("handshake") && e.port != 0)
+                        .filter(|e| !e.has_flag("handshake") && port(e) != 0)
                         .count();
                     if known < total {
                         return Ok(Err(format!("{} knows {known} of {total} nodes", conn.addr())));
@@ -257,10 +260,7 @@ impl LocalCluster {
                 "a replica to accept CLUSTER REPLICATE",
                 Duration::from_secs(10),
                 || async move {
-                    match conn
-                        .call_str::<Value>(&["CLUSTER", "REPLICATE", primary_id])
-                        .await
-                    {
+                    match conn.call_str::<()>(&["CLUSTER", "REPLICATE", primary_id]).await {
                         Ok(_) => Ok(Ok(())),
                         Err(e) => Ok(Err(e.to_string())),
                     }
@@ -279,7 +279,7 @@ impl LocalCluster {
     async fn bump_replication_offsets(&self, timeout: Duration) -> Result<(), Error> {
         let primaries = self.primaries().await?;
         for primary in &primaries {
-            primary.command::<Value, _, _>(["FLUSHALL"]).await?;
+            primary.command::<(), _, _>(["FLUSHALL"]).await?;
         }
         let primaries = &primaries;
         wait_until(
@@ -288,17 +288,16 @@ impl LocalCluster {
             || async move {
                 for primary in primaries {
                     let info = primary.info("replication").await?;
-                    let offset = info.get_u64("master_repl_offset").unwrap_or(0);
+                    let offset = info.master_repl_offset.unwrap_or(0);
                     let replicas = info.get_u64("connected_slaves").unwrap_or(0);
                     for i in 0..replicas {
-                        let line = info.get(&format!("slave{i}")).unwrap_or_default();
-                        let replica_offset = line
-                            .split(',')
-                            .find_map(|kv| kv.strip_prefix("offset="))
-                            .and_then(|v| v.parse::<u64>().ok())
-                            .unwrap_or(0);
+                        let replica = info.replicas.iter().find(|r| u64::from(r.index) == i);
+                        let replica_offset = replica.map_or(0, |r| r.offset);
                         if offset == 0 || replica_offset < offset {
-                            return Ok(Err(format!("{}: {line} behind offset {offset}", primary.addr())));
+                            return Ok(Err(format!(
+                                "{}: replica {i} at {replica_offset}, behind offset {offset}",
+                                primary.addr()
+                            )));
                         }
                     }
                 }
@@ -344,7 +343,7 @@ impl LocalCluster {
     }
 
     /// The cluster as one running node sees it (`CLUSTER NODES`), from the first node that answers.
-    pub async fn topology(&self) -> Result<Vec<NodeEntry>, Error> {
+    pub async fn topology(&self) -> Result<Vec<ClusterNode>, Error> {
         let mut last = None;
         for node in self.nodes.iter().filter(|n| n.is_running()) {
             match node.conn().await {
@@ -364,14 +363,17 @@ impl LocalCluster {
 
     /// The primaries that serve slots now, as the first answering node sees it, in slot order.
     pub async fn primaries(&self) -> Result<Vec<&Node>, Error> {
-        let mut entries: Vec<NodeEntry> = self
+        let mut entries: Vec<ClusterNode> = self
             .topology()
             .await?
             .into_iter()
             .filter(|e| e.is_primary() && !e.slots.is_empty())
             .collect();
-        entries.sort_by_key(|e| e.slots.iter().map(|s| s.0).min());
-        Ok(entries.iter().filter_map(|e| self.node_by_port(e.port)).collect())
+        entries.sort_by_key(|e| e.slots.iter().map(|s| s.start()).min());
+        Ok(entries
+            .iter()
+            .filter_map(|e| self.node_by_port(port(e)))
+            .collect())
     }
 
     /// The node serving `slot` now.
@@ -379,10 +381,10 @@ impl LocalCluster {
         let entries = self.topology().await?;
         let owner = entries
             .iter()
-            .find(|e| e.is_primary() && e.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .find(|e| e.is_primary() && e.slots.iter().any(|r| r.contains(slot)))
             .ok_or_else(|| Error::Invalid(format!("no primary serves slot {slot}")))?;
-        self.node_by_port(owner.port)
-            .ok_or_else(|| Error::Invalid(format!("slot {slot} is served by unknown port {}", owner.port)))
+        self.node_by_port(port(owner))
+            .ok_or_else(|| Error::Invalid(format!("slot {slot} is served by unknown port {}", port(owner))))
     }
 
     /// The replicas of `primary` now.
@@ -390,7 +392,7 @@ impl LocalCluster {
         let entries = self.topology().await?;
         let Some(id) = entries
             .iter()
-            .find(|e| e.port == primary.port())
+            .find(|e| port(e) == primary.port())
             .map(|e| e.id.clone())
         else {
             return Ok(Vec::new());
@@ -398,7 +400,7 @@ impl LocalCluster {
         Ok(entries
             .iter()
             .filter(|e| e.primary_id.as_deref() == Some(id.as_str()))
-            .filter_map(|e| self.node_by_port(e.port))
+            .filter_map(|e| self.node_by_port(port(e)))
             .collect())
     }
 
@@ -430,7 +432,7 @@ impl LocalCluster {
                         info.get("cluster_state")
                     )));
                 }
-                if info.get_u64("cluster_slots_assigned") != Some(SLOTS as u64) {
+                if info.get_u64("cluster_slots_assigned") != Some(u64::from(SLOT_COUNT)) {
                     return Ok(Err(format!(
                         "{}: slots assigned {:?}",
                         node.addr(),
@@ -440,9 +442,9 @@ impl LocalCluster {
                 let entries = cluster_nodes(&conn).await?;
                 if let Some(bad) = entries
                     .iter()
-                    .find(|e| running_ports.contains(&e.port) && e.is_failing())
+                    .find(|e| running_ports.contains(&port(e)) && e.is_failing())
                 {
-                    return Ok(Err(format!("{} sees {} as failing", node.addr(), bad.port)));
+                    return Ok(Err(format!("{} sees {} as failing", node.addr(), port(bad))));
                 }
                 let view = primaries_view(&entries);
                 match &first_view {
@@ -485,8 +487,8 @@ impl LocalCluster {
         let entries = self.topology().await?;
         let first_slot = entries
             .iter()
-            .find(|e| e.port == old.port())
-            .and_then(|e| e.slots.first().map(|s| s.0))
+            .find(|e| port(e) == old.port())
+            .and_then(|e| e.slots.first().map(|s| s.start()))
             .ok_or_else(|| {
                 Error::Invalid(format!(
                     "{} serves no slots; was it a primary, and is it already replaced?",
@@ -511,9 +513,9 @@ impl LocalCluster {
                     let entries = cluster_nodes(&conn).await;
                     conn.close();
                     let entries = entries?;
-                    let agrees = entries.iter().any(|e| {
-                        e.port == owner.port() && e.slots.iter().any(|(a, b)| (*a..=*b).contains(&first_slot))
-                    });
+                    let agrees = entries
+                        .iter()
+                        .any(|e| port(e) == owner.port() && e.slots.iter().any(|r| r.contains(first_slot)));
                     if !agrees {
                         return Ok(Err(format!(
                             "{} does not yet see {} as owner",
@@ -559,7 +561,7 @@ impl LocalCluster {
             .find(|e| e.has_flag("myself"))
             .map(|e| e.slots.clone())
             .unwrap_or_default();
-        let owned: Vec<u16> = mine.iter().flat_map(|(a, b)| *a..=*b).collect();
+        let owned: Vec<u16> = mine.iter().flat_map(|r| r.slots()).collect();
         if owned.len() < count {
             return Err(Error::Invalid(format!(
                 "{} serves {} slots, fewer than {count}",
@@ -578,31 +580,31 @@ impl LocalCluster {
         for &slot in &slots {
             let s = slot.to_string();
             target
-                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])
+                .call_str::<()>(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])
                 .await?;
             source
-                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])
+                .call_str::<()>(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])
                 .await?;
             loop {
-                let keys: Vec<Value> = source.call_str(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]).await?;
+                let keys: Vec<Vec<u8>> = source.call_str(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]).await?;
                 if keys.is_empty() {
                     break;
                 }
-                let mut args: Vec<Value> =
+                let mut args: Vec<Vec<u8>> =
                     ["MIGRATE", "127.0.0.1", to_port.as_str(), "", "0", "10000", "KEYS"]
-                        .map(Value::from)
+                        .map(|word| word.as_bytes().to_vec())
                         .into();
                 args.extend(keys);
-                source.call::<Value>(args).await?;
+                source.call::<(), _>(&args).await?;
             }
             target
-                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
+                .call_str::<()>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
                 .await?;
             source
-                .call_str::<Value>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
+                .call_str::<()>(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])
                 .await?;
             for node in &other_primaries {
-                node.command::<Value, _, _>(["CLUSTER", "SETSLOT", s.as_str(), "NODE", to_id.as_str()])
+                node.command::<(), _, _>(["CLUSTER", "SETSLOT", s.as_str(), "NODE", to_id.as_str()])
                     .await?;
             }
         }
@@ -661,40 +663,37 @@ pub fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
 
-/// The inclusive slot range of primary `index` out of `masters`, split as evenly as possible.
-pub(crate) fn slot_range(index: usize, masters: usize) -> (u16, u16) {
-    let slots = SLOTS as usize;
+/// The slot range of primary `index` out of `masters` (1 to 16,384), split as evenly as possible.
+pub(crate) fn slot_range(index: usize, masters: usize) -> SlotRange {
+    let slots = usize::from(SLOT_COUNT);
     let first = index * slots / masters;
     let last = (index + 1) * slots / masters - 1;
-    (first as u16, last as u16)
+    SlotRange::new(first as u16, last as u16).unwrap_or_else(|_| SlotRange::all())
 }
 
-async fn cluster_nodes(conn: &Conn) -> Result<Vec<NodeEntry>, Error> {
+async fn cluster_nodes(conn: &Conn) -> Result<Vec<ClusterNode>, Error> {
     let text: String = conn.call_str(&["CLUSTER", "NODES"]).await?;
-    parse_cluster_nodes(&text).map_err(|e| match e {
-        Error::Reply { command, detail, .. } => Error::Reply {
-            addr: conn.addr().to_string(),
-            command,
-            detail,
-        },
-        other => other,
+    replies::parse_cluster_nodes(&text).map_err(|e| Error::Reply {
+        addr: conn.addr().to_string(),
+        command: "CLUSTER NODES".into(),
+        detail: e.to_string(),
     })
 }
 
 /// A canonical text of "which port serves which slots, and which port replicates which", to compare
 /// two nodes' views: right after `CLUSTER REPLICATE`, a node may still list a replica as a primary
 /// without slots until gossip reaches it, and a client asking that node would miss the replica.
-fn primaries_view(entries: &[NodeEntry]) -> String {
+fn primaries_view(entries: &[ClusterNode]) -> String {
     let owners: BTreeMap<u16, u16> = entries
         .iter()
         .filter(|e| e.is_primary())
-        .flat_map(|e| e.slots.iter().map(move |(a, _)| (*a, e.port)))
+        .flat_map(|e| e.slots.iter().map(move |r| (r.start(), port(e))))
         .collect();
-    let port_of = |id: &str| entries.iter().find(|e| e.id == id).map(|e| e.port).unwrap_or(0);
+    let port_of = |id: &str| entries.iter().find(|e| e.id == id).map_or(0, port);
     let replicas: BTreeMap<u16, u16> = entries
         .iter()
         .filter(|e| !e.is_primary() && !e.is_failing())
-        .filter_map(|e| e.primary_id.as_deref().map(|p| (e.port, port_of(p))))
+        .filter_map(|e| e.primary_id.as_deref().map(|p| (port(e), port_of(p))))
         .collect();
     let mut view: Vec<String> = owners
         .iter()
@@ -742,14 +741,15 @@ mod tests {
         for masters in [1, 2, 3, 5, 7, 16384] {
             let mut next = 0u32;
             for i in 0..masters {
-                let (a, b) = slot_range(i, masters);
+                let range = slot_range(i, masters);
+                let (a, b) = (range.start(), range.end());
                 assert_eq!(a as u32, next, "masters={masters} i={i}");
                 assert!(b >= a);
                 next = b as u32 + 1;
             }
-            assert_eq!(next, SLOTS as u32);
+            assert_eq!(next, u32::from(SLOT_COUNT));
         }
-        assert_eq!(slot_range(0, 3), (0, 5460));
-        assert_eq!(slot_range(2, 3), (10922, 16383));
+        assert_eq!(slot_range(0, 3), SlotRange::new(0, 5460).unwrap());
+        assert_eq!(slot_range(2, 3), SlotRange::new(10922, 16383).unwrap());
     }
 }

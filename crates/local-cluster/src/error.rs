@@ -37,16 +37,15 @@ pub enum Error {
         /// The last state observed, to tell what was missing.
         last_seen: String,
     },
-    /// A Redis command sent to a node failed.
-    #[error("`{command}` on {addr} failed: {source}")]
+    /// A Redis command sent to a node failed: no connection, no reply in time, or an error reply.
+    #[error("`{command}` on {addr} failed: {detail}")]
     Command {
         /// The node's address.
         addr: String,
         /// The command, first words only.
         command: String,
-        /// The client error.
-        #[source]
-        source: fred::error::Error,
+        /// What went wrong: the connection's failure or the server's error reply.
+        detail: String,
     },
     /// A node's reply could not be understood.
     #[error("unexpected reply from {addr} to `{command}`: {detail}")]

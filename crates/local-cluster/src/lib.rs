@@ -4,7 +4,9 @@
 //! Every process is stopped by its PID when the handle drops, also while a test unwinds from a panic.
 //! Nothing here is a mock: the cluster is formed with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`,
 //! and faults are real signals (`SIGKILL`, `SIGSTOP`) or real commands (`CLIENT PAUSE`,
-//! `CLUSTER FAILOVER`, slot migration with `MIGRATE`).
+//! `CLUSTER FAILOVER`, slot migration with `MIGRATE`). Admin commands go over short-lived RESP2
+//! connections of this crate's own ([`Node::command`], replies as [`Reply`]), each call bounded by a
+//! timeout and a reply size, so this crate pins no Redis client library on its users.
 //!
 //! When `redis-server` is not installed, starting fails with [`Error::RedisServerMissing`], whose
 //! message gives the install command.
@@ -34,17 +36,20 @@ mod admin;
 mod cluster;
 mod error;
 mod node;
+mod reply;
 mod server;
 mod standalone;
 pub mod test_lock;
 mod topology;
 
 pub use crate::{
-    admin::Info,
-    cluster::{ClusterSpec, ClusterState, LocalCluster, NodeState, SLOTS, state_path},
+    cluster::{ClusterSpec, ClusterState, LocalCluster, NodeState, state_path},
     error::Error,
-    node::{FailoverKind, Node, Role},
+    node::{FailoverKind, Node},
+    reply::{FromReply, Reply},
     server::NodeSettings,
     standalone::LocalStandalone,
-    topology::{NodeEntry, parse_cluster_nodes},
 };
+/// Parsed `INFO` and `CLUSTER INFO` replies, and the `CLUSTER NODES` entries of
+/// [`LocalCluster::topology`], are the workspace's one reading of those replies.
+pub use replies::{ClusterNode, Info, Role};

@@ -5,13 +5,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fred::prelude::{FromValue, Value};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 use crate::Error;
-use crate::admin::{Conn, Info};
+use crate::admin::Conn;
+use crate::reply::FromReply;
 use crate::server::{self, NodeSettings};
+use crate::{Info, Role};
 
 /// How long a node may take to answer its first PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,16 +26,6 @@ pub enum FailoverKind {
     Force,
     /// Without any vote: the replica bumps the epoch itself.
     Takeover,
-}
-
-/// A node's role as it was set up, or as the node reports it now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Owns slots (or is a standalone server) and accepts writes.
-    Primary,
-    /// Replicates a primary.
-    Replica,
 }
 
 #[derive(Debug)]
@@ -185,7 +176,7 @@ impl Node {
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        cluster_config::NodeAddr::new("127.0.0.1", self.port).to_string()
     }
 
     /// The client port.
@@ -290,17 +281,20 @@ impl Node {
         Conn::open(self.port, Duration::from_secs(2)).await
     }
 
-    /// Sends one command, e.g. `node.command::<String>(["CLUSTER", "INFO"])`, and converts the reply.
+    /// Sends one command, e.g. `node.command::<String, _, _>(["CLUSTER", "INFO"])`, and converts the
+    /// reply ([`FromReply`]: text, bytes, integers, options, arrays, or the raw [`Reply`](crate::Reply)).
     ///
-    /// Arguments may be text or bytes (anything fred turns into a `Value`).
+    /// Arguments may be text or bytes (anything that is `AsRef<[u8]>`). An error reply from the node is
+    /// [`Error::Command`]; a reply of another type than asked is [`Error::Reply`].
     pub async fn command<R, I, A>(&self, args: I) -> Result<R, Error>
     where
-        R: FromValue,
+        R: FromReply,
         I: IntoIterator<Item = A>,
-        A: Into<Value>,
+        A: AsRef<[u8]>,
     {
+        let args: Vec<A> = args.into_iter().collect();
         let conn = self.conn().await?;
-        let result = conn.call(args.into_iter().map(Into::into).collect()).await;
+        let result = conn.call(&args).await;
         conn.close();
         result
     }
@@ -324,24 +318,19 @@ impl Node {
     /// The role the node reports now (`INFO replication`).
     pub async fn role(&self) -> Result<Role, Error> {
         let info = self.info("replication").await?;
-        match info.get("role") {
-            Some("master") => Ok(Role::Primary),
-            Some("slave") => Ok(Role::Replica),
-            other => Err(Error::Reply {
-                addr: self.addr(),
-                command: "INFO replication".into(),
-                detail: format!("role is {other:?}"),
-            }),
-        }
+        info.role.ok_or_else(|| Error::Reply {
+            addr: self.addr(),
+            command: "INFO replication".into(),
+            detail: format!("role is {:?}", info.get("role")),
+        })
     }
 
     /// `CLIENT PAUSE <ms> ALL`: the node holds every client's commands for `duration`, while its process
     /// and the cluster bus keep running (so no failover happens).
     pub async fn client_pause(&self, duration: Duration) -> Result<(), Error> {
         let ms = duration.as_millis().to_string();
-        self.command::<Value, _, _>(["CLIENT", "PAUSE", ms.as_str(), "ALL"])
+        self.command::<(), _, _>(["CLIENT", "PAUSE", ms.as_str(), "ALL"])
             .await
-            .map(|_| ())
     }
 
     /// Runs `CLUSTER FAILOVER [FORCE|TAKEOVER]` on this node, which must be a replica.
@@ -355,7 +344,7 @@ impl Node {
             FailoverKind::Force => words.push("FORCE"),
             FailoverKind::Takeover => words.push("TAKEOVER"),
         }
-        self.command::<Value, _, _>(words).await.map(|_| ())
+        self.command::<(), _, _>(words).await
     }
 
     /// The node's cluster ID (`CLUSTER MYID`).

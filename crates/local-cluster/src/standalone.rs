@@ -1,8 +1,8 @@
 //! Independent standalone Redis nodes (no cluster mode).
 
-use crate::Error;
-use crate::node::{Node, Role};
+use crate::node::Node;
 use crate::server::NodeSettings;
+use crate::{Error, Role};
 
 /// `n` independent standalone `redis-server` processes, for standalone and client-sharded modes.
 ///

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use local_cluster::{ClusterSpec, FailoverKind, LocalCluster, LocalStandalone, Role, SLOTS, test_lock};
+use local_cluster::{ClusterSpec, FailoverKind, LocalCluster, LocalStandalone, Role, test_lock};
+use sharding::SLOT_COUNT as SLOTS;
 
 /// A fred cluster client over every node: it follows MOVED and ASK, so it can write while slots move.
 async fn fred_cluster_client(cluster: &LocalCluster) -> Client {
@@ -48,8 +49,8 @@ async fn three_by_three_cluster_is_ready() {
         assert_eq!(
             replicas.len(),
             1,
-            "primary {} should have one replica: {topology:?}",
-            primary.port
+            "primary {:?} should have one replica: {topology:?}",
+            primary.addr
         );
     }
     for node in cluster.nodes() {

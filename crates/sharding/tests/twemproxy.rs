@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fred::prelude::Value;
 use local_cluster::LocalStandalone;
 use sharding::KetamaRing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,7 +190,7 @@ async fn check_against_twemproxy(case: &str, weights: &[u32], key_count: usize) 
 
     let mut holder: HashMap<Vec<u8>, String> = HashMap::new();
     for node in standalone.nodes() {
-        let held: Vec<Value> = node
+        let held: Vec<local_cluster::Reply> = node
             .command(["KEYS", "*"])
             .await
             .expect("KEYS * on a standalone node");

@@ -841,11 +841,7 @@ impl<'a> Run<'a> {
 /// The pause before retry round `round` (from 1): `delay` doubled each round, at most
 /// [`MAX_RETRY_PAUSE`], without overflow whatever `delay` and `round` are.
 pub(crate) fn retry_pause(delay: Duration, round: u32) -> Duration {
-    let factor = 2u32.saturating_pow(round.saturating_sub(1));
-    delay
-        .checked_mul(factor)
-        .unwrap_or(MAX_RETRY_PAUSE)
-        .min(MAX_RETRY_PAUSE)
+    cluster_config::Backoff::new(delay, 2, MAX_RETRY_PAUSE).delay(round)
 }
 
 /// The longest pause between two retry rounds.

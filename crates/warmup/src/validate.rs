@@ -540,14 +540,6 @@ fn key_slot_of(expectations: &HashMap<Bytes, (u16, Expect)>, key: &Bytes) -> u16
         .map_or_else(|| sharding::key_slot(key), |(slot, _)| *slot)
 }
 
-/// A numeric field of an `INFO` reply.
-fn info_field(info: &str, name: &str) -> Option<u64> {
-    info.lines().find_map(|line| {
-        let (field, value) = line.trim_end().split_once(':')?;
-        if field == name { value.parse().ok() } else { None }
-    })
-}
-
 /// Waits (at most `timeout`) until `replica` has applied what `primary` had written when this began.
 async fn wait_caught_up(io: &Io, replica: &str, primary: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -559,14 +551,14 @@ async fn wait_caught_up(io: &Io, replica: &str, primary: &str, timeout: Duration
     };
     let Some(target) = info(primary.to_string())
         .await
-        .and_then(|i| info_field(&i, "master_repl_offset"))
+        .and_then(|i| replies::Info::parse(&i).master_repl_offset)
     else {
         return false;
     };
     loop {
         let reached = info(replica.to_string())
             .await
-            .and_then(|i| info_field(&i, "slave_repl_offset"));
+            .and_then(|i| replies::Info::parse(&i).replica_repl_offset);
         if reached.is_some_and(|r| r >= target) {
             return true;
         }
@@ -749,8 +741,9 @@ mod tests {
     #[test]
     fn info_fields_parse() {
         let info = "# Replication\r\nrole:slave\r\nslave_repl_offset:1200\r\nmaster_repl_offset:1300\r\n";
-        assert_eq!(info_field(info, "slave_repl_offset"), Some(1200));
-        assert_eq!(info_field(info, "master_repl_offset"), Some(1300));
-        assert_eq!(info_field(info, "missing"), None);
+        let info = replies::Info::parse(info);
+        assert_eq!(info.replica_repl_offset, Some(1200));
+        assert_eq!(info.master_repl_offset, Some(1300));
+        assert_eq!(info.get_u64("missing"), None);
     }
 }

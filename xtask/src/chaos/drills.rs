@@ -179,7 +179,7 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let failover = Failover {
         old_primary: victim_addr.clone(),
         new_primary: promoted.addr(),
-        slots,
+        slots: slots.clone(),
     };
     let measuring = spinner("counting lost writes and repairing from the journal");
     let loss = write_loss::measure(stage.clients.raw(), acked, &failover).await;

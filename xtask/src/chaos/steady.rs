@@ -141,12 +141,12 @@ async fn wait_caught_up(primary: &Node, replica: &Node) -> Result<()> {
         let wanted = primary
             .info("replication")
             .await?
-            .get_u64("master_repl_offset")
+            .master_repl_offset
             .context("the primary reports no master_repl_offset")?;
-        let info = replica.info("replication").await?;
-        let applied = info
-            .get_u64("slave_repl_offset")
-            .or_else(|| info.get_u64("master_repl_offset"))
+        let applied = replica
+            .info("replication")
+            .await?
+            .replication_offset()
             .context("the replica reports no replication offset")?;
         if applied >= wanted {
             return Ok(());

@@ -47,16 +47,9 @@ pub fn keys_on(client: &ClusterClient, prefix: &str, primary: &str, count: usize
 
 /// The first 24 bytes a node holds for `key` (empty when absent), read on that very node.
 pub async fn header_on(node: &Node, key: &[u8]) -> Vec<u8> {
-    let reply: fred::prelude::Value = node
-        .command(vec![
-            fred::prelude::Value::from("GETRANGE"),
-            fred::prelude::Value::Bytes(key.to_vec().into()),
-            fred::prelude::Value::from("0"),
-            fred::prelude::Value::from("23"),
-        ])
-        .await
-        .expect("GETRANGE answers");
-    reply.as_bytes().map(<[u8]>::to_vec).unwrap_or_default()
+    let args: [&[u8]; 4] = [b"GETRANGE", key, b"0", b"23"];
+    let reply: Option<Vec<u8>> = node.command(args).await.expect("GETRANGE answers");
+    reply.unwrap_or_default()
 }
 
 /// The client's next `FailoverObserved` event for `old_primary` (30 s at most).
