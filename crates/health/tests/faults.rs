@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
 use health::{AlertEvent, AlertKind, HealthChecker, HealthOptions, HealthStatus};
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use tokio::sync::broadcast;
 
 /// Every slot of the cluster.
@@ -28,7 +28,7 @@ fn options() -> HealthOptions {
 }
 
 async fn start() -> Result<(LocalCluster, HealthChecker), Box<dyn std::error::Error>> {
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let checker = HealthChecker::new(
         &ClusterConfig::builder().nodes(cluster.seeds()).build()?,
         options(),
@@ -334,7 +334,7 @@ async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> Tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_attached_a_killed_primary_is_judged_at_once_not_at_the_next_interval() -> TestResult {
     let _lock = test_lock::exclusive().await?;
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let client =
         cluster_client::ClusterClient::connect(ClusterConfig::builder().nodes(cluster.seeds()).build()?)
             .await?;
