@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cluster_config::{ClusterConfig, NodeAddr};
 use fred::prelude::{Builder, Client, ClientLike, ClusterInterface, Config, ServerConfig, TcpConfig};
-use health::{HealthChecker, HealthOptions, HealthStatus, install_prometheus};
+use health::{HealthChecker, HealthConfig, HealthStatus, install_prometheus};
 use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 
 /// CPU time (user + system) this process used so far, from `/proc/self/stat`.
@@ -113,7 +113,7 @@ async fn measure(cluster: &LocalCluster, rounds: usize) -> Result<(), Box<dyn st
         clients.push(client);
     }
 
-    let checker = HealthChecker::new(&config, HealthOptions::from_config(&config))?;
+    let checker = HealthChecker::new(&config, HealthConfig::from_config(&config))?;
     let warm = checker.check_now().await;
     assert_eq!(
         warm.summary.status,
