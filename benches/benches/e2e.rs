@@ -10,7 +10,7 @@ use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fred::prelude::*;
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 
 // The fred baseline's settings have one definition, in xtask (the load and chaos baselines).
 #[path = "../../xtask/src/fred_baseline.rs"]
@@ -55,7 +55,7 @@ fn e2e(c: &mut Criterion) {
         .block_on(local_cluster::test_lock::exclusive())
         .expect("test lock");
     let cluster = rt
-        .block_on(LocalCluster::start(ClusterSpec::default()))
+        .block_on(LocalCluster::start(LocalClusterConfig::default()))
         .expect("local cluster starts");
     let clients = rt.block_on(clients(&cluster));
     let value = vec![b'x'; 100];

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use local_cluster::{ClusterNode, ClusterSpec, LocalCluster, state_path};
+use local_cluster::{ClusterNode, LocalCluster, LocalClusterConfig, state_path};
 
 use crate::prerequisites;
 
@@ -58,11 +58,11 @@ pub(crate) fn up(args: &UpArgs) -> Result<()> {
             // Left over from a cluster whose processes are all gone (a reboot, a kill by hand).
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
         }
-        let spec = ClusterSpec {
+        let spec = LocalClusterConfig {
             masters: args.masters,
             replicas_per_master: args.replicas,
             base_port: args.base_port,
-            ..ClusterSpec::default()
+            ..LocalClusterConfig::default()
         };
         let started = Instant::now();
         let cluster = LocalCluster::start_detached(spec, &dir).await?;

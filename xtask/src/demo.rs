@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use cache_facade::{Cache, CacheConfig, ClusterConfig, Priority, WarmupConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::load::{self, LoadArgs, Rng, Workload};
@@ -62,7 +62,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
 async fn run(args: &DemoArgs) -> Result<()> {
     let started = Instant::now();
     println!("1/5  Starting a local Redis Cluster: 3 primaries, 3 replicas (real redis-server processes)...");
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     println!("     ready in {:.1} s", started.elapsed().as_secs_f64());
     crate::cluster::print_status(&cluster).await?;
 

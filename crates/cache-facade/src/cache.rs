@@ -75,8 +75,8 @@ impl Cache {
         // as a library that installed one would take the choice of recorder away from it.
         #[cfg(feature = "health")]
         let (health, health_task) = if config.health {
-            let options = health::HealthOptions::from_config(client.config());
-            let checker = health::HealthChecker::for_client(&client, options)?;
+            let settings = health::HealthConfig::from_config(client.config());
+            let checker = health::HealthChecker::for_client(&client, settings)?;
             let task = checker.spawn();
             (Some(checker), Some(task))
         } else {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_facade::{Cache, CacheConfig, CacheConfigBuilder, ClusterConfig, Codec, Error, Ttl, Write};
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,7 +297,7 @@ async fn ttl_jitter_and_negative_caching() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_safe_serves_the_loader_while_every_node_is_paused() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let s = settings("failsafe").fail_safe(true);
     let cache = Cache::with_config(config(&cluster), s.build().unwrap())
         .await

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use cluster_client::ClientEvent;
-use local_cluster::{ClusterSpec, FailoverKind, LocalCluster, Role, test_lock};
+use local_cluster::{FailoverKind, LocalCluster, LocalClusterConfig, Role, test_lock};
 
 /// Keys whose shard's primary is `primary` at the start.
 fn keys_of(client: &cluster_client::ClusterClient, keys: &[Vec<u8>], primary: &str) -> HashSet<usize> {
@@ -20,7 +20,7 @@ fn keys_of(client: &cluster_client::ClusterClient, keys: &[Vec<u8>], primary: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_fails_only_its_own_shard() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let mut events = client.subscribe();
     let keys = common::keys("kill", 3000);
@@ -113,7 +113,7 @@ async fn killed_primary_fails_only_its_own_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_primary_never_holds_a_call_past_its_timeout() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let keys = common::keys("pause", 600);
     let victim = cluster.primary_for_slot(16_383).await.unwrap();
@@ -149,7 +149,7 @@ async fn paused_primary_never_holds_a_call_past_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_and_migration_surface_no_errors() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let keys = common::keys("manual", 2000);
 
@@ -212,7 +212,7 @@ async fn manual_failover_and_migration_surface_no_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_while_idle_is_seen_before_traffic_returns() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let victim = cluster.primary_for_slot(0).await.unwrap();
     let key = common::key_for_slot("idle", 0);
@@ -249,7 +249,7 @@ async fn a_failover_while_idle_is_seen_before_traffic_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_acknowledged_by_a_replaced_primary_is_not_reported_as_done() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     // A command timeout as long as the unresponsive-connection check allows: the write must still be
     // waiting when the old primary resumes, well under a second later.
     let config = cluster_config::ClusterConfig::builder()

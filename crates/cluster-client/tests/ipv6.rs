@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use cluster_client::{ClusterClient, Deployment, SetOptions};
 use cluster_config::ClusterConfig;
-use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, NodeSettings, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, LocalStandalone, NodeConfig, test_lock};
 
 /// Whether this machine has an IPv6 loopback (DEVELOPERS.md allows loopback addresses only).
 fn ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
-fn ipv6_settings() -> NodeSettings {
-    let mut settings = NodeSettings::test_defaults();
+fn ipv6_settings() -> NodeConfig {
+    let mut settings = NodeConfig::test_defaults();
     // A later `bind` line wins: listen on both loopbacks (local-cluster administers over 127.0.0.1).
     settings.set("bind", "127.0.0.1 ::1");
     settings
@@ -31,9 +31,9 @@ async fn a_cluster_announcing_ipv6_addresses_routes_redirects_and_waits() {
     let _lock = test_lock::exclusive().await.unwrap();
     let mut settings = ipv6_settings();
     settings.set("cluster-announce-ip", "::1");
-    let cluster = LocalCluster::start(ClusterSpec {
+    let cluster = LocalCluster::start(LocalClusterConfig {
         settings,
-        ..ClusterSpec::default()
+        ..LocalClusterConfig::default()
     })
     .await
     .unwrap();

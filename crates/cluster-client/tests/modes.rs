@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cluster_client::{CallOptions, ClusterClient, Deployment, ReadFrom, SetOptions};
 use cluster_config::{ClusterConfig, Mode as ConfigMode, ShardingStrategy};
-use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, NodeSettings, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, LocalStandalone, NodeConfig, test_lock};
 use sharding::{KetamaRing, KeyRange};
 
 /// Which node a sharder places a key on.
@@ -109,11 +109,11 @@ async fn unreachable_seeds_give_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_without_dangerous_commands_can_do_every_cache_operation() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let mut settings = NodeSettings::test_defaults();
+    let mut settings = NodeConfig::test_defaults();
     settings.set("user", "cache on >cache-secret ~* &* +@all -@dangerous");
-    let cluster = LocalCluster::start(ClusterSpec {
+    let cluster = LocalCluster::start(LocalClusterConfig {
         settings,
-        ..ClusterSpec::default()
+        ..LocalClusterConfig::default()
     })
     .await
     .unwrap();
@@ -177,7 +177,7 @@ async fn gets_on(node: &local_cluster::Node) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_reads_land_on_replicas_and_fall_back_when_one_dies() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let keys: Vec<String> = (0..300).map(|i| format!("rr:{i}")).collect();
     for key in &keys {

@@ -7,12 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cluster_client::SetOptions;
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_on_a_stopped_replica_stalls_no_other_call_of_its_shard() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let primary = cluster.primary_for_slot(0).await.unwrap();
     let replica = cluster.replicas_of(primary).await.unwrap()[0];

@@ -14,7 +14,7 @@ use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
 use consistency::{AuditOptions, ConsistencyConfig, Versioned, WriteOptions};
 use futures::StreamExt;
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 
 const VALUE: &[u8] = &[b'x'; 100];
 const LATENCY_OPS: usize = 5_000;
@@ -105,7 +105,7 @@ async fn read_all(client: &ClusterClient) -> (u64, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _lock = local_cluster::test_lock::exclusive().await?;
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let config = ClusterConfig::builder().nodes(cluster.seeds()).build()?;
     let client = ClusterClient::connect(config).await?;
     let store = Versioned::new(client.clone(), ConsistencyConfig::default())?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use consistency::{
     AuditMode, AuditOptions, CopyRole, Envelope, KeyState, Observed, SyncSource, Version, WriteOptions,
 };
-use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, LocalStandalone, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_of_clean_keys_counts_them_all_at_the_asked_rate_and_reports_progress() {
@@ -125,7 +125,7 @@ fn set_of(keys: &[Vec<u8>]) -> BTreeSet<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diverged_replica_is_found_by_the_audit_and_repaired() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(cluster.seeds()).await;
     let store = common::versioned(&client);
     let primary = cluster.primaries().await.unwrap()[0];

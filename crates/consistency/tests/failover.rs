@@ -12,7 +12,7 @@ use consistency::{
     Failover, JournalCheck, Observed, SyncSource, Version, Versioned, WriteOptions, WriteOutcome,
 };
 use futures::StreamExt;
-use local_cluster::{ClusterSpec, LocalCluster, Node, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, Node, test_lock};
 use tokio::sync::broadcast;
 
 /// One drill: how many writes, how large, whether each waits for a replica, and whether the replica is
@@ -123,7 +123,7 @@ fn summary(drill: &Drill, burst: &Burst<'_>, check: &JournalCheck) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_failover_lost_are_found_in_the_journal_and_written_again() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(cluster.seeds()).await;
     let store = common::versioned(&client);
     let mut events = client.subscribe();

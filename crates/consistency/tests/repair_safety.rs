@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use consistency::{ConsistencyConfig, JournalCheck, Observed, Version, Versioned, WriteOptions};
 use futures::StreamExt;
-use local_cluster::{ClusterSpec, LocalCluster, Node, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, Node, test_lock};
 
 /// What `node` holds for `key`, read on that node (over the client's READONLY connection, so a
 /// replica answers too).
@@ -105,7 +105,7 @@ fn summary(name: &str, check: &JournalCheck) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_restores_lost_writes_and_never_resurrects_deleted_keys() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(cluster.seeds()).await;
     // Another client, deleting behind this process's back, and another writer whose tombstones live
     // one second (it keeps no journal, so nothing ties its tombstone's life to a journal).

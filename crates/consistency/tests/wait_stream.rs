@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use cluster_client::CallOptions;
 use consistency::{ConsistencyConfig, Versioned, WriteOptions, WriteOutcome};
-use local_cluster::{ClusterSpec, FailoverKind, LocalCluster, test_lock};
+use local_cluster::{FailoverKind, LocalCluster, LocalClusterConfig, test_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_on_the_promoted_primary_does_not_acknowledge_the_old_primary_s_write() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(cluster.seeds()).await;
     let victim = cluster.primaries().await.unwrap()[0];
     let replica = cluster.replicas_of(victim).await.unwrap()[0];

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use cluster_config::{ClusterConfig, NodeAddr};
 use fred::prelude::{Builder, Client, ClientLike, ClusterInterface, Config, ServerConfig, TcpConfig};
-use health::{HealthChecker, HealthOptions, HealthStatus, install_prometheus};
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use health::{HealthChecker, HealthConfig, HealthStatus, install_prometheus};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 
 /// CPU time (user + system) this process used so far, from `/proc/self/stat`.
 fn cpu_time() -> Duration {
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(300);
     let _lock = test_lock::exclusive().await?;
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     // A deadline, so that whatever happens the cluster is dropped and its processes stopped.
     tokio::time::timeout(Duration::from_secs(300), measure(&cluster, rounds))
         .await
@@ -113,7 +113,7 @@ async fn measure(cluster: &LocalCluster, rounds: usize) -> Result<(), Box<dyn st
         clients.push(client);
     }
 
-    let checker = HealthChecker::new(&config, HealthOptions::from_config(&config))?;
+    let checker = HealthChecker::new(&config, HealthConfig::from_config(&config))?;
     let warm = checker.check_now().await;
     assert_eq!(
         warm.summary.status,

@@ -10,121 +10,14 @@ use tokio::task::JoinHandle;
 
 use crate::alerts::{Alert, AlertEvent};
 use crate::collector::{Collector, Prober};
+use crate::config::HealthConfig;
 use crate::error::Error;
 use crate::export::record_metrics;
 use crate::monitor::{Monitor, Observation};
-use crate::rules::{AlertKind, Thresholds};
+use crate::rules::AlertKind;
 use crate::snapshot::{ClientNodeStats, FailoverRecord, FailoverSource, Snapshot};
 use crate::summary::HealthSummary;
-use crate::trends::{TREND_RETENTION, TrendMetric, TrendRing, WindowStats};
-
-/// The shortest interval between rounds: each polls every node (PING, INFO, CLUSTER INFO/NODES), and
-/// `REDIS_HEALTH_INTERVAL_MS` has the same minimum.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The longest interval between rounds: `u32::MAX` milliseconds (about 49.7 days), the bound of every
-/// duration setting (a longer one would overflow the loop's deadline arithmetic).
-pub const MAX_INTERVAL: Duration = Duration::from_millis(u32::MAX as u64);
-
-/// How the health loop runs. Start from [`HealthOptions::from_config`] (or `default()`) and change
-/// fields; [`HealthChecker::new`] validates them.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct HealthOptions {
-    /// Time between collection rounds. Default 30 s (`REDIS_HEALTH_INTERVAL_MS`).
-    pub interval: Duration,
-    /// Time between rounds while slots are at risk: a node that serves slots is down, some slots are
-    /// not served, a node is flagged PFAIL, or a node reports `cluster_state:fail`. A failover and the
-    /// recovery then show within about this time instead of at the next regular round. Default 1 s;
-    /// equal to `interval` turns it off.
-    pub at_risk_interval: Duration,
-    /// How long one node may take to answer a whole round (connect, PING, INFO, CLUSTER INFO/NODES)
-    /// before it counts as down. Must be shorter than the interval. Default 1 s.
-    pub node_timeout: Duration,
-    /// The anomaly rules' bounds.
-    pub thresholds: Thresholds,
-    /// How much history the trend ring keeps. Default 24 h (2,880 rounds at 30 s). The ring keeps
-    /// at most [`TREND_MAX_SAMPLES`](crate::TREND_MAX_SAMPLES) rounds (its byte budget), so a short
-    /// interval keeps less than this, with a warning.
-    pub retention: Duration,
-    /// Whether each round updates the `metrics` recorder (`REDIS_CLUSTER_METRICS`). Default on.
-    pub record_metrics: bool,
-}
-
-impl Default for HealthOptions {
-    fn default() -> Self {
-        HealthOptions {
-            interval: Duration::from_secs(30),
-            at_risk_interval: Duration::from_secs(1),
-            node_timeout: Duration::from_secs(1),
-            thresholds: Thresholds::default(),
-            retention: TREND_RETENTION,
-            record_metrics: true,
-        }
-    }
-}
-
-impl HealthOptions {
-    /// The options a configuration asks for: its health interval and metrics switch, and a node timeout
-    /// of the configured command timeout capped at 1 s and at half the interval.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cluster_config::ClusterConfig;
-    ///
-    /// let config = ClusterConfig::builder().nodes(["10.0.0.1:7000"]).health_interval(Duration::from_secs(10)).build()?;
-    /// let options = health::HealthOptions::from_config(&config);
-    /// assert_eq!(options.interval, Duration::from_secs(10));
-    /// assert!(options.node_timeout <= Duration::from_secs(1));
-    /// # Ok::<(), cluster_config::Error>(())
-    /// ```
-    pub fn from_config(config: &ClusterConfig) -> HealthOptions {
-        HealthOptions {
-            interval: config.health_interval(),
-            at_risk_interval: config.health_interval().min(Duration::from_secs(1)),
-            // Below the interval, so that a round always ends before the next one is due.
-            node_timeout: config
-                .timeouts()
-                .command
-                .min(Duration::from_secs(1))
-                .min(config.health_interval() / 2),
-            record_metrics: config.metrics().enabled,
-            ..HealthOptions::default()
-        }
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&self.interval) {
-            return Err(Error::Invalid {
-                name: "interval",
-                problem: format!(
-                    "{:?} is out of range; use {MIN_INTERVAL:?} to {MAX_INTERVAL:?} (REDIS_HEALTH_INTERVAL_MS): \
-                     each round polls every node",
-                    self.interval
-                ),
-            });
-        }
-        if self.node_timeout.is_zero() || self.node_timeout >= self.interval {
-            return Err(Error::Invalid {
-                name: "node_timeout",
-                problem: format!(
-                    "{:?} must be above zero and below the interval ({:?}), so that a round ends before the next",
-                    self.node_timeout, self.interval
-                ),
-            });
-        }
-        if self.at_risk_interval.is_zero() || self.at_risk_interval > self.interval {
-            return Err(Error::Invalid {
-                name: "at_risk_interval",
-                problem: format!(
-                    "{:?} must be above zero and at most the interval ({:?})",
-                    self.at_risk_interval, self.interval
-                ),
-            });
-        }
-        self.thresholds.validate()
-    }
-}
+use crate::trends::{TrendMetric, TrendRing, WindowStats};
 
 /// Whether `observation` shows slots at risk, so that the next round should come sooner.
 fn slots_at_risk(observation: &Observation) -> bool {
@@ -159,7 +52,7 @@ struct Inner {
     monitor: Mutex<Monitor>,
     /// One round at a time, so that snapshots reach the monitor in the order they were taken.
     round: tokio::sync::Mutex<()>,
-    options: HealthOptions,
+    health: HealthConfig,
     client: Option<ClientLink>,
 }
 
@@ -220,30 +113,32 @@ impl ClientLink {
 impl HealthChecker {
     /// A checker for the nodes of `config`. Nothing is polled until [`HealthChecker::check_now`] or
     /// [`HealthChecker::spawn`].
-    pub fn new(config: &ClusterConfig, options: HealthOptions) -> Result<HealthChecker, Error> {
-        Self::build(config, options, None)
+    pub fn new(config: &ClusterConfig, health: HealthConfig) -> Result<HealthChecker, Error> {
+        Self::build(config, health, None)
     }
 
     /// A checker for the nodes `client` was configured with, which also folds the client's own view
     /// into every snapshot, and whose background loop runs a round at once when the client sees a node
     /// go down or a failover (instead of waiting for the next interval).
-    pub fn for_client(client: &ClusterClient, options: HealthOptions) -> Result<HealthChecker, Error> {
+    pub fn for_client(client: &ClusterClient, health: HealthConfig) -> Result<HealthChecker, Error> {
         let link = ClientLink {
             client: client.clone(),
             events: Mutex::new(client.subscribe()),
         };
-        Self::build(client.config(), options, Some(link))
+        Self::build(client.config(), health, Some(link))
     }
 
     fn build(
         config: &ClusterConfig,
-        options: HealthOptions,
+        health: HealthConfig,
         client: Option<ClientLink>,
     ) -> Result<HealthChecker, Error> {
-        options.validate()?;
+        // `build` checked a configuration made by the builder; one made by `from_config` is checked
+        // here (see `HealthConfig::validate`).
+        health.validate()?;
         let monitor = Monitor::new(
-            options.thresholds.clone(),
-            TrendRing::for_retention(options.retention, options.interval),
+            health.thresholds.clone(),
+            TrendRing::for_retention(health.retention, health.interval),
         )?;
         let prober = match &client {
             Some(link) => Prober::Client(link.client.clone()),
@@ -251,10 +146,10 @@ impl HealthChecker {
         };
         Ok(HealthChecker {
             inner: Arc::new(Inner {
-                collector: Collector::new(config, options.node_timeout, prober),
+                collector: Collector::new(config, health.node_timeout, prober),
                 monitor: Mutex::new(monitor),
                 round: tokio::sync::Mutex::new(()),
-                options,
+                health,
                 client,
             }),
         })
@@ -273,7 +168,7 @@ impl HealthChecker {
             link.merge_into(&mut snapshot);
         }
         let observation = self.monitor().observe(snapshot);
-        if self.inner.options.record_metrics {
+        if self.inner.health.record_metrics {
             record_metrics(&observation);
         }
         for event in &observation.events {
@@ -295,14 +190,14 @@ impl HealthChecker {
         let checker = self.clone();
         let mut client_events = self.inner.client.as_ref().map(|link| link.client.subscribe());
         let handle = tokio::spawn(async move {
-            let options = &checker.inner.options;
+            let health = &checker.inner.health;
             loop {
                 let started = tokio::time::Instant::now();
                 let observation = checker.check_now().await;
                 let wait = if slots_at_risk(&observation) {
-                    options.at_risk_interval
+                    health.at_risk_interval
                 } else {
-                    options.interval
+                    health.interval
                 };
                 // Resolves with how long to wait before the early round.
                 let early = async {
@@ -311,7 +206,7 @@ impl HealthChecker {
                             match events.recv().await {
                                 // One dead node makes one event per failing connection: wait a node
                                 // timeout so that the burst makes one round, and the round sees it.
-                                Ok(ClientEvent::NodeDown { .. }) => break options.node_timeout,
+                                Ok(ClientEvent::NodeDown { .. }) => break health.node_timeout,
                                 // The client saw the new primary, so the nodes already agree.
                                 Ok(ClientEvent::FailoverObserved { .. }) => break Duration::ZERO,
                                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -366,9 +261,9 @@ impl HealthChecker {
         self.monitor().failovers()
     }
 
-    /// The options in force.
-    pub fn options(&self) -> &HealthOptions {
-        &self.inner.options
+    /// The health settings in force.
+    pub fn config(&self) -> &HealthConfig {
+        &self.inner.health
     }
 
     /// Closes the checker's connections to the nodes (the next round opens new ones).
@@ -400,71 +295,6 @@ impl Drop for HealthTask {
 mod tests {
     use super::*;
 
-    fn check(change: impl FnOnce(&mut HealthOptions), field: Option<&str>) {
-        let config = ClusterConfig::builder()
-            .nodes(["127.0.0.1:1"])
-            .build()
-            .expect("valid config");
-        let mut options = HealthOptions::default();
-        change(&mut options);
-        match (HealthChecker::new(&config, options), field) {
-            (Ok(_), None) => {}
-            (Err(e), Some(field)) => assert!(e.to_string().contains(field), "{e}"),
-            (Ok(_), Some(field)) => panic!("expected an error naming {field}"),
-            (Err(e), None) => panic!("unexpected error {e}"),
-        }
-    }
-
-    #[test]
-    fn options_are_validated() {
-        check(|_| {}, None);
-        check(|o| o.node_timeout = Duration::ZERO, Some("node_timeout"));
-        check(|o| o.node_timeout = o.interval, Some("node_timeout"));
-        check(
-            |o| o.thresholds.memory_used_max_ratio = 2.0,
-            Some("memory_used_max_ratio"),
-        );
-        check(|o| o.interval = Duration::from_millis(200), Some("node_timeout"));
-        check(|o| o.at_risk_interval = Duration::ZERO, Some("at_risk_interval"));
-        check(
-            |o| {
-                o.interval = Duration::from_millis(1);
-                o.at_risk_interval = Duration::from_millis(1);
-                o.node_timeout = Duration::from_nanos(1);
-            },
-            Some("interval"),
-        );
-        check(|o| o.interval = Duration::MAX, Some("interval"));
-        check(
-            |o| o.at_risk_interval = o.interval + Duration::from_millis(1),
-            Some("at_risk_interval"),
-        );
-        check(
-            |o| {
-                o.interval = Duration::from_millis(200);
-                o.at_risk_interval = Duration::from_millis(200);
-                o.node_timeout = Duration::from_millis(100);
-            },
-            None,
-        );
-    }
-
-    #[test]
-    fn options_from_a_config_are_always_valid() {
-        for interval_ms in [100, 500, 1_000, 1_999, 30_000, 86_400_000, u64::from(u32::MAX)] {
-            let config = ClusterConfig::builder()
-                .nodes(["127.0.0.1:1"])
-                .health_interval(Duration::from_millis(interval_ms))
-                .build()
-                .expect("valid config");
-            let options = HealthOptions::from_config(&config);
-            assert_eq!(options.interval, Duration::from_millis(interval_ms));
-            if let Err(e) = HealthChecker::new(&config, options) {
-                panic!("interval {interval_ms} ms: {e}");
-            }
-        }
-    }
-
     #[tokio::test]
     async fn unreachable_nodes_make_a_down_snapshot_within_the_timeout() {
         // Port 1 on loopback refuses at once; nothing listens there.
@@ -472,11 +302,11 @@ mod tests {
             .nodes(["127.0.0.1:1", "127.0.0.1:2"])
             .build()
             .expect("valid config");
-        let options = HealthOptions {
-            record_metrics: false,
-            ..HealthOptions::default()
-        };
-        let checker = HealthChecker::new(&config, options).expect("valid options");
+        let health = HealthConfig::builder()
+            .record_metrics(false)
+            .build()
+            .expect("valid settings");
+        let checker = HealthChecker::new(&config, health).expect("valid settings");
         let started = std::time::Instant::now();
         let observation = checker.check_now().await;
         assert!(

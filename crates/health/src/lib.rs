@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use cluster_config::ClusterConfig;
-//! use health::{HealthChecker, HealthOptions, HealthStatus};
+//! use health::{HealthChecker, HealthConfig, HealthStatus};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +22,7 @@
 //! # let addr = redis.addrs()[0].clone();
 //! // `addr` is a running Redis, e.g. "127.0.0.1:6379".
 //! let config = ClusterConfig::builder().nodes([addr.as_str()]).build()?;
-//! let checker = HealthChecker::new(&config, HealthOptions::from_config(&config))?;
+//! let checker = HealthChecker::new(&config, HealthConfig::from_config(&config))?;
 //! let _background = checker.spawn(); // every 30 s (REDIS_HEALTH_INTERVAL_MS) until dropped
 //!
 //! let round = checker.check_now().await; // or wait for the background loop
@@ -37,6 +37,7 @@
 mod alerts;
 mod checker;
 mod collector;
+mod config;
 mod error;
 mod export;
 mod monitor;
@@ -50,7 +51,8 @@ mod trends;
 pub use crate::export::install_prometheus;
 pub use crate::{
     alerts::{Alert, AlertEvent, AlertManager},
-    checker::{HealthChecker, HealthOptions, HealthTask, MAX_INTERVAL, MIN_INTERVAL},
+    checker::{HealthChecker, HealthTask},
+    config::{HealthConfig, HealthConfigBuilder, MAX_INTERVAL, MIN_INTERVAL},
     error::Error,
     export::{METRICS, describe_metrics, record_metrics},
     monitor::{Monitor, Observation},

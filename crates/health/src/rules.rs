@@ -154,7 +154,7 @@ impl fmt::Display for AlertKind {
 }
 
 /// The bounds the rules judge by. Every field is documented with its unit and default; change them
-/// through [`HealthOptions::thresholds`](crate::HealthOptions::thresholds).
+/// through [`HealthConfigBuilder::thresholds`](crate::HealthConfigBuilder::thresholds).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Thresholds {

@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
-use health::{AlertEvent, AlertKind, HealthChecker, HealthOptions, HealthStatus};
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use health::{
+    AlertEvent, AlertKind, HealthChecker, HealthConfig, HealthConfigBuilder, HealthStatus, Thresholds,
+};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use tokio::sync::broadcast;
 
 /// Every slot of the cluster.
@@ -16,22 +18,24 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `cluster-node-timeout` of the test clusters (local-cluster's test settings).
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn options() -> HealthOptions {
-    let mut options = HealthOptions::default();
-    options.interval = Duration::from_millis(300);
-    options.at_risk_interval = Duration::from_millis(300);
-    options.node_timeout = Duration::from_millis(250);
+/// The tests' health settings; a test may change some before `build`.
+fn settings() -> HealthConfigBuilder {
+    let mut thresholds = Thresholds::default();
     // Long enough to be seen, short enough that the tests see it resolve.
-    options.thresholds.failover_hold = Duration::from_secs(1);
-    options.record_metrics = false;
-    options
+    thresholds.failover_hold = Duration::from_secs(1);
+    HealthConfig::builder()
+        .interval(Duration::from_millis(300))
+        .at_risk_interval(Duration::from_millis(300))
+        .node_timeout(Duration::from_millis(250))
+        .thresholds(thresholds)
+        .record_metrics(false)
 }
 
 async fn start() -> Result<(LocalCluster, HealthChecker), Box<dyn std::error::Error>> {
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let checker = HealthChecker::new(
         &ClusterConfig::builder().nodes(cluster.seeds()).build()?,
-        options(),
+        settings().build()?,
     )?;
     healthy_round(&checker).await;
     Ok((cluster, checker))
@@ -134,8 +138,8 @@ async fn a_killed_primary_alerts_node_down_and_failover_which_resolve_after_the_
         "kill -9 {victim_addr}: node_down after {down:?}, promotion complete after {promoted_after:?}, \
          failover_observed after {failover:?}; resolved after {down_resolved:?} and {failover_resolved:?}"
     );
-    let options = checker.options();
-    let one_round = options.interval + options.node_timeout + Duration::from_millis(500);
+    let health = checker.config();
+    let one_round = health.interval() + health.node_timeout() + Duration::from_millis(500);
     assert!(down <= one_round, "node_down after {down:?}");
     // Every node agreeing (what `wait_for_promotion` waits for) comes after the promoted node itself
     // knows, which is what a round reads; one round later at the most, the alert has fired.
@@ -147,7 +151,7 @@ async fn a_killed_primary_alerts_node_down_and_failover_which_resolve_after_the_
         down_resolved <= promoted_after + one_round,
         "node_down resolved after {down_resolved:?}"
     );
-    assert!(failover_resolved >= failover + options.thresholds.failover_hold);
+    assert!(failover_resolved >= failover + health.thresholds().failover_hold);
 
     let summary = checker.cluster_health_summary().expect("rounds ran");
     assert_eq!(
@@ -334,15 +338,16 @@ async fn deleted_slots_alert_as_uncovered_until_they_are_assigned_again() -> Tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_attached_a_killed_primary_is_judged_at_once_not_at_the_next_interval() -> TestResult {
     let _lock = test_lock::exclusive().await?;
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let client =
         cluster_client::ClusterClient::connect(ClusterConfig::builder().nodes(cluster.seeds()).build()?)
             .await?;
-    let mut options = options();
-    // Only the client's events can start a round within this test.
-    options.interval = Duration::from_secs(120);
-    options.at_risk_interval = Duration::from_secs(120);
-    let checker = HealthChecker::for_client(&client, options)?;
+    let health = settings()
+        // Only the client's events can start a round within this test.
+        .interval(Duration::from_secs(120))
+        .at_risk_interval(Duration::from_secs(120))
+        .build()?;
+    let checker = HealthChecker::for_client(&client, health)?;
     let mut events = checker.subscribe();
     let _loop = checker.spawn();
     // Traffic, as an application would send: the client notices a dead node through it.

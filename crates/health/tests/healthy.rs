@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
-use health::{HealthChecker, HealthOptions, HealthStatus, Role, TrendMetric};
+use health::{HealthChecker, HealthConfig, HealthStatus, Role, TrendMetric};
 
 /// Every slot of the cluster.
 const SLOTS: u32 = sharding::SLOT_COUNT as u32;
@@ -14,13 +14,15 @@ use local_cluster::{LocalCluster, LocalStandalone, test_lock};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn options() -> HealthOptions {
-    let mut options = HealthOptions::default();
-    options.interval = Duration::from_secs(2);
-    // Generous: six nodes and the test share two cores, and a slow answer must not read as a dead node.
-    options.node_timeout = Duration::from_secs(1);
-    options.record_metrics = false;
-    options
+/// The tests' health settings.
+fn settings() -> Result<HealthConfig, health::Error> {
+    HealthConfig::builder()
+        .interval(Duration::from_secs(2))
+        // Generous: six nodes and the test share two cores, and a slow answer must not read as a dead
+        // node.
+        .node_timeout(Duration::from_secs(1))
+        .record_metrics(false)
+        .build()
 }
 
 /// Runs rounds until one is healthy and returns it. Right after start-up a node may still list a
@@ -46,7 +48,7 @@ async fn a_healthy_cluster_gives_a_healthy_summary_with_every_slot_and_node() ->
     let _lock = test_lock::shared().await?;
     let cluster = LocalCluster::shared().await?;
     let config = ClusterConfig::builder().nodes(cluster.seeds()).build()?;
-    let checker = HealthChecker::new(&config, options())?;
+    let checker = HealthChecker::new(&config, settings()?)?;
 
     let round = healthy_round(&checker).await;
     let summary = &round.summary;
@@ -114,7 +116,7 @@ async fn one_seed_is_enough_to_find_every_node_in_the_first_round() -> TestResul
     let config = ClusterConfig::builder()
         .nodes([cluster.nodes()[4].addr()])
         .build()?;
-    let checker = HealthChecker::new(&config, options())?;
+    let checker = HealthChecker::new(&config, settings()?)?;
     let round = healthy_round(&checker).await;
     let mut seen: Vec<String> = round.snapshot.nodes.iter().map(|n| n.addr.clone()).collect();
     let mut expected = cluster.seeds();
@@ -142,7 +144,7 @@ async fn an_attached_client_adds_its_latency_and_counts() -> TestResult {
             .await?;
         client.get(key.as_bytes()).await?;
     }
-    let checker = HealthChecker::for_client(&client, options())?;
+    let checker = HealthChecker::for_client(&client, settings()?)?;
     let round = healthy_round(&checker).await;
     let primaries: Vec<_> = round
         .snapshot
@@ -197,7 +199,7 @@ async fn standalone_nodes_are_judged_without_slots() -> TestResult {
     let _lock = test_lock::shared().await?;
     let nodes = LocalStandalone::start(2).await?;
     let config = ClusterConfig::builder().nodes(nodes.addrs()).build()?;
-    let checker = HealthChecker::new(&config, options())?;
+    let checker = HealthChecker::new(&config, settings()?)?;
     let round = checker.check_now().await;
     assert!(!round.snapshot.cluster_mode);
     assert_eq!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cluster_client::{ClusterClient, SetOptions};
 use cluster_config::ClusterConfig;
-use health::{Error, HealthChecker, HealthOptions, HealthStatus, install_prometheus};
+use health::{Error, HealthChecker, HealthConfig, HealthStatus, install_prometheus};
 use local_cluster::{LocalCluster, test_lock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -131,9 +131,11 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
             )
             .await?;
     }
-    let mut options = HealthOptions::from_config(&config);
-    options.record_metrics = true;
-    let checker = HealthChecker::for_client(&client, options)?;
+    let health = HealthConfig::from_config(&config)
+        .to_builder()
+        .record_metrics(true)
+        .build()?;
+    let checker = HealthChecker::for_client(&client, health)?;
     let round = checker.check_now().await;
     assert_eq!(
         round.summary.status,

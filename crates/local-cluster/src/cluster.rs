@@ -12,31 +12,36 @@ use sharding::{SLOT_COUNT, SlotRange};
 
 use crate::admin::Conn;
 use crate::node::Node;
-use crate::server::NodeSettings;
+use crate::server::NodeConfig;
 use crate::topology::port;
 use crate::{Error, Role};
 
 /// The shape of a cluster to start.
+///
+/// A test tool's settings, so plain public fields with a [`Default`] and no builder: callers change
+/// the fields they care about with struct-update syntax
+/// (`LocalClusterConfig { masters: 1, ..Default::default() }`), and
+/// [`LocalCluster::start`] checks the values.
 #[derive(Debug, Clone)]
-pub struct ClusterSpec {
+pub struct LocalClusterConfig {
     /// Number of primaries; slots are split evenly between them.
     pub masters: usize,
     /// Replicas of each primary.
     pub replicas_per_master: usize,
     /// `redis.conf` directives for every node.
-    pub settings: NodeSettings,
+    pub settings: NodeConfig,
     /// How long the whole bring-up may take before it fails.
     pub ready_timeout: Duration,
     /// Node `i` listens on `base_port + i` (and its cluster bus on that + 10000); `None` picks free ports.
     pub base_port: Option<u16>,
 }
 
-impl Default for ClusterSpec {
+impl Default for LocalClusterConfig {
     fn default() -> Self {
-        ClusterSpec {
+        LocalClusterConfig {
             masters: 3,
             replicas_per_master: 1,
-            settings: NodeSettings::test_defaults(),
+            settings: NodeConfig::test_defaults(),
             ready_timeout: Duration::from_secs(30),
             base_port: None,
         }
@@ -96,22 +101,22 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `spec.masters` primaries with `spec.replicas_per_master` replicas each in a temporary
+    /// Starts `config.masters` primaries with `config.replicas_per_master` replicas each in a temporary
     /// directory and returns once every node reports `cluster_state:ok`, all 16,384 slots are assigned,
     /// every node sees the same primaries, and every replica's link to its primary is up.
-    pub async fn start(spec: ClusterSpec) -> Result<LocalCluster, Error> {
+    pub async fn start(config: LocalClusterConfig) -> Result<LocalCluster, Error> {
         let dir = tempfile::Builder::new()
             .prefix("local-cluster-")
             .tempdir()
             .map_err(|e| Error::io("creating a temporary directory", e))?;
-        Self::start_in(spec, ClusterDir::Temp(dir), false).await
+        Self::start_in(config, ClusterDir::Temp(dir), false).await
     }
 
     /// Starts a cluster whose processes outlive this process, in `dir`, and writes `dir/state.json`
     /// so that [`LocalCluster::attach`] can find it later. Dropping the returned value stops nothing.
-    pub async fn start_detached(spec: ClusterSpec, dir: &Path) -> Result<LocalCluster, Error> {
+    pub async fn start_detached(config: LocalClusterConfig, dir: &Path) -> Result<LocalCluster, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let cluster = Self::start_in(spec, ClusterDir::Kept(dir.to_path_buf()), true).await?;
+        let cluster = Self::start_in(config, ClusterDir::Kept(dir.to_path_buf()), true).await?;
         cluster.write_state()?;
         Ok(cluster)
     }
@@ -153,21 +158,25 @@ impl LocalCluster {
         if let Some(cluster) = slot.upgrade() {
             return Ok(cluster);
         }
-        let cluster = Arc::new(LocalCluster::start(ClusterSpec::default()).await?);
+        let cluster = Arc::new(LocalCluster::start(LocalClusterConfig::default()).await?);
         *slot = Arc::downgrade(&cluster);
         Ok(cluster)
     }
 
-    async fn start_in(spec: ClusterSpec, dir: ClusterDir, detached: bool) -> Result<LocalCluster, Error> {
-        if spec.masters == 0 || spec.masters > usize::from(SLOT_COUNT) {
+    async fn start_in(
+        config: LocalClusterConfig,
+        dir: ClusterDir,
+        detached: bool,
+    ) -> Result<LocalCluster, Error> {
+        if config.masters == 0 || config.masters > usize::from(SLOT_COUNT) {
             return Err(Error::Invalid(format!(
                 "masters must be 1..=16384, got {}",
-                spec.masters
+                config.masters
             )));
         }
         let started = Instant::now();
-        let total = spec.masters * (1 + spec.replicas_per_master);
-        if let Some(base) = spec.base_port
+        let total = config.masters * (1 + config.replicas_per_master);
+        if let Some(base) = config.base_port
             && (base as usize) + total + 10_000 > u16::MAX as usize
         {
             return Err(Error::Invalid(format!(
@@ -178,26 +187,26 @@ impl LocalCluster {
         }
         let mut cluster = LocalCluster {
             nodes: Vec::with_capacity(total),
-            masters: spec.masters,
-            replicas_per_master: spec.replicas_per_master,
+            masters: config.masters,
+            replicas_per_master: config.replicas_per_master,
             dir,
             detached,
         };
         // Nodes start one after another: each start is a few milliseconds, and on two cores starting
         // them concurrently is no faster. If any start fails, `cluster` drops and kills the others.
         for index in 0..total {
-            let role = if index < spec.masters {
+            let role = if index < config.masters {
                 Role::Primary
             } else {
                 Role::Replica
             };
             let node_dir = cluster.dir.path().join(format!("node-{index}"));
-            let port = spec.base_port.map(|base| base + index as u16);
-            let node = Node::start(node_dir, &spec.settings, true, role, detached, port).await?;
+            let port = config.base_port.map(|base| base + index as u16);
+            let node = Node::start(node_dir, &config.settings, true, role, detached, port).await?;
             cluster.nodes.push(node);
         }
         cluster.form().await?;
-        let remaining = spec.ready_timeout.saturating_sub(started.elapsed());
+        let remaining = config.ready_timeout.saturating_sub(started.elapsed());
         cluster
             .wait_until_healthy(remaining.max(Duration::from_secs(1)))
             .await?;

@@ -14,12 +14,12 @@
 //! # Example
 //!
 //! ```
-//! use local_cluster::{ClusterSpec, LocalCluster, Role};
+//! use local_cluster::{LocalClusterConfig, LocalCluster, Role};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), local_cluster::Error> {
 //! let _lock = local_cluster::test_lock::exclusive().await?;
-//! let cluster = LocalCluster::start(ClusterSpec { masters: 3, replicas_per_master: 1, ..Default::default() }).await?;
+//! let cluster = LocalCluster::start(LocalClusterConfig { masters: 3, replicas_per_master: 1, ..Default::default() }).await?;
 //! assert_eq!(cluster.nodes().len(), 6);
 //!
 //! // Kill the primary of slot 0; one of its replicas takes over its slots.
@@ -43,11 +43,11 @@ pub mod test_lock;
 mod topology;
 
 pub use crate::{
-    cluster::{ClusterSpec, ClusterState, LocalCluster, NodeState, state_path},
+    cluster::{ClusterState, LocalCluster, LocalClusterConfig, NodeState, state_path},
     error::Error,
     node::{FailoverKind, Node},
     reply::{FromReply, Reply},
-    server::NodeSettings,
+    server::NodeConfig,
     standalone::LocalStandalone,
 };
 /// Parsed `INFO` and `CLUSTER INFO` replies, and the `CLUSTER NODES` entries of

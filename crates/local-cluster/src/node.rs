@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use crate::Error;
 use crate::admin::Conn;
 use crate::reply::FromReply;
-use crate::server::{self, NodeSettings};
+use crate::server::{self, NodeConfig};
 use crate::{Info, Role};
 
 /// How long a node may take to answer its first PING.
@@ -53,7 +53,7 @@ impl Node {
     /// Starts a node on a free port in `dir`, retrying on another port if the chosen one was taken.
     pub(crate) async fn start(
         dir: PathBuf,
-        settings: &NodeSettings,
+        settings: &NodeConfig,
         cluster: bool,
         initial_role: Role,
         detached: bool,

@@ -62,17 +62,21 @@ fn bindable(port: u16) -> bool {
 }
 
 /// Settings written into every node's `redis.conf`, in order; a later line for the same directive wins.
+///
+/// A test tool's settings, so no builder: start from [`NodeConfig::test_defaults`] (also its
+/// [`Default`]) and change directives with [`NodeConfig::set`], which are `redis.conf` lines that
+/// `redis-server` itself checks at start-up.
 #[derive(Debug, Clone)]
-pub struct NodeSettings {
+pub struct NodeConfig {
     lines: Vec<(String, String)>,
 }
 
-impl NodeSettings {
+impl NodeConfig {
     /// The settings the tests and `cargo xtask cluster-up` use.
     ///
     /// `cluster-node-timeout 2000` makes failovers quick; `cluster-require-full-coverage no` keeps the
     /// healthy shards serving while one is down; `repl-diskless-sync-delay 0` links replicas at once.
-    pub fn test_defaults() -> NodeSettings {
+    pub fn test_defaults() -> NodeConfig {
         let lines = [
             ("cluster-node-timeout", "2000"),
             ("cluster-require-full-coverage", "no"),
@@ -81,7 +85,7 @@ impl NodeSettings {
             ("save", "\"\""),
             ("appendonly", "no"),
         ];
-        NodeSettings {
+        NodeConfig {
             lines: lines
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -127,9 +131,9 @@ impl NodeSettings {
     }
 }
 
-impl Default for NodeSettings {
+impl Default for NodeConfig {
     fn default() -> Self {
-        NodeSettings::test_defaults()
+        NodeConfig::test_defaults()
     }
 }
 
@@ -150,7 +154,7 @@ mod tests {
 
     #[test]
     fn settings_override_and_repeat() {
-        let mut s = NodeSettings::test_defaults();
+        let mut s = NodeConfig::test_defaults();
         s.set("appendonly", "yes").set("user", "a on").set("user", "b on");
         let text = s.render(7000, Path::new("/tmp/x"), true);
         assert_eq!(text.matches("appendonly").count(), 1, "{text}");
@@ -158,7 +162,7 @@ mod tests {
         assert_eq!(text.matches("\nuser ").count(), 2, "{text}");
         assert!(text.contains("cluster-enabled yes"));
         assert!(
-            !NodeSettings::test_defaults()
+            !NodeConfig::test_defaults()
                 .render(1, Path::new("/d"), false)
                 .contains("cluster-enabled")
         );

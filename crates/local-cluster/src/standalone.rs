@@ -1,7 +1,7 @@
 //! Independent standalone Redis nodes (no cluster mode).
 
 use crate::node::Node;
-use crate::server::NodeSettings;
+use crate::server::NodeConfig;
 use crate::{Error, Role};
 
 /// `n` independent standalone `redis-server` processes, for standalone and client-sharded modes.
@@ -16,11 +16,11 @@ pub struct LocalStandalone {
 impl LocalStandalone {
     /// Starts `n` standalone nodes with the test settings.
     pub async fn start(n: usize) -> Result<LocalStandalone, Error> {
-        Self::start_with(n, NodeSettings::test_defaults()).await
+        Self::start_with(n, NodeConfig::test_defaults()).await
     }
 
     /// Starts `n` standalone nodes with the given `redis.conf` directives.
-    pub async fn start_with(n: usize, settings: NodeSettings) -> Result<LocalStandalone, Error> {
+    pub async fn start_with(n: usize, settings: NodeConfig) -> Result<LocalStandalone, Error> {
         if n == 0 {
             return Err(Error::Invalid("start at least one standalone node".into()));
         }

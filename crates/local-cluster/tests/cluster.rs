@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use local_cluster::{ClusterSpec, FailoverKind, LocalCluster, LocalStandalone, Role, test_lock};
+use local_cluster::{FailoverKind, LocalCluster, LocalClusterConfig, LocalStandalone, Role, test_lock};
 use sharding::SLOT_COUNT as SLOTS;
 
 /// A fred cluster client over every node: it follows MOVED and ASK, so it can write while slots move.
@@ -30,7 +30,7 @@ async fn fred_cluster_client(cluster: &LocalCluster) -> Client {
 async fn three_by_three_cluster_is_ready() {
     let _lock = test_lock::exclusive().await.unwrap();
     let started = Instant::now();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     eprintln!("3+3 cluster ready in {:?}", started.elapsed());
     assert_eq!(cluster.nodes().len(), 6);
 
@@ -71,7 +71,7 @@ async fn three_by_three_cluster_is_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_is_replaced_by_its_replica() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let victim = cluster.primary_for_slot(0).await.unwrap();
     let replica = cluster.replicas_of(victim).await.unwrap()[0];
     let pid = victim.pid().unwrap();
@@ -102,7 +102,7 @@ async fn killed_primary_is_replaced_by_its_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_client_pause_and_manual_failover() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let primary = cluster.primary_for_slot(16_000).await.unwrap();
 
     // SIGSTOP for less than the node timeout: no answer meanwhile, no failover afterwards.
@@ -153,7 +153,7 @@ async fn pause_client_pause_and_manual_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_slots_under_a_writer_keeps_every_value() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = fred_cluster_client(&cluster).await;
     for i in 0..5_000 {
         let _: () = client

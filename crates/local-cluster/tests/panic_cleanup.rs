@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use local_cluster::{ClusterSpec, LocalCluster, LocalStandalone};
+use local_cluster::{LocalCluster, LocalClusterConfig, LocalStandalone};
 
 const CHILD_VAR: &str = "LOCAL_CLUSTER_PANIC_CHILD";
 
@@ -22,7 +22,7 @@ fn main() {
 #[tokio::main(flavor = "current_thread")]
 async fn child() {
     let _lock = local_cluster::test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec {
+    let cluster = LocalCluster::start(LocalClusterConfig {
         masters: 3,
         replicas_per_master: 1,
         ..Default::default()

@@ -2,7 +2,7 @@
 //! cluster-enabled `redis-server` started by local-cluster (one primary, no replicas).
 
 use fred::prelude::{Builder, ClientLike, ClusterInterface, Config};
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 use sharding::key_slot;
 
 /// Keys that exercise every rule of Redis's hash-tag parsing, binary bytes and lengths.
@@ -85,7 +85,7 @@ async fn key_slot_equals_cluster_keyslot_of_a_real_redis() {
     let _lock = local_cluster::test_lock::shared()
         .await
         .expect("taking the shared test lock");
-    let cluster = LocalCluster::start(ClusterSpec {
+    let cluster = LocalCluster::start(LocalClusterConfig {
         masters: 1,
         replicas_per_master: 0,
         ..Default::default()

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_client::ClusterClient;
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 use warmup::{Entry, Source, Warmup, WarmupConfig};
 
 const ENTRIES: usize = 1_000_000;
@@ -114,7 +114,7 @@ async fn main() -> Result<(), Failure> {
         .transpose()?
         .unwrap_or(5)
         .max(1);
-    let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
     let port = cluster.nodes()[0].port();
     let config = cluster_config::ClusterConfig::builder()
         .nodes(cluster.seeds())

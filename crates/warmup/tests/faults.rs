@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cluster_client::{Bytes, ClusterClient, Ttl, Value};
-use local_cluster::{ClusterSpec, LocalCluster, test_lock};
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use warmup::{Entry, Priority, Source, ValidationConfig, ValidationProblem, Warmup, WarmupConfig};
 
 /// What a key holds before the warm-up, in a form to compare after the rollback.
@@ -46,7 +46,7 @@ async fn held(client: &ClusterClient, key: &str) -> Held {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_restores_every_touched_key_with_its_value_and_ttl() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let total = 2_000;
     let key = |i: usize| format!("rb:{i}");
@@ -159,7 +159,7 @@ async fn a_rollback_restores_every_touched_key_with_its_value_and_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_a_hundred_slots_in_the_middle_of_a_warm_up_loses_nothing() {
     let _lock = test_lock::exclusive().await.unwrap();
-    let cluster = LocalCluster::start(ClusterSpec::default()).await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
     let client = common::client(&cluster).await;
     let total = 60_000usize;
     // Paced, so that the migration surely runs while entries are still being written.

@@ -369,7 +369,7 @@ async fn a_sampled_validation_reads_back_about_the_share_asked() {
 async fn without_mset_and_scripts_every_entry_is_written_key_by_key() {
     let _lock = test_lock::shared().await.unwrap();
     // A server whose ACL-less stand-in for "this user may not batch": the commands do not exist.
-    let mut settings = local_cluster::NodeSettings::test_defaults();
+    let mut settings = local_cluster::NodeConfig::test_defaults();
     settings.set("rename-command", "MSET \"\"");
     settings.set("rename-command", "EVALSHA \"\"");
     let standalone = local_cluster::LocalStandalone::start_with(1, settings)

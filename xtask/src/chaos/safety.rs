@@ -28,7 +28,7 @@ use consistency::{
     Clock, ConsistencyConfig, Hlc, Version, Versioned, VersionedValue, WriteOptions, WriteOutcome, WriterId,
 };
 use fred::prelude::{Client, ClientLike, ClusterInterface, KeysInterface, ServerInterface};
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 
 use super::checker::{self, Anomaly, Check};
 use super::history::{
@@ -570,7 +570,7 @@ pub(super) async fn safety(args: &SafetyArgs) -> Result<DrillReport> {
         .await
         .context("taking the exclusive test lock")?;
     let starting = spinner("starting a 3 + 3 cluster");
-    let cluster = LocalCluster::start(ClusterSpec::default())
+    let cluster = LocalCluster::start(LocalClusterConfig::default())
         .await
         .context("starting the local cluster")?;
     starting.set_message("connecting the cache, the versioned clients and fred's cluster client");

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use cache_facade::CacheConfig;
 use cluster_client::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
-use local_cluster::{ClusterSpec, LocalCluster, Node};
+use local_cluster::{LocalCluster, LocalClusterConfig, Node};
 
 use super::traffic::{Burst, Clients, KEYS, Keys, Mix, Side, Tally, Traffic};
 
@@ -33,7 +33,7 @@ impl Stage {
     /// find values and the end-of-drill check knows what must be there.
     pub(super) async fn start(rate: u32, settings: CacheConfig) -> Result<Stage> {
         let spinner = spinner("starting a 3 + 3 cluster");
-        let cluster = LocalCluster::start(ClusterSpec::default())
+        let cluster = LocalCluster::start(LocalClusterConfig::default())
             .await
             .context("starting the local cluster")?;
         spinner.set_message("connecting the cache and fred's cluster client");

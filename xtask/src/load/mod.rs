@@ -12,7 +12,7 @@ use cache_facade::{Cache, CacheConfig};
 use cluster_client::ClusterClient;
 use cluster_config::ClusterConfig;
 use fred::prelude::ClientLike;
-use local_cluster::{ClusterSpec, LocalCluster};
+use local_cluster::{LocalCluster, LocalClusterConfig};
 
 mod args;
 mod calls;
@@ -40,7 +40,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
             }
             None => {
                 println!("No cluster from `cargo xtask cluster-up`; starting a 3+3 cluster for this run.");
-                let cluster = LocalCluster::start(ClusterSpec::default()).await?;
+                let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
                 (cluster.seeds(), Some(cluster))
             }
         };
