@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster_client::{ClusterClient, Script, Value};
+use cluster_config::Backoff;
 use consistency::{Envelope, Version};
 
 use crate::Error;
@@ -248,6 +249,13 @@ const LEASE_POLL_MIN: Duration = Duration::from_millis(5);
 /// The longest pause between two attempts to take a lease.
 const LEASE_POLL_MAX: Duration = Duration::from_millis(50);
 
+/// The pauses between two attempts to take a lease: [`LEASE_POLL_MIN`], doubling up to
+/// [`LEASE_POLL_MAX`]. Short at first because most loads take milliseconds; capped so that a value
+/// filled during a long load is seen within 50 ms.
+fn lease_poll() -> Backoff {
+    Backoff::new(LEASE_POLL_MIN, 2, LEASE_POLL_MAX)
+}
+
 impl Cache {
     /// Takes the key's lease, or waits for the holder's value. A tombstone counts as "no value, may
     /// load" (the lease keeps it, see `lease.rs`); a live lease of another process is waited on, with
@@ -258,7 +266,7 @@ impl Cache {
         let started = Instant::now();
         // `validate` bounds the lease to 10 min, so this cannot overflow; saturating keeps it so.
         let wait = lease_ttl.saturating_mul(2);
-        let mut pause = LEASE_POLL_MIN;
+        let mut pauses = lease_poll();
         // The guard gives the lease back if this future is dropped from here until the fill.
         let mut held = HeldLease {
             cache: self.clone(),
@@ -297,8 +305,7 @@ impl Cache {
                     waited,
                 });
             };
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(LEASE_POLL_MAX);
+            tokio::time::sleep(pauses.next_delay().min(left)).await;
         }
     }
 
@@ -397,5 +404,11 @@ mod tests {
         assert_eq!((a.len(), a[0]), (PREFIX_LEN, b'L'));
         assert!(a[1..].iter().all(u8::is_ascii_alphanumeric));
         assert_ne!(a, b, "tokens are random");
+    }
+
+    #[test]
+    fn lease_polls_double_from_5_ms_to_50_ms() {
+        let pauses: Vec<u128> = lease_poll().take(6).map(|p| p.as_millis()).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 50, 50]);
     }
 }

@@ -76,7 +76,11 @@ pub fn describe_metrics() {
 const LATENCY_SAMPLE: u64 = 4;
 
 pub(crate) struct NodeHandle {
+    /// `host:port`, as this crate spells addresses (see `topology::node_addr`).
     pub(crate) addr: String,
+    /// The same address, parsed once here so that error paths (a `MOVED` target printed as `:port`
+    /// means this node's host) never split `addr` again.
+    node: NodeAddr,
     /// `pool_size` connections, filled in order: a call takes the first one with fewer than
     /// [`LANE_DEPTH`] calls in flight, so that calls share writes on as few connections as the load
     /// allows (see the `lane` module).
@@ -161,6 +165,7 @@ impl NodeHandle {
         let labels = [("node", addr.to_string())];
         Ok(Arc::new(NodeHandle {
             addr: addr.to_string(),
+            node,
             lanes,
             readonly,
             waits,
@@ -183,6 +188,11 @@ impl NodeHandle {
             error_metric: metrics::counter!("cache_client_errors_total", &labels),
             redirect_metric: metrics::counter!("cache_client_redirects_total", &labels),
         }))
+    }
+
+    /// The node's host, IPv6 without brackets (`::1` for `[::1]:7000`).
+    pub(crate) fn host(&self) -> &str {
+        self.node.host()
     }
 
     /// The connection for the next call: the first with room (fewer than [`LANE_DEPTH`] calls in

@@ -228,7 +228,7 @@ impl ProbeSlot {
                 client.cluster_nodes::<String>()
             );
             let info = info?;
-            let cluster = if info.contains("cluster_enabled:1") {
+            let cluster = if replies::Info::parse(&info).cluster_enabled == Some(true) {
                 Some(ClusterView {
                     info: cluster_info?,
                     nodes: cluster_nodes?,

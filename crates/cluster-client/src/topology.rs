@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use cluster_config::NodeAddr;
 use fred::prelude::Value;
 use sharding::{KetamaRing, KeyRange, Sharder, SlotRange, SlotTable, key_slot};
 
@@ -210,29 +211,18 @@ pub(crate) fn node_addr(host: &str, port: u16) -> String {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    cluster_config::NodeAddr::new(host, port).to_string()
-}
-
-/// The host of an address made by [`node_addr`], without brackets (`::1` for `[::1]:7000`).
-pub(crate) fn addr_host(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
+    NodeAddr::new(host, port).to_string()
 }
 
 /// An address as a server prints it (a `MOVED`/`ASK` target: `ip:port`, where Redis writes an IPv6
 /// ip raw, as in `::1:7000`, or `:port` when it does not know its own ip), in this crate's spelling.
-/// The port is after the last colon; an empty host is `fallback_host`'s.
+/// [`NodeAddr::parse_announced`] reads it; an empty (or `?`) host is `fallback_host`'s.
 pub(crate) fn reported_addr(text: &str, fallback_host: &str) -> Option<String> {
-    let (host, port) = text.rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
-    let host = if host.is_empty() || host == "?" {
-        fallback_host
-    } else {
-        host
-    };
-    Some(node_addr(host, port))
+    let port = NodeAddr::announced_port(text)?;
+    Some(match NodeAddr::parse_announced(text) {
+        Some(addr) if addr.host() != "?" => addr.to_string(),
+        _ => node_addr(fallback_host, port),
+    })
 }
 
 /// A node as `CLUSTER SHARDS` describes it.
@@ -457,6 +447,8 @@ mod tests {
         assert_eq!(node_addr("[::1]", 7000), "[::1]:7000");
         assert_eq!(node_addr("10.0.0.1", 7000), "10.0.0.1:7000");
         assert_eq!(node_addr("cache-1", 7000), "cache-1:7000");
+        // The host of an address in this spelling, as `NodeHandle::open` reads it.
+        let addr_host = |addr: &str| addr.parse::<NodeAddr>().map(|a| a.host().to_owned()).unwrap();
         assert_eq!(addr_host("[::1]:7000"), "::1");
         assert_eq!(addr_host("[2001:db8::7]:6379"), "2001:db8::7");
         assert_eq!(addr_host("10.0.0.1:7000"), "10.0.0.1");
@@ -495,7 +487,7 @@ mod tests {
         assert_eq!(shards[0].replicas, vec!["[::1]:7001".to_string()]);
         for shard in &shards {
             for addr in std::iter::once(&shard.primary).chain(&shard.replicas) {
-                let parsed: cluster_config::NodeAddr = addr.parse().expect("cluster-config reads it back");
+                let parsed: NodeAddr = addr.parse().expect("cluster-config reads it back");
                 assert_eq!(parsed.host(), "::1");
             }
         }

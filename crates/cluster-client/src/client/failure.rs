@@ -9,7 +9,7 @@ use fred::prelude::*;
 use super::Inner;
 use crate::Error;
 use crate::node::NodeHandle;
-use crate::topology::{addr_host, reported_addr};
+use crate::topology::reported_addr;
 
 /// How one attempt on one node ended, when it did not succeed.
 #[derive(Debug)]
@@ -108,7 +108,7 @@ impl Inner {
         error: &fred::error::Error,
         started: Instant,
     ) -> Error {
-        let failure = classify(error, addr_host(&node.addr));
+        let failure = classify(error, node.host());
         let down = matches!(failure, Failure::Down(_));
         let error = failure.into_error(node, command, started.elapsed());
         if down {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fred::prelude::*;
+use replies::ShardView;
 use sharding::SlotRange;
 use tokio::sync::Notify;
 
@@ -15,7 +16,7 @@ use super::{Cmd, Inner};
 use crate::Error;
 use crate::events::ClientEvent;
 use crate::node::NodeHandle;
-use crate::topology::{Deployment, Topology, addr_host, parse_cluster_shards, parse_cluster_slots};
+use crate::topology::{Deployment, Topology, parse_cluster_shards, parse_cluster_slots};
 
 /// How often the topology is polled while a shard has no reachable primary.
 const DEGRADED_REFRESH: Duration = Duration::from_millis(100);
@@ -198,29 +199,25 @@ impl Inner {
 type Failover = (String, String, Vec<SlotRange>);
 
 /// Pairs of (old primary, new primary, slots) where slots moved to a node that was a replica of the old
-/// primary: a failover, as opposed to a migration.
+/// primary: a failover, as opposed to a migration. The diff is [`replies::failovers`], the workspace's
+/// one definition of a failover, over the two topologies' shards named by address.
 fn failovers(old: &Topology, new: &Topology) -> Vec<Failover> {
-    let mut out: Vec<Failover> = Vec::new();
-    for shard in new.shards() {
-        for range in &shard.slots {
-            let Some(before) = old.shard_for_slot(range.start()) else {
-                continue;
-            };
-            // A failover when the new owner was a replica before: listed as one, or at least not a
-            // primary (a replica marked failed is left out of the replica list but still promoted).
-            let was_primary = old.shards().iter().any(|s| s.primary == shard.primary);
-            if before.primary != shard.primary && (before.replicas.contains(&shard.primary) || !was_primary) {
-                match out
-                    .iter_mut()
-                    .find(|(o, n, _)| *o == before.primary && *n == shard.primary)
-                {
-                    Some(entry) => entry.2.push(*range),
-                    None => out.push((before.primary.clone(), shard.primary.clone(), vec![*range])),
-                }
-            }
-        }
+    // Borrowed addresses: only the few failovers found are copied out.
+    fn view(topology: &Topology) -> Vec<ShardView<&str>> {
+        topology
+            .shards()
+            .iter()
+            .map(|shard| ShardView {
+                primary: shard.primary.as_str(),
+                replicas: shard.replicas.iter().map(String::as_str).collect(),
+                slots: shard.slots.clone(),
+            })
+            .collect()
     }
-    out
+    replies::failovers(&view(old), &view(new))
+        .into_iter()
+        .map(|f| (f.old_primary.to_owned(), f.new_primary.to_owned(), f.slots))
+        .collect()
 }
 
 pub(super) async fn refresh_loop(inner: Weak<Inner>, wanted: Arc<Notify>) {
@@ -252,17 +249,17 @@ pub(super) async fn refresh_loop(inner: Weak<Inner>, wanted: Arc<Notify>) {
 
 /// Loads the cluster topology from one node: `CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7.
 pub(super) async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Topology, Error> {
-    let host = addr_host(&node.addr).to_string();
+    let host = node.host();
     let bad = |command: &str, detail: String| Error::Reply {
         node: node.addr.clone(),
         command: command.into(),
         detail,
     };
     let shards = match raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SHARDS".into()]), timeout).await {
-        Ok(reply) => parse_cluster_shards(&reply, &host).map_err(|d| bad("CLUSTER SHARDS", d))?,
+        Ok(reply) => parse_cluster_shards(&reply, host).map_err(|d| bad("CLUSTER SHARDS", d))?,
         Err(Error::Server { .. }) => {
             let reply = raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SLOTS".into()]), timeout).await?;
-            parse_cluster_slots(&reply, &host).map_err(|d| bad("CLUSTER SLOTS", d))?
+            parse_cluster_slots(&reply, host).map_err(|d| bad("CLUSTER SLOTS", d))?
         }
         Err(e) => return Err(e),
     };

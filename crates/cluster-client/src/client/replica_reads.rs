@@ -8,13 +8,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use cluster_config::ReplicaReadMode;
+use cluster_config::{NodeAddr, ReplicaReadMode};
 use fred::prelude::*;
+use replies::Info;
 
 use super::routing::raw;
 use super::{ClusterClient, Cmd, Inner, ReadFrom};
 use crate::node::NodeHandle;
-use crate::topology::{Deployment, addr_host, node_addr};
+use crate::topology::Deployment;
 
 /// How often replica offsets are sampled once replica reads are used.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
@@ -99,7 +100,8 @@ impl Inner {
         Some(candidates[slot as usize % candidates.len()].clone())
     }
 
-    /// Samples `INFO replication` on every primary and marks which replicas are within the lag bound.
+    /// Samples `INFO replication` on every primary (read by [`replies::Info`]) and marks which replicas
+    /// are within the lag bound.
     async fn sample_lag(&self) {
         let routing = self.routing.load_full();
         let max_lag = self.config.replica_reads().max_lag;
@@ -115,7 +117,8 @@ impl Inner {
             else {
                 continue;
             };
-            let offset = info_u64(&info, "master_repl_offset").unwrap_or(0);
+            let info = Info::parse(&info);
+            let offset = info.master_repl_offset.unwrap_or(0);
             // The primary's offset as of `max_lag` ago: a replica at or past it is at most `max_lag` behind.
             let threshold = {
                 let Ok(mut lag) = self.lag.lock() else { return };
@@ -125,29 +128,19 @@ impl Inner {
                 let history = lag.history.entry(shard.primary.clone()).or_default();
                 lag_threshold(history, now, offset, max_lag)
             };
-            let host = addr_host(&primary.addr);
-            for line in info.lines().filter(|l| l.starts_with("slave")) {
-                let Some((_, fields)) = line.split_once(':') else {
-                    continue;
+            for replica in info
+                .replicas
+                .iter()
+                .filter(|r| r.is_online() && r.offset >= threshold)
+            {
+                // A primary that does not know a replica's ip prints it empty: the replica is reached on
+                // the primary's host.
+                let addr = match (replica.addr(), replica.port) {
+                    (Some(addr), _) => addr,
+                    (None, Some(port)) => NodeAddr::new(primary.host(), port),
+                    (None, None) => continue,
                 };
-                let field = |name: &str| {
-                    fields
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix(name))
-                        .map(str::to_string)
-                };
-                let (Some(ip), Some(port), Some(replica_offset)) =
-                    (field("ip="), field("port="), field("offset="))
-                else {
-                    continue;
-                };
-                let ip = if ip.is_empty() { host.to_string() } else { ip };
-                if replica_offset.parse::<u64>().is_ok_and(|o| o >= threshold)
-                    && field("state=").as_deref() == Some("online")
-                    && let Ok(port) = port.parse::<u16>()
-                {
-                    fresh.insert(node_addr(&ip, port));
-                }
+                fresh.insert(addr.to_string());
             }
         }
         self.fresh_replicas.store(Arc::new(fresh));
@@ -203,11 +196,6 @@ fn key_hash(key: &[u8]) -> u64 {
     hasher.finish()
 }
 
-fn info_u64(info: &str, field: &str) -> Option<u64> {
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix(field)?.strip_prefix(':')?.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,17 +228,5 @@ mod tests {
             );
         }
         assert_eq!(threshold, 140);
-    }
-
-    #[test]
-    fn info_fields() {
-        assert_eq!(
-            info_u64(
-                "# Replication\r\nrole:master\r\nmaster_repl_offset:1234\r\n",
-                "master_repl_offset"
-            ),
-            Some(1234)
-        );
-        assert_eq!(info_u64("x:1", "master_repl_offset"), None);
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use cluster_config::Backoff;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use sharding::key_slot;
@@ -14,7 +15,7 @@ use super::{ClusterClient, Cmd, Inner};
 use crate::Error;
 use crate::events::ClientEvent;
 use crate::node::NodeHandle;
-use crate::topology::{ShardInfo, Topology, addr_host};
+use crate::topology::{ShardInfo, Topology};
 
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
@@ -23,29 +24,14 @@ const MAX_REDIRECTS: u32 = 5;
 /// doubling up to 200 ms, never past the call's deadline. Short at first because a slot migration or a
 /// loading replica usually settles within milliseconds; capped so that a call with a long deadline
 /// still retries several times a second.
-#[derive(Debug, Clone, Copy)]
-struct RetryBackoff {
-    next: Duration,
-}
-
-impl RetryBackoff {
-    /// The first pause.
-    const FIRST: Duration = Duration::from_millis(5);
-    /// The longest pause.
-    const MAX: Duration = Duration::from_millis(200);
-
-    fn new() -> RetryBackoff {
-        RetryBackoff {
-            next: RetryBackoff::FIRST,
-        }
-    }
-
-    /// The pause before the next retry (at most `remaining`); the one after is twice as long.
-    fn pause(&mut self, remaining: Duration) -> Duration {
-        let pause = self.next.min(remaining);
-        self.next = (self.next * 2).min(RetryBackoff::MAX);
-        pause
-    }
+///
+/// Returns the pause before retry number `retry` (1 for the first) of one call, at most `remaining`.
+/// The call counts its retries and the [`Backoff`] is built only when one happens, so the run loop's
+/// state stays as small as it was.
+fn retry_pause(retry: u32, remaining: Duration) -> Duration {
+    Backoff::new(Duration::from_millis(5), 2, Duration::from_millis(200))
+        .delay(retry)
+        .min(remaining)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +56,7 @@ impl ClusterClient {
         let slot = key_slot(key);
         let mut redirects = 0;
         let mut redirect: Option<(Arc<NodeHandle>, bool)> = None;
-        let mut backoff = RetryBackoff::new();
+        let mut retries: u32 = 0;
         loop {
             let (node, asking, readonly) = match redirect.take() {
                 Some((node, asking)) => (node, asking, false),
@@ -121,7 +107,7 @@ impl ClusterClient {
                 }
                 Err(error) => error,
             };
-            match classify(&error, addr_host(&node.addr)) {
+            match classify(&error, node.host()) {
                 Failure::Moved { addr } | Failure::Ask { addr } if redirects >= MAX_REDIRECTS => {
                     let _ = addr;
                     return Err(Error::TooManyRedirects {
@@ -143,7 +129,8 @@ impl ClusterClient {
                 }
                 Failure::Retry(message) => {
                     tracing::debug!(node = %node.addr, %message, "retrying");
-                    let pause = backoff.pause(deadline.saturating_duration_since(Instant::now()));
+                    retries = retries.saturating_add(1);
+                    let pause = retry_pause(retries, deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                 }
                 Failure::Down(message) if readonly => {
@@ -291,7 +278,7 @@ impl Inner {
 pub(super) async fn raw<R: FromValue>(node: &NodeHandle, cmd: Cmd, timeout: Duration) -> Result<R, Error> {
     let value = send(node, &cmd, timeout, false, false)
         .await
-        .map_err(|e| classify(&e, addr_host(&node.addr)).into_error(node, cmd.name(), timeout))?;
+        .map_err(|e| classify(&e, node.host()).into_error(node, cmd.name(), timeout))?;
     R::from_value(value).map_err(|e| Error::Reply {
         node: node.addr.clone(),
         command: cmd.name().into(),
@@ -356,11 +343,12 @@ mod tests {
 
     #[test]
     fn retry_backoff_doubles_to_its_cap_and_never_passes_the_deadline() {
-        let mut backoff = RetryBackoff::new();
         let long = Duration::from_secs(10);
-        let pauses: Vec<u64> = (0..8).map(|_| backoff.pause(long).as_millis() as u64).collect();
+        let pauses: Vec<u64> = (1..=8)
+            .map(|retry| retry_pause(retry, long).as_millis() as u64)
+            .collect();
         assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 200, 200]);
-        assert_eq!(backoff.pause(Duration::from_millis(3)), Duration::from_millis(3));
-        assert_eq!(backoff.pause(Duration::ZERO), Duration::ZERO);
+        assert_eq!(retry_pause(9, Duration::from_millis(3)), Duration::from_millis(3));
+        assert_eq!(retry_pause(10, Duration::ZERO), Duration::ZERO);
     }
 }
