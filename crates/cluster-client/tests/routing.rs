@@ -190,6 +190,79 @@ async fn scripts_and_scans() {
     client.close().await;
 }
 
+/// `SCRIPT FLUSH` (an operator, a restarted node, a failover to a replica that never ran the script) can
+/// land between a client's `SCRIPT LOAD` and its retried `EVALSHA`. Each call must still run its script
+/// exactly once: routed calls and calls addressed to one node (a replica here), while every node's
+/// script cache is flushed in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_while_every_node_flushes_its_script_cache_in_a_loop() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(&cluster).await;
+    let script = cluster_client::Script::new("return redis.call('INCR', KEYS[1])");
+    let read_only = cluster_client::Script::new("return redis.call('EXISTS', KEYS[1])");
+    let mut nodes = Vec::new();
+    for primary in cluster.primaries().await.unwrap() {
+        nodes.extend(cluster.replicas_of(primary).await.unwrap());
+        nodes.push(primary);
+    }
+    let stop = AtomicBool::new(false);
+    let flushes = AtomicU64::new(0);
+    let flusher = async {
+        while !stop.load(Ordering::Relaxed) {
+            for node in &nodes {
+                node.command::<(), _, _>(["SCRIPT", "FLUSH"]).await.unwrap();
+                flushes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    const CALLS: u64 = 3_000;
+    const KEYS: u64 = 30;
+    let calls = async {
+        let errors: Vec<String> = futures::stream::iter(0..CALLS)
+            .map(|i| {
+                let (client, script, read_only) = (&client, &script, &read_only);
+                async move {
+                    let key = format!("noscript:{}", i % KEYS).into_bytes();
+                    let routed = client.eval(script, &[&key], &[]).await.err();
+                    let replica = client.topology().shard_for_key(&key).unwrap().replicas[0].clone();
+                    let on_node = client.eval_on_node(&replica, read_only, &[&key], &[]).await.err();
+                    routed
+                        .into_iter()
+                        .chain(on_node)
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                }
+            })
+            .buffer_unordered(32)
+            .concat()
+            .await;
+        stop.store(true, Ordering::Relaxed);
+        errors
+    };
+    let (errors, ()) = tokio::join!(calls, flusher);
+    assert!(flushes.load(Ordering::Relaxed) > 100, "the flusher ran");
+    assert!(
+        errors.is_empty(),
+        "{} calls failed, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    // Every routed call ran exactly once: the counters add up to the number of calls.
+    let mut total = 0;
+    for k in 0..KEYS {
+        let key = format!("noscript:{k}").into_bytes();
+        let value = client.get(&key).await.unwrap().expect("counted");
+        total += std::str::from_utf8(&value).unwrap().parse::<u64>().unwrap();
+        client.del(&key).await.unwrap();
+    }
+    assert_eq!(total, CALLS);
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_get_their_own_replies_and_overflow_to_more_connections() {
     let _lock = test_lock::shared().await.unwrap();

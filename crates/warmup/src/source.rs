@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_client::{ClusterClient, Value};
+use cluster_client::ClusterClient;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 
@@ -503,25 +503,12 @@ impl RedisScan {
 
     /// One key's `DUMP` and `PTTL`, atomically, within `max` payload bytes.
     async fn dump_one(&self, node: &str, key: &Bytes, max: usize) -> Result<SourceRead, String> {
-        let args = || -> Vec<Value> {
-            vec![
-                "EVALSHA".into(),
-                self.dump_script.sha().into(),
-                Value::Integer(1),
-                Value::Bytes(key.clone()),
-                Value::Bytes(Bytes::from(max.to_string())),
-            ]
-        };
-        let mut reply = self.client.node_command::<Value>(node, args()).await;
-        if let Err(error) = &reply
-            && crate::write::is_noscript(error)
-        {
-            let load = vec!["SCRIPT".into(), "LOAD".into(), self.dump_script.source().into()];
-            if let Err(error) = self.client.node_command::<Value>(node, load).await {
-                return Err(error.to_string());
-            }
-            reply = self.client.node_command::<Value>(node, args()).await;
-        }
+        // `eval_on_node` sends the script's source to a node that lacks it.
+        let max_arg = max.to_string();
+        let reply = self
+            .client
+            .eval_on_node(node, &self.dump_script, &[&key[..]], &[max_arg.as_bytes()])
+            .await;
         let read_at = Instant::now();
         let mut captured = parse_capture(reply.map_err(|e| e.to_string())?, 1, max, read_at)?;
         Ok(match captured.pop() {

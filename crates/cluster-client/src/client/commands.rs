@@ -123,31 +123,33 @@ impl ClusterClient {
         })
     }
 
-    /// Runs a Lua script by SHA on the node owning the first key (`NOSCRIPT` loads it and retries).
-    /// Without keys it runs on the first shard's primary.
+    /// Runs a Lua script by SHA on the node owning the first key; without keys, on the first shard's
+    /// primary.
+    ///
+    /// A node that lacks the script (`NOSCRIPT`: it never ran it, restarted, was promoted, or its cache
+    /// was flushed) gets the script's source in one `EVAL`, which runs it and caches it there. `NOSCRIPT`
+    /// means the script did not run, so running it then is running it once. `SCRIPT LOAD` then `EVALSHA`
+    /// would be two calls with a window between them where a `SCRIPT FLUSH` fails the call.
     pub async fn eval(&self, script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Result<crate::Value, Error> {
         for key in keys {
             self.check_key(key)?;
         }
         let route_key: &[u8] = keys.first().copied().unwrap_or(b"");
-        let cmd = evalsha(script, keys, args);
-        let mut loaded = false;
-        loop {
-            match self.run(route_key, cmd.clone(), Access::Write).await {
-                Err(Error::Server { message, node, .. }) if message.starts_with("NOSCRIPT") && !loaded => {
-                    self.node_call(
-                        &node,
-                        vec!["SCRIPT".into(), "LOAD".into(), script.source().into()],
-                    )
-                    .await?;
-                    loaded = true;
-                }
-                other => return other.map(value::from_fred),
+        let reply = match self
+            .run(route_key, evalsha(script, keys, args), Access::Write)
+            .await
+        {
+            Err(error) if is_noscript(&error) => {
+                self.run(route_key, eval_source(script, keys, args), Access::Write)
+                    .await
             }
-        }
+            other => other,
+        };
+        reply.map(value::from_fred)
     }
 
-    /// Runs a Lua script on one given node (for example a replica, for read-only scripts).
+    /// Runs a Lua script on one given node (for example a replica, for read-only scripts); a node
+    /// without the script gets its source, as in [`ClusterClient::eval`].
     pub async fn eval_on_node(
         &self,
         node: &str,
@@ -155,12 +157,10 @@ impl ClusterClient {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<crate::Value, Error> {
-        let cmd = evalsha(script, keys, args);
-        let reply = match self.node_call(node, cmd.to_args()).await {
-            Err(Error::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
-                self.node_call(node, vec!["SCRIPT".into(), "LOAD".into(), script.source().into()])
-                    .await?;
-                self.node_call(node, cmd.to_args()).await
+        let reply = match self.node_call(node, evalsha(script, keys, args).to_args()).await {
+            Err(error) if is_noscript(&error) => {
+                self.node_call(node, eval_source(script, keys, args).to_args())
+                    .await
             }
             other => other,
         };
@@ -345,6 +345,20 @@ impl ClusterClient {
             .ok_or_else(|| bad("bad cursor"))?;
         Ok((cursor, keys))
     }
+}
+
+/// Whether a server said it lacks a script (`NOSCRIPT`): the script did not run.
+pub(crate) fn is_noscript(error: &Error) -> bool {
+    matches!(error, Error::Server { message, .. } if message.starts_with("NOSCRIPT"))
+}
+
+/// `EVAL source numkeys keys... args...`: runs the script and caches it on the node.
+fn eval_source(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
+    let mut all = Vec::with_capacity(2 + keys.len() + args.len());
+    all.push(Value::from(script.source().to_string()));
+    all.push(Value::Integer(keys.len() as i64));
+    all.extend(keys.iter().chain(args).map(|b| bytes_arg(b)));
+    Cmd::custom("EVAL", all)
 }
 
 fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
