@@ -34,6 +34,9 @@ pub struct LocalClusterConfig {
     pub ready_timeout: Duration,
     /// Node `i` listens on `base_port + i` (and its cluster bus on that + 10000); `None` picks free ports.
     pub base_port: Option<u16>,
+    /// Extra cluster-enabled nodes started beside the cluster but not joined to it (no `CLUSTER MEET`),
+    /// for tests and tools that grow the cluster: see [`LocalCluster::spares`].
+    pub spares: usize,
 }
 
 impl Default for LocalClusterConfig {
@@ -44,6 +47,7 @@ impl Default for LocalClusterConfig {
             settings: NodeConfig::test_defaults(),
             ready_timeout: Duration::from_secs(30),
             base_port: None,
+            spares: 0,
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct NodeState {
     pub dir: PathBuf,
     /// Role at start.
     pub initial_role: Role,
+    /// A spare node: started, not joined to the cluster at start.
+    #[serde(default)]
+    pub spare: bool,
 }
 
 /// A running Redis Cluster of local `redis-server` processes.
@@ -94,6 +101,7 @@ pub struct NodeState {
 #[derive(Debug)]
 pub struct LocalCluster {
     nodes: Vec<Node>,
+    spares: Vec<Node>,
     masters: usize,
     replicas_per_master: usize,
     dir: ClusterDir,
@@ -133,13 +141,12 @@ impl LocalCluster {
             path: path.clone(),
             detail: format!("unreadable ({e})"),
         })?;
-        let nodes = state
-            .nodes
-            .iter()
-            .map(|n| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true))
-            .collect();
+        let adopt = |n: &NodeState| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true);
+        let nodes = state.nodes.iter().filter(|n| !n.spare).map(adopt).collect();
+        let spares = state.nodes.iter().filter(|n| n.spare).map(adopt).collect();
         Ok(LocalCluster {
             nodes,
+            spares,
             masters: state.masters,
             replicas_per_master: state.replicas_per_master,
             dir: ClusterDir::Kept(dir.to_path_buf()),
@@ -176,17 +183,19 @@ impl LocalCluster {
         }
         let started = Instant::now();
         let total = config.masters * (1 + config.replicas_per_master);
+        let all = total + config.spares;
         if let Some(base) = config.base_port
-            && (base as usize) + total + 10_000 > u16::MAX as usize
+            && (base as usize) + all + 10_000 > u16::MAX as usize
         {
             return Err(Error::Invalid(format!(
-                "base port {base} leaves no room for {total} nodes and their cluster bus ports (+10000); \
+                "base port {base} leaves no room for {all} nodes and their cluster bus ports (+10000); \
                  pick a base port below {}",
-                u16::MAX as usize - total - 10_000
+                u16::MAX as usize - all - 10_000
             )));
         }
         let mut cluster = LocalCluster {
             nodes: Vec::with_capacity(total),
+            spares: Vec::with_capacity(config.spares),
             masters: config.masters,
             replicas_per_master: config.replicas_per_master,
             dir,
@@ -204,6 +213,12 @@ impl LocalCluster {
             let port = config.base_port.map(|base| base + index as u16);
             let node = Node::start(node_dir, &config.settings, true, role, detached, port).await?;
             cluster.nodes.push(node);
+        }
+        for index in total..all {
+            let node_dir = cluster.dir.path().join(format!("node-{index}"));
+            let port = config.base_port.map(|base| base + index as u16);
+            let node = Node::start(node_dir, &config.settings, true, Role::Primary, detached, port).await?;
+            cluster.spares.push(node);
         }
         cluster.form().await?;
         let remaining = config.ready_timeout.saturating_sub(started.elapsed());
@@ -321,9 +336,16 @@ impl LocalCluster {
         &self.nodes
     }
 
-    /// The node listening on `port`.
+    /// The spare nodes ([`LocalClusterConfig::spares`]): cluster-enabled, running, not joined at start.
+    /// Joining one (`CLUSTER MEET`, slots or `CLUSTER REPLICATE`) is the caller's move; once joined it
+    /// shows in [`LocalCluster::primaries`] and [`LocalCluster::replicas_of`] like any node.
+    pub fn spares(&self) -> &[Node] {
+        &self.spares
+    }
+
+    /// The node listening on `port` (spares included).
     pub fn node_by_port(&self, port: u16) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.port() == port)
+        self.nodes.iter().chain(&self.spares).find(|n| n.port() == port)
     }
 
     /// `host:port` of every node, for seeds such as `REDIS_CLUSTER_NODES`.
@@ -628,11 +650,14 @@ impl LocalCluster {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| NodeState {
+                .map(|n| (n, false))
+                .chain(self.spares.iter().map(|n| (n, true)))
+                .map(|(n, spare)| NodeState {
                     port: n.port(),
                     pid: n.pid().unwrap_or(0),
                     dir: n.dir().to_path_buf(),
                     initial_role: n.initial_role(),
+                    spare,
                 })
                 .collect(),
         };
@@ -646,7 +671,7 @@ impl LocalCluster {
 
     /// Stops every node (by PID) now, detached or not, and removes a detached cluster's directory.
     pub fn shutdown(mut self) -> Result<(), Error> {
-        for node in &self.nodes {
+        for node in self.nodes.iter().chain(&self.spares) {
             node.stop();
         }
         self.detached = false;
@@ -660,7 +685,7 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         if !self.detached {
-            for node in &self.nodes {
+            for node in self.nodes.iter().chain(&self.spares) {
                 node.stop();
             }
         }

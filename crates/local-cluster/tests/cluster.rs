@@ -30,9 +30,32 @@ async fn fred_cluster_client(cluster: &LocalCluster) -> Client {
 async fn three_by_three_cluster_is_ready() {
     let _lock = test_lock::exclusive().await.unwrap();
     let started = Instant::now();
-    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
-    eprintln!("3+3 cluster ready in {:?}", started.elapsed());
+    let cluster = LocalCluster::start(LocalClusterConfig {
+        spares: 1,
+        ..LocalClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    eprintln!("3+3 cluster (and a spare) ready in {:?}", started.elapsed());
     assert_eq!(cluster.nodes().len(), 6);
+
+    // The spare runs in cluster mode, knows only itself, and the cluster does not know it.
+    let spare = &cluster.spares()[0];
+    assert!(spare.is_running());
+    let known: String = spare.command(["CLUSTER", "NODES"]).await.unwrap();
+    assert_eq!(known.lines().count(), 1, "{known}");
+    assert!(
+        cluster
+            .topology()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.port != Some(spare.port()))
+    );
+    assert_eq!(
+        cluster.node_by_port(spare.port()).map(|n| n.port()),
+        Some(spare.port())
+    );
 
     let topology = cluster.topology().await.unwrap();
     let primaries: Vec<_> = topology.iter().filter(|e| e.is_primary()).collect();
