@@ -93,6 +93,11 @@ pub(crate) struct NodeHandle {
     /// The health-probe connection, opened on first use (see the `probe` module).
     probe: ProbeSlot,
     up: AtomicBool,
+    /// Whether any of the node's routed connections has been up since the handle was opened. A node
+    /// that never connected is new (a primary that just joined, a `MOVED` target seen for the first
+    /// time): calls wait for its first connection within their deadline instead of failing fast, and
+    /// it is never reported down, because it was never up.
+    connected_once: AtomicBool,
     /// Set when a topology refresh saw this node's slots move to its replica (a failover), cleared when
     /// it is a primary again: a write it acknowledges meanwhile may be discarded when it rejoins as a
     /// replica (see `ClusterClient::run`).
@@ -171,6 +176,7 @@ impl NodeHandle {
             waits,
             probe: ProbeSlot::new(addr)?,
             up: AtomicBool::new(true),
+            connected_once: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 2).map_err(|e| Error::Reply {
@@ -197,18 +203,24 @@ impl NodeHandle {
 
     /// The connection for the next call: the first with room (fewer than [`LANE_DEPTH`] calls in
     /// flight), or the least busy when all are that deep.
+    /// Connections that are down are passed over while another is up, so that one dropped connection
+    /// of a healthy node does not fail the calls that would have used it.
     pub(crate) fn lane(&self) -> &Lane {
-        let mut best = &self.lanes[0];
+        let mut best: Option<&Lane> = None;
         for lane in &self.lanes {
+            if !lane.client.is_connected() {
+                continue;
+            }
             let depth = lane.in_flight();
             if depth < LANE_DEPTH {
                 return lane;
             }
-            if depth < best.in_flight() {
-                best = lane;
+            if best.is_none_or(|b| depth < b.in_flight()) {
+                best = Some(lane);
             }
         }
-        best
+        // None up: the first, whose call then fails fast (or, for a new node, waits for it).
+        best.unwrap_or(&self.lanes[0])
     }
 
     /// The health-probe connection.
@@ -240,9 +252,35 @@ impl NodeHandle {
         &self.readonly
     }
 
-    /// Whether the connection the next call would use is up.
+    /// Whether any routed connection is up (the next call takes one that is: see [`NodeHandle::lane`]).
     pub(crate) fn is_routable(&self) -> bool {
-        self.lane().client.is_connected()
+        let up = self.lanes.iter().any(|lane| lane.client.is_connected());
+        if up && !self.connected_once.load(Ordering::Relaxed) {
+            self.connected_once.store(true, Ordering::Relaxed);
+        }
+        up
+    }
+
+    /// Whether a routed connection has ever been up (see the `connected_once` field).
+    pub(crate) fn has_connected(&self) -> bool {
+        self.connected_once.load(Ordering::Relaxed) || self.is_routable()
+    }
+
+    /// Waits up to `timeout` for any routed connection of a node to come up; `false` if none did. For
+    /// new nodes only (rare), so a short poll is simpler than racing fred's connection notifications,
+    /// which report failed attempts as well as successful ones.
+    pub(crate) async fn wait_routable(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_routable() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2).min(left)).await;
+        }
     }
 
     /// Whether every connection is up right now.

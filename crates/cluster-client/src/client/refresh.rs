@@ -27,7 +27,8 @@ const RECENT_FAILURE: Duration = Duration::from_secs(5);
 
 impl Inner {
     pub(super) fn node_failed(&self, node: &NodeHandle) {
-        if node.set_up(false) {
+        // A node that never connected was never up, so it cannot go down (see `NodeHandle::lane`).
+        if node.has_connected() && node.set_up(false) {
             self.emit(ClientEvent::NodeDown {
                 node: node.addr.clone(),
                 at: SystemTime::now(),
@@ -175,7 +176,12 @@ impl Inner {
             .map(|n| n.values().cloned().collect())
             .unwrap_or_default();
         for node in nodes {
-            let connected = node.is_connected();
+            // A node is up while any routed connection is (calls take that one); a node still opening
+            // its first connection is new, not down.
+            let connected = node.is_routable();
+            if !connected && !node.has_connected() {
+                continue;
+            }
             if node.set_up(connected) {
                 let at = SystemTime::now();
                 let node = node.addr.clone();
@@ -191,7 +197,7 @@ impl Inner {
     /// Whether the routing needs the fast refresh: a shard without a connected primary, or gaps.
     fn degraded(&self) -> bool {
         let routing = self.routing.load();
-        routing.topology.unassigned_slots() > 0 || routing.primaries.iter().any(|p| !p.is_connected())
+        routing.topology.unassigned_slots() > 0 || routing.primaries.iter().any(|p| !p.is_routable())
     }
 }
 

@@ -83,6 +83,19 @@ impl ClusterClient {
                     after: started.elapsed(),
                 });
             }
+            if !readonly && !node.has_connected() {
+                // A node new to this client (it just joined, or a MOVED/ASK names it first): its first
+                // connection is still opening, which is no sign of failure. The call waits for it
+                // within its deadline.
+                if !node.wait_routable(remaining).await {
+                    self.inner.refresh_wanted.notify_one();
+                    return Err(Error::Timeout {
+                        command: cmd.name().into(),
+                        node: node.addr.clone(),
+                        after: started.elapsed(),
+                    });
+                }
+            }
             let attempt = Instant::now();
             let result = send(&node, &cmd, remaining, asking, readonly).await;
             node.record(attempt.elapsed());
@@ -191,7 +204,8 @@ impl ClusterClient {
             return Ok((replica, true));
         }
         let primary = &routing.primaries[shard];
-        if !primary.is_routable() {
+        // A primary that never connected is new, not down: the run loop waits for its connection.
+        if !primary.is_routable() && primary.has_connected() {
             self.inner.node_failed(primary);
             return Err(self.inner.unavailable(key, slot, &primary.addr));
         }
@@ -216,7 +230,8 @@ impl ClusterClient {
                     .shard_index(key, slot)
                     .ok_or(Error::SlotUncovered { slot })?;
                 let primary = &routing.primaries[shard];
-                if !primary.is_routable() {
+                // A new primary's pipeline waits in fred for its first connection (see `run`).
+                if !primary.is_routable() && primary.has_connected() {
                     return Err(self.inner.unavailable(key, slot, &primary.addr));
                 }
                 Ok((primary.clone(), slot))
@@ -259,13 +274,14 @@ impl Inner {
 
     fn unavailable(&self, _key: &[u8], slot: u16, node: &str) -> Error {
         let routing = self.routing.load();
+        // A node that is no shard's primary in this client's table (a MOVED target not yet refreshed
+        // in) is named with the one slot the call was for, never with an empty list.
         let ranges = routing
             .topology
             .shards()
             .iter()
             .find(|s| s.primary == node)
-            .map(ShardInfo::ranges_text)
-            .unwrap_or_default();
+            .map_or_else(|| slot.to_string(), ShardInfo::ranges_text);
         Error::ShardUnavailable {
             slot,
             ranges,
