@@ -25,8 +25,13 @@ impl ClusterClient {
             .iter()
             .map(|k| Ok(Cmd::Get(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
-        self.batch(keys, cmds, Access::Read)
-            .await
+        let mut results = self.batch(keys, cmds, Access::Read).await;
+        // During a reshard, misses of moved keys are asked of their old owners (see `resharding`).
+        let missed = self.moved_in_batch(keys, |i| matches!(results[i], Ok(Value::Null)));
+        if !missed.is_empty() {
+            self.batch_fallback(keys, missed, &mut results).await;
+        }
+        results
             .into_iter()
             .map(|r| r.and_then(|v| to_bytes(v, "GET")))
             .collect()
@@ -53,6 +58,20 @@ impl ClusterClient {
             })
             .collect();
         let results = self.batch(&keys, cmds, Access::Write).await;
+        // During a reshard, written keys that moved are deleted on their old owners (see `resharding`).
+        let written = self.moved_in_batch(&keys, |i| results[i].is_ok());
+        if !written.is_empty() {
+            let dels = by_node(&keys, written, Cmd::Del);
+            let timeout = self.call_timeout().unwrap_or(durations::MIN_TIMEOUT);
+            let pipelines = dels.into_values().map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+            for outcome in futures::future::join_all(pipelines).await {
+                for (_, _, result) in outcome {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "reshard: deleting an old copy after a write failed");
+                    }
+                }
+            }
+        }
         results.into_iter().map(|r| r.map(|_| ())).collect()
     }
 
@@ -62,11 +81,74 @@ impl ClusterClient {
             .iter()
             .map(|k| Ok(Cmd::Del(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
+        // During a reshard, moved keys are deleted on their old owners first (see `resharding`).
+        let moved = self.moved_in_batch(keys, |_| true);
+        let mut on_old: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
+        if !moved.is_empty() {
+            let dels = by_node(keys, moved, Cmd::Del);
+            match self.call_timeout() {
+                Ok(timeout) => {
+                    let pipelines = dels.into_values().map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+                    for outcome in futures::future::join_all(pipelines).await {
+                        for (index, _, result) in outcome {
+                            on_old[index] = Some(result);
+                        }
+                    }
+                }
+                Err(_) => return keys.iter().map(|_| self.call_timeout().map(|_| false)).collect(),
+            }
+        }
         self.batch(keys, cmds, Access::Write)
             .await
             .into_iter()
-            .map(|r| r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0)))
+            .zip(on_old)
+            .map(|(r, old)| {
+                let existed_on_old = match old {
+                    None => false,
+                    Some(Ok(reply)) => to_i64(&reply, "DEL")? > 0,
+                    Some(Err(error)) => return Err(error),
+                };
+                r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0 || existed_on_old))
+            })
             .collect()
+    }
+
+    /// Asks the old owners for the keys of `missed` (`(input index, old owner)`), then the new owners
+    /// once more for those still missing, as a single-key read does.
+    async fn batch_fallback<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        missed: Vec<(usize, Arc<NodeHandle>)>,
+        results: &mut [Result<Value, Error>],
+    ) {
+        let Ok(timeout) = self.call_timeout() else {
+            return;
+        };
+        let reads = by_node(keys, missed, Cmd::Get);
+        let pipelines = reads.into_values().map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+        let mut still_missing = Vec::new();
+        for outcome in futures::future::join_all(pipelines).await {
+            for (index, _, result) in outcome {
+                match result {
+                    Ok(Value::Null) => still_missing.push(index),
+                    other => results[index] = other,
+                }
+            }
+        }
+        if still_missing.is_empty() {
+            return;
+        }
+        let again: Vec<&[u8]> = still_missing.iter().map(|&i| keys[i].as_ref()).collect();
+        let cmds = again
+            .iter()
+            .map(|k| Ok(Cmd::Get(Bytes::copy_from_slice(k))))
+            .collect();
+        for (index, result) in still_missing
+            .into_iter()
+            .zip(self.batch(&again, cmds, Access::Read).await)
+        {
+            results[index] = result;
+        }
     }
 
     /// Runs `cmds[i]` for `keys[i]`: grouped by primary, one pipeline per node, nodes concurrently.
@@ -164,6 +246,24 @@ impl ClusterClient {
             })
             .collect()
     }
+}
+
+/// The commands `make(key)` for `(input index, node)` pairs, grouped by node.
+fn by_node<K: AsRef<[u8]>>(
+    keys: &[K],
+    pairs: Vec<(usize, Arc<NodeHandle>)>,
+    make: impl Fn(Bytes) -> Cmd,
+) -> HashMap<String, Group> {
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    for (index, node) in pairs {
+        let cmd = make(Bytes::copy_from_slice(keys[index].as_ref()));
+        groups
+            .entry(node.addr.clone())
+            .or_insert_with(|| (node, Vec::new()))
+            .1
+            .push((index, cmd));
+    }
+    groups
 }
 
 /// Errors the single-key path could not fix: server errors other than redirects.
