@@ -84,22 +84,22 @@ impl ClusterClient {
                 SetCondition::IfPresent => fred::types::SetOptions::XX,
             }),
         };
-        let reply = self.run(key, cmd, Access::Write).await?;
-        let written = !matches!(reply, Value::Null);
-        if written {
-            self.after_write(key).await;
-        }
-        Ok(written)
+        let reply = match self.moved_owners(key) {
+            Some((old, new)) => self.write_moved(key, &cmd, &old, &new).await?.0,
+            None => self.run(key, cmd, Access::Write).await?,
+        };
+        Ok(!matches!(reply, Value::Null))
     }
 
     /// `DEL`: whether the key existed.
     pub async fn del(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
-        // During a reshard the old owner's copy goes first, so a mover's copy cannot outlive the delete.
-        let on_old = self.delete_moved(key).await?;
-        let reply = self
-            .run(key, Cmd::Del(Bytes::copy_from_slice(key)), Access::Write)
-            .await?;
+        let cmd = Cmd::Del(Bytes::copy_from_slice(key));
+        // During a reshard a moved key is deleted on both owners, the old one first (see `resharding`).
+        let (reply, on_old) = match self.moved_owners(key) {
+            Some((old, new)) => self.write_moved(key, &cmd, &old, &new).await?,
+            None => (self.run(key, cmd, Access::Write).await?, false),
+        };
         Ok(to_i64(&reply, "DEL")? > 0 || on_old)
     }
 

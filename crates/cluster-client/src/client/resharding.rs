@@ -269,49 +269,71 @@ impl ClusterClient {
         self.run(key, read, super::Access::Read).await.map(Some)
     }
 
-    /// After a write of `key` on its new owner: deletes the key on the old owner if a reshard moves
-    /// it, so the old owner never holds a value older than the new owner's. A failure only costs the
-    /// guarantee for [`Reshard::abort`], never a read, so it is logged rather than returned.
-    pub(crate) async fn after_write(&self, key: &[u8]) {
-        let Some(old) = self.inner.reshard.load_full().and_then(|state| state.old_owner(key)) else {
-            return;
-        };
+    /// The old and new owners of `key` if a reshard in progress moves it.
+    ///
+    /// A call on a moved key goes to the new owner *named here*, not to whatever the routing says at
+    /// the moment it is sent: the reshard's state is published just before the routing switches, and
+    /// a write that landed on the old owner by the old routing must not then have its only copy deleted
+    /// as a stale one.
+    pub(crate) fn moved_owners(&self, key: &[u8]) -> Option<(Arc<NodeHandle>, Arc<NodeHandle>)> {
+        let state = self.inner.reshard.load();
+        let state = state.as_ref()?;
+        state.owners(key).map(|(old, new)| (old.clone(), new.clone()))
+    }
+
+    /// A write of a moved key (`SET`, or `DEL` with `delete` set): on the new owner, then the key is
+    /// deleted on the old owner, so the old owner never holds a value older than the new owner's. A
+    /// delete goes to the old owner first, so a mover's copy that lands between the two is removed by
+    /// the second. Returns the new owner's reply, and for a delete whether the old owner had the key.
+    pub(crate) async fn write_moved(
+        &self,
+        key: &[u8],
+        cmd: &Cmd,
+        old: &Arc<NodeHandle>,
+        new: &Arc<NodeHandle>,
+    ) -> Result<(Value, bool), Error> {
         let del = Cmd::Del(Bytes::copy_from_slice(key));
-        if let Err(error) = self.call_on(&old, &del).await {
-            tracing::warn!(node = %old.addr, %error, "reshard: deleting the old copy after a write failed");
+        if matches!(cmd, Cmd::Del(_)) {
+            let on_old = super::to_i64(&self.call_on(old, &del).await?, "DEL")? > 0;
+            let reply = self.call_on(new, cmd).await?;
+            self.inner.note_write(key);
+            return Ok((reply, on_old));
         }
+        let reply = self.call_on(new, cmd).await?;
+        self.inner.note_write(key);
+        if !matches!(reply, Value::Null) {
+            // A failure here only weakens what `Reshard::abort` promises, never a read (the new owner
+            // has the value), so it is logged rather than returned.
+            if let Err(error) = self.call_on(old, &del).await {
+                tracing::warn!(node = %old.addr, %error, "reshard: deleting the old copy after a write failed");
+            }
+        }
+        Ok((reply, false))
     }
 
-    /// Before a delete of `key` on its new owner: deletes it on the old owner first if a reshard moves
-    /// it. Returns whether it existed there.
-    pub(crate) async fn delete_moved(&self, key: &[u8]) -> Result<bool, Error> {
-        let Some(old) = self.inner.reshard.load_full().and_then(|state| state.old_owner(key)) else {
-            return Ok(false);
-        };
-        let reply = self
-            .call_on(&old, &Cmd::Del(Bytes::copy_from_slice(key)))
-            .await?;
-        Ok(super::to_i64(&reply, "DEL")? > 0)
-    }
-
-    /// The old owners of the keys of a batch that a reshard moves: `(input index, old owner)`.
+    /// `(input index, old owner, new owner)` of the keys of a batch that a reshard in progress moves.
     pub(crate) fn moved_in_batch<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
         wanted: impl Fn(usize) -> bool,
-    ) -> Vec<(usize, Arc<NodeHandle>)> {
-        let Some(state) = self.inner.reshard.load_full() else {
+    ) -> Vec<(usize, Arc<NodeHandle>, Arc<NodeHandle>)> {
+        let state = self.inner.reshard.load();
+        let Some(state) = state.as_ref() else {
             return Vec::new();
         };
         keys.iter()
             .enumerate()
             .filter(|(index, _)| wanted(*index))
-            .filter_map(|(index, key)| state.old_owner(key.as_ref()).map(|old| (index, old)))
+            .filter_map(|(index, key)| {
+                state
+                    .owners(key.as_ref())
+                    .map(|(old, new)| (index, old.clone(), new.clone()))
+            })
             .collect()
     }
 
     /// One command on one given node within the call's timeout, no routing.
-    async fn call_on(&self, node: &Arc<NodeHandle>, cmd: &Cmd) -> Result<Value, Error> {
+    pub(crate) async fn call_on(&self, node: &Arc<NodeHandle>, cmd: &Cmd) -> Result<Value, Error> {
         let started = Instant::now();
         let result = send(node, cmd, self.timeout()?, false, false).await;
         node.record(started.elapsed());
