@@ -90,7 +90,13 @@ impl ClusterClient {
         let mut on_old: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
         let old_dels = moved
             .iter()
-            .map(|(index, old, _)| (*index, old.clone(), Cmd::Del(Bytes::copy_from_slice(keys[*index].as_ref()))))
+            .map(|(index, old, _)| {
+                (
+                    *index,
+                    old.clone(),
+                    Cmd::Del(Bytes::copy_from_slice(keys[*index].as_ref())),
+                )
+            })
             .collect();
         for (index, result) in self.on_nodes(old_dels).await {
             on_old[index] = Some(result);
@@ -159,7 +165,10 @@ impl ClusterClient {
     }
 
     /// Each `(index, node, command)` on its node, one pipeline per node, nodes concurrently.
-    async fn on_nodes(&self, calls: Vec<(usize, Arc<NodeHandle>, Cmd)>) -> Vec<(usize, Result<Value, Error>)> {
+    async fn on_nodes(
+        &self,
+        calls: Vec<(usize, Arc<NodeHandle>, Cmd)>,
+    ) -> Vec<(usize, Result<Value, Error>)> {
         if calls.is_empty() {
             return Vec::new();
         }
@@ -180,7 +189,9 @@ impl ClusterClient {
                 .1
                 .push((index, cmd));
         }
-        let pipelines = groups.into_values().map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+        let pipelines = groups
+            .into_values()
+            .map(|(node, cmds)| self.pipeline(node, cmds, timeout));
         futures::future::join_all(pipelines)
             .await
             .into_iter()

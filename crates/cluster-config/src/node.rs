@@ -339,7 +339,10 @@ mod tests {
                     assert_eq!((node.host(), node.port(), weight), want, "{entry}");
                 }
                 (Err(message), Err(fragment)) => {
-                    assert!(message.contains(fragment), "{entry}: `{message}` lacks `{fragment}`");
+                    assert!(
+                        message.contains(fragment),
+                        "{entry}: `{message}` lacks `{fragment}`"
+                    );
                 }
                 (got, want) => panic!("{entry}: got {got:?}, expected {want:?}"),
             }

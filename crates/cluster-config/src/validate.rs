@@ -579,7 +579,11 @@ mod tests {
         check(&[(n, "a b:1")], n, "host `a b`");
         check(&[(n, "a:x")], n, "port `x`");
         check(&[(n, "a:1=0,b:2")], n, "entry 1 of 2: `a:1=0` has weight 0");
-        check(&[(n, "a:1,b:2=many")], n, "entry 2 of 2: `b:2=many` has weight `many`");
+        check(
+            &[(n, "a:1,b:2=many")],
+            n,
+            "entry 2 of 2: `b:2=many` has weight `many`",
+        );
         check(&[(n, "a:1,b:2=2000000")], n, "above the largest weight 1000000");
         check(&[(n, "a:1=2,a:1=3")], n, "`a:1` is listed 2 times");
         check(&[(n, "a:0")], n, "port 0");
@@ -811,7 +815,10 @@ mod tests {
         assert_eq!(from_file, from_env);
         // Weight 1 is the default and is not written out, so a rendering without weights stays as it was.
         let toml = from_env.to_toml(crate::SecretExport::Redact);
-        assert!(toml.starts_with("nodes = [\"a:1=3\", \"b:2\", \"c:3\"]\n"), "{toml}");
+        assert!(
+            toml.starts_with("nodes = [\"a:1=3\", \"b:2\", \"c:3\"]\n"),
+            "{toml}"
+        );
     }
 
     #[test]

@@ -19,6 +19,35 @@
 //! A failure at any point leaves the reshard in progress, which serves every key correctly;
 //! [`ShardedRebalancer::resume`] carries it on. The copy is idempotent: a key copied twice is
 //! `BUSYKEY` the second time.
+//!
+//! ```
+//! use cluster_client::{ClusterClient, SetOptions};
+//! use cluster_config::{ClusterConfig, Mode};
+//! use rebalance::sharded::{ShardedMoveConfig, ShardedRebalancer};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let _lock = local_cluster::test_lock::exclusive().await?;
+//! # let servers = local_cluster::LocalStandalone::start(3).await?;
+//! # let addrs = servers.addrs();
+//! // Two standalone servers sharded by a ketama ring (`host:port=weight` sets a weight).
+//! let config = ClusterConfig::builder().nodes(&addrs[..2]).mode(Mode::Sharded).build()?;
+//! let client = ClusterClient::connect(config).await?;
+//! for i in 0..1_000 {
+//!     client.set(format!("user:{i}").as_bytes(), b"Ada", SetOptions::default()).await?;
+//! }
+//!
+//! // Add a third server: about a third of the keys move to it, and none is ever missed meanwhile.
+//! let rebalancer = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::default())?
+//!     .on_progress(|p| println!("{:?}: {} keys moved", p.phase, p.keys_moved));
+//! let report = rebalancer.add_node(&addrs[2], 1).await?;
+//! println!("{report}");
+//! assert!((200..500).contains(&report.keys_moved), "{report}");
+//! assert_eq!(client.topology().shards().len(), 3);
+//! assert_eq!(client.get(b"user:7").await?.as_deref(), Some(&b"Ada"[..]));
+//! # client.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -303,7 +332,11 @@ impl MoveReport {
     /// Keys copied per second of the move's wall time.
     pub fn keys_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.keys_moved as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.keys_moved as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -458,7 +491,9 @@ impl ShardedRebalancer {
         };
         self.report(&progress_of(&report, MovePhase::Settling, "", started));
         reshard.settle().await;
-        let client = self.client.with_options(CallOptions::timeout(self.config.call_timeout));
+        let client = self
+            .client
+            .with_options(CallOptions::timeout(self.config.call_timeout));
         let scripts = Scripts::new();
         let mut flows: BTreeMap<(Option<String>, Option<String>), usize> = BTreeMap::new();
         let (Some(old_sharder), Some(new_sharder)) = (old.sharder(), new.sharder()) else {
@@ -730,7 +765,11 @@ mod tests {
             flows: vec![],
         };
         assert_eq!(report.keys_per_second(), 2.0);
-        assert!(report.to_string().starts_with("10 keys scanned, 4 moved (400 bytes), 1 kept newer"));
+        assert!(
+            report
+                .to_string()
+                .starts_with("10 keys scanned, 4 moved (400 bytes), 1 kept newer")
+        );
         let instant = MoveReport {
             elapsed: Duration::ZERO,
             ..report

@@ -16,7 +16,10 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const KEYS: usize = 20_000;
 
-async fn connect(nodes: &[String], strategy: ShardingStrategy) -> Result<ClusterClient, Box<dyn std::error::Error>> {
+async fn connect(
+    nodes: &[String],
+    strategy: ShardingStrategy,
+) -> Result<ClusterClient, Box<dyn std::error::Error>> {
     let config = ClusterConfig::builder()
         .nodes(nodes)
         .mode(Mode::Sharded)
@@ -128,12 +131,17 @@ fn start_load(client: &ClusterClient, load: &Arc<Load>) -> Vec<tokio::task::Join
                         (key(i), format!("new{round}:{i}:"), None)
                     }))
                     .collect();
-                let results = if round % 2 == 0 {
+                let results = if round.is_multiple_of(2) {
                     client.set_many(&entries).await
                 } else {
                     let mut out = Vec::new();
                     for (k, v, _) in &entries {
-                        out.push(client.set(k.as_bytes(), v.as_bytes(), SetOptions::default()).await.map(|_| ()));
+                        out.push(
+                            client
+                                .set(k.as_bytes(), v.as_bytes(), SetOptions::default())
+                                .await
+                                .map(|_| ()),
+                        );
                     }
                     out
                 };
@@ -157,7 +165,7 @@ fn start_load(client: &ClusterClient, load: &Arc<Load>) -> Vec<tokio::task::Join
             while !load.stop.load(Ordering::Relaxed) && n * 10 + 5 < KEYS {
                 let keys: Vec<String> = (0..4).map(|j| key((n + j) * 10 + 5)).collect();
                 n += 4;
-                let results = if n % 8 == 0 {
+                let results = if n.is_multiple_of(8) {
                     client.del_many(&keys).await
                 } else {
                     let mut out = Vec::new();
@@ -168,7 +176,11 @@ fn start_load(client: &ClusterClient, load: &Arc<Load>) -> Vec<tokio::task::Join
                 };
                 for (k, result) in keys.iter().zip(results) {
                     match result {
-                        Ok(_) => load.deleted.lock().unwrap_or_else(|e| e.into_inner()).push(k.clone()),
+                        Ok(_) => load
+                            .deleted
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(k.clone()),
                         Err(error) => load.problem(&load.errors, format!("del {k}: {error}")),
                     }
                 }
@@ -214,10 +226,18 @@ async fn check_final_state(
     for (k, value) in keys.iter().zip(values) {
         let value = value?;
         if value.as_deref() != Some(expected[*k].as_bytes()) {
-            bad.push(format!("{k}: {:?}", value.map(|v| String::from_utf8_lossy(&v).into_owned())));
+            bad.push(format!(
+                "{k}: {:?}",
+                value.map(|v| String::from_utf8_lossy(&v).into_owned())
+            ));
         }
     }
-    assert!(bad.is_empty(), "{} keys wrong, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} keys wrong, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     let topology = client.topology();
     for k in deleted.iter().take(200) {
         for node in cluster.nodes() {
@@ -246,7 +266,11 @@ async fn check_final_state(
 }
 
 fn assert_clean(load: &Load, what: &str) {
-    let first = load.first_problem.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let first = load
+        .first_problem
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (misses, errors, wrong) = (
         load.misses.load(Ordering::Relaxed),
         load.errors.load(Ordering::Relaxed),
@@ -257,7 +281,11 @@ fn assert_clean(load: &Load, what: &str) {
         load.reads.load(Ordering::Relaxed),
         load.writes.load(Ordering::Relaxed)
     );
-    assert_eq!((misses, errors, wrong), (0, 0, 0), "{what}: first problem: {first:?}");
+    assert_eq!(
+        (misses, errors, wrong),
+        (0, 0, 0),
+        "{what}: first problem: {first:?}"
+    );
     assert!(load.reads.load(Ordering::Relaxed) > 0 && load.writes.load(Ordering::Relaxed) > 0);
 }
 
@@ -281,8 +309,11 @@ async fn adding_a_ketama_node_under_load_misses_nothing() -> TestResult {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let phases = Arc::new(Mutex::new(Vec::new()));
     let seen = phases.clone();
-    let rebalancer = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::builder().batch_keys(200).build()?)?
-        .on_progress(move |p| seen.lock().unwrap_or_else(|e| e.into_inner()).push(p.phase));
+    let rebalancer = ShardedRebalancer::new(
+        client.clone(),
+        ShardedMoveConfig::builder().batch_keys(200).build()?,
+    )?
+    .on_progress(move |p| seen.lock().unwrap_or_else(|e| e.into_inner()).push(p.phase));
     let report = rebalancer.add_node(&addrs[3], 1).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop_load(&load, tasks).await?;
@@ -295,11 +326,24 @@ async fn adding_a_ketama_node_under_load_misses_nothing() -> TestResult {
     assert!(phases.contains(&MovePhase::Copying));
     // The plan says about a quarter; the move copies exactly the planned keys the load did not rewrite
     // (a rewrite lands on the new owner and removes the old copy before the scan finds it) or delete.
-    assert!((0.15..0.35).contains(&(predicted as f64 / KEYS as f64)), "{predicted}");
+    assert!(
+        (0.15..0.35).contains(&(predicted as f64 / KEYS as f64)),
+        "{predicted}"
+    );
     let copied = report.keys_moved + report.keys_skipped_newer;
     assert!(copied as usize <= predicted, "{report}");
-    assert!(copied as f64 >= predicted as f64 * 0.75, "{report}, predicted {predicted}");
-    assert!(report.flows.iter().all(|f| f.to.as_deref() == Some(addrs[3].as_str())), "{:?}", report.flows);
+    assert!(
+        copied as f64 >= predicted as f64 * 0.75,
+        "{report}, predicted {predicted}"
+    );
+    assert!(
+        report
+            .flows
+            .iter()
+            .all(|f| f.to.as_deref() == Some(addrs[3].as_str())),
+        "{:?}",
+        report.flows
+    );
     assert_eq!(client.topology().shards().len(), 4);
     assert!(client.reshard_in_progress().is_none());
     check_final_state(&client, &cluster, &load, KEYS).await?;
@@ -329,8 +373,16 @@ async fn removing_a_ketama_node_under_load_misses_nothing() -> TestResult {
     stop_load(&load, tasks).await?;
     println!("remove node: {report}; {held} keys were on it");
     assert_clean(&load, "remove a ketama node");
-    assert!(report.flows.iter().all(|f| f.from.as_deref() == Some(addrs[1].as_str())));
-    assert!((report.keys_moved + report.keys_skipped_newer) as f64 >= held as f64 * 0.75, "{report}");
+    assert!(
+        report
+            .flows
+            .iter()
+            .all(|f| f.from.as_deref() == Some(addrs[1].as_str()))
+    );
+    assert!(
+        (report.keys_moved + report.keys_skipped_newer) as f64 >= held as f64 * 0.75,
+        "{report}"
+    );
     let left: i64 = cluster.nodes()[1].command(["DBSIZE"]).await?;
     assert_eq!(left, 0, "the removed node still holds keys");
     assert!(client.topology().shards().iter().all(|s| s.primary != addrs[1]));
@@ -360,7 +412,10 @@ async fn adding_a_key_range_node_under_load_misses_nothing() -> TestResult {
     assert_clean(&load, "add a key-range node");
     // Boundaries shift: half of the keys change owner when a third node joins two.
     let copied = report.keys_moved + report.keys_skipped_newer;
-    assert!(copied as usize <= predicted && copied as f64 >= predicted as f64 * 0.75, "{report}");
+    assert!(
+        copied as usize <= predicted && copied as f64 >= predicted as f64 * 0.75,
+        "{report}"
+    );
     check_final_state(&client, &cluster, &load, KEYS).await?;
     client.close().await;
     Ok(())
@@ -383,14 +438,26 @@ async fn a_weighted_ring_places_keys_in_proportion_and_as_libmemcached() -> Test
         let size: i64 = node.command(["DBSIZE"]).await?;
         let share = size as f64 / KEYS as f64;
         let expected = [0.25, 0.25, 0.5][index];
-        println!("{} (weight {}): {size} keys, {share:.3}", node.addr(), [1, 1, 2][index]);
+        println!(
+            "{} (weight {}): {size} keys, {share:.3}",
+            node.addr(),
+            [1, 1, 2][index]
+        );
         assert!((share - expected).abs() < 0.06, "{share} vs {expected}");
     }
     for i in (0..KEYS).step_by(97) {
         let owner = ring.node_for(key(i).as_bytes());
-        let node = cluster.nodes().iter().find(|n| n.addr() == owner).ok_or("owner")?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .find(|n| n.addr() == owner)
+            .ok_or("owner")?;
         let found: Option<Vec<u8>> = node.command(["GET", key(i).as_str()]).await?;
-        assert!(found.is_some(), "{} is not where libmemcached would put it", key(i));
+        assert!(
+            found.is_some(),
+            "{} is not where libmemcached would put it",
+            key(i)
+        );
     }
     // Reweighting moves keys to the heavier node, with no miss.
     let before_weights = ring.clone();
@@ -457,7 +524,10 @@ async fn misses_during_a_node_add_reshard_versus_plain_switch() -> TestResult {
         client.close().await;
     }
     let plain = misses[0] as f64 / KEYS as f64;
-    assert!((0.15..0.35).contains(&plain), "a plain switch should miss about a quarter: {plain}");
+    assert!(
+        (0.15..0.35).contains(&plain),
+        "a plain switch should miss about a quarter: {plain}"
+    );
     assert_eq!(misses[1], 0, "the reshard missed keys");
     Ok(())
 }
@@ -477,10 +547,13 @@ async fn a_dropped_move_leaves_every_key_served_and_resumes() -> TestResult {
     fill(&client, KEYS).await?;
     let copied = Arc::new(AtomicU64::new(0));
     let seen = copied.clone();
-    let rebalancer = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::builder().batch_keys(1).build()?)?
-        .on_progress(move |p| seen.store(p.keys_moved, Ordering::Relaxed));
-    let mover = rebalancer.add_node(&addrs[3], 1);
-    tokio::pin!(mover);
+    let rebalancer = ShardedRebalancer::new(
+        client.clone(),
+        ShardedMoveConfig::builder().batch_keys(1).build()?,
+    )?
+    .on_progress(move |p| seen.store(p.keys_moved, Ordering::Relaxed));
+    // Boxed, so that dropping it really drops the move's state, as a crashed mover would.
+    let mut mover = Box::pin(rebalancer.add_node(&addrs[3], 1));
     // Drop the move once some keys were copied, mid-batch-stream.
     tokio::select! {
         result = &mut mover => panic!("the move ended before it was dropped: {result:?}"),
@@ -494,16 +567,26 @@ async fn a_dropped_move_leaves_every_key_served_and_resumes() -> TestResult {
     // A key written now goes to the new owner and stays the newest.
     let moved = all_keys()
         .into_iter()
-        .find(|k| client.reshard_in_progress().and_then(|r| r.moved(k.as_bytes())).is_some())
+        .find(|k| {
+            client
+                .reshard_in_progress()
+                .and_then(|r| r.moved(k.as_bytes()))
+                .is_some()
+        })
         .ok_or("no moved key")?;
-    client.set(moved.as_bytes(), b"newer", SetOptions::default()).await?;
+    client
+        .set(moved.as_bytes(), b"newer", SetOptions::default())
+        .await?;
     let report = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::default())?
         .resume()
         .await?
         .ok_or("no reshard to resume")?;
     println!("resumed: {report}");
     assert!(client.reshard_in_progress().is_none());
-    assert_eq!(client.get(moved.as_bytes()).await?.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        client.get(moved.as_bytes()).await?.as_deref(),
+        Some(&b"newer"[..])
+    );
     let load = Load::default();
     load.written
         .lock()
@@ -531,14 +614,23 @@ async fn newer_writes_and_deletes_survive_the_copy_and_an_abort() -> TestResult 
         .collect();
     assert_eq!(moved.len(), 3);
     // Before any copy: a write to the new owner, a delete, and a TTL that must carry over.
-    client.set(moved[0].as_bytes(), b"newer", SetOptions::default()).await?;
+    client
+        .set(moved[0].as_bytes(), b"newer", SetOptions::default())
+        .await?;
     assert!(client.del(moved[1].as_bytes()).await?);
-    assert!(client.pexpire(moved[2].as_bytes(), Duration::from_secs(300)).await?);
+    assert!(
+        client
+            .pexpire(moved[2].as_bytes(), Duration::from_secs(300))
+            .await?
+    );
     assert_eq!(client.get(moved[1].as_bytes()).await?, None);
     // Abort: the old ring serves again and still sees the newer write (the old copy was deleted when
     // it was written, so reads fall back to the new owner).
     let reverse = reshard.abort()?;
-    assert_eq!(client.get(moved[0].as_bytes()).await?.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        client.get(moved[0].as_bytes()).await?.as_deref(),
+        Some(&b"newer"[..])
+    );
     assert_eq!(client.get(moved[1].as_bytes()).await?, None);
     assert_eq!(client.topology().shards().len(), 2);
     drop(reverse);
@@ -553,23 +645,39 @@ async fn newer_writes_and_deletes_survive_the_copy_and_an_abort() -> TestResult 
         .add_node(&addrs[2], 1)
         .await?;
     println!("move: {report}");
-    assert_eq!(client.get(moved[0].as_bytes()).await?.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        client.get(moved[0].as_bytes()).await?.as_deref(),
+        Some(&b"newer"[..])
+    );
     assert_eq!(client.get(moved[1].as_bytes()).await?, None);
     match client.pttl(moved[2].as_bytes()).await? {
         cluster_client::Ttl::Expires(ttl) => assert!(ttl > Duration::from_secs(290), "{ttl:?}"),
         other => panic!("the TTL was lost: {other:?}"),
     }
-    let owner = client.topology().shard_for_key(moved[2].as_bytes()).ok_or("owner")?.primary.clone();
+    let owner = client
+        .topology()
+        .shard_for_key(moved[2].as_bytes())
+        .ok_or("owner")?
+        .primary
+        .clone();
     assert_eq!(owner, addrs[2]);
     // A write on the new owner before its copy lands is kept over the older copy.
     let reshard = client.begin_reshard(ring_plus(&addrs[..2])).await?;
-    let back = (0..2_000).map(key).find(|k| reshard.moved(k.as_bytes()).is_some()).ok_or("no key")?;
-    client.set(back.as_bytes(), b"newest", SetOptions::default()).await?;
+    let back = (0..2_000)
+        .map(key)
+        .find(|k| reshard.moved(k.as_bytes()).is_some())
+        .ok_or("no key")?;
+    client
+        .set(back.as_bytes(), b"newest", SetOptions::default())
+        .await?;
     let report = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::default())?
         .resume()
         .await?
         .ok_or("no move")?;
-    assert_eq!(client.get(back.as_bytes()).await?.as_deref(), Some(&b"newest"[..]));
+    assert_eq!(
+        client.get(back.as_bytes()).await?.as_deref(),
+        Some(&b"newest"[..])
+    );
     assert_eq!(report.old_copies_changed, 0, "{report}");
     client.close().await;
     Ok(())
@@ -624,7 +732,10 @@ async fn a_warm_up_during_a_node_add_lands_on_the_new_owners() -> TestResult {
         .map(|i| warmup::Entry::new(key(i * 2), format!("warm:{}:", i * 2)))
         .chain((0..5_000).map(|i| warmup::Entry::new(format!("warm:{i}"), format!("warm:{i}:"))))
         .collect();
-    let rebalancer = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::builder().batch_keys(100).build()?)?;
+    let rebalancer = ShardedRebalancer::new(
+        client.clone(),
+        ShardedMoveConfig::builder().batch_keys(100).build()?,
+    )?;
     let (warmed, moved) = tokio::join!(
         warmup.run(warmup::Source::entries(entries)),
         rebalancer.add_node(&addrs[3], 1)
@@ -637,19 +748,39 @@ async fn a_warm_up_during_a_node_add_lands_on_the_new_owners() -> TestResult {
     let mut on_new = 0;
     for i in 0..KEYS {
         let k = key(i);
-        let want = if i % 2 == 0 { format!("warm:{i}:") } else { base_value(i) };
+        let want = if i % 2 == 0 {
+            format!("warm:{i}:")
+        } else {
+            base_value(i)
+        };
         let owner = &topology.shard_for_key(k.as_bytes()).ok_or("owner")?.primary;
-        let node = cluster.nodes().iter().find(|n| &n.addr() == owner).ok_or("node")?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .find(|n| &n.addr() == owner)
+            .ok_or("node")?;
         let found: Option<Vec<u8>> = node.command(["GET", k.as_str()]).await?;
-        assert_eq!(found.as_deref(), Some(want.as_bytes()), "{k} on its owner {owner}");
+        assert_eq!(
+            found.as_deref(),
+            Some(want.as_bytes()),
+            "{k} on its owner {owner}"
+        );
         on_new += usize::from(owner == &addrs[3]);
     }
     for i in 0..5_000 {
         let k = format!("warm:{i}");
         let owner = &topology.shard_for_key(k.as_bytes()).ok_or("owner")?.primary;
-        let node = cluster.nodes().iter().find(|n| &n.addr() == owner).ok_or("node")?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .find(|n| &n.addr() == owner)
+            .ok_or("node")?;
         let found: Option<Vec<u8>> = node.command(["GET", k.as_str()]).await?;
-        assert_eq!(found.as_deref(), Some(format!("warm:{i}:").as_bytes()), "{k} on {owner}");
+        assert_eq!(
+            found.as_deref(),
+            Some(format!("warm:{i}:").as_bytes()),
+            "{k} on {owner}"
+        );
     }
     assert!(on_new > KEYS / 8, "only {on_new} keys are on the new node");
     let mut total = 0i64;

@@ -406,7 +406,10 @@ mod tests {
             let expected = 60_000.0 * f64::from(weights[node]) / 6.0;
             let off = (count as f64 - expected).abs() / expected;
             // 80 to 240 points per node keep a ketama ring within about 15% of its weights.
-            assert!(off < 0.15, "node {node}: {count} keys, expected about {expected}: {counts:?}");
+            assert!(
+                off < 0.15,
+                "node {node}: {count} keys, expected about {expected}: {counts:?}"
+            );
         }
     }
 

@@ -101,11 +101,13 @@ impl ClusterClient {
                     detail: e.to_string(),
                 })?
             }
-            ResolvedMode::Sharded(_) => Topology::ketama(weighted_seeds(&seeds, &config)).map_err(|e| Error::Reply {
-                node: seeds.join(","),
-                command: "ketama".into(),
-                detail: e.to_string(),
-            })?,
+            ResolvedMode::Sharded(_) => {
+                Topology::ketama(weighted_seeds(&seeds, &config)).map_err(|e| Error::Reply {
+                    node: seeds.join(","),
+                    command: "ketama".into(),
+                    detail: e.to_string(),
+                })?
+            }
         };
         let inner = Arc::new(Inner {
             config,

@@ -143,7 +143,9 @@ impl Reshard {
         for node in left {
             node.close();
         }
-        inner.emit(ClientEvent::TopologyChanged { at: SystemTime::now() });
+        inner.emit(ClientEvent::TopologyChanged {
+            at: SystemTime::now(),
+        });
         Ok(())
     }
 
@@ -160,9 +162,9 @@ impl Reshard {
         });
         self.take_over(Some(reversed.clone()))?;
         self.client.inner.routing.store(reversed.new.clone());
-        self.client
-            .inner
-            .emit(ClientEvent::TopologyChanged { at: SystemTime::now() });
+        self.client.inner.emit(ClientEvent::TopologyChanged {
+            at: SystemTime::now(),
+        });
         Ok(Reshard {
             client: self.client.clone(),
             state: reversed,
@@ -203,9 +205,11 @@ impl ClusterClient {
         }
         let mut spelled = Vec::with_capacity(nodes.len());
         for (node, weight) in nodes {
-            let addr: NodeAddr = node.parse().map_err(|e: cluster_config::Error| Error::InvalidRing {
-                detail: format!("`{node}` is not a node address: {e}"),
-            })?;
+            let addr: NodeAddr = node
+                .parse()
+                .map_err(|e: cluster_config::Error| Error::InvalidRing {
+                    detail: format!("`{node}` is not a node address: {e}"),
+                })?;
             spelled.push((addr.to_string(), weight));
         }
         let topology = match current.topology.resharded(spelled) {
@@ -214,7 +218,11 @@ impl ClusterClient {
                     deployment: format!("{:?}", current.topology.deployment()),
                 });
             }
-            Some(Err(e)) => return Err(Error::InvalidRing { detail: e.to_string() }),
+            Some(Err(e)) => {
+                return Err(Error::InvalidRing {
+                    detail: e.to_string(),
+                });
+            }
             Some(Ok(topology)) => topology,
         };
         let new = self.inner.connect_ring(topology).await?;
@@ -234,8 +242,9 @@ impl ClusterClient {
             return Err(in_progress(other));
         }
         self.inner.routing.store(state.new.clone());
-        self.inner
-            .emit(ClientEvent::TopologyChanged { at: SystemTime::now() });
+        self.inner.emit(ClientEvent::TopologyChanged {
+            at: SystemTime::now(),
+        });
         Ok(Reshard {
             client: self.clone(),
             state,
