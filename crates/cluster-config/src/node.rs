@@ -360,7 +360,7 @@ mod tests {
         check("h:1=", Err("not a whole number"));
         check("h:1=x", Err("not a whole number"));
         check("h:1=2.5", Err("not a whole number"));
-        check("h:1=2=3", Err("host `h:1=2`"));
+        check("h:1=2=3", Err("port `1=2`"));
         check("=3", Err("empty"));
     }
 
