@@ -527,6 +527,36 @@ mod tests {
     }
 
     #[test]
+    fn sharded_topologies_keep_their_weights_and_reshard_alike() {
+        let nodes = vec![("a:1".to_string(), 1), ("b:1".to_string(), 3)];
+        let ketama = Topology::ketama(nodes.clone()).unwrap();
+        assert_eq!(ketama.weighted_nodes(), nodes);
+        let ring = KetamaRing::new(nodes.clone()).unwrap();
+        for key in ["x", "y", "user:42"] {
+            assert_eq!(
+                ketama.shard_for_key(key.as_bytes()).unwrap().primary,
+                ring.node_for(key.as_bytes())
+            );
+        }
+        let grown = ketama
+            .resharded(vec![("a:1".into(), 1), ("b:1".into(), 3), ("c:1".into(), 2)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(grown.deployment(), Deployment::ShardedKetama);
+        assert_eq!(grown.shards().len(), 3);
+        let ranges = Topology::key_range(nodes.clone()).unwrap();
+        assert_eq!(ranges.shards()[0].ranges_text(), "0-4095");
+        assert_eq!(ranges.sharder().map(|s| s.shard_count()), Some(2));
+        let shrunk = ranges.resharded(vec![("a:1".into(), 1)]).unwrap().unwrap();
+        assert_eq!(shrunk.deployment(), Deployment::ShardedKeyRange);
+        assert!(ranges.resharded(vec![]).unwrap().is_err());
+        let single = Topology::standalone("a:1".into());
+        assert!(single.resharded(nodes).is_none());
+        assert!(single.weighted_nodes().is_empty());
+        assert!(single.sharder().is_none());
+    }
+
+    #[test]
     fn parses_cluster_slots_and_reports_gaps() {
         let addr = |port: i64| Value::Array(vec![s("127.0.0.1"), Value::Integer(port), s("id")]);
         let reply = Value::Array(vec![
