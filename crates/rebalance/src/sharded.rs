@@ -58,17 +58,27 @@ use bytes::Bytes;
 use cluster_client::{CallOptions, ClusterClient, Deployment, Reshard, Script, Value};
 use sharding::KeyMovePlan;
 
-/// Returns, per key, the `DUMP` payload (nil if the key is gone) and the `PTTL`, flattened.
+/// Returns, per key, the `DUMP` payload (nil if the key is gone) and the `PTTL`, flattened. Once the
+/// payloads passed ARGV[1] bytes (the first key is always taken), the remaining keys are answered nil
+/// and -3 ("not taken"), so one reply never holds much more than the byte budget.
 const DUMP_SOURCE: &str = r#"
+local budget = tonumber(ARGV[1])
+local taken = 0
 local out = {}
 for i, key in ipairs(KEYS) do
-  local payload = redis.call('DUMP', key)
-  if payload then
-    out[2 * i - 1] = payload
-    out[2 * i] = redis.call('PTTL', key)
-  else
+  if i > 1 and taken >= budget then
     out[2 * i - 1] = false
-    out[2 * i] = -2
+    out[2 * i] = -3
+  else
+    local payload = redis.call('DUMP', key)
+    if payload then
+      taken = taken + #payload
+      out[2 * i - 1] = payload
+      out[2 * i] = redis.call('PTTL', key)
+    else
+      out[2 * i - 1] = false
+      out[2 * i] = -2
+    end
   end
 end
 return out
@@ -167,6 +177,7 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardedMoveConfig {
     batch_keys: usize,
+    batch_bytes: usize,
     scan_count: u32,
     call_timeout: Duration,
 }
@@ -175,6 +186,7 @@ impl Default for ShardedMoveConfig {
     fn default() -> Self {
         ShardedMoveConfig {
             batch_keys: 500,
+            batch_bytes: 8 * 1024 * 1024,
             scan_count: 1_000,
             call_timeout: Duration::from_secs(5),
         }
@@ -184,6 +196,8 @@ impl Default for ShardedMoveConfig {
 impl ShardedMoveConfig {
     /// The most keys one batch may hold: one script call runs on the server for the whole batch.
     pub const MAX_BATCH_KEYS: usize = 10_000;
+    /// The largest byte budget of one batch.
+    pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
     /// The largest `SCAN` `COUNT` hint.
     pub const MAX_SCAN_COUNT: u32 = 100_000;
 
@@ -197,6 +211,14 @@ impl ShardedMoveConfig {
     /// Keys copied per script call and node (default 500, 1 to [`MAX_BATCH_KEYS`](Self::MAX_BATCH_KEYS)).
     pub fn batch_keys(&self) -> usize {
         self.batch_keys
+    }
+
+    /// The `DUMP` payload bytes one script call may return (default 8 MiB, 1 to
+    /// [`MAX_BATCH_BYTES`](Self::MAX_BATCH_BYTES)): a batch whose payloads pass it is copied in several
+    /// calls, each holding at least one key, so the memory a move holds is about this much whatever the
+    /// values' sizes.
+    pub fn batch_bytes(&self) -> usize {
+        self.batch_bytes
     }
 
     /// The `COUNT` hint of each `SCAN` step (default 1,000, 1 to [`MAX_SCAN_COUNT`](Self::MAX_SCAN_COUNT)).
@@ -224,6 +246,12 @@ impl ShardedMoveConfigBuilder {
         self
     }
 
+    /// The `DUMP` payload bytes one script call may return.
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.config.batch_bytes = bytes;
+        self
+    }
+
     /// The `COUNT` hint of each `SCAN` step.
     pub fn scan_count(mut self, count: u32) -> Self {
         self.config.scan_count = count;
@@ -244,6 +272,13 @@ impl ShardedMoveConfigBuilder {
                 setting: "batch_keys",
                 value: config.batch_keys.to_string(),
                 allowed: "1 to 10000 keys per batch",
+            });
+        }
+        if !(1..=ShardedMoveConfig::MAX_BATCH_BYTES).contains(&config.batch_bytes) {
+            return Err(Error::InvalidConfig {
+                setting: "batch_bytes",
+                value: config.batch_bytes.to_string(),
+                allowed: "1 to 1073741824 bytes per batch",
             });
         }
         if !(1..=ShardedMoveConfig::MAX_SCAN_COUNT).contains(&config.scan_count) {
@@ -526,8 +561,20 @@ impl ShardedRebalancer {
                 }
                 for (target, keys) in by_target {
                     for batch in keys.chunks(self.config.batch_keys) {
-                        copy_batch(&client, &scripts, node, &target, batch, &mut report).await?;
-                        self.report(&progress_of(&report, MovePhase::Copying, node, started));
+                        let mut rest = batch;
+                        while !rest.is_empty() {
+                            let taken = copy_batch(
+                                &client,
+                                &scripts,
+                                (node, &target),
+                                rest,
+                                self.config.batch_bytes,
+                                &mut report,
+                            )
+                            .await?;
+                            rest = &rest[taken.clamp(1, rest.len())..];
+                            self.report(&progress_of(&report, MovePhase::Copying, node, started));
+                        }
                     }
                 }
                 if next == 0 {
@@ -588,23 +635,30 @@ impl Scripts {
     }
 }
 
-/// Copies one batch of keys from `from` to `to` and deletes the old copies (steps 3 and 4).
+/// Copies the first keys of `keys` (as many as the byte budget allows, at least one) from `from` to
+/// `to` and deletes the old copies (steps 3 and 4). Returns how many keys it took.
 async fn copy_batch(
     client: &ClusterClient,
     scripts: &Scripts,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     keys: &[Bytes],
+    batch_bytes: usize,
     report: &mut MoveReport,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-    let dumped = client.eval_on_node(from, &scripts.dump, &key_refs, &[]).await?;
+    let budget = batch_bytes.to_string();
+    let dumped = client
+        .eval_on_node(from, &scripts.dump, &key_refs, &[budget.as_bytes()])
+        .await?;
     let dumped = items(dumped, keys.len() * 2, from, "dump")?;
     // (key, payload) of the keys still there, with their TTL argument.
     let mut present: Vec<(&[u8], Bytes)> = Vec::with_capacity(keys.len());
     let mut ttls: Vec<Bytes> = Vec::with_capacity(keys.len());
+    let mut taken = 0;
     for (key, pair) in key_refs.iter().zip(dumped.chunks(2)) {
         match (&pair[0], &pair[1]) {
+            // Past the byte budget: the keys from here on are left for the next call.
+            (Value::Null, Value::Integer(-3)) => break,
             (Value::Bytes(payload), Value::Integer(ttl)) => {
                 present.push((key, payload.clone()));
                 ttls.push(Bytes::from(ttl.to_string()));
@@ -618,9 +672,10 @@ async fn copy_batch(
                 });
             }
         }
+        taken += 1;
     }
     if present.is_empty() {
-        return Ok(());
+        return Ok(taken);
     }
     let present_keys: Vec<&[u8]> = present.iter().map(|(key, _)| *key).collect();
     let mut args: Vec<&[u8]> = Vec::with_capacity(present.len() * 2);
@@ -695,7 +750,7 @@ async fn copy_batch(
             .filter(|outcome| matches!(outcome, Value::Integer(1)))
             .count() as u64;
     }
-    Ok(())
+    Ok(taken)
 }
 
 /// The items of a script's array reply, which must number `expected`.
@@ -741,6 +796,9 @@ mod tests {
         check(b().batch_keys(0), Err("batch_keys of 0 is out of range"));
         check(b().batch_keys(10_001), Err("batch_keys of 10001"));
         check(b().batch_keys(usize::MAX), Err("batch_keys"));
+        check(b().batch_bytes(1), Ok(()));
+        check(b().batch_bytes(0), Err("batch_bytes of 0 is out of range"));
+        check(b().batch_bytes(usize::MAX), Err("batch_bytes"));
         check(b().scan_count(0), Err("scan_count of 0"));
         check(b().scan_count(100_001), Err("scan_count of 100001"));
         check(b().call_timeout(Duration::ZERO), Err("call_timeout of 0ns"));

@@ -404,7 +404,9 @@ async fn adding_a_key_range_node_under_load_misses_nothing() -> TestResult {
 
     let load = Arc::new(Load::default());
     let tasks = start_load(&client, &load);
-    let report = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::default())?
+    // A byte budget of about 20 values per script call: batches are copied in several calls.
+    let config = ShardedMoveConfig::builder().batch_bytes(2_000).build()?;
+    let report = ShardedRebalancer::new(client.clone(), config)?
         .add_node(&addrs[2], 1)
         .await?;
     stop_load(&load, tasks).await?;
