@@ -359,14 +359,16 @@ pub struct MoveReport {
     pub bytes: u64,
     /// Wall time of the move, settling included.
     pub elapsed: Duration,
+    /// The part of it spent waiting for calls routed by the old ring to end ([`Reshard::settle`]).
+    pub settle: Duration,
     /// Where the moved keys went, as the plan of each scanned page counted them.
     pub flows: Vec<MoveFlow>,
 }
 
 impl MoveReport {
-    /// Keys copied per second of the move's wall time.
+    /// Keys copied per second of copying (the settle wait left out).
     pub fn keys_per_second(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
+        let secs = self.elapsed.saturating_sub(self.settle).as_secs_f64();
         if secs > 0.0 {
             self.keys_moved as f64 / secs
         } else {
@@ -380,7 +382,7 @@ impl fmt::Display for MoveReport {
         write!(
             f,
             "{} keys scanned, {} moved ({} bytes), {} kept newer, {} gone, {} copies undone, {} old copies \
-             deleted, {} changed, in {:.2?} ({:.0} keys/s)",
+             deleted, {} changed, in {:.2?} ({:.2?} settling; {:.0} keys/s copied)",
             self.keys_scanned,
             self.keys_moved,
             self.bytes,
@@ -390,6 +392,7 @@ impl fmt::Display for MoveReport {
             self.old_copies_deleted,
             self.old_copies_changed,
             self.elapsed,
+            self.settle,
             self.keys_per_second()
         )
     }
@@ -522,10 +525,12 @@ impl ShardedRebalancer {
             old_copies_changed: 0,
             bytes: 0,
             elapsed: Duration::ZERO,
+            settle: Duration::ZERO,
             flows: Vec::new(),
         };
         self.report(&progress_of(&report, MovePhase::Settling, "", started));
         reshard.settle().await;
+        report.settle = started.elapsed();
         let client = self
             .client
             .with_options(CallOptions::timeout(self.config.call_timeout));
@@ -819,7 +824,8 @@ mod tests {
             old_copies_deleted: 5,
             old_copies_changed: 0,
             bytes: 400,
-            elapsed: Duration::from_secs(2),
+            elapsed: Duration::from_secs(3),
+            settle: Duration::from_secs(1),
             flows: vec![],
         };
         assert_eq!(report.keys_per_second(), 2.0);
