@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cluster_client::{ClusterClient, Error, SetOptions, Ttl};
+use cluster_client::{ClusterClient, Error, SetCondition, SetOptions, Ttl};
 use cluster_config::{ClusterConfig, Mode};
 use local_cluster::{LocalStandalone, test_lock};
 
@@ -82,6 +82,46 @@ async fn calls_on_moved_keys_use_both_owners_until_the_ring_switches() -> TestRe
         Some(&b"new"[..])
     );
     assert_eq!(on_node(&cluster, &old, written).await?, None);
+    // A key only on its old owner exists for conditional sets.
+    let (nx, xx) = (moved[10].as_str(), moved[11].as_str());
+    assert!(
+        !client
+            .set(
+                nx.as_bytes(),
+                b"nx",
+                SetOptions::default().condition(SetCondition::IfAbsent)
+            )
+            .await?
+    );
+    assert_eq!(client.get(nx.as_bytes()).await?.as_deref(), Some(nx.as_bytes()));
+    assert!(
+        client
+            .set(
+                xx.as_bytes(),
+                b"xx",
+                SetOptions::default().condition(SetCondition::IfPresent)
+            )
+            .await?
+    );
+    assert_eq!(client.get(xx.as_bytes()).await?.as_deref(), Some(&b"xx"[..]));
+    assert!(
+        client
+            .set(
+                b"k:brand-new",
+                b"nx",
+                SetOptions::default().condition(SetCondition::IfAbsent)
+            )
+            .await?
+    );
+    assert!(
+        !client
+            .set(
+                b"k:never",
+                b"xx",
+                SetOptions::default().condition(SetCondition::IfPresent)
+            )
+            .await?
+    );
     assert!(client.del(deleted.as_bytes()).await?);
     assert_eq!(client.get(deleted.as_bytes()).await?, None);
     assert!(!client.del(deleted.as_bytes()).await?);

@@ -25,6 +25,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use cluster_config::NodeAddr;
 use fred::prelude::*;
+use fred::types::SetOptions as FredSetOptions;
 use sharding::key_slot;
 
 use super::routing::{Routing, send};
@@ -290,10 +291,11 @@ impl ClusterClient {
         state.owners(key).map(|(old, new)| (old.clone(), new.clone()))
     }
 
-    /// A write of a moved key (`SET`, or `DEL` with `delete` set): on the new owner, then the key is
-    /// deleted on the old owner, so the old owner never holds a value older than the new owner's. A
-    /// delete goes to the old owner first, so a mover's copy that lands between the two is removed by
-    /// the second. Returns the new owner's reply, and for a delete whether the old owner had the key.
+    /// A write of a moved key (`SET` or `DEL`): on the new owner, then the key is deleted on the old
+    /// owner, so the old owner never holds a value older than the new owner's. A delete goes to the old
+    /// owner first, so a mover's copy that lands between the two is removed by the second. A key that
+    /// is only on its old owner exists for `SET NX` (not written) and `SET XX` (written). Returns the
+    /// new owner's reply, and for a delete whether the old owner had the key.
     pub(crate) async fn write_moved(
         &self,
         key: &[u8],
@@ -308,7 +310,36 @@ impl ClusterClient {
             self.inner.note_write(key);
             return Ok((reply, on_old));
         }
-        let reply = self.call_on(new, cmd).await?;
+        let on_old = || async {
+            let exists = Cmd::Exists(Bytes::copy_from_slice(key));
+            Ok::<bool, Error>(super::to_i64(&self.call_on(old, &exists).await?, "EXISTS")? > 0)
+        };
+        if let Cmd::Set {
+            condition: Some(FredSetOptions::NX),
+            ..
+        } = cmd
+            && on_old().await?
+        {
+            return Ok((Value::Null, false));
+        }
+        let mut reply = self.call_on(new, cmd).await?;
+        if let Cmd::Set {
+            key: set_key,
+            value,
+            ttl_ms,
+            condition: Some(FredSetOptions::XX),
+        } = cmd
+            && matches!(reply, Value::Null)
+            && on_old().await?
+        {
+            let plain = Cmd::Set {
+                key: set_key.clone(),
+                value: value.clone(),
+                ttl_ms: *ttl_ms,
+                condition: None,
+            };
+            reply = self.call_on(new, &plain).await?;
+        }
         self.inner.note_write(key);
         if !matches!(reply, Value::Null) {
             // A failure here only weakens what `Reshard::abort` promises, never a read (the new owner
