@@ -4,6 +4,7 @@
 //! attempt becomes as an [`Error`]), [`refresh`] (topology refresh and node states) and
 //! [`replica_reads`] (lag sampling and read-your-writes).
 
+mod admin;
 mod commands;
 mod connect;
 mod failure;
@@ -21,6 +22,7 @@ use arc_swap::ArcSwap;
 use cluster_config::ClusterConfig;
 use tokio::sync::{Notify, broadcast};
 
+pub use self::admin::{Admin, MigrateReply};
 pub use self::commands::Ttl;
 pub(crate) use self::commands::{to_bytes, to_i64};
 pub(crate) use self::failure::{Failure, classify};

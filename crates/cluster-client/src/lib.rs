@@ -20,7 +20,7 @@ pub use bytes::Bytes;
 pub use sharding::SlotRange;
 
 pub use crate::{
-    client::{CallOptions, ClusterClient, ReadFrom, SetCondition, SetOptions, Ttl},
+    client::{Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, SetCondition, SetOptions, Ttl},
     durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},
     events::ClientEvent,
