@@ -85,6 +85,14 @@ pub enum Error {
         /// `primary` or `replica`.
         role: &'static str,
     },
+    /// A node named in the call did not answer.
+    #[error("{node} did not answer ({detail}); check the address and that the server runs")]
+    NodeUnreachable {
+        /// The node.
+        node: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A node to add does not run in cluster mode.
     #[error("{node} does not run in cluster mode (cluster-enabled yes is needed)")]
     NotClusterEnabled {
