@@ -194,14 +194,20 @@ impl<'a> Mover<'a> {
             Err(e) if job.resumed && server_says(&e, "already the owner") => {}
             Err(e) => return Err(e),
         }
-        match ops
-            .words::<()>(&job.from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &job.to_id])
-            .await
-        {
+        // The first listing is queued right behind MIGRATING on the source's connection: one round
+        // trip for both, and the server runs them in that order.
+        let per_listing = self.config.keys_per_batch * self.config.batches_in_flight;
+        let migrating_words = ["CLUSTER", "SETSLOT", slot.as_str(), "MIGRATING", job.to_id.as_str()];
+        let (migrating, first) = futures::join!(
+            ops.words::<()>(&job.from, &migrating_words),
+            self.list(job, per_listing)
+        );
+        match migrating {
             Ok(()) => {}
             Err(e) if job.resumed && server_says(&e, "not the owner") => {}
             Err(e) => return Err(e),
         }
+        let mut first = Some(first);
         let mut keys = 0u64;
         let mut bytes = 0u64;
         let mut busy = Vec::new();
@@ -209,7 +215,7 @@ impl<'a> Mover<'a> {
         // the listing ended (it should get none while migrating) sends the move back to its keys.
         let mut attempts = 0;
         loop {
-            let (k, b, mut found) = self.drain(job).await?;
+            let (k, b, mut found) = self.drain(job, first.take()).await?;
             keys += k;
             bytes += b;
             busy.append(&mut found);
@@ -233,36 +239,49 @@ impl<'a> Mover<'a> {
         ))
     }
 
-    /// `SETSLOT NODE` on the target, then the source, then every other primary (concurrently; a
-    /// primary that does not answer learns the owner by gossip, so its failure is only logged).
+    /// `SETSLOT NODE` on the target first (so the slot always has an owner that holds its keys), then
+    /// on the source and every other primary.
     async fn assign(&self, job: &Job) -> Result<(), Error> {
         let slot = job.slot.to_string();
         let words = ["CLUSTER", "SETSLOT", slot.as_str(), "NODE", job.to_id.as_str()];
         self.ops.words::<()>(&job.to, &words).await?;
-        self.ops.words::<()>(&job.from, &words).await?;
+        // Then the source and every other primary at once. The source's answer decides (it refuses
+        // while it still holds keys of the slot); another primary that does not answer learns the
+        // owner by gossip, so its failure is only logged.
         let others: Vec<&String> = self
             .primaries
             .iter()
             .filter(|p| **p != job.to && **p != job.from)
             .collect();
-        let results = join_all(others.iter().map(|p| self.ops.words::<()>(p, &words))).await;
+        let (source, results) = futures::join!(
+            self.ops.words::<()>(&job.from, &words),
+            join_all(others.iter().map(|p| self.ops.words::<()>(p, &words)))
+        );
         for (primary, result) in others.into_iter().zip(results) {
             if let Err(error) = result {
                 tracing::warn!(slot = job.slot, %primary, %error, "SETSLOT NODE failed; gossip will tell it");
             }
         }
+        source?;
         Ok(())
     }
 
-    /// Moves every key of the slot: rounds of one listing and its pipelined batches until the listing
-    /// is empty. Returns keys and bytes sent, and the keys the target already held.
-    async fn drain(&self, job: &Job) -> Result<(u64, u64, Vec<BusyKey>), Error> {
+    /// Moves every key of the slot: rounds of one listing (the first one given, if it was taken
+    /// already) and its pipelined batches until the listing is empty. Returns keys and bytes sent, and the keys the target already held.
+    async fn drain(
+        &self,
+        job: &Job,
+        listed: Option<Result<Vec<(Bytes, u64)>, Error>>,
+    ) -> Result<(u64, u64, Vec<BusyKey>), Error> {
         let per_listing = self.config.keys_per_batch * self.config.batches_in_flight;
         let mut keys = 0u64;
         let mut bytes = 0u64;
         let mut busy = Vec::new();
         let mut failures = 0;
-        let mut listed = self.list(job, per_listing).await;
+        let mut listed = match listed {
+            Some(listed) => listed,
+            None => self.list(job, per_listing).await,
+        };
         loop {
             let entries = match listed {
                 Ok(entries) => entries,
@@ -383,7 +402,12 @@ impl<'a> Mover<'a> {
                         break;
                     }
                     MigrateReply::BusyKey => {}
-                    _ => break,
+                    // Gone from the source: the batch's `MIGRATE` moved it (or it was deleted since).
+                    _ => {
+                        keys += 1;
+                        bytes += size;
+                        break;
+                    }
                 }
                 let busy_error = || Error::BusyKey {
                     slot: job.slot,
