@@ -241,11 +241,15 @@ pub(crate) async fn retire(client: &ClusterClient, ops: Ops<'_>, addr: &str, tim
             failed.join("; ")
         )));
     }
+    // Redis turns a primary that lost its last slot into a replica of the node that took it
+    // (`cluster-allow-replica-migration`, on by default): its keys are then a copy of that primary's,
+    // which `CLUSTER RESET` flushes. A primary that still holds keys of its own is left as it is.
+    let role = ops.info(addr, "replication").await?.role;
     let keys: i64 = ops.words(addr, &["DBSIZE"]).await?;
-    if keys == 0 {
+    if role == Some(Role::Replica) || keys == 0 {
         ops.words::<()>(addr, &["CLUSTER", "RESET", "SOFT"]).await?;
     } else {
-        tracing::warn!(node = addr, keys, "the removed node still holds keys: not reset");
+        tracing::warn!(node = addr, keys, "the removed primary still holds keys: not reset");
     }
     Ok(())
 }

@@ -166,7 +166,10 @@ impl Rebalancer {
     /// fewest replicas (they keep serving the cluster; to drop them too, remove them with redis-cli
     /// afterwards), waits until every node sees it without slots, runs `CLUSTER FORGET` on every
     /// other node at once (well within Redis's 60 s ban), resets the removed node (`CLUSTER RESET
-    /// SOFT`: it is empty) so that it forgets the cluster too, and refreshes the client's topology.
+    /// SOFT`) so that it forgets the cluster too, and refreshes the client's topology. Redis itself
+    /// turns a primary that lost its last slot into a replica of the node that took it
+    /// (`cluster-allow-replica-migration`); the reset makes it an empty primary of no cluster again
+    /// (flushing that replica copy), ready to be added elsewhere.
     ///
     /// [`Error::UnknownPrimary`] if `addr` is not a primary, [`Error::LastPrimary`] if it is the only
     /// one; nothing changes then.
