@@ -79,7 +79,11 @@ impl MoveReport {
     /// Keys moved per second of the run (0 for an instant or empty run).
     pub fn keys_per_second(&self) -> f64 {
         let seconds = self.took.as_secs_f64();
-        if seconds > 0.0 { self.keys as f64 / seconds } else { 0.0 }
+        if seconds > 0.0 {
+            self.keys as f64 / seconds
+        } else {
+            0.0
+        }
     }
 
     /// Slots moved.
@@ -113,7 +117,11 @@ impl std::fmt::Display for MoveReport {
             self.keys_per_second()
         )?;
         if !self.busy_keys.is_empty() {
-            write!(f, "; {} keys already on their target kept there", self.busy_keys.len())?;
+            write!(
+                f,
+                "; {} keys already on their target kept there",
+                self.busy_keys.len()
+            )?;
         }
         Ok(())
     }
