@@ -496,7 +496,9 @@ pub(crate) fn cut(entries: Vec<(Bytes, u64)>, max_keys: usize, max_bytes: u64) -
     let mut batch: Vec<(Bytes, u64)> = Vec::new();
     let mut batch_bytes = 0u64;
     for (key, size) in entries {
-        if !batch.is_empty() && (batch.len() >= max_keys || batch_bytes.saturating_add(size) > max_bytes) {
+        if !batch.is_empty()
+            && (batch.len() >= max_keys || batch_bytes.checked_add(size).is_none_or(|b| b > max_bytes))
+        {
             batches.push(std::mem::take(&mut batch));
             batch_bytes = 0;
         }
