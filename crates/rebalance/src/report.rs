@@ -10,17 +10,18 @@ use sharding::DistributionReport;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Progress {
-    /// Slots finished so far in this run.
+    /// Slots finished so far in this pass.
     pub slots_done: usize,
-    /// Slots this run moves (open migrations it resumes included).
+    /// Slots this pass moves. A call that first finishes open migrations of an earlier run reports
+    /// that pass first, then the planned one, each counting from zero.
     pub slots_total: usize,
-    /// Keys moved so far.
+    /// Keys moved so far in this pass.
     pub keys_moved: u64,
-    /// Bytes moved so far (`MEMORY USAGE` estimates of the keys).
+    /// Bytes moved so far in this pass (`MEMORY USAGE` estimates of the keys).
     pub bytes_moved: u64,
     /// The slot whose batch or end this snapshot follows.
     pub current_slot: Option<u16>,
-    /// Time since the run started.
+    /// Time since the pass started.
     pub elapsed: Duration,
 }
 
