@@ -107,7 +107,7 @@ where
 }
 
 /// `CLUSTER MEET` `node` from a primary of the cluster, then waits until every member knows it (its
-/// handshake done) and it knows every member. Returns its node id.
+/// handshake done), it knows every member, and it sees every slot served. Returns its node id.
 pub(crate) async fn join(ops: Ops<'_>, view: &View, node: &str, timeout: Duration) -> Result<String, Error> {
     let id: String = ops
         .words(node, &["CLUSTER", "MYID"])
@@ -149,6 +149,21 @@ pub(crate) async fn join(ops: Ops<'_>, view: &View, node: &str, timeout: Duratio
             }
         }
         Ok(None)
+    })
+    .await?;
+    // Knowing the nodes is not knowing the slots: until the new node has learned every slot's owner
+    // it answers CLUSTERDOWN, also to the RESTORE commands of a MIGRATE.
+    let what = format!("{node} to see every slot served (cluster_state:ok)");
+    wait_until(&what, timeout, || async {
+        let text: String = ops.words(node, &["CLUSTER", "INFO"]).await?;
+        let info = replies::Info::parse(&text);
+        Ok((info.get("cluster_state") != Some("ok")).then(|| {
+            format!(
+                "cluster_state {:?}, slots assigned {:?}",
+                info.get("cluster_state"),
+                info.get("cluster_slots_assigned")
+            )
+        }))
     })
     .await?;
     Ok(id)
@@ -287,23 +302,4 @@ pub(crate) async fn retire(
         );
     }
     Ok(())
-}
-
-/// Refreshes the client's topology until it shows `addr` connected, for at most `timeout`; on
-/// timeout only logs (the client connects on first use anyway).
-pub(crate) async fn wait_client_connected(client: &ClusterClient, addr: &str, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if client.node_stats().iter().any(|s| s.node == addr && s.connected) {
-            return;
-        }
-        if tokio::time::Instant::now() + POLL > deadline {
-            tracing::warn!(node = addr, "the client has not connected to the new primary yet");
-            return;
-        }
-        if let Err(error) = client.refresh_topology().await {
-            tracing::debug!(%error, "topology refresh failed");
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }

@@ -152,8 +152,9 @@ impl Rebalancer {
             membership::join(self.ops(), &view, replica, timeout).await?;
             membership::replicate(self.ops(), replica, addr, &id, timeout).await?;
         }
-        // The client connects to the new primary before any slot (or ASK) sends calls there.
-        membership::wait_client_connected(&self.client, addr, timeout).await;
+        // The client learns the new primary (and opens its connections) before any slot, or ASK,
+        // sends calls there; a call that gets there first waits for them within its deadline.
+        self.refresh().await;
         let view = View::load(&self.client, self.ops()).await?;
         let plan = self.plan_over(&view, weights)?;
         tracing::info!(%plan, node = addr, "moving slots to the new primary");
