@@ -5,6 +5,7 @@
 //! [`replica_reads`] (lag sampling and read-your-writes) and [`resharding`] (online ring changes of
 //! client-sharded deployments).
 
+mod admin;
 mod commands;
 mod connect;
 mod failure;
@@ -23,6 +24,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use cluster_config::ClusterConfig;
 use tokio::sync::{Notify, broadcast};
 
+pub use self::admin::{Admin, MigrateReply};
 pub use self::commands::Ttl;
 pub(crate) use self::commands::{to_bytes, to_i64};
 pub(crate) use self::failure::{Failure, classify};
