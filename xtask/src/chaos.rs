@@ -34,6 +34,12 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use self::report::{DrillReport, Figure, markdown, merge_runs, utc_date};
+pub(crate) use self::stage::spinner;
+
+/// Today's date and time, `2026-12-07 11:40 UTC`, as every results section writes it.
+pub(crate) fn utc_today() -> String {
+    utc_date(SystemTime::now())
+}
 
 /// Minutes of the steady drill without --minutes.
 const STEADY_MINUTES: u64 = 10;
@@ -294,6 +300,12 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
     if let Some(section) = safety::section_of(&old) {
         text = safety::replace_section(&text, &format!("{section}\n"));
     }
+    // So do the sections of `scale-bench` and `chaos scale-out`.
+    text = crate::results::keep_sections(
+        &text,
+        &old,
+        &[crate::results::SCALE_BENCH, crate::results::SCALE_OUT],
+    );
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -224,7 +224,7 @@ impl Load {
 }
 
 /// A spinner for a wait without a known length.
-pub(super) fn spinner(message: &str) -> ProgressBar {
+pub(crate) fn spinner(message: &str) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("constant template is valid"),
