@@ -121,9 +121,26 @@ pub(crate) fn status() -> Result<()> {
     })
 }
 
+/// The cluster as the running node (spares included) that knows the most nodes sees it: once
+/// `cluster-scale` removed a primary, that node answers `CLUSTER NODES` with itself alone.
+pub(crate) async fn widest_topology(cluster: &LocalCluster) -> Result<Vec<ClusterNode>> {
+    let mut widest: Option<Vec<ClusterNode>> = None;
+    for node in cluster.nodes().iter().chain(cluster.spares()).filter(|n| n.is_running()) {
+        let Ok(text) = node.command::<String, _, _>(["CLUSTER", "NODES"]).await else {
+            continue;
+        };
+        let view = replies::parse_cluster_nodes(&text)
+            .with_context(|| format!("reading CLUSTER NODES of {}", node.addr()))?;
+        if widest.as_ref().is_none_or(|w| view.len() > w.len()) {
+            widest = Some(view);
+        }
+    }
+    widest.context("no node of the local cluster answers")
+}
+
 /// A table of node, role, slot ranges, link state, memory, keys; then `cluster_state`.
 pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
-    let topology = cluster.topology().await.context("reading CLUSTER NODES")?;
+    let topology = widest_topology(cluster).await?;
     println!(
         "\n{:<17} {:<8} {:<7} {:<22} {:<13} {:>10} {:>9}",
         "node", "pid", "role", "slots", "link", "memory", "keys"
@@ -159,7 +176,9 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
             keys
         );
     }
-    let state = match cluster.nodes().iter().find(|n| n.is_running()) {
+    // From a member: a node that left the cluster reports its own, empty one.
+    let member = |n: &&local_cluster::Node| topology.iter().any(|e| e.port == Some(n.port()));
+    let state = match cluster.nodes().iter().chain(cluster.spares()).filter(|n| n.is_running()).find(member) {
         Some(node) => node
             .cluster_info()
             .await?

@@ -17,6 +17,7 @@ mod load;
 mod plot;
 mod prerequisites;
 mod results;
+mod scale;
 mod scale_bench;
 
 /// Developer and operator tasks for the Redis Cluster cache workspace.
@@ -37,6 +38,9 @@ enum Task {
     ClusterDown,
     /// Show each node of the running local cluster: role, slots, link, memory, keys.
     ClusterStatus,
+    /// Grow, shrink or rebalance the cluster from `cluster-up` online: `--add-primaries N` (from its
+    /// spare nodes), `--remove-primary ADDR`, or `--rebalance [--weights addr=w,...]`.
+    ClusterScale(scale::ScaleArgs),
     /// Load the cluster through cluster-client, fred's cluster client and redis-benchmark; print ratios.
     Load(load::LoadArgs),
     /// Failover drills under load, through the cache and through fred's cluster client side by side.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Task::ClusterUp(args) => cluster::up(&args),
         Task::ClusterDown => cluster::down(),
         Task::ClusterStatus => cluster::status(),
+        Task::ClusterScale(args) => scale::scale(&args),
         Task::Load(args) => in_release().and_then(|()| load::load(&args)),
         Task::Chaos(args) => in_release().and_then(|()| chaos::chaos(&args)),
         Task::ScaleBench(args) => in_release().and_then(|()| scale_bench::scale_bench(&args)),
