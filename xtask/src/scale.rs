@@ -199,7 +199,8 @@ fn free_spares(cluster: &LocalCluster, topology: &[ClusterNode]) -> Vec<String> 
         .collect()
 }
 
-fn move_bar() -> ProgressBar {
+/// The bar `show` feeds: slots done of the run's total, keys, bytes, keys/s, the current slot.
+pub(crate) fn move_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("moving slots [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -210,7 +211,8 @@ fn move_bar() -> ProgressBar {
     bar
 }
 
-fn show(bar: &ProgressBar, p: &Progress) {
+/// Shows one of the Rebalancer's progress snapshots on `bar`.
+pub(crate) fn show(bar: &ProgressBar, p: &Progress) {
     bar.set_length(p.slots_total as u64);
     bar.set_position(p.slots_done as u64);
     let seconds = p.elapsed.as_secs_f64();
