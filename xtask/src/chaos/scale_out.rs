@@ -5,8 +5,9 @@
 //! the value read is the one just written (each key has one writer), and 20,000 more keys written
 //! before any move are read back after. The drill adds a primary (a spare) with a replica (the other
 //! spare), which moves a quarter of the slots onto it, then removes one of the original primaries,
-//! which drains its slots to the others. The Rebalancer runs on a client of its own, as an operator's
-//! tool would: the loads' clients learn of every change through redirects and their own refreshes.
+//! which drains its slots to the others. The Rebalancer runs on a client and a thread of its own, as an
+//! operator's tool in another process would: the loads' clients learn of every change through
+//! redirects and their own refreshes, and the Rebalancer's work never waits in the loads' task queue.
 //!
 //! Targets for ours: no failed call, no miss and no wrong value, every key intact at the end, and a p99
 //! during each move at most twice the steady p99 measured before it. fred's figures are the baseline.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cache_facade::{CacheConfig, ClusterClient, ClusterConfig};
 use local_cluster::LocalClusterConfig;
-use rebalance::{MoveReport, RebalanceConfig, Rebalancer, Weights};
+use rebalance::{DistributionCheck, MoveReport, RebalanceConfig, Rebalancer, Weights};
 
 use super::drills::{error_notes, no_failed_calls};
 use super::report::{DrillReport, Figure};
@@ -60,30 +61,23 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
     }
     writing.finish_and_clear();
 
-    let config = ClusterConfig::builder()
-        .nodes(stage.cluster.seeds())
-        .command_timeout(Duration::from_secs(2))
-        .build()?;
-    let operator = ClusterClient::connect(config)
-        .await
-        .context("connecting the Rebalancer's own client")?;
-    let bar = crate::scale::move_bar();
-    let progress = bar.clone();
-    let rebalancer = Rebalancer::new(operator.clone(), RebalanceConfig::default())
-        .on_progress(move |p| crate::scale::show(&progress, p));
-
+    let seeds = stage.cluster.seeds();
     let load = stage.load(Mix::SetGetChecked);
     load.hold("steady load before the moves", STEADY).await;
 
     phase(&load, PHASE_ADD);
     load.mark(Instant::now());
     println!("adding primary {new_primary} with replica {new_replica}");
-    bar.reset();
-    let added = rebalancer
-        .add_primary(&new_primary, &[new_replica.as_str()])
-        .await;
-    bar.finish_and_clear();
-    let added = added.context("adding a primary")?;
+    let added = operate(
+        &seeds,
+        Step::Add {
+            primary: new_primary.clone(),
+            replica: new_replica.clone(),
+        },
+    )
+    .await
+    .context("adding a primary")?
+    .0;
     println!("  {added}");
 
     phase(&load, PHASE_BETWEEN);
@@ -91,20 +85,19 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
 
     phase(&load, PHASE_REMOVE);
     println!("removing primary {removed}");
-    let bar = crate::scale::move_bar();
-    let progress = bar.clone();
-    let rebalancer = Rebalancer::new(operator.clone(), RebalanceConfig::default())
-        .on_progress(move |p| crate::scale::show(&progress, p));
-    let drained = rebalancer.remove_primary(&removed).await;
-    bar.finish_and_clear();
-    let drained = drained.context("removing a primary")?;
+    let (drained, distribution) = operate(
+        &seeds,
+        Step::Remove {
+            primary: removed.clone(),
+        },
+    )
+    .await
+    .context("removing a primary")?;
     println!("  {drained}");
 
     phase(&load, PHASE_AFTER);
     load.hold("load after the moves", BETWEEN).await;
     let (ours, fred) = load.stop().await;
-    let distribution = rebalancer.validate_distribution(&Weights::new()).await;
-    operator.close().await;
 
     let checking = spinner("reading every key back");
     let read = stage
@@ -190,21 +183,71 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
     f.push(Figure::info(
         "distribution after (slots, keys, memory)",
         match &distribution {
-            Ok(check) if check.is_balanced() => "balanced".to_string(),
-            Ok(check) => format!(
+            Some(check) if check.is_balanced() => "balanced".to_string(),
+            Some(check) => format!(
                 "skewed: slots {:.2}×, keys {:.2}×, memory {:.2}× the mean at most",
                 check.slots.max_over_mean, check.keys.max_over_mean, check.memory.max_over_mean
             ),
-            Err(e) => format!("not read: {e}"),
+            None => "not read".to_string(),
         },
         "(same cluster)",
     ));
     error_notes(&mut report, &ours, &fred);
     report.notes.push(format!(
-        "added {new_primary} (replica {new_replica}), removed {removed}; the Rebalancer ran on a client of its own \
-         with its default settings"
+        "added {new_primary} (replica {new_replica}), removed {removed}; the Rebalancer ran on a client and a thread \
+         of its own, with its default settings"
     ));
     Ok(report)
+}
+
+/// What the operator does on its thread.
+enum Step {
+    Add { primary: String, replica: String },
+    Remove { primary: String },
+}
+
+/// Runs `step` with a Rebalancer (default settings, progress on a bar) on a client connected to
+/// `seeds`, on a thread and runtime of its own; after a removal, also reads the distribution.
+async fn operate(seeds: &[String], step: Step) -> Result<(MoveReport, Option<DistributionCheck>)> {
+    let seeds = seeds.to_vec();
+    let (reply, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rebalancer".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the Rebalancer's runtime")
+                .and_then(|runtime| runtime.block_on(run_step(seeds, step)));
+            let _ = reply.send(outcome);
+        })
+        .context("starting the Rebalancer's thread")?;
+    result.await.context("the Rebalancer's thread ended without a result")?
+}
+
+async fn run_step(seeds: Vec<String>, step: Step) -> Result<(MoveReport, Option<DistributionCheck>)> {
+    let config = ClusterConfig::builder()
+        .nodes(seeds)
+        .command_timeout(Duration::from_secs(2))
+        .build()?;
+    let client = ClusterClient::connect(config)
+        .await
+        .context("connecting the Rebalancer's own client")?;
+    let bar = crate::scale::move_bar();
+    let progress = bar.clone();
+    let rebalancer = Rebalancer::new(client.clone(), RebalanceConfig::default())
+        .on_progress(move |p| crate::scale::show(&progress, p));
+    let moved = match &step {
+        Step::Add { primary, replica } => rebalancer.add_primary(primary, &[replica.as_str()]).await,
+        Step::Remove { primary } => rebalancer.remove_primary(primary).await,
+    };
+    bar.finish_and_clear();
+    let distribution = match step {
+        Step::Remove { .. } if moved.is_ok() => rebalancer.validate_distribution(&Weights::new()).await.ok(),
+        _ => None,
+    };
+    client.close().await;
+    Ok((moved?, distribution))
 }
 
 /// Starts `phase` in both loads' latencies.
