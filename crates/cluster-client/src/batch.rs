@@ -25,8 +25,17 @@ impl ClusterClient {
             .iter()
             .map(|k| Ok(Cmd::Get(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
-        self.batch(keys, cmds, Access::Read)
-            .await
+        let mut results = self.batch(keys, cmds, Access::Read).await;
+        // During a reshard, misses of moved keys are asked of their old owners (see `resharding`).
+        let missed: Vec<(usize, Arc<NodeHandle>)> = self
+            .moved_in_batch(keys, |i| matches!(results[i], Ok(Value::Null)))
+            .into_iter()
+            .map(|(index, old, _)| (index, old))
+            .collect();
+        if !missed.is_empty() {
+            self.batch_fallback(keys, missed, &mut results).await;
+        }
+        results
             .into_iter()
             .map(|r| r.and_then(|v| to_bytes(v, "GET")))
             .collect()
@@ -52,7 +61,20 @@ impl ClusterClient {
                 })
             })
             .collect();
-        let results = self.batch(&keys, cmds, Access::Write).await;
+        // During a reshard, moved keys go to their new owners, then leave their old ones (see
+        // `resharding`).
+        let moved = self.moved_in_batch(&keys, |_| true);
+        let results = self.batch_split(&keys, cmds, &moved).await;
+        let written: Vec<(usize, Arc<NodeHandle>, Cmd)> = moved
+            .into_iter()
+            .filter(|(index, _, _)| results[*index].is_ok())
+            .map(|(index, old, _)| (index, old, Cmd::Del(Bytes::copy_from_slice(keys[index]))))
+            .collect();
+        for (_, result) in self.on_nodes(written).await {
+            if let Err(error) = result {
+                tracing::warn!(%error, "reshard: deleting an old copy after a write failed");
+            }
+        }
         results.into_iter().map(|r| r.map(|_| ())).collect()
     }
 
@@ -62,11 +84,155 @@ impl ClusterClient {
             .iter()
             .map(|k| Ok(Cmd::Del(Bytes::copy_from_slice(k.as_ref()))))
             .collect();
-        self.batch(keys, cmds, Access::Write)
+        // During a reshard, moved keys are deleted on their old owners first, then on their new owners
+        // (see `resharding`).
+        let moved = self.moved_in_batch(keys, |_| true);
+        let mut on_old: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
+        let old_dels = moved
+            .iter()
+            .map(|(index, old, _)| {
+                (
+                    *index,
+                    old.clone(),
+                    Cmd::Del(Bytes::copy_from_slice(keys[*index].as_ref())),
+                )
+            })
+            .collect();
+        for (index, result) in self.on_nodes(old_dels).await {
+            on_old[index] = Some(result);
+        }
+        self.batch_split(keys, cmds, &moved)
             .await
             .into_iter()
-            .map(|r| r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0)))
+            .zip(on_old)
+            .map(|(r, old)| {
+                let existed_on_old = match old {
+                    None => false,
+                    Some(Ok(reply)) => to_i64(&reply, "DEL")? > 0,
+                    Some(Err(error)) => return Err(error),
+                };
+                r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0 || existed_on_old))
+            })
             .collect()
+    }
+
+    /// [`batch`](ClusterClient::batch), except that the keys of `moved` (`(index, old owner, new
+    /// owner)`) go to their new owner as named there, whatever the routing says (see
+    /// `ClusterClient::moved_owners`).
+    async fn batch_split<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        cmds: Vec<Result<Cmd, Error>>,
+        moved: &[(usize, Arc<NodeHandle>, Arc<NodeHandle>)],
+    ) -> Vec<Result<Value, Error>> {
+        if moved.is_empty() {
+            return self.batch(keys, cmds, Access::Write).await;
+        }
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
+        let mut cmds: Vec<Option<Result<Cmd, Error>>> = cmds.into_iter().map(Some).collect();
+        let mut direct = Vec::with_capacity(moved.len());
+        for (index, _, new) in moved {
+            match cmds[*index].take() {
+                Some(Ok(cmd)) => direct.push((*index, new.clone(), cmd)),
+                Some(Err(error)) => results[*index] = Some(Err(error)),
+                None => {}
+            }
+        }
+        let rest: Vec<usize> = (0..keys.len()).filter(|&i| cmds[i].is_some()).collect();
+        let rest_keys: Vec<&[u8]> = rest.iter().map(|&i| keys[i].as_ref()).collect();
+        let rest_cmds = rest
+            .iter()
+            .map(|&i| cmds[i].take().unwrap_or(Err(Error::Closed)))
+            .collect();
+        let (routed, direct) = futures::future::join(
+            self.batch(&rest_keys, rest_cmds, Access::Write),
+            self.on_nodes(direct),
+        )
+        .await;
+        for (index, result) in rest.into_iter().zip(routed) {
+            results[index] = Some(result);
+        }
+        for (index, result) in direct {
+            if result.is_ok() {
+                self.note_write(keys[index].as_ref());
+            }
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Closed)))
+            .collect()
+    }
+
+    /// Each `(index, node, command)` on its node, one pipeline per node, nodes concurrently.
+    async fn on_nodes(
+        &self,
+        calls: Vec<(usize, Arc<NodeHandle>, Cmd)>,
+    ) -> Vec<(usize, Result<Value, Error>)> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let timeout = match self.call_timeout() {
+            Ok(timeout) => timeout,
+            Err(_) => {
+                return calls
+                    .into_iter()
+                    .map(|(index, _, _)| (index, self.call_timeout().map(|_| Value::Null)))
+                    .collect();
+            }
+        };
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for (index, node, cmd) in calls {
+            groups
+                .entry(node.addr.clone())
+                .or_insert_with(|| (node, Vec::new()))
+                .1
+                .push((index, cmd));
+        }
+        let pipelines = groups
+            .into_values()
+            .map(|(node, cmds)| self.pipeline(node, cmds, timeout));
+        futures::future::join_all(pipelines)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|(index, _, result)| (index, result))
+            .collect()
+    }
+
+    /// Asks the old owners for the keys of `missed` (`(input index, old owner)`), then the new owners
+    /// once more for those still missing, as a single-key read does.
+    async fn batch_fallback<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        missed: Vec<(usize, Arc<NodeHandle>)>,
+        results: &mut [Result<Value, Error>],
+    ) {
+        let reads = missed
+            .into_iter()
+            .map(|(index, old)| (index, old, Cmd::Get(Bytes::copy_from_slice(keys[index].as_ref()))))
+            .collect();
+        let mut still_missing = Vec::new();
+        for (index, result) in self.on_nodes(reads).await {
+            match result {
+                Ok(Value::Null) => still_missing.push(index),
+                other => results[index] = other,
+            }
+        }
+        if still_missing.is_empty() {
+            return;
+        }
+        let again: Vec<&[u8]> = still_missing.iter().map(|&i| keys[i].as_ref()).collect();
+        let cmds = again
+            .iter()
+            .map(|k| Ok(Cmd::Get(Bytes::copy_from_slice(k))))
+            .collect();
+        for (index, result) in still_missing
+            .into_iter()
+            .zip(self.batch(&again, cmds, Access::Read).await)
+        {
+            results[index] = result;
+        }
     }
 
     /// Runs `cmds[i]` for `keys[i]`: grouped by primary, one pipeline per node, nodes concurrently.

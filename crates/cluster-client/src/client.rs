@@ -2,7 +2,8 @@
 //! [`options`] (per-call options), [`connect`] (set-up and deployment detection), [`commands`] (the
 //! typed commands), [`routing`] (the run loop, redirects and retries), [`failure`] (what a failed
 //! attempt becomes as an [`Error`]), [`refresh`] (topology refresh and node states) and
-//! [`replica_reads`] (lag sampling and read-your-writes).
+//! [`replica_reads`] (lag sampling and read-your-writes) and [`resharding`] (online ring changes of
+//! client-sharded deployments).
 
 mod admin;
 mod commands;
@@ -11,6 +12,7 @@ mod failure;
 mod options;
 mod refresh;
 mod replica_reads;
+mod resharding;
 mod routing;
 
 use std::collections::{HashMap, HashSet};
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use cluster_config::ClusterConfig;
 use tokio::sync::{Notify, broadcast};
 
@@ -28,6 +30,7 @@ pub(crate) use self::commands::{to_bytes, to_i64};
 pub(crate) use self::failure::{Failure, classify};
 pub use self::options::{CallOptions, ReadFrom, SetCondition, SetOptions};
 use self::replica_reads::ReplicaLag;
+pub use self::resharding::{Reshard, ReshardMove};
 pub(crate) use self::routing::Access;
 use self::routing::Routing;
 use crate::Error;
@@ -55,6 +58,8 @@ pub(crate) struct Inner {
     recent_writes: Mutex<RecentWrites>,
     lag: Mutex<ReplicaLag>,
     last_refresh: Mutex<Instant>,
+    /// The ring change in progress in a client-sharded deployment, if any (see the `resharding` module).
+    reshard: ArcSwapOption<resharding::ReshardState>,
 }
 
 impl Drop for Inner {

@@ -141,6 +141,45 @@ pub enum Error {
         /// The replaced primary that acknowledged it.
         node: String,
     },
+    /// A reshard was asked of a deployment whose keys the client does not place (a Redis Cluster or one
+    /// standalone server).
+    #[error(
+        "a reshard needs a client-sharded deployment (ketama or key-range over standalone nodes), but this \
+         client is connected to {deployment}; use the rebalance crate's cluster functions instead"
+    )]
+    NotSharded {
+        /// What the client is connected to.
+        deployment: String,
+    },
+    /// A reshard was begun while another one is in progress.
+    #[error(
+        "a reshard to {target} is already in progress; finish or abort it first \
+         (ClusterClient::reshard_in_progress gives its handle)"
+    )]
+    ReshardInProgress {
+        /// The nodes of the reshard in progress, comma-separated.
+        target: String,
+    },
+    /// The reshard this handle stood for was already finished or aborted (through another handle).
+    #[error("the reshard was already finished or aborted; begin a new one if the ring should change again")]
+    ReshardOver,
+    /// The new node list cannot form a ring (empty, a node twice, a weight of 0 or too small).
+    #[error("the new node list cannot be used: {detail}")]
+    InvalidRing {
+        /// What is wrong, from the sharding crate.
+        detail: String,
+    },
+    /// A node new to the ring did not connect in time, so the ring was not switched.
+    #[error(
+        "node {node} did not connect within {after:?}, so the ring was not switched; start it or fix its \
+         address, then try again"
+    )]
+    NodeUnreachable {
+        /// The node.
+        node: String,
+        /// How long the client waited (the connect timeout).
+        after: Duration,
+    },
     /// The client was closed.
     #[error("the client was closed")]
     Closed,

@@ -20,7 +20,10 @@ pub use bytes::Bytes;
 pub use sharding::SlotRange;
 
 pub use crate::{
-    client::{Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, SetCondition, SetOptions, Ttl},
+    client::{
+        Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, Reshard, ReshardMove, SetCondition, SetOptions,
+        Ttl,
+    },
     durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},
     events::ClientEvent,

@@ -88,9 +88,10 @@ impl Topology {
         }
     }
 
-    pub(crate) fn ketama(nodes: Vec<String>) -> Result<Topology, sharding::Error> {
-        let ring = KetamaRing::new(nodes.iter().map(|n| (n.clone(), 1)))?;
-        let shards = nodes.into_iter().map(|primary| ShardInfo {
+    /// A ketama ring over `(host:port, weight)` pairs, in the order given.
+    pub(crate) fn ketama(nodes: Vec<(String, u32)>) -> Result<Topology, sharding::Error> {
+        let ring = KetamaRing::new(nodes.iter().cloned())?;
+        let shards = nodes.into_iter().map(|(primary, _)| ShardInfo {
             primary,
             replicas: vec![],
             slots: vec![],
@@ -103,12 +104,13 @@ impl Topology {
         })
     }
 
-    pub(crate) fn key_range(nodes: Vec<String>) -> Result<Topology, sharding::Error> {
-        let ranges = KeyRange::new(nodes.iter().map(|n| (n.clone(), 1)))?;
+    /// Slot ranges over `(host:port, weight)` pairs, in proportion to the weights.
+    pub(crate) fn key_range(nodes: Vec<(String, u32)>) -> Result<Topology, sharding::Error> {
+        let ranges = KeyRange::new(nodes.iter().cloned())?;
         let shards = nodes
             .into_iter()
             .enumerate()
-            .map(|(i, primary)| {
+            .map(|(i, (primary, _))| {
                 let slots = ranges.range_of(i).map(|range| vec![range]).unwrap_or_default();
                 ShardInfo {
                     primary,
@@ -123,6 +125,16 @@ impl Topology {
             router: Router::KeyRange(ranges),
             unassigned: 0,
         })
+    }
+
+    /// The same client-sharded deployment (ketama or key-range) over other nodes; `None` for a cluster
+    /// or a standalone server, whose keys are not placed by the client.
+    pub(crate) fn resharded(&self, nodes: Vec<(String, u32)>) -> Option<Result<Topology, sharding::Error>> {
+        match self.deployment {
+            Deployment::ShardedKetama => Some(Topology::ketama(nodes)),
+            Deployment::ShardedKeyRange => Some(Topology::key_range(nodes)),
+            Deployment::Cluster | Deployment::Standalone => None,
+        }
     }
 
     /// Builds a cluster topology from shards; each shard's slots must not overlap another's.
@@ -157,6 +169,27 @@ impl Topology {
     /// Number of slots no shard serves (cluster mode).
     pub fn unassigned_slots(&self) -> usize {
         self.unassigned
+    }
+
+    /// The nodes and their weights in client-sharded deployments (ketama or key-range), in ring
+    /// order; empty for a cluster or a standalone server.
+    pub fn weighted_nodes(&self) -> Vec<(String, u32)> {
+        match &self.router {
+            Router::Ketama(ring) => ring.nodes().map(|(n, w)| (n.to_string(), w)).collect(),
+            Router::KeyRange(ranges) => ranges.nodes().map(|(n, w)| (n.to_string(), w)).collect(),
+            Router::Slots(_) | Router::Single => Vec::new(),
+        }
+    }
+
+    /// How keys map to shards, as a [`Sharder`] (for plans such as [`sharding::KeyMovePlan`]); shard
+    /// numbers are indices into [`shards`](Topology::shards). `None` for a standalone server.
+    pub fn sharder(&self) -> Option<&dyn Sharder> {
+        match &self.router {
+            Router::Slots(table) => Some(table),
+            Router::Ketama(ring) => Some(ring),
+            Router::KeyRange(ranges) => Some(ranges),
+            Router::Single => None,
+        }
     }
 
     /// The index of the shard serving `key`.
@@ -491,6 +524,36 @@ mod tests {
                 assert_eq!(parsed.host(), "::1");
             }
         }
+    }
+
+    #[test]
+    fn sharded_topologies_keep_their_weights_and_reshard_alike() {
+        let nodes = vec![("a:1".to_string(), 1), ("b:1".to_string(), 3)];
+        let ketama = Topology::ketama(nodes.clone()).unwrap();
+        assert_eq!(ketama.weighted_nodes(), nodes);
+        let ring = KetamaRing::new(nodes.clone()).unwrap();
+        for key in ["x", "y", "user:42"] {
+            assert_eq!(
+                ketama.shard_for_key(key.as_bytes()).unwrap().primary,
+                ring.node_for(key.as_bytes())
+            );
+        }
+        let grown = ketama
+            .resharded(vec![("a:1".into(), 1), ("b:1".into(), 3), ("c:1".into(), 2)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(grown.deployment(), Deployment::ShardedKetama);
+        assert_eq!(grown.shards().len(), 3);
+        let ranges = Topology::key_range(nodes.clone()).unwrap();
+        assert_eq!(ranges.shards()[0].ranges_text(), "0-4095");
+        assert_eq!(ranges.sharder().map(|s| s.shard_count()), Some(2));
+        let shrunk = ranges.resharded(vec![("a:1".into(), 1)]).unwrap().unwrap();
+        assert_eq!(shrunk.deployment(), Deployment::ShardedKeyRange);
+        assert!(ranges.resharded(vec![]).unwrap().is_err());
+        let single = Topology::standalone("a:1".into());
+        assert!(single.resharded(nodes).is_none());
+        assert!(single.weighted_nodes().is_empty());
+        assert!(single.sharder().is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) const NODES: Field = Field {
     key: "nodes",
     env: "REDIS_CLUSTER_NODES",
     default: None,
-    unit: "comma-separated `host:port`, `redis://host:port` or `rediss://host:port` (port defaults to 6379)",
+    unit: "comma-separated `host:port`, `redis://host:port` or `rediss://host:port` (port defaults to 6379), each optionally `=weight` (1 to 1000000, default 1; client-side sharding only)",
     doc: "Seed nodes: any or all nodes of the cluster, or the standalone servers (required)",
 };
 pub(crate) const MODE: Field = Field {

@@ -14,7 +14,7 @@ mod validate;
 pub use crate::{
     backoff::Backoff,
     error::{Error, Origin, Problem},
-    node::NodeAddr,
+    node::{MAX_NODE_WEIGHT, NodeAddr},
     secret::{Password, SecretExport},
     settings::{
         ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, ResolvedMode, RetryConfig,

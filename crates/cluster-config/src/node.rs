@@ -142,6 +142,42 @@ pub(crate) enum Scheme {
     Tls,
 }
 
+/// The largest weight a node may have in the node list (`host:port=weight`).
+///
+/// Weights only matter for client-side sharding: a ketama ring gives a node points in proportion to its
+/// weight, a key-range layout slots in proportion. Operators who weigh nodes by memory in MiB
+/// (as libmemcached users often do) stay well below this bound, and it keeps the ring's arithmetic far
+/// from overflow.
+pub const MAX_NODE_WEIGHT: u32 = 1_000_000;
+
+/// Parses one entry of a node list that may end in `=weight` (`10.0.0.1:6379=3`); without one the
+/// weight is 1. Errors name the entry and say how to fix it.
+pub(crate) fn parse_weighted_node(entry: &str) -> Result<(NodeAddr, Scheme, u32), String> {
+    let trimmed = entry.trim();
+    // A host name, an IP address and a port never contain `=`, so the last one starts the weight.
+    let Some((address, weight)) = trimmed.rsplit_once('=') else {
+        let (node, scheme) = parse_node(trimmed)?;
+        return Ok((node, scheme, 1));
+    };
+    let (node, scheme) = parse_node(address)?;
+    let weight = weight.trim();
+    match weight.parse::<u64>() {
+        Ok(0) => Err(format!(
+            "`{trimmed}` has weight 0, which would give the node no keys; use 1 to {MAX_NODE_WEIGHT}, or leave \
+             the node out"
+        )),
+        Ok(w) if w <= u64::from(MAX_NODE_WEIGHT) => Ok((node, scheme, w as u32)),
+        Ok(_) => Err(format!(
+            "`{trimmed}` has weight {weight}, above the largest weight {MAX_NODE_WEIGHT}; scale every weight \
+             down by the same factor"
+        )),
+        Err(_) => Err(format!(
+            "`{trimmed}` has weight `{weight}`, which is not a whole number; write `host:port=weight` with a \
+             weight from 1 to {MAX_NODE_WEIGHT}"
+        )),
+    }
+}
+
 /// Parses one entry of a node list. The message of an error names the entry but never repeats
 /// anything that looks like credentials.
 pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
@@ -293,6 +329,39 @@ mod tests {
         check("redis-cluster://host:80", Err("scheme `redis-cluster://`"));
         check("redis://host:7000/1", Err("path or query"));
         check("redis://host:7000?node=a", Err("path or query"));
+    }
+
+    #[test]
+    fn weights_follow_the_address() {
+        fn check(entry: &str, expected: Result<(&str, u16, u32), &str>) {
+            match (parse_weighted_node(entry), expected) {
+                (Ok((node, _, weight)), Ok(want)) => {
+                    assert_eq!((node.host(), node.port(), weight), want, "{entry}");
+                }
+                (Err(message), Err(fragment)) => {
+                    assert!(
+                        message.contains(fragment),
+                        "{entry}: `{message}` lacks `{fragment}`"
+                    );
+                }
+                (got, want) => panic!("{entry}: got {got:?}, expected {want:?}"),
+            }
+        }
+        check("10.0.0.1:6379", Ok(("10.0.0.1", 6379, 1)));
+        check("10.0.0.1:6379=3", Ok(("10.0.0.1", 6379, 3)));
+        check(" redis://h:7000 = 12 ", Ok(("h", 7000, 12)));
+        check("[::1]:7000=2", Ok(("::1", 7000, 2)));
+        check("h=5", Ok(("h", 6379, 5)));
+        check("h:1=1000000", Ok(("h", 1, 1_000_000)));
+        check("h:1=0", Err("weight 0"));
+        check("h:1=1000001", Err("above the largest weight 1000000"));
+        check("h:1=99999999999999999999", Err("not a whole number"));
+        check("h:1=-2", Err("not a whole number"));
+        check("h:1=", Err("not a whole number"));
+        check("h:1=x", Err("not a whole number"));
+        check("h:1=2.5", Err("not a whole number"));
+        check("h:1=2=3", Err("port `1=2`"));
+        check("=3", Err("empty"));
     }
 
     #[test]

@@ -84,7 +84,14 @@ impl ClusterConfig {
         let mut out = vec![
             (
                 &fields::NODES,
-                Rendered::List(self.nodes.iter().map(|n| format!("{scheme}{n}")).collect()),
+                Rendered::List(
+                    self.weighted_nodes()
+                        .map(|(n, weight)| match weight {
+                            1 => format!("{scheme}{n}"),
+                            weight => format!("{scheme}{n}={weight}"),
+                        })
+                        .collect(),
+                ),
             ),
             (&fields::MODE, Rendered::Text(self.mode.as_str().to_owned())),
             (&fields::SHARDING_ENABLED, Rendered::Bool(self.sharding.enabled)),

@@ -18,6 +18,8 @@ use crate::secret::Password;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub(crate) nodes: Vec<NodeAddr>,
+    /// One weight per node, in the same order (1 unless the entry said `=weight`).
+    pub(crate) node_weights: Vec<u32>,
     pub(crate) mode: Mode,
     pub(crate) sharding: ShardingConfig,
     pub(crate) pool_size: usize,
@@ -38,6 +40,28 @@ impl ClusterConfig {
     /// one is a seed; in standalone and sharded modes they are the servers.
     pub fn nodes(&self) -> &[NodeAddr] {
         &self.nodes
+    }
+
+    /// The weight of each node, in the order of [`nodes`](ClusterConfig::nodes): 1 unless its entry ended
+    /// in `=weight` (`10.0.0.1:6379=3`, from 1 to [`MAX_NODE_WEIGHT`](crate::MAX_NODE_WEIGHT)).
+    ///
+    /// Only client-side sharding reads weights: a ketama ring gives each node points in proportion to
+    /// its weight (as libmemcached's weighted ketama does), a key-range layout slots in proportion.
+    ///
+    /// ```
+    /// let config = cluster_config::ClusterConfig::builder().nodes(["a:6379=3", "b:6379"]).build()?;
+    /// assert_eq!(config.node_weights(), &[3, 1]);
+    /// let weighted: Vec<String> = config.weighted_nodes().map(|(n, w)| format!("{n}={w}")).collect();
+    /// assert_eq!(weighted, ["a:6379=3", "b:6379=1"]);
+    /// # Ok::<(), cluster_config::Error>(())
+    /// ```
+    pub fn node_weights(&self) -> &[u32] {
+        &self.node_weights
+    }
+
+    /// Every node with its weight, in the order given.
+    pub fn weighted_nodes(&self) -> impl ExactSizeIterator<Item = (&NodeAddr, u32)> + '_ {
+        self.nodes.iter().zip(self.node_weights.iter().copied())
     }
 
     /// How the nodes are used (`REDIS_MODE`); see [`ClusterConfig::resolve_mode`].

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Origin, Problem};
 use crate::fields::{self, Field};
-use crate::node::{NodeAddr, Scheme, parse_node};
+use crate::node::{NodeAddr, Scheme, parse_weighted_node};
 use crate::secret::{Password, REDACTED};
 use crate::settings::{
     ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, RetryConfig, ShardingConfig,
@@ -84,7 +84,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     let tls_flag = r.boolean(&fields::TLS);
 
     // Rules between settings run only on settings that parsed, so one typo yields one problem.
-    if let Some((nodes, schemes)) = &nodes {
+    if let Some((nodes, schemes, _)) = &nodes {
         r.node_rules(nodes, schemes, tls_flag, mode, sharding_enabled);
     }
     if let Some((initial, max)) = initial_delay
@@ -166,7 +166,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         (username, password, tls_flag),
     );
     let (
-        Some((nodes, schemes)),
+        Some((nodes, schemes, node_weights)),
         Some(mode),
         Some(enabled),
         Some(strategy),
@@ -196,6 +196,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     };
     Ok(ClusterConfig {
         nodes,
+        node_weights,
         mode,
         sharding: ShardingConfig { enabled, strategy },
         pool_size: to_usize(pool_size),
@@ -416,8 +417,9 @@ impl Reader<'_> {
         }
     }
 
-    /// Parses the node list; `None` after a problem with the list itself.
-    fn nodes(&mut self) -> Option<(Vec<NodeAddr>, Vec<Scheme>)> {
+    /// Parses the node list (with each node's weight, 1 unless given); `None` after a problem with the
+    /// list itself.
+    fn nodes(&mut self) -> Option<(Vec<NodeAddr>, Vec<Scheme>, Vec<u32>)> {
         let field = &fields::NODES;
         let entries: Vec<String> = match self.merged.get(field.key) {
             None => Vec::new(),
@@ -440,8 +442,8 @@ impl Reader<'_> {
         let mut parsed = Vec::new();
         let mut bad = false;
         for (index, entry) in entries.iter().enumerate() {
-            match parse_node(entry) {
-                Ok(node) => parsed.push(node),
+            match parse_weighted_node(entry) {
+                Ok((node, scheme, weight)) => parsed.push((node, scheme, weight)),
                 Err(message) => {
                     bad = true;
                     self.problem(field, format!("entry {} of {total}: {message}", index + 1));
@@ -452,12 +454,13 @@ impl Reader<'_> {
             return None;
         }
         let mut counts: BTreeMap<(String, u16), usize> = BTreeMap::new();
-        for (node, _) in &parsed {
+        for (node, _, _) in &parsed {
             *counts.entry(node.identity()).or_default() += 1;
         }
         let mut unique: Vec<NodeAddr> = Vec::new();
         let mut schemes = Vec::new();
-        for (node, scheme) in parsed {
+        let mut weights = Vec::new();
+        for (node, scheme, weight) in parsed {
             schemes.push(scheme);
             if unique.iter().any(|seen| seen.identity() == node.identity()) {
                 continue;
@@ -470,9 +473,10 @@ impl Reader<'_> {
                 );
             }
             unique.push(node);
+            weights.push(weight);
         }
         // Duplicates are already problems; the rules between settings still run on the distinct nodes.
-        Some((unique, schemes))
+        Some((unique, schemes, weights))
     }
 
     fn node_rules(
@@ -574,6 +578,14 @@ mod tests {
         check(&[(n, "a:1,,b:2")], n, "entry 2 of 3: an entry is empty");
         check(&[(n, "a b:1")], n, "host `a b`");
         check(&[(n, "a:x")], n, "port `x`");
+        check(&[(n, "a:1=0,b:2")], n, "entry 1 of 2: `a:1=0` has weight 0");
+        check(
+            &[(n, "a:1,b:2=many")],
+            n,
+            "entry 2 of 2: `b:2=many` has weight `many`",
+        );
+        check(&[(n, "a:1,b:2=2000000")], n, "above the largest weight 1000000");
+        check(&[(n, "a:1=2,a:1=3")], n, "`a:1` is listed 2 times");
         check(&[(n, "a:0")], n, "port 0");
         check(&[(n, "a:70000")], n, "not a number from 1 to 65535");
         check(&[(n, "a:1,A:1")], n, "`a:1` is listed 2 times");
@@ -782,6 +794,31 @@ mod tests {
         );
         assert!(messages[2].contains("no TLS support"), "{messages:#?}");
         assert!(messages[3].contains("lists 2"), "{messages:#?}");
+    }
+
+    #[test]
+    fn weights_come_from_the_environment_and_files_alike() {
+        let from_env = ClusterConfigBuilder::default()
+            .env_vars([("REDIS_CLUSTER_NODES", "a:1=3, b:2 ,c:3=1")])
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(from_env.node_weights(), &[3, 1, 1]);
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let path = dir.path().join("cache.toml");
+        std::fs::write(&path, "nodes = [\"a:1=3\", \"b:2\", \"c:3=1\"]\n")
+            .unwrap_or_else(|error| panic!("{error}"));
+        let from_file = ClusterConfigBuilder::default()
+            .env_vars(std::iter::empty::<(&str, &str)>())
+            .file(&path)
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(from_file, from_env);
+        // Weight 1 is the default and is not written out, so a rendering without weights stays as it was.
+        let toml = from_env.to_toml(crate::SecretExport::Redact);
+        assert!(
+            toml.starts_with("nodes = [\"a:1=3\", \"b:2\", \"c:3\"]\n"),
+            "{toml}"
+        );
     }
 
     #[test]

@@ -18,19 +18,21 @@ fn host() -> impl Strategy<Value = String> {
     ]
 }
 
-/// One to six nodes, distinct because each gets its own port.
+/// One to six nodes, distinct because each gets its own port, some with a weight (`=weight`).
 fn nodes() -> impl Strategy<Value = Vec<String>> {
-    prop::collection::vec((host(), any::<bool>()), 1..=6).prop_flat_map(|hosts| {
+    let weight = prop::option::of(1u32..=cluster_config::MAX_NODE_WEIGHT);
+    prop::collection::vec((host(), any::<bool>(), weight), 1..=6).prop_flat_map(|hosts| {
         let count = hosts.len();
         prop::collection::hash_set(1u16..=u16::MAX, count).prop_map(move |ports| {
             hosts
                 .iter()
                 .zip(ports)
-                .map(|((host, url), port)| {
+                .map(|((host, url, weight), port)| {
+                    let weight = weight.map(|w| format!("={w}")).unwrap_or_default();
                     if *url {
-                        format!("redis://{host}:{port}")
+                        format!("redis://{host}:{port}{weight}")
                     } else {
-                        format!("{host}:{port}")
+                        format!("{host}:{port}{weight}")
                     }
                 })
                 .collect()

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod plan;
 mod report;
+pub mod sharded;
 
 pub use crate::cluster::{ProgressFn, Rebalancer};
 pub use crate::config::{BusyKeyPolicy, MAX_KEYS_PER_BATCH, RebalanceConfig, RebalanceConfigBuilder};

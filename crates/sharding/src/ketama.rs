@@ -309,6 +309,12 @@ mod tests {
         check(&[1; 25], &[156; 25]);
         check(&[1, 2, 3], &[80, 160, 240]);
         check(&[1, 1000], &[0, 316]);
+        // libmemcached's weighted test pool (`10.0.1.1:11211 600,...` in its ketama tests), worked out
+        // by hand: floor(w / 4300 × 40 × 8) × 4.
+        check(
+            &[600, 300, 200, 350, 1000, 800, 950, 100],
+            &[176, 88, 56, 104, 296, 236, 280, 28],
+        );
     }
 
     #[test]
@@ -386,6 +392,25 @@ mod tests {
             format!("{ring:?}"),
             "[a:1 weight 1 points 160, b:1 weight 1 points 160, c:1 weight 1 points 160]"
         );
+    }
+
+    #[test]
+    fn keys_land_in_proportion_to_weights() {
+        let weights = [1u32, 2, 3];
+        let built = ring(&[("10.0.0.1:6379", 1), ("10.0.0.2:6379", 2), ("10.0.0.3:6379", 3)]).unwrap();
+        let mut counts = [0usize; 3];
+        for i in 0..60_000 {
+            counts[built.node_index_for(format!("key:{i}").as_bytes())] += 1;
+        }
+        for (node, &count) in counts.iter().enumerate() {
+            let expected = 60_000.0 * f64::from(weights[node]) / 6.0;
+            let off = (count as f64 - expected).abs() / expected;
+            // 80 to 240 points per node keep a ketama ring within about 15% of its weights.
+            assert!(
+                off < 0.15,
+                "node {node}: {count} keys, expected about {expected}: {counts:?}"
+            );
+        }
     }
 
     proptest! {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use sharding::key_slot;
 
+use super::resharding::is_miss;
 use super::routing::{Access, send};
 use super::{CallOptions, ClusterClient, Cmd, SetCondition, SetOptions};
 use crate::Error;
@@ -55,10 +56,16 @@ impl ClusterClient {
     /// `GET`: the value, or `None` when the key does not exist.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         self.check_key(key)?;
-        let value = self
-            .run(key, Cmd::Get(Bytes::copy_from_slice(key)), Access::Read)
-            .await?;
-        to_bytes(value, "GET")
+        let read = Cmd::Get(Bytes::copy_from_slice(key));
+        let value = self.run(key, read.clone(), Access::Read).await?;
+        // During a reshard a miss may be a key still on its old owner.
+        match value {
+            Value::Null => match self.read_fallback(key, read).await? {
+                Some(value) => to_bytes(value, "GET"),
+                None => Ok(None),
+            },
+            value => to_bytes(value, "GET"),
+        }
     }
 
     /// `SET` with an optional TTL and condition; `Ok(false)` when the condition kept it from writing.
@@ -77,25 +84,35 @@ impl ClusterClient {
                 SetCondition::IfPresent => fred::types::SetOptions::XX,
             }),
         };
-        let reply = self.run(key, cmd, Access::Write).await?;
+        let reply = match self.moved_owners(key) {
+            Some((old, new)) => self.write_moved(key, &cmd, &old, &new).await?.0,
+            None => self.run(key, cmd, Access::Write).await?,
+        };
         Ok(!matches!(reply, Value::Null))
     }
 
     /// `DEL`: whether the key existed.
     pub async fn del(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
-        let reply = self
-            .run(key, Cmd::Del(Bytes::copy_from_slice(key)), Access::Write)
-            .await?;
-        Ok(to_i64(&reply, "DEL")? > 0)
+        let cmd = Cmd::Del(Bytes::copy_from_slice(key));
+        // During a reshard a moved key is deleted on both owners, the old one first (see `resharding`).
+        let (reply, on_old) = match self.moved_owners(key) {
+            Some((old, new)) => self.write_moved(key, &cmd, &old, &new).await?,
+            None => (self.run(key, cmd, Access::Write).await?, false),
+        };
+        Ok(to_i64(&reply, "DEL")? > 0 || on_old)
     }
 
     /// `EXISTS` for one key.
     pub async fn exists(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
-        let reply = self
-            .run(key, Cmd::Exists(Bytes::copy_from_slice(key)), Access::Read)
-            .await?;
+        let read = Cmd::Exists(Bytes::copy_from_slice(key));
+        let mut reply = self.run(key, read.clone(), Access::Read).await?;
+        if is_miss(&reply)
+            && let Some(fallback) = self.read_fallback(key, read).await?
+        {
+            reply = fallback;
+        }
         Ok(to_i64(&reply, "EXISTS")? > 0)
     }
 
@@ -106,16 +123,25 @@ impl ClusterClient {
             Bytes::copy_from_slice(key),
             durations::ttl_ms("pexpire ttl", ttl)?,
         );
-        let reply = self.run(key, cmd, Access::Write).await?;
+        let mut reply = self.run(key, cmd.clone(), Access::Write).await?;
+        if is_miss(&reply)
+            && let Some(fallback) = self.read_fallback(key, cmd).await?
+        {
+            reply = fallback;
+        }
         Ok(to_i64(&reply, "PEXPIRE")? > 0)
     }
 
     /// `PTTL`: the key's remaining time to live.
     pub async fn pttl(&self, key: &[u8]) -> Result<Ttl, Error> {
         self.check_key(key)?;
-        let reply = self
-            .run(key, Cmd::Pttl(Bytes::copy_from_slice(key)), Access::Read)
-            .await?;
+        let read = Cmd::Pttl(Bytes::copy_from_slice(key));
+        let mut reply = self.run(key, read.clone(), Access::Read).await?;
+        if matches!(reply, Value::Integer(-2))
+            && let Some(fallback) = self.read_fallback(key, read).await?
+        {
+            reply = fallback;
+        }
         Ok(match to_i64(&reply, "PTTL")? {
             -2 => Ttl::Missing,
             -1 => Ttl::Persistent,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use cluster_config::{ClusterConfig, ReplicaReadMode, ResolvedMode, ServerKind, ShardingStrategy};
 use tokio::sync::{Notify, broadcast};
 
@@ -95,17 +95,19 @@ impl ClusterClient {
                 Topology::standalone(up.unwrap_or_else(|| seeds[0].clone()))
             }
             ResolvedMode::Sharded(ShardingStrategy::KeyRange) => {
-                Topology::key_range(seeds.clone()).map_err(|e| Error::Reply {
+                Topology::key_range(weighted_seeds(&seeds, &config)).map_err(|e| Error::Reply {
                     node: seeds.join(","),
                     command: "key-range".into(),
                     detail: e.to_string(),
                 })?
             }
-            ResolvedMode::Sharded(_) => Topology::ketama(seeds.clone()).map_err(|e| Error::Reply {
-                node: seeds.join(","),
-                command: "ketama".into(),
-                detail: e.to_string(),
-            })?,
+            ResolvedMode::Sharded(_) => {
+                Topology::ketama(weighted_seeds(&seeds, &config)).map_err(|e| Error::Reply {
+                    node: seeds.join(","),
+                    command: "ketama".into(),
+                    detail: e.to_string(),
+                })?
+            }
         };
         let inner = Arc::new(Inner {
             config,
@@ -126,6 +128,7 @@ impl ClusterClient {
             recent_writes: Mutex::new(RecentWrites::new()),
             lag: Mutex::new(ReplicaLag::default()),
             last_refresh: Mutex::new(Instant::now()),
+            reshard: ArcSwapOption::empty(),
         });
         inner.install(topology)?;
         // Nodes first seen in the topology (replicas, or nodes missing from the seeds) connect now, so
@@ -152,4 +155,13 @@ impl ClusterClient {
         }
         Ok(client)
     }
+}
+
+/// The seeds with the weights configured for them (`host:port=weight`), for client-side sharding.
+fn weighted_seeds(seeds: &[String], config: &ClusterConfig) -> Vec<(String, u32)> {
+    seeds
+        .iter()
+        .cloned()
+        .zip(config.node_weights().iter().copied())
+        .collect()
 }
