@@ -157,7 +157,7 @@ fn report(args: &ScaleBenchArgs, trials: &BTreeMap<Mover, Vec<Trial>>) -> String
     let mut out = format!(
         "## Moving slots (`scale-bench`)\n\n`{command}`, {} on a machine with {cpus} CPU(s), {}: {} slots holding {} keys of \
          {} B move off one primary of three ({} replica(s) each), a fresh cluster per trial, movers in rotated order, \
-         {} run(s) each; only the move is timed, and every trial checks afterwards that the source serves no slot and \
+         {} run(s) each, `cluster-allow-replica-migration no`; only the move is timed, and every trial checks afterwards that the source serves no slot and \
          holds no key and that every key is on the other primaries.\n\n\
          | mover | median time | median keys/s | runs (keys/s) | ours ÷ this |\n|---|---|---|---|---|\n",
         crate::chaos::utc_today(),
@@ -208,11 +208,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// One fresh cluster, loaded, one timed move, checked.
 async fn trial(args: &ScaleBenchArgs, mover: Mover) -> Result<Trial> {
     let spinner = spinner("starting a 3-primary cluster");
-    let cluster = LocalCluster::start(LocalClusterConfig {
+    let mut shape = LocalClusterConfig {
         masters: 3,
         replicas_per_master: args.replicas,
         ..LocalClusterConfig::default()
-    })
+    };
+    // An emptied primary stays a primary (by default Redis makes it a replica of the node that took its
+    // last slot), for every mover alike: the comparison is about moving keys.
+    shape.settings.set("cluster-allow-replica-migration", "no");
+    let cluster = LocalCluster::start(shape)
     .await
     .context("starting the local cluster")?;
     let source = cluster.primary_for_slot(0).await?;

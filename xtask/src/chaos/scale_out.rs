@@ -9,20 +9,26 @@
 //! operator's tool in another process would: the loads' clients learn of every change through
 //! redirects and their own refreshes, and the Rebalancer's work never waits in the loads' task queue.
 //!
+//! Then the same in client-sharded mode (ketama over standalone nodes, `rebalance::sharded`): a node
+//! added, another removed, under the same checked load through the cache alone (fred has no such mode);
+//! the contrast is what a plain ring switch would miss.
+//!
 //! Targets for ours: no failed call, no miss and no wrong value, every key intact at the end, and a p99
 //! during each move at most twice the steady p99 measured before it. fred's figures are the baseline.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cache_facade::{CacheConfig, ClusterClient, ClusterConfig};
+use cache_facade::{Cache, CacheConfig, ClusterClient, ClusterConfig};
+use cluster_config::Mode;
 use local_cluster::LocalClusterConfig;
+use rebalance::sharded::{ShardedMoveConfig, ShardedRebalancer};
 use rebalance::{DistributionCheck, MoveReport, RebalanceConfig, Rebalancer, Weights};
 
 use super::drills::{error_notes, no_failed_calls};
 use super::report::{DrillReport, Figure};
 use super::stage::{Load, Stage, spinner};
-use super::traffic::{MISS, Mix, Tally, WRONG_VALUE};
+use super::traffic::{COMMAND_TIMEOUT, KEYS, Keys, MISS, Mix, Side, Tally, Traffic, WRONG_VALUE};
 
 /// Load before the first move: the steady p99 comes from it.
 const STEADY: Duration = Duration::from_secs(4);
@@ -197,6 +203,16 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
         "added {new_primary} (replica {new_replica}), removed {removed}; the Rebalancer ran on a client and a thread \
          of its own, with its default settings"
     ));
+    println!("client-sharded mode: adding and removing a node");
+    if let Err(e) = sharded(rate, &mut report).await {
+        report.figures.push(Figure::target(
+            "sharded half completed",
+            format!("no: {e:#}"),
+            "-",
+            "completes",
+            false,
+        ));
+    }
     Ok(report)
 }
 
@@ -279,4 +295,166 @@ fn intact_entries() -> Vec<(String, String, Option<Duration>)> {
     (0..INTACT_KEYS)
         .map(|i| (format!("scale:intact:{i}"), format!("intact:{i}:{}", "x".repeat(64)), None))
         .collect()
+}
+
+/// The sharded half of the drill: three standalone nodes sharded by a ketama ring through the cache
+/// (fred has no client-sharded mode: ours only), checked reads at the same rate; a fourth node is
+/// added with `rebalance::sharded`, then one of the first three removed. The contrast is what a plain
+/// ring switch would surface: the keys written before, read through a client that has the four-node
+/// ring but no move.
+pub(super) async fn sharded(rate: u32, report: &mut DrillReport) -> Result<()> {
+    let servers = local_cluster::LocalStandalone::start(4)
+        .await
+        .context("starting 4 standalone nodes")?;
+    let addrs = servers.addrs();
+    let (ring, added) = (&addrs[..3], addrs[3].clone());
+    let config = ClusterConfig::builder()
+        .nodes(ring)
+        .mode(Mode::Sharded)
+        .command_timeout(COMMAND_TIMEOUT)
+        .build()?;
+    let cache = Cache::with_config(config, CacheConfig::default())
+        .await
+        .context("connecting the cache to the sharded nodes")?;
+    let client = cache.client().clone();
+    let intact = intact_entries();
+    for chunk in intact.chunks(1_000) {
+        for result in client.set_many(chunk).await {
+            result.context("writing the keys checked at the end")?;
+        }
+    }
+    // What a plain switch to the four-node ring would miss: the keys it now places on the new node.
+    let plain = ClusterClient::connect(
+        ClusterConfig::builder()
+            .nodes(&addrs[..])
+            .mode(Mode::Sharded)
+            .command_timeout(COMMAND_TIMEOUT)
+            .build()?,
+    )
+    .await
+    .context("connecting a client with the four-node ring")?;
+    let names: Vec<&str> = intact.iter().map(|(k, _, _)| k.as_str()).collect();
+    let plain_misses = plain
+        .get_many(&names)
+        .await
+        .iter()
+        .filter(|r| !matches!(r, Ok(Some(_))))
+        .count();
+    plain.close().await;
+
+    let topology = client.topology();
+    let keys = Keys::new("sharded", KEYS, &topology)?;
+    let started = Instant::now();
+    let tally = Tally::new(started, topology.shards().len());
+    let traffic = Traffic::start(
+        Side::Ours(cache.clone()),
+        keys.clone(),
+        Mix::SetGetChecked,
+        rate,
+        tally.clone(),
+    );
+    tokio::time::sleep(STEADY).await;
+
+    let bar = sharded_bar();
+    let progress = bar.clone();
+    let rebalancer = ShardedRebalancer::new(client.clone(), ShardedMoveConfig::default())?
+        .on_progress(move |p| progress.set_message(format!("{:?}: {} keys moved", p.phase, p.keys_moved)));
+    tally.set_phase(PHASE_ADD);
+    bar.set_prefix(format!("adding {added}"));
+    let grown = rebalancer.add_node(&added, 1).await;
+    tally.set_phase(PHASE_BETWEEN);
+    tokio::time::sleep(BETWEEN).await;
+    let removed = ring[0].clone();
+    tally.set_phase(PHASE_REMOVE);
+    bar.set_prefix(format!("removing {removed}"));
+    let shrunk = match &grown {
+        Ok(_) => Some(rebalancer.remove_node(&removed).await),
+        Err(_) => None,
+    };
+    bar.finish_and_clear();
+    tally.set_phase(PHASE_AFTER);
+    tokio::time::sleep(BETWEEN).await;
+    let tally = traffic.stop().await;
+    let grown = grown.context("adding a sharded node")?;
+    let shrunk = shrunk
+        .context("the node was not added")?
+        .context("removing a sharded node")?;
+    println!("  sharded add: {grown}\n  sharded remove: {shrunk}");
+
+    let read = client.get_many(&names).await;
+    let intact_ok = read
+        .iter()
+        .zip(&intact)
+        .filter(|(got, (_, want, _))| matches!(got, Ok(Some(v)) if v.as_ref() == want.as_bytes()))
+        .count();
+    client.close().await;
+
+    let na = "n/a (no sharded mode)";
+    let f = &mut report.figures;
+    f.push(Figure::info(
+        "sharded: add a node / remove a node, keys moved, took",
+        format!(
+            "{} in {:.1} s / {} in {:.1} s",
+            grown.keys_moved,
+            grown.elapsed.as_secs_f64(),
+            shrunk.keys_moved,
+            shrunk.elapsed.as_secs_f64()
+        ),
+        na,
+    ));
+    f.push(Figure::target(
+        "sharded: failed calls",
+        tally.failed(),
+        na,
+        "0",
+        tally.failed() == 0,
+    ));
+    for (name, prefix) in [
+        ("sharded: misses (absent right after a set)", MISS),
+        ("sharded: wrong values (not the one just set)", WRONG_VALUE),
+    ] {
+        let count = tally.errors_starting_with(prefix);
+        f.push(Figure::target(name, count, na, "0", count == 0));
+    }
+    f.push(Figure::target(
+        "sharded: keys written before, intact at the end (a plain ring switch: found)",
+        format!("{intact_ok} of {INTACT_KEYS}"),
+        format!("plain switch: {} of {INTACT_KEYS}", INTACT_KEYS - plain_misses),
+        "all",
+        intact_ok == INTACT_KEYS,
+    ));
+    for (name, moving) in [
+        ("sharded: p99 adding", PHASE_ADD),
+        ("sharded: p99 removing", PHASE_REMOVE),
+    ] {
+        let (steady, during) = (p99(&tally, PHASE_STEADY), p99(&tally, moving));
+        let ratio = during as f64 / steady.max(1) as f64;
+        f.push(Figure::target(
+            &format!("{name} / steady p99"),
+            format!("{} / {} = {ratio:.2}×", ms(during), ms(steady)),
+            na,
+            "≤ 2×",
+            ratio <= P99_FACTOR,
+        ));
+    }
+    let top = tally.top_errors(3);
+    if !top.is_empty() {
+        report.notes.push(format!("sharded errors: {}", top.join("; ")));
+    }
+    report.notes.push(format!(
+        "sharded: ketama over {} standalone nodes; added {added}, removed {removed}; a plain switch to the 4-node \
+         ring would have missed {plain_misses} of the {INTACT_KEYS} keys",
+        ring.len()
+    ));
+    Ok(())
+}
+
+fn sharded_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
+            .expect("constant template is valid"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
 }
