@@ -194,7 +194,8 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
             let report = runtime.block_on(run(drill, args, minutes));
             print!("{}", report.render());
             if drill == Drill::ScaleOut {
-                let path = crate::results::SCALE_OUT.write(&args.results, &scale_out_section(&report, started))?;
+                let path =
+                    crate::results::SCALE_OUT.write(&args.results, &scale_out_section(&report, started))?;
                 println!("\nWrote the scale-out section of {}.", path.display());
             }
             vec![report]
@@ -290,9 +291,11 @@ fn scale_out_section(report: &DrillReport, started: SystemTime) -> String {
     let mut out = format!(
         "## Scale out and in under load (`chaos scale-out`)\n\nProduced by `{command}` on {}, {}. A 3 + 3 cluster \
          with two spare nodes; both loads (ours through `cache_facade::Cache`, fred through its cluster client, same \
-         rate) set a key and read it back, checking the value; `rebalance::Rebalancer` (on a client of its own) adds \
-         a primary with a replica, then removes one of the original primaries. Targets apply to ours; fred's \
-         figures are the baseline of the same run.\n\n| figure | ours | fred | target | pass |\n|---|---|---|---|---|\n",
+         rate) set a key and read it back, checking the value; `rebalance::Rebalancer` (on a client and thread of \
+         its own) adds a primary with a replica, then removes one of the original primaries. Then client-sharded \
+         mode: the cache over 3 standalone nodes (ketama), `rebalance::sharded` adds a fourth and removes one (ours \
+         only; the contrast is what a plain ring switch misses). The steady p99 is that of the spells without a \
+         move (before, between, after). Targets apply to ours; fred's figures are the baseline of the same run.\n\n| figure | ours | fred | target | pass |\n|---|---|---|---|---|\n",
         utc_date(started),
         machine()
     );

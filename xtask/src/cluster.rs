@@ -125,7 +125,12 @@ pub(crate) fn status() -> Result<()> {
 /// `cluster-scale` removed a primary, that node answers `CLUSTER NODES` with itself alone.
 pub(crate) async fn widest_topology(cluster: &LocalCluster) -> Result<Vec<ClusterNode>> {
     let mut widest: Option<Vec<ClusterNode>> = None;
-    for node in cluster.nodes().iter().chain(cluster.spares()).filter(|n| n.is_running()) {
+    for node in cluster
+        .nodes()
+        .iter()
+        .chain(cluster.spares())
+        .filter(|n| n.is_running())
+    {
         let Ok(text) = node.command::<String, _, _>(["CLUSTER", "NODES"]).await else {
             continue;
         };
@@ -178,7 +183,13 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
     }
     // From a member: a node that left the cluster reports its own, empty one.
     let member = |n: &&local_cluster::Node| topology.iter().any(|e| e.port == Some(n.port()));
-    let state = match cluster.nodes().iter().chain(cluster.spares()).filter(|n| n.is_running()).find(member) {
+    let state = match cluster
+        .nodes()
+        .iter()
+        .chain(cluster.spares())
+        .filter(|n| n.is_running())
+        .find(member)
+    {
         Some(node) => node
             .cluster_info()
             .await?

@@ -108,7 +108,10 @@ async fn run(
     if args.rebalance {
         let plan = rebalancer.plan(weights).await?;
         if plan.is_empty() {
-            println!("Every primary is within {}% of its share: nothing to move.", args.threshold_percent);
+            println!(
+                "Every primary is within {}% of its share: nothing to move.",
+                args.threshold_percent
+            );
             return Ok(MoveReport::default());
         }
         println!("Plan: {plan}");
@@ -125,7 +128,11 @@ async fn run(
             if count == 1 { "y" } else { "ies" },
             args.replicas,
             free.len(),
-            if free.is_empty() { "none".to_string() } else { free.join(" ") }
+            if free.is_empty() {
+                "none".to_string()
+            } else {
+                free.join(" ")
+            }
         );
     }
     let mut report = MoveReport::default();
@@ -216,7 +223,11 @@ pub(crate) fn show(bar: &ProgressBar, p: &Progress) {
     bar.set_length(p.slots_total as u64);
     bar.set_position(p.slots_done as u64);
     let seconds = p.elapsed.as_secs_f64();
-    let rate = if seconds > 0.0 { p.keys_moved as f64 / seconds } else { 0.0 };
+    let rate = if seconds > 0.0 {
+        p.keys_moved as f64 / seconds
+    } else {
+        0.0
+    };
     bar.set_message(format!(
         "slots, {} keys, {}, {rate:.0} keys/s{}",
         p.keys_moved,

@@ -217,8 +217,8 @@ async fn trial(args: &ScaleBenchArgs, mover: Mover) -> Result<Trial> {
     // last slot), for every mover alike: the comparison is about moving keys.
     shape.settings.set("cluster-allow-replica-migration", "no");
     let cluster = LocalCluster::start(shape)
-    .await
-    .context("starting the local cluster")?;
+        .await
+        .context("starting the local cluster")?;
     let source = cluster.primary_for_slot(0).await?;
     let first_other = cluster.primary_for_slot(sharding::SLOT_COUNT / 2).await?;
     let second_other = cluster.primary_for_slot(sharding::SLOT_COUNT - 1).await?;
@@ -253,10 +253,7 @@ async fn trial(args: &ScaleBenchArgs, mover: Mover) -> Result<Trial> {
         bail!("the source holds {keys} keys after loading {}", args.keys);
     }
     spinner.finish_and_clear();
-    println!(
-        "  loaded {keys} keys in {:.2} s",
-        loaded.elapsed().as_secs_f64()
-    );
+    println!("  loaded {keys} keys in {:.2} s", loaded.elapsed().as_secs_f64());
 
     let started = Instant::now();
     match mover {
@@ -358,7 +355,10 @@ async fn check_moved(cluster: &LocalCluster, source: &Node, keys: u64) -> Result
             .map(|r| r.len())
             .sum();
         let mut elsewhere = 0;
-        for entry in topology.iter().filter(|e| e.is_primary() && e.port != Some(source.port())) {
+        for entry in topology
+            .iter()
+            .filter(|e| e.is_primary() && e.port != Some(source.port()))
+        {
             if let Some(node) = entry.port.and_then(|p| cluster.node_by_port(p)) {
                 elsewhere += dbsize(node).await?;
             }
@@ -415,9 +415,15 @@ async fn load(addr: &str, slots: u16, keys: usize, value_bytes: usize) -> Result
         let mut buf = vec![0u8; 64 * 1024];
         let mut seen = 0usize;
         while seen < expected {
-            let n = reader.read(&mut buf).await.context("reading the loader's replies")?;
+            let n = reader
+                .read(&mut buf)
+                .await
+                .context("reading the loader's replies")?;
             if n == 0 {
-                bail!("the node closed the loader's connection after {} replies", seen / 5);
+                bail!(
+                    "the node closed the loader's connection after {} replies",
+                    seen / 5
+                );
             }
             for &byte in &buf[..n] {
                 if byte != b"+OK\r\n"[seen % 5] {
@@ -442,7 +448,10 @@ async fn load(addr: &str, slots: u16, keys: usize, value_bytes: usize) -> Result
         out.extend_from_slice(&value);
         out.extend_from_slice(b"\r\n");
         if (i + 1) % LOAD_BATCH == 0 || i + 1 == keys {
-            writer.write_all(&out).await.context("writing the loader's commands")?;
+            writer
+                .write_all(&out)
+                .await
+                .context("writing the loader's commands")?;
             out.clear();
         }
     }
@@ -468,7 +477,10 @@ mod tests {
         let tags = slot_tags(1_000);
         assert_eq!(tags.len(), 1_000);
         for (slot, tag) in tags.iter().enumerate() {
-            assert_eq!(usize::from(sharding::key_slot(format!("{{{tag}}}:7").as_bytes())), slot);
+            assert_eq!(
+                usize::from(sharding::key_slot(format!("{{{tag}}}:7").as_bytes())),
+                slot
+            );
         }
     }
 

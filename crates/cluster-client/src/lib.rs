@@ -21,8 +21,8 @@ pub use sharding::SlotRange;
 
 pub use crate::{
     client::{
-        Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, Reshard, ReshardMove, SetCondition, SetOptions,
-        Ttl,
+        Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, Reshard, ReshardMove, SetCondition,
+        SetOptions, Ttl,
     },
     durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},

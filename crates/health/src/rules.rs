@@ -1595,10 +1595,25 @@ mod tests {
         };
         check(vec![
             Case::new("even", AlertKind::DistributionSkewed, healthy(), &none()),
-            Case::new("slots moved", AlertKind::DistributionSkewed, slots_moved.clone(), &cluster()),
+            Case::new(
+                "slots moved",
+                AlertKind::DistributionSkewed,
+                slots_moved.clone(),
+                &cluster(),
+            ),
             Case::new("a small move", AlertKind::DistributionSkewed, small_move, &none()),
-            Case::new("keys skewed", AlertKind::DistributionSkewed, keys([5_000, 5_000, 20_000]), &cluster()),
-            Case::new("few keys", AlertKind::DistributionSkewed, keys([100, 100, 9_000]), &none()),
+            Case::new(
+                "keys skewed",
+                AlertKind::DistributionSkewed,
+                keys([5_000, 5_000, 20_000]),
+                &cluster(),
+            ),
+            Case::new(
+                "few keys",
+                AlertKind::DistributionSkewed,
+                keys([100, 100, 9_000]),
+                &none(),
+            ),
             Case::new("memory skewed", AlertKind::DistributionSkewed, memory, &cluster()),
             Case::new(
                 "a primary did not answer: its keys are unknown",
@@ -1606,10 +1621,20 @@ mod tests {
                 unreachable_primary,
                 &none(),
             ),
-            Case::new("not a cluster", AlertKind::DistributionSkewed, standalone, &none()),
+            Case::new(
+                "not a cluster",
+                AlertKind::DistributionSkewed,
+                standalone,
+                &none(),
+            ),
             Case {
                 thresholds: off,
-                ..Case::new("rule off", AlertKind::DistributionSkewed, slots_moved.clone(), &none())
+                ..Case::new(
+                    "rule off",
+                    AlertKind::DistributionSkewed,
+                    slots_moved.clone(),
+                    &none(),
+                )
             },
         ]);
         let input = RuleInput {
@@ -1620,11 +1645,17 @@ mod tests {
         };
         let finding = &AlertKind::DistributionSkewed.evaluate(&input, &Thresholds::default())[0];
         assert!(
-            finding.message.contains("slots: 127.0.0.1:7001 holds 1.37x the mean"),
+            finding
+                .message
+                .contains("slots: 127.0.0.1:7001 holds 1.37x the mean"),
             "{}",
             finding.message
         );
-        assert!((finding.value - 7_462.0 / (16_384.0 / 3.0)).abs() < 1e-9, "{}", finding.value);
+        assert!(
+            (finding.value - 7_462.0 / (16_384.0 / 3.0)).abs() < 1e-9,
+            "{}",
+            finding.value
+        );
     }
 
     #[test]

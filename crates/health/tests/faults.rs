@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
 use health::{
-    AlertEvent, AlertKind, DistributionDimension, HealthChecker, HealthConfig, HealthConfigBuilder, HealthStatus,
-    Thresholds,
+    AlertEvent, AlertKind, DistributionDimension, HealthChecker, HealthConfig, HealthConfigBuilder,
+    HealthStatus, Thresholds,
 };
 use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use tokio::sync::broadcast;
@@ -448,7 +448,9 @@ async fn slots_moved_onto_one_primary_alert_as_skewed_until_they_move_back() -> 
         .expect("the alert is active");
     assert_eq!(alert.subject, "cluster");
     assert!(
-        alert.message.contains(&format!("slots: {} holds 1.27x", to.addr())),
+        alert
+            .message
+            .contains(&format!("slots: {} holds 1.27x", to.addr())),
         "{}",
         alert.message
     );

@@ -36,7 +36,11 @@ impl Stage {
     }
 
     /// [`Stage::start`] on a cluster of another shape (spare nodes, for instance).
-    pub(super) async fn start_on(rate: u32, settings: CacheConfig, shape: LocalClusterConfig) -> Result<Stage> {
+    pub(super) async fn start_on(
+        rate: u32,
+        settings: CacheConfig,
+        shape: LocalClusterConfig,
+    ) -> Result<Stage> {
         let spinner = spinner(&format!(
             "starting a {} + {} cluster{}",
             shape.masters,

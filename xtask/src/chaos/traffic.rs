@@ -397,12 +397,15 @@ impl Tally {
         self.phase.store(phase as u64, Ordering::Relaxed);
     }
 
-    /// A latency quantile over the calls that ended in `phase`, in microseconds, and their count.
-    pub(super) fn phase_quantile_us(&self, phase: usize, quantile: f64) -> (u64, u64) {
-        let phases = self.phase_latency.lock().unwrap_or_else(PoisonError::into_inner);
-        phases
-            .get(phase)
-            .map_or((0, 0), |h| (h.value_at_quantile(quantile), h.len()))
+    /// A latency quantile over the calls that ended in any of `phases`, in microseconds, and their
+    /// count.
+    pub(super) fn phase_quantile_us(&self, phases: &[usize], quantile: f64) -> (u64, u64) {
+        let recorded = self.phase_latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = histogram();
+        for h in phases.iter().filter_map(|&p| recorded.get(p)) {
+            let _ = all.add(h);
+        }
+        (all.value_at_quantile(quantile), all.len())
     }
 
     /// Failed calls whose error starts with `prefix`.
