@@ -307,7 +307,10 @@ mod tests {
     fn every_setting_is_checked_at_build() {
         let b = RebalanceConfig::builder;
         assert_eq!(field_of(b().keys_per_batch(0).build()), Some("keys_per_batch"));
-        assert_eq!(field_of(b().keys_per_batch(100_001).build()), Some("keys_per_batch"));
+        assert_eq!(
+            field_of(b().keys_per_batch(100_001).build()),
+            Some("keys_per_batch")
+        );
         assert_eq!(field_of(b().keys_per_batch(100_000).build()), None);
         assert_eq!(field_of(b().keys_per_batch(1).build()), None);
         assert_eq!(field_of(b().bytes_per_batch(0).build()), Some("bytes_per_batch"));
@@ -324,9 +327,18 @@ mod tests {
             field_of(b().join_timeout(Duration::from_secs(3601)).build()),
             Some("join_timeout")
         );
-        assert_eq!(field_of(b().batches_in_flight(0).build()), Some("batches_in_flight"));
-        assert_eq!(field_of(b().concurrent_slots(0).build()), Some("concurrent_slots"));
-        assert_eq!(field_of(b().concurrent_slots(257).build()), Some("concurrent_slots"));
+        assert_eq!(
+            field_of(b().batches_in_flight(0).build()),
+            Some("batches_in_flight")
+        );
+        assert_eq!(
+            field_of(b().concurrent_slots(0).build()),
+            Some("concurrent_slots")
+        );
+        assert_eq!(
+            field_of(b().concurrent_slots(257).build()),
+            Some("concurrent_slots")
+        );
         assert_eq!(
             field_of(b().threshold_percent(f64::NAN).build()),
             Some("threshold_percent")

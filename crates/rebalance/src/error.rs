@@ -100,7 +100,9 @@ pub enum Error {
         node: String,
     },
     /// The cluster has slots no primary serves; a plan cannot move slots that have no owner.
-    #[error("{count} slots are not served by any primary ({ranges}); fix coverage first (redis-cli --cluster fix)")]
+    #[error(
+        "{count} slots are not served by any primary ({ranges}); fix coverage first (redis-cli --cluster fix)"
+    )]
     UncoveredSlots {
         /// How many.
         count: usize,

@@ -194,7 +194,10 @@ impl Plan {
             .map(|node| current.shard_index(node).map_or(0, |i| current.slot_count_of(i)))
             .collect();
         let total = usize::from(SLOT_COUNT);
-        let ideal: Vec<f64> = node_weights.iter().map(|w| total as f64 * w / total_weight).collect();
+        let ideal: Vec<f64> = node_weights
+            .iter()
+            .map(|w| total as f64 * w / total_weight)
+            .collect();
         let rounded = apportion(total, &node_weights);
         let within = |i: usize, slots: usize| {
             slots == rounded[i] || imbalance_percent(slots, ideal[i]) <= threshold_percent
@@ -368,7 +371,11 @@ fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
 }
 
 pub(crate) fn ranges_text(ranges: &[SlotRange]) -> String {
-    ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -422,7 +429,12 @@ mod tests {
         let after = counts_after(&plan);
         assert_eq!(after[1], 0);
         assert_eq!(after.iter().sum::<usize>(), 16384);
-        assert!(after.iter().enumerate().all(|(i, &c)| i == 1 || (5461..=5462).contains(&c)));
+        assert!(
+            after
+                .iter()
+                .enumerate()
+                .all(|(i, &c)| i == 1 || (5461..=5462).contains(&c))
+        );
         assert!(plan.moves().iter().all(|m| m.from == nodes[1]));
         assert_eq!(plan.moved_slot_count(), 4096);
     }
@@ -437,12 +449,15 @@ mod tests {
         assert_eq!(plan.moved_slot_count(), 1096);
         assert!(plan.shares()[1].left_alone && !plan.shares()[0].left_alone);
         // With no threshold, everyone is balanced exactly.
-        let exact = Plan::compute(&table(&[3000, 4157, 4035, 5192]), &names(4), &Weights::new(), 0.0).unwrap();
+        let exact =
+            Plan::compute(&table(&[3000, 4157, 4035, 5192]), &names(4), &Weights::new(), 0.0).unwrap();
         assert_eq!(counts_after(&exact), vec![4096; 4]);
         // Everyone within the threshold: nothing to do.
-        assert!(Plan::compute(&table(&[4100, 4090, 4096, 4098]), &names(4), &Weights::new(), 2.0)
-            .unwrap()
-            .is_empty());
+        assert!(
+            Plan::compute(&table(&[4100, 4090, 4096, 4098]), &names(4), &Weights::new(), 2.0)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -465,11 +480,22 @@ mod tests {
         let nodes = names(2);
         let t = table(&[8192, 8192]);
         let err = |w: Weights| Plan::compute(&t, &nodes, &w, 2.0).unwrap_err();
-        assert!(matches!(err(Weights::new().with(nodes[0].clone(), -1.0)), Error::InvalidWeight { .. }));
-        assert!(matches!(err(Weights::new().with(nodes[0].clone(), f64::NAN)), Error::InvalidWeight { .. }));
-        assert!(matches!(err(Weights::new().with("10.0.0.1:1", 1.0)), Error::InvalidWeight { .. }));
         assert!(matches!(
-            err(Weights::new().with(nodes[0].clone(), 0.0).with(nodes[1].clone(), 0.0)),
+            err(Weights::new().with(nodes[0].clone(), -1.0)),
+            Error::InvalidWeight { .. }
+        ));
+        assert!(matches!(
+            err(Weights::new().with(nodes[0].clone(), f64::NAN)),
+            Error::InvalidWeight { .. }
+        ));
+        assert!(matches!(
+            err(Weights::new().with("10.0.0.1:1", 1.0)),
+            Error::InvalidWeight { .. }
+        ));
+        assert!(matches!(
+            err(Weights::new()
+                .with(nodes[0].clone(), 0.0)
+                .with(nodes[1].clone(), 0.0)),
             Error::NoWeight
         ));
         let partial = SlotTable::from_ranges([(0..=100, nodes[0].as_str())]).unwrap();
@@ -501,8 +527,10 @@ mod tests {
             .prop_map(|(raw, weights, threshold)| {
                 // Scale the raw numbers to counts summing to 16384.
                 let total: u32 = raw.iter().sum();
-                let mut counts: Vec<usize> =
-                    raw.iter().map(|&r| (r as usize * 16384) / total as usize).collect();
+                let mut counts: Vec<usize> = raw
+                    .iter()
+                    .map(|&r| (r as usize * 16384) / total as usize)
+                    .collect();
                 let rest = 16384 - counts.iter().sum::<usize>();
                 let first = raw.iter().position(|&r| r > 0).unwrap();
                 counts[first] += rest;

@@ -10,17 +10,18 @@ use sharding::DistributionReport;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Progress {
-    /// Slots finished so far in this run.
+    /// Slots finished so far in this pass.
     pub slots_done: usize,
-    /// Slots this run moves (open migrations it resumes included).
+    /// Slots this pass moves. A call that first finishes open migrations of an earlier run reports
+    /// that pass first, then the planned one, each counting from zero.
     pub slots_total: usize,
-    /// Keys moved so far.
+    /// Keys moved so far in this pass.
     pub keys_moved: u64,
-    /// Bytes moved so far (`MEMORY USAGE` estimates of the keys).
+    /// Bytes moved so far in this pass (`MEMORY USAGE` estimates of the keys).
     pub bytes_moved: u64,
     /// The slot whose batch or end this snapshot follows.
     pub current_slot: Option<u16>,
-    /// Time since the run started.
+    /// Time since the pass started.
     pub elapsed: Duration,
 }
 
@@ -79,7 +80,11 @@ impl MoveReport {
     /// Keys moved per second of the run (0 for an instant or empty run).
     pub fn keys_per_second(&self) -> f64 {
         let seconds = self.took.as_secs_f64();
-        if seconds > 0.0 { self.keys as f64 / seconds } else { 0.0 }
+        if seconds > 0.0 {
+            self.keys as f64 / seconds
+        } else {
+            0.0
+        }
     }
 
     /// Slots moved.
@@ -113,7 +118,11 @@ impl std::fmt::Display for MoveReport {
             self.keys_per_second()
         )?;
         if !self.busy_keys.is_empty() {
-            write!(f, "; {} keys already on their target kept there", self.busy_keys.len())?;
+            write!(
+                f,
+                "; {} keys already on their target kept there",
+                self.busy_keys.len()
+            )?;
         }
         Ok(())
     }

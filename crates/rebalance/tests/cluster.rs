@@ -38,7 +38,11 @@ async fn preload(client: &ClusterClient, prefix: &str, count: usize) {
         let writes = chunk.iter().map(|&i| {
             let key = format!("{prefix}:{i}");
             let value = value_of(prefix, i);
-            async move { client.set(key.as_bytes(), value.as_bytes(), SetOptions::default()).await }
+            async move {
+                client
+                    .set(key.as_bytes(), value.as_bytes(), SetOptions::default())
+                    .await
+            }
         });
         for result in futures::future::join_all(writes).await {
             result.expect("preload write");
@@ -62,12 +66,15 @@ async fn check_preloaded(client: &ClusterClient, prefix: &str, count: usize) {
     }
 }
 
+/// One load task's problems, and each of its keys' last acknowledged value.
+type Outcome = (Vec<String>, HashMap<String, String>);
+
 /// Writer+reader tasks through cluster-client: each task owns its keys, writes a new value, reads
 /// it back; every error and every wrong read is kept.
 struct Load {
     stop: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<(Vec<String>, HashMap<String, String>)>>,
+    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
 }
 
 impl Load {
@@ -85,7 +92,10 @@ impl Load {
                         for k in 0..keys_per_task {
                             let key = format!("load:{task}:{k}");
                             let value = format!("{task}:{k}:{round}");
-                            match client.set(key.as_bytes(), value.as_bytes(), SetOptions::default()).await {
+                            match client
+                                .set(key.as_bytes(), value.as_bytes(), SetOptions::default())
+                                .await
+                            {
                                 Ok(_) => {
                                     last.insert(key.clone(), value.clone());
                                 }
@@ -148,7 +158,10 @@ async fn slot_counts(cluster: &LocalCluster) -> HashMap<String, usize> {
 /// Slot counts of `primaries` only.
 async fn primary_slots(cluster: &LocalCluster, primaries: &[String]) -> Vec<usize> {
     let counts = slot_counts(cluster).await;
-    primaries.iter().map(|p| counts.get(p).copied().unwrap_or(0)).collect()
+    primaries
+        .iter()
+        .map(|p| counts.get(p).copied().unwrap_or(0))
+        .collect()
 }
 
 /// Waits until every node of `nodes` agrees on every slot's owner and the cluster is `ok`.
@@ -178,7 +191,10 @@ async fn wait_agreement(nodes: &[&Node]) {
         if ok && views.windows(2).all(|w| w[0] == w[1]) && views[0].len() == 16384 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "nodes did not agree on slot owners in 30 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not agree on slot owners in 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -210,7 +226,12 @@ async fn add_a_primary_with_a_replica_under_load() {
     let (calls, problems, last) = load.stop().await;
     println!("{report}; {calls} calls under load");
 
-    assert!(problems.is_empty(), "{} problems, first: {:?}", problems.len(), &problems[..problems.len().min(5)]);
+    assert!(
+        problems.is_empty(),
+        "{} problems, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
     assert!(calls > 1_000, "the load ran ({calls} calls)");
     check_preloaded(&client, "pre", 5_000).await;
     check_last_values(&client, &last).await;
@@ -225,7 +246,10 @@ async fn add_a_primary_with_a_replica_under_load() {
     for (node, count) in &counts {
         assert!((4014..=4178).contains(count), "{node} holds {count} slots");
     }
-    let check = rebalancer.validate_distribution(&Weights::new()).await.expect("check");
+    let check = rebalancer
+        .validate_distribution(&Weights::new())
+        .await
+        .expect("check");
     assert!(check.slots.verdict.is_balanced(), "{:?}", check.slots);
     assert!(check.keys.verdict.is_balanced(), "{:?}", check.keys);
     println!("memory: {:?}", check.memory.verdict);
@@ -256,12 +280,20 @@ async fn remove_a_primary_under_load() {
 
     let load = Load::start(&client, 8, 50);
     let rebalancer = Rebalancer::new(client.clone(), config());
-    let report = rebalancer.remove_primary(&removed_addr).await.expect("remove primary");
+    let report = rebalancer
+        .remove_primary(&removed_addr)
+        .await
+        .expect("remove primary");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (calls, problems, last) = load.stop().await;
     println!("{report}; {calls} calls under load");
 
-    assert!(problems.is_empty(), "{} problems, first: {:?}", problems.len(), &problems[..problems.len().min(5)]);
+    assert!(
+        problems.is_empty(),
+        "{} problems, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
     check_preloaded(&client, "pre", 4_000).await;
     check_last_values(&client, &last).await;
     assert_eq!(report.slot_count(), 4096, "{report}");
@@ -271,17 +303,33 @@ async fn remove_a_primary_under_load() {
     let keys: i64 = removed.command(["DBSIZE"]).await.expect("dbsize");
     assert_eq!(keys, 0);
     let text: String = removed.command(["CLUSTER", "NODES"]).await.expect("nodes");
-    assert_eq!(text.trim().lines().count(), 1, "the removed node still knows others:\n{text}");
-    let others: Vec<&Node> = cluster.nodes().iter().filter(|n| n.port() != removed.port()).collect();
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "the removed node still knows others:\n{text}"
+    );
+    let others: Vec<&Node> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.port() != removed.port())
+        .collect();
     for node in &others {
         let text: String = node.command(["CLUSTER", "NODES"]).await.expect("nodes");
-        assert!(!text.contains(&removed_id), "{} still knows the removed node:\n{text}", node.addr());
+        assert!(
+            !text.contains(&removed_id),
+            "{} still knows the removed node:\n{text}",
+            node.addr()
+        );
     }
     // Its replica now follows another primary, and the client no longer routes to it.
     let info = replica.info("replication").await.expect("info");
     assert_ne!(info.master_port, Some(removed.port()));
     assert_eq!(info.master_link_up, Some(true));
-    assert!(client.topology().nodes().all(|n| n != removed_addr), "{:?}", client.topology());
+    assert!(
+        client.topology().nodes().all(|n| n != removed_addr),
+        "{:?}",
+        client.topology()
+    );
     let counts = slot_counts(&cluster).await;
     assert_eq!(counts.len(), 3);
     assert!(counts.values().all(|&c| (5461..=5462).contains(&c)), "{counts:?}");
@@ -295,7 +343,13 @@ async fn weighted_rebalance_with_byte_bounded_batches() {
     let cluster = start(3, 0, 0).await;
     let client = client(&cluster).await;
     preload(&client, "pre", 3_000).await;
-    let primaries: Vec<String> = cluster.primaries().await.expect("primaries").iter().map(|n| n.addr()).collect();
+    let primaries: Vec<String> = cluster
+        .primaries()
+        .await
+        .expect("primaries")
+        .iter()
+        .map(|n| n.addr())
+        .collect();
     // Up to 100,000 keys per MIGRATE, but at most 1 KiB: the byte bound cuts every batch to a few keys.
     let config = RebalanceConfig::builder()
         .keys_per_batch(100_000)
@@ -305,7 +359,13 @@ async fn weighted_rebalance_with_byte_bounded_batches() {
     let rebalancer = Rebalancer::new(client.clone(), config);
     let weights = Weights::new().with(primaries[0].clone(), 2.0);
     let plan = rebalancer.plan(&weights).await.expect("plan");
-    assert_eq!(plan.shares().iter().find(|s| s.node == primaries[0]).map(|s| s.slots_after), Some(8192));
+    assert_eq!(
+        plan.shares()
+            .iter()
+            .find(|s| s.node == primaries[0])
+            .map(|s| s.slots_after),
+        Some(8192)
+    );
     let report = rebalancer.rebalance(&weights).await.expect("rebalance");
     println!("{report}");
     assert_eq!(report.slot_count(), plan.moved_slot_count());
@@ -316,7 +376,10 @@ async fn weighted_rebalance_with_byte_bounded_batches() {
     assert!(check.slots.verdict.is_balanced(), "{:?}", check.slots);
     assert!(check.keys.verdict.is_balanced(), "{:?}", check.keys);
     // Against equal weights the same cluster is skewed, which the check says.
-    let skewed = rebalancer.validate_distribution(&Weights::new()).await.expect("check");
+    let skewed = rebalancer
+        .validate_distribution(&Weights::new())
+        .await
+        .expect("check");
     assert!(!skewed.slots.verdict.is_balanced());
     // Planning again with the same weights moves nothing.
     assert!(rebalancer.plan(&weights).await.expect("plan").is_empty());
@@ -331,21 +394,55 @@ fn key_in_slot(prefix: &str, slot: u16) -> String {
         .expect("a key for every slot")
 }
 
+/// The lowest slot `node` serves.
+async fn lowest_slot(node: &Node) -> u16 {
+    let text: String = node.command(["CLUSTER", "NODES"]).await.expect("nodes");
+    let lines = replies::parse_cluster_nodes(&text).expect("parse");
+    lines.iter().find(|l| l.has_flag("myself")).expect("myself").slots[0].start()
+}
+
+/// Runs `rebalance(weights)` and drops its future (the "crash") once `keys` keys moved.
+async fn crash_mid_slot(client: &ClusterClient, config: &RebalanceConfig, weights: &Weights, keys: u64) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let rebalancer = Rebalancer::new(client.clone(), config.clone()).on_progress(move |p| {
+        if p.keys_moved >= keys {
+            let _ = tx.send(());
+        }
+    });
+    tokio::select! {
+        result = rebalancer.rebalance(weights) => panic!("the move ended before it was dropped: {result:?}"),
+        _ = rx.recv() => {}
+    }
+}
+
+/// Every key `{tag}:i` of 0..count holds `value i`.
+async fn check_tagged(client: &ClusterClient, tag: &str, count: usize) {
+    for i in 0..count {
+        let key = format!("{tag}:{i}");
+        let value = client.get(key.as_bytes()).await.expect("get");
+        assert_eq!(value.as_deref(), Some(format!("value {i}").as_bytes()), "{key}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_finishes_a_move_whose_future_was_dropped() {
     let _lock = local_cluster::test_lock::exclusive().await.expect("lock");
     let cluster = start(2, 0, 0).await;
     let client = client(&cluster).await;
     let primaries = cluster.primaries().await.expect("primaries");
-    let (a, b) = (primaries[0].addr(), primaries[1].addr());
-    // The drain of b moves its lowest slot first: fill it with 400 keys (one hash tag).
-    let text: String = primaries[1].command(["CLUSTER", "NODES"]).await.expect("nodes");
-    let lines = replies::parse_cluster_nodes(&text).expect("parse");
-    let b_first = lines.iter().find(|l| l.has_flag("myself")).expect("myself").slots[0].start();
-    let tag = key_in_slot("t", b_first);
-    for i in 0..400 {
-        let key = format!("{tag}:{i}");
-        client.set(key.as_bytes(), format!("value {i}").as_bytes(), SetOptions::default()).await.expect("set");
+    let a = primaries[0].addr();
+    // Draining b moves its lowest slots first: fill the two lowest with 400 keys each (hash tags).
+    let first = lowest_slot(primaries[1]).await;
+    let tags = [key_in_slot("t", first), key_in_slot("t", first + 1)];
+    for tag in &tags {
+        for i in 0..400 {
+            let key = format!("{tag}:{i}");
+            let value = format!("value {i}");
+            client
+                .set(key.as_bytes(), value.as_bytes(), SetOptions::default())
+                .await
+                .expect("set");
+        }
     }
     let config = RebalanceConfig::builder()
         .keys_per_batch(5)
@@ -353,53 +450,66 @@ async fn resume_finishes_a_move_whose_future_was_dropped() {
         .concurrent_slots(1)
         .build()
         .expect("valid");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let rebalancer = Rebalancer::new(client.clone(), config.clone()).on_progress(move |p| {
-        if p.keys_moved >= 20 {
-            let _ = tx.send(());
-        }
-    });
-    let weights = Weights::new().with(b.clone(), 0.0);
-    // The "crash": the future is dropped after a few batches of the slot.
-    tokio::select! {
-        result = rebalancer.rebalance(&weights) => panic!("the move ended before it was dropped: {result:?}"),
-        _ = rx.recv() => {}
-    }
-    drop(rebalancer);
-    let text: String = primaries[1].command(["CLUSTER", "NODES"]).await.expect("nodes");
-    assert!(text.contains(&format!("[{b_first}->-")), "slot {b_first} is not left migrating:\n{text}");
+    let drain_b = Weights::new().with(primaries[1].addr(), 0.0);
 
-    // A new rebalancer (a new process) finds and finishes it.
-    let rebalancer = Rebalancer::new(client.clone(), config);
-    let report = rebalancer.resume().await.expect("resume");
-    assert_eq!(report.resumed_count(), 1, "{report}");
-    assert_eq!(report.slots[0].slot, b_first);
-    assert_eq!(report.slots[0].to, a);
+    // First crash: the slot is left migrating; a new rebalancer (a new process) finishes it.
+    crash_mid_slot(&client, &config, &drain_b, 20).await;
+    let text: String = primaries[1].command(["CLUSTER", "NODES"]).await.expect("nodes");
+    assert!(
+        text.contains(&format!("[{first}->-")),
+        "slot {first} is not left migrating:\n{text}"
+    );
+    let rebalancer = Rebalancer::new(client.clone(), config.clone());
+    let report = rebalancer
+        .resume()
+        .await
+        .unwrap_or_else(|e| panic!("resume: {e}"));
+    assert_eq!((report.slot_count(), report.resumed_count()), (1, 1), "{report}");
+    assert_eq!(
+        (report.slots[0].slot, report.slots[0].to.as_str()),
+        (first, a.as_str())
+    );
+    assert!(report.keys > 0 && report.keys < 400, "{report}");
     for node in &primaries {
         let text: String = node.command(["CLUSTER", "NODES"]).await.expect("nodes");
-        assert!(!text.contains("->-") && !text.contains("-<-"), "open migration left:\n{text}");
+        assert!(
+            !text.contains("->-") && !text.contains("-<-"),
+            "open migration left:\n{text}"
+        );
     }
-    let owner: i64 = primaries[0]
-        .command(["CLUSTER", "COUNTKEYSINSLOT", &b_first.to_string()])
+    let on_a: i64 = primaries[0]
+        .command(["CLUSTER", "COUNTKEYSINSLOT", &first.to_string()])
         .await
         .expect("count");
-    assert_eq!(owner, 400, "every key of the slot is on its new owner");
-    let left: i64 = primaries[1]
-        .command(["CLUSTER", "COUNTKEYSINSLOT", &b_first.to_string()])
+    let on_b: i64 = primaries[1]
+        .command(["CLUSTER", "COUNTKEYSINSLOT", &first.to_string()])
         .await
         .expect("count");
-    assert_eq!(left, 0);
+    assert_eq!(
+        (on_a, on_b),
+        (400, 0),
+        "every key of the slot is on its new owner"
+    );
+    wait_agreement(&primaries).await;
+    check_tagged(&client, &tags[0], 400).await;
+
+    // Second crash, on the next slot: the next mutating call finishes it before anything else, and
+    // then has nothing to do (both primaries are within 2% of an even share).
+    crash_mid_slot(&client, &config, &drain_b, 20).await;
+    let report = rebalancer
+        .rebalance(&Weights::new())
+        .await
+        .unwrap_or_else(|e| panic!("rebalance after the second crash: {e}"));
+    assert_eq!((report.slot_count(), report.resumed_count()), (1, 1), "{report}");
+    assert_eq!(report.slots[0].slot, first + 1);
     wait_agreement(&primaries).await;
     client.refresh_topology().await.expect("refresh");
-    assert_eq!(client.topology().shard_for_slot(b_first).map(|s| s.primary.clone()), Some(a.clone()));
-    for i in 0..400 {
-        let key = format!("{tag}:{i}");
-        let value = client.get(key.as_bytes()).await.expect("get");
-        assert_eq!(value.as_deref(), Some(format!("value {i}").as_bytes()), "{key}");
+    for slot in [first, first + 1] {
+        let owner = client.topology().shard_for_slot(slot).map(|s| s.primary.clone());
+        assert_eq!(owner.as_deref(), Some(a.as_str()), "slot {slot}");
     }
-    // The rest of the drain still works after the resume.
-    let report = rebalancer.rebalance(&weights).await.expect("finish the drain");
-    assert_eq!(report.slot_count(), 8192 - 1, "{report}");
+    check_tagged(&client, &tags[0], 400).await;
+    check_tagged(&client, &tags[1], 400).await;
     client.close().await;
 }
 
@@ -407,10 +517,16 @@ async fn resume_finishes_a_move_whose_future_was_dropped() {
 /// `a`, and "new" on `b`, written through ASKING as a client redirected by ASK would.
 async fn key_on_both(client: &ClusterClient, a: &Node, b: &Node, slot: u16, key: &str) {
     let a_id = a.node_id().await.expect("id");
-    client.set(key.as_bytes(), b"old", SetOptions::default()).await.expect("set old");
+    client
+        .set(key.as_bytes(), b"old", SetOptions::default())
+        .await
+        .expect("set old");
     for i in 0..20 {
         let other = format!("{key}:other:{i}");
-        client.set(other.as_bytes(), b"x", SetOptions::default()).await.expect("set");
+        client
+            .set(other.as_bytes(), b"x", SetOptions::default())
+            .await
+            .expect("set");
     }
     let s = slot.to_string();
     b.command::<(), _, _>(["CLUSTER", "SETSLOT", s.as_str(), "IMPORTING", a_id.as_str()])
@@ -418,7 +534,10 @@ async fn key_on_both(client: &ClusterClient, a: &Node, b: &Node, slot: u16, key:
         .expect("importing");
     let admin = client.admin();
     let timeout = Duration::from_secs(1);
-    let _: Value = admin.command(&b.addr(), vec!["ASKING".into()], timeout).await.expect("asking");
+    let _: Value = admin
+        .command(&b.addr(), vec!["ASKING".into()], timeout)
+        .await
+        .expect("asking");
     let _: Value = admin
         .command(&b.addr(), vec!["SET".into(), key.into(), "new".into()], timeout)
         .await
@@ -439,18 +558,35 @@ async fn a_key_the_target_already_holds_keeps_the_targets_copy() {
     // Abort: the move stops with a typed error and touches neither copy.
     let abort_key = key_in_slot("busy", abort_slot);
     key_on_both(&client, a, b, abort_slot, &abort_key).await;
-    let abort = RebalanceConfig::builder().busy_key_policy(BusyKeyPolicy::Abort).build().expect("valid");
+    let abort = RebalanceConfig::builder()
+        .busy_key_policy(BusyKeyPolicy::Abort)
+        .build()
+        .expect("valid");
     // Only the abort slot is open for this run: the other one is set back to the plain state first.
-    b.command::<(), _, _>(["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"]).await.expect("stable");
-    let error = Rebalancer::new(client.clone(), abort).resume().await.expect_err("abort");
-    assert!(matches!(error, Error::BusyKey { slot: s, .. } if s == abort_slot), "{error}");
+    b.command::<(), _, _>(["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"])
+        .await
+        .expect("stable");
+    let error = Rebalancer::new(client.clone(), abort)
+        .resume()
+        .await
+        .expect_err("abort");
+    assert!(
+        matches!(error, Error::BusyKey { slot: s, .. } if s == abort_slot),
+        "{error}"
+    );
     let old: Option<Vec<u8>> = a.command(["GET", abort_key.as_str()]).await.expect("get on a");
     assert_eq!(old.as_deref(), Some(&b"old"[..]));
 
     // KeepTarget (the default): the target's copy stays, the source's goes, the other keys move.
-    b.command::<(), _, _>(["CLUSTER", "SETSLOT", &slot.to_string(), "IMPORTING", &a.node_id().await.expect("id")])
-        .await
-        .expect("importing again");
+    b.command::<(), _, _>([
+        "CLUSTER",
+        "SETSLOT",
+        &slot.to_string(),
+        "IMPORTING",
+        &a.node_id().await.expect("id"),
+    ])
+    .await
+    .expect("importing again");
     let rebalancer = Rebalancer::new(client.clone(), config());
     let report = rebalancer.resume().await.expect("resume");
     println!("{report}");
@@ -460,10 +596,20 @@ async fn a_key_the_target_already_holds_keeps_the_targets_copy() {
     assert!(busy.contains(&key.as_bytes()) && busy.contains(&abort_key.as_bytes()));
     for (k, s) in [(&key, slot), (&abort_key, abort_slot)] {
         client.refresh_topology().await.expect("refresh");
-        assert_eq!(client.get(k.as_bytes()).await.expect("get").as_deref(), Some(&b"new"[..]), "{k}");
-        let on_b: i64 = b.command(["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()]).await.expect("count");
+        assert_eq!(
+            client.get(k.as_bytes()).await.expect("get").as_deref(),
+            Some(&b"new"[..]),
+            "{k}"
+        );
+        let on_b: i64 = b
+            .command(["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()])
+            .await
+            .expect("count");
         assert_eq!(on_b, 21);
-        let on_a: i64 = a.command(["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()]).await.expect("count");
+        let on_a: i64 = a
+            .command(["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()])
+            .await
+            .expect("count");
         assert_eq!(on_a, 0);
     }
     client.close().await;
@@ -475,7 +621,13 @@ async fn bad_input_gives_typed_errors_and_changes_nothing() {
     let cluster = start(2, 0, 3).await;
     let client = client(&cluster).await;
     let rebalancer = Rebalancer::new(client.clone(), config());
-    let primaries: Vec<String> = cluster.primaries().await.expect("primaries").iter().map(|n| n.addr()).collect();
+    let primaries: Vec<String> = cluster
+        .primaries()
+        .await
+        .expect("primaries")
+        .iter()
+        .map(|n| n.addr())
+        .collect();
     let before = primary_slots(&cluster, &primaries).await;
 
     let e = rebalancer.remove_primary("127.0.0.1:1").await.unwrap_err();
@@ -488,11 +640,17 @@ async fn bad_input_gives_typed_errors_and_changes_nothing() {
 
     // A spare serving a slot is not empty; two spares that met are in another cluster.
     let spares = cluster.spares();
-    spares[0].command::<(), _, _>(["CLUSTER", "ADDSLOTS", "5"]).await.expect("addslots");
+    spares[0]
+        .command::<(), _, _>(["CLUSTER", "ADDSLOTS", "5"])
+        .await
+        .expect("addslots");
     let e = rebalancer.add_primary(&spares[0].addr(), &[]).await.unwrap_err();
     assert!(matches!(e, Error::NodeNotEmpty { slots: 1, .. }), "{e}");
     let port = spares[2].port().to_string();
-    spares[1].command::<(), _, _>(["CLUSTER", "MEET", "127.0.0.1", port.as_str()]).await.expect("meet");
+    spares[1]
+        .command::<(), _, _>(["CLUSTER", "MEET", "127.0.0.1", port.as_str()])
+        .await
+        .expect("meet");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let e = loop {
         let e = rebalancer.add_primary(&spares[1].addr(), &[]).await.unwrap_err();
@@ -503,16 +661,43 @@ async fn bad_input_gives_typed_errors_and_changes_nothing() {
     };
     assert!(matches!(e, Error::NodeInOtherCluster { .. }), "{e}");
     // A replica that is the new primary itself, or named twice.
-    let e = rebalancer.add_primary(&spares[2].addr(), &[spares[2].addr().as_str()]).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig { field: "replicas", .. }), "{e}");
+    let e = rebalancer
+        .add_primary(&spares[2].addr(), &[spares[2].addr().as_str()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "replicas",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
-    let e = rebalancer.rebalance(&Weights::new().with(primaries[0].clone(), -1.0)).await.unwrap_err();
+    let e = rebalancer
+        .rebalance(&Weights::new().with(primaries[0].clone(), -1.0))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidWeight { .. }), "{e}");
-    let e = rebalancer.rebalance(&Weights::new().with("127.0.0.1:1", 1.0)).await.unwrap_err();
+    let e = rebalancer
+        .rebalance(&Weights::new().with("127.0.0.1:1", 1.0))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidWeight { .. }), "{e}");
-    let zero = Weights::new().with(primaries[0].clone(), 0.0).with(primaries[1].clone(), 0.0);
-    assert!(matches!(rebalancer.rebalance(&zero).await.unwrap_err(), Error::NoWeight));
-    assert_eq!(primary_slots(&cluster, &primaries).await, before, "bad input changed the cluster");
+    let zero = Weights::new()
+        .with(primaries[0].clone(), 0.0)
+        .with(primaries[1].clone(), 0.0);
+    assert!(matches!(
+        rebalancer.rebalance(&zero).await.unwrap_err(),
+        Error::NoWeight
+    ));
+    assert_eq!(
+        primary_slots(&cluster, &primaries).await,
+        before,
+        "bad input changed the cluster"
+    );
     client.close().await;
     drop(cluster);
 
@@ -528,9 +713,15 @@ async fn bad_input_gives_typed_errors_and_changes_nothing() {
 
     // A standalone server is not a cluster.
     let standalone = LocalStandalone::start(1).await.expect("standalone");
-    let config = ClusterConfig::builder().nodes(standalone.addrs()).build().expect("config");
+    let config = ClusterConfig::builder()
+        .nodes(standalone.addrs())
+        .build()
+        .expect("config");
     let client = ClusterClient::connect(config).await.expect("connect");
-    let e = Rebalancer::new(client.clone(), self::config()).plan(&Weights::new()).await.unwrap_err();
+    let e = Rebalancer::new(client.clone(), self::config())
+        .plan(&Weights::new())
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::NotACluster { .. }), "{e}");
     client.close().await;
 }

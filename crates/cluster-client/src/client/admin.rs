@@ -124,7 +124,12 @@ impl Admin {
     /// An error reply is [`Error::Server`], no answer within `timeout` is [`Error::Timeout`], a node
     /// that cannot be reached is [`Error::Connection`]. `timeout` must be from
     /// [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) to [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
-    pub async fn command<R: FromValue>(&self, node: &str, args: Vec<Value>, timeout: Duration) -> Result<R, Error> {
+    pub async fn command<R: FromValue>(
+        &self,
+        node: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<R, Error> {
         let timeout = durations::timeout("Admin::command timeout", timeout)?;
         let name = args.first().and_then(Value::as_string).unwrap_or_default();
         let reply = self.call(node, &name, value::to_fred(args), timeout).await?;
@@ -290,14 +295,20 @@ impl AdminSlot {
     /// Forgets `client` if it is still the slot's connection (another caller may have replaced it).
     async fn drop_client(&self, client: &fred::clients::Client) {
         let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_some_and(|c| c.id() == client.id()) {
-            if let Some(old) = conn.take() {
-                close_in_background(old);
-            }
+        if conn.as_ref().is_some_and(|c| c.id() == client.id())
+            && let Some(old) = conn.take()
+        {
+            close_in_background(old);
         }
     }
 
-    fn to_error(&self, command: &str, failure: Failure, error: &fred::error::Error, after: Duration) -> Error {
+    fn to_error(
+        &self,
+        command: &str,
+        failure: Failure,
+        error: &fred::error::Error,
+        after: Duration,
+    ) -> Error {
         match failure {
             Failure::Timeout => Error::Timeout {
                 command: command.into(),
@@ -324,5 +335,64 @@ fn close_in_background(client: fred::clients::Client) {
         runtime.spawn(async move {
             let _ = client.quit().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cluster_config::Password;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_password_never_shows_and_bad_input_sends_nothing() {
+        let config = ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .username("ops")
+            .password(Password::new("hunter2-secret"))
+            .build()
+            .expect("valid config");
+        let admin = Admin::new(&config);
+        // Refused before any connection: a malformed address, a zero timeout.
+        let error = admin
+            .command::<Value>(
+                "not an address",
+                vec![Value::from("PING")],
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::UnknownNode { .. }), "{error}");
+        let error = admin
+            .migrate(
+                "127.0.0.1:1",
+                "127.0.0.1:2",
+                &[Bytes::from_static(b"k")],
+                Duration::ZERO,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::InvalidDuration { .. }), "{error}");
+        assert_eq!(
+            admin
+                .migrate("127.0.0.1:1", "127.0.0.1:2", &[], Duration::from_secs(1))
+                .await
+                .unwrap(),
+            MigrateReply::NoKey
+        );
+        // A node that does not answer is a connection error that names it, without the password.
+        let error = admin
+            .migrate(
+                "127.0.0.1:1",
+                "127.0.0.1:2",
+                &[Bytes::from_static(b"k")],
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
+        for shown in [format!("{admin:?}"), error.to_string(), format!("{error:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 }

@@ -38,12 +38,21 @@ pub(crate) async fn check_joinable(ops: Ops<'_>, view: &View, node: &str) -> Res
     if let Some(member) = view.member(node) {
         return Err(Error::AlreadyMember {
             node: node.to_string(),
-            role: if member.line.role == Role::Primary { "primary" } else { "replica" },
+            role: if member.line.role == Role::Primary {
+                "primary"
+            } else {
+                "replica"
+            },
         });
     }
-    let info = ops.info(node, "cluster").await.map_err(|e| unreachable(node, e))?;
+    let info = ops
+        .info(node, "cluster")
+        .await
+        .map_err(|e| unreachable(node, e))?;
     if info.cluster_enabled != Some(true) {
-        return Err(Error::NotClusterEnabled { node: node.to_string() });
+        return Err(Error::NotClusterEnabled {
+            node: node.to_string(),
+        });
     }
     let lines = ops.cluster_nodes(node).await.map_err(|e| unreachable(node, e))?;
     let others = lines.iter().filter(|line| !line.has_flag("myself")).count();
@@ -53,8 +62,15 @@ pub(crate) async fn check_joinable(ops: Ops<'_>, view: &View, node: &str) -> Res
             known: others,
         });
     }
-    let keys: i64 = ops.words(node, &["DBSIZE"]).await.map_err(|e| unreachable(node, e))?;
-    let slots: usize = lines.iter().filter(|l| l.has_flag("myself")).map(|l| l.slot_count()).sum();
+    let keys: i64 = ops
+        .words(node, &["DBSIZE"])
+        .await
+        .map_err(|e| unreachable(node, e))?;
+    let slots: usize = lines
+        .iter()
+        .filter(|l| l.has_flag("myself"))
+        .map(|l| l.slot_count())
+        .sum();
     if keys != 0 || slots != 0 {
         return Err(Error::NodeNotEmpty {
             node: node.to_string(),
@@ -102,12 +118,12 @@ pub(crate) async fn join(ops: Ops<'_>, view: &View, node: &str, timeout: Duratio
         detail: "not an address host:port".into(),
     })?;
     let port = addr.port().to_string();
-    let from = view
-        .primaries()
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Inconsistent("the cluster has no primary to meet a new node from".into()))?;
-    ops.words::<()>(&from, &["CLUSTER", "MEET", addr.host(), &port]).await?;
+    let from =
+        view.primaries().into_iter().next().ok_or_else(|| {
+            Error::Inconsistent("the cluster has no primary to meet a new node from".into())
+        })?;
+    ops.words::<()>(&from, &["CLUSTER", "MEET", addr.host(), &port])
+        .await?;
     let members: Vec<(String, String)> = view
         .members
         .iter()
@@ -119,7 +135,11 @@ pub(crate) async fn join(ops: Ops<'_>, view: &View, node: &str, timeout: Duratio
         let answers = join_all(everyone.clone().map(|m| ops.cluster_nodes(m))).await;
         for (member, answer) in everyone.zip(answers) {
             let lines = answer?;
-            let knows = |id: &str| lines.iter().any(|l| l.id == id && !l.has_flag("handshake") && l.addr.is_some());
+            let knows = |id: &str| {
+                lines
+                    .iter()
+                    .any(|l| l.id == id && !l.has_flag("handshake") && l.addr.is_some())
+            };
             if member == node {
                 if let Some((addr, _)) = members.iter().find(|(_, id)| !knows(id)) {
                     return Ok(Some(format!("{node} does not know {addr} yet")));
@@ -147,14 +167,20 @@ pub(crate) async fn replicate(
         .parse::<NodeAddr>()
         .map(|a| a.port())
         .map_err(|_| Error::Inconsistent(format!("{primary} is not an address host:port")))?;
-    ops.words::<()>(replica, &["CLUSTER", "REPLICATE", primary_id]).await?;
+    ops.words::<()>(replica, &["CLUSTER", "REPLICATE", primary_id])
+        .await?;
     let what = format!("{replica} to replicate {primary} with its link up");
     wait_until(&what, timeout, || async {
         let info = ops.info(replica, "replication").await?;
-        Ok(
-            (info.role != Some(Role::Replica) || info.master_port != Some(port) || info.master_link_up != Some(true))
-                .then(|| format!("role {:?}, primary port {:?}, link up {:?}", info.role, info.master_port, info.master_link_up)),
-        )
+        Ok((info.role != Some(Role::Replica)
+            || info.master_port != Some(port)
+            || info.master_link_up != Some(true))
+        .then(|| {
+            format!(
+                "role {:?}, primary port {:?}, link up {:?}",
+                info.role, info.master_port, info.master_link_up
+            )
+        }))
     })
     .await
 }
@@ -162,7 +188,12 @@ pub(crate) async fn replicate(
 /// Retires the drained primary `addr`: its replicas go to the remaining primaries with the fewest
 /// replicas, every other node forgets it once all see it without slots nor replicas, and it is reset
 /// so that it forgets the cluster.
-pub(crate) async fn retire(client: &ClusterClient, ops: Ops<'_>, addr: &str, timeout: Duration) -> Result<(), Error> {
+pub(crate) async fn retire(
+    client: &ClusterClient,
+    ops: Ops<'_>,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
     let view = View::load(client, ops).await?;
     let id = view
         .id_of(addr)
@@ -249,7 +280,11 @@ pub(crate) async fn retire(client: &ClusterClient, ops: Ops<'_>, addr: &str, tim
     if role == Some(Role::Replica) || keys == 0 {
         ops.words::<()>(addr, &["CLUSTER", "RESET", "SOFT"]).await?;
     } else {
-        tracing::warn!(node = addr, keys, "the removed primary still holds keys: not reset");
+        tracing::warn!(
+            node = addr,
+            keys,
+            "the removed primary still holds keys: not reset"
+        );
     }
     Ok(())
 }

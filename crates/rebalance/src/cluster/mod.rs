@@ -102,7 +102,8 @@ impl Rebalancer {
 
     /// Adds `addr` as a primary with weight 1 (see [`Rebalancer::add_primary_with_weights`]).
     pub async fn add_primary(&self, addr: &str, replicas: &[&str]) -> Result<MoveReport, Error> {
-        self.add_primary_with_weights(addr, replicas, &Weights::new()).await
+        self.add_primary_with_weights(addr, replicas, &Weights::new())
+            .await
     }
 
     /// Adds `addr` (an empty, cluster-enabled node in no other cluster) as a primary: finishes open
@@ -184,7 +185,9 @@ impl Rebalancer {
             });
         }
         if view.own.len() < 2 {
-            return Err(Error::LastPrimary { node: addr.to_string() });
+            return Err(Error::LastPrimary {
+                node: addr.to_string(),
+            });
         }
         let plan = self.plan_over(&view, &Weights::new().with(addr, 0.0))?;
         tracing::info!(%plan, node = addr, "draining the primary");
@@ -293,7 +296,8 @@ impl Rebalancer {
     async fn open_jobs(&self, view: &View) -> Result<Vec<Job>, Error> {
         let open = view.migrations();
         let job = |slot: u16, from: &str, to: &str| -> Result<Job, Error> {
-            let missing = |node: &str| Error::Inconsistent(format!("slot {slot}: {node} is not a node of the cluster"));
+            let missing =
+                |node: &str| Error::Inconsistent(format!("slot {slot}: {node} is not a node of the cluster"));
             Ok(Job {
                 slot,
                 from: from.to_string(),
@@ -312,11 +316,17 @@ impl Rebalancer {
             })
         };
         let mut jobs: BTreeMap<u16, Job> = BTreeMap::new();
-        for (node, marker) in open.iter().filter(|(_, m)| m.direction == MigrationDirection::Migrating) {
+        for (node, marker) in open
+            .iter()
+            .filter(|(_, m)| m.direction == MigrationDirection::Migrating)
+        {
             let to = peer(node, marker.slot, &marker.peer_id)?;
             jobs.insert(marker.slot, job(marker.slot, node, &to)?);
         }
-        for (node, marker) in open.iter().filter(|(_, m)| m.direction == MigrationDirection::Importing) {
+        for (node, marker) in open
+            .iter()
+            .filter(|(_, m)| m.direction == MigrationDirection::Importing)
+        {
             if jobs.contains_key(&marker.slot) {
                 continue;
             }

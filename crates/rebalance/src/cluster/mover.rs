@@ -197,7 +197,13 @@ impl<'a> Mover<'a> {
         // The first listing is queued right behind MIGRATING on the source's connection: one round
         // trip for both, and the server runs them in that order.
         let per_listing = self.config.keys_per_batch * self.config.batches_in_flight;
-        let migrating_words = ["CLUSTER", "SETSLOT", slot.as_str(), "MIGRATING", job.to_id.as_str()];
+        let migrating_words = [
+            "CLUSTER",
+            "SETSLOT",
+            slot.as_str(),
+            "MIGRATING",
+            job.to_id.as_str(),
+        ];
         let (migrating, first) = futures::join!(
             ops.words::<()>(&job.from, &migrating_words),
             self.list(job, per_listing)
@@ -384,7 +390,11 @@ impl<'a> Mover<'a> {
     /// A batch answered `BUSYKEY`: every key of it that moved is gone from the source, the others are
     /// tried one by one, and a key the target holds is settled by the policy. Returns keys and bytes
     /// moved, and the keys whose target copy was kept.
-    async fn settle_busy(&self, job: &Job, batch: &[(Bytes, u64)]) -> Result<(u64, u64, Vec<BusyKey>), Error> {
+    async fn settle_busy(
+        &self,
+        job: &Job,
+        batch: &[(Bytes, u64)],
+    ) -> Result<(u64, u64, Vec<BusyKey>), Error> {
         let mut keys = 0;
         let mut bytes = 0;
         let mut kept = Vec::new();
@@ -393,7 +403,12 @@ impl<'a> Mover<'a> {
             loop {
                 let reply = self
                     .admin
-                    .migrate(&job.from, &job.to, std::slice::from_ref(key), self.config.migrate_timeout)
+                    .migrate(
+                        &job.from,
+                        &job.to,
+                        std::slice::from_ref(key),
+                        self.config.migrate_timeout,
+                    )
                     .await?;
                 match reply {
                     MigrateReply::Moved => {
@@ -481,7 +496,9 @@ pub(crate) fn cut(entries: Vec<(Bytes, u64)>, max_keys: usize, max_bytes: u64) -
     let mut batch: Vec<(Bytes, u64)> = Vec::new();
     let mut batch_bytes = 0u64;
     for (key, size) in entries {
-        if !batch.is_empty() && (batch.len() >= max_keys || batch_bytes.saturating_add(size) > max_bytes) {
+        if !batch.is_empty()
+            && (batch.len() >= max_keys || batch_bytes.checked_add(size).is_none_or(|b| b > max_bytes))
+        {
             batches.push(std::mem::take(&mut batch));
             batch_bytes = 0;
         }
@@ -524,12 +541,24 @@ mod tests {
     #[test]
     fn batches_stop_at_keys_or_bytes_and_carry_a_huge_key_alone() {
         let sizes = |batches: Vec<Vec<(Bytes, u64)>>| -> Vec<Vec<u64>> {
-            batches.into_iter().map(|b| b.into_iter().map(|(_, s)| s).collect()).collect()
+            batches
+                .into_iter()
+                .map(|b| b.into_iter().map(|(_, s)| s).collect())
+                .collect()
         };
-        assert_eq!(sizes(cut(entries(&[1, 1, 1, 1, 1]), 2, 100)), vec![vec![1, 1], vec![1, 1], vec![1]]);
-        assert_eq!(sizes(cut(entries(&[60, 60, 30]), 10, 100)), vec![vec![60], vec![60, 30]]);
+        assert_eq!(
+            sizes(cut(entries(&[1, 1, 1, 1, 1]), 2, 100)),
+            vec![vec![1, 1], vec![1, 1], vec![1]]
+        );
+        assert_eq!(
+            sizes(cut(entries(&[60, 60, 30]), 10, 100)),
+            vec![vec![60], vec![60, 30]]
+        );
         // A key above the byte bound goes alone rather than never.
-        assert_eq!(sizes(cut(entries(&[10, 500, 10]), 10, 100)), vec![vec![10], vec![500], vec![10]]);
+        assert_eq!(
+            sizes(cut(entries(&[10, 500, 10]), 10, 100)),
+            vec![vec![10], vec![500], vec![10]]
+        );
         assert!(cut(Vec::new(), 10, 100).is_empty());
         assert_eq!(cut(entries(&[u64::MAX, u64::MAX]), 10, u64::MAX).len(), 2);
     }
