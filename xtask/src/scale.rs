@@ -12,7 +12,7 @@ use cluster_config::ClusterConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{ClusterNode, LocalCluster};
 use rebalance::{DistributionCheck, MoveReport, Progress, RebalanceConfig, Rebalancer, Weights};
-use sharding::{DistributionReport, Verdict};
+use sharding::{DistributionReport, Verdict, Violation};
 
 /// Options of `cargo xtask cluster-scale`: exactly one of `--add-primaries`, `--remove-primary`,
 /// `--rebalance`.
@@ -310,7 +310,10 @@ fn print_verdict(check: &DistributionCheck) {
             "balanced (busiest {:.2}x the mean, coefficient of variation {:.3})",
             report.max_over_mean, report.coefficient_of_variation
         ),
-        Verdict::Skewed(violations) => format!("SKEWED: {violations:?}"),
+        Verdict::Skewed(violations) => format!(
+            "SKEWED: {}",
+            violations.iter().map(violation).collect::<Vec<_>>().join(", ")
+        ),
         Verdict::TooFewKeys { keys, needed } => format!("too few to judge ({keys} of {needed} needed)"),
         other => format!("{other:?}"),
     };
@@ -321,6 +324,19 @@ fn print_verdict(check: &DistributionCheck) {
     println!("  slots:  {}", verdict(&check.slots));
     println!("  keys:   {}", verdict(&check.keys));
     println!("  memory: {}", verdict(&check.memory));
+}
+
+/// One crossed bound, for a person.
+fn violation(v: &Violation) -> String {
+    match v {
+        Violation::CoefficientOfVariation { value, limit } => {
+            format!("coefficient of variation {value:.3} (bound {limit:.2})")
+        }
+        Violation::MaxOverMean { shard, value, limit } => {
+            format!("{shard} holds {value:.2}x the mean (bound {limit:.2}x)")
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 #[cfg(test)]
