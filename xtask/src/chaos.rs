@@ -21,6 +21,7 @@ mod drills;
 mod history;
 mod report;
 mod safety;
+mod scale_out;
 mod schedule;
 mod stage;
 mod steady;
@@ -34,6 +35,12 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use self::report::{DrillReport, Figure, markdown, merge_runs, utc_date};
+pub(crate) use self::stage::spinner;
+
+/// Today's date and time, `2026-12-07 11:40 UTC`, as every results section writes it.
+pub(crate) fn utc_today() -> String {
+    utc_date(SystemTime::now())
+}
 
 /// Minutes of the steady drill without --minutes.
 const STEADY_MINUTES: u64 = 10;
@@ -67,6 +74,10 @@ pub(crate) enum Drill {
     /// writes, regressions, deletes undone, deadlines, memory and clock adoption; fred as contrast.
     /// Writes its own section of docs/RESULTS.md; exits non-zero on any anomaly of ours. Not in `all`.
     Safety,
+    /// Add a primary with a replica (spare nodes) and remove another primary under load, with the
+    /// Rebalancer: no error, miss or wrong value surfaced, every key intact, p99 during each move at most
+    /// 2× the steady p99. Writes its own section of docs/RESULTS.md. Not in `all`.
+    ScaleOut,
     /// Every drill, then the table in docs/RESULTS.md.
     All,
 }
@@ -182,6 +193,11 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
         drill => {
             let report = runtime.block_on(run(drill, args, minutes));
             print!("{}", report.render());
+            if drill == Drill::ScaleOut {
+                let path =
+                    crate::results::SCALE_OUT.write(&args.results, &scale_out_section(&report, started))?;
+                println!("\nWrote the scale-out section of {}.", path.display());
+            }
             vec![report]
         }
     };
@@ -214,6 +230,7 @@ async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport
             Drill::ClientPause => drills::client_pause(args.rate).await,
             Drill::KillReadReplica => drills::kill_read_replica(args.rate).await,
             Drill::Steady => steady::steady(args.rate, steady_minutes).await,
+            Drill::ScaleOut => scale_out::scale_out(args.rate).await,
             Drill::KillMaster | Drill::Safety | Drill::All => bail!("{name} is not a single drill"),
         }
     }
@@ -265,12 +282,47 @@ async fn kill_master_runs(runs: usize, rate: u32) -> DrillReport {
     report
 }
 
-/// Writes `docs/RESULTS.md` (or `--results`) with the command, the date and the machine.
-fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime) -> Result<()> {
+/// `chaos scale-out`'s section of `docs/RESULTS.md`: the command, the date, the machine, the table.
+fn scale_out_section(report: &DrillReport, started: SystemTime) -> String {
     let command = format!(
         "cargo xtask {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
+    let mut out = format!(
+        "## Scale out and in under load (`chaos scale-out`)\n\nProduced by `{command}` on {}, {}. A 3 + 3 cluster \
+         with two spare nodes; both loads (ours through `cache_facade::Cache`, fred through its cluster client, same \
+         rate) set a key and read it back, checking the value; `rebalance::Rebalancer` (on a client and thread of \
+         its own) adds a primary with a replica, then removes one of the original primaries. Then client-sharded \
+         mode: the cache over 3 standalone nodes (ketama), `rebalance::sharded` adds a fourth and removes one (ours \
+         only; the contrast is what a plain ring switch misses). The steady p99 is that of the spells without a \
+         move (before, between, after). Targets apply to ours; fred's figures are the baseline of the same run.\n\n| figure | ours | fred | target | pass |\n|---|---|---|---|---|\n",
+        utc_date(started),
+        machine()
+    );
+    for f in &report.figures {
+        let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            cell(&f.name),
+            cell(&f.ours),
+            cell(&f.fred),
+            cell(&f.target),
+            match f.pass {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "",
+            }
+        ));
+    }
+    for note in &report.notes {
+        out.push_str(&format!("\n- {}", note.replace('\n', " ")));
+    }
+    out.push('\n');
+    out
+}
+
+/// `on a machine with 2 CPU(s), redis-server 7.0.15`.
+fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let redis = std::process::Command::new("redis-server")
         .arg("--version")
@@ -282,8 +334,16 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
                 .find_map(|w| w.strip_prefix("v=").map(str::to_string))
         })
         .unwrap_or_else(|| "unknown".into());
-    let machine = format!("on a machine with {cpus} CPU(s), redis-server {redis}");
-    let mut text = markdown(reports, &command, &utc_date(started), &machine);
+    format!("on a machine with {cpus} CPU(s), redis-server {redis}")
+}
+
+/// Writes `docs/RESULTS.md` (or `--results`) with the command, the date and the machine.
+fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime) -> Result<()> {
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let mut text = markdown(reports, &command, &utc_date(started), &machine());
     let path = if args.results.is_absolute() {
         args.results.clone()
     } else {
@@ -294,6 +354,12 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
     if let Some(section) = safety::section_of(&old) {
         text = safety::replace_section(&text, &format!("{section}\n"));
     }
+    // So do the sections of `scale-bench` and `chaos scale-out`.
+    text = crate::results::keep_sections(
+        &text,
+        &old,
+        &[crate::results::SCALE_BENCH, crate::results::SCALE_OUT],
+    );
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

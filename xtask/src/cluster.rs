@@ -20,6 +20,11 @@ pub(crate) struct UpArgs {
     /// Node i listens on base-port + i (default: free ports chosen at random).
     #[arg(long)]
     base_port: Option<u16>,
+    /// Extra cluster-enabled nodes started beside the cluster but not joined to it, for `cluster-scale
+    /// --add-primaries` (each new primary takes one spare, and one more per replica). The default, 2, is
+    /// enough to add one primary with one replica.
+    #[arg(long, default_value_t = 2)]
+    spares: usize,
 }
 
 /// Where the detached cluster lives: `target/local-cluster/`.
@@ -62,14 +67,16 @@ pub(crate) fn up(args: &UpArgs) -> Result<()> {
             masters: args.masters,
             replicas_per_master: args.replicas,
             base_port: args.base_port,
+            spares: args.spares,
             ..LocalClusterConfig::default()
         };
         let started = Instant::now();
         let cluster = LocalCluster::start_detached(spec, &dir).await?;
         println!(
-            "Started a {}-primary, {}-replica cluster in {:.2} s (state in {}).",
+            "Started a {}-primary, {}-replica cluster and {} spare node(s) in {:.2} s (state in {}).",
             args.masters,
             args.masters * args.replicas,
+            args.spares,
             started.elapsed().as_secs_f64(),
             dir.display()
         );
@@ -91,7 +98,12 @@ pub(crate) fn down() -> Result<()> {
         return Ok(());
     }
     let cluster = LocalCluster::attach(&dir)?;
-    let alive = cluster.nodes().iter().filter(|n| n.is_running()).count();
+    let alive = cluster
+        .nodes()
+        .iter()
+        .chain(cluster.spares())
+        .filter(|n| n.is_running())
+        .count();
     cluster.shutdown()?;
     println!(
         "Stopped {alive} redis-server process(es) and removed {}.",
@@ -109,14 +121,37 @@ pub(crate) fn status() -> Result<()> {
     })
 }
 
+/// The cluster as the running node (spares included) that knows the most nodes sees it: once
+/// `cluster-scale` removed a primary, that node answers `CLUSTER NODES` with itself alone.
+pub(crate) async fn widest_topology(cluster: &LocalCluster) -> Result<Vec<ClusterNode>> {
+    let mut widest: Option<Vec<ClusterNode>> = None;
+    for node in cluster
+        .nodes()
+        .iter()
+        .chain(cluster.spares())
+        .filter(|n| n.is_running())
+    {
+        let Ok(text) = node.command::<String, _, _>(["CLUSTER", "NODES"]).await else {
+            continue;
+        };
+        let view = replies::parse_cluster_nodes(&text)
+            .with_context(|| format!("reading CLUSTER NODES of {}", node.addr()))?;
+        if widest.as_ref().is_none_or(|w| view.len() > w.len()) {
+            widest = Some(view);
+        }
+    }
+    widest.context("no node of the local cluster answers")
+}
+
 /// A table of node, role, slot ranges, link state, memory, keys; then `cluster_state`.
 pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
-    let topology = cluster.topology().await.context("reading CLUSTER NODES")?;
+    let topology = widest_topology(cluster).await?;
     println!(
         "\n{:<17} {:<8} {:<7} {:<22} {:<13} {:>10} {:>9}",
         "node", "pid", "role", "slots", "link", "memory", "keys"
     );
-    for node in cluster.nodes() {
+    // Spares come last; once `cluster-scale` joined one, the topology shows its role like any node's.
+    for node in cluster.nodes().iter().chain(cluster.spares()) {
         let entry = topology.iter().find(|e| e.port == Some(node.port()));
         let pid = node.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let (memory, keys) = if node.is_running() {
@@ -139,14 +174,22 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
             "{:<17} {:<8} {:<7} {:<22} {:<13} {:>10} {:>9}",
             node.addr(),
             pid,
-            entry.map(role).unwrap_or("?"),
+            entry.map(role).unwrap_or("-"),
             entry.map(slot_ranges).unwrap_or_default(),
-            entry.map(link).unwrap_or("unknown"),
+            entry.map(link).unwrap_or("not joined"),
             memory,
             keys
         );
     }
-    let state = match cluster.nodes().iter().find(|n| n.is_running()) {
+    // From a member: a node that left the cluster reports its own, empty one.
+    let member = |n: &&local_cluster::Node| topology.iter().any(|e| e.port == Some(n.port()));
+    let state = match cluster
+        .nodes()
+        .iter()
+        .chain(cluster.spares())
+        .filter(|n| n.is_running())
+        .find(member)
+    {
         Some(node) => node
             .cluster_info()
             .await?
@@ -156,6 +199,18 @@ pub(crate) async fn print_status(cluster: &LocalCluster) -> Result<()> {
         None => "down".into(),
     };
     println!("\ncluster_state: {state}");
+    let unjoined: Vec<String> = cluster
+        .spares()
+        .iter()
+        .filter(|n| n.is_running() && !topology.iter().any(|e| e.port == Some(n.port())))
+        .map(|n| n.addr())
+        .collect();
+    if !unjoined.is_empty() {
+        println!(
+            "spares (running, not joined): {}; add them with `cargo xtask cluster-scale --add-primaries 1`",
+            unjoined.join(" ")
+        );
+    }
     Ok(())
 }
 

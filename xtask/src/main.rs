@@ -16,6 +16,9 @@ mod fred_baseline;
 mod load;
 mod plot;
 mod prerequisites;
+mod results;
+mod scale;
+mod scale_bench;
 
 /// Developer and operator tasks for the Redis Cluster cache workspace.
 #[derive(Debug, Parser)]
@@ -35,10 +38,16 @@ enum Task {
     ClusterDown,
     /// Show each node of the running local cluster: role, slots, link, memory, keys.
     ClusterStatus,
+    /// Grow, shrink or rebalance the cluster from `cluster-up` online: `--add-primaries N` (from its
+    /// spare nodes), `--remove-primary ADDR`, or `--rebalance [--weights addr=w,...]`.
+    ClusterScale(scale::ScaleArgs),
     /// Load the cluster through cluster-client, fred's cluster client and redis-benchmark; print ratios.
     Load(load::LoadArgs),
     /// Failover drills under load, through the cache and through fred's cluster client side by side.
     Chaos(chaos::ChaosArgs),
+    /// Time to move 1,000 slots holding 1 M keys of 100 B: ours against `redis-cli --cluster rebalance`
+    /// and `reshard --cluster-pipeline 100`, same data, fresh cluster per trial; writes docs/RESULTS.md.
+    ScaleBench(scale_bench::ScaleBenchArgs),
     /// Run every test in the workspace (installs redis-server first when it is missing).
     Test {
         /// Extra arguments for `cargo test`, after `--`.
@@ -65,8 +74,10 @@ fn main() -> ExitCode {
         Task::ClusterUp(args) => cluster::up(&args),
         Task::ClusterDown => cluster::down(),
         Task::ClusterStatus => cluster::status(),
+        Task::ClusterScale(args) => scale::scale(&args),
         Task::Load(args) => in_release().and_then(|()| load::load(&args)),
         Task::Chaos(args) => in_release().and_then(|()| chaos::chaos(&args)),
+        Task::ScaleBench(args) => in_release().and_then(|()| scale_bench::scale_bench(&args)),
         Task::Test { args } => test(&args),
         Task::Ci(args) => ci::ci(&args),
     };

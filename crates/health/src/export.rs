@@ -23,6 +23,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::alerts::AlertEvent;
+use crate::distribution::DistributionDimension;
 #[cfg(feature = "prometheus")]
 use crate::error::Error;
 use crate::monitor::Observation;
@@ -243,6 +244,18 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Collection rounds run.",
     ),
     (
+        "redis_cache_distribution_max_over_mean",
+        "gauge",
+        "Per dimension (slots, keys, memory): the busiest primary's share over the mean share (1 = even; NaN \
+         when not judged this round).",
+    ),
+    (
+        "redis_cache_distribution_coefficient_of_variation",
+        "gauge",
+        "Per dimension (slots, keys, memory): standard deviation over mean of the primaries' shares (0 = \
+         even; NaN when not judged this round).",
+    ),
+    (
         "redis_cache_trend_bytes",
         "gauge",
         "Memory the trend ring's samples take (budget health::TREND_BUDGET_BYTES, 8 MiB).",
@@ -352,6 +365,17 @@ pub fn record_metrics(observation: &Observation) {
     }
     gauge!("redis_cache_replicas_per_primary").set(summary.replication.replicas_per_primary);
     gauge!("redis_cache_trend_bytes").set(observation.trend_bytes as f64);
+    for dimension in DistributionDimension::ALL {
+        let judged = observation
+            .distribution
+            .iter()
+            .find(|d| d.dimension == dimension)
+            .map(|d| &d.report);
+        gauge!("redis_cache_distribution_max_over_mean", "dimension" => dimension.as_str())
+            .set(judged.map_or(f64::NAN, |r| r.max_over_mean));
+        gauge!("redis_cache_distribution_coefficient_of_variation", "dimension" => dimension.as_str())
+            .set(judged.map_or(f64::NAN, |r| r.coefficient_of_variation));
+    }
     counter!("redis_cache_failovers_total").increment(observation.new_failovers.len() as u64);
     for alert in &summary.active_alerts {
         alert_gauge(alert).set(1.0);

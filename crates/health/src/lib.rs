@@ -5,6 +5,7 @@ mod alerts;
 mod checker;
 mod collector;
 mod config;
+mod distribution;
 mod error;
 mod export;
 mod monitor;
@@ -20,6 +21,7 @@ pub use crate::{
     alerts::{Alert, AlertEvent, AlertManager},
     checker::{HealthChecker, HealthTask},
     config::{HealthConfig, HealthConfigBuilder, MAX_INTERVAL, MIN_INTERVAL},
+    distribution::{DimensionReport, DistributionDimension, primary_distribution},
     error::Error,
     export::{METRICS, describe_metrics, record_metrics},
     monitor::{Monitor, Observation},

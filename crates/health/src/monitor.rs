@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::alerts::{Alert, AlertEvent, AlertManager};
+use crate::distribution::{DimensionReport, primary_distribution};
 use crate::error::Error;
 use crate::rules::{LatencyBaseline, RuleInput, Thresholds, detect_failovers, evaluate};
 use crate::snapshot::{FailoverRecord, Snapshot};
@@ -32,6 +33,10 @@ pub struct Observation {
     /// Bytes the trend ring's samples take after this round (within
     /// [`TREND_BUDGET_BYTES`](crate::TREND_BUDGET_BYTES)).
     pub trend_bytes: usize,
+    /// How slots, keys and memory spread over the primaries this round (the dimensions that could be
+    /// judged, see [`primary_distribution`](crate::primary_distribution)), against the thresholds'
+    /// distribution bounds (`sharding`'s defaults when the rule is off).
+    pub distribution: Vec<DimensionReport>,
 }
 
 /// Judges a stream of snapshots: runs the anomaly rules against the previous snapshot and a rolling
@@ -105,6 +110,11 @@ impl Monitor {
         if snapshot.topology_from.is_some() {
             self.last_fresh_topology = Some(Arc::clone(&snapshot));
         }
+        let distribution = primary_distribution(
+            &snapshot,
+            &self.thresholds.distribution.unwrap_or_default(),
+            self.thresholds.distribution_min_keys,
+        );
         let previous = self.previous.replace(Arc::clone(&snapshot));
         self.summary = Some(summary.clone());
         Observation {
@@ -114,6 +124,7 @@ impl Monitor {
             events,
             new_failovers,
             trend_bytes: self.trends.heap_bytes(),
+            distribution,
         }
     }
 

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::distribution::{DimensionReport, primary_distribution};
 use crate::error::Error;
-use sharding::SLOT_COUNT;
+use sharding::{DistributionThresholds, SLOT_COUNT, Verdict};
 
 use crate::snapshot::{FailoverRecord, FailoverSource, Role, Snapshot};
 
@@ -68,11 +69,13 @@ pub enum AlertKind {
     FailoverObserved,
     /// A primary lost more than half its keys between two rounds (typically: it restarted empty).
     KeyCountDrop,
+    /// Slots, keys or memory are spread unevenly over the primaries, past [`Thresholds::distribution`].
+    DistributionSkewed,
 }
 
 impl AlertKind {
     /// Every kind, in a stable order.
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 14] = [
         AlertKind::NodeDown,
         AlertKind::ReplicaDown,
         AlertKind::SlotsUncovered,
@@ -86,6 +89,7 @@ impl AlertKind {
         AlertKind::RedirectStorm,
         AlertKind::FailoverObserved,
         AlertKind::KeyCountDrop,
+        AlertKind::DistributionSkewed,
     ];
 
     /// The `snake_case` name used in metric labels and JSON.
@@ -104,6 +108,7 @@ impl AlertKind {
             AlertKind::RedirectStorm => "redirect_storm",
             AlertKind::FailoverObserved => "failover_observed",
             AlertKind::KeyCountDrop => "key_count_drop",
+            AlertKind::DistributionSkewed => "distribution_skewed",
         }
     }
 
@@ -122,7 +127,8 @@ impl AlertKind {
             | AlertKind::LatencySpike
             | AlertKind::RedirectStorm
             | AlertKind::FailoverObserved
-            | AlertKind::KeyCountDrop => Severity::Warning,
+            | AlertKind::KeyCountDrop
+            | AlertKind::DistributionSkewed => Severity::Warning,
         }
     }
 
@@ -142,6 +148,7 @@ impl AlertKind {
             AlertKind::RedirectStorm => redirect_storm,
             AlertKind::FailoverObserved => failover_observed,
             AlertKind::KeyCountDrop => key_count_drop,
+            AlertKind::DistributionSkewed => distribution_skewed,
         };
         rule(input, thresholds)
     }
@@ -192,6 +199,15 @@ pub struct Thresholds {
     /// [`AlertKind::KeyCountDrop`]: only primaries that had at least this many keys are judged, so that
     /// small or test data sets do not alert. Default 1,000.
     pub key_drop_min_keys: u64,
+    /// [`AlertKind::DistributionSkewed`]: how unevenly slots, keys and memory may spread over the
+    /// primaries (every primary weighing the same), or `None` to turn the rule off (a cluster weighted
+    /// on purpose). Default: `sharding`'s defaults, the spec's bounds: coefficient of variation at most
+    /// 0.10 and the busiest primary at most 1.25 times the mean.
+    pub distribution: Option<DistributionThresholds>,
+    /// [`AlertKind::DistributionSkewed`]: keys and memory are judged only when the primaries hold at
+    /// least this many keys in all (slots are always judged). Default 10,000: a small data set spreads
+    /// unevenly by chance, and a nearly empty node's memory is its fixed overhead.
+    pub distribution_min_keys: u64,
 }
 
 impl Default for Thresholds {
@@ -209,6 +225,8 @@ impl Default for Thresholds {
             failover_hold: Duration::from_secs(300),
             key_drop_max_ratio: 0.5,
             key_drop_min_keys: 1_000,
+            distribution: Some(DistributionThresholds::default()),
+            distribution_min_keys: 10_000,
         }
     }
 }
@@ -257,6 +275,25 @@ impl Thresholds {
                     self.redirects_max_per_second
                 ),
             );
+        }
+        if let Some(distribution) = &self.distribution {
+            if !(distribution.max_over_mean.is_finite() && distribution.max_over_mean >= 1.0) {
+                return invalid(
+                    "thresholds.distribution.max_over_mean",
+                    format!(
+                        "{} must be a finite number of at least 1 (1.25: the busiest primary holds at most \
+                         1.25 times the mean)",
+                        distribution.max_over_mean
+                    ),
+                );
+            }
+            let cv = distribution.max_coefficient_of_variation;
+            if !(cv.is_finite() && cv >= 0.0) {
+                return invalid(
+                    "thresholds.distribution.max_coefficient_of_variation",
+                    format!("{cv} must be a finite number of at least 0 (0.10 by default)"),
+                );
+            }
         }
         if self.latency_baseline_min_rounds == 0
             || self.latency_baseline_min_rounds > self.latency_baseline_rounds
@@ -662,6 +699,47 @@ fn key_count_drop(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
             })
         })
         .collect()
+}
+
+fn distribution_skewed(input: &RuleInput<'_>, t: &Thresholds) -> Vec<Finding> {
+    let Some(limits) = &t.distribution else {
+        return Vec::new();
+    };
+    let mut worst = 0.0f64;
+    let mut parts = Vec::new();
+    for DimensionReport { dimension, report } in
+        primary_distribution(input.current, limits, t.distribution_min_keys)
+    {
+        if !matches!(report.verdict, Verdict::Skewed(_)) {
+            continue;
+        }
+        worst = worst.max(report.max_over_mean);
+        let busiest = report
+            .shards
+            .iter()
+            .max_by(|a, b| a.load().total_cmp(&b.load()))
+            .map_or("?", |s| s.shard.as_str());
+        parts.push(format!(
+            "{dimension}: {busiest} holds {:.2}x the mean (bound {:.2}x), coefficient of variation {:.2} (bound {:.2})",
+            report.max_over_mean,
+            limits.max_over_mean,
+            report.coefficient_of_variation,
+            limits.max_coefficient_of_variation
+        ));
+    }
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        AlertKind::DistributionSkewed,
+        "cluster",
+        worst,
+        format!(
+            "data is spread unevenly over the primaries ({}); rebalance slots with `cargo xtask cluster-scale \
+             --rebalance` (rebalance::Rebalancer::rebalance)",
+            parts.join("; ")
+        ),
+    )]
 }
 
 /// Failovers visible between two snapshots: a node that was a replica in `previous` serves slots as a
@@ -1484,6 +1562,103 @@ mod tests {
     }
 
     #[test]
+    fn distribution_skewed_judges_slots_always_and_keys_and_memory_with_enough_keys() {
+        let cluster = || vec!["cluster".to_string()];
+        // 2,000 slots moved from 7000 to 7001: 3,461 / 7,462 / 5,461.
+        let mut slots_moved = healthy();
+        topo_mut(&mut slots_moved, 7000).slots = vec![slots((0, 3460))];
+        topo_mut(&mut slots_moved, 7001).slots = vec![slots((3461, 10922))];
+        // A move within the bounds: 5,161 / 5,761 / 5,462 (max/mean 1.05, CV 0.04).
+        let mut small_move = healthy();
+        topo_mut(&mut small_move, 7000).slots = vec![slots((0, 5160))];
+        topo_mut(&mut small_move, 7001).slots = vec![slots((5161, 10922))];
+        let keys = |counts: [u64; 3]| {
+            let mut s = healthy();
+            for (port, keys) in (7000..).zip(counts) {
+                info_mut(&mut s, port).keyspace = vec![DbKeys {
+                    db: 0,
+                    keys,
+                    expires: 0,
+                }];
+            }
+            s
+        };
+        let mut memory = healthy();
+        info_mut(&mut memory, 7002).used_memory_bytes = 6_000_000;
+        let mut unreachable_primary = keys([1_000, 1_000, 30_000]);
+        down(&mut unreachable_primary, 7002);
+        let mut standalone = slots_moved.clone();
+        standalone.cluster_mode = false;
+        let off = Thresholds {
+            distribution: None,
+            ..Thresholds::default()
+        };
+        check(vec![
+            Case::new("even", AlertKind::DistributionSkewed, healthy(), &none()),
+            Case::new(
+                "slots moved",
+                AlertKind::DistributionSkewed,
+                slots_moved.clone(),
+                &cluster(),
+            ),
+            Case::new("a small move", AlertKind::DistributionSkewed, small_move, &none()),
+            Case::new(
+                "keys skewed",
+                AlertKind::DistributionSkewed,
+                keys([5_000, 5_000, 20_000]),
+                &cluster(),
+            ),
+            Case::new(
+                "few keys",
+                AlertKind::DistributionSkewed,
+                keys([100, 100, 9_000]),
+                &none(),
+            ),
+            Case::new("memory skewed", AlertKind::DistributionSkewed, memory, &cluster()),
+            Case::new(
+                "a primary did not answer: its keys are unknown",
+                AlertKind::DistributionSkewed,
+                unreachable_primary,
+                &none(),
+            ),
+            Case::new(
+                "not a cluster",
+                AlertKind::DistributionSkewed,
+                standalone,
+                &none(),
+            ),
+            Case {
+                thresholds: off,
+                ..Case::new(
+                    "rule off",
+                    AlertKind::DistributionSkewed,
+                    slots_moved.clone(),
+                    &none(),
+                )
+            },
+        ]);
+        let input = RuleInput {
+            current: &slots_moved,
+            previous: None,
+            baseline: &LatencyBaseline::default(),
+            failovers: &[],
+        };
+        let finding = &AlertKind::DistributionSkewed.evaluate(&input, &Thresholds::default())[0];
+        assert!(
+            finding
+                .message
+                .contains("slots: 127.0.0.1:7001 holds 1.37x the mean"),
+            "{}",
+            finding.message
+        );
+        assert!(
+            (finding.value - 7_462.0 / (16_384.0 / 3.0)).abs() < 1e-9,
+            "{}",
+            finding.value
+        );
+    }
+
+    #[test]
     fn failovers_are_detected_from_a_replica_that_became_a_primary() {
         let previous = healthy();
         let mut current = healthy();
@@ -1555,6 +1730,28 @@ mod tests {
                 Thresholds {
                     latency_baseline_rounds: 2,
                     latency_baseline_min_rounds: 3,
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "distribution.max_over_mean",
+                Thresholds {
+                    distribution: Some({
+                        let mut limits = sharding::DistributionThresholds::default();
+                        limits.max_over_mean = 0.9;
+                        limits
+                    }),
+                    ..Thresholds::default()
+                },
+            ),
+            (
+                "distribution.max_coefficient_of_variation",
+                Thresholds {
+                    distribution: Some({
+                        let mut limits = sharding::DistributionThresholds::default();
+                        limits.max_coefficient_of_variation = f64::INFINITY;
+                        limits
+                    }),
                     ..Thresholds::default()
                 },
             ),

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use cluster_config::ClusterConfig;
 use health::{
-    AlertEvent, AlertKind, HealthChecker, HealthConfig, HealthConfigBuilder, HealthStatus, Thresholds,
+    AlertEvent, AlertKind, DistributionDimension, HealthChecker, HealthConfig, HealthConfigBuilder,
+    HealthStatus, Thresholds,
 };
 use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
 use tokio::sync::broadcast;
@@ -399,5 +400,82 @@ async fn with_a_client_attached_a_killed_primary_is_judged_at_once_not_at_the_ne
         assert!(*at < Duration::from_secs(3), "node_down after {at:?}");
     }
     client.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_moved_onto_one_primary_alert_as_skewed_until_they_move_back() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let (cluster, checker) = start().await?;
+    let round = checker.check_now().await;
+    assert!(
+        !round
+            .summary
+            .active_alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::DistributionSkewed),
+        "an even cluster: {:#?}",
+        round.summary.active_alerts
+    );
+    let from = cluster.primary_for_slot(0).await?;
+    let to = cluster.primary_for_slot(SLOTS as u16 - 1).await?;
+    // 5,461 / 5,461 / 5,462 becomes 3,961 / 5,461 / 6,962: the busiest at 1.27x the mean (bound 1.25),
+    // a coefficient of variation of 0.22 (bound 0.10).
+    cluster.migrate_slots(1_500, from, to).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let round = loop {
+        let round = checker.check_now().await;
+        if round
+            .summary
+            .active_alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::DistributionSkewed)
+        {
+            break round;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no distribution_skewed alert after moving 1,500 slots: {:#?}",
+            round.distribution
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let alert = round
+        .summary
+        .active_alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::DistributionSkewed)
+        .expect("the alert is active");
+    assert_eq!(alert.subject, "cluster");
+    assert!(
+        alert
+            .message
+            .contains(&format!("slots: {} holds 1.27x", to.addr())),
+        "{}",
+        alert.message
+    );
+    // An empty cluster: only slots can be judged.
+    let dimensions: Vec<DistributionDimension> = round.distribution.iter().map(|d| d.dimension).collect();
+    assert_eq!(dimensions, [DistributionDimension::Slots]);
+
+    // Moving the slots back resolves it.
+    cluster.migrate_slots(1_500, to, from).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let round = checker.check_now().await;
+        if round
+            .events
+            .iter()
+            .any(|e| matches!(e, AlertEvent::Resolved(a) if a.kind == AlertKind::DistributionSkewed))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still skewed after moving the slots back: {:#?}",
+            round.distribution
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

@@ -106,7 +106,7 @@ fn throughput(
 }
 
 /// The most frequent errors of both clients, as notes.
-fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) {
+pub(super) fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) {
     for (who, tally) in [("ours", ours), ("fred", fred)] {
         let top = tally.top_errors(3);
         if !top.is_empty() {

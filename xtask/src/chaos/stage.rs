@@ -32,8 +32,26 @@ impl Stage {
     /// Starts a 3 + 3 cluster, connects both clients and fills every key of both loads, so that reads
     /// find values and the end-of-drill check knows what must be there.
     pub(super) async fn start(rate: u32, settings: CacheConfig) -> Result<Stage> {
-        let spinner = spinner("starting a 3 + 3 cluster");
-        let cluster = LocalCluster::start(LocalClusterConfig::default())
+        Stage::start_on(rate, settings, LocalClusterConfig::default()).await
+    }
+
+    /// [`Stage::start`] on a cluster of another shape (spare nodes, for instance).
+    pub(super) async fn start_on(
+        rate: u32,
+        settings: CacheConfig,
+        shape: LocalClusterConfig,
+    ) -> Result<Stage> {
+        let spinner = spinner(&format!(
+            "starting a {} + {} cluster{}",
+            shape.masters,
+            shape.masters * shape.replicas_per_master,
+            if shape.spares > 0 {
+                format!(" and {} spare node(s)", shape.spares)
+            } else {
+                String::new()
+            }
+        ));
+        let cluster = LocalCluster::start(shape)
             .await
             .context("starting the local cluster")?;
         spinner.set_message("connecting the cache and fred's cluster client");
@@ -224,7 +242,7 @@ impl Load {
 }
 
 /// A spinner for a wait without a known length.
-pub(super) fn spinner(message: &str) -> ProgressBar {
+pub(crate) fn spinner(message: &str) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("constant template is valid"),

@@ -82,6 +82,17 @@ impl Side {
         }
     }
 
+    /// GET returning the value, for loads that check what they read.
+    async fn get_value(&self, key: &str) -> Result<Option<String>, String> {
+        match self {
+            Side::Ours(cache) => cache.get::<String>(key).await.map_err(|e| e.to_string()),
+            Side::Fred(client) => client
+                .get::<Option<String>, _>(key)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<(), String> {
         match self {
             Side::Ours(cache) => cache
@@ -105,7 +116,16 @@ pub(super) enum Mix {
     SetGet,
     /// A GET only (keys filled beforehand).
     GetOnly,
+    /// [`Mix::SetGet`], and the GET must return the value just set: each key has one writer (its
+    /// task), so anything else is a value lost or a stale copy served. Such a read counts as a failed
+    /// call whose error starts with [`MISS`] (nothing there) or [`WRONG_VALUE`].
+    SetGetChecked,
 }
+
+/// The error of a checked read that found nothing.
+pub(super) const MISS: &str = "miss: the key read back absent right after it was set";
+/// The error of a checked read that found another value.
+pub(super) const WRONG_VALUE: &str = "wrong value: the key read back differs from the value just set";
 
 /// A load's keys and the shard (index into the drill's starting topology) each one belongs to.
 #[derive(Debug)]
@@ -182,14 +202,16 @@ impl Traffic {
                         }
                         for &i in &mine {
                             let key = keys.names[i].as_str();
-                            if mix == Mix::SetGet {
+                            let value = format!("{i}:{round}:{PAD}");
+                            let mut set_ok = false;
+                            if mix != Mix::GetOnly {
                                 tick.tick().await;
                                 if stop.load(Ordering::Relaxed) {
                                     break 'run;
                                 }
-                                let value = format!("{i}:{round}:{PAD}");
                                 let started = Instant::now();
                                 let result = side.set(key, &value).await;
+                                set_ok = result.is_ok();
                                 tally.record(keys.shard[i], started, result);
                             }
                             tick.tick().await;
@@ -197,7 +219,16 @@ impl Traffic {
                                 break 'run;
                             }
                             let started = Instant::now();
-                            let result = side.get(key).await;
+                            let result = if mix == Mix::SetGetChecked && set_ok {
+                                match side.get_value(key).await {
+                                    Ok(Some(read)) if read == value => Ok(()),
+                                    Ok(Some(_)) => Err(WRONG_VALUE.to_string()),
+                                    Ok(None) => Err(MISS.to_string()),
+                                    Err(e) => Err(e),
+                                }
+                            } else {
+                                side.get(key).await
+                            };
                             tally.record(keys.shard[i], started, result);
                         }
                         round += 1;
@@ -328,6 +359,10 @@ pub(super) struct Tally {
     /// Per second since the start, per shard: (ok, failed) calls that started in it.
     seconds: Mutex<Vec<Vec<(u32, u32)>>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The phase calls ending now belong to (set by drills that compare phases).
+    phase: AtomicU64,
+    /// Latencies of every call, per phase, created as phases begin.
+    phase_latency: Mutex<Vec<Histogram<u64>>>,
 }
 
 impl Tally {
@@ -338,6 +373,8 @@ impl Tally {
             shards: (0..shards).map(|_| ShardTally::new()).collect(),
             seconds: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
+            phase: AtomicU64::new(0),
+            phase_latency: Mutex::new(vec![histogram()]),
         })
     }
 
@@ -351,9 +388,48 @@ impl Tally {
         self.mark.store(self.at(at), Ordering::Relaxed);
     }
 
+    /// Starts phase `phase` (0 at the start): calls that end from now on count in its latencies.
+    pub(super) fn set_phase(&self, phase: usize) {
+        let mut phases = self.phase_latency.lock().unwrap_or_else(PoisonError::into_inner);
+        while phases.len() <= phase {
+            phases.push(histogram());
+        }
+        self.phase.store(phase as u64, Ordering::Relaxed);
+    }
+
+    /// A latency quantile over the calls that ended in any of `phases`, in microseconds, and their
+    /// count.
+    pub(super) fn phase_quantile_us(&self, phases: &[usize], quantile: f64) -> (u64, u64) {
+        let recorded = self.phase_latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = histogram();
+        for h in phases.iter().filter_map(|&p| recorded.get(p)) {
+            let _ = all.add(h);
+        }
+        (all.value_at_quantile(quantile), all.len())
+    }
+
+    /// Failed calls whose error starts with `prefix`.
+    pub(super) fn errors_starting_with(&self, prefix: &str) -> u64 {
+        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        errors
+            .iter()
+            .filter(|(kind, _)| kind.starts_with(prefix))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     fn record(&self, shard: usize, started: Instant, result: Result<(), String>) {
+        let phase = self.phase.load(Ordering::Relaxed) as usize;
         let ended = Instant::now();
         let took = (ended.duration_since(started).as_micros() as u64).max(1);
+        if let Some(h) = self
+            .phase_latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(phase)
+        {
+            let _ = h.record(took);
+        }
         let (start, end) = (self.at(started), self.at(ended));
         let mark = self.mark.load(Ordering::Relaxed);
         let s = &self.shards[shard];
