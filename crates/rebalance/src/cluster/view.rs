@@ -125,7 +125,11 @@ impl View {
                     command: "CLUSTER NODES".into(),
                     detail: "no `myself` line".into(),
                 })?;
-            own.insert(primary.clone(), mine);
+            // A node's own line is the truth about its role: the reference node may not have heard
+            // yet that a node it lists as a primary became a replica.
+            if mine.is_primary() {
+                own.insert(primary.clone(), mine);
+            }
         }
         Ok(View { members, own })
     }
