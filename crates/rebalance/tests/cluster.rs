@@ -383,6 +383,16 @@ async fn weighted_rebalance_with_byte_bounded_batches() {
     assert!(!skewed.slots.verdict.is_balanced());
     // Planning again with the same weights moves nothing.
     assert!(rebalancer.plan(&weights).await.expect("plan").is_empty());
+
+    // Weight 0 drains a primary. Redis turns a primary that lost its last slot into a replica of the
+    // node that took it (`cluster-allow-replica-migration`, on by default), possibly before our
+    // `SETSLOT NODE` for that last slot reaches it; the move is complete all the same.
+    let drain = weights.clone().with(primaries[2].clone(), 0.0);
+    let report = rebalancer.rebalance(&drain).await.expect("a drain to weight 0");
+    assert!(report.slot_count() > 0, "{report}");
+    check_preloaded(&client, "pre", 3_000).await;
+    let counts = slot_counts(&cluster).await;
+    assert_eq!(counts.get(&primaries[2]).copied().unwrap_or(0), 0, "{counts:?}");
     client.close().await;
 }
 

@@ -268,8 +268,18 @@ impl<'a> Mover<'a> {
                 tracing::warn!(slot = job.slot, %primary, %error, "SETSLOT NODE failed; gossip will tell it");
             }
         }
-        source?;
-        Ok(())
+        match source {
+            // The source's last slot: Redis may turn a primary that lost its last slot into a replica
+            // of the node that took it (`cluster-allow-replica-migration`, on by default) as soon as
+            // gossip tells it, before this reaches it. A replica serves no slot, so the move is done.
+            Err(Error::Client(cluster_client::Error::Server { message, .. }))
+                if message.contains("SETSLOT only with masters") =>
+            {
+                tracing::debug!(slot = job.slot, source = %job.from, "the emptied source is a replica now");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Moves every key of the slot: rounds of one listing (the first one given, if it was taken
