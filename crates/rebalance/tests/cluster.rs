@@ -277,6 +277,19 @@ async fn remove_a_primary_under_load() {
     let removed_addr = removed.addr();
     let removed_id = removed.node_id().await.expect("id");
     let replica = cluster.replicas_of(removed).await.expect("replicas")[0];
+    // Another process's client, idle during the move and refreshing its slot table only every 10
+    // minutes: it still routes the removed primary's slots there afterwards, and that node, reset,
+    // answers CLUSTERDOWN. Its calls must find the new owners within their deadline.
+    let bystander = ClusterClient::connect(
+        ClusterConfig::builder()
+            .nodes(cluster.seeds())
+            .command_timeout(Duration::from_secs(1))
+            .topology_refresh_interval(Duration::from_secs(600))
+            .build()
+            .expect("valid config"),
+    )
+    .await
+    .expect("client connects");
 
     let load = Load::start(&client, 8, 50);
     let rebalancer = Rebalancer::new(client.clone(), config());
@@ -295,6 +308,8 @@ async fn remove_a_primary_under_load() {
         &problems[..problems.len().min(5)]
     );
     check_preloaded(&client, "pre", 4_000).await;
+    check_preloaded(&bystander, "pre", 4_000).await;
+    bystander.close().await;
     check_last_values(&client, &last).await;
     assert_eq!(report.slot_count(), 4096, "{report}");
     assert!(report.slots.iter().all(|s| s.from == removed_addr));

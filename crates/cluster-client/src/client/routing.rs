@@ -142,6 +142,13 @@ impl ClusterClient {
                 }
                 Failure::Retry(message) => {
                     tracing::debug!(node = %node.addr, %message, "retrying");
+                    if message.starts_with("CLUSTERDOWN") {
+                        // A node that serves no slots answers CLUSTERDOWN: one that is leaving or has
+                        // left the cluster (a removed primary, reset after its slots moved away) and
+                        // that this client still routes to. Only a fresh slot table sends the retry
+                        // elsewhere; a cluster that is really down answers the same after it.
+                        self.inner.refresh_wanted.notify_one();
+                    }
                     retries = retries.saturating_add(1);
                     let pause = retry_pause(retries, deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
