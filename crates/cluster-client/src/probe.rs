@@ -14,7 +14,7 @@ use cluster_config::{ClusterConfig, NodeAddr};
 use fred::prelude::{ClientLike, ClusterInterface};
 use fred::types::Builder;
 
-use crate::client::{Failure, classify};
+use crate::client::classify;
 use crate::{ClusterClient, Error, durations, fred_config};
 
 /// What one node answered to a probe.
@@ -241,7 +241,7 @@ impl ProbeSlot {
         match tokio::time::timeout_at(deadline, work).await {
             Ok(Ok(probe)) => Ok(probe),
             Ok(Err(e)) => Err(Failed {
-                error: self.to_error(&e, timeout),
+                error: classify(&e, self.node.host()).into_error_at(&self.addr, PROBE, timeout),
                 timed_out: false,
             }),
             Err(_) => Err(Failed {
@@ -252,27 +252,6 @@ impl ProbeSlot {
                 },
                 timed_out: true,
             }),
-        }
-    }
-
-    fn to_error(&self, error: &fred::error::Error, timeout: Duration) -> Error {
-        let command = PROBE;
-        match classify(error, self.node.host()) {
-            Failure::Timeout => Error::Timeout {
-                command: command.into(),
-                node: self.addr.clone(),
-                after: timeout,
-            },
-            Failure::Down(message) => Error::Connection {
-                node: self.addr.clone(),
-                command: command.into(),
-                message,
-            },
-            _ => Error::Server {
-                node: self.addr.clone(),
-                command: command.into(),
-                message: error.details().to_string(),
-            },
         }
     }
 

@@ -242,7 +242,7 @@ impl Admin {
                 if matches!(failure, Failure::Timeout | Failure::Down(_)) {
                     slot.drop_client(&client).await;
                 }
-                Err(slot.to_error(name, failure, &error, timeout))
+                Err(failure.into_error_at(&slot.addr, name, timeout))
             }
         }
     }
@@ -277,7 +277,7 @@ impl AdminSlot {
             Ok(Err(error)) => {
                 close_in_background(client.clone());
                 let failure = classify(&error, self.node.host());
-                return Err(self.to_error("connect", failure, &error, connect));
+                return Err(failure.into_error_at(&self.addr, "connect", connect));
             }
             Err(_) => {
                 close_in_background(client);
@@ -299,32 +299,6 @@ impl AdminSlot {
             && let Some(old) = conn.take()
         {
             close_in_background(old);
-        }
-    }
-
-    fn to_error(
-        &self,
-        command: &str,
-        failure: Failure,
-        error: &fred::error::Error,
-        after: Duration,
-    ) -> Error {
-        match failure {
-            Failure::Timeout => Error::Timeout {
-                command: command.into(),
-                node: self.addr.clone(),
-                after,
-            },
-            Failure::Down(message) => Error::Connection {
-                node: self.addr.clone(),
-                command: command.into(),
-                message,
-            },
-            _ => Error::Server {
-                node: self.addr.clone(),
-                command: command.into(),
-                message: error.details().to_string(),
-            },
         }
     }
 }

@@ -67,31 +67,32 @@ impl Failure {
     /// Redirects become [`Error::Server`] saying where they pointed: only the routing loop follows
     /// them, and the batch module retries a key whose error says `redirected` through that loop.
     pub(crate) fn into_error(self, node: &NodeHandle, command: &str, after: Duration) -> Error {
+        if matches!(self, Failure::Timeout | Failure::Down(_)) {
+            node.record_error();
+        }
+        self.into_error_at(&node.addr, command, after)
+    }
+
+    /// The same mapping for a connection outside the routed node handles (a probe, an admin
+    /// connection), which keeps no per-node error count.
+    pub(crate) fn into_error_at(self, node: &str, command: &str, after: Duration) -> Error {
+        let node = node.to_string();
+        let command = command.to_string();
         match self {
-            Failure::Timeout => {
-                node.record_error();
-                Error::Timeout {
-                    command: command.into(),
-                    node: node.addr.clone(),
-                    after,
-                }
-            }
-            Failure::Down(message) => {
-                node.record_error();
-                Error::Connection {
-                    node: node.addr.clone(),
-                    command: command.into(),
-                    message,
-                }
-            }
+            Failure::Timeout => Error::Timeout { command, node, after },
+            Failure::Down(message) => Error::Connection {
+                node,
+                command,
+                message,
+            },
             Failure::Server(message) | Failure::Retry(message) => Error::Server {
-                node: node.addr.clone(),
-                command: command.into(),
+                node,
+                command,
                 message,
             },
             Failure::Moved { addr } | Failure::Ask { addr } => Error::Server {
-                node: node.addr.clone(),
-                command: command.into(),
+                node,
+                command,
                 message: format!("redirected to {addr}"),
             },
         }
