@@ -141,6 +141,26 @@ pub enum Error {
         /// The replaced primary that acknowledged it.
         node: String,
     },
+    /// A transient error (TRYAGAIN, CLUSTERDOWN, LOADING, a connection reset) persisted through every
+    /// retry the configuration allows. Nothing is wrong with the call itself: retry later, or allow
+    /// more retries.
+    #[error(
+        "{command} on {node} still failed after {retries} retries: {message}; allow more with \
+         {setting} (0 means no retry) or wait and call again"
+    )]
+    RetriesExhausted {
+        /// The command's name.
+        command: String,
+        /// The node that answered last.
+        node: String,
+        /// Retries made (the configured limit).
+        retries: u32,
+        /// The last error's text.
+        message: String,
+        /// The setting that bounds these retries: `REDIS_MAX_RETRIES`, or `REDIS_MAX_RETRIES_READ_KEY`
+        /// for a read of one key.
+        setting: &'static str,
+    },
     /// A reshard was asked of a deployment whose keys the client does not place (a Redis Cluster or one
     /// standalone server).
     #[error(
@@ -218,6 +238,7 @@ impl Error {
                 | Error::SlotUncovered { .. }
                 | Error::TooManyRedirects { .. }
                 | Error::WriteUncertain { .. }
+                | Error::RetriesExhausted { .. }
         )
     }
 }

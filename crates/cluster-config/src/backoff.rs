@@ -51,6 +51,26 @@ impl Backoff {
         self.initial_delay.saturating_mul(factor).min(self.max_delay)
     }
 
+    /// [`Backoff::delay`] with "equal jitter": a uniformly random point between half the delay and the
+    /// whole of it. Many clients that hit the same transient error at once (a failover, a slot
+    /// migration) then spread their retries instead of arriving together, while none waits longer than
+    /// the curve says, and none retries at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cluster_config::Backoff;
+    ///
+    /// let backoff = Backoff::new(Duration::from_millis(100), 2, Duration::from_secs(3));
+    /// let pause = backoff.jittered(2);
+    /// assert!(pause >= Duration::from_millis(100) && pause <= Duration::from_millis(200));
+    /// ```
+    pub fn jittered(&self, retry: u32) -> Duration {
+        let delay = self.delay(retry);
+        let half = delay / 2;
+        // `mul_f64` cannot overflow here: the factor is at most 1 and `delay - half` is a Duration.
+        half + (delay - half).mul_f64(fastrand::f64())
+    }
+
     /// The delay before the next retry, counting it.
     pub fn next_delay(&mut self) -> Duration {
         self.retries = self.retries.saturating_add(1);
@@ -117,6 +137,23 @@ mod tests {
             Backoff::new(Duration::MAX, 2, Duration::from_secs(30)).delay(u32::MAX),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_the_whole_delay() {
+        let ms = Duration::from_millis;
+        let backoff = Backoff::new(ms(100), 2, ms(3000));
+        let pauses: Vec<Duration> = (0..2000).map(|_| backoff.jittered(3)).collect();
+        assert!(
+            pauses.iter().all(|p| (ms(200)..=ms(400)).contains(p)),
+            "{pauses:?}"
+        );
+        // Spread, not one value: both halves of the range are used.
+        assert!(pauses.iter().any(|p| *p < ms(300)) && pauses.iter().any(|p| *p > ms(300)));
+        let zero = Backoff::new(Duration::ZERO, 2, ms(10));
+        assert_eq!(zero.jittered(5), Duration::ZERO);
+        let huge = Backoff::new(Duration::MAX, u32::MAX, Duration::MAX);
+        assert!(huge.jittered(u32::MAX) >= Duration::MAX / 2);
     }
 
     #[test]

@@ -60,14 +60,14 @@ pub(crate) const MAX_RETRIES: Field = Field {
     env: "REDIS_MAX_RETRIES",
     default: Some("5"),
     unit: "retries per command",
-    doc: "Retries of a failed command before its error is returned (reconnection never gives up)",
+    doc: "Retries of a command that met a transient error (TRYAGAIN, CLUSTERDOWN, LOADING, a reset connection), within its timeout; 0 for none (reconnection never gives up)",
 };
 pub(crate) const RETRY_INITIAL_DELAY: Field = Field {
     key: "retry.initial_delay_ms",
     env: "REDIS_RETRY_INITIAL_DELAY_MS",
     default: Some("100"),
     unit: "milliseconds (1 to 4294967295)",
-    doc: "Delay before the first retry or reconnection attempt",
+    doc: "Delay before the first retry or reconnection attempt (retries add equal jitter: half to all of it)",
 };
 pub(crate) const RETRY_MAX_DELAY: Field = Field {
     key: "retry.max_delay_ms",
@@ -88,7 +88,7 @@ pub(crate) const READ_KEY_MAX_RETRIES: Field = Field {
     env: "REDIS_MAX_RETRIES_READ_KEY",
     default: Some("3"),
     unit: "retries per key read",
-    doc: "Retries of a read of one key before its error is returned",
+    doc: "Retries of a read of one key that met a transient error, within its timeout; 0 for none",
 };
 pub(crate) const COMMAND_TIMEOUT: Field = Field {
     key: "timeouts.command_ms",

@@ -447,7 +447,9 @@ impl RedisScan {
             match step {
                 Err(error) if error.is_transient() && attempt < SCAN_ATTEMPTS => {
                     tracing::debug!(%node, %error, "retrying a SCAN step");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    // The client's configured backoff (REDIS_RETRY_*), like every retry loop of the workspace.
+                    let pause = cluster_config::Backoff::from(self.client.config().retry()).jittered(attempt);
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
                 other => return other,

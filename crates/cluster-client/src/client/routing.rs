@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use cluster_config::Backoff;
+use cluster_config::{Backoff, RetryConfig};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use sharding::key_slot;
@@ -20,18 +20,33 @@ use crate::topology::{ShardInfo, Topology};
 /// Redirects followed for one call before giving up.
 const MAX_REDIRECTS: u32 = 5;
 
-/// The pauses between retries of TRYAGAIN, CLUSTERDOWN and LOADING on one node within one call: 5 ms,
-/// doubling up to 200 ms, never past the call's deadline. Short at first because a slot migration or a
-/// loading replica usually settles within milliseconds; capped so that a call with a long deadline
-/// still retries several times a second.
-///
-/// Returns the pause before retry number `retry` (1 for the first) of one call, at most `remaining`.
-/// The call counts its retries and the [`Backoff`] is built only when one happens, so the run loop's
-/// state stays as small as it was.
-fn retry_pause(retry: u32, remaining: Duration) -> Duration {
-    Backoff::new(Duration::from_millis(5), 2, Duration::from_millis(200))
-        .delay(retry)
-        .min(remaining)
+/// The pause before retry number `retry` (1 for the first) of one call, at most `remaining`: the
+/// configured backoff (`REDIS_RETRY_INITIAL_DELAY_MS`, times `REDIS_RETRY_BACKOFF_MULTIPLIER` per retry,
+/// capped at `REDIS_RETRY_MAX_DELAY_MS`) with equal jitter, so that the clients that met one failover
+/// or one migrating slot do not retry in step. The call counts its retries and the [`Backoff`] is built
+/// only when one happens, so the run loop's state stays as small as it was.
+fn retry_pause(retry: &RetryConfig, count: u32, remaining: Duration) -> Duration {
+    Backoff::from(retry).jittered(count).min(remaining)
+}
+
+/// How many retries a call may make, and the setting that says so: a read of one key has its own limit
+/// (`REDIS_MAX_RETRIES_READ_KEY`), every other call `REDIS_MAX_RETRIES`. 0 means one attempt only.
+fn retry_limit(retry: &RetryConfig, access: Access) -> (u32, &'static str) {
+    match access {
+        Access::Read => (retry.read_key_max_retries, "REDIS_MAX_RETRIES_READ_KEY"),
+        Access::Write => (retry.max_retries, "REDIS_MAX_RETRIES"),
+    }
+}
+
+/// Whether a call whose connection failed may be sent again. A read may: it changes nothing. A write
+/// only when fred's words say it never left this process (the connection was not up, or the write to
+/// the socket failed): a write cut off in flight may have run, and sending it again could apply it
+/// twice or over a newer write.
+fn resend_allowed(access: Access, message: &str) -> bool {
+    access == Access::Read
+        || message.contains("not initialized")
+        || message.contains("Failed to send command")
+        || message.contains("Failed to route command")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +156,17 @@ impl ClusterClient {
                     redirect = Some((self.inner.node_handle(&addr)?, true));
                 }
                 Failure::Retry(message) => {
+                    let retry = self.inner.config.retry();
+                    let (limit, setting) = retry_limit(retry, access);
+                    if retries >= limit {
+                        return Err(Error::RetriesExhausted {
+                            command: cmd.name().into(),
+                            node: node.addr.clone(),
+                            retries,
+                            message,
+                            setting,
+                        });
+                    }
                     tracing::debug!(node = %node.addr, %message, "retrying");
                     if message.starts_with("CLUSTERDOWN") {
                         // A node that serves no slots answers CLUSTERDOWN: one that is leaving or has
@@ -150,7 +176,8 @@ impl ClusterClient {
                         self.inner.refresh_wanted.notify_one();
                     }
                     retries = retries.saturating_add(1);
-                    let pause = retry_pause(retries, deadline.saturating_duration_since(Instant::now()));
+                    let pause =
+                        retry_pause(retry, retries, deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                 }
                 Failure::Down(message) if readonly => {
@@ -165,6 +192,22 @@ impl ClusterClient {
                     redirect = Some((primary, false));
                 }
                 Failure::Down(message) => {
+                    let retry = self.inner.config.retry();
+                    if retries < retry_limit(retry, access).0 && resend_allowed(access, &message) {
+                        // A reset connection and a dying node look the same at the first error; fred
+                        // reconnects at once, so a node whose connection is back within one backoff
+                        // pause was only reset, and the call goes on there.
+                        let pause = retry_pause(
+                            retry,
+                            retries.saturating_add(1),
+                            deadline.saturating_duration_since(Instant::now()),
+                        );
+                        if node.wait_routable(pause).await {
+                            tracing::debug!(node = %node.addr, %message, "connection reset; sending again");
+                            retries = retries.saturating_add(1);
+                            continue;
+                        }
+                    }
                     node.record_error();
                     self.inner.node_failed(&node);
                     if !(self.options.wait_for_failover && Instant::now() < deadline) {
@@ -365,13 +408,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_backoff_doubles_to_its_cap_and_never_passes_the_deadline() {
+    fn retry_pauses_follow_the_configured_backoff_and_never_pass_the_deadline() {
+        let config = cluster_config::ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .build()
+            .expect("valid");
+        let retry = config.retry();
         let long = Duration::from_secs(10);
-        let pauses: Vec<u64> = (1..=8)
-            .map(|retry| retry_pause(retry, long).as_millis() as u64)
-            .collect();
-        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 200, 200]);
-        assert_eq!(retry_pause(9, Duration::from_millis(3)), Duration::from_millis(3));
-        assert_eq!(retry_pause(10, Duration::ZERO), Duration::ZERO);
+        for (count, whole) in [(1, 100), (2, 200), (3, 400), (6, 3000), (40, 3000)] {
+            let pause = retry_pause(retry, count, long).as_millis() as u64;
+            assert!(
+                (whole / 2..=whole).contains(&pause),
+                "retry {count}: {pause} ms, want {}..={whole}",
+                whole / 2
+            );
+        }
+        assert_eq!(
+            retry_pause(retry, 9, Duration::from_millis(3)),
+            Duration::from_millis(3)
+        );
+        assert_eq!(retry_pause(retry, 10, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn reads_and_writes_have_their_own_retry_limits() {
+        let config = cluster_config::ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .max_retries(7)
+            .read_key_max_retries(0)
+            .build()
+            .expect("valid");
+        assert_eq!(
+            retry_limit(config.retry(), Access::Write),
+            (7, "REDIS_MAX_RETRIES")
+        );
+        assert_eq!(
+            retry_limit(config.retry(), Access::Read),
+            (0, "REDIS_MAX_RETRIES_READ_KEY")
+        );
+    }
+
+    #[test]
+    fn only_writes_that_never_left_are_sent_again_after_a_reset() {
+        assert!(resend_allowed(Access::Read, "Connection reset by peer"));
+        assert!(!resend_allowed(Access::Write, "Connection reset by peer"));
+        assert!(!resend_allowed(Access::Write, "Canceled"));
+        assert!(resend_allowed(Access::Write, "Failed to send command"));
+        assert!(resend_allowed(Access::Write, "Client is not initialized."));
     }
 }

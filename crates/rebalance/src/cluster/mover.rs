@@ -43,6 +43,13 @@ return 0";
 /// (a timeout, a broken connection, `IOERR` between the nodes) before the move gives up.
 const ROUND_ATTEMPTS: u32 = 3;
 
+/// The pause before attempt `failures + 1` of a listing or MIGRATE round: the workspace's one backoff
+/// (100 ms, doubling, at most 1 s) with jitter, so that two movers that met one failover do not retry
+/// in step.
+fn round_pause(failures: u32) -> Duration {
+    cluster_config::Backoff::new(Duration::from_millis(100), 2, Duration::from_secs(1)).jittered(failures)
+}
+
 /// How often a key the target already holds is looked at again when its source copy keeps changing.
 const BUSY_ATTEMPTS: u32 = 5;
 
@@ -303,7 +310,7 @@ impl<'a> Mover<'a> {
                 Ok(entries) => entries,
                 Err(e) if failures + 1 < ROUND_ATTEMPTS && is_transient(&e) => {
                     failures += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
+                    tokio::time::sleep(round_pause(failures)).await;
                     listed = self.list(job, per_listing).await;
                     continue;
                 }
@@ -355,7 +362,7 @@ impl<'a> Mover<'a> {
                 Some(e) if failures + 1 < ROUND_ATTEMPTS && is_transient(&e) => {
                     failures += 1;
                     tracing::debug!(slot = job.slot, %e, "MIGRATE round failed, trying again");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
+                    tokio::time::sleep(round_pause(failures)).await;
                     self.list(job, per_listing).await
                 }
                 Some(e) => return Err(e),
