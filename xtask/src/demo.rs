@@ -227,6 +227,9 @@ async fn run(args: &DemoArgs) -> Result<()> {
     for alert in &summary.active_alerts {
         println!("     ALERT {alert:?}");
     }
+    for note in &summary.unknown {
+        println!("     unknown: {note}");
+    }
 
     let stats = cache.stats();
     println!("\n5/5  Figures");

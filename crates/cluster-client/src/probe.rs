@@ -23,10 +23,12 @@ use crate::{ClusterClient, Error, durations, fred_config};
 pub struct NodeProbe {
     /// Round trip of `PING` on an open connection.
     pub ping: Duration,
-    /// `INFO` (default sections), as the node sent it.
-    pub info: String,
-    /// `CLUSTER INFO` and `CLUSTER NODES` text, when `INFO` says the node runs in cluster mode
-    /// (`cluster_enabled:1`).
+    /// `INFO` (default sections), as the node sent it; `None` when the node's ACL denies it to this
+    /// user (`NOPERM`: `INFO` is in `@dangerous`, which least-privilege users lack). A denied `INFO` is
+    /// no sign of trouble: the node answered.
+    pub info: Option<String>,
+    /// `CLUSTER INFO` and `CLUSTER NODES` text, when the node runs in cluster mode (`INFO` says
+    /// `cluster_enabled:1`, or, with `INFO` denied, `CLUSTER INFO` answers).
     pub cluster: Option<ClusterView>,
 }
 
@@ -49,7 +51,8 @@ impl ClusterClient {
     ///
     /// `timeout` must be from [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) to [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
     /// A node that does not answer in time is [`Error::Timeout`]; one that cannot be reached,
-    /// [`Error::Connection`]; one that refuses a command (an ACL user without `INFO`), [`Error::Server`].
+    /// [`Error::Connection`]; one that answers with an error, [`Error::Server`]. An ACL that denies
+    /// `INFO` is not an error: [`NodeProbe::info`] is `None`.
     pub async fn probe_node(&self, node: &str, timeout: Duration) -> Result<NodeProbe, Error> {
         let timeout = durations::timeout("probe_node timeout", timeout)?;
         let handle = self.node_for(node)?;
@@ -75,7 +78,7 @@ impl ClusterClient {
 /// let config = ClusterConfig::builder().nodes([addr.as_str()]).build()?;
 /// let prober = NodeProber::new(&config);
 /// let probe = prober.probe(&addr, Duration::from_secs(1)).await?;
-/// assert!(probe.info.contains("redis_version:"));
+/// assert!(probe.info.as_deref().unwrap_or_default().contains("redis_version:"));
 /// assert!(probe.cluster.is_none(), "a standalone server");
 /// # Ok(())
 /// # }
@@ -227,8 +230,18 @@ impl ProbeSlot {
                 client.cluster_info::<String>(),
                 client.cluster_nodes::<String>()
             );
-            let info = info?;
-            let cluster = if replies::Info::parse(&info).cluster_enabled == Some(true) {
+            let info = match info {
+                Ok(info) => Some(info),
+                Err(e) if is_denied(&e) => None,
+                Err(e) => return Err(e),
+            };
+            let cluster_enabled = match &info {
+                Some(info) => replies::Info::parse(info).cluster_enabled == Some(true),
+                // Without INFO, a node in cluster mode is one that answers CLUSTER INFO; a standalone
+                // node refuses it ("ERR This instance has cluster support disabled").
+                None => cluster_info.is_ok(),
+            };
+            let cluster = if cluster_enabled {
                 Some(ClusterView {
                     info: cluster_info?,
                     nodes: cluster_nodes?,
@@ -261,6 +274,11 @@ impl ProbeSlot {
             close_in_background(client);
         }
     }
+}
+
+/// Whether the server refused a command to this user by its ACL.
+fn is_denied(error: &fred::error::Error) -> bool {
+    error.details().starts_with("NOPERM")
 }
 
 /// `QUIT` without waiting: on a node that hangs it can take the probe timeout.

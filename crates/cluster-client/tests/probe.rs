@@ -15,7 +15,14 @@ fn check_cluster_node(node: &str, probe: &NodeProbe) {
         probe.ping > Duration::ZERO && probe.ping < TIMEOUT,
         "{node}: {probe:?}"
     );
-    assert!(probe.info.contains("cluster_enabled:1"), "{node}: {probe:?}");
+    assert!(
+        probe
+            .info
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cluster_enabled:1"),
+        "{node}: {probe:?}"
+    );
     let view = probe
         .cluster
         .as_ref()
@@ -55,7 +62,12 @@ async fn a_client_probes_known_and_unknown_nodes_on_connections_of_their_own() {
     let other = standalone.addrs()[0].clone();
     let probe = client.probe_node(&other, TIMEOUT).await.unwrap();
     assert!(
-        probe.info.contains("cluster_enabled:0") && probe.cluster.is_none(),
+        probe
+            .info
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cluster_enabled:0")
+            && probe.cluster.is_none(),
         "{probe:?}"
     );
 

@@ -22,8 +22,8 @@ use crate::snapshot::{NodeSnapshot, Snapshot, TopologyNode};
 pub(crate) struct Replies {
     /// Round trip of `PING` on an open connection.
     pub(crate) ping: Duration,
-    /// `INFO` (default sections).
-    pub(crate) info: String,
+    /// `INFO` (default sections); `None` when the node's ACL denies it to this user.
+    pub(crate) info: Option<String>,
     /// `CLUSTER INFO` and `CLUSTER NODES`, when the node runs in cluster mode.
     pub(crate) cluster: Option<(String, String)>,
 }
@@ -207,7 +207,8 @@ pub(crate) fn assemble(
             Ok(replies) => {
                 node.reachable = true;
                 node.ping = Some(replies.ping);
-                node.info = Some(parse_info(&replies.info));
+                node.info = replies.info.as_deref().map(parse_info);
+                node.info_denied = replies.info.is_none();
                 if let Some((cluster_info, cluster_nodes)) = &replies.cluster {
                     match parse_cluster_info(cluster_info) {
                         Ok(info) => node.cluster_info = Some(info),
@@ -239,10 +240,18 @@ pub(crate) fn assemble(
             }
         }
     }
-    let cluster_mode = if parsed.values().any(|p| p.node.info.is_some()) {
-        parsed
-            .values()
-            .any(|p| p.node.info.as_ref().is_some_and(|i| i.cluster_enabled))
+    // A node in cluster mode says so in INFO, or (INFO denied to this user) by answering the cluster
+    // commands; with no node telling either way, the last round's answer stands.
+    let says_cluster = |p: &Parsed| {
+        p.node.info.as_ref().is_some_and(|i| i.cluster_enabled)
+            || p.node.cluster_info.is_some()
+            || p.view.is_some()
+    };
+    let told = parsed
+        .values()
+        .any(|p| p.node.info.is_some() || p.node.cluster_info.is_some() || p.view.is_some());
+    let cluster_mode = if told {
+        parsed.values().any(says_cluster)
     } else {
         memory.cluster_mode
     };
@@ -361,7 +370,9 @@ mod tests {
         let role = if me < 7002 { "master" } else { "slave" };
         Ok(Replies {
             ping: Duration::from_micros(u64::from(me)),
-            info: format!("role:{role}\r\ncluster_enabled:1\r\ndb0:keys={me},expires=0\r\n"),
+            info: Some(format!(
+                "role:{role}\r\ncluster_enabled:1\r\ndb0:keys={me},expires=0\r\n"
+            )),
             cluster: Some((
                 format!("cluster_state:ok\r\ncluster_slots_ok:16384\r\ncluster_current_epoch:{epoch}\r\n"),
                 view(me, flags),
@@ -501,7 +512,7 @@ mod tests {
         let standalone = |keys: u32| {
             Ok(Replies {
                 ping: Duration::from_micros(50),
-                info: format!("role:master\ncluster_enabled:0\ndb0:keys={keys}\n"),
+                info: Some(format!("role:master\ncluster_enabled:0\ndb0:keys={keys}\n")),
                 cluster: None,
             })
         };
@@ -530,7 +541,7 @@ mod tests {
     fn unreadable_cluster_replies_are_node_errors_not_panics() {
         let broken = Ok(Replies {
             ping: Duration::ZERO,
-            info: "cluster_enabled:1\n".into(),
+            info: Some("cluster_enabled:1\n".into()),
             cluster: Some(("garbage".into(), "too few fields".into())),
         });
         let snapshot = assemble(

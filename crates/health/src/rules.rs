@@ -933,6 +933,7 @@ mod tests {
                     errors: 0,
                     redirects: 0,
                 }),
+                info_denied: false,
                 error: None,
             });
         }

@@ -117,8 +117,13 @@ pub struct NodeSnapshot {
     /// Round trip of one `PING` on an open connection.
     #[serde(with = "millis_opt")]
     pub ping: Option<Duration>,
-    /// Parsed `INFO`.
+    /// Parsed `INFO`; `None` when the node did not answer, or denied `INFO` to this user.
     pub info: Option<ServerInfo>,
+    /// Whether the node answered but its ACL denied `INFO` to this user (a least-privilege user without
+    /// `@dangerous`): what only `INFO` tells (memory, replication offsets, ops/s, keys, role outside
+    /// cluster mode) is unknown, and the node is not down for it.
+    #[serde(default)]
+    pub info_denied: bool,
     /// Parsed `CLUSTER INFO` (cluster mode only).
     pub cluster_info: Option<ClusterInfo>,
     /// The attached client's statistics for this node.
@@ -483,6 +488,7 @@ mod tests {
                     errors: 0,
                     redirects: 1,
                 }),
+                info_denied: false,
             }],
             topology: vec![TopologyNode {
                 id: "a".repeat(40),

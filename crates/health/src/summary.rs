@@ -108,6 +108,11 @@ pub struct HealthSummary {
     pub replication: ReplicationSummary,
     /// The alerts active when the summary was made.
     pub active_alerts: Vec<Alert>,
+    /// Facts the nodes would not tell, each said once with how to see them (for example `INFO` denied
+    /// to a least-privilege ACL user): the figures above leave those nodes out, and no alert reads
+    /// the gap as a failure.
+    #[serde(default)]
+    pub unknown: Vec<String>,
 }
 
 /// Summarizes `snapshot` with the alerts active after judging it.
@@ -172,7 +177,22 @@ pub fn cluster_health_summary(snapshot: &Snapshot, active_alerts: &[Alert]) -> H
             .collect(),
         replication: replication(snapshot),
         active_alerts: active_alerts.to_vec(),
+        unknown: unknown(snapshot),
     }
+}
+
+/// What the nodes would not tell this round, said once for all of them.
+fn unknown(snapshot: &Snapshot) -> Vec<String> {
+    let denied = snapshot.reachable_nodes().filter(|n| n.info_denied).count();
+    if denied == 0 {
+        return Vec::new();
+    }
+    vec![format!(
+        "INFO is denied to this user on {denied} of {} nodes (an ACL without @dangerous): their memory, \
+         replication offsets and lag, ops/s and keys are unknown, not zero; grant the user +info \
+         (ACL SETUSER <user> +info) to see them",
+        snapshot.nodes.len()
+    )]
 }
 
 /// Cluster p50 and p99: from the client's per-node figures when it has sent commands, else from PINGs.
