@@ -106,6 +106,7 @@ fn cluster(primaries: u16, at_secs: u64) -> Snapshot {
                 redirects: 10,
             }),
             error: None,
+            info_denied: false,
         });
     }
     snapshot
