@@ -16,6 +16,7 @@ mod fred_baseline;
 mod load;
 mod plot;
 mod prerequisites;
+mod redis_rs_baseline;
 mod results;
 mod scale;
 mod scale_bench;
