@@ -229,3 +229,88 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
     peers.close().await;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_benchmark_brings_the_pipelined_one() {
+        use ClientKind::{Ours, RedisBenchmark, RedisBenchmarkP16};
+        assert_eq!(selected(&[Ours, RedisBenchmark]), [Ours, RedisBenchmark, RedisBenchmarkP16]);
+        assert_eq!(selected(&[RedisBenchmarkP16, Ours]), [RedisBenchmarkP16, Ours]);
+        assert_eq!(selected(&[Ours]), [Ours]);
+    }
+
+    /// A short real run of the new peers and workloads on a real cluster: every client answers without
+    /// errors, each peer in both variants, batches count 100 keys per call, and the plot is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_run_measures_both_variants_of_every_peer() -> Result<()> {
+        let _lock = local_cluster::test_lock::shared().await?;
+        let cluster = LocalCluster::start(LocalClusterConfig {
+            masters: 3,
+            replicas_per_master: 0,
+            ..LocalClusterConfig::default()
+        })
+        .await
+        .context("starting a local cluster (install redis-server 7: apt-get install redis-server)")?;
+        let out = std::env::temp_dir().join(format!("xtask-load-test-{}", std::process::id()));
+        let args = LoadArgs {
+            workloads: vec![Workload::SetMany, Workload::HotGet],
+            concurrency: 8,
+            value_size: 16,
+            seconds: 1,
+            keys: 2000,
+            pool_size: None,
+            clients: vec![ClientKind::Ours, ClientKind::Fred, ClientKind::RedisRs, ClientKind::RedisBenchmarkP16],
+            rounds: 1,
+            out: out.clone(),
+        };
+        let results = run_all(&args, &cluster.seeds()).await?;
+        let labels = |workload: Workload| -> Vec<(ClientKind, Option<&str>)> {
+            let mut labels: Vec<_> = results
+                .iter()
+                .filter(|r| r.workload == workload)
+                .map(|r| (r.kind, r.variant))
+                .collect();
+            labels.sort_by_key(|&(kind, variant)| (kind as usize, variant));
+            labels
+        };
+        let peers = [
+            (ClientKind::Ours, None),
+            (ClientKind::Fred, Some("best")),
+            (ClientKind::Fred, Some("default")),
+            (ClientKind::RedisRs, Some("best")),
+            (ClientKind::RedisRs, Some("default")),
+        ];
+        let mut with_benchmark = peers.to_vec();
+        with_benchmark.push((ClientKind::RedisBenchmarkP16, None));
+        assert_eq!(labels(Workload::SetMany), with_benchmark);
+        // redis-benchmark has no hot-key mix.
+        assert_eq!(labels(Workload::HotGet), peers);
+        for r in &results {
+            assert_eq!(r.errors, 0, "{} {:?} had errors", r.client, r.workload);
+            assert!(r.ops_per_sec > 0.0, "{} {:?} did nothing", r.client, r.workload);
+            let keys = if r.kind == ClientKind::RedisBenchmarkP16 {
+                1.0
+            } else {
+                r.workload.keys_per_call() as f64
+            };
+            assert!(
+                (r.keys_per_sec - r.ops_per_sec * keys).abs() < 1e-6 * r.keys_per_sec,
+                "{} {:?}: {} keys/s at {} ops/s",
+                r.client,
+                r.workload,
+                r.keys_per_sec,
+                r.ops_per_sec
+            );
+            assert!(r.cpu_us_per_op > 0.0, "{} {:?} has no CPU figure", r.client, r.workload);
+        }
+        std::fs::create_dir_all(&out)?;
+        let png = out.join("throughput.png");
+        crate::plot::throughput(&png, &results)?;
+        assert!(std::fs::metadata(&png)?.len() > 1000, "the plot has content");
+        std::fs::remove_dir_all(&out)?;
+        Ok(())
+    }
+}
