@@ -225,7 +225,10 @@ mod tests {
             fred.server,
             super::ServerConfig::new_clustered(vec![("127.0.0.1", 7000), ("127.0.0.1", 7001)])
         );
-        assert_eq!(builder.get_connection_config(), &super::ConnectionConfig::default());
+        assert_eq!(
+            builder.get_connection_config(),
+            &super::ConnectionConfig::default()
+        );
         assert_eq!(
             builder.get_performance_config().default_command_timeout,
             super::PerformanceConfig::default().default_command_timeout

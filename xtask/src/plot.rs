@@ -96,7 +96,10 @@ pub(crate) fn throughput(path: &Path, results: &[RunResult]) -> Result<()> {
     let groups = workloads.len().max(1);
     let names: Vec<String> = workloads.iter().map(|w| format!("{w:?}")).collect();
     let mut chart = ChartBuilder::on(&root)
-        .caption("ops/s per client and workload (median over rounds, log scale)", ("sans-serif", 28))
+        .caption(
+            "ops/s per client and workload (median over rounds, log scale)",
+            ("sans-serif", 28),
+        )
         .margin(20)
         .x_label_area_size(40)
         .y_label_area_size(80)
@@ -129,7 +132,10 @@ pub(crate) fn throughput(path: &Path, results: &[RunResult]) -> Result<()> {
             .filter_map(|(workload, _, ops)| {
                 let group = workloads.iter().position(|w| w == workload)? as f64;
                 let left = group + 0.1 + i as f64 * width;
-                Some(Rectangle::new([(left, 1.0), (left + width * 0.9, ops.max(1.0))], color))
+                Some(Rectangle::new(
+                    [(left, 1.0), (left + width * 0.9, ops.max(1.0))],
+                    color,
+                ))
             })
             .collect();
         chart

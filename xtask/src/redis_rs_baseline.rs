@@ -87,10 +87,18 @@ mod tests {
 
     #[test]
     fn seeds_become_redis_urls() {
-        let seeds = ["127.0.0.1:7000".to_string(), "::1:7001".to_string(), "[::1]:7002".to_string()];
+        let seeds = [
+            "127.0.0.1:7000".to_string(),
+            "::1:7001".to_string(),
+            "[::1]:7002".to_string(),
+        ];
         assert_eq!(
             urls(&seeds),
-            ["redis://127.0.0.1:7000/", "redis://[::1]:7001/", "redis://[::1]:7002/"]
+            [
+                "redis://127.0.0.1:7000/",
+                "redis://[::1]:7001/",
+                "redis://[::1]:7002/"
+            ]
         );
     }
 }

@@ -148,7 +148,14 @@ pub(crate) async fn run_fred(
     args: &LoadArgs,
     value: Arc<Vec<u8>>,
 ) -> RunResult {
-    run_fred_clients(&[client.clone()], "fred cluster client", workload, args, value).await
+    run_fred_clients(
+        std::slice::from_ref(client),
+        "fred cluster client",
+        workload,
+        args,
+        value,
+    )
+    .await
 }
 
 /// fred through `clients` in turn (one client, or the clients of a `Pool`, which fred's `Pool::next`
@@ -310,7 +317,8 @@ pub(super) async fn run_redis_rs(
                     .await
                     .is_ok_and(|values| values.len() == many.len()),
                 Call::SetMany(many) => {
-                    let pairs: Vec<(String, &[u8])> = many.into_iter().map(|k| (k, value.as_slice())).collect();
+                    let pairs: Vec<(String, &[u8])> =
+                        many.into_iter().map(|k| (k, value.as_slice())).collect();
                     connection.mset::<_, _, ()>(&pairs).await.is_ok()
                 }
             }

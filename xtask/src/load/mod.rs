@@ -29,9 +29,9 @@ pub(crate) use drivers::{fred_cluster_client, run_fred};
 pub(crate) use harness::{RunResult, progress_bar, run};
 pub(crate) use report::{median_ops_per_sec, print_table};
 
+use crate::redis_rs_baseline::RedisRs;
 use drivers::{fill, fill_cache, run_cache, run_fred_clients, run_ours, run_per_node, run_redis_rs};
 use fred::prelude::Client as FredClient;
-use crate::redis_rs_baseline::RedisRs;
 use report::Report;
 
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
@@ -103,16 +103,24 @@ impl Peers {
                 .context("connecting fred's cluster client (defaults)")?;
             let pool = crate::fred_baseline::best_cluster_builder(&nodes)
                 .build_pool(crate::fred_baseline::BEST_POOL_SIZE)?;
-            pool.init().await.context("connecting fred's pool (best settings)")?;
+            pool.init()
+                .await
+                .context("connecting fred's pool (best settings)")?;
             peers.fred.push(("fred (default)", "default", vec![default]));
-            peers.fred.push(("fred (best: pool)", "best", pool.clients().to_vec()));
+            peers
+                .fred
+                .push(("fred (best: pool)", "best", pool.clients().to_vec()));
         }
         if clients.contains(&ClientKind::RedisRs) {
             let default = RedisRs::defaults(seeds).await?;
             let best = RedisRs::best(seeds).await?;
             debug_assert!(best.len() > default.len());
-            peers.redis_rs.push(("redis-rs (default)", "default", Arc::new(default)));
-            peers.redis_rs.push(("redis-rs (best: pool)", "best", Arc::new(best)));
+            peers
+                .redis_rs
+                .push(("redis-rs (default)", "default", Arc::new(default)));
+            peers
+                .redis_rs
+                .push(("redis-rs (best: pool)", "best", Arc::new(best)));
         }
         Ok(peers)
     }
@@ -193,7 +201,8 @@ pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<Run
                         let count = peers.redis_rs.len();
                         for j in 0..count {
                             let (label, variant, peer) = &peers.redis_rs[(j + round) % count];
-                            let mut run = run_redis_rs(peer.clone(), label, workload, args, value.clone()).await;
+                            let mut run =
+                                run_redis_rs(peer.clone(), label, workload, args, value.clone()).await;
                             run.variant = Some(variant);
                             runs.push(run);
                         }
@@ -237,7 +246,10 @@ mod tests {
     #[test]
     fn the_plain_benchmark_brings_the_pipelined_one() {
         use ClientKind::{Ours, RedisBenchmark, RedisBenchmarkP16};
-        assert_eq!(selected(&[Ours, RedisBenchmark]), [Ours, RedisBenchmark, RedisBenchmarkP16]);
+        assert_eq!(
+            selected(&[Ours, RedisBenchmark]),
+            [Ours, RedisBenchmark, RedisBenchmarkP16]
+        );
         assert_eq!(selected(&[RedisBenchmarkP16, Ours]), [RedisBenchmarkP16, Ours]);
         assert_eq!(selected(&[Ours]), [Ours]);
     }
@@ -262,7 +274,12 @@ mod tests {
             seconds: 1,
             keys: 2000,
             pool_size: None,
-            clients: vec![ClientKind::Ours, ClientKind::Fred, ClientKind::RedisRs, ClientKind::RedisBenchmarkP16],
+            clients: vec![
+                ClientKind::Ours,
+                ClientKind::Fred,
+                ClientKind::RedisRs,
+                ClientKind::RedisBenchmarkP16,
+            ],
             rounds: 1,
             out: out.clone(),
         };
@@ -304,7 +321,12 @@ mod tests {
                 r.keys_per_sec,
                 r.ops_per_sec
             );
-            assert!(r.cpu_us_per_op > 0.0, "{} {:?} has no CPU figure", r.client, r.workload);
+            assert!(
+                r.cpu_us_per_op > 0.0,
+                "{} {:?} has no CPU figure",
+                r.client,
+                r.workload
+            );
         }
         std::fs::create_dir_all(&out)?;
         let png = out.join("throughput.png");

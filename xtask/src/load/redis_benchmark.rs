@@ -28,7 +28,12 @@ pub(super) fn test_for(kind: ClientKind, workload: Workload) -> Option<&'static 
 /// `redis-benchmark --cluster` for the workloads it has (see [`test_for`]), same concurrency,
 /// pipelined [`PIPELINE`] deep for [`ClientKind::RedisBenchmarkP16`]. Its CPU cost per request is its
 /// own rusage (this process's children's, before and after).
-pub(super) fn run(kind: ClientKind, workload: Workload, args: &LoadArgs, seed: &str) -> Result<Option<RunResult>> {
+pub(super) fn run(
+    kind: ClientKind,
+    workload: Workload,
+    args: &LoadArgs,
+    seed: &str,
+) -> Result<Option<RunResult>> {
     let Some(test) = test_for(kind, workload) else {
         return Ok(None);
     };

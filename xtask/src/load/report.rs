@@ -115,7 +115,12 @@ impl Rate {
 /// The median over rounds of `runs`' rate divided by the faster run of kind `reference` in the same
 /// workload and round: a peer measured both with its defaults and at its best settings is compared at
 /// whichever of the two was faster that round. `None` when no round had such a run.
-pub(crate) fn versus(results: &[RunResult], runs: &[&RunResult], reference: ClientKind, rate: Rate) -> Option<f64> {
+pub(crate) fn versus(
+    results: &[RunResult],
+    runs: &[&RunResult],
+    reference: ClientKind,
+    rate: Rate,
+) -> Option<f64> {
     let ratios: Vec<f64> = runs
         .iter()
         .filter_map(|r| {
@@ -203,7 +208,13 @@ mod tests {
     fn batches_compare_keys_per_second_with_the_pipelined_benchmark() {
         let results = vec![
             result(Workload::GetMany, ClientKind::Ours, "ours", 0, 4_000.0),
-            result(Workload::GetMany, ClientKind::RedisBenchmarkP16, "redis-benchmark -P16", 0, 0.0),
+            result(
+                Workload::GetMany,
+                ClientKind::RedisBenchmarkP16,
+                "redis-benchmark -P16",
+                0,
+                0.0,
+            ),
         ];
         // redis-benchmark's requests are one key each: its keys/s is its ops/s.
         let mut results = results;
