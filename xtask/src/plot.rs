@@ -118,7 +118,8 @@ pub(crate) fn throughput(path: &Path, results: &[RunResult]) -> Result<()> {
                 String::new()
             }
         })
-        .y_desc("ops/s")
+        .y_desc("ops/s (redis-benchmark: requests/s, one key each)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -146,7 +147,7 @@ pub(crate) fn throughput(path: &Path, results: &[RunResult]) -> Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperMiddle)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
