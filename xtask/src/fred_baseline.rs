@@ -116,6 +116,44 @@ fn builder(config: &ClusterConfig, fred_config: Config) -> Builder {
     builder
 }
 
+/// Clients in the best variant's round-robin `Pool`: fred's documented way to spread many concurrent
+/// callers over more than one connection per node.
+#[allow(dead_code)] // The benches include this file and use only `cluster_builder`.
+pub(crate) const BEST_POOL_SIZE: usize = 4;
+
+/// fred's cluster client as its users build it: the seeds, and every other setting at fred's default
+/// (automatic pipelining on, no command timeout, the default reconnect policy). Nothing of our
+/// [`ClusterConfig`] goes into it.
+#[allow(dead_code)] // The benches include this file and use only `cluster_builder`.
+pub(crate) fn default_cluster_builder(seeds: &[NodeAddr]) -> Builder {
+    let hosts = seeds
+        .iter()
+        .map(|node| Server::new(fred_host(node), node.port()))
+        .collect();
+    Builder::from_config(Config {
+        server: ServerConfig::Clustered {
+            hosts,
+            policy: Default::default(),
+        },
+        ..Config::default()
+    })
+}
+
+/// fred at its best documented settings for throughput: a `Pool` of [`BEST_POOL_SIZE`] cluster
+/// clients, each with fred's defaults and `TCP_NODELAY` on (fred leaves it to the OS).
+#[allow(dead_code)] // The benches include this file and use only `cluster_builder`.
+pub(crate) fn best_cluster_builder(seeds: &[NodeAddr]) -> Builder {
+    let mut builder = default_cluster_builder(seeds);
+    builder.set_connection_config(ConnectionConfig {
+        tcp: TcpConfig {
+            nodelay: Some(true),
+            ..TcpConfig::default()
+        },
+        ..ConnectionConfig::default()
+    });
+    builder
+}
+
 #[cfg(test)]
 mod tests {
     // Full paths rather than imports: the benches include this file, where the tests are not built.
@@ -172,6 +210,35 @@ mod tests {
         assert_eq!(
             super::cluster_builder(&config).get_policy(),
             Some(&super::ReconnectPolicy::new_constant(0, 100))
+        );
+    }
+
+    #[test]
+    fn the_default_baseline_takes_nothing_from_our_configuration() {
+        let seeds: Vec<cluster_config::NodeAddr> = ["127.0.0.1:7000", "127.0.0.1:7001"]
+            .iter()
+            .map(|s| s.parse().unwrap_or_else(|error| panic!("{error}")))
+            .collect();
+        let builder = super::default_cluster_builder(&seeds);
+        let fred = builder.get_config().unwrap_or_else(|| panic!("a config is set"));
+        assert_eq!(
+            fred.server,
+            super::ServerConfig::new_clustered(vec![("127.0.0.1", 7000), ("127.0.0.1", 7001)])
+        );
+        assert_eq!(
+            builder.get_connection_config(),
+            &super::ConnectionConfig::default()
+        );
+        assert_eq!(
+            builder.get_performance_config().default_command_timeout,
+            super::PerformanceConfig::default().default_command_timeout
+        );
+        assert!(builder.get_policy().is_none());
+        let best = super::best_cluster_builder(&seeds);
+        assert_eq!(best.get_connection_config().tcp.nodelay, Some(true));
+        assert_eq!(
+            best.get_connection_config().unresponsive,
+            super::ConnectionConfig::default().unresponsive
         );
     }
 }

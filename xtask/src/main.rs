@@ -16,6 +16,7 @@ mod fred_baseline;
 mod load;
 mod plot;
 mod prerequisites;
+mod redis_rs_baseline;
 mod results;
 mod scale;
 mod scale_bench;
@@ -41,7 +42,8 @@ enum Task {
     /// Grow, shrink or rebalance the cluster from `cluster-up` online: `--add-primaries N` (from its
     /// spare nodes), `--remove-primary ADDR`, or `--rebalance [--weights addr=w,...]`.
     ClusterScale(scale::ScaleArgs),
-    /// Load the cluster through cluster-client, fred's cluster client and redis-benchmark; print ratios.
+    /// Load the cluster through cluster-client, the cache, fred and redis-rs (each as its users build it
+    /// and at its best settings) and redis-benchmark (plain and -P 16); print ratios, write results.json.
     Load(load::LoadArgs),
     /// Failover drills under load, through the cache and through fred's cluster client side by side.
     Chaos(chaos::ChaosArgs),

@@ -74,3 +74,85 @@ pub(crate) fn latency_over_time(path: &Path, results: &[RunResult]) -> Result<()
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
+
+/// Ops/s per client and workload (medians over rounds) as grouped bars on a log scale: one group per
+/// workload, one colour per client, so a run's ratios can be seen at a glance.
+pub(crate) fn throughput(path: &Path, results: &[RunResult]) -> Result<()> {
+    fonts();
+    let bars = crate::load::median_ops_per_sec(results);
+    let mut workloads = Vec::new();
+    let mut clients: Vec<&str> = Vec::new();
+    for (workload, client, _) in &bars {
+        if !workloads.contains(workload) {
+            workloads.push(*workload);
+        }
+        if !clients.contains(client) {
+            clients.push(client);
+        }
+    }
+    let max = bars.iter().map(|(_, _, ops)| *ops).fold(10.0, f64::max);
+    let root = BitMapBackend::new(path, (1400, 750)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let groups = workloads.len().max(1);
+    let names: Vec<String> = workloads.iter().map(|w| format!("{w:?}")).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "ops/s per client and workload (median over rounds, log scale)",
+            ("sans-serif", 28),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..groups as f64, (1f64..max * 3.0).log_scale())
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(&|x| {
+            // Label each group at its middle only.
+            let index = x.floor() as usize;
+            if (x - index as f64 - 0.5).abs() < 1e-6 {
+                names.get(index).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("ops/s (redis-benchmark: requests/s, one key each)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    // Each group leaves a tenth of its width free on either side; its bars share the rest.
+    let width = 0.8 / clients.len().max(1) as f64;
+    for (i, client) in clients.iter().enumerate() {
+        let color = Palette99::pick(i).filled();
+        let rects: Vec<Rectangle<(f64, f64)>> = bars
+            .iter()
+            .filter(|(_, c, _)| c == client)
+            .filter_map(|(workload, _, ops)| {
+                let group = workloads.iter().position(|w| w == workload)? as f64;
+                let left = group + 0.1 + i as f64 * width;
+                Some(Rectangle::new(
+                    [(left, 1.0), (left + width * 0.9, ops.max(1.0))],
+                    color,
+                ))
+            })
+            .collect();
+        chart
+            .draw_series(rects)
+            .map_err(|e| anyhow!("{e}"))?
+            .label(client.to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], Palette99::pick(i).filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperMiddle)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

@@ -14,12 +14,28 @@ pub(crate) enum Workload {
     Get,
     /// 80% GET, 20% SET.
     Mixed,
-    /// One get_many of 100 random keys (a fred pipeline of 100 GETs for the baseline).
+    /// One get_many of 100 random keys (a fred pipeline of 100 GETs, one redis-rs MGET that it splits
+    /// per slot, and `GET -P 16` for redis-benchmark).
     GetMany,
     /// A last-write-wins write: consistency's Lua script by EVALSHA with a fresh version, sent through
     /// each client (the typed cache's versioned `set` does this); plain clients and redis-benchmark
     /// have no such call.
     VersionedSet,
+    /// One set_many of 100 random keys (fred: a pipeline of 100 SETs; redis-rs: one MSET that it splits
+    /// per slot; redis-benchmark: `SET -P 16`).
+    SetMany,
+    /// A hot key set: 90% GET, 10% SET, over the first 1,000 keys.
+    HotGet,
+}
+
+impl Workload {
+    /// Keys one call of this workload touches: 100 for the batches, 1 otherwise.
+    pub(crate) fn keys_per_call(self) -> usize {
+        match self {
+            Workload::GetMany | Workload::SetMany => super::calls::BATCH,
+            _ => 1,
+        }
+    }
 }
 
 /// Who a run measures.
@@ -28,7 +44,9 @@ pub(crate) enum Workload {
 pub(crate) enum ClientKind {
     /// cluster-client.
     Ours,
-    /// fred's own cluster client.
+    /// fred's own cluster client, twice: with fred's defaults (as its users build it) and with its best
+    /// documented settings (a round-robin `Pool` of clients); ratios are against the faster of the two.
+    /// None of our own settings configure it.
     Fred,
     /// Plain fred centralized clients, one per primary (SET and GET only).
     PerNode,
@@ -39,6 +57,13 @@ pub(crate) enum ClientKind {
     Cache,
     /// The typed cache with plain writes (`versioned: None`): a SET is a SET.
     CachePlain,
+    /// redis-rs (the `redis` crate's async cluster client on tokio), twice: as its users build it (one
+    /// `ClusterConnection`, defaults) and with its best documented settings (a pool of connections);
+    /// ratios are against the faster of the two.
+    RedisRs,
+    /// `redis-benchmark --cluster -P 16`, the batch baseline: GET and SET pipelined 16 deep (also run
+    /// for get-many and set-many, to compare keys/s). Selecting `redis-benchmark` runs it too.
+    RedisBenchmarkP16,
 }
 
 /// Options of `cargo xtask load`.
@@ -71,7 +96,7 @@ pub(crate) struct LoadArgs {
     /// summary shows medians over rounds (ratios are the median of the per-round ratios).
     #[arg(long, default_value_t = 1)]
     pub(crate) rounds: usize,
-    /// Where results.json and latency.png go.
+    /// Where results.json, latency.png and throughput.png go.
     #[arg(long, default_value = "target/load")]
     pub(crate) out: PathBuf,
 }

@@ -6,6 +6,12 @@ use fred::prelude::*;
 
 use super::Workload;
 
+/// Keys in one batch call (get-many, set-many).
+pub(crate) const BATCH: usize = 100;
+
+/// The hot key set of `HotGet`: the first this many keys.
+pub(crate) const HOT_KEYS: usize = 1000;
+
 pub(crate) fn key(i: usize) -> String {
     format!("load:{i}")
 }
@@ -68,20 +74,64 @@ pub(super) enum Call {
     VersionedSet(String),
     Get(String),
     GetMany(Vec<String>),
+    SetMany(Vec<String>),
 }
 
 impl Call {
     pub(super) fn next(workload: Workload, rng: &mut Rng, keys: usize) -> Call {
-        let op = match workload {
-            Workload::Mixed if rng.next(100) < 80 => Workload::Get,
-            Workload::Mixed => Workload::Set,
-            other => other,
+        let (op, keys) = match workload {
+            Workload::Mixed if rng.next(100) < 80 => (Workload::Get, keys),
+            Workload::Mixed => (Workload::Set, keys),
+            Workload::HotGet if rng.next(100) < 90 => (Workload::Get, keys.min(HOT_KEYS)),
+            Workload::HotGet => (Workload::Set, keys.min(HOT_KEYS)),
+            other => (other, keys),
         };
+        let mut batch = || (0..BATCH).map(|_| key(rng.next(keys))).collect();
         match op {
             Workload::Set => Call::Set(key(rng.next(keys))),
             Workload::VersionedSet => Call::VersionedSet(key(rng.next(keys))),
-            Workload::GetMany => Call::GetMany((0..100).map(|_| key(rng.next(keys))).collect()),
+            Workload::GetMany => Call::GetMany(batch()),
+            Workload::SetMany => Call::SetMany(batch()),
             _ => Call::Get(key(rng.next(keys))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_get_reads_nine_in_ten_within_the_hot_keys() {
+        let mut rng = Rng(42);
+        let (mut gets, mut sets) = (0, 0);
+        for _ in 0..10_000 {
+            let k = match Call::next(Workload::HotGet, &mut rng, 20_000) {
+                Call::Get(k) => {
+                    gets += 1;
+                    k
+                }
+                Call::Set(k) => {
+                    sets += 1;
+                    k
+                }
+                _ => panic!("hot-get makes single-key calls"),
+            };
+            let index: usize = k.trim_start_matches("load:").parse().unwrap_or(usize::MAX);
+            assert!(index < HOT_KEYS, "{k} is outside the hot keys");
+        }
+        assert!((8_700..9_300).contains(&gets), "{gets} gets, {sets} sets");
+    }
+
+    #[test]
+    fn set_many_writes_a_batch_of_keys() {
+        let mut rng = Rng(7);
+        match Call::next(Workload::SetMany, &mut rng, 500) {
+            Call::SetMany(keys) => assert_eq!(keys.len(), BATCH),
+            _ => panic!("set-many makes one batch call"),
+        }
+        assert_eq!(Workload::SetMany.keys_per_call(), 100);
+        assert_eq!(Workload::GetMany.keys_per_call(), 100);
+        assert_eq!(Workload::HotGet.keys_per_call(), 1);
     }
 }

@@ -14,6 +14,7 @@ use super::calls::{Call, Lww, Rng, key};
 use super::harness::{RunResult, progress_bar, run};
 use super::{ClientKind, LoadArgs, Workload};
 use crate::fred_baseline;
+use crate::redis_rs_baseline::RedisRs;
 
 /// fred's own cluster client, configured the way cluster-client configures its connections (every
 /// node a seed, reconnect policy, timeouts).
@@ -83,6 +84,11 @@ pub(super) async fn run_cache(cache: &Cache, label: &str, workload: Workload, ar
                     .await
                     .iter()
                     .all(|r| matches!(r, Ok(Some(_)))),
+                Call::SetMany(many) => {
+                    let entries: Vec<(String, &str, Option<Duration>)> =
+                        many.into_iter().map(|k| (k, value.as_str(), None)).collect();
+                    cache.set_many(&entries).await.iter().all(Result::is_ok)
+                }
             }
         }
     })
@@ -124,26 +130,55 @@ pub(super) async fn run_ours(
                     .is_ok(),
                 Call::Get(k) => client.get(k.as_bytes()).await.is_ok(),
                 Call::GetMany(many) => client.get_many(&many).await.iter().all(Result::is_ok),
+                Call::SetMany(many) => {
+                    let entries: Vec<(String, &[u8], Option<Duration>)> =
+                        many.into_iter().map(|k| (k, value.as_slice(), None)).collect();
+                    client.set_many(&entries).await.iter().all(Result::is_ok)
+                }
             }
         }
     })
     .await
 }
 
+/// fred's cluster client under the label the demo and the older reports use.
 pub(crate) async fn run_fred(
     client: &Client,
     workload: Workload,
     args: &LoadArgs,
     value: Arc<Vec<u8>>,
 ) -> RunResult {
+    run_fred_clients(
+        std::slice::from_ref(client),
+        "fred cluster client",
+        workload,
+        args,
+        value,
+    )
+    .await
+}
+
+/// fred through `clients` in turn (one client, or the clients of a `Pool`, which fred's `Pool::next`
+/// also hands out round-robin).
+pub(super) async fn run_fred_clients(
+    clients: &[Client],
+    label: &str,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
     let keys = args.keys;
-    let client = client.clone();
+    let clients: Arc<Vec<Client>> = Arc::new(clients.to_vec());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let lww = Lww::new();
     if workload == Workload::VersionedSet {
-        let _ = client.script_load_cluster::<(), _>(consistency::LWW_SCRIPT).await;
+        for client in clients.iter() {
+            let _ = client.script_load_cluster::<(), _>(consistency::LWW_SCRIPT).await;
+        }
     }
-    let mut result = run(workload, "fred cluster client", args, move |rng: &mut Rng| {
-        let client = client.clone();
+    let mut result = run(workload, label, args, move |rng: &mut Rng| {
+        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % clients.len();
+        let client = clients[index].clone();
         let value = value.clone();
         let call = Call::next(workload, rng, keys);
         let lww = lww.clone();
@@ -175,6 +210,13 @@ pub(crate) async fn run_fred(
                         .await
                         .iter()
                         .all(Result::is_ok)
+                }
+                Call::SetMany(many) => {
+                    let pipeline = client.pipeline();
+                    for k in many {
+                        let _: Result<(), _> = pipeline.set(k, value.as_slice(), None, None, false).await;
+                    }
+                    pipeline.try_all::<Value>().await.iter().all(Result::is_ok)
                 }
             }
         }
@@ -231,4 +273,63 @@ pub(super) async fn run_per_node(
         let _ = client.quit().await;
     }
     Ok(result)
+}
+
+/// redis-rs's cluster client (one variant: `peer`), same calls as the others, written the way its
+/// users write them: a get-many is one MGET and a set-many one MSET, which redis-rs splits per slot
+/// and sends to the nodes concurrently; a versioned write is a `redis::Script` (EVALSHA, loading the
+/// script on NOSCRIPT).
+pub(super) async fn run_redis_rs(
+    peer: Arc<RedisRs>,
+    label: &str,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    use redis::AsyncCommands;
+
+    let keys = args.keys;
+    let lww = Lww::new();
+    let script = Arc::new(redis::Script::new(consistency::LWW_SCRIPT));
+    let mut result = run(workload, label, args, move |rng: &mut Rng| {
+        let mut connection = peer.connection();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        let lww = lww.clone();
+        let script = script.clone();
+        async move {
+            match call {
+                Call::VersionedSet(k) => {
+                    let envelope = lww.envelope(&value);
+                    script
+                        .key(k)
+                        .arg(envelope)
+                        .arg(0)
+                        .arg("newer")
+                        .invoke_async::<redis::Value>(&mut connection)
+                        .await
+                        .is_ok_and(|reply| decided_redis_rs(&reply))
+                }
+                Call::Set(k) => connection.set::<_, _, ()>(k, value.as_slice()).await.is_ok(),
+                Call::Get(k) => connection.get::<_, Option<Vec<u8>>>(k).await.is_ok(),
+                Call::GetMany(many) => connection
+                    .mget::<_, Vec<Option<Vec<u8>>>>(&many)
+                    .await
+                    .is_ok_and(|values| values.len() == many.len()),
+                Call::SetMany(many) => {
+                    let pairs: Vec<(String, &[u8])> =
+                        many.into_iter().map(|k| (k, value.as_slice())).collect();
+                    connection.mset::<_, _, ()>(&pairs).await.is_ok()
+                }
+            }
+        }
+    })
+    .await;
+    result.kind = ClientKind::RedisRs;
+    result
+}
+
+/// [`Lww::decided`] for redis-rs's reply type.
+fn decided_redis_rs(reply: &redis::Value) -> bool {
+    matches!(reply, redis::Value::Array(parts) if matches!(parts.first(), Some(redis::Value::Int(0 | 1))))
 }

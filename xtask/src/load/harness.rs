@@ -20,12 +20,17 @@ pub(crate) struct RunResult {
     pub(crate) client: String,
     /// Which kind of client (for the summary's ratios); `Ours` for runs the demo makes itself.
     pub(crate) kind: ClientKind,
+    /// For a peer measured more than one way: `default` (as its users build it) or `best` (its best
+    /// documented settings).
+    pub(crate) variant: Option<&'static str>,
     /// Which round of `--rounds` (0-based).
     pub(crate) round: usize,
     pub(crate) ops: u64,
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
     pub(crate) ops_per_sec: f64,
+    /// Keys per second: `ops_per_sec` times the keys one call touches (100 for a get-many).
+    pub(crate) keys_per_sec: f64,
     pub(crate) p50_us: u64,
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
@@ -104,11 +109,13 @@ where
         workload,
         client: client.to_string(),
         kind: ClientKind::Ours,
+        variant: None,
         round: 0,
         ops: all.len(),
         errors,
         seconds: elapsed,
         ops_per_sec: all.len() as f64 / elapsed,
+        keys_per_sec: (all.len() * workload.keys_per_call() as u64) as f64 / elapsed,
         p50_us: all.value_at_quantile(0.5),
         p99_us: all.value_at_quantile(0.99),
         p999_us: all.value_at_quantile(0.999),
@@ -134,8 +141,18 @@ where
 
 /// User + system CPU time of this process so far.
 fn cpu_time() -> Duration {
-    use nix::sys::resource::{UsageWho, getrusage};
-    match getrusage(UsageWho::RUSAGE_SELF) {
+    rusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// User + system CPU time of the children of this process that have ended and been waited for (such
+/// as redis-benchmark after `Command::output`).
+pub(crate) fn children_cpu_time() -> Duration {
+    rusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+fn rusage(who: nix::sys::resource::UsageWho) -> Duration {
+    use nix::sys::resource::getrusage;
+    match getrusage(who) {
         Ok(usage) => {
             let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
             Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))

@@ -6,28 +6,67 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cluster_config::NodeAddr;
 
-use super::harness::{RunResult, progress_bar};
+use super::harness::{RunResult, children_cpu_time, progress_bar};
 use super::{ClientKind, LoadArgs, Workload};
 
-/// `redis-benchmark --cluster` for the workloads it has (SET, GET), same concurrency, no pipelining.
-pub(super) fn run(workload: Workload, args: &LoadArgs, seed: &str) -> Result<Option<RunResult>> {
-    let test = match workload {
-        Workload::Set => "set",
-        Workload::Get => "get",
-        _ => return Ok(None),
+/// How deep `redis-benchmark -P` pipelines for the batch baseline.
+pub(super) const PIPELINE: usize = 16;
+
+/// Which redis-benchmark test stands for `workload`: SET and GET without pipelining for
+/// [`ClientKind::RedisBenchmark`]; for [`ClientKind::RedisBenchmarkP16`] also the batches, whose
+/// keys/s the pipelined GET or SET is the baseline for. `None` where redis-benchmark has no such call.
+pub(super) fn test_for(kind: ClientKind, workload: Workload) -> Option<&'static str> {
+    match (kind, workload) {
+        (ClientKind::RedisBenchmark | ClientKind::RedisBenchmarkP16, Workload::Set) => Some("set"),
+        (ClientKind::RedisBenchmark | ClientKind::RedisBenchmarkP16, Workload::Get) => Some("get"),
+        (ClientKind::RedisBenchmarkP16, Workload::SetMany) => Some("set"),
+        (ClientKind::RedisBenchmarkP16, Workload::GetMany) => Some("get"),
+        _ => None,
+    }
+}
+
+/// `redis-benchmark --cluster` for the workloads it has (see [`test_for`]), same concurrency,
+/// pipelined [`PIPELINE`] deep for [`ClientKind::RedisBenchmarkP16`]. Its CPU cost per request is its
+/// own rusage (this process's children's, before and after).
+pub(super) fn run(
+    kind: ClientKind,
+    workload: Workload,
+    args: &LoadArgs,
+    seed: &str,
+) -> Result<Option<RunResult>> {
+    let Some(test) = test_for(kind, workload) else {
+        return Ok(None);
     };
+    let pipelined = kind == ClientKind::RedisBenchmarkP16;
     let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
     let (host, port) = (seed.host(), seed.port().to_string());
-    let requests = 200_000usize.max(args.concurrency * 1000);
-    let bar = progress_bar(1, &format!("{workload:?} via redis-benchmark"));
+    // Pipelined it is several times faster: more requests keep its run about as long as the others'.
+    let requests = if pipelined {
+        (400_000 * args.seconds.max(1) as usize).max(args.concurrency * PIPELINE * 1000)
+    } else {
+        200_000usize.max(args.concurrency * 1000)
+    };
+    let label = if pipelined {
+        format!("redis-benchmark -P{PIPELINE}")
+    } else {
+        "redis-benchmark".to_string()
+    };
+    let bar = progress_bar(1, &format!("{workload:?} via {label}"));
     bar.set_message(format!("{requests} requests"));
     bar.enable_steady_tick(Duration::from_millis(200));
-    let output = Command::new("redis-benchmark")
+    let cpu_before = children_cpu_time();
+    let mut command = Command::new("redis-benchmark");
+    command
         .args(["--cluster", "-h", host, "-p", &port, "-t", test, "-q", "--csv"])
         .args(["-c", &args.concurrency.to_string(), "-n", &requests.to_string()])
-        .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()])
+        .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()]);
+    if pipelined {
+        command.args(["-P", &PIPELINE.to_string()]);
+    }
+    let output = command
         .output()
         .context("running redis-benchmark (it comes with the redis-server package)")?;
+    let cpu = children_cpu_time().saturating_sub(cpu_before);
     bar.finish_and_clear();
     if !output.status.success() {
         bail!(
@@ -36,16 +75,24 @@ pub(super) fn run(workload: Workload, args: &LoadArgs, seed: &str) -> Result<Opt
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let Some(result) = parse_benchmark_csv(&text, workload) else {
+    let Some(mut result) = parse_benchmark_csv(&text, workload) else {
         bail!("could not read redis-benchmark's output:\n{text}");
     };
+    result.client = label;
+    result.kind = kind;
+    result.ops = requests as u64;
+    result.cpu_us_per_op = cpu.as_micros() as f64 / requests as f64;
+    if result.ops_per_sec > 0.0 {
+        result.seconds = requests as f64 / result.ops_per_sec;
+    }
     println!(
-        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs",
+        "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  cpu {:>5.1} µs/op",
         format!("{workload:?}"),
         result.client,
         result.ops_per_sec,
         result.p50_us,
-        result.p99_us
+        result.p99_us,
+        result.cpu_us_per_op
     );
     Ok(Some(result))
 }
@@ -66,11 +113,14 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
         workload,
         client: "redis-benchmark".into(),
         kind: ClientKind::RedisBenchmark,
+        variant: None,
         round: 0,
         ops: 0,
         errors: 0,
         seconds: 0.0,
         ops_per_sec: *fields.first()?,
+        // Every redis-benchmark request is one key, pipelined or not.
+        keys_per_sec: *fields.first()?,
         p50_us: us(*fields.get(3)?),
         p99_us: us(*fields.get(5)?),
         p999_us: 0,
@@ -91,5 +141,18 @@ mod tests {
         assert_eq!(r.p50_us, 450);
         assert_eq!(r.p99_us, 1500);
         assert!(parse_benchmark_csv("garbage", Workload::Get).is_none());
+        assert_eq!(r.keys_per_sec, 81234.5);
+    }
+
+    #[test]
+    fn the_pipelined_baseline_stands_for_the_batches_too() {
+        use ClientKind::{RedisBenchmark, RedisBenchmarkP16};
+        assert_eq!(test_for(RedisBenchmark, Workload::Get), Some("get"));
+        assert_eq!(test_for(RedisBenchmark, Workload::GetMany), None);
+        assert_eq!(test_for(RedisBenchmarkP16, Workload::GetMany), Some("get"));
+        assert_eq!(test_for(RedisBenchmarkP16, Workload::SetMany), Some("set"));
+        assert_eq!(test_for(RedisBenchmarkP16, Workload::Mixed), None);
+        assert_eq!(test_for(RedisBenchmarkP16, Workload::HotGet), None);
+        assert_eq!(test_for(ClientKind::Ours, Workload::Get), None);
     }
 }
