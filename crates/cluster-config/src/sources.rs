@@ -285,7 +285,10 @@ impl ClusterConfigBuilder {
 
     /// The sentinels' password (`REDIS_SENTINEL_PASSWORD`); an empty one means none.
     pub fn sentinel_password(self, password: Password) -> Self {
-        self.set(&fields::SENTINEL_PASSWORD, Raw::Text(password.expose().to_owned()))
+        self.set(
+            &fields::SENTINEL_PASSWORD,
+            Raw::Text(password.expose().to_owned()),
+        )
     }
 
     /// Stacks the layers and validates the result, listing every problem at once.

@@ -514,7 +514,9 @@ impl Reader<'_> {
             Some(name) if name.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 self.problem(
                     &fields::SENTINEL_MASTER,
-                    format!("{name:?} contains blanks or control characters, which a sentinel master name cannot"),
+                    format!(
+                        "{name:?} contains blanks or control characters, which a sentinel master name cannot"
+                    ),
                 );
                 return None;
             }
@@ -619,7 +621,10 @@ impl Reader<'_> {
                 }
                 Ok((node, Scheme::Plain)) if nodes.iter().any(|seen| seen.identity() == node.identity()) => {
                     bad = true;
-                    self.problem(field, format!("`{node}` is listed twice; list each sentinel once"));
+                    self.problem(
+                        field,
+                        format!("`{node}` is listed twice; list each sentinel once"),
+                    );
                 }
                 Ok((node, Scheme::Plain)) => nodes.push(node),
                 Err(message) => {
@@ -932,8 +937,16 @@ mod tests {
     fn sentinel_validation_errors() {
         let nodes = "REDIS_SENTINEL_NODES";
         let master = "REDIS_SENTINEL_MASTER";
-        check_sentinel(&[(nodes, "")], nodes, "no sentinel is listed; set REDIS_SENTINEL_NODES");
-        check_sentinel(&[(master, "")], master, "no master name is given; set REDIS_SENTINEL_MASTER");
+        check_sentinel(
+            &[(nodes, "")],
+            nodes,
+            "no sentinel is listed; set REDIS_SENTINEL_NODES",
+        );
+        check_sentinel(
+            &[(master, "")],
+            master,
+            "no master name is given; set REDIS_SENTINEL_MASTER",
+        );
         check_sentinel(&[(master, "my master")], master, "blanks");
         check_sentinel(&[(nodes, "s1,s1:26379")], nodes, "`s1:26379` is listed twice");
         check_sentinel(&[(nodes, "s1:x")], nodes, "entry 1 of 1: `s1:x` has port `x`");
@@ -996,7 +1009,10 @@ mod tests {
         let path = dir.path().join("sentinel.toml");
         std::fs::write(&path, config.to_toml(crate::SecretExport::Reveal))
             .unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(ClusterConfigBuilder::default().file(&path).build().ok(), Some(config));
+        assert_eq!(
+            ClusterConfigBuilder::default().file(&path).build().ok(),
+            Some(config)
+        );
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl Node {
     }
 
     /// Starts a `redis-sentinel` on a free port in `dir`, its `sentinel.conf` written by `render(port, dir)`.
-    pub(crate) async fn start_sentinel(dir: PathBuf, render: &dyn Fn(u16, &Path) -> String) -> Result<Node, Error> {
+    pub(crate) async fn start_sentinel(
+        dir: PathBuf,
+        render: &dyn Fn(u16, &Path) -> String,
+    ) -> Result<Node, Error> {
         Node::start_process(dir, render, false, Role::Primary, false, None, true).await
     }
 
@@ -133,13 +136,19 @@ impl Node {
     }
 
     fn conf_path(&self) -> PathBuf {
-        self.dir
-            .join(if self.sentinel { "sentinel.conf" } else { "redis.conf" })
+        self.dir.join(if self.sentinel {
+            "sentinel.conf"
+        } else {
+            "redis.conf"
+        })
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir
-            .join(if self.sentinel { "sentinel.log" } else { "redis.log" })
+        self.dir.join(if self.sentinel {
+            "sentinel.log"
+        } else {
+            "redis.log"
+        })
     }
 
     async fn spawn_and_wait(&self, binary: &Path) -> Result<(), Error> {

@@ -79,7 +79,17 @@ impl LocalSentinel {
             .map_err(|e| Error::io("creating a temporary directory", e))?;
         let mut nodes = Vec::with_capacity(1 + config.replicas);
         // On any error below, `nodes` and `sentinels` drop and each started process is killed.
-        nodes.push(Node::start(dir.path().join("node-0"), &config.node, false, Role::Primary, false, None).await?);
+        nodes.push(
+            Node::start(
+                dir.path().join("node-0"),
+                &config.node,
+                false,
+                Role::Primary,
+                false,
+                None,
+            )
+            .await?,
+        );
         let primary_port = nodes[0].port();
         let mut replica_settings = config.node.clone();
         replica_settings.set("replicaof", format!("127.0.0.1 {primary_port}"));
@@ -104,8 +114,10 @@ impl LocalSentinel {
         let mut sentinels = Vec::with_capacity(config.sentinels);
         let quorum = config.sentinels / 2 + 1;
         for index in 0..config.sentinels {
-            let render = |port: u16, dir: &Path| sentinel_conf(port, dir, &name, primary_port, quorum, &config);
-            sentinels.push(Node::start_sentinel(dir.path().join(format!("sentinel-{index}")), &render).await?);
+            let render =
+                |port: u16, dir: &Path| sentinel_conf(port, dir, &name, primary_port, quorum, &config);
+            sentinels
+                .push(Node::start_sentinel(dir.path().join(format!("sentinel-{index}")), &render).await?);
         }
         let deployment = LocalSentinel {
             nodes,
@@ -157,7 +169,9 @@ impl LocalSentinel {
             .command(["SENTINEL", "get-master-addr-by-name", self.master_name.as_str()])
             .await?;
         match reply.as_slice() {
-            [host, port] => Ok(cluster_config::NodeAddr::new(host.as_str(), port.parse().unwrap_or(0)).to_string()),
+            [host, port] => {
+                Ok(cluster_config::NodeAddr::new(host.as_str(), port.parse().unwrap_or(0)).to_string())
+            }
             other => Err(Error::Reply {
                 addr: sentinel.addr(),
                 command: "SENTINEL get-master-addr-by-name".into(),
@@ -216,31 +230,41 @@ impl LocalSentinel {
     /// other running sentinel.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), Error> {
         let running: Vec<&Node> = self.sentinels.iter().filter(|s| s.is_running()).collect();
-        let replicas = self.nodes.iter().filter(|n| n.is_running()).count().saturating_sub(1);
+        let replicas = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .count()
+            .saturating_sub(1);
         let others = running.len().saturating_sub(1);
-        wait_until("every sentinel to see the primary, its replicas and the other sentinels", timeout, || {
-            let running = &running;
-            async move {
-                for sentinel in running {
-                    let reply: Reply = sentinel
-                        .command(["SENTINEL", "MASTER", self.master_name.as_str()])
-                        .await?;
-                    let fields = pairs(&reply);
-                    let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-                    let flags = get("flags").unwrap_or_default();
-                    let seen_replicas = get("num-slaves").and_then(|n| n.parse::<usize>().ok());
-                    let seen_others = get("num-other-sentinels").and_then(|n| n.parse::<usize>().ok());
-                    if flags != "master" || seen_replicas != Some(replicas) || seen_others != Some(others) {
-                        return Ok(Err(format!(
-                            "{} sees flags {flags:?}, {seen_replicas:?} of {replicas} replicas, \
+        wait_until(
+            "every sentinel to see the primary, its replicas and the other sentinels",
+            timeout,
+            || {
+                let running = &running;
+                async move {
+                    for sentinel in running {
+                        let reply: Reply = sentinel
+                            .command(["SENTINEL", "MASTER", self.master_name.as_str()])
+                            .await?;
+                        let fields = pairs(&reply);
+                        let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+                        let flags = get("flags").unwrap_or_default();
+                        let seen_replicas = get("num-slaves").and_then(|n| n.parse::<usize>().ok());
+                        let seen_others = get("num-other-sentinels").and_then(|n| n.parse::<usize>().ok());
+                        if flags != "master" || seen_replicas != Some(replicas) || seen_others != Some(others)
+                        {
+                            return Ok(Err(format!(
+                                "{} sees flags {flags:?}, {seen_replicas:?} of {replicas} replicas, \
                              {seen_others:?} of {others} other sentinels",
-                            sentinel.addr()
-                        )));
+                                sentinel.addr()
+                            )));
+                        }
                     }
+                    Ok(Ok(()))
                 }
-                Ok(Ok(()))
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -294,9 +318,19 @@ mod tests {
 
     #[test]
     fn sentinel_conf_monitors_the_primary_with_the_quorum() {
-        let conf = sentinel_conf(26000, Path::new("/d"), "m", 7000, 2, &LocalSentinelConfig::default());
+        let conf = sentinel_conf(
+            26000,
+            Path::new("/d"),
+            "m",
+            7000,
+            2,
+            &LocalSentinelConfig::default(),
+        );
         assert!(conf.contains("sentinel monitor m 127.0.0.1 7000 2\n"), "{conf}");
-        assert!(conf.contains("sentinel down-after-milliseconds m 1000\n"), "{conf}");
+        assert!(
+            conf.contains("sentinel down-after-milliseconds m 1000\n"),
+            "{conf}"
+        );
         assert!(conf.contains("sentinel failover-timeout m 3000\n"), "{conf}");
         assert!(conf.starts_with("port 26000\nbind 127.0.0.1\ndir /d\n"), "{conf}");
     }
@@ -304,7 +338,13 @@ mod tests {
     #[test]
     fn flat_replies_become_pairs() {
         let text = |t: &str| Reply::Bytes(t.as_bytes().to_vec());
-        let reply = Reply::Array(vec![text("name"), text("m"), text("num-slaves"), Reply::Int(2), text("odd")]);
+        let reply = Reply::Array(vec![
+            text("name"),
+            text("m"),
+            text("num-slaves"),
+            Reply::Int(2),
+            text("odd"),
+        ]);
         assert_eq!(
             pairs(&reply),
             [("name".into(), "m".into()), ("num-slaves".into(), "2".into())]
