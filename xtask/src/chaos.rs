@@ -358,7 +358,11 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
     text = crate::results::keep_sections(
         &text,
         &old,
-        &[crate::results::SCALE_BENCH, crate::results::SCALE_OUT],
+        &[
+            crate::results::SCALE_BENCH,
+            crate::results::SCALE_OUT,
+            crate::results::SENTINEL,
+        ],
     );
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use local_cluster::{ClusterNode, LocalCluster, LocalClusterConfig, state_path};
+use local_cluster::{
+    ClusterNode, LocalCluster, LocalClusterConfig, LocalSentinel, LocalSentinelConfig, state_path,
+};
 
 use crate::prerequisites;
 
@@ -25,6 +27,11 @@ pub(crate) struct UpArgs {
     /// enough to add one primary with one replica.
     #[arg(long, default_value_t = 2)]
     spares: usize,
+    /// Start a Sentinel deployment instead (1 primary, `--replicas` replicas, at least 2 when left at
+    /// 1, and 3 sentinels), print the variables for `REDIS_MODE=sentinel`, and keep it running in the
+    /// foreground until Ctrl-C, which stops every process.
+    #[arg(long)]
+    sentinel: bool,
 }
 
 /// Where the detached cluster lives: `target/local-cluster/`.
@@ -47,6 +54,9 @@ pub(crate) fn running() -> Result<Option<LocalCluster>> {
 }
 
 pub(crate) fn up(args: &UpArgs) -> Result<()> {
+    if args.sentinel {
+        return sentinel_up(args);
+    }
     prerequisites::ensure_redis()?;
     runtime()?.block_on(async {
         if let Some(cluster) = running()? {
@@ -83,6 +93,41 @@ pub(crate) fn up(args: &UpArgs) -> Result<()> {
         print_status(&cluster).await?;
         print_env(&cluster);
         println!("Stop it with `cargo xtask cluster-down`.");
+        Ok(())
+    })
+}
+
+/// `cluster-up --sentinel`: a foreground Sentinel deployment. Its processes belong to this command
+/// (stopped by PID when it ends), so there is nothing for `cluster-down` to clean up.
+fn sentinel_up(args: &UpArgs) -> Result<()> {
+    prerequisites::ensure_sentinel()?;
+    runtime()?.block_on(async {
+        let spec = LocalSentinelConfig {
+            replicas: args.replicas.max(2),
+            ..LocalSentinelConfig::default()
+        };
+        let started = Instant::now();
+        println!(
+            "Starting 1 primary, {} replicas and {} sentinels ...",
+            spec.replicas, spec.sentinels
+        );
+        let deployment = LocalSentinel::start(spec).await?;
+        println!(
+            "Ready in {:.2} s: every sentinel sees the primary {}, its replicas and the other sentinels.",
+            started.elapsed().as_secs_f64(),
+            deployment.primary_addr().await?
+        );
+        println!("\nexport REDIS_MODE=sentinel");
+        println!(
+            "export REDIS_SENTINEL_NODES={}",
+            deployment.sentinel_addrs().join(",")
+        );
+        println!("export REDIS_SENTINEL_MASTER={}", deployment.master_name());
+        println!("unset REDIS_CLUSTER_NODES");
+        println!("\nPress Ctrl-C to stop every process.");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        drop(deployment);
+        println!("Stopped.");
         Ok(())
     })
 }

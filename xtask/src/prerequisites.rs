@@ -18,6 +18,11 @@ const PREREQUISITES: &[Prerequisite] = &[
         why: "every Redis test starts real nodes",
     },
     Prerequisite {
+        binary: "redis-sentinel",
+        package: "redis-sentinel",
+        why: "the sentinel-mode tests start real sentinels",
+    },
+    Prerequisite {
         binary: "nutcracker",
         package: "nutcracker",
         why: "the ketama test compares key placement with a real twemproxy",
@@ -27,6 +32,11 @@ const PREREQUISITES: &[Prerequisite] = &[
 /// Everything the test suite needs.
 pub(crate) fn ensure_all() -> Result<()> {
     ensure(|_| true)
+}
+
+/// redis-server and redis-sentinel, for `cluster-up --sentinel`.
+pub(crate) fn ensure_sentinel() -> Result<()> {
+    ensure(|p| p.binary == "redis-server" || p.binary == "redis-sentinel")
 }
 
 /// Only redis-server, for commands that start a cluster.

@@ -24,6 +24,13 @@ pub(crate) const SCALE_OUT: Section = Section {
     end: "<!-- chaos scale-out: end -->",
 };
 
+/// The Sentinel failover drill's section (from `tests/sentinel.rs` of cluster-client), kept by the
+/// commands that rewrite the file.
+pub(crate) const SENTINEL: Section = Section {
+    begin: "<!-- sentinel: begin -->",
+    end: "<!-- sentinel: end -->",
+};
+
 impl Section {
     /// `body` between this section's markers, with a final newline.
     pub(crate) fn wrap(self, body: &str) -> String {

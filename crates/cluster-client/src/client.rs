@@ -14,6 +14,7 @@ mod refresh;
 mod replica_reads;
 mod resharding;
 mod routing;
+mod sentinel;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     last_refresh: Mutex<Instant>,
     /// The ring change in progress in a client-sharded deployment, if any (see the `resharding` module).
     reshard: ArcSwapOption<resharding::ReshardState>,
+    /// Sentinel mode's connections to the sentinels (see the `sentinel` module); `None` otherwise.
+    sentinels: Option<Arc<sentinel::Sentinels>>,
 }
 
 impl Drop for Inner {
@@ -82,7 +85,8 @@ impl Drop for Inner {
     }
 }
 
-/// A client for a Redis Cluster, one standalone Redis, or standalone nodes sharded client-side.
+/// A client for a Redis Cluster, one standalone Redis, standalone nodes sharded client-side, or a
+/// Sentinel-managed primary and its replicas.
 ///
 /// Cheap to clone; clones share connections and topology. See the crate documentation.
 #[derive(Clone)]
@@ -165,6 +169,9 @@ impl ClusterClient {
             .unwrap_or_default();
         for task in tasks {
             task.abort();
+        }
+        if let Some(sentinels) = &self.inner.sentinels {
+            sentinels.close();
         }
         let nodes: Vec<Arc<NodeHandle>> = self
             .inner

@@ -203,6 +203,44 @@ pub enum Error {
     /// The client was closed.
     #[error("the client was closed")]
     Closed,
+    /// Sentinel mode: no sentinel answered which node is the primary.
+    #[error(
+        "no sentinel named the primary of `{master}` ({tried}); check REDIS_SENTINEL_NODES, the sentinels' \
+         credentials (REDIS_SENTINEL_USERNAME / REDIS_SENTINEL_PASSWORD) and that the sentinels run: {last}"
+    )]
+    NoSentinelReachable {
+        /// The master name asked for.
+        master: String,
+        /// The sentinels tried, comma-separated.
+        tried: String,
+        /// The last error seen.
+        last: String,
+    },
+    /// Sentinel mode: the sentinels that answered monitor no master of this name.
+    #[error(
+        "the sentinels ({answered}) monitor no master named `{master}`; set REDIS_SENTINEL_MASTER to the name \
+         in their `sentinel monitor <name> ...` line (`SENTINEL MASTERS` lists them)"
+    )]
+    UnknownSentinelMaster {
+        /// The master name asked for (REDIS_SENTINEL_MASTER).
+        master: String,
+        /// The sentinels that answered, comma-separated.
+        answered: String,
+    },
+    /// Sentinel mode: the node the sentinels name as the primary does not say it is one (`ROLE`), as
+    /// during a failover the sentinels have not finished; writes are not routed there.
+    #[error(
+        "the sentinels name {node} as the primary of `{master}`, but it answers ROLE with `{role}`; a failover is \
+         probably under way, retry shortly"
+    )]
+    SentinelPrimaryUnconfirmed {
+        /// The master name.
+        master: String,
+        /// The node the sentinels named.
+        node: String,
+        /// The role the node reported.
+        role: String,
+    },
     /// A [`Value`](crate::Value) could not be converted to the type asked for (see
     /// [`FromValue`](crate::FromValue)); ask for a type that fits the command's reply, or for `Value`.
     #[error("a reply of {found} cannot be read as {expected}")]
@@ -239,6 +277,8 @@ impl Error {
                 | Error::TooManyRedirects { .. }
                 | Error::WriteUncertain { .. }
                 | Error::RetriesExhausted { .. }
+                | Error::NoSentinelReachable { .. }
+                | Error::SentinelPrimaryUnconfirmed { .. }
         )
     }
 }

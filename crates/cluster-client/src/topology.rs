@@ -20,6 +20,8 @@ pub enum Deployment {
     ShardedKetama,
     /// Client-side key ranges (contiguous slot ranges) over standalone servers.
     ShardedKeyRange,
+    /// A primary and its replicas, named by Redis Sentinel: one shard serving every slot.
+    Sentinel,
 }
 
 /// One shard: a primary, its replicas, and the slots it serves.
@@ -88,6 +90,23 @@ impl Topology {
         }
     }
 
+    /// The primary and replicas the sentinels name: one shard that owns every slot, so that the
+    /// failover diff and the slot-based helpers work as for a one-shard cluster.
+    pub(crate) fn sentinel(primary: String, replicas: Vec<String>) -> Topology {
+        let every_slot =
+            SlotRange::new(0, sharding::SLOT_COUNT - 1).map_or_else(|_| Vec::new(), |range| vec![range]);
+        Topology {
+            deployment: Deployment::Sentinel,
+            shards: vec![ShardInfo {
+                primary,
+                replicas,
+                slots: every_slot,
+            }],
+            router: Router::Single,
+            unassigned: 0,
+        }
+    }
+
     /// A ketama ring over `(host:port, weight)` pairs, in the order given.
     pub(crate) fn ketama(nodes: Vec<(String, u32)>) -> Result<Topology, sharding::Error> {
         let ring = KetamaRing::new(nodes.iter().cloned())?;
@@ -133,7 +152,7 @@ impl Topology {
         match self.deployment {
             Deployment::ShardedKetama => Some(Topology::ketama(nodes)),
             Deployment::ShardedKeyRange => Some(Topology::key_range(nodes)),
-            Deployment::Cluster | Deployment::Standalone => None,
+            Deployment::Cluster | Deployment::Standalone | Deployment::Sentinel => None,
         }
     }
 

@@ -67,6 +67,10 @@ fn list(problems: &[Problem]) -> String {
 
 fn mismatch_hint(configured: Mode, found: ServerKind) -> &'static str {
     match (configured, found) {
+        (Mode::Sentinel, _) => {
+            "sentinel mode serves a standalone primary and its replicas, but the sentinels named a cluster node; \
+             point REDIS_SENTINEL_NODES at sentinels that watch standalone servers, or use `cluster` mode"
+        }
         (_, ServerKind::Cluster) => {
             "set REDIS_MODE to `cluster` or `auto`, or list standalone servers in REDIS_CLUSTER_NODES"
         }

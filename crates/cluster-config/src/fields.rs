@@ -25,14 +25,14 @@ pub(crate) const NODES: Field = Field {
     env: "REDIS_CLUSTER_NODES",
     default: None,
     unit: "comma-separated `host:port`, `redis://host:port` or `rediss://host:port` (port defaults to 6379), each optionally `=weight` (1 to 1000000, default 1; client-side sharding only)",
-    doc: "Seed nodes: any or all nodes of the cluster, or the standalone servers (required)",
+    doc: "Seed nodes: any or all nodes of the cluster, or the standalone servers (required, except in `sentinel` mode)",
 };
 pub(crate) const MODE: Field = Field {
     key: "mode",
     env: "REDIS_MODE",
     default: Some("auto"),
-    unit: "`auto`, `cluster`, `standalone` or `sharded`",
-    doc: "How the nodes are used; `auto` asks the nodes whether they form a cluster",
+    unit: "`auto`, `cluster`, `standalone`, `sharded` or `sentinel`",
+    doc: "How the nodes are used; `auto` asks the nodes whether they form a cluster; `sentinel` asks the sentinels for the primary",
 };
 pub(crate) const SHARDING_ENABLED: Field = Field {
     key: "sharding.enabled",
@@ -189,6 +189,35 @@ pub(crate) const TLS: Field = Field {
     doc: "Connect with TLS; `true` is refused, as this build has no TLS support",
 };
 
+pub(crate) const SENTINEL_NODES: Field = Field {
+    key: "sentinel.nodes",
+    env: "REDIS_SENTINEL_NODES",
+    default: None,
+    unit: "comma-separated `host:port` of the sentinels (port defaults to 26379)",
+    doc: "Sentinels asked for the primary and replicas (required in `sentinel` mode, which needs no REDIS_CLUSTER_NODES)",
+};
+pub(crate) const SENTINEL_MASTER: Field = Field {
+    key: "sentinel.master",
+    env: "REDIS_SENTINEL_MASTER",
+    default: None,
+    unit: "master name, as in `sentinel monitor <name> ...`",
+    doc: "The name the sentinels monitor the primary under (required in `sentinel` mode)",
+};
+pub(crate) const SENTINEL_USERNAME: Field = Field {
+    key: "sentinel.username",
+    env: "REDIS_SENTINEL_USERNAME",
+    default: None,
+    unit: "ACL user name",
+    doc: "ACL user for the sentinels only (needs a sentinel password); REDIS_USERNAME is for the data nodes",
+};
+pub(crate) const SENTINEL_PASSWORD: Field = Field {
+    key: "sentinel.password",
+    env: "REDIS_SENTINEL_PASSWORD",
+    default: None,
+    unit: "secret",
+    doc: "Password for `AUTH` on the sentinels only; never printed, logged or put in an error",
+};
+
 /// Every setting, in the order used by rendered files and the README.
 pub(crate) const FIELDS: &[&Field] = &[
     &NODES,
@@ -215,6 +244,10 @@ pub(crate) const FIELDS: &[&Field] = &[
     &USERNAME,
     &PASSWORD,
     &TLS,
+    &SENTINEL_NODES,
+    &SENTINEL_MASTER,
+    &SENTINEL_USERNAME,
+    &SENTINEL_PASSWORD,
 ];
 
 /// The environment variable naming a TOML or YAML file to read beneath the environment.

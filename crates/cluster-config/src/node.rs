@@ -8,6 +8,8 @@ use crate::error::{Error, Problem};
 
 /// The port a node listens on when its address gives none, as in Redis.
 pub(crate) const DEFAULT_PORT: u16 = 6379;
+/// The port a sentinel listens on unless told otherwise.
+pub(crate) const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// The address of one Redis node.
 ///
@@ -181,6 +183,16 @@ pub(crate) fn parse_weighted_node(entry: &str) -> Result<(NodeAddr, Scheme, u32)
 /// Parses one entry of a node list. The message of an error names the entry but never repeats
 /// anything that looks like credentials.
 pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
+    parse_node_or_port(entry, DEFAULT_PORT)
+}
+
+/// Parses one entry of a sentinel list: like [`parse_node`], but a missing port is the sentinel's
+/// 26379.
+pub(crate) fn parse_sentinel_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
+    parse_node_or_port(entry, DEFAULT_SENTINEL_PORT)
+}
+
+fn parse_node_or_port(entry: &str, default_port: u16) -> Result<(NodeAddr, Scheme), String> {
     let entry = entry.trim();
     if entry.is_empty() {
         return Err("an entry is empty; remove the doubled or trailing comma".to_owned());
@@ -214,7 +226,7 @@ pub(crate) fn parse_node(entry: &str) -> Result<(NodeAddr, Scheme), String> {
     }
     let (host, port) = split_host_port(entry, rest)?;
     let port = match port {
-        None => DEFAULT_PORT,
+        None => default_port,
         Some(port) => parse_port(entry, port)?,
     };
     Ok((NodeAddr { host, port }, scheme))

@@ -145,6 +145,21 @@ impl ClusterConfig {
             out.push((&fields::PASSWORD, Rendered::Secret(password)));
         }
         out.push((&fields::TLS, Rendered::Bool(self.tls)));
+        // Sentinel settings exist only in sentinel mode, so other renderings stay as they were.
+        let sentinel = &self.sentinel;
+        if !sentinel.nodes.is_empty() {
+            let nodes = sentinel.nodes.iter().map(ToString::to_string).collect();
+            out.push((&fields::SENTINEL_NODES, Rendered::List(nodes)));
+        }
+        if let Some(master) = &sentinel.master {
+            out.push((&fields::SENTINEL_MASTER, Rendered::Text(master.clone())));
+        }
+        if let Some(username) = &sentinel.username {
+            out.push((&fields::SENTINEL_USERNAME, Rendered::Text(username.clone())));
+        }
+        if let Some(password) = &sentinel.password {
+            out.push((&fields::SENTINEL_PASSWORD, Rendered::Secret(password)));
+        }
         out
     }
 
@@ -285,7 +300,11 @@ mod tests {
     #[test]
     fn renders_every_setting() {
         let config = crate::ClusterConfigBuilder::default()
-            .nodes(["h:1"])
+            .mode(crate::Mode::Sentinel)
+            .sentinel_nodes(["s:1"])
+            .sentinel_master("mymaster")
+            .sentinel_username("watcher")
+            .sentinel_password(Password::new("spw"))
             .username("bob")
             .password(Password::new("pw"))
             .build()

@@ -33,6 +33,7 @@ pub struct ClusterConfig {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Password>,
     pub(crate) tls: bool,
+    pub(crate) sentinel: SentinelConfig,
 }
 
 impl ClusterConfig {
@@ -131,6 +132,13 @@ impl ClusterConfig {
         self.tls
     }
 
+    /// The sentinels, the master name they monitor and the sentinels' own credentials
+    /// (`REDIS_SENTINEL_*`). Empty unless [`mode`](ClusterConfig::mode) is [`Mode::Sentinel`], where the
+    /// sentinels and the master name are always set.
+    pub fn sentinel(&self) -> &SentinelConfig {
+        &self.sentinel
+    }
+
     /// The mode a client should run in, given what the nodes said they are (`cluster_enabled` in
     /// `INFO cluster`).
     ///
@@ -161,6 +169,8 @@ impl ClusterConfig {
             (Mode::Cluster, ServerKind::Standalone) => Err(mismatch()),
             (Mode::Standalone, ServerKind::Standalone) => Ok(ResolvedMode::Standalone),
             (Mode::Sharded, ServerKind::Standalone) => Ok(ResolvedMode::Sharded(self.sharding.strategy)),
+            (Mode::Sentinel, ServerKind::Standalone) => Ok(ResolvedMode::Sentinel),
+            (Mode::Sentinel, ServerKind::Cluster) => Err(mismatch()),
             (Mode::Auto, ServerKind::Standalone) => match (self.nodes.len(), self.sharding.enabled) {
                 (0 | 1, _) => Ok(ResolvedMode::Standalone),
                 (_, true) => Ok(ResolvedMode::Sharded(self.sharding.strategy)),
@@ -179,6 +189,24 @@ pub struct ShardingConfig {
     pub enabled: bool,
     /// How keys map to standalone nodes when sharding client-side.
     pub strategy: ShardingStrategy,
+}
+
+/// Sentinel mode: where the sentinels are, which master they watch, and how to log in to them.
+///
+/// The sentinels' credentials are theirs only: the primary and replicas they name are logged in to
+/// with `REDIS_USERNAME` / `REDIS_PASSWORD`, as in every other mode. `Debug` shows the password as
+/// `[redacted]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SentinelConfig {
+    /// The sentinels, in the order they are asked (`REDIS_SENTINEL_NODES`; port 26379 unless given).
+    pub nodes: Vec<NodeAddr>,
+    /// The master name the sentinels monitor (`REDIS_SENTINEL_MASTER`).
+    pub master: Option<String>,
+    /// The sentinels' ACL user (`REDIS_SENTINEL_USERNAME`), if any.
+    pub username: Option<String>,
+    /// The sentinels' password (`REDIS_SENTINEL_PASSWORD`), if any.
+    pub password: Option<Password>,
 }
 
 /// Retries of failed commands and backoff between attempts.
@@ -337,6 +365,9 @@ choice! {
         Standalone => "standalone",
         /// Several standalone servers; keys are spread client-side by the sharding strategy.
         Sharded => "sharded",
+        /// A primary and its replicas managed by Redis Sentinel: the sentinels (`REDIS_SENTINEL_NODES`) say
+        /// which node is the primary of `REDIS_SENTINEL_MASTER`, and which are its replicas.
+        Sentinel => "sentinel",
     }
 }
 
@@ -387,6 +418,8 @@ pub enum ResolvedMode {
     Standalone,
     /// Spread keys over standalone nodes with this strategy.
     Sharded(ShardingStrategy),
+    /// Send everything to the primary the sentinels name (reads may go to its replicas).
+    Sentinel,
 }
 
 #[cfg(test)]
@@ -396,11 +429,14 @@ mod tests {
 
     fn config(nodes: usize, mode: Mode, sharding: bool) -> ClusterConfig {
         let nodes: Vec<String> = (1..=nodes).map(|i| format!("n{i}:6379")).collect();
-        let built = ClusterConfigBuilder::default()
+        let mut builder = ClusterConfigBuilder::default()
             .nodes(nodes)
             .mode(mode)
-            .sharding_enabled(sharding)
-            .build();
+            .sharding_enabled(sharding);
+        if mode == Mode::Sentinel {
+            builder = builder.sentinel_nodes(["s:26379"]).sentinel_master("mymaster");
+        }
+        let built = builder.build();
         built.unwrap_or_else(|error| panic!("{error}"))
     }
 
@@ -450,6 +486,8 @@ mod tests {
         );
         check(2, Mode::Sharded, true, S, Ok(ketama));
         check(2, Mode::Sharded, true, C, Err("is `sharded`"));
+        check(0, Mode::Sentinel, true, S, Ok(R::Sentinel));
+        check(0, Mode::Sentinel, true, C, Err("is `sentinel`"));
     }
 
     #[test]

@@ -260,6 +260,37 @@ impl ClusterConfigBuilder {
         self.text(&fields::TLS, enabled)
     }
 
+    /// The sentinels asked for the primary in sentinel mode (`REDIS_SENTINEL_NODES`): `host:port`, port
+    /// 26379 when left out.
+    pub fn sentinel_nodes<I, S>(self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.set(
+            &fields::SENTINEL_NODES,
+            Raw::List(nodes.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// The master name the sentinels monitor (`REDIS_SENTINEL_MASTER`).
+    pub fn sentinel_master(self, name: impl Into<String>) -> Self {
+        self.set(&fields::SENTINEL_MASTER, Raw::Text(name.into()))
+    }
+
+    /// The sentinels' ACL user (`REDIS_SENTINEL_USERNAME`).
+    pub fn sentinel_username(self, username: impl Into<String>) -> Self {
+        self.set(&fields::SENTINEL_USERNAME, Raw::Text(username.into()))
+    }
+
+    /// The sentinels' password (`REDIS_SENTINEL_PASSWORD`); an empty one means none.
+    pub fn sentinel_password(self, password: Password) -> Self {
+        self.set(
+            &fields::SENTINEL_PASSWORD,
+            Raw::Text(password.expose().to_owned()),
+        )
+    }
+
     /// Stacks the layers and validates the result, listing every problem at once.
     pub fn build(self) -> Result<ClusterConfig, Error> {
         let mut problems = Vec::new();
@@ -354,7 +385,7 @@ fn env_layer(vars: Vec<(String, String)>) -> EnvLayer {
         // Compose files and scripts often pass an unset variable on as an empty one
         // (`REDIS_PASSWORD=${REDIS_PASSWORD}`), so empty means unset. Blank is empty too, except for the
         // password, whose blanks may be part of it.
-        let empty = if name == fields::PASSWORD.env {
+        let empty = if name == fields::PASSWORD.env || name == fields::SENTINEL_PASSWORD.env {
             value.is_empty()
         } else {
             value.trim().is_empty()
@@ -552,7 +583,13 @@ fn merge(
             Some(field) => {
                 // A password written as a number or boolean reaches us re-formatted (`1e3` as `1000`),
                 // which would fail authentication far from the cause, so credentials must be strings.
-                let credential = field == &fields::PASSWORD || field == &fields::USERNAME;
+                let credential = [
+                    &fields::PASSWORD,
+                    &fields::USERNAME,
+                    &fields::SENTINEL_PASSWORD,
+                    &fields::SENTINEL_USERNAME,
+                ]
+                .contains(&field);
                 let raw = match value.kind {
                     ValueKind::Nil | ValueKind::String(_) => to_raw(value),
                     _ if credential => Some(Raw::Unusable("a number, boolean or list; quote it in the file")),

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Origin, Problem};
 use crate::fields::{self, Field};
-use crate::node::{NodeAddr, Scheme, parse_weighted_node};
+use crate::node::{NodeAddr, Scheme, parse_sentinel_node, parse_weighted_node};
 use crate::secret::{Password, REDACTED};
 use crate::settings::{
-    ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, RetryConfig, ShardingConfig,
-    ShardingStrategy, Timeouts, accepted,
+    ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, RetryConfig, SentinelConfig,
+    ShardingConfig, ShardingStrategy, Timeouts, accepted,
 };
 use crate::sources::{Merged, Raw};
 
@@ -30,7 +30,11 @@ const REDIS_MAX_BULK_BYTES: u64 = 512 * 1024 * 1024;
 /// Parses and checks every setting, then the rules between settings; returns every problem at once.
 pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<ClusterConfig, Error> {
     let mut r = Reader { merged, problems };
-    let nodes = r.nodes();
+    // Sentinel mode reads its nodes from the sentinels, so whether REDIS_CLUSTER_NODES is required
+    // depends on the mode; a mode that does not parse is reported below, where it is read.
+    let sentinel_mode = matches!(merged.get(fields::MODE.key), Some((Raw::Text(text), _))
+        if Mode::parse(text) == Some(Mode::Sentinel));
+    let nodes = r.nodes(sentinel_mode);
     let mode = r.choice(&fields::MODE, Mode::parse, Mode::ACCEPTED);
     let sharding_enabled = r.boolean(&fields::SHARDING_ENABLED);
     let strategy = r.choice(
@@ -79,9 +83,10 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         .map(Duration::from_millis);
     let metrics_enabled = r.boolean(&fields::METRICS_ENABLED);
     let metrics_listen = r.socket_addr(&fields::METRICS_LISTEN);
-    let username = r.username();
-    let password = r.password();
+    let username = r.username(&fields::USERNAME);
+    let password = r.password(&fields::PASSWORD);
     let tls_flag = r.boolean(&fields::TLS);
+    let sentinel = r.sentinel(mode);
 
     // Rules between settings run only on settings that parsed, so one typo yields one problem.
     if let Some((nodes, schemes, _)) = &nodes {
@@ -144,6 +149,14 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     if !r.problems.is_empty() {
         return Err(Error::Invalid { problems: r.problems });
     }
+    let Some(sentinel) = sentinel else {
+        // `sentinel` is `None` only after it recorded a problem, so this is unreachable; still no panic.
+        return Err(Error::Invalid {
+            problems: vec![Problem::general(
+                "a sentinel setting failed to parse without a message; please report this",
+            )],
+        });
+    };
     let parsed = (
         nodes,
         mode,
@@ -229,6 +242,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         username,
         password,
         tls: tls_flag || schemes.contains(&Scheme::Tls),
+        sentinel,
     })
 }
 
@@ -366,8 +380,7 @@ impl Reader<'_> {
     }
 
     /// `Some(None)` when unset, `None` after a problem.
-    fn username(&mut self) -> Option<Option<String>> {
-        let field = &fields::USERNAME;
+    fn username(&mut self, field: &Field) -> Option<Option<String>> {
         let Some(text) = self.text(field) else {
             return if self.merged.contains_key(field.key) {
                 None
@@ -390,8 +403,7 @@ impl Reader<'_> {
     }
 
     /// `Some(None)` when unset, `None` after a problem. Never puts the password in a message.
-    fn password(&mut self) -> Option<Option<Password>> {
-        let field = &fields::PASSWORD;
+    fn password(&mut self, field: &Field) -> Option<Option<Password>> {
         match self.merged.get(field.key) {
             None => Some(None),
             Some((Raw::Text(text), _)) if text.is_empty() => Some(None),
@@ -419,7 +431,7 @@ impl Reader<'_> {
 
     /// Parses the node list (with each node's weight, 1 unless given); `None` after a problem with the
     /// list itself.
-    fn nodes(&mut self) -> Option<(Vec<NodeAddr>, Vec<Scheme>, Vec<u32>)> {
+    fn nodes(&mut self, sentinel_mode: bool) -> Option<(Vec<NodeAddr>, Vec<Scheme>, Vec<u32>)> {
         let field = &fields::NODES;
         let entries: Vec<String> = match self.merged.get(field.key) {
             None => Vec::new(),
@@ -430,8 +442,21 @@ impl Reader<'_> {
                 return None;
             }
         };
+        let blank = entries.iter().all(|entry| entry.trim().is_empty());
+        if sentinel_mode {
+            // The sentinels name the primary and its replicas; a node list beside them would be a second,
+            // stale truth, so it is refused rather than silently ignored.
+            if !blank {
+                self.problem(
+                    field,
+                    "REDIS_MODE is `sentinel`, which asks the sentinels for the primary and replicas, so this                      list is not used; unset REDIS_CLUSTER_NODES and list the sentinels in REDIS_SENTINEL_NODES",
+                );
+                return None;
+            }
+            return Some((Vec::new(), Vec::new(), Vec::new()));
+        }
         // Only blanks (an empty list, `,`) means no nodes at all, which gets one problem, not one per blank.
-        if entries.iter().all(|entry| entry.trim().is_empty()) {
+        if blank {
             self.problem(
                 field,
                 "no nodes are listed; give at least one `host:port`, such as `127.0.0.1:6379`, comma-separated",
@@ -477,6 +502,138 @@ impl Reader<'_> {
         }
         // Duplicates are already problems; the rules between settings still run on the distinct nodes.
         Some((unique, schemes, weights))
+    }
+
+    /// The sentinel settings; in sentinel mode the sentinels and the master name are required, in any
+    /// other mode none may be set. `None` after a problem.
+    fn sentinel(&mut self, mode: Option<Mode>) -> Option<SentinelConfig> {
+        let nodes = self.sentinel_nodes();
+        let master = self.text(&fields::SENTINEL_MASTER).map(|t| t.trim().to_owned());
+        let master = match master {
+            Some(name) if name.is_empty() => None,
+            Some(name) if name.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                self.problem(
+                    &fields::SENTINEL_MASTER,
+                    format!(
+                        "{name:?} contains blanks or control characters, which a sentinel master name cannot"
+                    ),
+                );
+                return None;
+            }
+            other => other,
+        };
+        let username = self.username(&fields::SENTINEL_USERNAME);
+        let password = self.password(&fields::SENTINEL_PASSWORD);
+        let (nodes, username, password) = (nodes?, username?, password?);
+        let mut ok = true;
+        if username.is_some() && password.is_none() {
+            self.problem(
+                &fields::SENTINEL_USERNAME,
+                "a sentinel ACL user needs a password too; set REDIS_SENTINEL_PASSWORD (file key \
+                 `sentinel.password`)",
+            );
+            ok = false;
+        }
+        match mode {
+            Some(Mode::Sentinel) => {
+                if nodes.is_empty() {
+                    self.problem(
+                        &fields::SENTINEL_NODES,
+                        "REDIS_MODE is `sentinel` but no sentinel is listed; set REDIS_SENTINEL_NODES to the \
+                         sentinels' `host:port`, comma-separated, such as `10.0.0.1:26379,10.0.0.2:26379`",
+                    );
+                    ok = false;
+                }
+                if master.is_none() {
+                    self.problem(
+                        &fields::SENTINEL_MASTER,
+                        "REDIS_MODE is `sentinel` but no master name is given; set REDIS_SENTINEL_MASTER to the \
+                         name the sentinels monitor (the `<name>` of `sentinel monitor <name> ...`)",
+                    );
+                    ok = false;
+                }
+            }
+            Some(mode) => {
+                let set: Vec<&str> = [
+                    (!nodes.is_empty(), fields::SENTINEL_NODES.env),
+                    (master.is_some(), fields::SENTINEL_MASTER.env),
+                    (username.is_some(), fields::SENTINEL_USERNAME.env),
+                    (password.is_some(), fields::SENTINEL_PASSWORD.env),
+                ]
+                .into_iter()
+                .filter_map(|(is_set, env)| is_set.then_some(env))
+                .collect();
+                if let Some(first) = set.first() {
+                    let field = fields::by_env(first).unwrap_or(&fields::SENTINEL_NODES);
+                    self.problem(
+                        field,
+                        format!(
+                            "{} {} only in sentinel mode but REDIS_MODE is `{mode}`; set REDIS_MODE to \
+                             `sentinel`, or unset {}",
+                            set.join(", "),
+                            if set.len() == 1 { "applies" } else { "apply" },
+                            if set.len() == 1 { "it" } else { "them" }
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            // The mode did not parse and has its problem already.
+            None => ok = false,
+        }
+        ok.then_some(SentinelConfig {
+            nodes,
+            master,
+            username,
+            password,
+        })
+    }
+
+    /// The sentinel list, each entry `host:port` (port 26379 when left out); empty when unset.
+    fn sentinel_nodes(&mut self) -> Option<Vec<NodeAddr>> {
+        let field = &fields::SENTINEL_NODES;
+        let entries: Vec<String> = match self.merged.get(field.key) {
+            None => return Some(Vec::new()),
+            Some((Raw::Text(text), _)) => text.split(',').map(str::to_owned).collect(),
+            Some((Raw::List(items), _)) => items.clone(),
+            Some((Raw::Unusable(what), _)) => {
+                self.problem(field, format!("expected a list of sentinels, found {what}"));
+                return None;
+            }
+        };
+        if entries.iter().all(|entry| entry.trim().is_empty()) {
+            return Some(Vec::new());
+        }
+        let total = entries.len();
+        let mut nodes: Vec<NodeAddr> = Vec::with_capacity(total);
+        let mut bad = false;
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_sentinel_node(entry) {
+                Ok((_, Scheme::Tls)) => {
+                    bad = true;
+                    self.problem(
+                        field,
+                        format!(
+                            "entry {} of {total}: rediss:// is not supported for sentinels yet; give `host:port`",
+                            index + 1
+                        ),
+                    );
+                }
+                Ok((node, Scheme::Plain)) if nodes.iter().any(|seen| seen.identity() == node.identity()) => {
+                    bad = true;
+                    self.problem(
+                        field,
+                        format!("`{node}` is listed twice; list each sentinel once"),
+                    );
+                }
+                Ok((node, Scheme::Plain)) => nodes.push(node),
+                Err(message) => {
+                    bad = true;
+                    self.problem(field, format!("entry {} of {total}: {message}", index + 1));
+                }
+            }
+        }
+        (!bad).then_some(nodes)
     }
 
     fn node_rules(
@@ -597,7 +754,7 @@ mod tests {
         check(
             &[("REDIS_MODE", "clustered")],
             "REDIS_MODE",
-            "`auto`, `cluster`, `standalone` or `sharded`",
+            "`auto`, `cluster`, `standalone`, `sharded` or `sentinel`",
         );
         check(&[("REDIS_MODE", "standalone")], "REDIS_MODE", "lists 2");
         check(
@@ -753,6 +910,108 @@ mod tests {
             &[("REDIS_PASSWORD", "[redacted]")],
             "REDIS_PASSWORD",
             "placeholder",
+        );
+    }
+
+    /// Sentinel mode: the checks of [`check`], without a REDIS_CLUSTER_NODES added.
+    fn check_sentinel(vars: &[(&str, &str)], env: &str, fragment: &str) {
+        let mut all = vec![
+            ("REDIS_MODE", "sentinel"),
+            ("REDIS_SENTINEL_NODES", "s1:26379,s2"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ];
+        all.retain(|(name, _)| !vars.iter().any(|(n, _)| n == name));
+        all.extend_from_slice(vars);
+        all.retain(|(_, value)| !value.is_empty());
+        let found = problems(&all);
+        assert_eq!(found.len(), 1, "{vars:?}: expected one problem, got {found:?}");
+        assert_eq!(found[0].0, Some(env), "{vars:?}: {found:?}");
+        assert!(
+            found[0].1.contains(fragment),
+            "{vars:?}: `{}` lacks `{fragment}`",
+            found[0].1
+        );
+    }
+
+    #[test]
+    fn sentinel_validation_errors() {
+        let nodes = "REDIS_SENTINEL_NODES";
+        let master = "REDIS_SENTINEL_MASTER";
+        check_sentinel(
+            &[(nodes, "")],
+            nodes,
+            "no sentinel is listed; set REDIS_SENTINEL_NODES",
+        );
+        check_sentinel(
+            &[(master, "")],
+            master,
+            "no master name is given; set REDIS_SENTINEL_MASTER",
+        );
+        check_sentinel(&[(master, "my master")], master, "blanks");
+        check_sentinel(&[(nodes, "s1,s1:26379")], nodes, "`s1:26379` is listed twice");
+        check_sentinel(&[(nodes, "s1:x")], nodes, "entry 1 of 1: `s1:x` has port `x`");
+        check_sentinel(&[(nodes, "rediss://s1")], nodes, "not supported for sentinels");
+        check_sentinel(
+            &[("REDIS_CLUSTER_NODES", "a:1")],
+            "REDIS_CLUSTER_NODES",
+            "unset REDIS_CLUSTER_NODES and list the sentinels in REDIS_SENTINEL_NODES",
+        );
+        check_sentinel(
+            &[("REDIS_SENTINEL_USERNAME", "watcher")],
+            "REDIS_SENTINEL_USERNAME",
+            "set REDIS_SENTINEL_PASSWORD",
+        );
+        check_sentinel(
+            &[("REDIS_SENTINEL_PASSWORD", "[redacted]")],
+            "REDIS_SENTINEL_PASSWORD",
+            "placeholder",
+        );
+        check(
+            &[(master, "mymaster")],
+            master,
+            "REDIS_SENTINEL_MASTER applies only in sentinel mode but REDIS_MODE is `auto`; set REDIS_MODE to `sentinel`, or unset it",
+        );
+        check(
+            &[("REDIS_MODE", "cluster"), (nodes, "s:1")],
+            nodes,
+            "REDIS_MODE is `cluster`",
+        );
+    }
+
+    #[test]
+    fn sentinel_mode_needs_no_cluster_nodes() {
+        let config = ClusterConfigBuilder::default()
+            .env_vars([
+                ("REDIS_MODE", "Sentinel"),
+                ("REDIS_SENTINEL_NODES", " s1 , 10.0.0.2:26380 "),
+                ("REDIS_SENTINEL_MASTER", " mymaster "),
+                ("REDIS_SENTINEL_USERNAME", "watcher"),
+                ("REDIS_SENTINEL_PASSWORD", "s3cret"),
+                ("REDIS_REPLICA_READS", "prefer"),
+            ])
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.mode(), Mode::Sentinel);
+        assert!(config.nodes().is_empty());
+        let sentinel = config.sentinel();
+        let nodes: Vec<_> = sentinel.nodes.iter().map(ToString::to_string).collect();
+        assert_eq!(nodes, ["s1:26379", "10.0.0.2:26380"]);
+        assert_eq!(sentinel.master.as_deref(), Some("mymaster"));
+        assert_eq!(sentinel.username.as_deref(), Some("watcher"));
+        assert_eq!(sentinel.password.as_ref().map(Password::expose), Some("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let revealed = config.to_env_vars(crate::SecretExport::Reveal);
+        assert_eq!(
+            ClusterConfigBuilder::default().env_vars(revealed).build().ok(),
+            Some(config.clone())
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let path = dir.path().join("sentinel.toml");
+        std::fs::write(&path, config.to_toml(crate::SecretExport::Reveal))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            ClusterConfigBuilder::default().file(&path).build().ok(),
+            Some(config)
         );
     }
 

@@ -15,6 +15,16 @@ pub enum Error {
         /// The binary name or path that was looked for.
         binary: String,
     },
+    /// The `redis-sentinel` binary is not installed (or not on `PATH`).
+    #[error(
+        "redis-sentinel was not found (looked for `{binary}` on PATH); install it with \
+         `sudo apt-get install -y redis-sentinel` (Debian/Ubuntu package `redis-sentinel`), or point \
+         REDIS_SENTINEL_BIN at the binary"
+    )]
+    RedisSentinelMissing {
+        /// The binary name or path that was looked for.
+        binary: String,
+    },
     /// A `redis-server` process exited or never answered while starting.
     #[error("redis-server on 127.0.0.1:{port} did not start: {reason}; last lines of {log}:\n{log_tail}")]
     Start {

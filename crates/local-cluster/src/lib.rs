@@ -6,6 +6,7 @@ mod cluster;
 mod error;
 mod node;
 mod reply;
+mod sentinel;
 mod server;
 mod standalone;
 pub mod test_lock;
@@ -16,6 +17,7 @@ pub use crate::{
     error::Error,
     node::{FailoverKind, Node},
     reply::{FromReply, Reply},
+    sentinel::{LocalSentinel, LocalSentinelConfig},
     server::NodeConfig,
     standalone::LocalStandalone,
 };

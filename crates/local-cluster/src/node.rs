@@ -46,6 +46,8 @@ pub struct Node {
     initial_role: Role,
     cluster: bool,
     detached: bool,
+    /// A `redis-sentinel` process rather than a data node (see the `sentinel` module).
+    sentinel: bool,
     process: Mutex<Process>,
 }
 
@@ -59,7 +61,32 @@ impl Node {
         detached: bool,
         fixed_port: Option<u16>,
     ) -> Result<Node, Error> {
-        let binary = server::redis_server_binary()?;
+        let render = |port: u16, dir: &Path| settings.render(port, dir, cluster);
+        Node::start_process(dir, &render, cluster, initial_role, detached, fixed_port, false).await
+    }
+
+    /// Starts a `redis-sentinel` on a free port in `dir`, its `sentinel.conf` written by `render(port, dir)`.
+    pub(crate) async fn start_sentinel(
+        dir: PathBuf,
+        render: &dyn Fn(u16, &Path) -> String,
+    ) -> Result<Node, Error> {
+        Node::start_process(dir, render, false, Role::Primary, false, None, true).await
+    }
+
+    async fn start_process(
+        dir: PathBuf,
+        render: &dyn Fn(u16, &Path) -> String,
+        cluster: bool,
+        initial_role: Role,
+        detached: bool,
+        fixed_port: Option<u16>,
+        sentinel: bool,
+    ) -> Result<Node, Error> {
+        let binary = if sentinel {
+            server::redis_sentinel_binary()?
+        } else {
+            server::redis_server_binary()?
+        };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut last_error = None;
         let attempts = if fixed_port.is_some() { 1 } else { 5 };
@@ -74,9 +101,10 @@ impl Node {
                 initial_role,
                 cluster,
                 detached,
+                sentinel,
                 process: Mutex::new(Process::Stopped),
             };
-            std::fs::write(node.conf_path(), settings.render(port, &dir, cluster))
+            std::fs::write(node.conf_path(), render(port, &dir))
                 .map_err(|e| Error::io(format!("writing {}", node.conf_path().display()), e))?;
             match node.spawn_and_wait(&binary).await {
                 Ok(()) => return Ok(node),
@@ -102,16 +130,25 @@ impl Node {
             initial_role,
             cluster,
             detached: true,
+            sentinel: false,
             process: Mutex::new(process),
         }
     }
 
     fn conf_path(&self) -> PathBuf {
-        self.dir.join("redis.conf")
+        self.dir.join(if self.sentinel {
+            "sentinel.conf"
+        } else {
+            "redis.conf"
+        })
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.join("redis.log")
+        self.dir.join(if self.sentinel {
+            "sentinel.log"
+        } else {
+            "redis.log"
+        })
     }
 
     async fn spawn_and_wait(&self, binary: &Path) -> Result<(), Error> {
@@ -272,7 +309,11 @@ impl Node {
                 self.addr()
             )));
         }
-        let binary = server::redis_server_binary()?;
+        let binary = if self.sentinel {
+            server::redis_sentinel_binary()?
+        } else {
+            server::redis_server_binary()?
+        };
         self.spawn_and_wait(&binary).await
     }
 

@@ -26,6 +26,26 @@ pub(crate) fn redis_server_binary() -> Result<PathBuf, Error> {
         .ok_or(Error::RedisServerMissing { binary: wanted })
 }
 
+/// The redis-sentinel binary: `REDIS_SENTINEL_BIN` when set, else `redis-sentinel` found on `PATH`
+/// (Debian's `redis-sentinel` package; it is the same program as `redis-server --sentinel`).
+pub(crate) fn redis_sentinel_binary() -> Result<PathBuf, Error> {
+    let wanted = std::env::var("REDIS_SENTINEL_BIN").unwrap_or_else(|_| "redis-sentinel".to_string());
+    find_binary(&wanted).ok_or(Error::RedisSentinelMissing { binary: wanted })
+}
+
+/// `wanted` itself when it is a path to a file, else the first `wanted` on `PATH`.
+fn find_binary(wanted: &str) -> Option<PathBuf> {
+    let candidate = Path::new(wanted);
+    if candidate.components().count() > 1 {
+        return candidate.is_file().then(|| candidate.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(wanted))
+        .find(|p| p.is_file())
+}
+
 /// Hands out loopback ports that were free a moment ago.
 ///
 /// Each process starts at its own pseudo-random offset so that parallel test processes rarely meet; a

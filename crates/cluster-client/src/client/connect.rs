@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use cluster_config::{ClusterConfig, ReplicaReadMode, ResolvedMode, ServerKind, ShardingStrategy};
+use cluster_config::{ClusterConfig, Mode, ReplicaReadMode, ResolvedMode, ServerKind, ShardingStrategy};
 use tokio::sync::{Notify, broadcast};
 
 use super::refresh::{discover, refresh_loop};
 use super::replica_reads::ReplicaLag;
 use super::routing::{Routing, raw};
+use super::sentinel::Sentinels;
 use super::{CallOptions, ClusterClient, Cmd, Inner};
 use crate::Error;
 use crate::node::NodeHandle;
@@ -23,6 +24,9 @@ impl ClusterClient {
     /// Connects to the configured nodes, finds out whether they form a cluster, loads the topology and
     /// starts the background refresh.
     pub async fn connect(config: ClusterConfig) -> Result<ClusterClient, Error> {
+        if config.mode() == Mode::Sentinel {
+            return Self::connect_sentinel(config).await;
+        }
         let seeds: Vec<String> = config.nodes().iter().map(|n| n.to_string()).collect();
         let mut handles = Vec::with_capacity(seeds.len());
         for seed in &seeds {
@@ -69,7 +73,6 @@ impl ClusterClient {
             });
         };
         let mode = config.resolve_mode(kind)?;
-        let (tx, _) = broadcast::channel(1024);
         let nodes: HashMap<String, Arc<NodeHandle>> =
             handles.iter().map(|h| (h.addr.clone(), h.clone())).collect();
         let topology = match mode {
@@ -108,7 +111,30 @@ impl ClusterClient {
                     detail: e.to_string(),
                 })?
             }
+            // `resolve_mode` answers Sentinel only in sentinel mode, which connected above.
+            ResolvedMode::Sentinel => {
+                // Only sentinel mode resolves to Sentinel, and it connects through the sentinels.
+                for h in &handles {
+                    h.close();
+                }
+                return Self::connect_sentinel(config).await;
+            }
         };
+        ClusterClient::start(config, seeds, nodes, topology, mode, None).await
+    }
+
+    /// Builds the shared state around a first topology, connects the nodes it names, and starts the
+    /// background refresh (cluster and sentinel deployments, whose topology changes under the client).
+    pub(super) async fn start(
+        config: ClusterConfig,
+        seeds: Vec<String>,
+        nodes: HashMap<String, Arc<NodeHandle>>,
+        topology: Topology,
+        mode: ResolvedMode,
+        sentinels: Option<Arc<Sentinels>>,
+    ) -> Result<ClusterClient, Error> {
+        let connect_timeout = config.timeouts().connect;
+        let (tx, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             config,
             seeds,
@@ -129,6 +155,7 @@ impl ClusterClient {
             lag: Mutex::new(ReplicaLag::default()),
             last_refresh: Mutex::new(Instant::now()),
             reshard: ArcSwapOption::empty(),
+            sentinels,
         });
         inner.install(topology)?;
         // Nodes first seen in the topology (replicas, or nodes missing from the seeds) connect now, so
@@ -146,7 +173,7 @@ impl ClusterClient {
         if client.inner.config.replica_reads().mode == ReplicaReadMode::Prefer {
             client.inner.enable_replica_reads();
         }
-        if matches!(mode, ResolvedMode::Cluster) {
+        if matches!(mode, ResolvedMode::Cluster | ResolvedMode::Sentinel) {
             let task = tokio::spawn(refresh_loop(
                 Arc::downgrade(&client.inner),
                 client.inner.refresh_wanted.clone(),

@@ -49,6 +49,10 @@ pub(crate) fn classify(error: &fred::error::Error, node_host: &str) -> Failure {
         _ if details.starts_with("TRYAGAIN") || details.starts_with("LOADING") => {
             Failure::Retry(details.to_string())
         }
+        // A primary demoted by Sentinel refuses writes with READONLY (nothing was written). It is no
+        // longer the primary: the node counts as down for this call, which asks for a refresh, so the
+        // next call goes to the primary the sentinels name now.
+        _ if details.starts_with("READONLY") => Failure::Down(details.to_string()),
         // fred's own words when a command could not be written to a connection that just broke.
         _ if details.contains("not initialized")
             || details.contains("Failed to send command")
@@ -190,6 +194,11 @@ mod tests {
             ErrorKind::Unknown,
             "NOSCRIPT No matching script.",
             r#"Server("NOSCRIPT No matching script.")"#,
+        );
+        check(
+            ErrorKind::Unknown,
+            "READONLY You can't write against a read only replica.",
+            r#"Down("READONLY You can't write against a read only replica.")"#,
         );
     }
 

@@ -12,6 +12,7 @@ use sharding::SlotRange;
 use tokio::sync::Notify;
 
 use super::routing::{Routing, raw};
+use super::sentinel::confirm_primary;
 use super::{Cmd, Inner};
 use crate::Error;
 use crate::events::ClientEvent;
@@ -114,10 +115,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the cluster's topology from the first node that answers and installs it.
+    /// Reads the cluster's topology from the first node that answers and installs it; in sentinel
+    /// mode, asks the sentinels instead.
     pub(super) async fn refresh(&self) -> Result<(), Error> {
-        if self.routing.load().topology.deployment() != Deployment::Cluster {
-            return Ok(());
+        match self.routing.load().topology.deployment() {
+            Deployment::Cluster => {}
+            Deployment::Sentinel => return self.refresh_from_sentinels().await,
+            _ => return Ok(()),
         }
         if let Ok(mut last) = self.last_refresh.lock() {
             *last = Instant::now();
@@ -166,6 +170,48 @@ impl Inner {
             tried: self.seeds.join(","),
             last,
         })
+    }
+
+    /// Sentinel mode's refresh: the primary and replicas the sentinels name now. A new primary is
+    /// installed only once it answers `ROLE` as a master, so writes never go to a node the sentinels
+    /// are still promoting; the old primary is then marked replaced by [`Inner::install`], which turns
+    /// a write it acknowledges into [`Error::WriteUncertain`].
+    async fn refresh_from_sentinels(&self) -> Result<(), Error> {
+        let Some(sentinels) = &self.sentinels else {
+            return Ok(());
+        };
+        if let Ok(mut last) = self.last_refresh.lock() {
+            *last = Instant::now();
+        }
+        let timeout = self.config.timeouts().command.min(Duration::from_millis(500));
+        let view = sentinels.ask(timeout).await?;
+        let current = self.routing.load().topology.clone();
+        let unchanged = current
+            .shards()
+            .first()
+            .is_some_and(|shard| shard.primary == view.primary && shard.replicas == view.replicas);
+        if unchanged {
+            self.update_node_states();
+            return Ok(());
+        }
+        let primary_changed = current
+            .shards()
+            .first()
+            .is_none_or(|shard| shard.primary != view.primary);
+        if primary_changed {
+            let primary = self.node_handle(&view.primary)?;
+            if !primary.wait_connected(timeout).await {
+                return Err(Error::Connection {
+                    node: view.primary.clone(),
+                    command: "connect".into(),
+                    message: format!("the primary the sentinels named did not connect within {timeout:?}"),
+                });
+            }
+            confirm_primary(&primary, sentinels.master(), timeout).await?;
+        }
+        self.install(Topology::sentinel(view.primary, view.replicas))?;
+        self.update_node_states();
+        Ok(())
     }
 
     /// Emits NodeDown/NodeUp for connection state changes seen since the last check.

@@ -45,7 +45,9 @@ impl Inner {
         let Ok(mut since) = self.replica_reads_since.lock() else {
             return;
         };
-        if since.is_some() || self.routing.load().topology.deployment() != Deployment::Cluster {
+        // Only clusters and sentinel deployments have replicas to read from.
+        let deployment = self.routing.load().topology.deployment();
+        if since.is_some() || !matches!(deployment, Deployment::Cluster | Deployment::Sentinel) {
             return;
         }
         *since = Some(Instant::now());
