@@ -32,6 +32,7 @@ use crate::distribution::DistributionDimension;
 #[cfg(feature = "prometheus")]
 use crate::error::Error;
 use crate::monitor::Observation;
+use crate::rules::Severity;
 use crate::snapshot::{Role, Snapshot};
 
 /// Every metric this crate records: name, kind (`gauge` or `counter`), unit, description.
@@ -208,6 +209,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "1 while the alert (labels alert, subject, severity) is active.",
     ),
     (
+        "rcc_alerts_active",
+        "gauge",
+        "Alerts active after the last round, per severity (label severity: warning, critical).",
+    ),
+    (
         "rcc_health_round_seconds",
         "gauge",
         "Duration of the last collection round.",
@@ -353,6 +359,14 @@ pub fn record_metrics(observation: &Observation) {
     counter!("rcc_failovers_total").increment(observation.new_failovers.len() as u64);
     for alert in &summary.active_alerts {
         alert_gauge(alert).set(1.0);
+    }
+    for severity in [Severity::Warning, Severity::Critical] {
+        let active = summary
+            .active_alerts
+            .iter()
+            .filter(|a| a.severity == severity)
+            .count();
+        gauge!("rcc_alerts_active", "severity" => severity.as_str()).set(active as f64);
     }
     for event in &observation.events {
         if let AlertEvent::Resolved(alert) = event {

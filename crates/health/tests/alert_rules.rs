@@ -250,7 +250,8 @@ fn the_docs_name_only_alerts_that_exist() {
     let mut unknown = Vec::new();
     let mut seen = 0;
     for file in doc_files() {
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
         for found in prometheus.find_iter(&text) {
             seen += 1;
             if !rule_names.contains(found.as_str()) {
