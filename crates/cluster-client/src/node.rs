@@ -378,3 +378,48 @@ impl NodeHandle {
 fn readonly_command() -> CustomCommand {
     CustomCommand::new_static("READONLY", ClusterHash::Random, false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn percentiles_cover_the_window_and_an_empty_window_is_no_data() {
+        // No server listens on port 1: the handle only gives the statistics a node to belong to.
+        let config = ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .build()
+            .expect("valid config");
+        let node = NodeHandle::open("127.0.0.1:1", &config).expect("a handle");
+        let stats = node.stats(false);
+        assert_eq!(
+            (stats.latency_p50, stats.latency_p99),
+            (None, None),
+            "no call yet"
+        );
+        let calls = LATENCY_SAMPLE * 100;
+        for _ in 0..calls {
+            node.record(Duration::from_millis(200));
+        }
+        let slow = node.stats(true);
+        assert!(
+            slow.latency_p99.is_some_and(|p| p >= Duration::from_millis(190)),
+            "{slow:?}"
+        );
+        assert_eq!(
+            node.stats(false).latency_p99,
+            None,
+            "taking the stats starts a new window"
+        );
+        for _ in 0..calls {
+            node.record(Duration::from_micros(300));
+        }
+        let fast = node.stats(true);
+        assert!(
+            fast.latency_p99.is_some_and(|p| p < Duration::from_millis(1)),
+            "the window after the slow phase shows only the fast one: {fast:?}"
+        );
+        assert_eq!(fast.commands, 2 * calls, "counts are since the start");
+        node.close();
+    }
+}

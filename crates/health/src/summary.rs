@@ -32,7 +32,7 @@ impl HealthStatus {
         }
     }
 
-    /// 0, 1 or 2, as exported in `redis_cache_health_status`.
+    /// 0, 1 or 2, as exported in `rcc_health_status`.
     pub fn as_number(self) -> u8 {
         match self {
             HealthStatus::Healthy => 0,

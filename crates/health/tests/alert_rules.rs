@@ -219,6 +219,26 @@ fn promtool_accepts_the_rules_when_it_is_installed() {
     );
 }
 
+#[test]
+fn promtool_unit_tests_fire_one_alert_per_fact_when_it_is_installed() {
+    // tests/promtool/alerts_test.yml replays the compose stack's defects: redis_exporter's series
+    // beside ours, two cache processes exporting one cluster, several signals of one lagging replica.
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/promtool/alerts_test.yml");
+    let Ok(output) = std::process::Command::new("promtool")
+        .args(["test", "rules", tests])
+        .output()
+    else {
+        eprintln!("promtool is not installed (apt-get install prometheus); the rule unit tests did not run");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "promtool test rules {tests}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The Markdown files a user reads: the root ones, `docs/`, `docker/` and every crate's README.
 fn doc_files() -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -10,6 +10,7 @@ use fred::prelude::*;
 use replies::ShardView;
 use sharding::SlotRange;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::routing::{Routing, raw};
 use super::{Cmd, Inner};
@@ -114,11 +115,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the cluster's topology from the first node that answers and installs it.
+    /// Reads the cluster's topology from the first node that answers and installs it, in an
+    /// `rcc.refresh` span (debug level) that records the node that answered.
     pub(super) async fn refresh(&self) -> Result<(), Error> {
         if self.routing.load().topology.deployment() != Deployment::Cluster {
             return Ok(());
         }
+        let span = tracing::debug_span!("rcc.refresh", from = tracing::field::Empty);
+        self.refresh_cluster(&span).instrument(span.clone()).await
+    }
+
+    async fn refresh_cluster(&self, span: &tracing::Span) -> Result<(), Error> {
         if let Ok(mut last) = self.last_refresh.lock() {
             *last = Instant::now();
         }
@@ -154,6 +161,7 @@ impl Inner {
         for node in candidates {
             match discover(&node, timeout).await {
                 Ok(topology) => {
+                    span.record("from", node.addr.as_str());
                     self.install(topology)?;
                     self.update_node_states();
                     return Ok(());
