@@ -99,8 +99,8 @@ fn cluster(primaries: u16, at_secs: u64) -> Snapshot {
                 ..ClusterInfo::default()
             }),
             client: Some(ClientNodeStats {
-                latency_p50: Duration::from_micros(150),
-                latency_p99: Duration::from_micros(600),
+                latency_p50: Some(Duration::from_micros(150)),
+                latency_p99: Some(Duration::from_micros(600)),
                 commands: 1_000_000,
                 errors: 3,
                 redirects: 10,

@@ -153,6 +153,9 @@ async fn run(args: &DemoArgs) -> Result<()> {
         out: "target/demo".into(),
     };
     let keys = args.entries;
+    // Start the client's latency window here, so the per-node percentiles below are the load's and
+    // not the warm-up's.
+    cache.client().take_node_stats();
     let facade = cache.clone();
     let mut ours = load::run(
         Workload::Mixed,
@@ -187,6 +190,8 @@ async fn run(args: &DemoArgs) -> Result<()> {
     crate::plot::latency_over_time(&load_args.out.join("latency.png"), &results)?;
 
     println!("\n4/5  Health summary (one collection round over every node):");
+    // Read before the round: the round takes the latency window and starts the next one.
+    let stats = cache.client().node_stats();
     let summary = cache
         .cluster_health_summary()
         .await
@@ -209,7 +214,7 @@ async fn run(args: &DemoArgs) -> Result<()> {
         "     {:<18} {:>12} {:>10} {:>10} {:>10}",
         "node", "memory MB", "commands", "p50 µs", "p99 µs"
     );
-    let stats = cache.client().node_stats();
+    let micros = |d: Option<Duration>| d.map_or_else(|| "-".to_string(), |d| d.as_micros().to_string());
     for memory in &summary.memory {
         let node = stats.iter().find(|s| s.node == memory.addr);
         println!(
@@ -217,8 +222,8 @@ async fn run(args: &DemoArgs) -> Result<()> {
             memory.addr,
             memory.used_bytes as f64 / 1e6,
             node.map(|n| n.commands).unwrap_or(0),
-            node.map(|n| n.latency_p50.as_micros()).unwrap_or(0),
-            node.map(|n| n.latency_p99.as_micros()).unwrap_or(0),
+            micros(node.and_then(|n| n.latency_p50)),
+            micros(node.and_then(|n| n.latency_p99)),
         );
     }
     if summary.active_alerts.is_empty() {

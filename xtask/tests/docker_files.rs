@@ -1,5 +1,6 @@
 //! Checks that the files in `docker/` agree with each other: the compose file, the one node config the
-//! six nodes share and the Prometheus config. Nothing here needs Docker; the files are parsed, never run.
+//! six nodes share, the Prometheus config, and Grafana's provisioning and dashboard. Nothing here needs
+//! Docker; the files are parsed, never run.
 //!
 //! The six node services are compared with one template ([`expected_node`]): what differs between
 //! them is their port, and everything that follows from it is written there once. The files are read
@@ -25,8 +26,12 @@ const BUS_PORT_OFFSET: u16 = 10_000;
 /// The address every node announces, and the host address its ports are published on.
 const ANNOUNCE_IP: &str = "${REDIS_ANNOUNCE_IP:-172.30.0.1}";
 /// The cache's own metrics endpoint as seen from the Prometheus container.
-const CACHE_METRICS_TARGET: &str = "host.docker.internal:9121";
+const CACHE_METRICS_TARGET: &str = "host.docker.internal:9192";
 const CACHE_JOB: &str = "redis-cluster-cache";
+/// Grafana's provisioning (datasources, dashboard providers) and the dashboards it loads.
+const GRAFANA_DATASOURCE: &str = "grafana/provisioning/datasources/prometheus.yml";
+const GRAFANA_PROVIDER: &str = "grafana/provisioning/dashboards/redis-cluster-cache.yml";
+const GRAFANA_DASHBOARD: &str = "grafana/dashboards/redis-cluster-cache.json";
 
 fn docker_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -514,6 +519,128 @@ fn prometheus_config_scrapes_the_cache_and_every_node_and_loads_alerts() {
         );
     }
     problems.assert_none(PROMETHEUS_FILE);
+}
+
+#[test]
+fn grafana_is_provisioned_with_the_prometheus_datasource_and_the_dashboard() {
+    #[derive(Deserialize)]
+    struct Datasources {
+        datasources: Vec<Datasource>,
+    }
+    #[derive(Deserialize)]
+    struct Datasource {
+        uid: String,
+        #[serde(rename = "type")]
+        kind: String,
+        url: String,
+    }
+    #[derive(Deserialize)]
+    struct Providers {
+        providers: Vec<Provider>,
+    }
+    #[derive(Deserialize)]
+    struct Provider {
+        #[serde(rename = "type")]
+        kind: String,
+        options: ProviderOptions,
+    }
+    #[derive(Deserialize)]
+    struct ProviderOptions {
+        path: String,
+    }
+    let compose: Compose = parse_yaml(COMPOSE_FILE);
+    let mut problems = Problems::default();
+    let grafana: Vec<(&String, &Service)> = compose
+        .services
+        .iter()
+        .filter(|(_, s)| s.image.starts_with("grafana/grafana:"))
+        .collect();
+    let [(name, grafana)] = grafana[..] else {
+        panic!("expected one grafana/grafana service with a pinned tag")
+    };
+    let ports = &grafana.ports;
+    problems.check(
+        ports
+            .iter()
+            .any(|p| published_port(p) == Some(3000) && p.starts_with("127.0.0.1:")),
+        || format!("{name}: should publish 3000 on 127.0.0.1 only, publishes {ports:?}"),
+    );
+    let prometheus_service = compose
+        .services
+        .iter()
+        .find(|(_, s)| s.image.starts_with("prom/prometheus"))
+        .map(|(n, _)| n.clone())
+        .expect("a prometheus service");
+    let waits = grafana
+        .depends_on
+        .get(&prometheus_service)
+        .map(|d| d.condition.as_str());
+    problems.check(waits == Some("service_healthy"), || {
+        format!("{name}: should wait for {prometheus_service} to be healthy, waits {waits:?}")
+    });
+    let mounted = |source: &str| -> Option<String> {
+        grafana
+            .volumes
+            .iter()
+            .find(|m| m.kind == "bind" && m.source == source && m.read_only)
+            .map(|m| m.target.clone())
+    };
+    for (source, target) in [
+        (
+            "./grafana/provisioning/datasources",
+            "/etc/grafana/provisioning/datasources",
+        ),
+        (
+            "./grafana/provisioning/dashboards",
+            "/etc/grafana/provisioning/dashboards",
+        ),
+    ] {
+        problems.check(mounted(source).as_deref() == Some(target), || {
+            format!("{name}: should mount {source} read-only at {target}")
+        });
+    }
+    let dashboards_at = mounted("./grafana/dashboards");
+
+    let datasources: Datasources = parse_yaml(GRAFANA_DATASOURCE);
+    let prometheus_url = format!("http://{prometheus_service}:9090");
+    let uids: BTreeSet<&str> = datasources
+        .datasources
+        .iter()
+        .filter(|d| d.kind == "prometheus" && d.url == prometheus_url)
+        .map(|d| d.uid.as_str())
+        .collect();
+    problems.check(!uids.is_empty(), || {
+        format!("{GRAFANA_DATASOURCE}: no prometheus datasource at {prometheus_url}")
+    });
+    let providers: Providers = parse_yaml(GRAFANA_PROVIDER);
+    problems.check(
+        providers
+            .providers
+            .iter()
+            .any(|p| p.kind == "file" && Some(&p.options.path) == dashboards_at.as_ref()),
+        || format!("{GRAFANA_PROVIDER}: no file provider reading where ./grafana/dashboards is mounted ({dashboards_at:?})"),
+    );
+
+    let dashboard: serde_json::Value = serde_json::from_str(&read_docker_file(GRAFANA_DASHBOARD))
+        .unwrap_or_else(|e| panic!("docker/{GRAFANA_DASHBOARD} is not JSON: {e}"));
+    let panels = dashboard["panels"].as_array().expect("a panels list");
+    let mut queried = 0;
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap_or("?");
+        let uid = panel["datasource"]["uid"].as_str().unwrap_or("");
+        problems.check(uids.contains(uid), || {
+            format!("panel {title:?}: datasource uid {uid:?} is not provisioned ({uids:?})")
+        });
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or("");
+            queried += 1;
+            problems.check(expr.contains(&format!("job=\"{CACHE_JOB}\"")), || {
+                format!("panel {title:?}: {expr:?} is not scoped by job=\"{CACHE_JOB}\"")
+            });
+        }
+    }
+    problems.check(queried > 0, || "the dashboard queries nothing".into());
+    problems.assert_none(GRAFANA_DASHBOARD);
 }
 
 // ------------------------------------------------------------------------------------------------

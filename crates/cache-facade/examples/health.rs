@@ -1,5 +1,5 @@
 //! The cluster's health: a summary, per-node memory, alerts; and, with `REDIS_CLUSTER_METRICS=true`,
-//! Prometheus metrics on `REDIS_METRICS_LISTEN` (default 127.0.0.1:9121) while it runs.
+//! Prometheus metrics on `REDIS_METRICS_LISTEN` (default 127.0.0.1:9192) while it runs.
 //!
 //! ```sh
 //! export REDIS_CLUSTER_NODES=...    # from `cargo xtask cluster-up`

@@ -35,7 +35,7 @@ impl Cache {
         let key = self.full_key(key);
         let stored = self.read(&key).await?;
         let result = self.decode_hit(&key, stored.as_deref());
-        metrics::histogram!("cache_operation_duration_seconds", "op" => "get")
+        metrics::histogram!(crate::stats::OPERATION_DURATION_METRIC, "op" => "get")
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -83,7 +83,7 @@ impl Cache {
         let key = self.full_key(key);
         let frame = self.encode(&key, value)?;
         let result = self.write(&key, &frame, self.jitter(ttl), None).await;
-        metrics::histogram!("cache_operation_duration_seconds", "op" => "set")
+        metrics::histogram!(crate::stats::OPERATION_DURATION_METRIC, "op" => "set")
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -174,7 +174,7 @@ impl Cache {
     ) -> Result<Option<T>, Error> {
         let stats = &self.inner.stats;
         let Some(bytes) = stored else {
-            stats.bump(&stats.misses, "cache_misses_total");
+            stats.bump(&stats.misses, crate::stats::MISSES_METRIC);
             return Ok(None);
         };
         match codec::parse(key, bytes, std::any::type_name::<T>())? {
@@ -183,15 +183,15 @@ impl Cache {
                 compressed,
                 payload,
             } => {
-                stats.bump(&stats.hits, "cache_hits_total");
+                stats.bump(&stats.hits, crate::stats::HITS_METRIC);
                 self.decode_value(key, codec, compressed, payload).map(Some)
             }
             Stored::Absent => {
-                stats.bump(&stats.hits, "cache_hits_total");
+                stats.bump(&stats.hits, crate::stats::HITS_METRIC);
                 Ok(None)
             }
             Stored::Lease(_) => {
-                stats.bump(&stats.misses, "cache_misses_total");
+                stats.bump(&stats.misses, crate::stats::MISSES_METRIC);
                 Ok(None)
             }
         }

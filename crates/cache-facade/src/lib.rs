@@ -1,5 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, unreachable_pub)]
+// The warm-up futures nest deeply (cache -> warmup phases -> instrumented client calls): the layout of
+// `preload_critical`'s future needs more than the default 128 levels of compiler queries.
+#![recursion_limit = "256"]
 
 mod cache;
 mod calls;
@@ -17,10 +20,13 @@ mod warm;
 pub use cluster_client::{CallOptions, ClusterClient, Error as ClientError, ReadFrom, Ttl};
 pub use cluster_config::{ClusterConfig, Error as ConfigError};
 pub use consistency::{ConsistencyConfig, Error as ConsistencyError, Versioned};
+#[cfg(feature = "prometheus")]
+pub use health::PrometheusHandle;
 #[cfg(feature = "health")]
 pub use health::{Error as HealthError, HealthChecker, HealthStatus, HealthSummary};
+
 #[cfg(feature = "prometheus")]
-pub use health::{PrometheusHandle, install_prometheus};
+pub use crate::stats::install_prometheus;
 #[cfg(feature = "warmup")]
 pub use warmup::{
     Entry as WarmupEntry, Error as WarmupError, Priority, Progress as WarmupProgress, Report as WarmupReport,
@@ -33,7 +39,10 @@ pub use crate::{
     codec::Codec,
     config::{CacheConfig, CacheConfigBuilder},
     error::Error,
-    stats::CacheStats,
+    stats::{
+        CacheStats, FAIL_SAFE_METRIC, HITS_METRIC, LOAD_ERRORS_METRIC, LOADS_METRIC, METRICS, MISSES_METRIC,
+        OPERATION_DURATION_METRIC, STALE_REFUSED_METRIC, describe_metrics,
+    },
 };
 
 // The crates underneath, whole, for the rest of the API of the handles above (a `ClusterClient`'s

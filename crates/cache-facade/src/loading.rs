@@ -76,11 +76,15 @@ impl Cache {
                     compressed,
                     payload,
                 } => {
-                    self.inner.stats.bump(&self.inner.stats.hits, "cache_hits_total");
+                    self.inner
+                        .stats
+                        .bump(&self.inner.stats.hits, crate::stats::HITS_METRIC);
                     return self.decode_value(&key, codec, compressed, payload).map(Some);
                 }
                 Stored::Absent => {
-                    self.inner.stats.bump(&self.inner.stats.hits, "cache_hits_total");
+                    self.inner
+                        .stats
+                        .bump(&self.inner.stats.hits, crate::stats::HITS_METRIC);
                     return Ok(None);
                 }
                 Stored::Lease(_) => {}
@@ -93,7 +97,7 @@ impl Cache {
         }
         self.inner
             .stats
-            .bump(&self.inner.stats.misses, "cache_misses_total");
+            .bump(&self.inner.stats.misses, crate::stats::MISSES_METRIC);
 
         let flight = FlightGuard::join(&self.inner.flights, &key);
         let mut loader = Some(loader);
@@ -174,13 +178,13 @@ impl Cache {
     {
         self.inner
             .stats
-            .bump(&self.inner.stats.loads, "cache_loads_total");
+            .bump(&self.inner.stats.loads, crate::stats::LOADS_METRIC);
         let loaded = match loader().await {
             Ok(value) => value,
             Err(e) => {
                 self.inner
                     .stats
-                    .bump(&self.inner.stats.load_errors, "cache_load_errors_total");
+                    .bump(&self.inner.stats.load_errors, crate::stats::LOAD_ERRORS_METRIC);
                 return Err(Error::Loader {
                     key: cluster_client::printable_key(key),
                     source: e.into(),
@@ -205,9 +209,10 @@ impl Cache {
             None => self.write(key, &frame, ttl, version).await?,
         };
         if outcome == Write::Stale {
-            self.inner
-                .stats
-                .bump(&self.inner.stats.stale_refused, "cache_stale_refused_total");
+            self.inner.stats.bump(
+                &self.inner.stats.stale_refused,
+                crate::stats::STALE_REFUSED_METRIC,
+            );
         }
         Ok(Bytes::from(frame))
     }
@@ -220,7 +225,7 @@ impl Cache {
     {
         self.inner
             .stats
-            .bump(&self.inner.stats.fail_safe, "cache_fail_safe_total");
+            .bump(&self.inner.stats.fail_safe, crate::stats::FAIL_SAFE_METRIC);
         tracing::warn!(key = %String::from_utf8_lossy(key), "redis unreachable; serving from the loader");
         loader().await.map_err(|e| Error::Loader {
             key: cluster_client::printable_key(key),

@@ -20,6 +20,7 @@ type Group = (Arc<NodeHandle>, Vec<(usize, Cmd)>);
 impl ClusterClient {
     /// `GET` of many keys across slots: results in input order, `Ok(None)` for missing keys, a per-key
     /// error for keys whose shard could not answer.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "GET", keys = keys.len()))]
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<Option<Bytes>, Error>> {
         let cmds = keys
             .iter()
@@ -42,6 +43,7 @@ impl ClusterClient {
     }
 
     /// `SET` of many entries `(key, value, ttl)` across slots; per-entry results in input order.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "SET", keys = entries.len()))]
     pub async fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         entries: &[(K, V, Option<Duration>)],
@@ -79,6 +81,7 @@ impl ClusterClient {
     }
 
     /// `DEL` of many keys across slots: whether each existed, in input order.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "DEL", keys = keys.len()))]
     pub async fn del_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool, Error>> {
         let cmds = keys
             .iter()

@@ -139,15 +139,29 @@ impl ClusterClient {
         self.inner.events.subscribe()
     }
 
-    /// Latency and error counts per node since the client started.
+    /// Counts per node since the client started, and latency percentiles over the current latency
+    /// window (see [`ClusterClient::take_node_stats`]). Reading them leaves the window as it is.
     pub fn node_stats(&self) -> Vec<NodeStats> {
+        self.collect_node_stats(false)
+    }
+
+    /// Like [`ClusterClient::node_stats`], and starts a new latency window: the next read's
+    /// percentiles cover only the calls made after this one. A collector that polls every interval
+    /// (the `health` crate) calls this, so that its percentiles are over the last interval rather
+    /// than the client's whole life, and a spike moves them. With two such collectors on one client,
+    /// each sees the calls since the other's last read.
+    pub fn take_node_stats(&self) -> Vec<NodeStats> {
+        self.collect_node_stats(true)
+    }
+
+    fn collect_node_stats(&self, restart_window: bool) -> Vec<NodeStats> {
         let nodes = self
             .inner
             .nodes
             .lock()
             .map(|n| n.values().cloned().collect::<Vec<_>>())
             .unwrap_or_default();
-        let mut stats: Vec<NodeStats> = nodes.iter().map(|n| n.stats()).collect();
+        let mut stats: Vec<NodeStats> = nodes.iter().map(|n| n.stats(restart_window)).collect();
         stats.sort_by(|a, b| a.node.cmp(&b.node));
         stats
     }

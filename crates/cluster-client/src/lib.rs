@@ -12,6 +12,7 @@ mod node;
 mod probe;
 mod recent;
 mod script;
+mod telemetry;
 mod topology;
 mod value;
 mod wait;
@@ -27,9 +28,13 @@ pub use crate::{
     durations::{MAX_TIMEOUT, MAX_TTL, MIN_TIMEOUT},
     error::{Error, printable_key},
     events::ClientEvent,
-    node::{LANE_DEPTH, NodeStats, describe_metrics},
+    node::{LANE_DEPTH, NodeStats},
     probe::{ClusterView, NodeProbe, NodeProber},
     script::Script,
+    telemetry::{
+        COMMAND_DURATION_METRIC, COMMANDS_METRIC, DURATION_BUCKETS_SECONDS, ERRORS_METRIC, METRICS,
+        RECENT_WRITES_BYTES_METRIC, REDIRECTS_METRIC, describe_metrics,
+    },
     topology::{Deployment, ShardInfo, Topology},
     value::{FromValue, Value},
     wait::WaitOutcome,

@@ -13,6 +13,7 @@ use crate::Error;
 use crate::fred_config;
 use crate::lane::Lane;
 use crate::probe::ProbeSlot;
+use crate::telemetry;
 use crate::wait::WaitPool;
 
 /// Latency and error counts of one node, as this client saw them.
@@ -23,13 +24,16 @@ pub struct NodeStats {
     pub node: String,
     /// Whether its connections are up.
     pub connected: bool,
-    /// Median latency of single-key calls since the client started. Batches and node-addressed
-    /// commands (warm-up scripts, scans, `INFO`) are counted in `commands` but not timed here: one
-    /// pipeline or script of thousands of keys would pass for one very slow command.
-    pub latency_p50: Duration,
-    /// 99th percentile latency of single-key calls since the client started.
-    pub latency_p99: Duration,
-    /// Commands completed (successfully or with a server error); a batch counts once.
+    /// Median latency of single-key calls in the current latency window: since the previous
+    /// [`ClusterClient::take_node_stats`](crate::ClusterClient::take_node_stats), or since the client
+    /// started. `None` when no call was timed in the window ("no data", not zero). Batches and
+    /// node-addressed commands (warm-up scripts, scans, `INFO`) are counted in `commands` but not
+    /// timed here: one pipeline or script of thousands of keys would pass for one very slow command.
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile latency of single-key calls in the current latency window (see `latency_p50`).
+    pub latency_p99: Option<Duration>,
+    /// Commands completed since the client started (successfully or with a server error); a batch
+    /// counts once.
     pub commands: u64,
     /// Commands that failed on the connection (timeouts, resets).
     pub errors: u64,
@@ -45,32 +49,6 @@ pub struct NodeStats {
 /// 50 concurrent tasks share one connection per node (measured best on 2 cores: fewer, fuller writes);
 /// more connections carry the overflow when many more tasks are in flight.
 pub const LANE_DEPTH: usize = 64;
-
-/// Describes every metric this crate records (unit and help) to the installed `metrics` recorder.
-/// Applications that install a recorder call it once; it is idempotent.
-pub fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(
-        "cache_client_command_duration_seconds",
-        Unit::Seconds,
-        "Duration of single-key calls per node (label node)."
-    );
-    describe_counter!(
-        "cache_client_errors_total",
-        Unit::Count,
-        "Calls that failed on the connection (timeouts, resets) per node."
-    );
-    describe_counter!(
-        "cache_client_redirects_total",
-        Unit::Count,
-        "MOVED and ASK redirects received per node."
-    );
-    describe_gauge!(
-        "cache_client_recent_writes_bytes",
-        Unit::Bytes,
-        "Memory of the read-your-writes key set of replica reads (budget about 6.4 MB)."
-    );
-}
 
 /// One call in this many is recorded in the node's latency histogram.
 const LATENCY_SAMPLE: u64 = 4;
@@ -102,6 +80,9 @@ pub(crate) struct NodeHandle {
     /// it is a primary again: a write it acknowledges meanwhile may be discarded when it rejoins as a
     /// replica (see `ClusterClient::run`).
     replaced: AtomicBool,
+    /// The latency window: calls timed since the window last started (see [`NodeHandle::stats`]).
+    /// A window, not the node's whole life, so that the percentiles show the current load and a
+    /// spike moves them.
     latency: Mutex<Histogram<u64>>,
     commands: AtomicU64,
     errors: AtomicU64,
@@ -113,6 +94,7 @@ pub(crate) struct NodeHandle {
     latency_metric: metrics::Histogram,
     error_metric: metrics::Counter,
     redirect_metric: metrics::Counter,
+    command_metric: metrics::Counter,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -190,9 +172,10 @@ impl NodeHandle {
             last_error: AtomicU64::new(0),
             opened: Instant::now(),
             redirects: AtomicU64::new(0),
-            latency_metric: metrics::histogram!("cache_client_command_duration_seconds", &labels),
-            error_metric: metrics::counter!("cache_client_errors_total", &labels),
-            redirect_metric: metrics::counter!("cache_client_redirects_total", &labels),
+            latency_metric: metrics::histogram!(telemetry::COMMAND_DURATION_METRIC, &labels),
+            error_metric: metrics::counter!(telemetry::ERRORS_METRIC, &labels),
+            redirect_metric: metrics::counter!(telemetry::REDIRECTS_METRIC, &labels),
+            command_metric: metrics::counter!(telemetry::COMMANDS_METRIC, &labels),
         }))
     }
 
@@ -309,6 +292,7 @@ impl NodeHandle {
 
     pub(crate) fn record(&self, elapsed: Duration) {
         let n = self.commands.fetch_add(1, Ordering::Relaxed);
+        self.command_metric.increment(1);
         self.latency_metric.record(elapsed.as_secs_f64());
         // Every 4th call feeds the percentiles: the same distribution at a quarter of the lock traffic
         // on a hot path shared by every task.
@@ -322,6 +306,7 @@ impl NodeHandle {
     /// Counts a batch or a node-addressed command, without timing it.
     pub(crate) fn record_untimed(&self) {
         self.commands.fetch_add(1, Ordering::Relaxed);
+        self.command_metric.increment(1);
     }
 
     pub(crate) fn record_error(&self) {
@@ -347,17 +332,29 @@ impl NodeHandle {
         self.redirect_metric.increment(1);
     }
 
-    pub(crate) fn stats(&self) -> NodeStats {
-        let (p50, p99) = self
-            .latency
-            .lock()
-            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
-            .unwrap_or((0, 0));
+    /// The node's statistics; with `restart_window`, the latency window starts anew after they are
+    /// read, so that the next read covers only the calls made in between.
+    pub(crate) fn stats(&self, restart_window: bool) -> NodeStats {
+        let (p50, p99) = match self.latency.lock() {
+            Ok(mut h) => {
+                let window = (!h.is_empty()).then(|| {
+                    (
+                        Duration::from_micros(h.value_at_quantile(0.5)),
+                        Duration::from_micros(h.value_at_quantile(0.99)),
+                    )
+                });
+                if restart_window {
+                    h.reset();
+                }
+                window.unzip()
+            }
+            Err(_) => (None, None),
+        };
         NodeStats {
             node: self.addr.clone(),
             connected: self.is_connected(),
-            latency_p50: Duration::from_micros(p50),
-            latency_p99: Duration::from_micros(p99),
+            latency_p50: p50,
+            latency_p99: p99,
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             redirects: self.redirects.load(Ordering::Relaxed),
@@ -380,4 +377,49 @@ impl NodeHandle {
 
 fn readonly_command() -> CustomCommand {
     CustomCommand::new_static("READONLY", ClusterHash::Random, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn percentiles_cover_the_window_and_an_empty_window_is_no_data() {
+        // No server listens on port 1: the handle only gives the statistics a node to belong to.
+        let config = ClusterConfig::builder()
+            .nodes(["127.0.0.1:1"])
+            .build()
+            .expect("valid config");
+        let node = NodeHandle::open("127.0.0.1:1", &config).expect("a handle");
+        let stats = node.stats(false);
+        assert_eq!(
+            (stats.latency_p50, stats.latency_p99),
+            (None, None),
+            "no call yet"
+        );
+        let calls = LATENCY_SAMPLE * 100;
+        for _ in 0..calls {
+            node.record(Duration::from_millis(200));
+        }
+        let slow = node.stats(true);
+        assert!(
+            slow.latency_p99.is_some_and(|p| p >= Duration::from_millis(190)),
+            "{slow:?}"
+        );
+        assert_eq!(
+            node.stats(false).latency_p99,
+            None,
+            "taking the stats starts a new window"
+        );
+        for _ in 0..calls {
+            node.record(Duration::from_micros(300));
+        }
+        let fast = node.stats(true);
+        assert!(
+            fast.latency_p99.is_some_and(|p| p < Duration::from_millis(1)),
+            "the window after the slow phase shows only the fast one: {fast:?}"
+        );
+        assert_eq!(fast.commands, 2 * calls, "counts are since the start");
+        node.close();
+    }
 }

@@ -17,7 +17,7 @@ pub(crate) const RECENT_WRITES_MAX: usize = 100_000;
 const ENTRY_BYTES: usize = std::mem::size_of::<(u64, Instant)>() + 8;
 
 /// The memory budget of the map: 100,000 keys; with the hash map's spare capacity, at most about 6.4 MB (the gauge
-/// `cache_client_recent_writes_bytes` reports the current size).
+/// `rcc_client_recent_writes_bytes` reports the current size).
 #[cfg(test)]
 pub(crate) const RECENT_WRITES_BUDGET_BYTES: usize = RECENT_WRITES_MAX * ENTRY_BYTES * 2;
 
@@ -33,7 +33,7 @@ impl RecentWrites {
         RecentWrites {
             writes: HashMap::new(),
             all_until: None,
-            gauge: metrics::gauge!("cache_client_recent_writes_bytes"),
+            gauge: metrics::gauge!(crate::telemetry::RECENT_WRITES_BYTES_METRIC),
         }
     }
 

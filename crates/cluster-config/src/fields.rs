@@ -163,7 +163,7 @@ pub(crate) const METRICS_ENABLED: Field = Field {
 pub(crate) const METRICS_LISTEN: Field = Field {
     key: "metrics.listen",
     env: "REDIS_METRICS_LISTEN",
-    default: Some("127.0.0.1:9121"),
+    default: Some("127.0.0.1:9192"),
     unit: "socket address `ip:port`",
     doc: "Where the Prometheus `/metrics` endpoint listens",
 };

@@ -287,7 +287,8 @@ pub struct Limits {
 pub struct MetricsConfig {
     /// Whether metrics are recorded and served.
     pub enabled: bool,
-    /// Where the Prometheus `/metrics` endpoint listens (default `127.0.0.1:9121`, redis_exporter's port).
+    /// Where the Prometheus `/metrics` endpoint listens (default `127.0.0.1:9192`: not redis_exporter's
+    /// 9121, which users run beside the cache, so that both can serve on one host).
     pub listen: SocketAddr,
 }
 

@@ -371,7 +371,7 @@ impl Reader<'_> {
             self.problem(
                 field,
                 format!(
-                    "`{}` is not a socket address; use `ip:port`, such as `0.0.0.0:9121`",
+                    "`{}` is not a socket address; use `ip:port`, such as `0.0.0.0:9192`",
                     text.trim()
                 ),
             );
@@ -896,7 +896,7 @@ mod tests {
             "not a boolean",
         );
         check(
-            &[("REDIS_METRICS_LISTEN", "localhost:9121")],
+            &[("REDIS_METRICS_LISTEN", "localhost:9192")],
             "REDIS_METRICS_LISTEN",
             "not a socket address",
         );

@@ -86,7 +86,7 @@ fn the_spec_defaults_hold_without_any_variable_but_the_nodes() {
     assert_eq!(config.topology_refresh_interval(), Duration::from_secs(10));
     assert_eq!(config.limits().key_max_bytes, 16 * 1024);
     assert_eq!(config.limits().value_max_bytes, 16 * 1024 * 1024);
-    assert_eq!(config.metrics().listen.to_string(), "127.0.0.1:9121");
+    assert_eq!(config.metrics().listen.to_string(), "127.0.0.1:9192");
     assert!(!config.tls());
 }
 

@@ -10,7 +10,7 @@
 //! ([`JournalConfig::max_age`]) and bytes ([`JournalConfig::max_bytes`]). Over the byte budget, the
 //! values of the oldest entries are dropped first (those writes can still be checked, but no longer
 //! written again: they count as unrepairable), then the oldest entries themselves. The bytes held by
-//! every journal of the process are published as the gauge `cache_consistency_journal_bytes`.
+//! every journal of the process are published as the gauge `rcc_consistency_journal_bytes`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +24,11 @@ use crate::Error;
 use crate::version::Version;
 
 /// The gauge of the bytes held by every write journal of the process.
-pub const JOURNAL_BYTES_METRIC: &str = "cache_consistency_journal_bytes";
+pub const JOURNAL_BYTES_METRIC: &str = "rcc_consistency_journal_bytes";
 /// The counter of journaled values dropped to stay within the byte budget.
-pub const JOURNAL_VALUES_DROPPED_METRIC: &str = "cache_consistency_journal_values_dropped_total";
+pub const JOURNAL_VALUES_DROPPED_METRIC: &str = "rcc_consistency_journal_values_dropped_total";
 /// The counter of journal entries dropped to stay within the byte budget.
-pub const JOURNAL_ENTRIES_DROPPED_METRIC: &str = "cache_consistency_journal_entries_dropped_total";
+pub const JOURNAL_ENTRIES_DROPPED_METRIC: &str = "rcc_consistency_journal_entries_dropped_total";
 
 /// Bytes counted for an entry besides its key and value: the entry's own fields and its slot in
 /// the queue, so that a flood of empty keys is bounded too.
@@ -40,7 +40,9 @@ pub const MAX_JOURNAL_AGE: Duration = Duration::from_secs(24 * 3_600);
 /// The bytes held by every journal of the process, for the gauge.
 static PROCESS_BYTES: AtomicU64 = AtomicU64::new(0);
 
-fn describe_metrics() {
+/// Describes this crate's metrics (unit and help) to the installed `metrics` recorder. Idempotent;
+/// a journal also calls it when it is built.
+pub fn describe_metrics() {
     static DESCRIBED: Once = Once::new();
     DESCRIBED.call_once(|| {
         metrics::describe_gauge!(

@@ -27,7 +27,7 @@ pub use crate::{
     journal::{
         ENTRY_OVERHEAD_BYTES, JOURNAL_BYTES_METRIC, JOURNAL_ENTRIES_DROPPED_METRIC,
         JOURNAL_VALUES_DROPPED_METRIC, Journal, JournalConfig, JournalEntry, MAX_JOURNAL_AGE,
-        ReplicationMark,
+        ReplicationMark, describe_metrics,
     },
     monitor::Monitor,
     report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts, StateCounts},

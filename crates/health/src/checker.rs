@@ -95,7 +95,9 @@ impl ClientLink {
     /// Adds the client's statistics and failovers to `snapshot`.
     fn merge_into(&self, snapshot: &mut Snapshot) {
         snapshot.client_failovers = self.drain_failovers();
-        let stats = self.client.node_stats();
+        // Taking the stats starts the client's next latency window, so each round's percentiles cover
+        // the interval since the previous round, not the client's whole life.
+        let stats = self.client.take_node_stats();
         for node in &mut snapshot.nodes {
             if let Some(s) = stats.iter().find(|s| s.node == node.addr) {
                 node.client = Some(ClientNodeStats {

@@ -1,6 +1,6 @@
 //! How evenly data spreads over the primaries: slots, keys and memory per primary, judged with
 //! `sharding`'s distribution statistics, for [`AlertKind::DistributionSkewed`](crate::AlertKind) and
-//! the `redis_cache_distribution_*` series.
+//! the `rcc_distribution_*` series.
 //!
 //! Pure functions over a [`Snapshot`]: the collector already reads every number needed (slots from
 //! `CLUSTER NODES`, keys from `INFO keyspace`, memory from `INFO memory`).

@@ -1,9 +1,14 @@
 //! Prometheus metrics: names, descriptions, one update per round, and the `/metrics` endpoint.
 //!
-//! Metric names follow redis_exporter's where they mean the same thing (`redis_up`,
-//! `redis_cluster_slots_ok`, `redis_connected_slaves`, ...), with a `node` label holding the node's
-//! `host:port` because one endpoint serves every node. Figures of our own (cluster-wide judgements,
-//! the client's view, alerts) start with `redis_cache_`.
+//! Every name starts with `rcc_`, the product's one prefix: users run redis_exporter next to us, and
+//! a series named like one of its `redis_*` series (with another meaning and other labels) would mix
+//! with it in every query and alert that does not name the job. Per-node series start with
+//! `rcc_node_` and carry a `node` label holding the node's `host:port` (never empty: a node without
+//! an address has no series), because one endpoint serves every node; cluster-wide judgements and
+//! alerts have no `node` label. The attached client's own series (`rcc_client_*`, latency as a
+//! histogram) are recorded by `cluster-client` as calls happen, not copied here: percentiles come
+//! from `histogram_quantile` over them, which aggregates across nodes and processes where
+//! precomputed quantile gauges cannot.
 //!
 //! Updates go through the `metrics` facade, so they cost nothing until a recorder is installed, and any
 //! recorder works; [`install_prometheus`] installs the Prometheus one with its HTTP listener.
@@ -12,257 +17,229 @@
 //! compares false in every alert rule) rather than left at its last value: the replication series of
 //! a replica that left its primary, the healthy-replica count of a node that no longer serves slots.
 //! Keys of a database that `INFO` no longer lists (it omits empty ones) are set to 0. Series of a node
-//! that does not answer keep their last value and `redis_up` says 0; rules that read them check
-//! `redis_up`.
+//! that does not answer keep their last value and `rcc_node_up` says 0; rules that read them check
+//! `rcc_node_up`.
 
 #[cfg(feature = "prometheus")]
 use std::net::SocketAddr;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 #[cfg(feature = "prometheus")]
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::alerts::AlertEvent;
 use crate::distribution::DistributionDimension;
 #[cfg(feature = "prometheus")]
 use crate::error::Error;
 use crate::monitor::Observation;
+use crate::rules::Severity;
 use crate::snapshot::{Role, Snapshot};
 
 /// Every metric this crate records: name, kind (`gauge` or `counter`), unit, description.
 pub const METRICS: &[(&str, &str, &str)] = &[
-    // Per node, redis_exporter names.
+    // Per node, from INFO and CLUSTER INFO.
     (
-        "redis_up",
+        "rcc_node_up",
         "gauge",
         "1 if the node answered the last health round, 0 if not.",
     ),
     (
-        "redis_uptime_in_seconds",
+        "rcc_node_uptime_seconds",
         "gauge",
         "Seconds since the node started (INFO uptime_in_seconds).",
     ),
     (
-        "redis_instance_info",
+        "rcc_node_role",
         "gauge",
         "1 for the node's current role label (primary or replica), 0 for the other.",
     ),
-    ("redis_memory_used_bytes", "gauge", "INFO used_memory."),
+    ("rcc_node_memory_used_bytes", "gauge", "INFO used_memory."),
     (
-        "redis_memory_max_bytes",
+        "rcc_node_memory_max_bytes",
         "gauge",
         "INFO maxmemory; 0 means no limit.",
     ),
     (
-        "redis_instantaneous_ops_per_sec",
+        "rcc_node_ops_per_second",
         "gauge",
         "INFO instantaneous_ops_per_sec.",
     ),
-    ("redis_connected_clients", "gauge", "INFO connected_clients."),
-    ("redis_db_keys", "gauge", "Keys per database (INFO keyspace)."),
+    ("rcc_node_connected_clients", "gauge", "INFO connected_clients."),
+    ("rcc_node_db_keys", "gauge", "Keys per database (INFO keyspace)."),
     (
-        "redis_db_keys_expiring",
+        "rcc_node_db_keys_expiring",
         "gauge",
         "Keys with a TTL per database (INFO keyspace).",
     ),
-    ("redis_evicted_keys_total", "counter", "INFO evicted_keys."),
-    ("redis_keyspace_hits_total", "counter", "INFO keyspace_hits."),
-    ("redis_keyspace_misses_total", "counter", "INFO keyspace_misses."),
+    ("rcc_node_evicted_keys_total", "counter", "INFO evicted_keys."),
+    ("rcc_node_keyspace_hits_total", "counter", "INFO keyspace_hits."),
     (
-        "redis_connected_slaves",
+        "rcc_node_keyspace_misses_total",
+        "counter",
+        "INFO keyspace_misses.",
+    ),
+    (
+        "rcc_node_connected_replicas",
         "gauge",
         "Replicas connected to this primary.",
     ),
-    ("redis_master_repl_offset", "gauge", "INFO master_repl_offset."),
+    ("rcc_node_repl_offset_bytes", "gauge", "INFO master_repl_offset."),
     (
-        "redis_connected_slave_offset_bytes",
+        "rcc_replica_ack_offset_bytes",
         "gauge",
         "A replica's acknowledged offset, as its primary sees it.",
     ),
     (
-        "redis_connected_slave_lag_seconds",
+        "rcc_replica_ack_lag_seconds",
         "gauge",
         "Seconds since a replica's last acknowledgement.",
     ),
     (
-        "redis_master_link_up",
+        "rcc_node_primary_link_up",
         "gauge",
         "On a replica: 1 if its link to its primary is up.",
     ),
     (
-        "redis_cluster_state",
+        "rcc_node_cluster_state_ok",
         "gauge",
         "CLUSTER INFO cluster_state: 1 ok, 0 fail.",
     ),
     (
-        "redis_cluster_slots_assigned",
+        "rcc_node_cluster_slots_assigned",
         "gauge",
         "CLUSTER INFO cluster_slots_assigned.",
     ),
     (
-        "redis_cluster_slots_ok",
+        "rcc_node_cluster_slots_ok",
         "gauge",
         "CLUSTER INFO cluster_slots_ok.",
     ),
     (
-        "redis_cluster_slots_pfail",
+        "rcc_node_cluster_slots_pfail",
         "gauge",
         "CLUSTER INFO cluster_slots_pfail.",
     ),
     (
-        "redis_cluster_slots_fail",
+        "rcc_node_cluster_slots_fail",
         "gauge",
         "CLUSTER INFO cluster_slots_fail.",
     ),
     (
-        "redis_cluster_known_nodes",
+        "rcc_node_cluster_known_nodes",
         "gauge",
         "CLUSTER INFO cluster_known_nodes.",
     ),
-    ("redis_cluster_size", "gauge", "CLUSTER INFO cluster_size."),
+    ("rcc_node_cluster_size", "gauge", "CLUSTER INFO cluster_size."),
     (
-        "redis_cluster_current_epoch",
+        "rcc_node_cluster_current_epoch",
         "gauge",
         "CLUSTER INFO cluster_current_epoch.",
     ),
     (
-        "redis_cluster_my_epoch",
+        "rcc_node_cluster_my_epoch",
         "gauge",
         "CLUSTER INFO cluster_my_epoch.",
     ),
     // Per node, our own.
     (
-        "redis_cache_node_ping_seconds",
+        "rcc_node_ping_seconds",
         "gauge",
         "Round trip of the health round's PING.",
     ),
     (
-        "redis_cache_node_slots",
+        "rcc_node_slots",
         "gauge",
         "Slots the node serves, per the cluster topology.",
     ),
     (
-        "redis_cache_node_pfail_reports",
+        "rcc_node_pfail_reports",
         "gauge",
         "Reachable nodes that flag this node PFAIL.",
     ),
     (
-        "redis_cache_node_fail_reports",
+        "rcc_node_fail_reports",
         "gauge",
         "Reachable nodes that flag this node FAIL.",
     ),
     (
-        "redis_cache_healthy_replicas",
+        "rcc_node_healthy_replicas",
         "gauge",
         "Healthy replicas of a slot-serving primary.",
     ),
     (
-        "redis_cache_replication_lag_bytes",
+        "rcc_replication_lag_bytes",
         "gauge",
         "Bytes a replica is behind its primary (label replica).",
     ),
-    (
-        "redis_cache_client_latency_p50_seconds",
-        "gauge",
-        "The attached client's p50 command latency per node.",
-    ),
-    (
-        "redis_cache_client_latency_p99_seconds",
-        "gauge",
-        "The attached client's p99 command latency per node.",
-    ),
-    (
-        "redis_cache_client_commands_total",
-        "counter",
-        "Commands the attached client sent per node.",
-    ),
-    (
-        "redis_cache_client_errors_total",
-        "counter",
-        "Commands of the attached client that failed, per node.",
-    ),
-    (
-        "redis_cache_client_redirects_total",
-        "counter",
-        "MOVED/ASK redirects the attached client got, per node.",
-    ),
     // Cluster-wide.
     (
-        "redis_cache_health_status",
+        "rcc_health_status",
         "gauge",
         "Overall status: 0 healthy, 1 degraded, 2 down.",
     ),
     (
-        "redis_cache_nodes_connected",
+        "rcc_nodes_connected",
         "gauge",
         "Nodes that answered the last round.",
     ),
-    ("redis_cache_nodes_total", "gauge", "Nodes known."),
+    ("rcc_nodes_total", "gauge", "Nodes known."),
     (
-        "redis_cache_slots_covered",
+        "rcc_slots_covered",
         "gauge",
         "Slots served by a reachable, non-failing primary (of 16384).",
     ),
     (
-        "redis_cache_ops_per_sec",
+        "rcc_ops_per_second",
         "gauge",
         "Sum of instantaneous_ops_per_sec over reachable nodes.",
     ),
     (
-        "redis_cache_latency_p50_seconds",
-        "gauge",
-        "Cluster p50 latency (client, else PING).",
-    ),
-    (
-        "redis_cache_latency_p99_seconds",
-        "gauge",
-        "Cluster p99 latency (client, else PING).",
-    ),
-    (
-        "redis_cache_replicas_per_primary",
+        "rcc_replicas_per_primary",
         "gauge",
         "Healthy replicas per slot-serving primary.",
     ),
     (
-        "redis_cache_failovers_total",
+        "rcc_failovers_total",
         "counter",
         "Failovers observed (topology changes and client reports).",
     ),
     (
-        "redis_cache_alert_active",
+        "rcc_alert_active",
         "gauge",
         "1 while the alert (labels alert, subject, severity) is active.",
     ),
     (
-        "redis_cache_health_round_seconds",
+        "rcc_alerts_active",
+        "gauge",
+        "Alerts active after the last round, per severity (label severity: warning, critical).",
+    ),
+    (
+        "rcc_health_round_seconds",
         "gauge",
         "Duration of the last collection round.",
     ),
+    ("rcc_health_rounds_total", "counter", "Collection rounds run."),
     (
-        "redis_cache_health_rounds_total",
-        "counter",
-        "Collection rounds run.",
-    ),
-    (
-        "redis_cache_distribution_max_over_mean",
+        "rcc_distribution_max_over_mean",
         "gauge",
         "Per dimension (slots, keys, memory): the busiest primary's share over the mean share (1 = even; NaN \
          when not judged this round).",
     ),
     (
-        "redis_cache_distribution_coefficient_of_variation",
+        "rcc_distribution_coefficient_of_variation",
         "gauge",
         "Per dimension (slots, keys, memory): standard deviation over mean of the primaries' shares (0 = \
          even; NaN when not judged this round).",
     ),
     (
-        "redis_cache_trend_bytes",
+        "rcc_health_trend_bytes",
         "gauge",
         "Memory the trend ring's samples take (budget health::TREND_BUDGET_BYTES, 8 MiB).",
     ),
 ];
 
-/// Describes every metric to the installed recorder (HELP lines and units). Idempotent.
+/// Describes every metric of this crate to the installed recorder (HELP lines and units). Idempotent.
+/// [`install_prometheus`] also describes `cluster-client`'s.
 pub fn describe_metrics() {
     for &(name, kind, help) in METRICS {
         let unit = if name.ends_with("_bytes") {
@@ -311,7 +288,15 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
             };
             let built = {
                 let _entered = runtime.enter();
-                PrometheusBuilder::new().with_http_listener(addr).build()
+                // Latencies are histograms with buckets, so Prometheus computes quantiles over any
+                // window and across nodes; without buckets the exporter would render summaries.
+                PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .set_buckets_for_metric(
+                        Matcher::Suffix("_duration_seconds".into()),
+                        cluster_client::DURATION_BUCKETS_SECONDS,
+                    )
+                    .and_then(|b| b.build())
             };
             let (recorder, exporter) = match built {
                 Ok(built) => built,
@@ -342,6 +327,7 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
         detail: "its thread ended before it started".into(),
     })??;
     describe_metrics();
+    cluster_client::describe_metrics();
     Ok(handle)
 }
 
@@ -350,70 +336,63 @@ pub fn record_metrics(observation: &Observation) {
     let snapshot = &observation.snapshot;
     record_nodes(snapshot, observation.previous.as_deref());
     let summary = &observation.summary;
-    gauge!("redis_cache_health_status").set(f64::from(summary.status.as_number()));
-    gauge!("redis_cache_nodes_connected").set(summary.nodes_connected as f64);
-    gauge!("redis_cache_nodes_total").set(summary.nodes_total as f64);
+    gauge!("rcc_health_status").set(f64::from(summary.status.as_number()));
+    gauge!("rcc_nodes_connected").set(summary.nodes_connected as f64);
+    gauge!("rcc_nodes_total").set(summary.nodes_total as f64);
     if let Some(covered) = summary.slots_covered {
-        gauge!("redis_cache_slots_covered").set(f64::from(covered));
+        gauge!("rcc_slots_covered").set(f64::from(covered));
     }
-    gauge!("redis_cache_ops_per_sec").set(summary.ops_per_sec as f64);
-    if let Some(p50) = summary.latency_p50 {
-        gauge!("redis_cache_latency_p50_seconds").set(p50.as_secs_f64());
-    }
-    if let Some(p99) = summary.latency_p99 {
-        gauge!("redis_cache_latency_p99_seconds").set(p99.as_secs_f64());
-    }
-    gauge!("redis_cache_replicas_per_primary").set(summary.replication.replicas_per_primary);
-    gauge!("redis_cache_trend_bytes").set(observation.trend_bytes as f64);
+    gauge!("rcc_ops_per_second").set(summary.ops_per_sec as f64);
+    gauge!("rcc_replicas_per_primary").set(summary.replication.replicas_per_primary);
+    gauge!("rcc_health_trend_bytes").set(observation.trend_bytes as f64);
     for dimension in DistributionDimension::ALL {
         let judged = observation
             .distribution
             .iter()
             .find(|d| d.dimension == dimension)
             .map(|d| &d.report);
-        gauge!("redis_cache_distribution_max_over_mean", "dimension" => dimension.as_str())
+        gauge!("rcc_distribution_max_over_mean", "dimension" => dimension.as_str())
             .set(judged.map_or(f64::NAN, |r| r.max_over_mean));
-        gauge!("redis_cache_distribution_coefficient_of_variation", "dimension" => dimension.as_str())
+        gauge!("rcc_distribution_coefficient_of_variation", "dimension" => dimension.as_str())
             .set(judged.map_or(f64::NAN, |r| r.coefficient_of_variation));
     }
-    counter!("redis_cache_failovers_total").increment(observation.new_failovers.len() as u64);
+    counter!("rcc_failovers_total").increment(observation.new_failovers.len() as u64);
     for alert in &summary.active_alerts {
         alert_gauge(alert).set(1.0);
+    }
+    for severity in [Severity::Warning, Severity::Critical] {
+        let active = summary
+            .active_alerts
+            .iter()
+            .filter(|a| a.severity == severity)
+            .count();
+        gauge!("rcc_alerts_active", "severity" => severity.as_str()).set(active as f64);
     }
     for event in &observation.events {
         if let AlertEvent::Resolved(alert) = event {
             alert_gauge(alert).set(0.0);
         }
     }
-    gauge!("redis_cache_health_round_seconds").set(snapshot.round_duration.as_secs_f64());
-    counter!("redis_cache_health_rounds_total").increment(1);
+    gauge!("rcc_health_round_seconds").set(snapshot.round_duration.as_secs_f64());
+    counter!("rcc_health_rounds_total").increment(1);
 }
 
 fn alert_gauge(alert: &crate::alerts::Alert) -> metrics::Gauge {
     gauge!(
-        "redis_cache_alert_active",
+        "rcc_alert_active",
         "alert" => alert.kind.as_str(),
         "subject" => alert.subject.clone(),
         "severity" => alert.severity.as_str()
     )
 }
 
-/// The per-replica series of a primary (redis_exporter's and our lag in bytes).
+/// The per-replica series of a primary, labelled alike (`node` the primary, `replica` the replica's
+/// `host:port`), so that a rule over several of them sees one replica as one label set.
 fn replica_gauges(primary: &str, replica: &str, offset: f64, lag_seconds: f64, lag_bytes: f64) {
-    // redis_exporter labels the raw ip; ours carries brackets when it is IPv6.
-    let (ip, port) = match cluster_config::NodeAddr::parse_announced(replica) {
-        Some(addr) => (addr.host().to_string(), addr.port().to_string()),
-        None => (replica.to_string(), String::new()),
-    };
-    let labels = [
-        ("node", primary.to_string()),
-        ("slave_ip", ip),
-        ("slave_port", port),
-    ];
-    gauge!("redis_connected_slave_offset_bytes", &labels).set(offset);
-    gauge!("redis_connected_slave_lag_seconds", &labels).set(lag_seconds);
-    gauge!("redis_cache_replication_lag_bytes", "node" => primary.to_string(), "replica" => replica.to_string())
-        .set(lag_bytes);
+    let labels = [("node", primary.to_string()), ("replica", replica.to_string())];
+    gauge!("rcc_replica_ack_offset_bytes", &labels).set(offset);
+    gauge!("rcc_replica_ack_lag_seconds", &labels).set(lag_seconds);
+    gauge!("rcc_replication_lag_bytes", &labels).set(lag_bytes);
 }
 
 fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
@@ -423,24 +402,24 @@ fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
             .and_then(|n| n.info.as_ref());
         let addr = node.addr.clone();
         let g = |name: &'static str| gauge!(name, "node" => addr.clone());
-        g("redis_up").set(if node.reachable { 1.0 } else { 0.0 });
+        g("rcc_node_up").set(if node.reachable { 1.0 } else { 0.0 });
         if let Some(ping) = node.ping {
-            g("redis_cache_node_ping_seconds").set(ping.as_secs_f64());
+            g("rcc_node_ping_seconds").set(ping.as_secs_f64());
         }
         if let Some(info) = &node.info {
-            g("redis_uptime_in_seconds").set(info.uptime_seconds as f64);
+            g("rcc_node_uptime_seconds").set(info.uptime_seconds as f64);
             for role in [Role::Primary, Role::Replica] {
-                gauge!("redis_instance_info", "node" => addr.clone(), "role" => role.as_str())
+                gauge!("rcc_node_role", "node" => addr.clone(), "role" => role.as_str())
                     .set(if info.role == role { 1.0 } else { 0.0 });
             }
-            g("redis_memory_used_bytes").set(info.used_memory_bytes as f64);
-            g("redis_memory_max_bytes").set(info.maxmemory_bytes as f64);
-            g("redis_instantaneous_ops_per_sec").set(info.ops_per_sec as f64);
-            g("redis_connected_clients").set(info.connected_clients as f64);
+            g("rcc_node_memory_used_bytes").set(info.used_memory_bytes as f64);
+            g("rcc_node_memory_max_bytes").set(info.maxmemory_bytes as f64);
+            g("rcc_node_ops_per_second").set(info.ops_per_sec as f64);
+            g("rcc_node_connected_clients").set(info.connected_clients as f64);
             for db in &info.keyspace {
                 let label = format!("db{}", db.db);
-                gauge!("redis_db_keys", "node" => addr.clone(), "db" => label.clone()).set(db.keys as f64);
-                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label)
+                gauge!("rcc_node_db_keys", "node" => addr.clone(), "db" => label.clone()).set(db.keys as f64);
+                gauge!("rcc_node_db_keys_expiring", "node" => addr.clone(), "db" => label)
                     .set(db.expires as f64);
             }
             let emptied = before
@@ -449,14 +428,14 @@ fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
                 .filter(|old| !info.keyspace.iter().any(|db| db.db == old.db));
             for db in emptied {
                 let label = format!("db{}", db.db);
-                gauge!("redis_db_keys", "node" => addr.clone(), "db" => label.clone()).set(0.0);
-                gauge!("redis_db_keys_expiring", "node" => addr.clone(), "db" => label).set(0.0);
+                gauge!("rcc_node_db_keys", "node" => addr.clone(), "db" => label.clone()).set(0.0);
+                gauge!("rcc_node_db_keys_expiring", "node" => addr.clone(), "db" => label).set(0.0);
             }
-            counter!("redis_evicted_keys_total", "node" => addr.clone()).absolute(info.evicted_keys);
-            counter!("redis_keyspace_hits_total", "node" => addr.clone()).absolute(info.keyspace_hits);
-            counter!("redis_keyspace_misses_total", "node" => addr.clone()).absolute(info.keyspace_misses);
-            g("redis_master_repl_offset").set(info.master_repl_offset as f64);
-            g("redis_connected_slaves").set(info.replicas.len() as f64);
+            counter!("rcc_node_evicted_keys_total", "node" => addr.clone()).absolute(info.evicted_keys);
+            counter!("rcc_node_keyspace_hits_total", "node" => addr.clone()).absolute(info.keyspace_hits);
+            counter!("rcc_node_keyspace_misses_total", "node" => addr.clone()).absolute(info.keyspace_misses);
+            g("rcc_node_repl_offset_bytes").set(info.master_repl_offset as f64);
+            g("rcc_node_connected_replicas").set(info.replicas.len() as f64);
             for replica in &info.replicas {
                 let lag = info.master_repl_offset.saturating_sub(replica.offset) as f64;
                 replica_gauges(
@@ -479,32 +458,25 @@ fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
                 Some(_) => 0.0,
                 None => f64::NAN,
             };
-            g("redis_master_link_up").set(link_up);
+            g("rcc_node_primary_link_up").set(link_up);
         }
         if let Some(cluster) = &node.cluster_info {
-            g("redis_cluster_state").set(if cluster.state_ok { 1.0 } else { 0.0 });
-            g("redis_cluster_slots_assigned").set(f64::from(cluster.slots_assigned));
-            g("redis_cluster_slots_ok").set(f64::from(cluster.slots_ok));
-            g("redis_cluster_slots_pfail").set(f64::from(cluster.slots_pfail));
-            g("redis_cluster_slots_fail").set(f64::from(cluster.slots_fail));
-            g("redis_cluster_known_nodes").set(f64::from(cluster.known_nodes));
-            g("redis_cluster_size").set(f64::from(cluster.size));
-            g("redis_cluster_current_epoch").set(cluster.current_epoch as f64);
-            g("redis_cluster_my_epoch").set(cluster.my_epoch as f64);
-        }
-        if let Some(client) = &node.client {
-            g("redis_cache_client_latency_p50_seconds").set(client.latency_p50.as_secs_f64());
-            g("redis_cache_client_latency_p99_seconds").set(client.latency_p99.as_secs_f64());
-            counter!("redis_cache_client_commands_total", "node" => addr.clone()).absolute(client.commands);
-            counter!("redis_cache_client_errors_total", "node" => addr.clone()).absolute(client.errors);
-            counter!("redis_cache_client_redirects_total", "node" => addr.clone()).absolute(client.redirects);
+            g("rcc_node_cluster_state_ok").set(if cluster.state_ok { 1.0 } else { 0.0 });
+            g("rcc_node_cluster_slots_assigned").set(f64::from(cluster.slots_assigned));
+            g("rcc_node_cluster_slots_ok").set(f64::from(cluster.slots_ok));
+            g("rcc_node_cluster_slots_pfail").set(f64::from(cluster.slots_pfail));
+            g("rcc_node_cluster_slots_fail").set(f64::from(cluster.slots_fail));
+            g("rcc_node_cluster_known_nodes").set(f64::from(cluster.known_nodes));
+            g("rcc_node_cluster_size").set(f64::from(cluster.size));
+            g("rcc_node_cluster_current_epoch").set(cluster.current_epoch as f64);
+            g("rcc_node_cluster_my_epoch").set(cluster.my_epoch as f64);
         }
     }
     for node in snapshot.topology.iter().filter(|n| !n.addr.is_empty()) {
         let addr = node.addr.clone();
-        gauge!("redis_cache_node_slots", "node" => addr.clone()).set(f64::from(node.slot_count()));
-        gauge!("redis_cache_node_pfail_reports", "node" => addr.clone()).set(f64::from(node.pfail_reports));
-        gauge!("redis_cache_node_fail_reports", "node" => addr.clone()).set(f64::from(node.fail_reports));
+        gauge!("rcc_node_slots", "node" => addr.clone()).set(f64::from(node.slot_count()));
+        gauge!("rcc_node_pfail_reports", "node" => addr.clone()).set(f64::from(node.pfail_reports));
+        gauge!("rcc_node_fail_reports", "node" => addr.clone()).set(f64::from(node.fail_reports));
         let healthy = if node.role == Role::Primary && !node.slots.is_empty() {
             snapshot
                 .topology
@@ -515,7 +487,7 @@ fn record_nodes(snapshot: &Snapshot, previous: Option<&Snapshot>) {
         } else {
             f64::NAN
         };
-        gauge!("redis_cache_healthy_replicas", "node" => addr).set(healthy);
+        gauge!("rcc_node_healthy_replicas", "node" => addr).set(healthy);
     }
 }
 
@@ -638,7 +610,7 @@ mod tests {
         // The alert gauge only appears once an alert fires; this healthy round fires none.
         let missing: Vec<&&str> = listed
             .difference(&recorded)
-            .filter(|n| **n != "redis_cache_alert_active")
+            .filter(|n| **n != "rcc_alert_active")
             .collect();
         let unlisted: Vec<&&str> = recorded.difference(&listed).collect();
         assert!(
@@ -658,34 +630,33 @@ mod tests {
         primary.keyspace.clear();
         let text = render(vec![snapshot(), down]);
         let cases = [
-            ("redis_up{node=\"127.0.0.1:7000\"}", Some(1.0)),
-            ("redis_up{node=\"127.0.0.1:7001\"}", Some(0.0)),
-            ("redis_db_keys{node=\"127.0.0.1:7000\",db=\"db0\"}", Some(0.0)),
-            ("redis_db_keys{node=\"127.0.0.1:7001\",db=\"db0\"}", Some(42.0)),
-            ("redis_cluster_slots_ok{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
-            ("redis_cluster_state{node=\"127.0.0.1:7000\"}", Some(1.0)),
-            ("redis_connected_slaves{node=\"127.0.0.1:7000\"}", Some(0.0)),
-            ("redis_master_link_up{node=\"127.0.0.1:7001\"}", Some(1.0)),
+            ("rcc_node_up{node=\"127.0.0.1:7000\"}", Some(1.0)),
+            ("rcc_node_up{node=\"127.0.0.1:7001\"}", Some(0.0)),
+            ("rcc_node_db_keys{node=\"127.0.0.1:7000\",db=\"db0\"}", Some(0.0)),
+            ("rcc_node_db_keys{node=\"127.0.0.1:7001\",db=\"db0\"}", Some(42.0)),
             (
-                "redis_instance_info{node=\"127.0.0.1:7001\",role=\"replica\"}",
+                "rcc_node_cluster_slots_ok{node=\"127.0.0.1:7000\"}",
+                Some(16_384.0),
+            ),
+            ("rcc_node_cluster_state_ok{node=\"127.0.0.1:7000\"}", Some(1.0)),
+            ("rcc_node_connected_replicas{node=\"127.0.0.1:7000\"}", Some(0.0)),
+            ("rcc_node_primary_link_up{node=\"127.0.0.1:7001\"}", Some(1.0)),
+            (
+                "rcc_node_role{node=\"127.0.0.1:7001\",role=\"replica\"}",
                 Some(1.0),
             ),
             (
-                "redis_instance_info{node=\"127.0.0.1:7001\",role=\"primary\"}",
+                "rcc_node_role{node=\"127.0.0.1:7001\",role=\"primary\"}",
                 Some(0.0),
             ),
-            ("redis_cache_node_slots{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
-            ("redis_cache_healthy_replicas{node=\"127.0.0.1:7000\"}", Some(0.0)),
-            ("redis_cache_slots_covered", Some(16_384.0)),
-            ("redis_cache_nodes_connected", Some(1.0)),
-            ("redis_cache_health_status", Some(1.0)),
-            ("redis_cache_health_rounds_total", Some(2.0)),
+            ("rcc_node_slots{node=\"127.0.0.1:7000\"}", Some(16_384.0)),
+            ("rcc_node_healthy_replicas{node=\"127.0.0.1:7000\"}", Some(0.0)),
+            ("rcc_slots_covered", Some(16_384.0)),
+            ("rcc_nodes_connected", Some(1.0)),
+            ("rcc_health_status", Some(1.0)),
+            ("rcc_health_rounds_total", Some(2.0)),
             (
-                "redis_cache_client_redirects_total{node=\"127.0.0.1:7000\"}",
-                Some(2.0),
-            ),
-            (
-                "redis_cache_alert_active{alert=\"replica_down\",subject=\"127.0.0.1:7001\",severity=\"warning\"}",
+                "rcc_alert_active{alert=\"replica_down\",subject=\"127.0.0.1:7001\",severity=\"warning\"}",
                 Some(1.0),
             ),
         ];
@@ -695,10 +666,10 @@ mod tests {
         // Series that stopped meaning anything read NaN: the departed replica's, and the healthy-replica
         // count of a node that serves no slots.
         for series in [
-            "redis_cache_replication_lag_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}",
-            "redis_connected_slave_offset_bytes{node=\"127.0.0.1:7000\",slave_ip=\"127.0.0.1\",slave_port=\"7001\"}",
-            "redis_cache_healthy_replicas{node=\"127.0.0.1:7001\"}",
-            "redis_master_link_up{node=\"127.0.0.1:7000\"}",
+            "rcc_replication_lag_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}",
+            "rcc_replica_ack_offset_bytes{node=\"127.0.0.1:7000\",replica=\"127.0.0.1:7001\"}",
+            "rcc_node_healthy_replicas{node=\"127.0.0.1:7001\"}",
+            "rcc_node_primary_link_up{node=\"127.0.0.1:7000\"}",
         ] {
             assert!(
                 value(&text, series).is_some_and(f64::is_nan),
@@ -706,7 +677,7 @@ mod tests {
             );
         }
         assert!(
-            text.contains("# HELP redis_cluster_slots_ok CLUSTER INFO cluster_slots_ok."),
+            text.contains("# HELP rcc_node_cluster_slots_ok CLUSTER INFO cluster_slots_ok."),
             "{text}"
         );
     }

@@ -927,8 +927,8 @@ mod tests {
                     ..ClusterInfo::default()
                 }),
                 client: Some(ClientNodeStats {
-                    latency_p50: Duration::from_micros(150),
-                    latency_p99: Duration::from_micros(400),
+                    latency_p50: Some(Duration::from_micros(150)),
+                    latency_p99: Some(Duration::from_micros(400)),
                     commands: 100,
                     errors: 0,
                     redirects: 0,
@@ -1343,7 +1343,7 @@ mod tests {
         let steady = |p99: Duration| {
             let mut s = healthy();
             for n in &mut s.nodes {
-                n.client.as_mut().expect("client stats").latency_p99 = p99;
+                n.client.as_mut().expect("client stats").latency_p99 = Some(p99);
             }
             s
         };
@@ -1360,14 +1360,14 @@ mod tests {
                 .client
                 .as_mut()
                 .expect("client stats")
-                .latency_p99 = p99;
+                .latency_p99 = Some(p99);
             // The other nodes keep their baseline.
             for port in [7000, 7002, 7003, 7004, 7005] {
                 node_mut(&mut s, port)
                     .client
                     .as_mut()
                     .expect("client stats")
-                    .latency_p99 = Duration::from_millis(2);
+                    .latency_p99 = Some(Duration::from_millis(2));
             }
             s
         };

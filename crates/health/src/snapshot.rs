@@ -131,13 +131,13 @@ pub struct NodeSnapshot {
 }
 
 impl NodeSnapshot {
-    /// The latency the anomaly rules judge: the client's p99 when a client is attached and has sent
-    /// commands to this node, otherwise the timed `PING`.
+    /// The latency the anomaly rules judge: the client's p99 over the last interval when a client is
+    /// attached and timed calls to this node in it, otherwise the timed `PING`.
     pub fn latency(&self) -> Option<Duration> {
-        match &self.client {
-            Some(stats) if stats.commands > 0 => Some(stats.latency_p99),
-            _ => self.ping,
-        }
+        self.client
+            .as_ref()
+            .and_then(|stats| stats.latency_p99)
+            .or(self.ping)
     }
 
     /// The role the node reports in `INFO replication`.
@@ -302,12 +302,14 @@ impl TopologyNode {
 /// The attached client's own statistics for one node (from `ClusterClient::node_stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientNodeStats {
-    /// Median command latency.
-    #[serde(with = "millis")]
-    pub latency_p50: Duration,
-    /// 99th-percentile command latency.
-    #[serde(with = "millis")]
-    pub latency_p99: Duration,
+    /// Median command latency over the last collection interval (the client's latency window);
+    /// `None` when the client timed no call to this node in that interval.
+    #[serde(with = "millis_opt")]
+    pub latency_p50: Option<Duration>,
+    /// 99th-percentile command latency over the last collection interval; `None` as for
+    /// `latency_p50`.
+    #[serde(with = "millis_opt")]
+    pub latency_p99: Option<Duration>,
     /// Commands sent.
     pub commands: u64,
     /// Commands that failed.
@@ -482,8 +484,8 @@ mod tests {
                     ..ClusterInfo::default()
                 }),
                 client: Some(ClientNodeStats {
-                    latency_p50: Duration::from_micros(100),
-                    latency_p99: Duration::from_micros(900),
+                    latency_p50: Some(Duration::from_micros(100)),
+                    latency_p99: Some(Duration::from_micros(900)),
                     commands: 5,
                     errors: 0,
                     redirects: 1,

@@ -32,7 +32,7 @@ impl HealthStatus {
         }
     }
 
-    /// 0, 1 or 2, as exported in `redis_cache_health_status`.
+    /// 0, 1 or 2, as exported in `rcc_health_status`.
     pub fn as_number(self) -> u8 {
         match self {
             HealthStatus::Healthy => 0,
@@ -195,12 +195,13 @@ fn unknown(snapshot: &Snapshot) -> Vec<String> {
     )]
 }
 
-/// Cluster p50 and p99: from the client's per-node figures when it has sent commands, else from PINGs.
+/// Cluster p50 and p99: from the client's per-node figures over the last interval when it timed calls
+/// in it, else from PINGs.
 fn latencies(snapshot: &Snapshot) -> (Option<Duration>, Option<Duration>) {
     let client: Vec<(Duration, Duration)> = snapshot
         .reachable_nodes()
-        .filter_map(|n| n.client.as_ref().filter(|c| c.commands > 0))
-        .map(|c| (c.latency_p50, c.latency_p99))
+        .filter_map(|n| n.client.as_ref())
+        .filter_map(|c| c.latency_p50.zip(c.latency_p99))
         .collect();
     let (mut p50s, p99s): (Vec<Duration>, Vec<Duration>) = if client.is_empty() {
         snapshot
@@ -416,8 +417,9 @@ mod tests {
         let mut snapshot = cluster([true; 6], (10923, 16383));
         for (i, node) in snapshot.nodes.iter_mut().enumerate() {
             node.client = Some(ClientNodeStats {
-                latency_p50: Duration::from_millis(i as u64 + 1),
-                latency_p99: Duration::from_millis(10 * (i as u64 + 1)),
+                // The last node's window holds no timed call: no data, not zero.
+                latency_p50: (i != 5).then(|| Duration::from_millis(i as u64 + 1)),
+                latency_p99: (i != 5).then(|| Duration::from_millis(10 * (i as u64 + 1))),
                 commands: if i == 5 { 0 } else { 10 },
                 ..ClientNodeStats::default()
             });
@@ -427,7 +429,7 @@ mod tests {
         assert_eq!(
             summary.latency_p99,
             Some(Duration::from_millis(50)),
-            "a node without commands is left out"
+            "a node without timed calls in the window is left out"
         );
     }
 

@@ -195,7 +195,7 @@ impl TrendRing {
         interval.saturating_mul(u32::try_from(self.capacity).unwrap_or(u32::MAX))
     }
 
-    /// Bytes the ring's samples take now (what the `redis_cache_trend_bytes` gauge reports).
+    /// Bytes the ring's samples take now (what the `rcc_health_trend_bytes` gauge reports).
     pub fn heap_bytes(&self) -> usize {
         self.samples.capacity() * std::mem::size_of::<TrendSample>()
     }

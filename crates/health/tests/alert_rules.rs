@@ -1,12 +1,18 @@
 //! `docs/alerts.yml` against the crate: every anomaly has a Prometheus rule of the same kind and
-//! severity, and every metric a rule reads is one this crate exports.
+//! severity, every metric a rule reads is one the product exports, every selector is scoped by the
+//! cache's job, `promtool check rules` accepts the file (when promtool is installed), and the docs
+//! name only alerts that exist.
 
 use std::collections::BTreeSet;
 
 use health::{AlertKind, METRICS};
+use regex::Regex;
 use serde_norway::Value;
 
 const ALERTS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/alerts.yml");
+
+/// The job of the cache's own scrape in docker/prometheus.yml; every selector of a rule names it.
+const JOB_MATCHER: &str = r#"job="redis-cluster-cache""#;
 
 /// Series that come from Prometheus itself, not from this crate.
 const PROMETHEUS_SERIES: &[&str] = &["up"];
@@ -84,6 +90,7 @@ fn series_names(expr: &str) -> BTreeSet<String> {
         }
         match c {
             '{' => skip_until = Some('}'),
+            '"' => skip_until = Some('"'),
             '[' => skip_until = Some(']'),
             c if c.is_whitespace() => {}
             c => tokens.push(c.to_string()),
@@ -152,13 +159,146 @@ fn every_anomaly_has_a_rule_of_the_same_kind_and_severity() {
     }
 }
 
+/// Every series name the product exports: health's, and cluster-client's (a histogram as its
+/// `_bucket`, `_sum` and `_count` series).
+fn exported() -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = METRICS
+        .iter()
+        .map(|(name, _, _)| name.to_string())
+        .chain(PROMETHEUS_SERIES.iter().map(|s| s.to_string()))
+        .collect();
+    for (name, kind, _) in cluster_client::METRICS {
+        if *kind == "histogram" {
+            names.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
+        } else {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn every_selector_is_scoped_by_the_cache_job_and_uses_the_product_prefix() {
+    for rule in rules() {
+        for name in series_names(&rule.expr) {
+            assert!(
+                name.starts_with("rcc_") || PROMETHEUS_SERIES.contains(&name.as_str()),
+                "{} reads {name}, which is not one of the product's rcc_ series",
+                rule.alert
+            );
+            let selector = Regex::new(&format!(r"\b{name}\b(\{{[^}}]*\}})?")).expect("a valid pattern");
+            for found in selector.captures_iter(&rule.expr) {
+                let matchers = found.get(1).map_or("", |m| m.as_str());
+                assert!(
+                    matchers.contains(JOB_MATCHER),
+                    "{}: the selector {:?} is not scoped by {JOB_MATCHER}",
+                    rule.alert,
+                    &found[0]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn promtool_accepts_the_rules_when_it_is_installed() {
+    // promtool comes with the Debian package `prometheus` (.ci/run installs it); without it this
+    // test checks nothing more than the YAML the other tests parse.
+    let Ok(output) = std::process::Command::new("promtool")
+        .args(["check", "rules", ALERTS_FILE])
+        .output()
+    else {
+        eprintln!("promtool is not installed (apt-get install prometheus); the rules were not checked by it");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "promtool check rules {ALERTS_FILE}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn promtool_unit_tests_fire_one_alert_per_fact_when_it_is_installed() {
+    // tests/promtool/alerts_test.yml replays the compose stack's defects: redis_exporter's series
+    // beside ours, two cache processes exporting one cluster, several signals of one lagging replica.
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/promtool/alerts_test.yml");
+    let Ok(output) = std::process::Command::new("promtool")
+        .args(["test", "rules", tests])
+        .output()
+    else {
+        eprintln!("promtool is not installed (apt-get install prometheus); the rule unit tests did not run");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "promtool test rules {tests}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The Markdown files a user reads: the root ones, `docs/`, `docker/` and every crate's README.
+fn doc_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![root.join("README.md"), root.join("REDIS_CLUSTER_QUICK_START.md")];
+    for dir in ["docs", "docker"] {
+        let entries = std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("reading {dir}: {e}"));
+        files.extend(
+            entries
+                .map(|e| e.expect("a directory entry").path())
+                .filter(|p| p.extension().is_some_and(|x| x == "md")),
+        );
+    }
+    for entry in std::fs::read_dir(root.join("crates")).expect("reading crates/") {
+        let readme = entry.expect("a directory entry").path().join("README.md");
+        if readme.exists() {
+            files.push(readme);
+        }
+    }
+    files
+}
+
+#[test]
+fn the_docs_name_only_alerts_that_exist() {
+    let rule_names: BTreeSet<String> = rules().into_iter().map(|r| r.alert).collect();
+    let kinds: BTreeSet<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
+    // A Prometheus alert name, or an anomaly kind written next to the word alert.
+    let prometheus = Regex::new(r"\bRedisCache[A-Z][A-Za-z]*\b").expect("a valid pattern");
+    let kind = Regex::new(r"`([a-z][a-z0-9_]*)` alert|alerts? `([a-z][a-z0-9_]*)`").expect("a valid pattern");
+    let mut unknown = Vec::new();
+    let mut seen = 0;
+    for file in doc_files() {
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        for found in prometheus.find_iter(&text) {
+            seen += 1;
+            if !rule_names.contains(found.as_str()) {
+                unknown.push(format!("{}: {}", file.display(), found.as_str()));
+            }
+        }
+        for found in kind.captures_iter(&text) {
+            seen += 1;
+            let name = found.get(1).or(found.get(2)).expect("one group matched").as_str();
+            if !kinds.contains(name) {
+                unknown.push(format!("{}: `{name}`", file.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name alerts that exist neither in docs/alerts.yml nor in health::AlertKind: {unknown:#?}"
+    );
+    assert!(seen > 0, "no alert named in the docs: the scan itself is broken");
+    // The scanner itself, on the two mistakes it was written for.
+    assert!(kind.is_match("watch the `master_without_replica` alert"));
+    assert!(kind.is_match("health alert `key_count_drop`"));
+}
+
 #[test]
 fn every_series_a_rule_reads_is_exported() {
-    let exported: BTreeSet<&str> = METRICS
-        .iter()
-        .map(|(name, _, _)| *name)
-        .chain(PROMETHEUS_SERIES.iter().copied())
-        .collect();
+    let exported = exported();
     let mut read = BTreeSet::new();
     for rule in rules() {
         let names = series_names(&rule.expr);
@@ -184,7 +324,9 @@ fn every_series_a_rule_reads_is_exported() {
         ["a_total", "b", "c"].into_iter().map(String::from).collect()
     );
     assert!(
-        read.contains("redis_cluster_state") && read.contains("redis_cache_slots_covered"),
+        read.contains("rcc_node_cluster_state_ok")
+            && read.contains("rcc_slots_covered")
+            && read.contains("rcc_client_command_duration_seconds_bucket"),
         "{read:?}"
     );
 }

@@ -479,3 +479,83 @@ async fn slots_moved_onto_one_primary_alert_as_skewed_until_they_move_back() -> 
     }
     Ok(())
 }
+
+/// The per-node percentiles cover the last collection interval, not the client's life: a window
+/// after fast calls reads fast, the window of a slow phase (a primary sleeping in `DEBUG SLEEP`
+/// while calls wait on it) reads slow, the next fast window reads fast again, and a window
+/// without calls reads "no data".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_cover_the_last_interval_so_a_slow_phase_shows_and_passes() -> TestResult {
+    let _lock = test_lock::exclusive().await?;
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
+    let client =
+        cluster_client::ClusterClient::connect(ClusterConfig::builder().nodes(cluster.seeds()).build()?)
+            .await?;
+    let checker = HealthChecker::for_client(&client, settings().build()?)?;
+    let victim = cluster.primary_for_slot(0).await?;
+    let victim_addr = victim.addr();
+    let topology = client.topology();
+    let keys: Vec<String> = (0u64..)
+        .map(|i| format!("health:window:{i}"))
+        .filter(|k| {
+            topology
+                .shard_for_key(k.as_bytes())
+                .is_some_and(|s| s.primary == victim_addr)
+        })
+        .take(16)
+        .collect();
+    let p99_of = |round: &health::Observation| {
+        round
+            .snapshot
+            .node(&victim_addr)
+            .and_then(|n| n.client.as_ref())
+            .and_then(|c| c.latency_p99)
+    };
+    let fast_phase = || async {
+        for _ in 0..25 {
+            for key in &keys {
+                client.get(key.as_bytes()).await?;
+            }
+        }
+        Ok::<(), cluster_client::Error>(())
+    };
+    // The rounds before: whatever connecting cost is taken out of the window.
+    checker.check_now().await;
+    fast_phase().await?;
+    let fast = p99_of(&checker.check_now().await).ok_or("no latency after 400 calls")?;
+
+    // The slow phase: the primary sleeps 400 ms, and 16 calls wait on it meanwhile.
+    let sleep = Duration::from_millis(400);
+    let (slept, slow_calls) =
+        tokio::join!(victim.command::<String, _, _>(["DEBUG", "SLEEP", "0.4"]), async {
+            // The calls go out while the node sleeps.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            futures::future::join_all(keys.iter().map(|k| client.get(k.as_bytes()))).await
+        });
+    slept?;
+    assert!(slow_calls.iter().all(Result::is_ok), "{slow_calls:?}");
+    let slow_round = checker.check_now().await;
+    let slow = p99_of(&slow_round).ok_or("no latency after the slow calls")?;
+    assert!(
+        slow >= sleep / 2,
+        "the window of the slow phase reads p99 {slow:?} (the fast one read {fast:?})"
+    );
+    assert!(
+        slow_round.summary.latency_p99.is_some_and(|p| p >= sleep / 2),
+        "the summary's p99 {:?} misses the slow phase",
+        slow_round.summary.latency_p99
+    );
+
+    // The window after the slow phase reports the new phase's latency, not a mix of the client's life.
+    fast_phase().await?;
+    let after = p99_of(&checker.check_now().await).ok_or("no latency after the fast calls")?;
+    assert!(
+        after < sleep / 2,
+        "the window after the slow phase still reads p99 {after:?} (slow phase {slow:?})"
+    );
+
+    // No calls in the interval: no data, not zero.
+    assert_eq!(p99_of(&checker.check_now().await), None);
+    client.close().await;
+    Ok(())
+}

@@ -170,14 +170,14 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
     let mut nodes = cluster.seeds();
     nodes.sort();
     for (metric, expected) in [
-        ("redis_up", 1.0),
-        ("redis_cluster_state", 1.0),
-        ("redis_cluster_slots_assigned", 16_384.0),
-        ("redis_cluster_slots_ok", 16_384.0),
-        ("redis_cluster_slots_pfail", 0.0),
-        ("redis_cluster_slots_fail", 0.0),
-        ("redis_cluster_known_nodes", 6.0),
-        ("redis_cluster_size", 3.0),
+        ("rcc_node_up", 1.0),
+        ("rcc_node_cluster_state_ok", 1.0),
+        ("rcc_node_cluster_slots_assigned", 16_384.0),
+        ("rcc_node_cluster_slots_ok", 16_384.0),
+        ("rcc_node_cluster_slots_pfail", 0.0),
+        ("rcc_node_cluster_slots_fail", 0.0),
+        ("rcc_node_cluster_known_nodes", 6.0),
+        ("rcc_node_cluster_size", 3.0),
     ] {
         let values = per_node(metric);
         assert_eq!(
@@ -191,14 +191,14 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
         );
     }
     let primaries: Vec<String> = cluster.primaries().await?.iter().map(|n| n.addr()).collect();
-    let slaves = per_node("redis_connected_slaves");
+    let slaves = per_node("rcc_node_connected_replicas");
     for (node, count) in &slaves {
         let expected = if primaries.contains(node) { 1.0 } else { 0.0 };
-        assert_eq!(*count, expected, "redis_connected_slaves of {node}");
+        assert_eq!(*count, expected, "rcc_node_connected_replicas of {node}");
     }
     let keys: f64 = samples
         .iter()
-        .filter(|s| s.name == "redis_db_keys" && primaries.contains(&s.labels["node"]))
+        .filter(|s| s.name == "rcc_node_db_keys" && primaries.contains(&s.labels["node"]))
         .map(|s| s.value)
         .sum();
     assert_eq!(keys, 100.0, "keys on the primaries");
@@ -210,21 +210,28 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
             .await?;
         let exported = samples
             .iter()
-            .find(|s| s.name == "redis_db_keys" && s.labels["node"] == *node && s.labels["db"] == "db0")
+            .find(|s| s.name == "rcc_node_db_keys" && s.labels["node"] == *node && s.labels["db"] == "db0")
             .map_or(0.0, |s| s.value);
-        assert_eq!(exported, dbsize as f64, "redis_db_keys of {node} against DBSIZE");
+        assert_eq!(
+            exported, dbsize as f64,
+            "rcc_node_db_keys of {node} against DBSIZE"
+        );
     }
-    assert_eq!(one("redis_cache_slots_covered"), 16_384.0);
-    assert_eq!(one("redis_cache_nodes_connected"), 6.0);
-    assert_eq!(one("redis_cache_nodes_total"), 6.0);
-    assert_eq!(one("redis_cache_health_status"), 0.0);
-    assert_eq!(one("redis_cache_replicas_per_primary"), 1.0);
-    let commands: f64 = per_node("redis_cache_client_commands_total").values().sum();
+    assert_eq!(one("rcc_slots_covered"), 16_384.0);
+    assert_eq!(one("rcc_nodes_connected"), 6.0);
+    assert_eq!(one("rcc_nodes_total"), 6.0);
+    assert_eq!(one("rcc_health_status"), 0.0);
+    assert_eq!(one("rcc_replicas_per_primary"), 1.0);
+    // The client's own series, recorded by cluster-client as the calls happened.
+    let commands: f64 = per_node("rcc_client_commands_total").values().sum();
     assert!(commands >= 100.0, "the client's commands: {commands}");
     for (name, kind) in [
-        ("redis_up", "gauge"),
-        ("redis_keyspace_hits_total", "counter"),
-        ("redis_cache_failovers_total", "counter"),
+        ("rcc_node_up", "gauge"),
+        ("rcc_node_keyspace_hits_total", "counter"),
+        ("rcc_failovers_total", "counter"),
+        // Latency is a histogram with buckets (install_prometheus sets them), never precomputed
+        // quantiles that cannot be aggregated.
+        ("rcc_client_command_duration_seconds", "histogram"),
     ] {
         assert_eq!(
             types.get(name).map(String::as_str),
@@ -233,7 +240,18 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
         );
     }
     assert!(
-        body.contains("# HELP redis_cluster_slots_ok"),
+        samples
+            .iter()
+            .any(|s| s.name == "rcc_client_command_duration_seconds_bucket"
+                && s.labels.get("le").map(String::as_str) == Some("0.001")),
+        "the latency histogram has the configured buckets"
+    );
+    assert!(
+        !samples.iter().any(|s| s.labels.contains_key("quantile")),
+        "no precomputed quantiles are exported"
+    );
+    assert!(
+        body.contains("# HELP rcc_node_cluster_slots_ok"),
         "descriptions are served"
     );
 
@@ -243,7 +261,7 @@ async fn metrics_are_served_over_http_with_the_cluster_values() -> TestResult {
     let (_, samples) = parse_exposition(&again);
     let rounds = samples
         .iter()
-        .find(|s| s.name == "redis_cache_health_rounds_total")
+        .find(|s| s.name == "rcc_health_rounds_total")
         .map(|s| s.value);
     assert_eq!(rounds, Some(2.0));
     client.close().await;

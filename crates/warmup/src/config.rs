@@ -45,7 +45,7 @@ pub struct WarmupConfig {
     /// does not fit is not written at all, so that everything the warm-up wrote can be put back; the
     /// report says how many entries that left out ([`UndoReport`](crate::UndoReport)). Only used when
     /// [`rollback_threshold`](Self::rollback_threshold) is set. What the capture holds is the gauge
-    /// `redis_cache_warmup_undo_bytes`.
+    /// `rcc_warmup_undo_bytes`.
     pub undo_budget_bytes: usize,
     /// Per-key failures, rejected inputs and validation problems listed in the report (the counts are
     /// always complete) (default 1,000).

@@ -11,6 +11,7 @@ mod report;
 mod run;
 mod script;
 mod source;
+mod telemetry;
 mod undo;
 mod validate;
 mod write;
@@ -26,4 +27,7 @@ pub use crate::{
     },
     run::Warmup,
     source::{RedisSource, Source},
+    telemetry::{
+        ENTRIES_METRIC, METRICS, PHASE_METRIC, UNDO_BYTES_METRIC, WRITTEN_BYTES_METRIC, describe_metrics,
+    },
 };

@@ -201,6 +201,7 @@ impl Tracker {
             Some(snapshot(s, self.started, now))
         });
         if let Some(progress) = progress {
+            crate::telemetry::record_progress(&progress);
             if let Some(callback) = &self.callback {
                 callback(&progress);
             }

@@ -13,6 +13,7 @@ use consistency::{Version, Versioned};
 use futures::StreamExt;
 use sharding::key_slot;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::Error;
 use crate::config::WarmupConfig;
@@ -98,7 +99,12 @@ impl Warmup {
     /// Reads `source` to its end and writes it; then validates and, past the threshold, rolls back.
     ///
     /// Fails only if the source cannot be opened; everything after that is in the [`Report`].
-    pub async fn run(&self, mut source: Source) -> Result<Report, Error> {
+    pub async fn run(&self, source: Source) -> Result<Report, Error> {
+        let span = tracing::debug_span!("warmup.run", source = %source.name());
+        self.run_inner(source).instrument(span).await
+    }
+
+    async fn run_inner(&self, mut source: Source) -> Result<Report, Error> {
         let started = Instant::now();
         source.open().await?;
         let run = Run::new(self);
@@ -119,7 +125,9 @@ impl Warmup {
             }
             for (priority, indices) in std::mem::take(&mut planned.phases) {
                 run.tracker.set_phase(Phase::Writing(priority));
-                run.write_phase(&planned, indices).await;
+                run.write_phase(&planned, indices)
+                    .instrument(tracing::debug_span!("warmup.write", ?priority))
+                    .await;
             }
             // Each window is validated as soon as it is written, while its values are still in
             // memory anyway: what validation holds is bounded by the window, not the source.
@@ -134,6 +142,7 @@ impl Warmup {
                     self.config.max_reported_keys,
                     &run.tracker,
                 )
+                .instrument(tracing::debug_span!("warmup.validate"))
                 .await;
                 validation = Some(match validation.take() {
                     Some(so_far) => merge(so_far, report, self.config.max_reported_keys),
@@ -169,7 +178,11 @@ impl Warmup {
                     threshold * 100.0
                 );
                 tracing::warn!(%reason, "rolling the warm-up back");
-                Some(run.rollback(reason).await)
+                Some(
+                    run.rollback(reason)
+                        .instrument(tracing::debug_span!("warmup.rollback"))
+                        .await,
+                )
             }
             _ => None,
         };

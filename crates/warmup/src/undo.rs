@@ -28,17 +28,11 @@ use crate::write::{Io, Outcome, Wrote, is_noscript, script_reply_error};
 pub(crate) const RECORD_OVERHEAD: usize = 128;
 
 /// The gauge of the bytes the undo capture holds.
-pub(crate) const UNDO_BYTES_GAUGE: &str = "redis_cache_warmup_undo_bytes";
+pub(crate) const UNDO_BYTES_GAUGE: &str = crate::telemetry::UNDO_BYTES_METRIC;
 
 fn describe_metrics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        metrics::describe_gauge!(
-            UNDO_BYTES_GAUGE,
-            metrics::Unit::Bytes,
-            "Bytes a warm-up holds to roll back: previous values, keys and digests, at most its undo budget."
-        );
-    });
+    ONCE.call_once(crate::telemetry::describe_metrics);
 }
 
 /// What a key held before the warm-up touched it.

@@ -31,6 +31,10 @@ pub enum Ttl {
     Expires(Duration),
 }
 
+// Every public call is one `rcc.call` span (field `command`), at debug level: with no subscriber, or
+// one that filters debug out, creating it is one check of the callsite's cached interest and the span
+// is disabled, so the hot path pays nothing measurable. One span per call, never one per retry or
+// redirect (those happen inside it); keys are not recorded, as they may carry user data.
 impl ClusterClient {
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), Error> {
         let max = self.inner.config.limits().key_max_bytes;
@@ -54,6 +58,7 @@ impl ClusterClient {
     // ----- single-key operations -----
 
     /// `GET`: the value, or `None` when the key does not exist.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "GET"))]
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         self.check_key(key)?;
         let read = Cmd::Get(Bytes::copy_from_slice(key));
@@ -69,6 +74,7 @@ impl ClusterClient {
     }
 
     /// `SET` with an optional TTL and condition; `Ok(false)` when the condition kept it from writing.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "SET"))]
     pub async fn set(&self, key: &[u8], value: &[u8], options: SetOptions) -> Result<bool, Error> {
         self.check_key(key)?;
         self.check_value(value)?;
@@ -92,6 +98,7 @@ impl ClusterClient {
     }
 
     /// `DEL`: whether the key existed.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "DEL"))]
     pub async fn del(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
         let cmd = Cmd::Del(Bytes::copy_from_slice(key));
@@ -104,6 +111,7 @@ impl ClusterClient {
     }
 
     /// `EXISTS` for one key.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EXISTS"))]
     pub async fn exists(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_key(key)?;
         let read = Cmd::Exists(Bytes::copy_from_slice(key));
@@ -117,6 +125,7 @@ impl ClusterClient {
     }
 
     /// `PEXPIRE`: whether the key existed and got the TTL.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "PEXPIRE"))]
     pub async fn pexpire(&self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
         self.check_key(key)?;
         let cmd = Cmd::Pexpire(
@@ -133,6 +142,7 @@ impl ClusterClient {
     }
 
     /// `PTTL`: the key's remaining time to live.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "PTTL"))]
     pub async fn pttl(&self, key: &[u8]) -> Result<Ttl, Error> {
         self.check_key(key)?;
         let read = Cmd::Pttl(Bytes::copy_from_slice(key));
@@ -156,6 +166,7 @@ impl ClusterClient {
     /// was flushed) gets the script's source in one `EVAL`, which runs it and caches it there. `NOSCRIPT`
     /// means the script did not run, so running it then is running it once. `SCRIPT LOAD` then `EVALSHA`
     /// would be two calls with a window between them where a `SCRIPT FLUSH` fails the call.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA"))]
     pub async fn eval(&self, script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Result<crate::Value, Error> {
         for key in keys {
             self.check_key(key)?;
@@ -176,6 +187,7 @@ impl ClusterClient {
 
     /// Runs a Lua script on one given node (for example a replica, for read-only scripts); a node
     /// without the script gets its source, as in [`ClusterClient::eval`].
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA", node = node))]
     pub async fn eval_on_node(
         &self,
         node: &str,
@@ -212,6 +224,7 @@ impl ClusterClient {
     /// the wait ran on, so a caller that knows where its write was executed can tell whether these
     /// acknowledgements cover it ([`WaitOutcome::covers`]): after a failover, a wait routed to the new
     /// primary says nothing about a write the old one executed.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "WAIT"))]
     pub async fn wait_outcome(
         &self,
         key: &[u8],
@@ -255,6 +268,7 @@ impl ClusterClient {
     ///
     /// The reply converts to `R` as [`FromValue`](crate::FromValue) says; one that does not is
     /// [`Error::Reply`].
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "NODE_COMMAND", node = node))]
     pub async fn node_command<R: crate::FromValue>(
         &self,
         node: &str,

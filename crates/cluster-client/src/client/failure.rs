@@ -246,7 +246,7 @@ mod tests {
             assert_eq!(format!("{error:?}"), expected);
         }
         // Only the timeout and the broken connection count against the node.
-        assert_eq!(node.stats().errors, 2);
+        assert_eq!(node.stats(false).errors, 2);
         node.close();
     }
 }

@@ -10,6 +10,7 @@ use fred::prelude::*;
 use replies::ShardView;
 use sharding::SlotRange;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::routing::{Routing, raw};
 use super::sentinel::confirm_primary;
@@ -115,14 +116,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the cluster's topology from the first node that answers and installs it; in sentinel
-    /// mode, asks the sentinels instead.
+    /// Reads the cluster's topology from the first node that answers and installs it, in an
+    /// `rcc.refresh` span (debug level) that records the node that answered; in sentinel mode, asks the
+    /// sentinels instead.
     pub(super) async fn refresh(&self) -> Result<(), Error> {
         match self.routing.load().topology.deployment() {
             Deployment::Cluster => {}
             Deployment::Sentinel => return self.refresh_from_sentinels().await,
             _ => return Ok(()),
         }
+        let span = tracing::debug_span!("rcc.refresh", from = tracing::field::Empty);
+        self.refresh_cluster(&span).instrument(span.clone()).await
+    }
+
+    async fn refresh_cluster(&self, span: &tracing::Span) -> Result<(), Error> {
         if let Ok(mut last) = self.last_refresh.lock() {
             *last = Instant::now();
         }
@@ -158,6 +165,7 @@ impl Inner {
         for node in candidates {
             match discover(&node, timeout).await {
                 Ok(topology) => {
+                    span.record("from", node.addr.as_str());
                     self.install(topology)?;
                     self.update_node_states();
                     return Ok(());
