@@ -259,6 +259,11 @@ impl ClusterClient {
                 (Err(e), _) | (_, Err(e)) => results[index] = Some(Err(e)),
             }
         }
+        if groups.is_empty() {
+            // Every key failed fast (or the batch is empty): nothing below awaits, so take a share
+            // of tokio's cooperative budget, as the single-key fail-fast path does.
+            tokio::task::consume_budget().await;
+        }
         let timeout = match self.call_timeout() {
             Ok(timeout) => timeout,
             // An out-of-range CallOptions::timeout: every key gets the error, nothing is sent.

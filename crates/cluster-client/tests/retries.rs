@@ -187,3 +187,64 @@ async fn a_loading_node_is_retried_as_the_retry_settings_say() {
         client.close().await;
     }
 }
+
+/// A caller that retries a fail-fast error at once, on a runtime with one thread, must not starve the
+/// runtime's other tasks (the refresh that would end the outage among them): the fail-fast path takes
+/// its share of tokio's cooperative budget. A slot that no node serves fails every call for it at once,
+/// before anything is sent.
+#[tokio::test(flavor = "current_thread")]
+async fn retrying_a_fail_fast_error_in_a_tight_loop_lets_other_tasks_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = local_cluster::LocalCluster::start(local_cluster::LocalClusterConfig::default())
+        .await
+        .expect("redis-server");
+    let key = (0u32..)
+        .map(|i| format!("uncovered:{i}"))
+        .find(|k| sharding::key_slot(k.as_bytes()) == 0)
+        .unwrap();
+    for node in cluster.nodes() {
+        // Unassigned everywhere: the owner forgets it, and so does every node that knew the owner.
+        let _: Result<String, _> = node.command(["CLUSTER", "DELSLOTS", "0"]).await;
+    }
+    let client = ClusterClient::connect(
+        ClusterConfig::builder()
+            .nodes(cluster.seeds())
+            .read_key_max_retries(0)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        client.get(key.as_bytes()).await,
+        Err(Error::SlotUncovered { slot: 0 })
+    ) {
+        assert!(Instant::now() < deadline, "slot 0 never showed as uncovered");
+        client.refresh_topology().await.ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let ran = Arc::new(AtomicBool::new(false));
+    let other = tokio::spawn({
+        let ran = ran.clone();
+        async move { ran.store(true, Ordering::Release) }
+    });
+    let mut calls = 0u64;
+    while !ran.load(Ordering::Acquire) {
+        assert!(
+            client.get(key.as_bytes()).await.is_err(),
+            "slot 0 is served by nobody"
+        );
+        calls += 1;
+        assert!(
+            calls < 100_000,
+            "{calls} fail-fast calls in a row never let another task run"
+        );
+    }
+    other.await.unwrap();
+    client.close().await;
+}

@@ -83,7 +83,14 @@ impl ClusterClient {
                         tokio::time::sleep(Duration::from_millis(20).min(deadline - Instant::now())).await;
                         continue;
                     }
-                    Err(error) => return Err(error),
+                    Err(error) => {
+                        // A fail-fast error comes back without awaiting anything. A caller that
+                        // retries at once would then never yield, and on a runtime with few
+                        // threads it starves the refresh that would end the outage; so the call
+                        // takes its share of tokio's cooperative budget, yielding once it is spent.
+                        tokio::task::consume_budget().await;
+                        return Err(error);
+                    }
                 },
             };
             let mut remaining = deadline.saturating_duration_since(Instant::now());
@@ -212,6 +219,8 @@ impl ClusterClient {
                     self.inner.node_failed(&node);
                     if !(self.options.wait_for_failover && Instant::now() < deadline) {
                         tracing::debug!(node = %node.addr, %message, "node down");
+                        // See the fail-fast path above: never a loop that cannot yield.
+                        tokio::task::consume_budget().await;
                         return Err(self.inner.unavailable(key, slot, &node.addr));
                     }
                     tokio::time::sleep(
