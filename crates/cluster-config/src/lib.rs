@@ -18,7 +18,7 @@ pub use crate::{
     secret::{Password, SecretExport},
     settings::{
         ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, ResolvedMode, RetryConfig,
-        ServerKind, ShardingConfig, ShardingStrategy, Timeouts,
+        ServerKind, ShardingConfig, ShardingStrategy, Timeouts, TlsConfig,
     },
     sources::ClusterConfigBuilder,
 };
