@@ -12,6 +12,8 @@ mod node;
 mod probe;
 mod recent;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 mod topology;
 mod value;
 mod wait;

@@ -131,7 +131,7 @@ impl NodeHandle {
             node: addr.into(),
             known: String::new(),
         })?;
-        let builder = fred_config::node_builder(config, &node);
+        let builder = fred_config::node_builder(config, &node)?;
         let build = || {
             builder.build().map_err(|e| Error::Connection {
                 node: addr.into(),
@@ -243,8 +243,21 @@ impl NodeHandle {
 
     /// Waits up to `timeout` for the first connection; `false` if it did not come up.
     pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.connect_outcome(timeout).await.is_ok()
+    }
+
+    /// Waits up to `timeout` for the first connection attempt of every connection: `Err(Some(message))`
+    /// when an attempt failed (a refused certificate, a closed socket), `Err(None)` when they did not all
+    /// finish in time.
+    pub(crate) async fn connect_outcome(&self, timeout: Duration) -> Result<(), Option<String>> {
         let all = futures::future::join_all(self.clients().map(|c| c.wait_for_connect()));
-        matches!(tokio::time::timeout(timeout, all).await, Ok(results) if results.iter().all(Result::is_ok))
+        match tokio::time::timeout(timeout, all).await {
+            Ok(results) => match results.into_iter().find_map(Result::err) {
+                None => Ok(()),
+                Some(error) => Err(Some(error.details().to_string())),
+            },
+            Err(_) => Err(None),
+        }
     }
 
     /// The READONLY connection.

@@ -19,6 +19,26 @@ use crate::node::NodeHandle;
 use crate::recent::RecentWrites;
 use crate::topology::Topology;
 
+/// A server that speaks TLS closes a plain connection at once; the error alone does not say why.
+fn plain_hint(config: &ClusterConfig) -> &'static str {
+    if config.tls() {
+        ""
+    } else {
+        " (if the servers listen for TLS only, list them as rediss://host:port or set REDIS_TLS=true)"
+    }
+}
+
+/// Whether a connection error is a refused server certificate; never true without TLS support.
+#[cfg(feature = "tls")]
+fn is_untrusted_certificate(message: &str) -> bool {
+    crate::tls::is_untrusted_certificate(message)
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_untrusted_certificate(_: &str) -> bool {
+    false
+}
+
 impl ClusterClient {
     /// Connects to the configured nodes, finds out whether they form a cluster, loads the topology and
     /// starts the background refresh.
@@ -29,15 +49,34 @@ impl ClusterClient {
             handles.push(NodeHandle::open(seed, &config)?);
         }
         let connect_timeout = config.timeouts().connect;
-        let waits = handles.iter().map(|h| h.wait_connected(connect_timeout));
-        let connected = futures::future::join_all(waits).await;
+        let waits = handles.iter().map(|h| h.connect_outcome(connect_timeout));
+        let outcomes = futures::future::join_all(waits).await;
+        let connected: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
 
         let mut kind = None;
         let mut last_error = String::from("no seed connected");
-        for (handle, up) in handles.iter().zip(&connected) {
-            if !up {
-                last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
-                continue;
+        for (handle, outcome) in handles.iter().zip(&outcomes) {
+            match outcome {
+                Ok(()) => {}
+                Err(None) => {
+                    last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
+                    continue;
+                }
+                Err(Some(message)) => {
+                    // A certificate the client does not trust will not become trusted by retrying:
+                    // say so now, rather than letting the caller wait for a timeout.
+                    if config.tls() && is_untrusted_certificate(message) {
+                        for h in &handles {
+                            h.close();
+                        }
+                        return Err(Error::TlsUntrusted {
+                            node: handle.addr.clone(),
+                            detail: message.clone(),
+                        });
+                    }
+                    last_error = format!("{}: {message}{}", handle.addr, plain_hint(&config));
+                    continue;
+                }
             }
             // `CLUSTER INFO` rather than `INFO cluster`: INFO is in the @dangerous ACL category, which a
             // cache's ACL user usually lacks.
