@@ -9,6 +9,7 @@ mod reply;
 mod server;
 mod standalone;
 pub mod test_lock;
+mod tls;
 mod topology;
 
 pub use crate::{
@@ -18,6 +19,7 @@ pub use crate::{
     reply::{FromReply, Reply},
     server::NodeConfig,
     standalone::LocalStandalone,
+    tls::{TlsClientAuth, TlsFiles},
 };
 /// Parsed `INFO` and `CLUSTER INFO` replies, and the `CLUSTER NODES` entries of
 /// [`LocalCluster::topology`], are the workspace's one reading of those replies.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -12,6 +12,7 @@ use crate::Error;
 use crate::admin::Conn;
 use crate::reply::FromReply;
 use crate::server::{self, NodeConfig};
+use crate::tls::TlsFiles;
 use crate::{Info, Role};
 
 /// How long a node may take to answer its first PING.
@@ -46,6 +47,8 @@ pub struct Node {
     initial_role: Role,
     cluster: bool,
     detached: bool,
+    /// Set for a node that listens for TLS only (its `port` is then the TLS port).
+    tls: Option<Arc<TlsFiles>>,
     process: Mutex<Process>,
 }
 
@@ -58,6 +61,7 @@ impl Node {
         initial_role: Role,
         detached: bool,
         fixed_port: Option<u16>,
+        tls: Option<Arc<TlsFiles>>,
     ) -> Result<Node, Error> {
         let binary = server::redis_server_binary()?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -74,9 +78,15 @@ impl Node {
                 initial_role,
                 cluster,
                 detached,
+                tls: tls.clone(),
                 process: Mutex::new(Process::Stopped),
             };
-            std::fs::write(node.conf_path(), settings.render(port, &dir, cluster))
+            let mut conf = settings.render(port, &dir, cluster);
+            if let Some(tls) = &tls {
+                // Later lines win in redis.conf: these close the plain port and open the TLS one.
+                conf.push_str(&tls.conf_lines(port));
+            }
+            std::fs::write(node.conf_path(), conf)
                 .map_err(|e| Error::io(format!("writing {}", node.conf_path().display()), e))?;
             match node.spawn_and_wait(&binary).await {
                 Ok(()) => return Ok(node),
@@ -90,7 +100,14 @@ impl Node {
     }
 
     /// A handle to a node started by another process (a detached cluster's state file).
-    pub(crate) fn adopt(port: u16, dir: PathBuf, pid: u32, initial_role: Role, cluster: bool) -> Node {
+    pub(crate) fn adopt(
+        port: u16,
+        dir: PathBuf,
+        pid: u32,
+        initial_role: Role,
+        cluster: bool,
+        tls: Option<Arc<TlsFiles>>,
+    ) -> Node {
         let process = if pid_is_node(pid, port) {
             Process::Adopted(pid)
         } else {
@@ -102,6 +119,7 @@ impl Node {
             initial_role,
             cluster,
             detached: true,
+            tls,
             process: Mutex::new(process),
         }
     }
@@ -137,7 +155,7 @@ impl Node {
                 *self.lock() = Process::Stopped;
                 return Err(self.start_error(format!("the process exited with {status}")));
             }
-            if let Ok(conn) = Conn::open(self.port, Duration::from_millis(500)).await {
+            if let Ok(conn) = Conn::open(self.port, Duration::from_millis(500), self.tls.as_deref()).await {
                 let pong: Result<String, _> = conn.call_str(&["PING"]).await;
                 conn.close();
                 if pong.is_ok() {
@@ -179,9 +197,14 @@ impl Node {
         cluster_config::NodeAddr::new("127.0.0.1", self.port).to_string()
     }
 
-    /// The client port.
+    /// The client port (the TLS port of a TLS node, whose plain port is closed).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The certificates of a TLS node; `None` for a plain one.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_deref()
     }
 
     /// The node's data directory (config, log, `nodes.conf`).
@@ -278,7 +301,7 @@ impl Node {
 
     /// Opens an admin connection.
     pub(crate) async fn conn(&self) -> Result<Conn, Error> {
-        Conn::open(self.port, Duration::from_secs(2)).await
+        Conn::open(self.port, Duration::from_secs(2), self.tls.as_deref()).await
     }
 
     /// Sends one command, e.g. `node.command::<String, _, _>(["CLUSTER", "INFO"])`, and converts the
