@@ -109,6 +109,8 @@ pub(crate) struct NodeHandle {
     /// (0: never).
     last_error: AtomicU64,
     opened: Instant,
+    /// Whether the node is reached over TLS (discovery then reads the nodes' TLS ports).
+    pub(crate) tls: bool,
     redirects: AtomicU64,
     latency_metric: metrics::Histogram,
     error_metric: metrics::Counter,
@@ -189,6 +191,7 @@ impl NodeHandle {
             errors: AtomicU64::new(0),
             last_error: AtomicU64::new(0),
             opened: Instant::now(),
+            tls: config.tls(),
             redirects: AtomicU64::new(0),
             latency_metric: metrics::histogram!("cache_client_command_duration_seconds", &labels),
             error_metric: metrics::counter!("cache_client_errors_total", &labels),
@@ -246,17 +249,51 @@ impl NodeHandle {
         self.connect_outcome(timeout).await.is_ok()
     }
 
-    /// Waits up to `timeout` for the first connection attempt of every connection: `Err(Some(message))`
-    /// when an attempt failed (a refused certificate, a closed socket), `Err(None)` when they did not all
-    /// finish in time.
+    /// Waits up to `timeout` for every connection to come up. `Err(Some(message))` as soon as an attempt
+    /// fails in a way retrying will not fix (a refused certificate, a TLS port closing a plain
+    /// connection); `Err(None)` when they did not all come up in time, with the last error seen if any.
+    ///
+    /// fred keeps reconnecting a client that is not fail-fast and reports failed attempts only on its
+    /// error channel, so that channel is watched beside the connection notice. A refused connection
+    /// (the node is starting or restarting) is waited out as before.
     pub(crate) async fn connect_outcome(&self, timeout: Duration) -> Result<(), Option<String>> {
-        let all = futures::future::join_all(self.clients().map(|c| c.wait_for_connect()));
+        let last = std::sync::Mutex::new(None::<String>);
+        let each = self.clients().map(|client| {
+            let mut errors = client.error_rx();
+            let last = &last;
+            async move {
+                let connected = client.wait_for_connect();
+                tokio::pin!(connected);
+                loop {
+                    tokio::select! {
+                        result = &mut connected => {
+                            return result.map_err(|e| Some(e.details().to_string()));
+                        }
+                        event = errors.recv() => match event {
+                            Ok((error, _)) => {
+                                let message = error.details().to_string();
+                                if !message.contains("refused") {
+                                    return Err(Some(message));
+                                }
+                                if let Ok(mut last) = last.lock() {
+                                    *last = Some(message);
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            // No more error events: the connection notice alone settles it.
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                return connected.await.map_err(|e| Some(e.details().to_string()));
+                            }
+                        },
+                    }
+                }
+            }
+        });
+        let all = futures::future::try_join_all(each);
         match tokio::time::timeout(timeout, all).await {
-            Ok(results) => match results.into_iter().find_map(Result::err) {
-                None => Ok(()),
-                Some(error) => Err(Some(error.details().to_string())),
-            },
-            Err(_) => Err(None),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(message),
+            Err(_) => Err(last.lock().ok().and_then(|mut last| last.take())),
         }
     }
 

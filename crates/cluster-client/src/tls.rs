@@ -165,7 +165,9 @@ fn system_roots() -> Result<RootCertStore, Error> {
 /// Whether a connection error says the server's certificate was not trusted (an unknown issuer, a
 /// name it does not carry, an expired or malformed certificate), as rustls words it.
 pub(crate) fn is_untrusted_certificate(message: &str) -> bool {
-    message.contains("invalid peer certificate")
+    // rustls's Display (`invalid peer certificate: UnknownIssuer`) or, wrapped in an I/O error as fred
+    // passes it on, its Debug (`InvalidCertificate(UnknownIssuer)`).
+    message.contains("invalid peer certificate") || message.contains("InvalidCertificate(")
 }
 
 #[cfg(test)]
@@ -233,6 +235,9 @@ mod tests {
     fn untrusted_certificates_are_recognized() {
         assert!(is_untrusted_certificate(
             "invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(is_untrusted_certificate(
+            "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }"
         ));
         assert!(!is_untrusted_certificate("Connection reset by peer"));
     }

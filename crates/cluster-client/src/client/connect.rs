@@ -19,12 +19,16 @@ use crate::node::NodeHandle;
 use crate::recent::RecentWrites;
 use crate::topology::Topology;
 
-/// A server that speaks TLS closes a plain connection at once; the error alone does not say why.
-fn plain_hint(config: &ClusterConfig) -> &'static str {
-    if config.tls() {
-        ""
-    } else {
+/// What to fix, for the connection errors that do not say it themselves: a server that speaks TLS
+/// resets a plain connection, and one that requires client certificates ends the handshake with an
+/// alert.
+fn hint(config: &ClusterConfig, message: &str) -> &'static str {
+    if !config.tls() {
         " (if the servers listen for TLS only, list them as rediss://host:port or set REDIS_TLS=true)"
+    } else if message.contains("CertificateRequired") {
+        " (the server requires a client certificate: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
+    } else {
+        ""
     }
 }
 
@@ -74,7 +78,7 @@ impl ClusterClient {
                             detail: message.clone(),
                         });
                     }
-                    last_error = format!("{}: {message}{}", handle.addr, plain_hint(&config));
+                    last_error = format!("{}: {message}{}", handle.addr, hint(&config, message));
                     continue;
                 }
             }
