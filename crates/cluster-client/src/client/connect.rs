@@ -23,7 +23,7 @@ use crate::topology::Topology;
 /// resets a plain connection, and one that requires client certificates ends the handshake with an
 /// alert.
 fn hint(config: &ClusterConfig, message: &str) -> &'static str {
-    if !config.tls() {
+    if !config.tls() && !message.contains("refused") {
         " (if the servers listen for TLS only, list them as rediss://host:port or set REDIS_TLS=true)"
     } else if message.contains("CertificateRequired") {
         " (the server requires a client certificate: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
