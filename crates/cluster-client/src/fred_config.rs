@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use cluster_config::{ClusterConfig, NodeAddr};
 use crate::Error;
+use cluster_config::{ClusterConfig, NodeAddr};
 use fred::types::Builder;
 use fred::types::config::{
     Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig, TcpConfig, UnresponsiveConfig,

@@ -137,7 +137,9 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, Error> {
             file_error(
                 "REDIS_TLS_CA_FILE",
                 path,
-                format!("a certificate is not a usable CA ({e}); give the CA certificate that signed the servers'"),
+                format!(
+                    "a certificate is not a usable CA ({e}); give the CA certificate that signed the servers'"
+                ),
             )
         })?;
     }
@@ -201,8 +203,8 @@ mod tests {
         // A key file holding a certificate instead of a key, with a secret-looking canary beside it.
         let ca = dir.path().join("ca.pem");
         let key = dir.path().join("client.key");
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&ca, cert.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&key, format!("{}\ncanary-secret-31c9\n", cert.cert.pem()))
             .unwrap_or_else(|e| panic!("{e}"));

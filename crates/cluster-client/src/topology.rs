@@ -302,7 +302,11 @@ pub(crate) fn parse_cluster_shards(
         for node in nodes {
             let f = fields(node)?;
             let text = |name: &str| lookup(&f, name).and_then(|v| v.as_string()).unwrap_or_default();
-            let (wanted, other) = if tls { ("tls-port", "port") } else { ("port", "tls-port") };
+            let (wanted, other) = if tls {
+                ("tls-port", "port")
+            } else {
+                ("port", "tls-port")
+            };
             let port = lookup(&f, wanted)
                 .and_then(as_u16)
                 .filter(|port| *port != 0)

@@ -156,7 +156,9 @@ fn other_ca(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_is_refused_at_once_with_a_typed_error() {
     let _lock = test_lock::shared().await.unwrap();
-    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Optional).await.unwrap();
+    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Optional)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = ClusterConfig::builder()
         .nodes([format!("rediss://{}", nodes.addrs()[0])])
@@ -167,19 +169,24 @@ async fn a_wrong_ca_is_refused_at_once_with_a_typed_error() {
     let started = Instant::now();
     let result = ClusterClient::connect(config).await;
     let took = started.elapsed();
-    let error = result.err().expect("an untrusted certificate is refused");
+    let error = result.expect_err("an untrusted certificate is refused");
     let message = error.to_string();
     eprintln!("wrong CA refused in {took:?}: {message}");
     assert!(matches!(error, Error::TlsUntrusted { .. }), "{error:?}");
     assert!(message.contains("REDIS_TLS_CA_FILE"), "{message}");
     assert!(message.contains("not trusted"), "{message}");
-    assert!(took < FAST, "refused after {took:?}, well under the 5 s connect timeout");
+    assert!(
+        took < FAST,
+        "refused after {took:?}, well under the 5 s connect timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_needs_the_client_certificate_in_standalone_mode() {
     let _lock = test_lock::shared().await.unwrap();
-    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Required).await.unwrap();
+    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Required)
+        .await
+        .unwrap();
     let tls = nodes.tls().unwrap();
     let without = ClusterConfig::builder()
         .nodes([format!("rediss://{}", nodes.addrs()[0])])
@@ -190,7 +197,9 @@ async fn mutual_tls_needs_the_client_certificate_in_standalone_mode() {
     let started = Instant::now();
     let refused = ClusterClient::connect(without).await;
     let took = started.elapsed();
-    let message = refused.err().expect("no client certificate, no connection").to_string();
+    let message = refused
+        .expect_err("no client certificate, no connection")
+        .to_string();
     eprintln!("without a client certificate, refused in {took:?}: {message}");
     assert!(message.contains("REDIS_TLS_CERT_FILE"), "{message}");
     assert!(took < FAST, "refused after {took:?}");
@@ -204,15 +213,25 @@ async fn mutual_tls_needs_the_client_certificate_in_standalone_mode() {
     )
     .await;
     assert_eq!(client.deployment(), Deployment::Standalone);
-    assert!(client.set(b"tls:mutual", b"yes", SetOptions::default()).await.unwrap());
-    assert_eq!(client.get(b"tls:mutual").await.unwrap().as_deref(), Some(&b"yes"[..]));
+    assert!(
+        client
+            .set(b"tls:mutual", b"yes", SetOptions::default())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        client.get(b"tls:mutual").await.unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
     client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_mode_spreads_keys_over_tls_nodes() {
     let _lock = test_lock::shared().await.unwrap();
-    let nodes = LocalStandalone::start_tls(2, TlsClientAuth::Optional).await.unwrap();
+    let nodes = LocalStandalone::start_tls(2, TlsClientAuth::Optional)
+        .await
+        .unwrap();
     let client = connect(nodes.config_builder().build().unwrap()).await;
     assert_eq!(client.deployment(), Deployment::ShardedKetama);
     let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("tls:shard:{i}").into_bytes()).collect();
@@ -230,7 +249,9 @@ async fn sharded_mode_spreads_keys_over_tls_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_against_a_tls_port_gets_a_clear_error_at_once() {
     let _lock = test_lock::shared().await.unwrap();
-    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Optional).await.unwrap();
+    let nodes = LocalStandalone::start_tls(1, TlsClientAuth::Optional)
+        .await
+        .unwrap();
     let config = ClusterConfig::builder()
         .nodes(nodes.addrs())
         .connect_timeout(Duration::from_secs(5))
@@ -239,8 +260,13 @@ async fn a_plain_client_against_a_tls_port_gets_a_clear_error_at_once() {
     let started = Instant::now();
     let result = ClusterClient::connect(config).await;
     let took = started.elapsed();
-    let message = result.err().expect("a plain client cannot talk to a TLS port").to_string();
+    let message = result
+        .expect_err("a plain client cannot talk to a TLS port")
+        .to_string();
     eprintln!("plain client against a TLS port, refused in {took:?}: {message}");
     assert!(message.contains("rediss://"), "{message}");
-    assert!(took < FAST, "refused after {took:?}, well under the 5 s connect timeout");
+    assert!(
+        took < FAST,
+        "refused after {took:?}, well under the 5 s connect timeout"
+    );
 }

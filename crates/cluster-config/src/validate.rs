@@ -565,10 +565,15 @@ impl Reader<'_> {
         if name.is_empty() {
             return Some(None);
         }
-        if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
             self.problem(
                 field,
-                format!("{name:?} is not a DNS name or IP address; give the name the servers' certificates carry"),
+                format!(
+                    "{name:?} is not a DNS name or IP address; give the name the servers' certificates carry"
+                ),
             );
             return None;
         }
@@ -701,7 +706,10 @@ mod tests {
         check(&[(n, "redis://u:p@a:1")], n, "credentials");
         check(&[(n, "rediss://a:1,b:2")], n, "1 of 2 entries use rediss://");
         check(
-            &[("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"), ("REDIS_TLS", "true")],
+            &[
+                ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ("REDIS_TLS", "true"),
+            ],
             "REDIS_TLS_CA_FILE",
             "cannot read `/nonexistent/ca.pem`",
         );
@@ -711,7 +719,10 @@ mod tests {
             "it is a directory",
         );
         let pem = tempfile::NamedTempFile::new().unwrap_or_else(|error| panic!("{error}"));
-        let pem = pem.path().to_str().unwrap_or_else(|| panic!("temp path is not UTF-8"));
+        let pem = pem
+            .path()
+            .to_str()
+            .unwrap_or_else(|| panic!("temp path is not UTF-8"));
         check(
             &[("REDIS_TLS_CERT_FILE", pem), ("REDIS_TLS", "true")],
             "REDIS_TLS_CERT_FILE",
@@ -980,7 +991,10 @@ mod tests {
         // The rendering reads back to the same configuration, from the environment and from a file.
         let vars = config.to_env_vars(crate::SecretExport::Redact);
         assert!(vars.contains(&("REDIS_TLS".into(), "true".into())), "{vars:?}");
-        assert_eq!(crate::ClusterConfig::from_env_vars(vars).ok().as_ref(), Some(&config));
+        assert_eq!(
+            crate::ClusterConfig::from_env_vars(vars).ok().as_ref(),
+            Some(&config)
+        );
         let toml = dir.path().join("cache.toml");
         std::fs::write(&toml, config.to_toml(crate::SecretExport::Redact))
             .unwrap_or_else(|error| panic!("{error}"));

@@ -152,7 +152,8 @@ impl LocalCluster {
             detail: format!("unreadable ({e})"),
         })?;
         let tls = state.tls.map(Arc::new);
-        let adopt = |n: &NodeState| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true, tls.clone());
+        let adopt =
+            |n: &NodeState| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true, tls.clone());
         let nodes = state.nodes.iter().filter(|n| !n.spare).map(adopt).collect();
         let spares = state.nodes.iter().filter(|n| n.spare).map(adopt).collect();
         Ok(LocalCluster {
@@ -228,7 +229,16 @@ impl LocalCluster {
             };
             let node_dir = cluster.dir.path().join(format!("node-{index}"));
             let port = config.base_port.map(|base| base + index as u16);
-            let node = Node::start(node_dir, &config.settings, true, role, detached, port, tls.clone()).await?;
+            let node = Node::start(
+                node_dir,
+                &config.settings,
+                true,
+                role,
+                detached,
+                port,
+                tls.clone(),
+            )
+            .await?;
             cluster.nodes.push(node);
         }
         for index in total..all {

@@ -54,10 +54,23 @@ impl LocalStandalone {
         for index in 0..n {
             let node_dir = dir.path().join(format!("node-{index}"));
             // On error, `nodes` drops and each started node is killed.
-            let node = Node::start(node_dir, &settings, false, Role::Primary, false, None, tls.clone()).await?;
+            let node = Node::start(
+                node_dir,
+                &settings,
+                false,
+                Role::Primary,
+                false,
+                None,
+                tls.clone(),
+            )
+            .await?;
             nodes.push(node);
         }
-        Ok(LocalStandalone { nodes, tls, _dir: dir })
+        Ok(LocalStandalone {
+            nodes,
+            tls,
+            _dir: dir,
+        })
     }
 
     /// The nodes, in start order.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -80,9 +80,13 @@ impl TlsFiles {
         // then, so that certificate serves both purposes.
         let (server_cert, server_key) = leaf(
             "local-cluster server",
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         )?;
-        let (client_cert, client_key) = leaf("local-cluster client", vec![ExtendedKeyUsagePurpose::ClientAuth])?;
+        let (client_cert, client_key) =
+            leaf("local-cluster client", vec![ExtendedKeyUsagePurpose::ClientAuth])?;
         let files = TlsFiles {
             dir: dir.to_path_buf(),
             client_auth,
@@ -154,9 +158,7 @@ impl TlsFiles {
         }
         let unusable = |what: String| Error::Invalid(format!("the generated TLS files are unusable: {what}"));
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(self.ca_file())
-            .map_err(|e| unusable(e.to_string()))?
-        {
+        for cert in CertificateDer::pem_file_iter(self.ca_file()).map_err(|e| unusable(e.to_string()))? {
             roots
                 .add(cert.map_err(|e| unusable(e.to_string()))?)
                 .map_err(|e| unusable(e.to_string()))?;
@@ -164,7 +166,8 @@ impl TlsFiles {
         let chain = CertificateDer::pem_file_iter(self.client_cert_file())
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| unusable(e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_file(self.client_key_file()).map_err(|e| unusable(e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(self.client_key_file()).map_err(|e| unusable(e.to_string()))?;
         // ring, as in cluster-client; deprecated by rustls only for its lack of post-quantum exchange.
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -23,7 +23,10 @@ async fn a_tls_cluster_forms_replicates_and_closes_its_plain_ports() {
     assert!(cluster.nodes_env().starts_with("rediss://127.0.0.1:"));
     // The ports the nodes announce are the TLS ports the cluster was started on.
     let topology = cluster.topology().await.unwrap();
-    let mut announced: Vec<u16> = topology.iter().filter_map(|n| n.addr.as_ref().map(|a| a.port())).collect();
+    let mut announced: Vec<u16> = topology
+        .iter()
+        .filter_map(|n| n.addr.as_ref().map(|a| a.port()))
+        .collect();
     let mut ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port()).collect();
     announced.sort_unstable();
     ports.sort_unstable();
@@ -37,7 +40,9 @@ async fn a_tls_cluster_forms_replicates_and_closes_its_plain_ports() {
     }
     // The plain port is closed; a plain-text PING on the TLS port gets no reply.
     let node = &cluster.nodes()[0];
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", node.port())).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
+        .await
+        .unwrap();
     plain.write_all(b"PING\r\n").await.unwrap();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(2), plain.read(&mut buf)).await;
@@ -50,7 +55,9 @@ async fn a_tls_cluster_forms_replicates_and_closes_its_plain_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_nodes_can_require_client_certificates() {
     let _lock = test_lock::shared().await.unwrap();
-    let nodes = LocalStandalone::start_tls(2, TlsClientAuth::Required).await.unwrap();
+    let nodes = LocalStandalone::start_tls(2, TlsClientAuth::Required)
+        .await
+        .unwrap();
     let pong: String = nodes.nodes()[1].command(["PING"]).await.unwrap();
     assert_eq!(pong, "PONG");
     let config = nodes.config_builder().build().unwrap();

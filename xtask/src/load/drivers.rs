@@ -35,7 +35,9 @@ fn fred_tls(tls: &cluster_config::TlsConfig) -> Result<fred::types::config::TlsC
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    let ca = tls.ca_file().context("the fred TLS baseline needs REDIS_TLS_CA_FILE")?;
+    let ca = tls
+        .ca_file()
+        .context("the fred TLS baseline needs REDIS_TLS_CA_FILE")?;
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
     }

@@ -83,7 +83,11 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
 /// Runs every workload through every selected client, `args.rounds` times, rotating the order of the
 /// clients each round so that none always runs first (or last) on a machine whose load drifts.
 /// Over TLS with `tls`'s CA and client certificate when given.
-pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String], tls: Option<&TlsFiles>) -> Result<Vec<RunResult>> {
+pub(crate) async fn run_all(
+    args: &LoadArgs,
+    seeds: &[String],
+    tls: Option<&TlsFiles>,
+) -> Result<Vec<RunResult>> {
     let mut builder = match tls {
         None => ClusterConfig::builder().nodes(seeds.to_vec()),
         Some(tls) => ClusterConfig::builder()
