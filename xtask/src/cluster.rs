@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use local_cluster::{
-    ClusterNode, LocalCluster, LocalClusterConfig, LocalSentinel, LocalSentinelConfig, state_path,
+    ClusterNode, LocalCluster, LocalClusterConfig, LocalSentinel, LocalSentinelConfig, TlsClientAuth,
+    state_path,
 };
 
 use crate::prerequisites;
@@ -30,8 +31,15 @@ pub(crate) struct UpArgs {
     /// Start a Sentinel deployment instead (1 primary, `--replicas` replicas, at least 2 when left at
     /// 1, and 3 sentinels), print the variables for `REDIS_MODE=sentinel`, and keep it running in the
     /// foreground until Ctrl-C, which stops every process.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls")]
     sentinel: bool,
+    /// TLS-only nodes (`tls-cluster yes`, `tls-replication yes`, plain ports closed) with a CA, server
+    /// and client certificates generated in the state directory; prints the `REDIS_TLS_*` variables.
+    #[arg(long)]
+    tls: bool,
+    /// With `--tls`: the nodes require a client certificate (`tls-auth-clients yes`).
+    #[arg(long, requires = "tls")]
+    tls_require_client_cert: bool,
 }
 
 /// Where the detached cluster lives: `target/local-cluster/`.
@@ -78,12 +86,18 @@ pub(crate) fn up(args: &UpArgs) -> Result<()> {
             replicas_per_master: args.replicas,
             base_port: args.base_port,
             spares: args.spares,
+            tls: args.tls.then_some(if args.tls_require_client_cert {
+                TlsClientAuth::Required
+            } else {
+                TlsClientAuth::Optional
+            }),
             ..LocalClusterConfig::default()
         };
         let started = Instant::now();
         let cluster = LocalCluster::start_detached(spec, &dir).await?;
         println!(
-            "Started a {}-primary, {}-replica cluster and {} spare node(s) in {:.2} s (state in {}).",
+            "Started a {}{}-primary, {}-replica cluster and {} spare node(s) in {:.2} s (state in {}).",
+            if args.tls { "TLS " } else { "" },
             args.masters,
             args.masters * args.replicas,
             args.spares,
@@ -134,6 +148,19 @@ fn sentinel_up(args: &UpArgs) -> Result<()> {
 
 fn print_env(cluster: &LocalCluster) {
     println!("\nexport REDIS_CLUSTER_NODES={}", cluster.nodes_env());
+    if let Some(tls) = cluster.tls() {
+        println!("export REDIS_TLS=true");
+        println!("export REDIS_TLS_CA_FILE={}", tls.ca_file().display());
+        println!("export REDIS_TLS_CERT_FILE={}", tls.client_cert_file().display());
+        println!("export REDIS_TLS_KEY_FILE={}", tls.client_key_file().display());
+        println!(
+            "# redis-cli: redis-cli -c -p {} --tls --cacert {} --cert {} --key {}",
+            cluster.nodes()[0].port(),
+            tls.ca_file().display(),
+            tls.client_cert_file().display(),
+            tls.client_key_file().display()
+        );
+    }
 }
 
 pub(crate) fn down() -> Result<()> {

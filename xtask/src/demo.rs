@@ -150,6 +150,7 @@ async fn run(args: &DemoArgs) -> Result<()> {
         pool_size: None,
         clients: vec![load::ClientKind::Ours, load::ClientKind::Fred],
         rounds: 1,
+        tls: false,
         out: "target/demo".into(),
     };
     let keys = args.entries;

@@ -18,6 +18,35 @@ pub enum Error {
         /// The last error seen.
         last: String,
     },
+    /// A server's TLS certificate was not trusted: signed by a CA the client does not trust, or not
+    /// carrying the name it was checked against.
+    #[error(
+        "the TLS certificate of {node} was not trusted ({detail}); set REDIS_TLS_CA_FILE to the CA that \
+         signed it, and REDIS_TLS_SERVER_NAME if it does not carry the node's host"
+    )]
+    TlsUntrusted {
+        /// The node whose certificate was refused.
+        node: String,
+        /// What the TLS library said.
+        detail: String,
+    },
+    /// A TLS file named by the configuration could not be used (no PEM certificate in it, no usable
+    /// key, a key that does not suit the certificate). The message never holds the file's contents.
+    #[error("{setting} `{path}`: {problem}")]
+    TlsFile {
+        /// The environment variable naming the file, such as `REDIS_TLS_CA_FILE`.
+        setting: &'static str,
+        /// The file's path.
+        path: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// The configuration asks for TLS but this build of cluster-client has no TLS support.
+    #[error(
+        "the configuration asks for TLS (REDIS_TLS or rediss:// nodes) but cluster-client was built without \
+         its `tls` feature; enable the `tls` feature of cluster-client or cache-facade (on by default)"
+    )]
+    TlsDisabled,
     /// The shard that owns the key has no reachable primary (it is failing over, or down).
     #[error(
         "shard of slot {slot} (slots {ranges}) has no reachable primary: {node} is down; \

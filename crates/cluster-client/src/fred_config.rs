@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::Error;
 use cluster_config::{ClusterConfig, NodeAddr};
 use fred::types::Builder;
 use fred::types::config::{
@@ -35,27 +36,57 @@ pub(crate) fn fred_host(node: &NodeAddr) -> String {
 }
 
 /// The centralized fred `Config` for any node, seeds and nodes discovered later alike (replicas, nodes
-/// named by `MOVED`): credentials from the configuration, and `fail_fast` off, so that a client for a
-/// node that is down keeps reconnecting instead of failing its first connection for good.
-pub(crate) fn node_config(config: &ClusterConfig, node: &NodeAddr) -> Config {
-    Config {
+/// named by `MOVED`): credentials and TLS from the configuration, and `fail_fast` off, so that a client
+/// for a node that is down keeps reconnecting instead of failing its first connection for good.
+///
+/// Every fred connection of this crate is built here, so TLS, when configured, covers every one of
+/// them: routed, read-only, `WAIT`, probe and admin connections, to seeds and discovered nodes alike.
+pub(crate) fn node_config(config: &ClusterConfig, node: &NodeAddr) -> Result<Config, Error> {
+    let mut fred = Config {
         server: ServerConfig::new_centralized(fred_host(node), node.port()),
         fail_fast: false,
         username: config.username().map(str::to_owned),
         password: config.password().map(|password| password.expose().to_owned()),
         ..Config::default()
+    };
+    if let Some(tls) = config.tls_config() {
+        with_tls(&mut fred, tls, node)?;
     }
+    Ok(fred)
+}
+
+/// TLS for one node's connections: the shared connector, and the name its certificate is checked
+/// against (the override, else the node's own host without IPv6 brackets, so that an IP address is
+/// checked against the certificate's IP SANs).
+#[cfg(feature = "tls")]
+fn with_tls(fred: &mut Config, tls: &cluster_config::TlsConfig, node: &NodeAddr) -> Result<(), Error> {
+    use fred::types::config::{Server, TlsConfig, TlsHostMapping};
+    let name = tls.server_name().unwrap_or(node.host()).to_owned();
+    fred.server = ServerConfig::Centralized {
+        server: Server::new_with_tls(fred_host(node), node.port(), Some(name)),
+    };
+    fred.tls = Some(TlsConfig {
+        connector: crate::tls::connector(tls)?,
+        hostnames: TlsHostMapping::None,
+    });
+    Ok(())
+}
+
+/// Without the `tls` feature a TLS configuration is refused rather than connecting in plain text.
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: &mut Config, _: &cluster_config::TlsConfig, _: &NodeAddr) -> Result<(), Error> {
+    Err(Error::TlsDisabled)
 }
 
 /// A builder for one node's routed connections: [`node_config`] with the reconnect policy, connection
 /// and performance settings below.
-pub(crate) fn node_builder(config: &ClusterConfig, node: &NodeAddr) -> Builder {
-    let mut builder = Builder::from_config(node_config(config, node));
+pub(crate) fn node_builder(config: &ClusterConfig, node: &NodeAddr) -> Result<Builder, Error> {
+    let mut builder = Builder::from_config(node_config(config, node)?);
     builder
         .set_policy(reconnect_policy(config))
         .set_connection_config(connection_config(config))
         .set_performance_config(performance_config(config));
-    builder
+    Ok(builder)
 }
 
 /// The reconnect policy: exponential from the initial retry delay, times the backoff multiplier, capped
@@ -108,10 +139,14 @@ pub(crate) fn performance_config(config: &ClusterConfig) -> PerformanceConfig {
 /// A builder for a probe connection ([`ClusterClient::probe_node`](crate::ClusterClient::probe_node)):
 /// the node's credentials, fail-fast, no reconnect policy, and `timeout` for connecting and for every
 /// command, so that a broken connection is dropped at once and the next probe opens a new one.
-pub(crate) fn probe_builder(config: &ClusterConfig, node: &NodeAddr, timeout: Duration) -> Builder {
+pub(crate) fn probe_builder(
+    config: &ClusterConfig,
+    node: &NodeAddr,
+    timeout: Duration,
+) -> Result<Builder, Error> {
     let mut builder = Builder::from_config(Config {
         fail_fast: true,
-        ..node_config(config, node)
+        ..node_config(config, node)?
     });
     builder
         .with_connection_config(|c| {
@@ -125,7 +160,7 @@ pub(crate) fn probe_builder(config: &ClusterConfig, node: &NodeAddr, timeout: Du
             };
         })
         .with_performance_config(|p| p.default_command_timeout = timeout);
-    builder
+    Ok(builder)
 }
 
 #[cfg(test)]
@@ -151,16 +186,18 @@ mod tests {
             .password(Password::new("pw"))
             .build()
             .unwrap_or_else(|error| panic!("{error}"));
-        let fred = node_config(&config, &config.nodes()[0]);
+        let fred = node_config(&config, &config.nodes()[0]).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(fred.server, ServerConfig::new_centralized("a", 7000));
         assert_eq!(
             (fred.username.as_deref(), fred.password.as_deref()),
             (Some("app"), Some("pw"))
         );
         assert!(!fred.fail_fast);
-        let discovered = node_config(&config, &NodeAddr::new("::1", 7005));
+        let discovered =
+            node_config(&config, &NodeAddr::new("::1", 7005)).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(discovered.server, ServerConfig::new_centralized("[::1]", 7005));
-        let probe = probe_builder(&config, &NodeAddr::new("h", 1), Duration::from_millis(250));
+        let probe = probe_builder(&config, &NodeAddr::new("h", 1), Duration::from_millis(250))
+            .unwrap_or_else(|error| panic!("{error}"));
         assert!(probe.get_config().is_some_and(|c| c.fail_fast));
         assert_eq!(probe.get_config().and_then(|c| c.password.as_deref()), Some("pw"));
         assert_eq!(
@@ -180,9 +217,79 @@ mod tests {
         let config =
             ClusterConfig::from_env_vars([("REDIS_CLUSTER_NODES", "h:1"), ("REDIS_PASSWORD", CANARY)])
                 .unwrap_or_else(|error| panic!("{error}"));
-        let fred = node_config(&config, &config.nodes()[0]);
+        let fred = node_config(&config, &config.nodes()[0]).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(fred.password.as_deref(), Some(CANARY));
         assert!(!format!("{config:?}").contains(CANARY));
+    }
+
+    #[test]
+    fn tls_reaches_every_connection_with_the_right_server_name() {
+        let tls = |vars: &[(&str, &str)]| {
+            let mut all = vec![("REDIS_CLUSTER_NODES", "rediss://127.0.0.1:7000")];
+            all.extend_from_slice(vars);
+            ClusterConfig::from_env_vars(all).unwrap_or_else(|error| panic!("{error}"))
+        };
+        let name = |fred: &Config| match &fred.server {
+            ServerConfig::Centralized { server } => server_name(server),
+            other => panic!("{other:?}"),
+        };
+        let plain = config(&[]);
+        let fred = node_config(&plain, &plain.nodes()[0]).unwrap_or_else(|error| panic!("{error}"));
+        assert!(!has_tls(&fred));
+        let config = tls(&[]);
+        // A seed and a node discovered later (IPv6, bracketed for fred, bare for the certificate check).
+        for (node, expected) in [
+            (NodeAddr::new("127.0.0.1", 7000), "127.0.0.1"),
+            (NodeAddr::new("::1", 7005), "::1"),
+        ] {
+            let result = node_config(&config, &node);
+            check_tls(result, expected, &name);
+            let probe = probe_builder(&config, &node, Duration::from_millis(100));
+            check_tls(
+                probe.map(|b| b.get_config().cloned().unwrap_or_default()),
+                expected,
+                &name,
+            );
+        }
+        let config = tls(&[("REDIS_TLS_SERVER_NAME", "cache.internal")]);
+        check_tls(
+            node_config(&config, &NodeAddr::new("10.0.0.9", 7001)),
+            "cache.internal",
+            &name,
+        );
+    }
+
+    #[cfg(feature = "tls")]
+    fn has_tls(fred: &Config) -> bool {
+        fred.tls.is_some()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn has_tls(_: &Config) -> bool {
+        false
+    }
+
+    #[cfg(feature = "tls")]
+    fn server_name(server: &fred::types::config::Server) -> Option<String> {
+        server.tls_server_name.as_ref().map(|name| name.to_string())
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn server_name(_: &fred::types::config::Server) -> Option<String> {
+        None
+    }
+
+    #[cfg(feature = "tls")]
+    fn check_tls(result: Result<Config, Error>, expected: &str, name: &dyn Fn(&Config) -> Option<String>) {
+        let fred = result.unwrap_or_else(|error| panic!("{error}"));
+        assert!(has_tls(&fred));
+        assert_eq!(name(&fred).as_deref(), Some(expected));
+    }
+
+    /// Without the feature, TLS is refused with the error saying to enable it.
+    #[cfg(not(feature = "tls"))]
+    fn check_tls(result: Result<Config, Error>, _: &str, _: &dyn Fn(&Config) -> Option<String>) {
+        assert!(matches!(result, Err(Error::TlsDisabled)), "{result:?}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ mod probe;
 mod recent;
 mod script;
 mod telemetry;
+#[cfg(feature = "tls")]
+mod tls;
 mod topology;
 mod value;
 mod wait;

@@ -90,6 +90,8 @@ pub(crate) struct NodeHandle {
     /// (0: never).
     last_error: AtomicU64,
     opened: Instant,
+    /// Whether the node is reached over TLS (discovery then reads the nodes' TLS ports).
+    pub(crate) tls: bool,
     redirects: AtomicU64,
     latency_metric: metrics::Histogram,
     error_metric: metrics::Counter,
@@ -113,7 +115,7 @@ impl NodeHandle {
             node: addr.into(),
             known: String::new(),
         })?;
-        let builder = fred_config::node_builder(config, &node);
+        let builder = fred_config::node_builder(config, &node)?;
         let build = || {
             builder.build().map_err(|e| Error::Connection {
                 node: addr.into(),
@@ -171,6 +173,7 @@ impl NodeHandle {
             errors: AtomicU64::new(0),
             last_error: AtomicU64::new(0),
             opened: Instant::now(),
+            tls: config.tls(),
             redirects: AtomicU64::new(0),
             latency_metric: metrics::histogram!(telemetry::COMMAND_DURATION_METRIC, &labels),
             error_metric: metrics::counter!(telemetry::ERRORS_METRIC, &labels),
@@ -226,8 +229,55 @@ impl NodeHandle {
 
     /// Waits up to `timeout` for the first connection; `false` if it did not come up.
     pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
-        let all = futures::future::join_all(self.clients().map(|c| c.wait_for_connect()));
-        matches!(tokio::time::timeout(timeout, all).await, Ok(results) if results.iter().all(Result::is_ok))
+        self.connect_outcome(timeout).await.is_ok()
+    }
+
+    /// Waits up to `timeout` for every connection to come up. `Err(Some(message))` as soon as an attempt
+    /// fails in a way retrying will not fix (a refused certificate, a TLS port closing a plain
+    /// connection); `Err(None)` when they did not all come up in time, with the last error seen if any.
+    ///
+    /// fred keeps reconnecting a client that is not fail-fast and reports failed attempts only on its
+    /// error channel, so that channel is watched beside the connection notice. A refused connection
+    /// (the node is starting or restarting) is waited out as before.
+    pub(crate) async fn connect_outcome(&self, timeout: Duration) -> Result<(), Option<String>> {
+        let last = std::sync::Mutex::new(None::<String>);
+        let each = self.clients().map(|client| {
+            let mut errors = client.error_rx();
+            let last = &last;
+            async move {
+                let connected = client.wait_for_connect();
+                tokio::pin!(connected);
+                loop {
+                    tokio::select! {
+                        result = &mut connected => {
+                            return result.map_err(|e| Some(e.details().to_string()));
+                        }
+                        event = errors.recv() => match event {
+                            Ok((error, _)) => {
+                                let message = error.details().to_string();
+                                if !message.contains("refused") {
+                                    return Err(Some(message));
+                                }
+                                if let Ok(mut last) = last.lock() {
+                                    *last = Some(message);
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            // No more error events: the connection notice alone settles it.
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                return connected.await.map_err(|e| Some(e.details().to_string()));
+                            }
+                        },
+                    }
+                }
+            }
+        });
+        let all = futures::future::try_join_all(each);
+        match tokio::time::timeout(timeout, all).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(message),
+            Err(_) => Err(last.lock().ok().and_then(|mut last| last.take())),
+        }
     }
 
     /// The READONLY connection.

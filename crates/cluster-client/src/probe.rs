@@ -188,7 +188,7 @@ impl ProbeSlot {
                 }
             }
         }
-        let builder: Builder = fred_config::probe_builder(config, &self.node, timeout);
+        let builder: Builder = fred_config::probe_builder(config, &self.node, timeout)?;
         let client = builder.build().map_err(|e| Error::Connection {
             node: self.addr.clone(),
             command: "connect".into(),

@@ -286,7 +286,15 @@ pub(crate) struct ShardNode {
 }
 
 /// Parses a `CLUSTER SHARDS` reply (RESP2 arrays of alternating names and values, or RESP3 maps).
-pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result<Vec<ShardInfo>, String> {
+///
+/// `tls` picks each node's `tls-port` (else its `port`): `CLUSTER SHARDS` lists both ports of a node
+/// that has both, and a TLS client must reach the TLS one. (`CLUSTER SLOTS` and redirects already name
+/// the port of the asking connection's kind.)
+pub(crate) fn parse_cluster_shards(
+    reply: &Value,
+    fallback_host: &str,
+    tls: bool,
+) -> Result<Vec<ShardInfo>, String> {
     let Value::Array(shards) = reply else {
         return Err(format!("expected an array, got {reply:?}"));
     };
@@ -313,7 +321,16 @@ pub(crate) fn parse_cluster_shards(reply: &Value, fallback_host: &str) -> Result
         for node in nodes {
             let f = fields(node)?;
             let text = |name: &str| lookup(&f, name).and_then(|v| v.as_string()).unwrap_or_default();
-            let port = lookup(&f, "port").and_then(as_u16).ok_or("node without port")?;
+            let (wanted, other) = if tls {
+                ("tls-port", "port")
+            } else {
+                ("port", "tls-port")
+            };
+            let port = lookup(&f, wanted)
+                .and_then(as_u16)
+                .filter(|port| *port != 0)
+                .or_else(|| lookup(&f, other).and_then(as_u16))
+                .ok_or("node without port")?;
             let mut host = text("ip");
             if host.is_empty() || host == "?" {
                 host = text("endpoint");
@@ -470,7 +487,7 @@ mod tests {
                 Value::Array(vec![node("127.0.0.1", 7009, "master", "failed")]),
             ]),
         ]);
-        let shards = parse_cluster_shards(&reply, "10.0.0.1").unwrap();
+        let shards = parse_cluster_shards(&reply, "10.0.0.1", false).unwrap();
         let topology = Topology::cluster(shards).unwrap();
         assert_eq!(topology.shards().len(), 2);
         assert_eq!(topology.shards()[0].primary, "127.0.0.1:7000");
@@ -524,7 +541,7 @@ mod tests {
             s("nodes"),
             Value::Array(vec![v6(7000, "master"), v6(7001, "replica")]),
         ])]);
-        let shards = parse_cluster_shards(&reply, "::1").unwrap();
+        let shards = parse_cluster_shards(&reply, "::1", false).unwrap();
         assert_eq!(shards[0].primary, "[::1]:7000");
         assert_eq!(shards[0].replicas, vec!["[::1]:7001".to_string()]);
         let addr = |ip: &str, port: i64| Value::Array(vec![s(ip), Value::Integer(port), s("id")]);

@@ -186,7 +186,35 @@ pub(crate) const TLS: Field = Field {
     env: "REDIS_TLS",
     default: Some("false"),
     unit: "`true` or `false`",
-    doc: "Connect with TLS; `true` is refused, as this build has no TLS support",
+    doc: "Connect with TLS (also implied by `rediss://` nodes); needs cluster-client's `tls` feature, on by default",
+};
+pub(crate) const TLS_CA_FILE: Field = Field {
+    key: "tls.ca_file",
+    env: "REDIS_TLS_CA_FILE",
+    default: None,
+    unit: "path to a PEM file of one or more CA certificates",
+    doc: "CA that signed the servers' certificates; unset trusts the system's root certificates",
+};
+pub(crate) const TLS_CERT_FILE: Field = Field {
+    key: "tls.cert_file",
+    env: "REDIS_TLS_CERT_FILE",
+    default: None,
+    unit: "path to a PEM file (certificate chain)",
+    doc: "Client certificate for mutual TLS (needs the key file too)",
+};
+pub(crate) const TLS_KEY_FILE: Field = Field {
+    key: "tls.key_file",
+    env: "REDIS_TLS_KEY_FILE",
+    default: None,
+    unit: "path to a PEM file (PKCS#8, PKCS#1 or SEC1 private key)",
+    doc: "Private key of the client certificate (needs the certificate file too); its contents are never printed",
+};
+pub(crate) const TLS_SERVER_NAME: Field = Field {
+    key: "tls.server_name",
+    env: "REDIS_TLS_SERVER_NAME",
+    default: None,
+    unit: "DNS name or IP address",
+    doc: "Name every node's certificate is checked against; unset checks each node's own host",
 };
 
 pub(crate) const SENTINEL_NODES: Field = Field {
@@ -244,6 +272,10 @@ pub(crate) const FIELDS: &[&Field] = &[
     &USERNAME,
     &PASSWORD,
     &TLS,
+    &TLS_CA_FILE,
+    &TLS_CERT_FILE,
+    &TLS_KEY_FILE,
+    &TLS_SERVER_NAME,
     &SENTINEL_NODES,
     &SENTINEL_MASTER,
     &SENTINEL_USERNAME,

@@ -18,7 +18,7 @@ pub use crate::{
     secret::{Password, SecretExport},
     settings::{
         ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, ResolvedMode, RetryConfig,
-        SentinelConfig, ServerKind, ShardingConfig, ShardingStrategy, Timeouts,
+        SentinelConfig, ServerKind, ShardingConfig, ShardingStrategy, Timeouts, TlsConfig,
     },
     sources::ClusterConfigBuilder,
 };

@@ -80,7 +80,7 @@ impl ClusterConfig {
     fn rendered(&self) -> Vec<(&'static Field, Rendered<'_>)> {
         let millis =
             |d: std::time::Duration| Rendered::Number(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let scheme = if self.tls { "rediss://" } else { "" };
+        let scheme = if self.tls() { "rediss://" } else { "" };
         let mut out = vec![
             (
                 &fields::NODES,
@@ -144,7 +144,20 @@ impl ClusterConfig {
         if let Some(password) = &self.password {
             out.push((&fields::PASSWORD, Rendered::Secret(password)));
         }
-        out.push((&fields::TLS, Rendered::Bool(self.tls)));
+        out.push((&fields::TLS, Rendered::Bool(self.tls())));
+        if let Some(tls) = &self.tls {
+            let path = |p: &std::path::Path| Rendered::Text(p.to_string_lossy().into_owned());
+            if let Some(ca) = tls.ca_file() {
+                out.push((&fields::TLS_CA_FILE, path(ca)));
+            }
+            if let Some((cert, key)) = tls.client_auth() {
+                out.push((&fields::TLS_CERT_FILE, path(cert)));
+                out.push((&fields::TLS_KEY_FILE, path(key)));
+            }
+            if let Some(name) = tls.server_name() {
+                out.push((&fields::TLS_SERVER_NAME, Rendered::Text(name.to_owned())));
+            }
+        }
         // Sentinel settings exist only in sentinel mode, so other renderings stay as they were.
         let sentinel = &self.sentinel;
         if !sentinel.nodes.is_empty() {
@@ -299,14 +312,21 @@ mod tests {
 
     #[test]
     fn renders_every_setting() {
+        // Every optional setting is set, so every field is rendered; the TLS files must exist.
+        let pem = tempfile::NamedTempFile::new().unwrap_or_else(|error| panic!("{error}"));
         let config = crate::ClusterConfigBuilder::default()
             .mode(crate::Mode::Sentinel)
             .sentinel_nodes(["s:1"])
             .sentinel_master("mymaster")
             .sentinel_username("watcher")
             .sentinel_password(Password::new("spw"))
+            .tls(true)
             .username("bob")
             .password(Password::new("pw"))
+            .tls_ca_file(pem.path())
+            .tls_cert_file(pem.path())
+            .tls_key_file(pem.path())
+            .tls_server_name("h")
             .build()
             .unwrap_or_else(|error| panic!("{error}"));
         let names: Vec<_> = config

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ pub struct ClusterConfig {
     pub(crate) metrics: MetricsConfig,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Password>,
-    pub(crate) tls: bool,
+    /// `Some` when connections use TLS (`REDIS_TLS` or `rediss://` nodes).
+    pub(crate) tls: Option<TlsConfig>,
     pub(crate) sentinel: SentinelConfig,
 }
 
@@ -126,10 +128,21 @@ impl ClusterConfig {
         self.password.as_ref()
     }
 
-    /// Whether connections use TLS (`REDIS_TLS` or `rediss://` nodes). Always `false` in this build, which
-    /// refuses TLS during validation because the client is compiled without TLS support.
+    /// Whether connections use TLS (`REDIS_TLS` or `rediss://` nodes).
     pub fn tls(&self) -> bool {
-        self.tls
+        self.tls.is_some()
+    }
+
+    /// The TLS settings when connections use TLS (`REDIS_TLS` or `rediss://` nodes), else `None`.
+    ///
+    /// ```
+    /// let config = cluster_config::ClusterConfig::builder().nodes(["rediss://h:6380"]).build()?;
+    /// let tls = config.tls_config().expect("rediss:// switches TLS on");
+    /// assert_eq!((tls.ca_file(), tls.client_auth(), tls.server_name()), (None, None, None));
+    /// # Ok::<(), cluster_config::Error>(())
+    /// ```
+    pub fn tls_config(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The sentinels, the master name they monitor and the sentinels' own credentials
@@ -279,6 +292,42 @@ pub struct Limits {
     pub key_max_bytes: usize,
     /// Largest value accepted, in bytes (1 to 512 MiB, Redis's own limit).
     pub value_max_bytes: usize,
+}
+
+/// TLS settings: which CA to trust, the client certificate for mutual TLS, and the name certificates
+/// are checked against.
+///
+/// It holds paths only: cluster-client reads and parses the PEM files when it connects, so the private
+/// key's bytes never live in a configuration value (the key file's path is not secret and prints).
+/// Validation checked that every named file existed and was readable, and that the certificate and key
+/// come together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_auth: Option<(PathBuf, PathBuf)>,
+    pub(crate) server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// PEM file of the CA certificates that signed the servers' certificates (`REDIS_TLS_CA_FILE`);
+    /// `None` trusts the system's root certificates.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The client certificate chain and private key PEM files for mutual TLS (`REDIS_TLS_CERT_FILE`,
+    /// `REDIS_TLS_KEY_FILE`), if set.
+    pub fn client_auth(&self) -> Option<(&Path, &Path)> {
+        self.client_auth
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()))
+    }
+
+    /// The name every node's certificate is checked against (`REDIS_TLS_SERVER_NAME`); `None` checks each
+    /// node's own host (an IP address must then be in the certificate's IP subject alternative names).
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
 }
 
 /// Metrics and the Prometheus endpoint.

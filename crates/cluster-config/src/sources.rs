@@ -255,7 +255,7 @@ impl ClusterConfigBuilder {
         self.set(&fields::PASSWORD, Raw::Text(password.expose().to_owned()))
     }
 
-    /// Whether to connect with TLS (`REDIS_TLS`); `true` is refused by this build.
+    /// Whether to connect with TLS (`REDIS_TLS`); `rediss://` nodes switch it on as well.
     pub fn tls(self, enabled: bool) -> Self {
         self.text(&fields::TLS, enabled)
     }
@@ -289,6 +289,28 @@ impl ClusterConfigBuilder {
             &fields::SENTINEL_PASSWORD,
             Raw::Text(password.expose().to_owned()),
         )
+    }
+
+    /// PEM file of the CA certificates that signed the servers' certificates (`REDIS_TLS_CA_FILE`).
+    pub fn tls_ca_file(self, path: impl AsRef<std::path::Path>) -> Self {
+        self.set(&fields::TLS_CA_FILE, Raw::Text(path_text(path.as_ref())))
+    }
+
+    /// PEM file of the client certificate for mutual TLS (`REDIS_TLS_CERT_FILE`); needs
+    /// [`tls_key_file`](Self::tls_key_file).
+    pub fn tls_cert_file(self, path: impl AsRef<std::path::Path>) -> Self {
+        self.set(&fields::TLS_CERT_FILE, Raw::Text(path_text(path.as_ref())))
+    }
+
+    /// PEM file of the client certificate's private key (`REDIS_TLS_KEY_FILE`); needs
+    /// [`tls_cert_file`](Self::tls_cert_file).
+    pub fn tls_key_file(self, path: impl AsRef<std::path::Path>) -> Self {
+        self.set(&fields::TLS_KEY_FILE, Raw::Text(path_text(path.as_ref())))
+    }
+
+    /// The name every node's certificate is checked against (`REDIS_TLS_SERVER_NAME`).
+    pub fn tls_server_name(self, name: impl Into<String>) -> Self {
+        self.set(&fields::TLS_SERVER_NAME, Raw::Text(name.into()))
     }
 
     /// Stacks the layers and validates the result, listing every problem at once.
@@ -682,6 +704,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
+}
+
+/// A path as the text the other layers carry. Settings are text (environment variables and files are),
+/// so a path that is not UTF-8 is carried lossily and then fails validation as a missing file.
+fn path_text(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

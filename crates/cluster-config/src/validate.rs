@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Origin, Problem};
@@ -11,7 +12,7 @@ use crate::node::{NodeAddr, Scheme, parse_sentinel_node, parse_weighted_node};
 use crate::secret::{Password, REDACTED};
 use crate::settings::{
     ClusterConfig, Limits, MetricsConfig, Mode, ReplicaReadMode, ReplicaReads, RetryConfig, SentinelConfig,
-    ShardingConfig, ShardingStrategy, Timeouts, accepted,
+    ShardingConfig, ShardingStrategy, Timeouts, TlsConfig, accepted,
 };
 use crate::sources::{Merged, Raw};
 
@@ -87,10 +88,15 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
     let password = r.password(&fields::PASSWORD);
     let tls_flag = r.boolean(&fields::TLS);
     let sentinel = r.sentinel(mode);
+    let tls_files = r.tls_files();
 
     // Rules between settings run only on settings that parsed, so one typo yields one problem.
     if let Some((nodes, schemes, _)) = &nodes {
-        r.node_rules(nodes, schemes, tls_flag, mode, sharding_enabled);
+        r.node_rules(nodes, schemes, mode, sharding_enabled);
+        if let (Some(flag), Some(files)) = (tls_flag, &tls_files) {
+            let on = flag || schemes.contains(&Scheme::Tls);
+            r.tls_rules(on, files);
+        }
     }
     if let Some((initial, max)) = initial_delay
         .zip(max_delay)
@@ -176,7 +182,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         (key_max, value_max),
         health,
         (metrics_enabled, metrics_listen),
-        (username, password, tls_flag),
+        (username, password, tls_flag, tls_files),
     );
     let (
         Some((nodes, schemes, node_weights)),
@@ -197,7 +203,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         (Some(key_max_bytes), Some(value_max_bytes)),
         Some(health_interval),
         (Some(metrics_enabled), Some(listen)),
-        (Some(username), Some(password), Some(tls_flag)),
+        (Some(username), Some(password), Some(tls_flag), Some(tls_files)),
     ) = parsed
     else {
         // Every `None` above recorded a problem, so this is unreachable; it is still an error, not a panic.
@@ -241,7 +247,7 @@ pub(crate) fn validate(merged: &Merged, problems: Vec<Problem>) -> Result<Cluste
         },
         username,
         password,
-        tls: tls_flag || schemes.contains(&Scheme::Tls),
+        tls: (tls_flag || schemes.contains(&Scheme::Tls)).then_some(tls_files),
         sentinel,
     })
 }
@@ -636,11 +642,126 @@ impl Reader<'_> {
         (!bad).then_some(nodes)
     }
 
+    /// A path to a file that must exist and be readable now, so that a typo fails at start-up rather than
+    /// at the first connection; `Some(None)` when unset, `None` after a problem.
+    fn readable_file(&mut self, field: &Field) -> Option<Option<PathBuf>> {
+        let unset = !self.merged.contains_key(field.key);
+        let text = self.text(field);
+        let Some(text) = text else {
+            return unset.then_some(None);
+        };
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Some(None);
+        }
+        let path = PathBuf::from(trimmed);
+        let outcome = std::fs::metadata(&path).and_then(|meta| {
+            if meta.is_dir() {
+                Err(std::io::Error::other("it is a directory"))
+            } else {
+                std::fs::File::open(&path).map(drop)
+            }
+        });
+        match outcome {
+            Ok(()) => Some(Some(path)),
+            Err(error) => {
+                self.problem(
+                    field,
+                    format!(
+                        "cannot read `{}`: {error}; give the path of a readable PEM file",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The TLS files and server name, whether or not TLS is on (the rules between settings check that).
+    fn tls_files(&mut self) -> Option<TlsConfig> {
+        let ca_file = self.readable_file(&fields::TLS_CA_FILE);
+        let cert_file = self.readable_file(&fields::TLS_CERT_FILE);
+        let key_file = self.readable_file(&fields::TLS_KEY_FILE);
+        let server_name = self.server_name();
+        let (ca_file, cert_file, key_file, server_name) = (ca_file?, cert_file?, key_file?, server_name?);
+        let client_auth = match (cert_file, key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    &fields::TLS_CERT_FILE,
+                    "a client certificate needs its private key; set REDIS_TLS_KEY_FILE (file key \
+                     `tls.key_file`) too, or unset the certificate",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    &fields::TLS_KEY_FILE,
+                    "a private key needs its client certificate; set REDIS_TLS_CERT_FILE (file key \
+                     `tls.cert_file`) too, or unset the key",
+                );
+                return None;
+            }
+        };
+        Some(TlsConfig {
+            ca_file,
+            client_auth,
+            server_name,
+        })
+    }
+
+    /// `Some(None)` when unset, `None` after a problem.
+    fn server_name(&mut self) -> Option<Option<String>> {
+        let field = &fields::TLS_SERVER_NAME;
+        let unset = !self.merged.contains_key(field.key);
+        let Some(text) = self.text(field) else {
+            return unset.then_some(None);
+        };
+        let name = text.trim();
+        if name.is_empty() {
+            return Some(None);
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            self.problem(
+                field,
+                format!(
+                    "{name:?} is not a DNS name or IP address; give the name the servers' certificates carry"
+                ),
+            );
+            return None;
+        }
+        Some(Some(name.to_owned()))
+    }
+
+    /// TLS files named while TLS is off would be silently ignored, which hides a forgotten switch.
+    fn tls_rules(&mut self, on: bool, files: &TlsConfig) {
+        if on {
+            return;
+        }
+        let named = [
+            (&fields::TLS_CA_FILE, files.ca_file.is_some()),
+            (&fields::TLS_CERT_FILE, files.client_auth.is_some()),
+            (&fields::TLS_SERVER_NAME, files.server_name.is_some()),
+        ];
+        for (field, set) in named {
+            if set {
+                self.problem(
+                    field,
+                    "is set but TLS is off; set REDIS_TLS=true (file key `tls.enabled`) or list the nodes as \
+                     rediss://host:port, or unset it",
+                );
+            }
+        }
+    }
+
     fn node_rules(
         &mut self,
         nodes: &[NodeAddr],
         schemes: &[Scheme],
-        tls_flag: Option<bool>,
         mode: Option<Mode>,
         sharding_enabled: Option<bool>,
     ) {
@@ -654,14 +775,6 @@ impl Reader<'_> {
                     schemes.len()
                 ),
             );
-        }
-        let no_tls = "this build has no TLS support (fred is compiled without its TLS features); connect \
-                      without TLS, or build with TLS support once cluster-config offers it";
-        if tls_nodes > 0 {
-            self.problem(&fields::NODES, format!("rediss:// asks for TLS, but {no_tls}"));
-        }
-        if tls_flag == Some(true) {
-            self.problem(&fields::TLS, format!("TLS is switched on, but {no_tls}"));
         }
         match mode {
             Some(Mode::Standalone) if nodes.len() > 1 => self.problem(
@@ -748,8 +861,41 @@ mod tests {
         check(&[(n, "a:1,A:1")], n, "`a:1` is listed 2 times");
         check(&[(n, "ftp://a:1")], n, "scheme `ftp://`");
         check(&[(n, "redis://u:p@a:1")], n, "credentials");
-        check(&[(n, "rediss://a:1")], n, "no TLS support");
-        check(&[("REDIS_TLS", "true")], "REDIS_TLS", "no TLS support");
+        check(&[(n, "rediss://a:1,b:2")], n, "1 of 2 entries use rediss://");
+        check(
+            &[
+                ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ("REDIS_TLS", "true"),
+            ],
+            "REDIS_TLS_CA_FILE",
+            "cannot read `/nonexistent/ca.pem`",
+        );
+        check(
+            &[("REDIS_TLS_CA_FILE", "/"), ("REDIS_TLS", "true")],
+            "REDIS_TLS_CA_FILE",
+            "it is a directory",
+        );
+        let pem = tempfile::NamedTempFile::new().unwrap_or_else(|error| panic!("{error}"));
+        let pem = pem
+            .path()
+            .to_str()
+            .unwrap_or_else(|| panic!("temp path is not UTF-8"));
+        check(
+            &[("REDIS_TLS_CERT_FILE", pem), ("REDIS_TLS", "true")],
+            "REDIS_TLS_CERT_FILE",
+            "needs its private key; set REDIS_TLS_KEY_FILE",
+        );
+        check(
+            &[("REDIS_TLS_KEY_FILE", pem), ("REDIS_TLS", "true")],
+            "REDIS_TLS_KEY_FILE",
+            "needs its client certificate",
+        );
+        check(&[("REDIS_TLS_CA_FILE", pem)], "REDIS_TLS_CA_FILE", "TLS is off");
+        check(
+            &[("REDIS_TLS_SERVER_NAME", "a b"), ("REDIS_TLS", "true")],
+            "REDIS_TLS_SERVER_NAME",
+            "not a DNS name",
+        );
         check(&[("REDIS_TLS", "maybe")], "REDIS_TLS", "`maybe` is not a boolean");
         check(
             &[("REDIS_MODE", "clustered")],
@@ -1045,14 +1191,13 @@ mod tests {
             ("REDIS_MODE", "standalone"),
         ]);
         let messages: Vec<_> = found.iter().map(|(_, message)| message.as_str()).collect();
-        assert_eq!(messages.len(), 4, "{messages:#?}");
+        assert_eq!(messages.len(), 3, "{messages:#?}");
         assert!(messages[0].contains("`a:1` is listed 2 times"), "{messages:#?}");
         assert!(
             messages[1].contains("1 of 3 entries use rediss://"),
             "{messages:#?}"
         );
-        assert!(messages[2].contains("no TLS support"), "{messages:#?}");
-        assert!(messages[3].contains("lists 2"), "{messages:#?}");
+        assert!(messages[2].contains("lists 2"), "{messages:#?}");
     }
 
     #[test]
@@ -1078,6 +1223,57 @@ mod tests {
             toml.starts_with("nodes = [\"a:1=3\", \"b:2\", \"c:3\"]\n"),
             "{toml}"
         );
+    }
+
+    #[test]
+    fn tls_settings_are_read_from_every_layer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "not parsed here").unwrap_or_else(|error| panic!("{error}"));
+            path
+        };
+        let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+        let config = ClusterConfigBuilder::default()
+            .env_vars([("REDIS_CLUSTER_NODES", "rediss://a:1,rediss://b:2")])
+            .tls_ca_file(&ca)
+            .tls_cert_file(&cert)
+            .tls_key_file(&key)
+            .tls_server_name("cache.internal")
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(config.tls());
+        let tls = config.tls_config().unwrap_or_else(|| panic!("TLS is on"));
+        assert_eq!(tls.ca_file(), Some(ca.as_path()));
+        assert_eq!(tls.client_auth(), Some((cert.as_path(), key.as_path())));
+        assert_eq!(tls.server_name(), Some("cache.internal"));
+        // The rendering reads back to the same configuration, from the environment and from a file.
+        let vars = config.to_env_vars(crate::SecretExport::Redact);
+        assert!(vars.contains(&("REDIS_TLS".into(), "true".into())), "{vars:?}");
+        assert_eq!(
+            crate::ClusterConfig::from_env_vars(vars).ok().as_ref(),
+            Some(&config)
+        );
+        let toml = dir.path().join("cache.toml");
+        std::fs::write(&toml, config.to_toml(crate::SecretExport::Redact))
+            .unwrap_or_else(|error| panic!("{error}"));
+        let from_file = ClusterConfigBuilder::default()
+            .env_vars(std::iter::empty::<(&str, &str)>())
+            .file(&toml)
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(from_file, config);
+        // REDIS_TLS alone switches TLS on, with no files: the system's roots are trusted.
+        let flag = ClusterConfigBuilder::default()
+            .env_vars([("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_TLS", "true")])
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(flag.tls_config(), Some(&TlsConfig::default()));
+        let plain = ClusterConfigBuilder::default()
+            .env_vars([("REDIS_CLUSTER_NODES", "a:1")])
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(plain.tls_config(), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Short-lived admin connections to one node: one RESP2 command, one reply, over a plain TCP stream.
+//! Short-lived admin connections to one node: one RESP2 command, one reply, over a plain TCP stream or,
+//! for TLS nodes, a TLS stream over it.
 //!
 //! local-cluster only starts servers and drives them through admin commands, so it speaks the protocol
 //! itself (frames by `redis-protocol`) rather than through a client library: nothing here pipelines,
@@ -11,12 +12,18 @@ use std::time::Duration;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::Error;
 use crate::reply::{FromReply, Reply};
+use crate::tls::TlsFiles;
+
+/// A byte stream to a node: plain TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The longest one command may take, `MIGRATE` of a batch of keys included.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,13 +35,14 @@ pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// An open admin connection to one node.
 pub(crate) struct Conn {
     /// `None` once a call failed midway: the stream may hold the rest of that call's reply.
-    stream: Mutex<Option<TcpStream>>,
+    stream: Mutex<Option<Box<dyn Io>>>,
     addr: String,
 }
 
 impl Conn {
-    /// Connects to `127.0.0.1:port`, failing within `timeout` when nothing answers.
-    pub(crate) async fn open(port: u16, timeout: Duration) -> Result<Conn, Error> {
+    /// Connects to `127.0.0.1:port` (with TLS when `tls` is given), failing within `timeout` when nothing
+    /// answers.
+    pub(crate) async fn open(port: u16, timeout: Duration, tls: Option<&TlsFiles>) -> Result<Conn, Error> {
         let addr = cluster_config::NodeAddr::new("127.0.0.1", port).to_string();
         let failed = |detail: String| Error::Command {
             addr: addr.clone(),
@@ -48,6 +56,18 @@ impl Conn {
         };
         // Admin commands are single round trips: waiting to batch small writes only adds latency.
         stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(files) => {
+                let connector = files.connector()?;
+                let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(error)) => return Err(failed(format!("TLS handshake failed: {error}"))),
+                    Err(_) => return Err(failed(format!("no TLS handshake within {timeout:?}"))),
+                }
+            }
+        };
         Ok(Conn {
             stream: Mutex::new(Some(stream)),
             addr,
@@ -135,7 +155,7 @@ impl Conn {
 /// Writes one command and reads its reply: `Ok(Err(message))` for a server error reply, `Err(detail)`
 /// when the connection itself failed.
 async fn round_trip<A: AsRef<[u8]>>(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Io>,
     args: &[A],
 ) -> Result<Result<Reply, String>, String> {
     let words: Vec<BorrowedFrame<'_>> = args

@@ -13,6 +13,7 @@ use sharding::{SLOT_COUNT, SlotRange};
 use crate::admin::Conn;
 use crate::node::Node;
 use crate::server::NodeConfig;
+use crate::tls::{TlsClientAuth, TlsFiles};
 use crate::topology::port;
 use crate::{Error, Role};
 
@@ -37,6 +38,10 @@ pub struct LocalClusterConfig {
     /// Extra cluster-enabled nodes started beside the cluster but not joined to it (no `CLUSTER MEET`),
     /// for tests and tools that grow the cluster: see [`LocalCluster::spares`].
     pub spares: usize,
+    /// `Some` starts TLS-only nodes (`tls-cluster yes`, `tls-replication yes`) with certificates
+    /// generated in the cluster's directory: see [`LocalCluster::tls`] and
+    /// [`LocalCluster::config_builder`]. `None` (the default) starts plain nodes.
+    pub tls: Option<TlsClientAuth>,
 }
 
 impl Default for LocalClusterConfig {
@@ -48,6 +53,7 @@ impl Default for LocalClusterConfig {
             ready_timeout: Duration::from_secs(30),
             base_port: None,
             spares: 0,
+            tls: None,
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct ClusterState {
     pub replicas_per_master: usize,
     /// Every node.
     pub nodes: Vec<NodeState>,
+    /// The certificates, for a TLS cluster.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 /// One node in [`ClusterState`].
@@ -106,6 +115,7 @@ pub struct LocalCluster {
     replicas_per_master: usize,
     dir: ClusterDir,
     detached: bool,
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl LocalCluster {
@@ -141,7 +151,9 @@ impl LocalCluster {
             path: path.clone(),
             detail: format!("unreadable ({e})"),
         })?;
-        let adopt = |n: &NodeState| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true);
+        let tls = state.tls.map(Arc::new);
+        let adopt =
+            |n: &NodeState| Node::adopt(n.port, n.dir.clone(), n.pid, n.initial_role, true, tls.clone());
         let nodes = state.nodes.iter().filter(|n| !n.spare).map(adopt).collect();
         let spares = state.nodes.iter().filter(|n| n.spare).map(adopt).collect();
         Ok(LocalCluster {
@@ -151,6 +163,7 @@ impl LocalCluster {
             replicas_per_master: state.replicas_per_master,
             dir: ClusterDir::Kept(dir.to_path_buf()),
             detached: true,
+            tls,
         })
     }
 
@@ -193,6 +206,10 @@ impl LocalCluster {
                 u16::MAX as usize - all - 10_000
             )));
         }
+        let tls = match config.tls {
+            Some(auth) => Some(Arc::new(TlsFiles::generate(&dir.path().join("tls"), auth)?)),
+            None => None,
+        };
         let mut cluster = LocalCluster {
             nodes: Vec::with_capacity(total),
             spares: Vec::with_capacity(config.spares),
@@ -200,6 +217,7 @@ impl LocalCluster {
             replicas_per_master: config.replicas_per_master,
             dir,
             detached,
+            tls: tls.clone(),
         };
         // Nodes start one after another: each start is a few milliseconds, and on two cores starting
         // them concurrently is no faster. If any start fails, `cluster` drops and kills the others.
@@ -211,13 +229,31 @@ impl LocalCluster {
             };
             let node_dir = cluster.dir.path().join(format!("node-{index}"));
             let port = config.base_port.map(|base| base + index as u16);
-            let node = Node::start(node_dir, &config.settings, true, role, detached, port).await?;
+            let node = Node::start(
+                node_dir,
+                &config.settings,
+                true,
+                role,
+                detached,
+                port,
+                tls.clone(),
+            )
+            .await?;
             cluster.nodes.push(node);
         }
         for index in total..all {
             let node_dir = cluster.dir.path().join(format!("node-{index}"));
             let port = config.base_port.map(|base| base + index as u16);
-            let node = Node::start(node_dir, &config.settings, true, Role::Primary, detached, port).await?;
+            let node = Node::start(
+                node_dir,
+                &config.settings,
+                true,
+                Role::Primary,
+                detached,
+                port,
+                tls.clone(),
+            )
+            .await?;
             cluster.spares.push(node);
         }
         cluster.form().await?;
@@ -353,9 +389,34 @@ impl LocalCluster {
         self.nodes.iter().map(Node::addr).collect()
     }
 
-    /// The comma-separated node list for `REDIS_CLUSTER_NODES`.
+    /// The comma-separated node list for `REDIS_CLUSTER_NODES` (`rediss://host:port` entries for a TLS
+    /// cluster).
     pub fn nodes_env(&self) -> String {
-        self.seeds().join(",")
+        let scheme = if self.tls.is_some() { "rediss://" } else { "" };
+        self.seeds()
+            .iter()
+            .map(|seed| format!("{scheme}{seed}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The certificates of a TLS cluster; `None` for a plain one.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_deref()
+    }
+
+    /// A configuration builder for this cluster: its seeds, and for a TLS cluster `rediss://` seeds,
+    /// the CA and the client certificate and key (which a node that does not require them ignores).
+    /// The environment is not read; callers add the settings they need and call `build()`.
+    pub fn config_builder(&self) -> cluster_config::ClusterConfigBuilder {
+        let mut builder = cluster_config::ClusterConfig::builder().nodes(self.nodes_env().split(','));
+        if let Some(tls) = &self.tls {
+            builder = builder
+                .tls_ca_file(tls.ca_file())
+                .tls_cert_file(tls.client_cert_file())
+                .tls_key_file(tls.client_key_file());
+        }
+        builder
     }
 
     /// Primaries at start.
@@ -660,6 +721,7 @@ impl LocalCluster {
                     spare,
                 })
                 .collect(),
+            tls: self.tls.as_deref().cloned(),
         };
         let path = state_path(self.dir.path());
         let text = serde_json::to_string_pretty(&state).map_err(|e| Error::State {

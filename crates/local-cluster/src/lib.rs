@@ -10,6 +10,7 @@ mod sentinel;
 mod server;
 mod standalone;
 pub mod test_lock;
+mod tls;
 mod topology;
 
 pub use crate::{
@@ -20,6 +21,7 @@ pub use crate::{
     sentinel::{LocalSentinel, LocalSentinelConfig},
     server::NodeConfig,
     standalone::LocalStandalone,
+    tls::{TlsClientAuth, TlsFiles},
 };
 /// Parsed `INFO` and `CLUSTER INFO` replies, and the `CLUSTER NODES` entries of
 /// [`LocalCluster::topology`], are the workspace's one reading of those replies.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -12,6 +12,7 @@ use crate::Error;
 use crate::admin::Conn;
 use crate::reply::FromReply;
 use crate::server::{self, NodeConfig};
+use crate::tls::TlsFiles;
 use crate::{Info, Role};
 
 /// How long a node may take to answer its first PING.
@@ -48,6 +49,8 @@ pub struct Node {
     detached: bool,
     /// A `redis-sentinel` process rather than a data node (see the `sentinel` module).
     sentinel: bool,
+    /// Set for a node that listens for TLS only (its `port` is then the TLS port).
+    tls: Option<Arc<TlsFiles>>,
     process: Mutex<Process>,
 }
 
@@ -60,9 +63,27 @@ impl Node {
         initial_role: Role,
         detached: bool,
         fixed_port: Option<u16>,
+        tls: Option<Arc<TlsFiles>>,
     ) -> Result<Node, Error> {
-        let render = |port: u16, dir: &Path| settings.render(port, dir, cluster);
-        Node::start_process(dir, &render, cluster, initial_role, detached, fixed_port, false).await
+        let render = |port: u16, dir: &Path| {
+            let mut conf = settings.render(port, dir, cluster);
+            if let Some(tls) = &tls {
+                // Later lines win in redis.conf: these close the plain port and open the TLS one.
+                conf.push_str(&tls.conf_lines(port));
+            }
+            conf
+        };
+        Node::start_process(
+            dir,
+            &render,
+            cluster,
+            initial_role,
+            detached,
+            fixed_port,
+            false,
+            tls.clone(),
+        )
+        .await
     }
 
     /// Starts a `redis-sentinel` on a free port in `dir`, its `sentinel.conf` written by `render(port, dir)`.
@@ -70,7 +91,7 @@ impl Node {
         dir: PathBuf,
         render: &dyn Fn(u16, &Path) -> String,
     ) -> Result<Node, Error> {
-        Node::start_process(dir, render, false, Role::Primary, false, None, true).await
+        Node::start_process(dir, render, false, Role::Primary, false, None, true, None).await
     }
 
     async fn start_process(
@@ -81,6 +102,7 @@ impl Node {
         detached: bool,
         fixed_port: Option<u16>,
         sentinel: bool,
+        tls: Option<Arc<TlsFiles>>,
     ) -> Result<Node, Error> {
         let binary = if sentinel {
             server::redis_sentinel_binary()?
@@ -102,6 +124,7 @@ impl Node {
                 cluster,
                 detached,
                 sentinel,
+                tls: tls.clone(),
                 process: Mutex::new(Process::Stopped),
             };
             std::fs::write(node.conf_path(), render(port, &dir))
@@ -118,7 +141,14 @@ impl Node {
     }
 
     /// A handle to a node started by another process (a detached cluster's state file).
-    pub(crate) fn adopt(port: u16, dir: PathBuf, pid: u32, initial_role: Role, cluster: bool) -> Node {
+    pub(crate) fn adopt(
+        port: u16,
+        dir: PathBuf,
+        pid: u32,
+        initial_role: Role,
+        cluster: bool,
+        tls: Option<Arc<TlsFiles>>,
+    ) -> Node {
         let process = if pid_is_node(pid, port) {
             Process::Adopted(pid)
         } else {
@@ -131,6 +161,7 @@ impl Node {
             cluster,
             detached: true,
             sentinel: false,
+            tls,
             process: Mutex::new(process),
         }
     }
@@ -174,7 +205,7 @@ impl Node {
                 *self.lock() = Process::Stopped;
                 return Err(self.start_error(format!("the process exited with {status}")));
             }
-            if let Ok(conn) = Conn::open(self.port, Duration::from_millis(500)).await {
+            if let Ok(conn) = Conn::open(self.port, Duration::from_millis(500), self.tls.as_deref()).await {
                 let pong: Result<String, _> = conn.call_str(&["PING"]).await;
                 conn.close();
                 if pong.is_ok() {
@@ -216,9 +247,14 @@ impl Node {
         cluster_config::NodeAddr::new("127.0.0.1", self.port).to_string()
     }
 
-    /// The client port.
+    /// The client port (the TLS port of a TLS node, whose plain port is closed).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The certificates of a TLS node; `None` for a plain one.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_deref()
     }
 
     /// The node's data directory (config, log, `nodes.conf`).
@@ -319,7 +355,7 @@ impl Node {
 
     /// Opens an admin connection.
     pub(crate) async fn conn(&self) -> Result<Conn, Error> {
-        Conn::open(self.port, Duration::from_secs(2)).await
+        Conn::open(self.port, Duration::from_secs(2), self.tls.as_deref()).await
     }
 
     /// Sends one command, e.g. `node.command::<String, _, _>(["CLUSTER", "INFO"])`, and converts the

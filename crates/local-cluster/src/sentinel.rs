@@ -87,6 +87,7 @@ impl LocalSentinel {
                 Role::Primary,
                 false,
                 None,
+                None,
             )
             .await?,
         );
@@ -95,7 +96,18 @@ impl LocalSentinel {
         replica_settings.set("replicaof", format!("127.0.0.1 {primary_port}"));
         for index in 1..=config.replicas {
             let node_dir = dir.path().join(format!("node-{index}"));
-            nodes.push(Node::start(node_dir, &replica_settings, false, Role::Replica, false, None).await?);
+            nodes.push(
+                Node::start(
+                    node_dir,
+                    &replica_settings,
+                    false,
+                    Role::Replica,
+                    false,
+                    None,
+                    None,
+                )
+                .await?,
+            );
         }
         let replicas = config.replicas;
         wait_until("the replicas to link to the primary", READY_TIMEOUT, || {

@@ -96,6 +96,11 @@ pub(crate) struct LoadArgs {
     /// summary shows medians over rounds (ratios are the median of the per-round ratios).
     #[arg(long, default_value_t = 1)]
     pub(crate) rounds: usize,
+    /// Run over TLS: a TLS-only cluster (or the running `cluster-up --tls` one), and every client over
+    /// TLS (ours, fred's cluster client with its own rustls settings, the typed cache). `per-node` and
+    /// `redis-benchmark` do not run with it.
+    #[arg(long)]
+    pub(crate) tls: bool,
     /// Where results.json, latency.png and throughput.png go.
     #[arg(long, default_value = "target/load")]
     pub(crate) out: PathBuf,

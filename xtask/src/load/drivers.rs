@@ -17,11 +17,48 @@ use crate::fred_baseline;
 use crate::redis_rs_baseline::RedisRs;
 
 /// fred's own cluster client, configured the way cluster-client configures its connections (every
-/// node a seed, reconnect policy, timeouts).
+/// node a seed, reconnect policy, timeouts), over TLS when the configuration says so.
 pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client> {
-    let client = fred_baseline::cluster_builder(config).build()?;
+    let mut builder = fred_baseline::cluster_builder(config);
+    if let Some(tls) = config.tls_config() {
+        let tls = fred_tls(tls)?;
+        builder.with_config(|fred| fred.tls = Some(tls));
+    }
+    let client = builder.build()?;
     client.init().await.context("connecting fred's cluster client")?;
     Ok(client)
+}
+
+/// fred's TLS settings as its users build them (rustls's client configuration from the CA and client
+/// certificate PEM files, turned into fred's connector), kept here rather than in `fred_baseline`,
+/// which the benches include without fred's TLS feature.
+fn fred_tls(tls: &cluster_config::TlsConfig) -> Result<fred::types::config::TlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = tls
+        .ca_file()
+        .context("the fred TLS baseline needs REDIS_TLS_CA_FILE")?;
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    // The ring provider, as fred's `enable-rustls-ring` feature builds its own default connector.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let client = match tls.client_auth() {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(fred::types::config::TlsConfig {
+        connector: fred::types::config::TlsConnector::from(client),
+        hostnames: fred::types::config::TlsHostMapping::None,
+    })
 }
 
 pub(super) async fn fill(client: &ClusterClient, keys: usize, value: &[u8]) -> Result<()> {

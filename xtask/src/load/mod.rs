@@ -14,7 +14,7 @@ use cache_facade::{Cache, CacheConfig};
 use cluster_client::ClusterClient;
 use cluster_config::ClusterConfig;
 use fred::prelude::ClientLike;
-use local_cluster::{LocalCluster, LocalClusterConfig};
+use local_cluster::{LocalCluster, LocalClusterConfig, TlsClientAuth, TlsFiles};
 
 mod args;
 mod calls;
@@ -36,19 +36,38 @@ use report::Report;
 
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
     crate::prerequisites::ensure_redis()?;
+    if args.tls
+        && let Some(kind) = args.clients.iter().find(|k| {
+            matches!(
+                k,
+                ClientKind::PerNode
+                    | ClientKind::RedisBenchmark
+                    | ClientKind::RedisBenchmarkP16
+                    | ClientKind::RedisRs
+            )
+        })
+    {
+        anyhow::bail!("--tls runs ours, fred, cache and cache-plain; drop {kind:?} from --clients");
+    }
     crate::cluster::runtime()?.block_on(async {
-        let (seeds, _own) = match crate::cluster::running()? {
+        let running = crate::cluster::running()?.filter(|cluster| cluster.tls().is_some() == args.tls);
+        let (seeds, tls, _own) = match running {
             Some(cluster) => {
                 println!("Using the cluster from `cargo xtask cluster-up`.");
-                (cluster.seeds(), None)
+                (cluster.seeds(), cluster.tls().cloned(), None)
             }
             None => {
-                println!("No cluster from `cargo xtask cluster-up`; starting a 3+3 cluster for this run.");
-                let cluster = LocalCluster::start(LocalClusterConfig::default()).await?;
-                (cluster.seeds(), Some(cluster))
+                let what = if args.tls { "TLS " } else { "" };
+                println!("No {what}cluster from `cargo xtask cluster-up`; starting a {what}3+3 cluster for this run.");
+                let cluster = LocalCluster::start(LocalClusterConfig {
+                    tls: args.tls.then_some(TlsClientAuth::Optional),
+                    ..LocalClusterConfig::default()
+                })
+                .await?;
+                (cluster.seeds(), cluster.tls().cloned(), Some(cluster))
             }
         };
-        let results = run_all(args, &seeds).await?;
+        let results = run_all(args, &seeds, tls.as_ref()).await?;
         print_table(&results);
         std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let report = Report {
@@ -146,8 +165,20 @@ fn selected(clients: &[ClientKind]) -> Vec<ClientKind> {
 
 /// Runs every workload through every selected client, `args.rounds` times, rotating the order of the
 /// clients each round so that none always runs first (or last) on a machine whose load drifts.
-pub(crate) async fn run_all(args: &LoadArgs, seeds: &[String]) -> Result<Vec<RunResult>> {
-    let mut builder = ClusterConfig::builder().nodes(seeds.to_vec());
+/// Over TLS with `tls`'s CA and client certificate when given.
+pub(crate) async fn run_all(
+    args: &LoadArgs,
+    seeds: &[String],
+    tls: Option<&TlsFiles>,
+) -> Result<Vec<RunResult>> {
+    let mut builder = match tls {
+        None => ClusterConfig::builder().nodes(seeds.to_vec()),
+        Some(tls) => ClusterConfig::builder()
+            .nodes(seeds.iter().map(|seed| format!("rediss://{seed}")))
+            .tls_ca_file(tls.ca_file())
+            .tls_cert_file(tls.client_cert_file())
+            .tls_key_file(tls.client_key_file()),
+    };
     if let Some(pool) = args.pool_size {
         builder = builder.pool_size(pool);
     }
@@ -281,9 +312,10 @@ mod tests {
                 ClientKind::RedisBenchmarkP16,
             ],
             rounds: 1,
+            tls: false,
             out: out.clone(),
         };
-        let results = run_all(&args, &cluster.seeds()).await?;
+        let results = run_all(&args, &cluster.seeds(), None).await?;
         let labels = |workload: Workload| -> Vec<(ClientKind, Option<&str>)> {
             let mut labels: Vec<_> = results
                 .iter()

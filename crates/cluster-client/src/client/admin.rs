@@ -265,7 +265,7 @@ impl AdminSlot {
             close_in_background(old);
         }
         let connect = config.timeouts().connect;
-        let client = fred_config::probe_builder(config, &self.node, connect)
+        let client = fred_config::probe_builder(config, &self.node, connect)?
             .build()
             .map_err(|e| Error::Connection {
                 node: self.addr.clone(),

@@ -20,6 +20,30 @@ use crate::node::NodeHandle;
 use crate::recent::RecentWrites;
 use crate::topology::Topology;
 
+/// What to fix, for the connection errors that do not say it themselves: a server that speaks TLS
+/// resets a plain connection, and one that requires client certificates ends the handshake with an
+/// alert.
+fn hint(config: &ClusterConfig, message: &str) -> &'static str {
+    if !config.tls() && !message.contains("refused") {
+        " (if the servers listen for TLS only, list them as rediss://host:port or set REDIS_TLS=true)"
+    } else if message.contains("CertificateRequired") {
+        " (the server requires a client certificate: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
+    } else {
+        ""
+    }
+}
+
+/// Whether a connection error is a refused server certificate; never true without TLS support.
+#[cfg(feature = "tls")]
+fn is_untrusted_certificate(message: &str) -> bool {
+    crate::tls::is_untrusted_certificate(message)
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_untrusted_certificate(_: &str) -> bool {
+    false
+}
+
 impl ClusterClient {
     /// Connects to the configured nodes, finds out whether they form a cluster, loads the topology and
     /// starts the background refresh.
@@ -33,15 +57,34 @@ impl ClusterClient {
             handles.push(NodeHandle::open(seed, &config)?);
         }
         let connect_timeout = config.timeouts().connect;
-        let waits = handles.iter().map(|h| h.wait_connected(connect_timeout));
-        let connected = futures::future::join_all(waits).await;
+        let waits = handles.iter().map(|h| h.connect_outcome(connect_timeout));
+        let outcomes = futures::future::join_all(waits).await;
+        let connected: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
 
         let mut kind = None;
         let mut last_error = String::from("no seed connected");
-        for (handle, up) in handles.iter().zip(&connected) {
-            if !up {
-                last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
-                continue;
+        for (handle, outcome) in handles.iter().zip(&outcomes) {
+            match outcome {
+                Ok(()) => {}
+                Err(None) => {
+                    last_error = format!("{} did not connect within {connect_timeout:?}", handle.addr);
+                    continue;
+                }
+                Err(Some(message)) => {
+                    // A certificate the client does not trust will not become trusted by retrying:
+                    // say so now, rather than letting the caller wait for a timeout.
+                    if config.tls() && is_untrusted_certificate(message) {
+                        for h in &handles {
+                            h.close();
+                        }
+                        return Err(Error::TlsUntrusted {
+                            node: handle.addr.clone(),
+                            detail: message.clone(),
+                        });
+                    }
+                    last_error = format!("{}: {message}{}", handle.addr, hint(&config, message));
+                    continue;
+                }
             }
             // `CLUSTER INFO` rather than `INFO cluster`: INFO is in the @dangerous ACL category, which a
             // cache's ACL user usually lacks.

@@ -316,7 +316,7 @@ pub(super) async fn discover(node: &NodeHandle, timeout: Duration) -> Result<Top
         detail,
     };
     let shards = match raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SHARDS".into()]), timeout).await {
-        Ok(reply) => parse_cluster_shards(&reply, host).map_err(|d| bad("CLUSTER SHARDS", d))?,
+        Ok(reply) => parse_cluster_shards(&reply, host, node.tls).map_err(|d| bad("CLUSTER SHARDS", d))?,
         Err(Error::Server { .. }) => {
             let reply = raw::<Value>(node, Cmd::custom("CLUSTER", vec!["SLOTS".into()]), timeout).await?;
             parse_cluster_slots(&reply, host).map_err(|d| bad("CLUSTER SLOTS", d))?

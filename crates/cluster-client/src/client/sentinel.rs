@@ -54,7 +54,7 @@ impl Sentinels {
         let sentinel = config.sentinel();
         let master = sentinel.master.clone().unwrap_or_default();
         let build = |addr: &NodeAddr| -> Result<Client, Error> {
-            let mut builder = node_builder(config, addr);
+            let mut builder = node_builder(config, addr)?;
             builder.with_config(|c| {
                 c.username = sentinel.username.clone();
                 c.password = sentinel.password.as_ref().map(|p| p.expose().to_owned());
