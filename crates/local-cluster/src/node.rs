@@ -54,6 +54,12 @@ pub struct Node {
     process: Mutex<Process>,
 }
 
+/// What a node process runs: a data node (over TLS only when it has TLS files), or a sentinel.
+enum Program {
+    Server { tls: Option<Arc<TlsFiles>> },
+    Sentinel,
+}
+
 impl Node {
     /// Starts a node on a free port in `dir`, retrying on another port if the chosen one was taken.
     pub(crate) async fn start(
@@ -80,8 +86,7 @@ impl Node {
             initial_role,
             detached,
             fixed_port,
-            false,
-            tls.clone(),
+            Program::Server { tls: tls.clone() },
         )
         .await
     }
@@ -91,7 +96,7 @@ impl Node {
         dir: PathBuf,
         render: &dyn Fn(u16, &Path) -> String,
     ) -> Result<Node, Error> {
-        Node::start_process(dir, render, false, Role::Primary, false, None, true, None).await
+        Node::start_process(dir, render, false, Role::Primary, false, None, Program::Sentinel).await
     }
 
     async fn start_process(
@@ -101,13 +106,11 @@ impl Node {
         initial_role: Role,
         detached: bool,
         fixed_port: Option<u16>,
-        sentinel: bool,
-        tls: Option<Arc<TlsFiles>>,
+        program: Program,
     ) -> Result<Node, Error> {
-        let binary = if sentinel {
-            server::redis_sentinel_binary()?
-        } else {
-            server::redis_server_binary()?
+        let (binary, sentinel, tls) = match program {
+            Program::Sentinel => (server::redis_sentinel_binary()?, true, None),
+            Program::Server { tls } => (server::redis_server_binary()?, false, tls),
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut last_error = None;
