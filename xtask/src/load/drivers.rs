@@ -32,7 +32,7 @@ pub(crate) async fn fred_cluster_client(config: &ClusterConfig) -> Result<Client
 /// fred's TLS settings as its users build them (rustls's client configuration from the CA and client
 /// certificate PEM files, turned into fred's connector), kept here rather than in `fred_baseline`,
 /// which the benches include without fred's TLS feature.
-fn fred_tls(tls: &cluster_config::TlsConfig) -> Result<fred::types::config::TlsConfig> {
+pub(super) fn fred_tls(tls: &cluster_config::TlsConfig) -> Result<fred::types::config::TlsConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();

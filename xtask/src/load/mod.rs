@@ -103,8 +103,9 @@ struct Peers {
 }
 
 impl Peers {
-    /// Connects the selected peers from the seeds alone: nothing of our configuration goes into them.
-    async fn connect(clients: &[ClientKind], seeds: &[String]) -> Result<Peers> {
+    /// Connects the selected peers from the seeds alone: nothing of our configuration goes into them
+    /// but the TLS files of a TLS cluster (`config` says whether there are any).
+    async fn connect(clients: &[ClientKind], seeds: &[String], config: &ClusterConfig) -> Result<Peers> {
         let mut peers = Peers {
             fred: Vec::new(),
             redis_rs: Vec::new(),
@@ -115,12 +116,21 @@ impl Peers {
                 .map(|seed| seed.parse())
                 .collect::<Result<Vec<cluster_config::NodeAddr>, _>>()
                 .context("reading the seed nodes' addresses")?;
-            let default = crate::fred_baseline::default_cluster_builder(&nodes).build()?;
+            // Over TLS, fred gets the TLS settings its users give it (rustls from the same CA and
+            // client certificate), and nothing else of ours.
+            let with_tls = |mut builder: fred::types::Builder| -> Result<fred::types::Builder> {
+                if let Some(tls) = config.tls_config() {
+                    let tls = drivers::fred_tls(tls)?;
+                    builder.with_config(|fred| fred.tls = Some(tls));
+                }
+                Ok(builder)
+            };
+            let default = with_tls(crate::fred_baseline::default_cluster_builder(&nodes))?.build()?;
             default
                 .init()
                 .await
                 .context("connecting fred's cluster client (defaults)")?;
-            let pool = crate::fred_baseline::best_cluster_builder(&nodes)
+            let pool = with_tls(crate::fred_baseline::best_cluster_builder(&nodes))?
                 .build_pool(crate::fred_baseline::BEST_POOL_SIZE)?;
             pool.init()
                 .await
@@ -185,7 +195,7 @@ pub(crate) async fn run_all(
     let config = builder.build()?;
     let ours = ClusterClient::connect(config.clone()).await?;
     let clients = selected(&args.clients);
-    let peers = Peers::connect(&clients, seeds).await?;
+    let peers = Peers::connect(&clients, seeds, &config).await?;
     let value: Arc<Vec<u8>> = Arc::new(vec![b'x'; args.value_size]);
     fill(&ours, args.keys, &value).await?;
     let cache = |versioned: bool, kind: ClientKind| {
