@@ -354,7 +354,7 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
     if let Some(section) = safety::section_of(&old) {
         text = safety::replace_section(&text, &format!("{section}\n"));
     }
-    // So do the sections of `scale-bench` and `chaos scale-out`.
+    // So do the sections of `scale-bench`, `chaos scale-out`, the Sentinel drill and the load baselines.
     text = crate::results::keep_sections(
         &text,
         &old,
@@ -362,6 +362,8 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
             crate::results::SCALE_BENCH,
             crate::results::SCALE_OUT,
             crate::results::SENTINEL,
+            crate::results::BASELINES,
+            crate::results::TLS,
         ],
     );
     if let Some(dir) = path.parent() {

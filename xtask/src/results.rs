@@ -31,6 +31,19 @@ pub(crate) const SENTINEL: Section = Section {
     end: "<!-- sentinel: end -->",
 };
 
+/// `cargo xtask load`'s comparison with the peers as their users build them (written by hand from a
+/// run), kept by the commands that rewrite the file.
+pub(crate) const BASELINES: Section = Section {
+    begin: "<!-- load baselines: begin -->",
+    end: "<!-- load baselines: end -->",
+};
+
+/// The TLS load figures (`cargo xtask load --tls`), kept by the commands that rewrite the file.
+pub(crate) const TLS: Section = Section {
+    begin: "<!-- tls: begin -->",
+    end: "<!-- tls: end -->",
+};
+
 impl Section {
     /// `body` between this section's markers, with a final newline.
     pub(crate) fn wrap(self, body: &str) -> String {
