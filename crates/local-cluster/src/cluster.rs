@@ -409,14 +409,11 @@ impl LocalCluster {
     /// the CA and the client certificate and key (which a node that does not require them ignores).
     /// The environment is not read; callers add the settings they need and call `build()`.
     pub fn config_builder(&self) -> cluster_config::ClusterConfigBuilder {
-        let mut builder = cluster_config::ClusterConfig::builder().nodes(self.nodes_env().split(','));
-        if let Some(tls) = &self.tls {
-            builder = builder
-                .tls_ca_file(tls.ca_file())
-                .tls_cert_file(tls.client_cert_file())
-                .tls_key_file(tls.client_key_file());
+        let builder = cluster_config::ClusterConfig::builder().nodes(self.nodes_env().split(','));
+        match &self.tls {
+            Some(tls) => tls.configure(builder),
+            None => builder,
         }
-        builder
     }
 
     /// Primaries at start.

@@ -93,14 +93,11 @@ impl LocalStandalone {
     pub fn config_builder(&self) -> cluster_config::ClusterConfigBuilder {
         let scheme = if self.tls.is_some() { "rediss://" } else { "" };
         let nodes: Vec<String> = self.addrs().iter().map(|a| format!("{scheme}{a}")).collect();
-        let mut builder = cluster_config::ClusterConfig::builder().nodes(nodes);
-        if let Some(tls) = &self.tls {
-            builder = builder
-                .tls_ca_file(tls.ca_file())
-                .tls_cert_file(tls.client_cert_file())
-                .tls_key_file(tls.client_key_file());
+        let builder = cluster_config::ClusterConfig::builder().nodes(nodes);
+        match &self.tls {
+            Some(tls) => tls.configure(builder),
+            None => builder,
         }
-        builder
     }
 }
 

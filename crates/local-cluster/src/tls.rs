@@ -48,6 +48,18 @@ impl std::fmt::Debug for TlsFiles {
 }
 
 impl TlsFiles {
+    /// `builder` with this CA and the client certificate and key (a node that does not require the
+    /// client certificate ignores it).
+    pub fn configure(
+        &self,
+        builder: cluster_config::ClusterConfigBuilder,
+    ) -> cluster_config::ClusterConfigBuilder {
+        builder
+            .tls_ca_file(self.ca_file())
+            .tls_cert_file(self.client_cert_file())
+            .tls_key_file(self.client_key_file())
+    }
+
     /// Generates a CA, a server certificate and a client certificate into `dir` (created if needed).
     pub(crate) fn generate(dir: &Path, client_auth: TlsClientAuth) -> Result<TlsFiles, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;

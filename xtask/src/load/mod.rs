@@ -183,11 +183,9 @@ pub(crate) async fn run_all(
 ) -> Result<Vec<RunResult>> {
     let mut builder = match tls {
         None => ClusterConfig::builder().nodes(seeds.to_vec()),
-        Some(tls) => ClusterConfig::builder()
-            .nodes(seeds.iter().map(|seed| format!("rediss://{seed}")))
-            .tls_ca_file(tls.ca_file())
-            .tls_cert_file(tls.client_cert_file())
-            .tls_key_file(tls.client_key_file()),
+        Some(tls) => {
+            tls.configure(ClusterConfig::builder().nodes(seeds.iter().map(|seed| format!("rediss://{seed}"))))
+        }
     };
     if let Some(pool) = args.pool_size {
         builder = builder.pool_size(pool);
