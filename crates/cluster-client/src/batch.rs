@@ -318,15 +318,25 @@ impl ClusterClient {
         timeout: Duration,
     ) -> Vec<(usize, Cmd, Result<Value, Error>)> {
         let started = Instant::now();
-        let pipeline = node.lane().client.pipeline();
-        for (_, cmd) in &cmds {
-            let _ = cmd.issue(&pipeline).await;
-        }
-        let replies = match tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await {
-            Ok(replies) => replies,
-            Err(_) => {
-                let error = fred::error::Error::new(ErrorKind::Timeout, "pipeline timed out");
-                cmds.iter().map(|_| Err(error.clone())).collect()
+        let replies = match bulk_request(&cmds) {
+            // The usual way: one request on the node's batch connection (see the `bulk` module).
+            Some(request) => match node.bulk().call(request, cmds.len(), timeout).await {
+                Ok(frames) => frames.into_iter().map(crate::bulk::frame_value).collect(),
+                Err(error) => cmds.iter().map(|_| Err(error.clone())).collect(),
+            },
+            // A command the batch connection does not carry: a fred pipeline.
+            None => {
+                let pipeline = node.lane().client.pipeline();
+                for (_, cmd) in &cmds {
+                    let _ = cmd.issue(&pipeline).await;
+                }
+                match tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await {
+                    Ok(replies) => replies,
+                    Err(_) => {
+                        let error = fred::error::Error::new(ErrorKind::Timeout, "pipeline timed out");
+                        cmds.iter().map(|_| Err(error.clone())).collect()
+                    }
+                }
             }
         };
         node.record_untimed();
@@ -338,6 +348,18 @@ impl ClusterClient {
             })
             .collect()
     }
+}
+
+/// The commands encoded as one request for a batch connection, or `None` if one of them cannot go
+/// there.
+fn bulk_request(cmds: &[(usize, Cmd)]) -> Option<Bytes> {
+    let mut buf = bytes::BytesMut::with_capacity(cmds.len() * 64);
+    for (_, cmd) in cmds {
+        if !cmd.encode(&mut buf) {
+            return None;
+        }
+    }
+    Some(buf.freeze())
 }
 
 /// Errors the single-key path could not fix: server errors other than redirects.

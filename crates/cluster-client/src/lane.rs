@@ -175,6 +175,74 @@ impl Cmd {
             }
         }
     }
+
+    /// Appends the command in RESP to `buf`, for a batch connection (see the `bulk` module); `false`
+    /// (and nothing appended) for the commands that never go there (`WAIT`, custom commands).
+    pub(crate) fn encode(&self, buf: &mut bytes::BytesMut) -> bool {
+        use redis_protocol::resp2::types::BorrowedFrame as F;
+        let one = |buf: &mut bytes::BytesMut, name: &'static [u8], key: &Bytes| {
+            crate::bulk::encode(buf, &[F::BulkString(name), F::BulkString(key)]);
+        };
+        let mut ms = itoa::Buffer::new();
+        match self {
+            Cmd::Get(key) => one(buf, b"GET", key),
+            Cmd::Del(key) => one(buf, b"DEL", key),
+            Cmd::Exists(key) => one(buf, b"EXISTS", key),
+            Cmd::Pttl(key) => one(buf, b"PTTL", key),
+            Cmd::Pexpire(key, millis) => crate::bulk::encode(
+                buf,
+                &[
+                    F::BulkString(b"PEXPIRE"),
+                    F::BulkString(key),
+                    F::BulkString(ms.format(*millis).as_bytes()),
+                ],
+            ),
+            Cmd::Set {
+                key,
+                value,
+                ttl_ms,
+                condition,
+            } => {
+                let mut frames = [
+                    F::BulkString(b"SET"),
+                    F::BulkString(key),
+                    F::BulkString(value),
+                    F::Null,
+                    F::Null,
+                    F::Null,
+                ];
+                let mut len = 3;
+                if let Some(millis) = ttl_ms {
+                    frames[3] = F::BulkString(b"PX");
+                    frames[4] = F::BulkString(ms.format(*millis).as_bytes());
+                    len = 5;
+                }
+                match condition {
+                    Some(FredSetOptions::NX) => {
+                        frames[len] = F::BulkString(b"NX");
+                        len += 1;
+                    }
+                    Some(FredSetOptions::XX) => {
+                        frames[len] = F::BulkString(b"XX");
+                        len += 1;
+                    }
+                    None => {}
+                }
+                crate::bulk::encode(buf, &frames[..len]);
+            }
+            Cmd::EvalSha { sha, keys, args } => {
+                let numkeys = ms.format(keys.len());
+                let mut frames = Vec::with_capacity(3 + keys.len() + args.len());
+                frames.push(F::BulkString(b"EVALSHA"));
+                frames.push(F::BulkString(sha.as_bytes()));
+                frames.push(F::BulkString(numkeys.as_bytes()));
+                frames.extend(keys.iter().chain(args.iter()).map(|b| F::BulkString(b)));
+                crate::bulk::encode(buf, &frames);
+            }
+            Cmd::Wait { .. } | Cmd::Custom { .. } => return false,
+        }
+        true
+    }
 }
 
 /// A queued call: the command, its options, and where the reply goes.

@@ -2,6 +2,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod batch;
+mod bulk;
 mod client;
 mod durations;
 mod error;

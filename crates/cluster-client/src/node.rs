@@ -9,6 +9,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use hdrhistogram::Histogram;
 
+use crate::bulk::BulkSlot;
 use crate::Error;
 use crate::fred_config;
 use crate::lane::Lane;
@@ -70,6 +71,8 @@ pub(crate) struct NodeHandle {
     waits: WaitPool,
     /// The health-probe connection, opened on first use (see the `probe` module).
     probe: ProbeSlot,
+    /// The connection batches use, opened on first use (see the `bulk` module).
+    bulk: BulkSlot,
     up: AtomicBool,
     /// Whether any of the node's routed connections has been up since the handle was opened. A node
     /// that never connected is new (a primary that just joined, a `MOVED` target seen for the first
@@ -151,6 +154,7 @@ impl NodeHandle {
             ..fred_config::connection_config(config)
         });
         let waits = WaitPool::new(wait_builder);
+        let bulk = BulkSlot::new(&node, config)?;
         let labels = [("node", addr.to_string())];
         Ok(Arc::new(NodeHandle {
             addr: addr.to_string(),
@@ -159,6 +163,7 @@ impl NodeHandle {
             readonly,
             waits,
             probe: ProbeSlot::new(addr)?,
+            bulk,
             up: AtomicBool::new(true),
             connected_once: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
@@ -215,6 +220,10 @@ impl NodeHandle {
     }
 
     /// The dedicated connections for `WAIT`.
+    pub(crate) fn bulk(&self) -> &BulkSlot {
+        &self.bulk
+    }
+
     pub(crate) fn waits(&self) -> &WaitPool {
         &self.waits
     }
@@ -414,6 +423,7 @@ impl NodeHandle {
 
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
+        self.bulk.close();
         self.waits.close();
         self.probe.close();
         for client in self.clients() {

@@ -185,6 +185,48 @@ impl ClusterClient {
         reply.map(value::from_fred)
     }
 
+    /// Runs `script` once per `(key, args)` entry, each call with that one key: grouped by the node
+    /// that owns the key, one pipeline per node, nodes concurrently, like [`get_many`](Self::get_many);
+    /// results in input order. A redirected call follows `MOVED`/`ASK` as [`eval`](Self::eval) does;
+    /// the calls a node refused with `NOSCRIPT` (they did not run) are sent again with the script's
+    /// source, as [`eval`](Self::eval) does.
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA", keys = calls.len()))]
+    pub async fn eval_many<K: AsRef<[u8]>, A: AsRef<[u8]>>(
+        &self,
+        script: &Script,
+        calls: &[(K, Vec<A>)],
+    ) -> Vec<Result<crate::Value, Error>> {
+        let keys: Vec<&[u8]> = calls.iter().map(|(key, _)| key.as_ref()).collect();
+        let cmds = calls
+            .iter()
+            .map(|(key, args)| {
+                self.check_key(key.as_ref())?;
+                Ok(Cmd::EvalSha {
+                    sha: script.sha_str(),
+                    keys: Arc::from([Bytes::copy_from_slice(key.as_ref())]),
+                    args: args.iter().map(|a| Bytes::copy_from_slice(a.as_ref())).collect(),
+                })
+            })
+            .collect();
+        let mut results: Vec<Result<crate::Value, Error>> = Vec::with_capacity(calls.len());
+        let mut unknown = Vec::new();
+        for (index, result) in self.batch(&keys, cmds, Access::Write).await.into_iter().enumerate() {
+            if matches!(&result, Err(error) if is_noscript(error)) {
+                unknown.push(index);
+            }
+            results.push(result.map(value::from_fred));
+        }
+        let again = unknown.iter().map(|&index| {
+            let key = keys[index];
+            let args: Vec<&[u8]> = calls[index].1.iter().map(AsRef::as_ref).collect();
+            async move { (index, self.eval(script, &[key], &args).await) }
+        });
+        for (index, result) in futures::future::join_all(again).await {
+            results[index] = result;
+        }
+        results
+    }
+
     /// Runs a Lua script on one given node (for example a replica, for read-only scripts); a node
     /// without the script gets its source, as in [`ClusterClient::eval`].
     #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA", node = node))]

@@ -1,0 +1,440 @@
+//! Batches on a connection of their own, encoded and decoded in bulk.
+//!
+//! A batch sent through fred costs per key what a single call costs: a command struct, a frame, a
+//! router message and a reply channel each. Profiled with `cargo xtask load --workloads get-many`, that
+//! was about 3.4 µs of CPU per key, and `get_many` of 100 keys read 0.36× the keys/s of
+//! `redis-benchmark --cluster -P 16` on the same cluster (see docs/RESULTS.md). A node's share of a
+//! batch is one request here: its commands are encoded into one buffer with redis-protocol's encoder
+//! (borrowed frames, no copy of the keys and values but the one into the buffer), the buffer goes out in
+//! one write (together with other batches' buffers queued meanwhile), and the replies are decoded in
+//! place from one read buffer with redis-protocol's zero-copy decoder (a value is a slice of that
+//! buffer).
+//!
+//! Each node has at most one such connection (a [`BulkSlot`]), opened on a batch's first use and shared
+//! by every batch sent to that node: requests are written in order by a writer task and their replies
+//! are matched in the same order by a reader task, so concurrent batches pipeline on it. It speaks RESP2,
+//! sends `AUTH` when credentials are configured, and uses TLS when the nodes do (the same rustls client
+//! configuration as fred's connections). A batch that times out, or a connection that fails, closes it:
+//! every batch waiting on it gets a connection error (which the batch module retries through the routed
+//! single-key path), and the next batch opens a new one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use fred::error::{Error as FredError, ErrorKind};
+use fred::prelude::Value;
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::encode::extend_encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use cluster_config::{ClusterConfig, NodeAddr, Password};
+
+/// Writes are gathered up to this size before they go out.
+const WRITE_GATHER_BYTES: usize = 256 * 1024;
+
+/// The read buffer grows by this much when it runs low.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A node's batch connection, opened on first use.
+pub(crate) struct BulkSlot {
+    settings: Settings,
+    conn: ArcSwapOption<BulkConn>,
+    /// Held while a connection is being opened, so that concurrent batches open one, not several.
+    opening: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for BulkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkSlot")
+            .field("node", &self.settings.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What opening a connection needs; the password never leaves `AUTH`.
+struct Settings {
+    addr: String,
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<Password>,
+    #[cfg(feature = "tls")]
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+impl BulkSlot {
+    /// The slot of the node at `node`; nothing is opened yet.
+    pub(crate) fn new(node: &NodeAddr, config: &ClusterConfig) -> Result<BulkSlot, crate::Error> {
+        let settings = Settings {
+            addr: node.to_string(),
+            host: node.host().to_owned(),
+            port: node.port(),
+            username: config.username().map(str::to_owned),
+            password: config.password().cloned(),
+            #[cfg(feature = "tls")]
+            tls: match config.tls_config() {
+                Some(tls) => {
+                    let client = crate::tls::client_config(tls)?;
+                    let name = tls.server_name().unwrap_or(node.host()).to_owned();
+                    let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                        crate::Error::Connection {
+                            node: node.to_string(),
+                            command: "connect".into(),
+                            message: format!("TLS server name {name:?} is not valid: {e}"),
+                        }
+                    })?;
+                    Some((tokio_rustls::TlsConnector::from(Arc::new(client)), name))
+                }
+                None => None,
+            },
+        };
+        Ok(BulkSlot {
+            settings,
+            conn: ArcSwapOption::empty(),
+            opening: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends `request` (`count` encoded commands) and returns their `count` replies, in order, within
+    /// `timeout` (connecting included). A timeout or a lost connection fails every command of the
+    /// request with the same error, and closes the connection.
+    pub(crate) async fn call(
+        &self,
+        request: Bytes,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<BytesFrame>, FredError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(FredError::new(ErrorKind::Timeout, "connecting timed out")),
+        };
+        match tokio::time::timeout_at(deadline, conn.call(request, count)).await {
+            Ok(Some(replies)) => Ok(replies),
+            Ok(None) => {
+                self.discard(&conn);
+                Err(FredError::new(
+                    ErrorKind::IO,
+                    "the batch connection closed before the replies arrived",
+                ))
+            }
+            Err(_) => {
+                // The connection may be stuck (a paused node): the next batch gets a fresh one.
+                self.discard(&conn);
+                Err(FredError::new(ErrorKind::Timeout, "batch timed out"))
+            }
+        }
+    }
+
+    /// Closes the connection, if open; later calls fail.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.conn.store(None);
+    }
+
+    fn discard(&self, conn: &Arc<BulkConn>) {
+        conn.dead.store(true, Ordering::Release);
+        let current = self.conn.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            self.conn.store(None);
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<BulkConn>, FredError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FredError::new(ErrorKind::IO, "the node's connections are closed"));
+        }
+        let conn = Arc::new(self.settings.open().await?);
+        self.conn.store(Some(conn.clone()));
+        Ok(conn)
+    }
+
+    fn live(&self) -> Option<Arc<BulkConn>> {
+        self.conn
+            .load_full()
+            .filter(|conn| !conn.dead.load(Ordering::Acquire))
+    }
+}
+
+impl Settings {
+    async fn open(&self) -> Result<BulkConn, FredError> {
+        let io = |e: std::io::Error| FredError::new(ErrorKind::IO, format!("connecting to {}: {e}", self.addr));
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        #[cfg(feature = "tls")]
+        if let Some((connector, name)) = &self.tls {
+            let stream = connector.connect(name.clone(), tcp).await.map_err(io)?;
+            return self.start(stream).await;
+        }
+        self.start(tcp).await
+    }
+
+    /// Authenticates, then starts the writer and reader tasks.
+    async fn start<S>(&self, stream: S) -> Result<BulkConn, FredError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut read, mut write) = tokio::io::split(stream);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        if let Some(password) = &self.password {
+            let mut auth = BytesMut::new();
+            let mut frames = vec![BorrowedFrame::BulkString(b"AUTH")];
+            if let Some(user) = &self.username {
+                frames.push(BorrowedFrame::BulkString(user.as_bytes()));
+            }
+            frames.push(BorrowedFrame::BulkString(password.expose().as_bytes()));
+            encode(&mut auth, &frames);
+            let io = |e: std::io::Error| FredError::new(ErrorKind::IO, format!("AUTH on {}: {e}", self.addr));
+            write.write_all(&auth).await.map_err(io)?;
+            loop {
+                if let Some((frame, _, _)) = decode_bytes_mut(&mut buf)
+                    .map_err(|e| FredError::new(ErrorKind::Protocol, e.to_string()))?
+                {
+                    frame_value(frame)?;
+                    break;
+                }
+                if read.read_buf(&mut buf).await.map_err(io)? == 0 {
+                    return Err(FredError::new(
+                        ErrorKind::IO,
+                        format!("AUTH on {}: the connection closed", self.addr),
+                    ));
+                }
+            }
+        }
+        let dead = Arc::new(AtomicBool::new(false));
+        let (requests, requests_rx) = mpsc::unbounded_channel::<Request>();
+        let (pending, pending_rx) = mpsc::unbounded_channel::<Pending>();
+        let reader = tokio::spawn(read_loop(read, buf, pending_rx, dead.clone())).abort_handle();
+        let writer = tokio::spawn(write_loop(
+            write,
+            requests_rx,
+            pending,
+            dead.clone(),
+            reader.clone(),
+        ))
+        .abort_handle();
+        Ok(BulkConn {
+            requests,
+            dead,
+            tasks: [reader, writer],
+        })
+    }
+}
+
+/// One open connection: its writer and reader tasks end when it is dropped.
+struct BulkConn {
+    requests: mpsc::UnboundedSender<Request>,
+    dead: Arc<AtomicBool>,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for BulkConn {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl BulkConn {
+    /// The replies, or `None` when the connection ended first.
+    async fn call(&self, bytes: Bytes, count: usize) -> Option<Vec<BytesFrame>> {
+        let (reply, replies) = oneshot::channel();
+        self.requests.send(Request { bytes, count, reply }).ok()?;
+        replies.await.ok()
+    }
+}
+
+struct Request {
+    bytes: Bytes,
+    count: usize,
+    reply: oneshot::Sender<Vec<BytesFrame>>,
+}
+
+/// A request written (or about to be), waiting for its replies.
+struct Pending {
+    count: usize,
+    reply: oneshot::Sender<Vec<BytesFrame>>,
+}
+
+/// Writes requests in order, gathering those queued meanwhile into one write. Each request is handed
+/// to the reader before its bytes go out, so its replies always find it.
+async fn write_loop<W: AsyncWrite>(
+    write: W,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    pending: mpsc::UnboundedSender<Pending>,
+    dead: Arc<AtomicBool>,
+    reader: tokio::task::AbortHandle,
+) {
+    let mut write = std::pin::pin!(write);
+    let mut gathered = BytesMut::new();
+    while let Some(first) = requests.recv().await {
+        let mut out = first.bytes;
+        if pending
+            .send(Pending {
+                count: first.count,
+                reply: first.reply,
+            })
+            .is_err()
+        {
+            break;
+        }
+        while out.len() + gathered.len() < WRITE_GATHER_BYTES {
+            let Ok(next) = requests.try_recv() else { break };
+            if pending
+                .send(Pending {
+                    count: next.count,
+                    reply: next.reply,
+                })
+                .is_err()
+            {
+                break;
+            }
+            if gathered.is_empty() {
+                gathered.extend_from_slice(&out);
+            }
+            gathered.extend_from_slice(&next.bytes);
+        }
+        let result = if gathered.is_empty() {
+            write.write_all(&out).await
+        } else {
+            out = gathered.split().freeze();
+            write.write_all(&out).await
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    dead.store(true, Ordering::Release);
+    // Replies to what was written may never come: end the reader, which fails its waiting requests.
+    reader.abort();
+}
+
+/// Decodes replies and hands each request its own, in order. A reply nobody asked for, a protocol
+/// error or the end of the stream ends the connection.
+async fn read_loop<R: AsyncRead>(
+    read: R,
+    mut buf: BytesMut,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    dead: Arc<AtomicBool>,
+) {
+    let mut read = std::pin::pin!(read);
+    let mut current: Option<(Vec<BytesFrame>, Pending)> = None;
+    'connection: loop {
+        loop {
+            let frame = match decode_bytes_mut(&mut buf) {
+                Ok(Some((frame, _, _))) => frame,
+                Ok(None) => break,
+                Err(_) => break 'connection,
+            };
+            let (replies, waiting) = match &mut current {
+                Some(entry) => entry,
+                None => match pending.try_recv() {
+                    Ok(next) => current.insert((Vec::with_capacity(next.count), next)),
+                    Err(_) => break 'connection,
+                },
+            };
+            replies.push(frame);
+            if replies.len() == waiting.count
+                && let Some((replies, waiting)) = current.take()
+            {
+                // A caller that gave up (timed out) no longer listens: nothing to do.
+                let _ = waiting.reply.send(replies);
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    dead.store(true, Ordering::Release);
+}
+
+/// Appends one command (an array of bulk strings) to `buf`.
+pub(crate) fn encode(buf: &mut BytesMut, args: &[BorrowedFrame<'_>]) {
+    // Encoding an array of bulk strings into a growable buffer cannot fail.
+    let _ = extend_encode_borrowed(buf, &BorrowedFrame::Array(args), false);
+}
+
+/// A reply as fred's value, or the server's error as fred would have reported it.
+pub(crate) fn frame_value(frame: BytesFrame) -> Result<Value, FredError> {
+    Ok(match frame {
+        BytesFrame::BulkString(bytes) => Value::Bytes(bytes),
+        BytesFrame::SimpleString(bytes) => match fred::bytes_utils::Str::from_inner(bytes.clone()) {
+            Ok(text) => Value::String(text),
+            Err(_) => Value::Bytes(bytes),
+        },
+        BytesFrame::Integer(i) => Value::Integer(i),
+        BytesFrame::Null => Value::Null,
+        BytesFrame::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| frame_value(item).unwrap_or_else(|e| Value::String(e.details().into())))
+                .collect(),
+        ),
+        BytesFrame::Error(message) => return Err(server_error(&message)),
+    })
+}
+
+/// The kind fred gives a server error (its `pretty_error`), so that the failure classification
+/// treats both paths alike.
+fn server_error(message: &str) -> FredError {
+    let kind = match message.split_whitespace().next().unwrap_or("") {
+        "MOVED" | "ASK" | "CLUSTERDOWN" => ErrorKind::Cluster,
+        "NOAUTH" | "WRONGPASS" => ErrorKind::Auth,
+        "WRONGTYPE" => ErrorKind::InvalidArgument,
+        _ => ErrorKind::Unknown,
+    };
+    FredError::new(kind, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_encoded_as_arrays_of_bulk_strings() {
+        let mut buf = BytesMut::new();
+        encode(
+            &mut buf,
+            &[BorrowedFrame::BulkString(b"GET"), BorrowedFrame::BulkString(b"k\r\n")],
+        );
+        assert_eq!(&buf[..], b"*2\r\n$3\r\nGET\r\n$3\r\nk\r\n\r\n");
+    }
+
+    #[test]
+    fn server_errors_keep_fred_kinds() {
+        let moved = frame_value(BytesFrame::Error("MOVED 3999 127.0.0.1:7001".into())).unwrap_err();
+        assert!(moved.is_moved(), "{moved:?}");
+        let ask = frame_value(BytesFrame::Error("ASK 3999 127.0.0.1:7001".into())).unwrap_err();
+        assert!(ask.is_ask(), "{ask:?}");
+        let other = frame_value(BytesFrame::Error("NOSCRIPT No matching script".into())).unwrap_err();
+        assert_eq!(other.details(), "NOSCRIPT No matching script");
+        assert!(matches!(
+            frame_value(BytesFrame::SimpleString(Bytes::from_static(b"OK"))),
+            Ok(Value::String(s)) if &*s == "OK"
+        ));
+    }
+}
