@@ -147,6 +147,7 @@ async fn run(args: &DemoArgs) -> Result<()> {
         value_size: 100,
         seconds: args.seconds,
         keys: args.entries,
+        batch_size: load::BATCH,
         pool_size: None,
         clients: vec![load::ClientKind::Ours, load::ClientKind::Fred],
         rounds: 1,

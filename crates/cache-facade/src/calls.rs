@@ -101,23 +101,31 @@ impl Cache {
                 Ok((key, frame, self.jitter(*ttl)))
             })
             .collect();
-        if self.inner.versioned.is_some() {
-            let writes = framed.into_iter().map(|entry| async move {
-                let (key, frame, ttl) = entry?;
-                self.write(&key, &frame, ttl, None).await
-            });
-            return futures::future::join_all(writes).await;
-        }
         let ok: Vec<Framed> = framed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let mut written = self.inner.client.set_many(&ok).await.into_iter();
+        let mut written: Box<dyn Iterator<Item = Result<Write, Error>>> = match &self.inner.versioned {
+            // One pipelined script call per entry, grouped by node (see `Versioned::set_many`).
+            Some(versioned) => Box::new(
+                versioned
+                    .set_many(&ok, WriteOptions::default())
+                    .await
+                    .into_iter()
+                    .map(|r| Ok(write_of(r?))),
+            ),
+            None => Box::new(
+                self.inner
+                    .client
+                    .set_many(&ok)
+                    .await
+                    .into_iter()
+                    .map(|r| Ok(r.map(|()| Write::Written)?)),
+            ),
+        };
         framed
             .into_iter()
             .map(|r| match r {
                 Ok(_) => written
                     .next()
-                    .unwrap_or(Err(cluster_client::Error::Closed))
-                    .map(|()| Write::Written)
-                    .map_err(Error::from),
+                    .unwrap_or(Err(Error::from(cluster_client::Error::Closed))),
                 Err(e) => Err(e),
             })
             .collect()
@@ -128,18 +136,35 @@ impl Cache {
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
         let key = self.full_key(key);
         match &self.inner.versioned {
+            // The script says whether a live value was there: no read of its own.
             Some(versioned) => {
-                let existed = self.read(&key).await?.is_some();
-                versioned.delete(&key, WriteOptions::default()).await?;
-                Ok(existed)
+                let mut outcomes = versioned.delete_many(&[&key], WriteOptions::default()).await;
+                Ok(outcomes.pop().unwrap_or(Err(cluster_client::Error::Closed.into()))?.existed)
             }
             None => Ok(self.inner.client.del(&key).await?),
         }
     }
 
-    /// Deletes many keys; per-key results in input order.
+    /// Deletes many keys; per-key results in input order. One pipeline per node, nodes concurrently
+    /// (with versioned writes, one pipelined script call per key).
     pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool, Error>> {
-        futures::future::join_all(keys.iter().map(|k| self.delete(k))).await
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(k)).collect();
+        match &self.inner.versioned {
+            Some(versioned) => versioned
+                .delete_many(&full, WriteOptions::default())
+                .await
+                .into_iter()
+                .map(|r| Ok(r?.existed))
+                .collect(),
+            None => self
+                .inner
+                .client
+                .del_many(&full)
+                .await
+                .into_iter()
+                .map(|r| Ok(r?))
+                .collect(),
+        }
     }
 
     // ----- plumbing -----
@@ -219,10 +244,7 @@ impl Cache {
             }
             None => versioned.set(key, frame, ttl, WriteOptions::default()).await?,
         };
-        Ok(match outcome {
-            WriteOutcome::Written { .. } => Write::Written,
-            WriteOutcome::Stale { .. } => Write::Stale,
-        })
+        Ok(write_of(outcome))
     }
 
     /// Shortens `ttl` by a random share of up to [`CacheConfig::ttl_jitter`](crate::CacheConfig::ttl_jitter).
@@ -252,6 +274,14 @@ impl Cache {
     ) -> Result<T, Error> {
         let max = self.inner.config.decompressed_max_bytes;
         codec::decode(key, codec, compressed, payload, max)
+    }
+}
+
+/// What a versioned write's outcome means to a cache user.
+fn write_of(outcome: WriteOutcome) -> Write {
+    match outcome {
+        WriteOutcome::Written { .. } => Write::Written,
+        WriteOutcome::Stale { .. } => Write::Stale,
     }
 }
 

@@ -1,25 +1,38 @@
-//! Batches on a connection of their own, encoded and decoded in bulk.
+//! The connection routed calls and batches travel on: one per node, written and read by this crate.
 //!
-//! A batch sent through fred costs per key what a single call costs: a command struct, a frame, a
-//! router message and a reply channel each. Profiled with `cargo xtask load --workloads get-many`, that
-//! was about 3.4 µs of CPU per key, and `get_many` of 100 keys read 0.36× the keys/s of
-//! `redis-benchmark --cluster -P 16` on the same cluster (see docs/RESULTS.md). A node's share of a
-//! batch is one request here: its commands are encoded into one buffer with redis-protocol's encoder
-//! (borrowed frames, no copy of the keys and values but the one into the buffer), the buffer goes out in
-//! one write (together with other batches' buffers queued meanwhile), and the replies are decoded in
-//! place from one read buffer with redis-protocol's zero-copy decoder (a value is a slice of that
-//! buffer).
+//! Through fred, every command costs a command struct, a frame, a router message and a reply channel,
+//! and fred flushes its socket after every custom command (scripts). Profiled with `cargo xtask load`,
+//! a batch cost about 3.4 µs of CPU per key (`get_many` of 100 keys read 0.36× the keys/s of
+//! `redis-benchmark --cluster -P 16` on the same cluster), and a versioned write's script call a
+//! `writev` of its own. Here a request (one command, or a node's share of a batch) is encoded into one
+//! buffer with redis-protocol's encoder (borrowed frames: the keys and values are copied once, into the
+//! buffer), a writer task writes the requests queued meanwhile in one write, and a reader task decodes
+//! the replies in place from one read buffer with redis-protocol's zero-copy decoder (a value is a
+//! slice of that buffer) and hands each request its own, in order.
 //!
-//! Each node has at most one such connection (a [`BulkSlot`]), opened on a batch's first use and shared
-//! by every batch sent to that node: requests are written in order by a writer task and their replies
-//! are matched in the same order by a reader task, so concurrent batches pipeline on it. It speaks RESP2,
-//! sends `AUTH` when credentials are configured, and uses TLS when the nodes do (the same rustls client
-//! configuration as fred's connections). A batch that times out, or a connection that fails, closes it:
-//! every batch waiting on it gets a connection error (which the batch module retries through the routed
-//! single-key path), and the next batch opens a new one.
+//! The writer yields once after it wakes, before it gathers: every task ready to run then queues its
+//! request first, and they share one write. Measured with `cargo xtask load --workloads get,set,mixed
+//! --clients ours,fred` (50 tasks, 2 cores): without the yield, the writer woke for nearly every
+//! request and wrote it alone, and single-key calls ran at 0.7–0.8× fred's cluster client; with it,
+//! at 1.2–1.6× and with about 40% less CPU per call than fred (docs/RESULTS.md).
+//!
+//! Each node has `pool_size` such connections (a [`BulkSlot`]), each opened on first use and filled in
+//! order: a request takes the first with fewer than [`LANE_DEPTH`] requests in flight, so that 50 tasks
+//! share one connection per node and more load overflows to the next. It speaks RESP2, sends `AUTH` when credentials are configured, and uses
+//! TLS when the nodes do (the same rustls client configuration as fred's connections). fred's
+//! connections of the node stay open beside it: their state says whether the node is up, and they carry
+//! what this one does not (replica reads, whose connection sends `READONLY`; `ASKING` and its command;
+//! `WAIT`; probes; custom commands such as `EVAL` with a script's source).
+//!
+//! A connection that fails ends every request waiting on it with a connection error (the batch module
+//! retries those keys through the routed single-key path; the routing loop sends a write again only if
+//! it never left, see [`NOT_SENT`]). A request that times out detaches the connection from its node:
+//! the next request opens a new one, while the requests already on the old one keep waiting for their
+//! replies within their own deadlines (a node that was only slow still answers them), and the old
+//! connection closes when the last of them is done.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -34,19 +47,45 @@ use tokio::sync::{mpsc, oneshot};
 
 use cluster_config::{ClusterConfig, NodeAddr, Password};
 
+use crate::node::LANE_DEPTH;
+
+/// In the message of an error for a request that never left this process (its connection could not
+/// be opened, or had ended before the request was queued): the routing loop may send such a write
+/// again.
+pub(crate) const NOT_SENT: &str = "not sent on the batch connection";
+
 /// Writes are gathered up to this size before they go out.
 const WRITE_GATHER_BYTES: usize = 256 * 1024;
 
 /// The read buffer grows by this much when it runs low.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A node's batch connection, opened on first use.
+/// A node's connections, each opened on first use: `pool_size` of them, filled in order (a request
+/// takes the first with fewer than [`LANE_DEPTH`] requests in flight, else the least busy).
 pub(crate) struct BulkSlot {
     settings: Settings,
-    conn: ArcSwapOption<BulkConn>,
-    /// Held while a connection is being opened, so that concurrent batches open one, not several.
-    opening: tokio::sync::Mutex<()>,
+    members: Vec<Member>,
     closed: AtomicBool,
+}
+
+/// One connection of the pool.
+struct Member {
+    conn: ArcSwapOption<BulkConn>,
+    /// Held while the connection is being opened, so that concurrent requests open one, not several.
+    opening: tokio::sync::Mutex<()>,
+    /// Requests in flight on this member.
+    busy: AtomicUsize,
+    /// Requests this member has carried.
+    calls: AtomicU64,
+}
+
+/// A request's place on a member: leaves it when dropped (also when the caller gives up).
+struct InFlight<'a>(&'a Member);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for BulkSlot {
@@ -94,12 +133,42 @@ impl BulkSlot {
                 None => None,
             },
         };
+        let members = (0..config.pool_size().max(1))
+            .map(|_| Member {
+                conn: ArcSwapOption::empty(),
+                opening: tokio::sync::Mutex::new(()),
+                busy: AtomicUsize::new(0),
+                calls: AtomicU64::new(0),
+            })
+            .collect();
         Ok(BulkSlot {
             settings,
-            conn: ArcSwapOption::empty(),
-            opening: tokio::sync::Mutex::new(()),
+            members,
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Requests carried by each connection of the pool, in fill order.
+    pub(crate) fn calls(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| m.calls.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The member for the next request: the first with room, else the least busy.
+    fn member(&self) -> &Member {
+        let mut best = &self.members[0];
+        for member in &self.members {
+            let busy = member.busy.load(Ordering::Relaxed);
+            if busy < LANE_DEPTH {
+                return member;
+            }
+            if busy < best.busy.load(Ordering::Relaxed) {
+                best = member;
+            }
+        }
+        best
     }
 
     /// Sends `request` (`count` encoded commands) and returns their `count` replies, in order, within
@@ -115,55 +184,74 @@ impl BulkSlot {
             return Ok(Vec::new());
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
+        let member = self.member();
+        member.busy.fetch_add(1, Ordering::Relaxed);
+        member.calls.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(member);
+        let conn = match tokio::time::timeout_at(deadline, self.connection(member)).await {
             Ok(conn) => conn?,
             Err(_) => return Err(FredError::new(ErrorKind::Timeout, "connecting timed out")),
         };
         match tokio::time::timeout_at(deadline, conn.call(request, count)).await {
-            Ok(Some(replies)) => Ok(replies),
-            Ok(None) => {
-                self.discard(&conn);
+            Ok(Ok(replies)) => Ok(replies),
+            Ok(Err(sent)) => {
+                conn.dead.store(true, Ordering::Release);
+                member.detach(&conn);
                 Err(FredError::new(
                     ErrorKind::IO,
-                    "the batch connection closed before the replies arrived",
+                    if sent {
+                        "the connection closed before the replies arrived".to_string()
+                    } else {
+                        format!("the connection had closed: {NOT_SENT}")
+                    },
                 ))
             }
             Err(_) => {
-                // The connection may be stuck (a paused node): the next batch gets a fresh one.
-                self.discard(&conn);
-                Err(FredError::new(ErrorKind::Timeout, "batch timed out"))
+                // The connection may be stuck (a stopped node): the next request gets a fresh one.
+                member.detach(&conn);
+                Err(FredError::new(ErrorKind::Timeout, "request timed out"))
             }
         }
     }
 
-    /// Closes the connection, if open; later calls fail.
+    /// Closes the connections, if open; later calls fail.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.conn.store(None);
+        for member in &self.members {
+            member.conn.store(None);
+        }
     }
 
-    fn discard(&self, conn: &Arc<BulkConn>) {
-        conn.dead.store(true, Ordering::Release);
+    async fn connection(&self, member: &Member) -> Result<Arc<BulkConn>, FredError> {
+        if let Some(conn) = member.live() {
+            return Ok(conn);
+        }
+        let _opening = member.opening.lock().await;
+        if let Some(conn) = member.live() {
+            return Ok(conn);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FredError::new(
+                ErrorKind::IO,
+                format!("the node's connections are closed: {NOT_SENT}"),
+            ));
+        }
+        let conn = Arc::new(self.settings.open().await.map_err(|e| {
+            let kind = e.kind().clone();
+            FredError::new(kind, format!("{}: {NOT_SENT}", e.details()))
+        })?);
+        member.conn.store(Some(conn.clone()));
+        Ok(conn)
+    }
+}
+
+impl Member {
+    /// New requests no longer take `conn`; those already on it keep it open until they are done.
+    fn detach(&self, conn: &Arc<BulkConn>) {
         let current = self.conn.load();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             self.conn.store(None);
         }
-    }
-
-    async fn connection(&self) -> Result<Arc<BulkConn>, FredError> {
-        if let Some(conn) = self.live() {
-            return Ok(conn);
-        }
-        let _opening = self.opening.lock().await;
-        if let Some(conn) = self.live() {
-            return Ok(conn);
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(FredError::new(ErrorKind::IO, "the node's connections are closed"));
-        }
-        let conn = Arc::new(self.settings.open().await?);
-        self.conn.store(Some(conn.clone()));
-        Ok(conn)
     }
 
     fn live(&self) -> Option<Arc<BulkConn>> {
@@ -256,11 +344,17 @@ impl Drop for BulkConn {
 }
 
 impl BulkConn {
-    /// The replies, or `None` when the connection ended first.
-    async fn call(&self, bytes: Bytes, count: usize) -> Option<Vec<BytesFrame>> {
+    /// The replies; `Err(sent)` when the connection ended first, where `sent` says whether the
+    /// request had been queued for the writer (and may have been written).
+    async fn call(&self, bytes: Bytes, count: usize) -> Result<Vec<BytesFrame>, bool> {
         let (reply, replies) = oneshot::channel();
-        self.requests.send(Request { bytes, count, reply }).ok()?;
-        replies.await.ok()
+        if self.dead.load(Ordering::Acquire) {
+            return Err(false);
+        }
+        self.requests
+            .send(Request { bytes, count, reply })
+            .map_err(|_| false)?;
+        replies.await.map_err(|_| true)
     }
 }
 
@@ -288,6 +382,9 @@ async fn write_loop<W: AsyncWrite>(
     let mut write = std::pin::pin!(write);
     let mut gathered = BytesMut::new();
     while let Some(first) = requests.recv().await {
+        // Yield once, so that every task ready to run can queue its request too: they then share
+        // this write (see the module docs).
+        tokio::task::yield_now().await;
         let mut out = first.bytes;
         if pending
             .send(Pending {

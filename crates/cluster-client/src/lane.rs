@@ -14,7 +14,7 @@
 //! writes per command than fred's cluster client. See docs/ARCHITECTURE.md.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use fred::bytes_utils::Str;
@@ -258,8 +258,6 @@ pub(crate) struct Lane {
     queue: mpsc::UnboundedSender<Job>,
     /// Calls in flight on this lane (direct or queued).
     busy: AtomicUsize,
-    /// Calls this lane has carried.
-    calls: AtomicU64,
 }
 
 impl Lane {
@@ -271,7 +269,6 @@ impl Lane {
             client,
             queue,
             busy: AtomicUsize::new(0),
-            calls: AtomicU64::new(0),
         }
     }
 
@@ -280,16 +277,10 @@ impl Lane {
         self.busy.load(Ordering::Relaxed)
     }
 
-    /// Calls this lane has carried.
-    pub(crate) fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
     /// Sends `cmd` with `options`: directly when nothing else is in flight on this lane, otherwise
     /// through the driver, which batches it with the other calls that are ready.
     pub(crate) async fn call(&self, cmd: &Cmd, options: Options) -> Result<Value, fred::error::Error> {
         let busy = Busy::enter(&self.busy);
-        self.calls.fetch_add(1, Ordering::Relaxed);
         if busy.alone {
             // Boxed: fred's command futures are ~5 KB, and a call future that size would be copied
             // around on every call through every layer above.

@@ -417,7 +417,7 @@ impl NodeHandle {
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             redirects: self.redirects.load(Ordering::Relaxed),
-            connection_calls: self.lanes.iter().map(Lane::calls).collect(),
+            connection_calls: self.bulk.calls(),
         }
     }
 

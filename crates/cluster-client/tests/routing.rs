@@ -310,7 +310,7 @@ async fn concurrent_calls_get_their_own_replies_and_overflow_to_more_connections
     );
 
     // 3,000 calls at once (~1,000 per node, far more than LANE_DEPTH): every call gets its own
-    // reply through the batching driver, and the overflow goes to the other connections.
+    // reply, and the overflow goes to the other connections.
     let tasks: Vec<_> = (0..3000)
         .map(|i| {
             let client = client.clone();

@@ -17,9 +17,12 @@ use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 /// value only where no versioned value is stored. `ARGV[4]`, optional, is `mark`: the script then
 /// also reads the primary's `INFO replication` just before it writes, and replies `{1, replid,
 /// offset}` (the replication id and `master_repl_offset`, both strings) instead of `{1}`; a node
-/// that refuses `INFO` (an ACL user without it) still writes and replies `{1}`. The reply is `{1}`
-/// when written, `{0, header}` when the stored version wins, and `{2, header, length}` when the
-/// stored value starts with the magic but is not a valid envelope (it is left alone).
+/// that refuses `INFO` (an ACL user without it) still writes and replies without them. The reply is
+/// `{1, existed}` (or `{1, existed, replid, offset}`) when written, where `existed` is 1 if a live
+/// value (anything but a tombstone) was stored before the write, 0 otherwise (so that a delete says
+/// whether it removed something without a read of its own); `{0, header}` when the stored version
+/// wins; and `{2, header, length}` when the stored value starts with the magic but is not a valid
+/// envelope (it is left alone).
 ///
 /// A load lease that `cache-facade` stored over a tombstone (its `lease.rs`: `L`, a 16-byte token, a
 /// 16-digit expiry, then the 24-byte tombstone it replaced) counts as that tombstone: while a loader
@@ -86,7 +89,7 @@ if ARGV[4] == 'mark' then
   if type(info) == 'string' then
     local replid = string.match(info, 'master_replid:(%x+)')
     local offset = string.match(info, 'master_repl_offset:(%d+)')
-    if replid and offset then mark = {1, replid, offset} end
+    if replid and offset then mark = {replid, offset} end
   end
 end
 local ttl = ARGV[2]
@@ -97,8 +100,10 @@ elseif ttl == '0' then
 else
   redis.call('SET', KEYS[1], incoming, 'PX', ttl)
 end
-if mark then return mark end
-return {1}
+local existed = 0
+if stored and not (current == 'ok' and string.byte(stored, 6) == 1) then existed = 1 end
+if mark then return {1, existed, mark[1], mark[2]} end
+return {1, existed}
 "#;
 
 /// When the script writes.
@@ -177,9 +182,16 @@ pub(crate) fn parse_mark(reply: &Value) -> Option<(Vec<u8>, u64)> {
     if items.first().and_then(Value::as_i64) != Some(1) {
         return None;
     }
-    let replid = items.get(1)?.as_bytes()?.to_vec();
-    let offset = items.get(2)?.as_str()?.parse().ok()?;
+    let replid = items.get(2)?.as_bytes()?.to_vec();
+    let offset = items.get(3)?.as_str()?.parse().ok()?;
     Some((replid, offset))
+}
+
+/// Whether a written reply says a live value (not a tombstone) was stored before the write.
+pub(crate) fn parse_existed(reply: &Value) -> bool {
+    matches!(reply, Value::Array(items)
+        if items.first().and_then(Value::as_i64) == Some(1)
+            && items.get(1).and_then(Value::as_i64) == Some(1))
 }
 
 /// Parses the script's reply; the error text says what was unexpected.

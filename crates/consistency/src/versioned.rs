@@ -12,7 +12,7 @@ use crate::history::SyncHistory;
 use crate::journal::ReplicationMark;
 use crate::journal::{Journal, JournalConfig, JournalEntry};
 use crate::report::{CopyRole, KeyReport, NodeCopy};
-use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_mark, parse_reply};
+use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_existed, parse_mark, parse_reply};
 use crate::state::{self, KeyState, Observed, ReplicaCopy};
 use crate::version::{Clock, Version, WriterId};
 
@@ -195,6 +195,24 @@ impl WriteOptions {
     }
 }
 
+/// What a versioned delete did, and whether the key held a live value (anything but a tombstone)
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// What the delete did.
+    pub outcome: WriteOutcome,
+    /// Whether a live value was stored before (for a refused delete: whether the newer stored
+    /// version is a value rather than a delete).
+    pub existed: bool,
+}
+
+/// A write ready for the script: the envelope to store, its TTL, and its journal entry.
+struct Prepared {
+    stored: Vec<u8>,
+    ttl: Option<Duration>,
+    entry: JournalEntry,
+}
+
 /// What a versioned write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -358,7 +376,117 @@ impl Versioned {
         ttl: Option<Duration>,
         options: WriteOptions,
     ) -> Result<WriteOutcome, Error> {
-        self.check_write(key, version, &options)?;
+        let prepared = self.prepare_set(key, value, version, ttl, &options)?;
+        Ok(self.write(prepared, options).await?.0)
+    }
+
+    /// Deletes `key` by storing a tombstone under a new version for the configured tombstone TTL, unless
+    /// a newer version is stored. Until the tombstone expires, older sets are refused.
+    pub async fn delete(&self, key: &[u8], options: WriteOptions) -> Result<WriteOutcome, Error> {
+        let outcome = self
+            .delete_with_version(key, self.next_version(), options)
+            .await?;
+        self.observe(key, outcome)?;
+        Ok(outcome)
+    }
+
+    /// [`Versioned::delete`] under a version the caller chose.
+    pub async fn delete_with_version(
+        &self,
+        key: &[u8],
+        version: Version,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, Error> {
+        let prepared = self.prepare_delete(key, version, &options)?;
+        Ok(self.write(prepared, options).await?.0)
+    }
+
+    /// [`Versioned::set`] of many `(key, value, ttl)` entries, each under a new version: one
+    /// pipelined script call per key, grouped by node, nodes concurrently (see
+    /// `ClusterClient::eval_many`), instead of a round trip per key. Per-entry results in input order;
+    /// each entry is decided, journaled and reported as [`Versioned::set`] would. With
+    /// [`WriteOptions::wait`] each entry also waits for its replicas, as [`Versioned::set`] does.
+    pub async fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        entries: &[(K, V, Option<Duration>)],
+        options: WriteOptions,
+    ) -> Vec<Result<WriteOutcome, Error>> {
+        let prepared = entries
+            .iter()
+            .map(|(key, value, ttl)| {
+                self.prepare_set(key.as_ref(), value.as_ref(), self.next_version(), *ttl, &options)
+            })
+            .collect();
+        self.write_many(prepared, options)
+            .await
+            .into_iter()
+            .zip(entries)
+            .map(|(result, (key, _, _))| {
+                let (outcome, _) = result?;
+                self.observe(key.as_ref(), outcome)?;
+                Ok(outcome)
+            })
+            .collect()
+    }
+
+    /// [`Versioned::set_with_version`] of many `(key, value, version, ttl)` entries, pipelined as
+    /// [`Versioned::set_many`] is (a warm-up's batch, whose versions were taken before it read
+    /// anything). Per-entry results in input order.
+    pub async fn set_many_with_versions<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        entries: &[(K, V, Version, Option<Duration>)],
+        options: WriteOptions,
+    ) -> Vec<Result<WriteOutcome, Error>> {
+        let prepared = entries
+            .iter()
+            .map(|(key, value, version, ttl)| {
+                self.prepare_set(key.as_ref(), value.as_ref(), *version, *ttl, &options)
+            })
+            .collect();
+        self.write_many(prepared, options)
+            .await
+            .into_iter()
+            .map(|result| result.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    /// [`Versioned::delete`] of many keys, pipelined as [`Versioned::set_many`] is; each result also
+    /// says whether the key held a live value (anything but a tombstone) before, as the script saw it:
+    /// no separate read.
+    pub async fn delete_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        options: WriteOptions,
+    ) -> Vec<Result<DeleteOutcome, Error>> {
+        let prepared = keys
+            .iter()
+            .map(|key| self.prepare_delete(key.as_ref(), self.next_version(), &options))
+            .collect();
+        self.write_many(prepared, options)
+            .await
+            .into_iter()
+            .zip(keys)
+            .map(|(result, key)| {
+                let (outcome, existed) = result?;
+                self.observe(key.as_ref(), outcome)?;
+                let existed = match outcome {
+                    WriteOutcome::Stale { deleted, .. } => !deleted,
+                    WriteOutcome::Written { .. } => existed,
+                };
+                Ok(DeleteOutcome { outcome, existed })
+            })
+            .collect()
+    }
+
+    fn prepare_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        ttl: Option<Duration>,
+        options: &WriteOptions,
+    ) -> Result<Prepared, Error> {
+        self.check_write(key, version, options)?;
         let stored = Envelope::Value {
             version,
             payload: value,
@@ -381,27 +509,11 @@ impl Versioned {
             written_at: Instant::now(),
             mark: None,
         };
-        self.write(key, &stored, ttl, entry, options).await
+        Ok(Prepared { stored, ttl, entry })
     }
 
-    /// Deletes `key` by storing a tombstone under a new version for the configured tombstone TTL, unless
-    /// a newer version is stored. Until the tombstone expires, older sets are refused.
-    pub async fn delete(&self, key: &[u8], options: WriteOptions) -> Result<WriteOutcome, Error> {
-        let outcome = self
-            .delete_with_version(key, self.next_version(), options)
-            .await?;
-        self.observe(key, outcome)?;
-        Ok(outcome)
-    }
-
-    /// [`Versioned::delete`] under a version the caller chose.
-    pub async fn delete_with_version(
-        &self,
-        key: &[u8],
-        version: Version,
-        options: WriteOptions,
-    ) -> Result<WriteOutcome, Error> {
-        self.check_write(key, version, &options)?;
+    fn prepare_delete(&self, key: &[u8], version: Version, options: &WriteOptions) -> Result<Prepared, Error> {
+        self.check_write(key, version, options)?;
         let stored = Envelope::Tombstone { version }.encode();
         let ttl = Some(self.inner.config.tombstone_ttl);
         let entry = JournalEntry {
@@ -413,7 +525,7 @@ impl Versioned {
             written_at: Instant::now(),
             mark: None,
         };
-        self.write(key, &stored, ttl, entry, options).await
+        Ok(Prepared { stored, ttl, entry })
     }
 
     /// Refuses, before anything is sent, a write whose options are out of range or whose version
@@ -451,61 +563,116 @@ impl Versioned {
         Ok(())
     }
 
-    async fn write(
-        &self,
-        key: &[u8],
-        stored: &[u8],
-        ttl: Option<Duration>,
-        mut entry: JournalEntry,
-        options: WriteOptions,
-    ) -> Result<WriteOutcome, Error> {
-        let version = entry.version;
-        // A journaled write needs to know where it landed in the replication stream, and a waited one
-        // on which stream (the executing primary's replication id), so that the wait's
-        // acknowledgements are counted only when they come from that same stream.
-        let mark = self.inner.journal.is_some() || options.wait.is_some();
-        let (outcome, landed) = run_script_marked(
+    /// Whether writes ask the script where they landed: a journaled write needs to know where it
+    /// landed in the replication stream, and a waited one on which stream (the executing primary's
+    /// replication id), so that the wait's acknowledgements are counted only when they come from
+    /// that same stream.
+    fn marks(&self, options: &WriteOptions) -> bool {
+        self.inner.journal.is_some() || options.wait.is_some()
+    }
+
+    /// One write: the script, then the journal and the wait. Also whether a live value was there.
+    async fn write(&self, prepared: Prepared, options: WriteOptions) -> Result<(WriteOutcome, bool), Error> {
+        let key = prepared.entry.key.clone();
+        let (outcome, landed, existed) = run_script_marked(
             &self.inner.client,
             &self.inner.script,
-            key,
-            stored,
-            TtlArg::from(ttl),
+            &key,
+            &prepared.stored,
+            TtlArg::from(prepared.ttl),
             WriteMode::Newer,
-            mark,
+            self.marks(&options),
         )
         .await?;
+        let written_on = landed
+            .as_ref()
+            .map(|(replid, _)| String::from_utf8_lossy(replid).into_owned());
+        let outcome = self.settle(prepared, outcome, landed)?;
+        let (WriteOutcome::Written { version, .. }, Some((replicas, timeout))) = (outcome, options.wait) else {
+            return Ok((outcome, existed));
+        };
+        let waited = self.inner.client.wait_outcome(&key, replicas, timeout).await?;
+        let replicas_acked = if waited.covers(written_on.as_deref()) {
+            waited.acked
+        } else {
+            // The primary that executed the write is not the one whose replicas answered (a
+            // failover came between them): nothing says the write was replicated, and it may be lost.
+            tracing::warn!(
+                key = %printable_key(&key),
+                "the wait ran on another replication stream than the write (a failover came between them); counting 0 acknowledgements"
+            );
+            0
+        };
+        Ok((
+            WriteOutcome::Written {
+                version,
+                replicas_acked: Some(replicas_acked),
+            },
+            existed,
+        ))
+    }
+
+    /// Many writes without a wait: one `eval_many`, each reply settled as [`Versioned::write`] does.
+    async fn write_many(
+        &self,
+        prepared: Vec<Result<Prepared, Error>>,
+        options: WriteOptions,
+    ) -> Vec<Result<(WriteOutcome, bool), Error>> {
+        if options.wait.is_some() {
+            let writes = prepared.into_iter().map(|p| async move { self.write(p?, options).await });
+            return futures::future::join_all(writes).await;
+        }
+        let mark = self.marks(&options);
+        let ready: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let ttls: Vec<String> = ready.iter().map(|p| TtlArg::from(p.ttl).to_arg()).collect();
+        let calls: Vec<(&[u8], Vec<&[u8]>)> = ready
+            .iter()
+            .zip(&ttls)
+            .map(|(p, ttl)| {
+                let mut args: Vec<&[u8]> = vec![&p.stored, ttl.as_bytes(), WriteMode::Newer.as_arg().as_bytes()];
+                if mark {
+                    args.push(b"mark");
+                }
+                (&p.entry.key[..], args)
+            })
+            .collect();
+        let mut replies = self
+            .inner
+            .client
+            .eval_many(&self.inner.script, &calls)
+            .await
+            .into_iter();
+        prepared
+            .into_iter()
+            .map(|p| {
+                let prepared = p?;
+                let reply = replies.next().unwrap_or(Err(cluster_client::Error::Closed))?;
+                let (outcome, landed, existed) = script_reply(&prepared.entry.key, &reply)?;
+                Ok((self.settle(prepared, outcome, landed)?, existed))
+            })
+            .collect()
+    }
+
+    /// The outcome of a script call, and the journal entry of a written one.
+    fn settle(
+        &self,
+        prepared: Prepared,
+        outcome: ScriptOutcome,
+        landed: Option<(Vec<u8>, u64)>,
+    ) -> Result<WriteOutcome, Error> {
+        let Prepared { stored, mut entry, .. } = prepared;
         match outcome {
             ScriptOutcome::Written => {
-                let written_on = landed
-                    .as_ref()
-                    .map(|(replid, _)| String::from_utf8_lossy(replid).into_owned());
+                let version = entry.version;
                 if let Some(journal) = &self.inner.journal {
                     entry.mark = landed.and_then(|(replid, offset)| {
-                        ReplicationMark::new(&replid, offset, key.len(), stored.len())
+                        ReplicationMark::new(&replid, offset, entry.key.len(), stored.len())
                     });
                     journal.track_write(entry);
                 }
-                let replicas_acked = match options.wait {
-                    Some((replicas, timeout)) => {
-                        let waited = self.inner.client.wait_outcome(key, replicas, timeout).await?;
-                        if waited.covers(written_on.as_deref()) {
-                            Some(waited.acked)
-                        } else {
-                            // The primary that executed the write is not the one whose replicas
-                            // answered (a failover came between them): nothing says the write was
-                            // replicated, and it may be lost.
-                            tracing::warn!(
-                                key = %printable_key(key),
-                                "the wait ran on another replication stream than the write (a failover came between them); counting 0 acknowledgements"
-                            );
-                            Some(0)
-                        }
-                    }
-                    None => None,
-                };
                 Ok(WriteOutcome::Written {
                     version,
-                    replicas_acked,
+                    replicas_acked: None,
                 })
             }
             ScriptOutcome::Kept(header) => Ok(WriteOutcome::Stale {
@@ -513,7 +680,7 @@ impl Versioned {
                 deleted: header.tombstone,
             }),
             ScriptOutcome::StoredInvalid(problem) => Err(Error::Envelope {
-                key: printable_key(key),
+                key: printable_key(&entry.key),
                 problem,
             }),
         }
@@ -619,12 +786,13 @@ pub(crate) async fn run_script(
     ttl: TtlArg,
     mode: WriteMode,
 ) -> Result<ScriptOutcome, Error> {
-    let (outcome, _) = run_script_marked(client, script, key, stored, ttl, mode, false).await?;
+    let (outcome, _, _) = run_script_marked(client, script, key, stored, ttl, mode, false).await?;
     Ok(outcome)
 }
 
 /// [`run_script`], and with `mark`, also where the write landed in the primary's replication
-/// stream (its replication id and the offset just before the write), if the node would say.
+/// stream (its replication id and the offset just before the write), if the node would say; and
+/// whether a live value was stored before a write.
 pub(crate) async fn run_script_marked(
     client: &ClusterClient,
     script: &Script,
@@ -633,18 +801,23 @@ pub(crate) async fn run_script_marked(
     ttl: TtlArg,
     mode: WriteMode,
     mark: bool,
-) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>), Error> {
+) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
     let ttl = ttl.to_arg();
     let mut args: Vec<&[u8]> = vec![stored, ttl.as_bytes(), mode.as_arg().as_bytes()];
     if mark {
         args.push(b"mark");
     }
     let reply = client.eval(script, &[key], &args).await?;
-    let outcome = parse_reply(&reply).map_err(|detail| Error::ScriptReply {
+    script_reply(key, &reply)
+}
+
+/// The script's reply: its outcome, the replication mark, whether a live value was there.
+fn script_reply(key: &[u8], reply: &cluster_client::Value) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
+    let outcome = parse_reply(reply).map_err(|detail| Error::ScriptReply {
         key: printable_key(key),
         detail,
     })?;
-    Ok((outcome, parse_mark(&reply)))
+    Ok((outcome, parse_mark(reply), parse_existed(reply)))
 }
 
 /// Builds a key report from the copies read.

@@ -396,31 +396,45 @@ async fn write_versioned(
     indices: &[usize],
     versions: Option<&[Version]>,
 ) -> Vec<(usize, Outcome)> {
-    // Sent together: cluster-client pipelines the script calls on each node's connections.
-    let writes = indices.iter().map(|&i| async move {
-        let entry = &entries[i].entry;
-        let value = value_of(entry);
-        let written = match versions.and_then(|v| v.get(i)) {
-            Some(&version) => {
-                store
-                    .set_with_version(&entry.key, value, version, entry.ttl, WriteOptions::default())
-                    .await
-            }
-            None => {
-                store
-                    .set(&entry.key, value, entry.ttl, WriteOptions::default())
-                    .await
-            }
-        };
-        let outcome = match written {
-            Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Stored::Versioned(version)),
-            Ok(WriteOutcome::Stale { .. }) => Outcome::Skipped,
-            Err(consistency::Error::Client(error)) => outcome_of_error(&error),
-            Err(error) => Outcome::Failed(error.to_string()),
-        };
-        (i, outcome)
-    });
-    futures::future::join_all(writes).await
+    // One pipelined script call per entry, grouped by node (see `Versioned::set_many`).
+    let written = match versions {
+        Some(versions) => {
+            let batch: Vec<(&[u8], &[u8], Version, Option<Duration>)> = indices
+                .iter()
+                .map(|&i| {
+                    let entry = &entries[i].entry;
+                    let version = versions.get(i).copied().unwrap_or_else(|| store.next_version());
+                    (&entry.key[..], &value_of(entry)[..], version, entry.ttl)
+                })
+                .collect();
+            store
+                .set_many_with_versions(&batch, WriteOptions::default())
+                .await
+        }
+        None => {
+            let batch: Vec<(&[u8], &[u8], Option<Duration>)> = indices
+                .iter()
+                .map(|&i| {
+                    let entry = &entries[i].entry;
+                    (&entry.key[..], &value_of(entry)[..], entry.ttl)
+                })
+                .collect();
+            store.set_many(&batch, WriteOptions::default()).await
+        }
+    };
+    indices
+        .iter()
+        .zip(written)
+        .map(|(&i, written)| {
+            let outcome = match written {
+                Ok(WriteOutcome::Written { version, .. }) => Outcome::Written(Stored::Versioned(version)),
+                Ok(WriteOutcome::Stale { .. }) => Outcome::Skipped,
+                Err(consistency::Error::Client(error)) => outcome_of_error(&error),
+                Err(error) => Outcome::Failed(error.to_string()),
+            };
+            (i, outcome)
+        })
+        .collect()
 }
 
 /// One key for a `RESTORE` script call: its slot, key, payload and TTL.

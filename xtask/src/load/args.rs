@@ -29,10 +29,11 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    /// Keys one call of this workload touches: 100 for the batches, 1 otherwise.
+    /// Keys one call of this workload touches: the batch size (`--batch-size`, 100 by default) for the
+    /// batches, 1 otherwise.
     pub(crate) fn keys_per_call(self) -> usize {
         match self {
-            Workload::GetMany | Workload::SetMany => super::calls::BATCH,
+            Workload::GetMany | Workload::SetMany => super::calls::batch_size(),
             _ => 1,
         }
     }
@@ -92,6 +93,9 @@ pub(crate) struct LoadArgs {
     /// of one connection set per node.
     #[arg(long, value_delimiter = ',', default_values = ["ours", "fred", "redis-benchmark"])]
     pub(crate) clients: Vec<ClientKind>,
+    /// Keys per call of the batch workloads (get-many, set-many).
+    #[arg(long, default_value_t = super::calls::BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub(crate) batch_size: usize,
     /// Rounds: every client runs every workload once per round, in an order rotated each round, and the
     /// summary shows medians over rounds (ratios are the median of the per-round ratios).
     #[arg(long, default_value_t = 1)]

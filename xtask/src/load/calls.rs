@@ -6,8 +6,21 @@ use fred::prelude::*;
 
 use super::Workload;
 
-/// Keys in one batch call (get-many, set-many).
+/// Keys in one batch call (get-many, set-many) unless `--batch-size` says otherwise.
 pub(crate) const BATCH: usize = 100;
+
+/// The batch size of this run (`--batch-size`), set once before any load starts.
+static BATCH_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(BATCH);
+
+/// Keys in one batch call of this run.
+pub(crate) fn batch_size() -> usize {
+    BATCH_SIZE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the batch size of this run (at least 1).
+pub(crate) fn set_batch_size(size: usize) {
+    BATCH_SIZE.store(size.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The hot key set of `HotGet`: the first this many keys.
 pub(crate) const HOT_KEYS: usize = 1000;
@@ -86,7 +99,8 @@ impl Call {
             Workload::HotGet => (Workload::Set, keys.min(HOT_KEYS)),
             other => (other, keys),
         };
-        let mut batch = || (0..BATCH).map(|_| key(rng.next(keys))).collect();
+        let size = batch_size();
+        let mut batch = || (0..size).map(|_| key(rng.next(keys))).collect();
         match op {
             Workload::Set => Call::Set(key(rng.next(keys))),
             Workload::VersionedSet => Call::VersionedSet(key(rng.next(keys))),

@@ -24,7 +24,7 @@ mod redis_benchmark;
 mod report;
 
 pub(crate) use args::{ClientKind, LoadArgs, Workload};
-pub(crate) use calls::Rng;
+pub(crate) use calls::{BATCH, Rng};
 pub(crate) use drivers::{fred_cluster_client, run_fred};
 pub(crate) use harness::{RunResult, progress_bar, run};
 pub(crate) use report::{median_ops_per_sec, print_table};
@@ -36,6 +36,7 @@ use report::Report;
 
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
     crate::prerequisites::ensure_redis()?;
+    calls::set_batch_size(args.batch_size);
     if args.tls
         && let Some(kind) = args.clients.iter().find(|k| {
             matches!(
@@ -312,6 +313,7 @@ mod tests {
             value_size: 16,
             seconds: 1,
             keys: 2000,
+            batch_size: calls::BATCH,
             pool_size: None,
             clients: vec![
                 ClientKind::Ours,

@@ -44,6 +44,7 @@ fn retry_limit(retry: &RetryConfig, access: Access) -> (u32, &'static str) {
 /// twice or over a newer write.
 fn resend_allowed(access: Access, message: &str) -> bool {
     access == Access::Read
+        || message.contains(crate::bulk::NOT_SENT)
         || message.contains("not initialized")
         || message.contains("Failed to send command")
         || message.contains("Failed to route command")
@@ -378,6 +379,16 @@ pub(super) async fn send(
         // A blocking command never goes on a shared connection (see the `wait` module).
         return Box::pin(node.waits().wait(marker, *replicas, *timeout_ms, asking, timeout)).await;
     }
+    // The usual way: the node's pipelined connection (see the `bulk` module). Replica reads (their
+    // connection sends READONLY), ASK redirects and the commands it does not carry take fred's.
+    let mut request = bytes::BytesMut::new();
+    if !readonly && !asking && cmd.encode(&mut request) {
+        let mut replies = node.bulk().call(request.freeze(), 1, timeout).await?;
+        return match replies.pop() {
+            Some(reply) => crate::bulk::frame_value(reply),
+            None => Err(fred::error::Error::new(ErrorKind::Unknown, "no reply")),
+        };
+    }
     let lane = if readonly { node.readonly() } else { node.lane() };
     if asking {
         // Rare: boxed, so that the common path's future stays small.
@@ -464,5 +475,13 @@ mod tests {
         assert!(!resend_allowed(Access::Write, "Canceled"));
         assert!(resend_allowed(Access::Write, "Failed to send command"));
         assert!(resend_allowed(Access::Write, "Client is not initialized."));
+        assert!(resend_allowed(
+            Access::Write,
+            &format!("connecting to 127.0.0.1:7000: refused: {}", crate::bulk::NOT_SENT)
+        ));
+        assert!(!resend_allowed(
+            Access::Write,
+            "the connection closed before the replies arrived"
+        ));
     }
 }
