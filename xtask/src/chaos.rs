@@ -1,11 +1,14 @@
 //! `cargo xtask chaos <drill>`: failover drills under load.
 //!
-//! Each drill starts its own local 3 + 3 cluster and runs two loads side by side at the same rate: one
-//! through the cache (`cache_facade::Cache`, cluster-client underneath), one through fred's own cluster
-//! client built from the same `ClusterConfig`. It injects one fault through local-cluster, keeps both
-//! loads going past the recovery, and prints its figures for both clients. Targets apply to ours only;
-//! fred's figures are the baseline measured in the same run. The command exits non-zero when a target
-//! is missed. `chaos all` runs every drill and writes the table to `docs/RESULTS.md`.
+//! Each drill starts its own local 3 + 3 cluster and runs three loads side by side at the same rate,
+//! each on keys of its own: one through the cache (`cache_facade::Cache`, cluster-client underneath),
+//! one through fred's own cluster client built from the same `ClusterConfig`, one through redis-rs's
+//! async cluster client built as its users build it with the same command timeout
+//! (`RedisRs::with_timeouts` in `redis_rs_baseline.rs`). It injects one fault through local-cluster,
+//! keeps the loads going past the recovery, and prints its figures for the three clients. Targets apply
+//! to ours only; fred's and redis-rs's figures are baselines measured in the same run. The command exits
+//! non-zero when a target is missed. `chaos all` runs every drill and writes the table to
+//! `docs/RESULTS.md`.
 //!
 //! `chaos safety` is of another kind: a history checker. Many clients, every fault kind in a seeded
 //! schedule, every call recorded and checked per key for lost acknowledged writes, regressions, deletes
@@ -119,7 +122,7 @@ pub(crate) struct ChaosArgs {
     /// Minutes of the steady drill when running `all` (default: --minutes).
     #[arg(long)]
     pub(crate) steady_minutes: Option<u64>,
-    /// Calls per second of each load (ours and fred's each get this rate).
+    /// Calls per second of each load (ours, fred's and redis-rs's each get this rate).
     #[arg(long, default_value_t = 2_000)]
     pub(crate) rate: u32,
     /// Seed of the safety run's fault schedule, key choice and operation mix (default: from the time;
@@ -273,6 +276,7 @@ async fn kill_master_runs(runs: usize, rate: u32) -> DrillReport {
             "runs completed",
             format!("{} of {runs}", runs - failed.len()),
             "-",
+            "-",
             "all",
             false,
         ));
@@ -290,22 +294,25 @@ fn scale_out_section(report: &DrillReport, started: SystemTime) -> String {
     );
     let mut out = format!(
         "## Scale out and in under load (`chaos scale-out`)\n\nProduced by `{command}` on {}, {}. A 3 + 3 cluster \
-         with two spare nodes; both loads (ours through `cache_facade::Cache`, fred through its cluster client, same \
-         rate) set a key and read it back, checking the value; `rebalance::Rebalancer` (on a client and thread of \
+         with two spare nodes; three loads (ours through `cache_facade::Cache`, fred through its cluster client, \
+         redis-rs through its async cluster client built as in the drills above, same rate) set a key and read it \
+         back, checking the value; `rebalance::Rebalancer` (on a client and thread of \
          its own) adds a primary with a replica, then removes one of the original primaries. Then client-sharded \
          mode: the cache over 3 standalone nodes (ketama), `rebalance::sharded` adds a fourth and removes one (ours \
          only; the contrast is what a plain ring switch misses). The steady p99 is that of the spells without a \
-         move (before, between, after). Targets apply to ours; fred's figures are the baseline of the same run.\n\n| figure | ours | fred | target | pass |\n|---|---|---|---|---|\n",
+         move (before, between, after). Targets apply to ours; fred's and redis-rs's figures are the baselines of \
+         the same run.\n\n| figure | ours | fred | redis-rs | target | pass |\n|---|---|---|---|---|---|\n",
         utc_date(started),
         machine()
     );
     for f in &report.figures {
         let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             cell(&f.name),
             cell(&f.ours),
             cell(&f.fred),
+            cell(&f.redis_rs),
             cell(&f.target),
             match f.pass {
                 Some(true) => "PASS",

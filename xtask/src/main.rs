@@ -45,7 +45,8 @@ enum Task {
     /// Load the cluster through cluster-client, the cache, fred and redis-rs (each as its users build it
     /// and at its best settings) and redis-benchmark (plain and -P 16); print ratios, write results.json.
     Load(load::LoadArgs),
-    /// Failover drills under load, through the cache and through fred's cluster client side by side.
+    /// Failover drills under load, through the cache and through fred's and redis-rs's cluster clients
+    /// side by side.
     Chaos(chaos::ChaosArgs),
     /// Time to move 1,000 slots holding 1 M keys of 100 B: ours against `redis-cli --cluster rebalance`
     /// and `reshard --cluster-pipeline 100`, same data, fresh cluster per trial; writes docs/RESULTS.md.

@@ -3,6 +3,7 @@
 //! (`ClusterConfig`) configure it: a peer measured with our choices would measure our choices.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -38,6 +39,22 @@ impl RedisRs {
             .build()
             .context("building redis-rs's cluster client")?;
         Self::connect(&client, BEST_POOL_SIZE).await
+    }
+
+    /// As its users build it for a cache that must ride out failovers (the chaos drills' peer):
+    /// `ClusterClient::builder(nodes)` with its documented `response_timeout` and `connection_timeout`
+    /// both set to `timeout`, every other setting at its default (16 retries with its own backoff,
+    /// reads from primaries, RESP2), and one connection shared (cloned) by every task. The response
+    /// timeout is the one choice made for it: redis-rs's cluster client has none by default, so a call
+    /// to a stopped node would wait for ever; with it, redis-rs also bounds each whole call (retries and
+    /// redirects included) by the same duration, as ours and fred's calls are bounded.
+    pub(crate) async fn with_timeouts(seeds: &[String], timeout: Duration) -> Result<RedisRs> {
+        let client = ClusterClient::builder(urls(seeds))
+            .response_timeout(timeout)
+            .connection_timeout(timeout)
+            .build()
+            .context("building redis-rs's cluster client")?;
+        Self::connect(&client, 1).await
     }
 
     async fn connect(client: &ClusterClient, count: usize) -> Result<RedisRs> {

@@ -1,6 +1,6 @@
-//! The fault drills. Each starts its own cluster ([`Stage::start`]), runs both loads, injects one fault
-//! through local-cluster, keeps the loads going past the recovery, and turns the tallies into figures:
-//! targets for our client, fred's figures beside them as the baseline.
+//! The fault drills. Each starts its own cluster ([`Stage::start`]), runs the three loads, injects one
+//! fault through local-cluster, keeps the loads going past the recovery, and turns the tallies into
+//! figures: targets for our client, fred's and redis-rs's figures beside them as the baselines.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,20 +12,20 @@ use local_cluster::{FailoverKind, Role};
 
 use super::report::{DrillReport, Figure};
 use super::stage::{Stage, current_epoch, rss_bytes, spinner, wait_for_role};
-use super::traffic::{COMMAND_TIMEOUT, Mix, Tally};
+use super::traffic::{COMMAND_TIMEOUT, Mix, Peers, Tallies, Tally};
 use super::write_loss::{self, LossWriters};
 
-/// Load before a fault, so that both clients are warm and every shard has traffic.
+/// Load before a fault, so that every client is warm and every shard has traffic.
 const WARM: Duration = Duration::from_secs(3);
 /// Load after a fault has passed.
 const AFTER: Duration = Duration::from_secs(3);
-/// Scheduling slack on top of the command timeout: two cores run six servers and both loads.
+/// Scheduling slack on top of the command timeout: two cores run six servers and three loads.
 const SLACK: Duration = Duration::from_millis(300);
 /// How long a drill waits for a promotion.
 const PROMOTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client counts as recovered after this long without a failed call.
 const QUIET: Duration = Duration::from_secs(2);
-/// How long a drill waits for both clients to recover (fred's cluster client may take many seconds).
+/// How long a drill waits for every client to recover (fred's cluster client may take many seconds).
 const RECOVERY_MAX: Duration = Duration::from_secs(20);
 
 fn micros(d: Duration) -> u64 {
@@ -62,26 +62,54 @@ fn calls(tally: &Tally) -> String {
     format!("{} ok, {} failed", tally.ok(), tally.failed())
 }
 
-/// The longest call, against the command timeout plus scheduling slack.
-/// The target of drills that must surface no error at all.
-pub(super) fn no_failed_calls(ours: &Tally, fred: &Tally) -> Figure {
-    Figure::target(
-        "failed calls",
-        ours.failed(),
-        fred.failed(),
-        "0",
-        ours.failed() == 0,
+/// A figure shown for information, each load's value read from its tally by `value`.
+pub(super) fn info_each(name: &str, tallies: &Tallies, value: impl Fn(&Tally) -> String) -> Figure {
+    Figure::info(
+        name,
+        value(&tallies.ours),
+        value(&tallies.fred),
+        value(&tallies.redis_rs),
     )
 }
 
-fn longest(ours: &Tally, fred: &Tally) -> Figure {
-    let bound = COMMAND_TIMEOUT + SLACK;
+/// A figure with a target for ours, each load's value read from its tally by `value`.
+pub(super) fn target_each(
+    name: &str,
+    tallies: &Tallies,
+    value: impl Fn(&Tally) -> String,
+    target: &str,
+    pass: bool,
+) -> Figure {
     Figure::target(
+        name,
+        value(&tallies.ours),
+        value(&tallies.fred),
+        value(&tallies.redis_rs),
+        target,
+        pass,
+    )
+}
+
+/// The target of drills that must surface no error at all.
+pub(super) fn no_failed_calls(t: &Tallies) -> Figure {
+    target_each(
+        "failed calls",
+        t,
+        |tally| tally.failed().to_string(),
+        "0",
+        t.ours.failed() == 0,
+    )
+}
+
+/// The longest call, against the command timeout plus scheduling slack.
+fn longest(t: &Tallies) -> Figure {
+    let bound = COMMAND_TIMEOUT + SLACK;
+    target_each(
         "longest call",
-        ms(ours.longest_us()),
-        ms(fred.longest_us()),
+        t,
+        |tally| ms(tally.longest_us()),
         &format!("≤ {} (timeout + slack)", ms(micros(bound))),
-        ours.longest_us() <= micros(bound),
+        t.ours.longest_us() <= micros(bound),
     )
 }
 
@@ -89,25 +117,24 @@ fn longest(ours: &Tally, fred: &Tally) -> Figure {
 /// the warm-up before the fault.
 fn throughput(
     name: &str,
-    (ours, fred): (&Tally, &Tally),
+    tallies: &Tallies,
     shards: impl Fn(usize) -> bool + Copy,
     from: u64,
     to: u64,
 ) -> Figure {
-    let show = |tally: &Tally| {
+    info_each(name, tallies, |tally| {
         let before = tally.ok_per_second(shards, from.saturating_sub(micros(WARM)), from);
         match (tally.ok_per_second(shards, from, to), before) {
             (Some(during), Some(before)) => format!("{during:.0}/s (before: {before:.0}/s)"),
             (Some(during), None) => format!("{during:.0}/s"),
             (None, _) => "-".into(),
         }
-    };
-    Figure::info(name, show(ours), show(fred))
+    })
 }
 
-/// The most frequent errors of both clients, as notes.
-pub(super) fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) {
-    for (who, tally) in [("ours", ours), ("fred", fred)] {
+/// The most frequent errors of each client, as notes.
+pub(super) fn error_notes(report: &mut DrillReport, tallies: &Tallies) {
+    for (who, tally) in tallies.named() {
         let top = tally.top_errors(3);
         if !top.is_empty() {
             report.notes.push(format!("{who} errors: {}", top.join("; ")));
@@ -115,32 +142,26 @@ pub(super) fn error_notes(report: &mut DrillReport, ours: &Tally, fred: &Tally) 
     }
 }
 
-/// One run of kill-master: kill -9 the primary of slot 0 under load.
 /// How a drill that must surface no error ended: failed calls, longest call, redirects followed, filled
 /// keys missing at the end, and the call counts.
-fn no_errors_outcome(
-    report: &mut DrillReport,
-    ours: &Tally,
-    fred: &Tally,
-    redirects: u64,
-    missing: (usize, usize),
-) {
-    let (ours_missing, fred_missing) = missing;
+fn no_errors_outcome(report: &mut DrillReport, t: &Tallies, redirects: u64, missing: Peers<usize>) {
     let f = &mut report.figures;
-    f.push(no_failed_calls(ours, fred));
-    f.push(longest(ours, fred));
-    f.push(Figure::info("redirects followed", redirects, "-"));
+    f.push(no_failed_calls(t));
+    f.push(longest(t));
+    f.push(Figure::info("redirects followed", redirects, "-", "-"));
     f.push(Figure::target(
         "filled keys missing at the end",
-        ours_missing,
-        fred_missing,
+        missing.ours,
+        missing.fred,
+        missing.redis_rs,
         "0",
-        ours_missing == 0,
+        missing.ours == 0,
     ));
-    f.push(Figure::info("calls", calls(ours), calls(fred)));
-    error_notes(report, ours, fred);
+    f.push(info_each("calls", t, calls));
+    error_notes(report, t);
 }
 
+/// One run of kill-master: kill -9 the primary of slot 0 under load.
 pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let stage = Stage::start(rate, CacheConfig::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
@@ -149,7 +170,12 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let slots = stage.topology.shards()[dead].slots.clone();
     let mut events = stage.clients.raw().subscribe();
     let load = stage.load(Mix::SetGet);
-    let writers = LossWriters::start(stage.clients.raw(), &stage.clients.fred, &victim_addr)?;
+    let writers = LossWriters::start(
+        stage.clients.raw(),
+        &stage.clients.fred,
+        &stage.clients.redis_rs,
+        &victim_addr,
+    )?;
     load.hold("load before the kill", WARM).await;
 
     writers.halt();
@@ -165,7 +191,7 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let promoted_at = Instant::now();
     let acked = writers.join().await;
     load.until_recovered(QUIET, RECOVERY_MAX).await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
 
     let mut seen = None;
     while let Ok(event) = events.try_recv() {
@@ -187,77 +213,79 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
     let loss = loss?;
     stage.close().await;
 
-    let kill_us = ours.at(killed);
-    let promoted_us = ours.at(promoted_at);
+    let kill_us = t.ours.at(killed);
+    let promoted_us = t.ours.at(promoted_at);
     let mut report = DrillReport::new("kill-master");
     let f = &mut report.figures;
     f.push(Figure::info(
         "promotion visible on every node, after the kill",
         ms(promoted_us - kill_us),
         "(same cluster)",
+        "(same cluster)",
     ));
     f.push(Figure::info(
         "failover seen by the client, after the kill",
         seen.map_or("not seen".into(), |d| ms(micros(d))),
         "-",
+        "-",
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "failed calls on healthy shards",
-        ours.failed_except(dead),
-        fred.failed_except(dead),
+        &t,
+        |tally| tally.failed_except(dead).to_string(),
         "0",
-        ours.failed_except(dead) == 0,
+        t.ours.failed_except(dead) == 0,
     ));
-    f.push(Figure::info(
-        "failed calls on the dead shard",
-        ours.failed_in(dead),
-        fred.failed_in(dead),
-    ));
+    f.push(info_each("failed calls on the dead shard", &t, |tally| {
+        tally.failed_in(dead).to_string()
+    }));
     f.push(throughput(
         "healthy shards: successful calls/s, kill to promotion",
-        (&ours, &fred),
+        &t,
         |shard| shard != dead,
         kill_us,
         promoted_us,
     ));
-    f.push(Figure::info(
-        "dead shard: kill to first success",
-        ms_after(ours.first_ok_after_mark(dead), kill_us),
-        ms_after(fred.first_ok_after_mark(dead), kill_us),
-    ));
-    f.push(Figure::target(
+    f.push(info_each("dead shard: kill to first success", &t, |tally| {
+        ms_after(tally.first_ok_after_mark(dead), kill_us)
+    }));
+    f.push(target_each(
         "dead shard serving again, after promotion visible",
-        ms_after(ours.first_ok_after_mark(dead), promoted_us),
-        ms_after(fred.first_ok_after_mark(dead), promoted_us),
+        &t,
+        |tally| ms_after(tally.first_ok_after_mark(dead), promoted_us),
         "≤ 1000 ms",
         within(
-            ours.first_ok_after_mark(dead),
+            t.ours.first_ok_after_mark(dead),
             promoted_us,
             Duration::from_secs(1),
         ),
     ));
-    f.push(longest(&ours, &fred));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
+    f.push(longest(&t));
+    f.push(info_each("calls", &t, calls));
     f.push(Figure::info(
         "acked writes lost, no WAIT",
         format!("{} of {}", loss.nowait_lost, loss.nowait_acked),
         format!("{} of {}", loss.fred_lost, loss.fred_acked),
+        format!("{} of {}", loss.redis_rs_lost, loss.redis_rs_acked),
     ));
     f.push(Figure::info(
         "lost writes the journal found, repaired",
         format!("found {}, repaired {}", loss.journal_found, loss.repaired),
+        "no journal",
         "no journal",
     ));
     f.push(Figure::target(
         "acked writes still missing after repair",
         loss.remaining,
         loss.fred_lost,
+        loss.redis_rs_lost,
         "0",
         loss.remaining == 0,
     ));
     f.push(Figure::target(
         "acked writes lost, WAIT 1",
         format!("{} of {}", loss.wait_lost, loss.wait_acked),
+        "-",
         "-",
         "0",
         loss.wait_lost == 0,
@@ -283,7 +311,7 @@ pub(super) async fn kill_master(rate: u32) -> Result<DrillReport> {
             loss.read_errors
         ));
     }
-    error_notes(&mut report, &ours, &fred);
+    error_notes(&mut report, &t);
     Ok(report)
 }
 
@@ -338,12 +366,12 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
         // Long enough for a failure report that the pause might have caused to turn into a failover.
         load.hold("load after the pause", AFTER).await;
     }
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     let role = victim.role().await?;
     let epoch_after = current_epoch(&stage.cluster).await?;
     stage.close().await;
 
-    let pause_us = ours.at(paused_at);
+    let pause_us = t.ours.at(paused_at);
     let name = if long {
         "pause-master-long"
     } else {
@@ -351,24 +379,22 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
     };
     let mut report = DrillReport::new(name);
     let f = &mut report.figures;
-    f.push(longest(&ours, &fred));
-    f.push(Figure::target(
+    f.push(longest(&t));
+    f.push(target_each(
         "failed calls on other shards",
-        ours.failed_except(paused),
-        fred.failed_except(paused),
+        &t,
+        |tally| tally.failed_except(paused).to_string(),
         "0",
-        ours.failed_except(paused) == 0,
+        t.ours.failed_except(paused) == 0,
     ));
-    f.push(Figure::info(
-        "failed calls on the paused shard",
-        ours.failed_in(paused),
-        fred.failed_in(paused),
-    ));
+    f.push(info_each("failed calls on the paused shard", &t, |tally| {
+        tally.failed_in(paused).to_string()
+    }));
     if let Some(promoted_at) = promoted_at {
-        let promoted_us = ours.at(promoted_at);
+        let promoted_us = t.ours.at(promoted_at);
         f.push(throughput(
             "other shards: successful calls/s during the pause",
-            (&ours, &fred),
+            &t,
             |shard| shard != paused,
             pause_us,
             pause_us + micros(pause),
@@ -377,11 +403,12 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
             "promotion visible on every node, after the pause began",
             ms(promoted_us - pause_us),
             "(same cluster)",
+            "(same cluster)",
         ));
-        f.push(Figure::info(
+        f.push(info_each(
             "paused shard: first call served, after promotion visible",
-            ms_after(ours.first_ok_after_mark(paused), promoted_us),
-            ms_after(fred.first_ok_after_mark(paused), promoted_us),
+            &t,
+            |tally| ms_after(tally.first_ok_after_mark(paused), promoted_us),
         ));
     }
     let failover = format!(
@@ -392,18 +419,24 @@ pub(super) async fn pause_master(rate: u32, length: PauseLength) -> Result<Drill
         }
     );
     if long {
-        f.push(Figure::info("failover", failover, "(same cluster)"));
+        f.push(Figure::info(
+            "failover",
+            failover,
+            "(same cluster)",
+            "(same cluster)",
+        ));
     } else {
         f.push(Figure::target(
             "no failover",
             failover,
             "(same cluster)",
+            "(same cluster)",
             "epoch unchanged, still primary",
             epoch_after == epoch_before && role == Role::Primary,
         ));
     }
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    f.push(info_each("calls", &t, calls));
+    error_notes(&mut report, &t);
     Ok(report)
 }
 
@@ -426,9 +459,9 @@ pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
     wait_for_role(replica, Role::Primary, Duration::from_secs(15)).await?;
     let took = started.elapsed();
     load.hold("load after the failover", AFTER).await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     let redirects: u64 = stage.clients.raw().node_stats().iter().map(|s| s.redirects).sum();
-    let (ours_missing, fred_missing) = stage.missing_keys().await;
+    let missing = stage.missing_keys().await;
     stage.close().await;
 
     let mut report = DrillReport::new("manual-failover");
@@ -437,8 +470,9 @@ pub(super) async fn manual_failover(rate: u32) -> Result<DrillReport> {
         "CLUSTER FAILOVER to replica serving as primary",
         ms(micros(took)),
         "(same cluster)",
+        "(same cluster)",
     ));
-    no_errors_outcome(&mut report, &ours, &fred, redirects, (ours_missing, fred_missing));
+    no_errors_outcome(&mut report, &t, redirects, missing);
     Ok(report)
 }
 
@@ -458,9 +492,9 @@ pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
     let moved = moved?;
     let took = started.elapsed();
     load.hold("load after resharding", AFTER).await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     let redirects: u64 = stage.clients.raw().node_stats().iter().map(|s| s.redirects).sum();
-    let (ours_missing, fred_missing) = stage.missing_keys().await;
+    let missing = stage.missing_keys().await;
     stage.close().await;
 
     let mut report = DrillReport::new("reshard");
@@ -469,12 +503,13 @@ pub(super) async fn reshard(rate: u32) -> Result<DrillReport> {
         "slots moved / migration time",
         format!("{} / {}", moved.len(), ms(micros(took))),
         "(same cluster)",
+        "(same cluster)",
     ));
-    no_errors_outcome(&mut report, &ours, &fred, redirects, (ours_missing, fred_missing));
+    no_errors_outcome(&mut report, &t, redirects, missing);
     Ok(report)
 }
 
-/// kill -9 the primary of slot 0 while both clients are idle; traffic starts after the promotion.
+/// kill -9 the primary of slot 0 while the clients are idle; traffic starts after the promotion.
 pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
     let stage = Stage::start(rate, CacheConfig::default()).await?;
     let victim = stage.cluster.primary_for_slot(0).await?;
@@ -500,7 +535,7 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
     load.mark(traffic_at);
     load.hold("traffic after the idle failover", Duration::from_secs(5))
         .await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     stage.close().await;
 
     let mut seen = None;
@@ -521,41 +556,43 @@ pub(super) async fn failover_while_idle(rate: u32) -> Result<DrillReport> {
         ),
         None => "not seen".into(),
     };
-    let start_us = ours.at(traffic_at);
+    let start_us = t.ours.at(traffic_at);
     let mut report = DrillReport::new("failover-while-idle");
     let f = &mut report.figures;
     f.push(Figure::info(
         "promotion visible on every node, after the kill",
         ms(micros(promotion)),
         "(same cluster)",
+        "(same cluster)",
     ));
     f.push(Figure::info(
         "failover seen by the client, after the kill",
         seen,
         "-",
+        "-",
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "failed calls on the failed-over shard",
-        ours.failed_in(dead),
-        fred.failed_in(dead),
+        &t,
+        |tally| tally.failed_in(dead).to_string(),
         "0",
-        ours.failed_in(dead) == 0,
+        t.ours.failed_in(dead) == 0,
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "failed calls on other shards",
-        ours.failed_except(dead),
-        fred.failed_except(dead),
+        &t,
+        |tally| tally.failed_except(dead).to_string(),
         "0",
-        ours.failed_except(dead) == 0,
+        t.ours.failed_except(dead) == 0,
     ));
-    f.push(Figure::info(
+    f.push(info_each(
         "failed-over shard: traffic start to first success",
-        ms_after(ours.first_ok_after_mark(dead), start_us),
-        ms_after(fred.first_ok_after_mark(dead), start_us),
+        &t,
+        |tally| ms_after(tally.first_ok_after_mark(dead), start_us),
     ));
-    f.push(longest(&ours, &fred));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    f.push(longest(&t));
+    f.push(info_each("calls", &t, calls));
+    error_notes(&mut report, &t);
     Ok(report)
 }
 
@@ -584,29 +621,30 @@ pub(super) async fn whole_cluster_restart(rate: u32) -> Result<DrillReport> {
     restarted?;
     let healthy_at = Instant::now();
     load.until_recovered(QUIET, RECOVERY_MAX).await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     stage.close().await;
 
-    let kill_us = ours.at(killed);
-    let healthy_us = ours.at(healthy_at);
+    let kill_us = t.ours.at(killed);
+    let healthy_us = t.ours.at(healthy_at);
     let mut report = DrillReport::new("whole-cluster-restart");
     let f = &mut report.figures;
     f.push(Figure::info(
         "kill to cluster healthy again",
         ms(healthy_us - kill_us),
         "(same cluster)",
+        "(same cluster)",
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "every shard serving again, after healthy",
-        ms_after(ours.all_served_after_mark(), healthy_us),
-        ms_after(fred.all_served_after_mark(), healthy_us),
+        &t,
+        |tally| ms_after(tally.all_served_after_mark(), healthy_us),
         "≤ 1000 ms",
-        within(ours.all_served_after_mark(), healthy_us, Duration::from_secs(1)),
+        within(t.ours.all_served_after_mark(), healthy_us, Duration::from_secs(1)),
     ));
-    f.push(Figure::info("failed calls", ours.failed(), fred.failed()));
-    f.push(longest(&ours, &fred));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    f.push(info_each("failed calls", &t, |tally| tally.failed().to_string()));
+    f.push(longest(&t));
+    f.push(info_each("calls", &t, calls));
+    error_notes(&mut report, &t);
     Ok(report)
 }
 
@@ -617,12 +655,12 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
     let load = stage.load(Mix::SetGet);
     load.hold("load before the pause", WARM).await;
 
-    // Two identical pauses. In each, besides the paced loads, both clients also get calls fired
+    // Two identical pauses. In each, besides the paced loads, every client also gets calls fired
     // without waiting for earlier ones, so that thousands of calls wait in each at once. The first pause
     // pays one-time costs (allocator arenas, runtime slabs, timers); memory is bounded if the second
-    // adds nothing more. Both clients share the process, so growth is not split between them: the calls
-    // in flight per client show that neither keeps calls past their timeout.
-    let mut peaks = [0u64; 2];
+    // adds nothing more. The clients share the process, so growth is not split between them: the calls
+    // in flight per client show that none keeps calls past their timeout.
+    let mut peaks = Peers::<u64>::default();
     let mut growth = [0u64; 2];
     for (round, label) in [
         "first CLIENT PAUSE on every node",
@@ -640,16 +678,21 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
         for node in stage.cluster.nodes() {
             node.client_pause(pause).await?;
         }
-        let (ours_burst, fred_burst) = (stage.ours_burst(&load), stage.fred_burst(&load));
+        let bursts = stage.bursts(&load);
         let left = pause.saturating_sub(paused_at.elapsed());
         load.hold_sampling(label, left, || rss_max = rss_max.max(rss_bytes()))
             .await;
-        let (ours_peak, fred_peak) = tokio::join!(ours_burst.stop(), fred_burst.stop());
-        peaks = [peaks[0].max(ours_peak), peaks[1].max(fred_peak)];
+        let (ours, fred, redis_rs) =
+            tokio::join!(bursts.ours.stop(), bursts.fred.stop(), bursts.redis_rs.stop());
+        peaks = Peers {
+            ours: peaks.ours.max(ours),
+            fred: peaks.fred.max(fred),
+            redis_rs: peaks.redis_rs.max(redis_rs),
+        };
         growth[round] = rss_max.saturating_sub(rss_before);
         load.until_recovered(QUIET, RECOVERY_MAX).await;
     }
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     stage.close().await;
 
     let tolerance = Duration::from_millis(50);
@@ -658,8 +701,8 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
         Some((min, max)) => format!("{} to {}", ms(min), ms(max)),
         None => "no failed call".into(),
     };
-    let at_timeout = ours.failed() > 0
-        && ours
+    let at_timeout = t.ours.failed() > 0
+        && t.ours
             .failed_range_us()
             .is_some_and(|(min, max)| min >= micros(low) && max <= micros(high));
     let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
@@ -667,38 +710,41 @@ pub(super) async fn client_pause(rate: u32) -> Result<DrillReport> {
     let most_in_flight = (f64::from(rate) * COMMAND_TIMEOUT.as_secs_f64() * 1.1) as u64 + 100;
     let mut report = DrillReport::new("client-pause");
     let f = &mut report.figures;
-    f.push(Figure::info("failed calls", ours.failed(), fred.failed()));
-    f.push(Figure::target(
+    f.push(info_each("failed calls", &t, |tally| tally.failed().to_string()));
+    f.push(target_each(
         "failed call durations",
-        range(&ours),
-        range(&fred),
+        &t,
+        range,
         "timeout ± 50 ms",
         at_timeout,
     ));
     // The ±50 ms is about calls that fail; a call that succeeds as the pause ends may finish a little
     // past its timeout while thousands of replies arrive at once, hence the usual slack.
-    f.push(longest(&ours, &fred));
+    f.push(longest(&t));
     f.push(Figure::target(
         &format!("most calls in flight (open loop at {rate}/s)"),
-        peaks[0],
-        peaks[1],
+        peaks.ours,
+        peaks.fred,
+        peaks.redis_rs,
         &format!("≤ {most_in_flight} (rate × timeout + 10%)"),
-        peaks[0] <= most_in_flight,
+        peaks.ours <= most_in_flight,
     ));
     f.push(Figure::info(
-        "process memory growth, first pause (both clients)",
+        "process memory growth, first pause (all three clients)",
         format!("{:.1} MB", mb(growth[0])),
+        "(same process)",
         "(same process)",
     ));
     f.push(Figure::target(
-        "process memory growth, second pause (both clients)",
+        "process memory growth, second pause (all three clients)",
         format!("{:.1} MB", mb(growth[1])),
+        "(same process)",
         "(same process)",
         "< 8 MB (bounded)",
         growth[1] < 8 * 1_048_576,
     ));
-    f.push(Figure::info("calls", calls(&ours), calls(&fred)));
-    error_notes(&mut report, &ours, &fred);
+    f.push(info_each("calls", &t, calls));
+    error_notes(&mut report, &t);
     Ok(report)
 }
 
@@ -733,7 +779,7 @@ pub(super) async fn kill_read_replica(rate: u32) -> Result<DrillReport> {
     load.mark(Instant::now());
     load.hold(&format!("kill -9 replica {}", replica.addr()), AFTER)
         .await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     stage.close().await;
 
     let mut report = DrillReport::new("kill-read-replica");
@@ -742,37 +788,39 @@ pub(super) async fn kill_read_replica(rate: u32) -> Result<DrillReport> {
         "reads the replica served before the kill",
         replica_reads,
         "0 (reads primaries)",
+        "0 (reads primaries)",
         "> 0 (replica reads in use)",
         replica_reads > 0,
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "failed reads on the replica's shard",
-        ours.failed_in(shard),
-        fred.failed_in(shard),
+        &t,
+        |tally| tally.failed_in(shard).to_string(),
         "0",
-        ours.failed_in(shard) == 0,
+        t.ours.failed_in(shard) == 0,
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "failed reads on other shards",
-        ours.failed_except(shard),
-        fred.failed_except(shard),
+        &t,
+        |tally| tally.failed_except(shard).to_string(),
         "0",
-        ours.failed_except(shard) == 0,
+        t.ours.failed_except(shard) == 0,
     ));
-    f.push(Figure::target(
+    f.push(target_each(
         "longest read on that shard ending after the kill",
-        ms(ours.longest_after_mark_in(shard)),
-        ms(fred.longest_after_mark_in(shard)),
+        &t,
+        |tally| ms(tally.longest_after_mark_in(shard)),
         "≤ 1000 ms (falls back within 1 s)",
-        ours.longest_after_mark_in(shard) <= micros(Duration::from_secs(1)),
+        t.ours.longest_after_mark_in(shard) <= micros(Duration::from_secs(1)),
     ));
-    f.push(Figure::info("reads", calls(&ours), calls(&fred)));
+    f.push(info_each("reads", &t, calls));
     report.notes.push(
-        "fred's cluster client is built without fred's `replicas` feature, so its reads go to primaries: \
-         its column shows what a replica's death does to a client that does not read from it"
+        "fred's cluster client is built without fred's `replicas` feature, and redis-rs's with its default \
+         read routing (no `read_routing_strategy`), so both read from primaries: their columns show what a \
+         replica's death does to a client that does not read from it"
             .into(),
     );
-    error_notes(&mut report, &ours, &fred);
+    error_notes(&mut report, &t);
     Ok(report)
 }
 

@@ -3,12 +3,14 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// One measured figure, for our client and for fred's cluster client, with a target for ours.
+/// One measured figure, for our client and for the two peers (fred's and redis-rs's cluster clients),
+/// with a target for ours. A peer's value is `-` where the figure is ours only or the peer did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Figure {
     pub(super) name: String,
     pub(super) ours: String,
     pub(super) fred: String,
+    pub(super) redis_rs: String,
     /// What ours must reach; empty for figures shown for information.
     pub(super) target: String,
     /// `None` for information, else whether ours reached the target.
@@ -17,11 +19,17 @@ pub(super) struct Figure {
 
 impl Figure {
     /// A figure shown for information, without a target.
-    pub(super) fn info(name: &str, ours: impl ToString, fred: impl ToString) -> Figure {
+    pub(super) fn info(
+        name: &str,
+        ours: impl ToString,
+        fred: impl ToString,
+        redis_rs: impl ToString,
+    ) -> Figure {
         Figure {
             name: name.to_string(),
             ours: ours.to_string(),
             fred: fred.to_string(),
+            redis_rs: redis_rs.to_string(),
             target: String::new(),
             pass: None,
         }
@@ -32,6 +40,7 @@ impl Figure {
         name: &str,
         ours: impl ToString,
         fred: impl ToString,
+        redis_rs: impl ToString,
         target: &str,
         pass: bool,
     ) -> Figure {
@@ -39,6 +48,7 @@ impl Figure {
             name: name.to_string(),
             ours: ours.to_string(),
             fred: fred.to_string(),
+            redis_rs: redis_rs.to_string(),
             target: target.to_string(),
             pass: Some(pass),
         }
@@ -71,6 +81,7 @@ impl DrillReport {
             "drill completed",
             format!("no: {error:#}"),
             "-",
+            "-",
             "completes",
             false,
         ));
@@ -82,34 +93,42 @@ impl DrillReport {
         self.figures.iter().filter(|f| f.pass == Some(false)).count()
     }
 
+    /// Whether redis-rs has a value in any figure (the safety run, for one, has no redis-rs load).
+    fn has_redis_rs(&self) -> bool {
+        self.figures.iter().any(|f| f.redis_rs != "-")
+    }
+
     /// The table for the terminal.
     pub(super) fn render(&self) -> String {
-        let headers = ["figure", "ours", "fred", "target", ""];
-        let rows: Vec<[String; 5]> = self
+        let with_redis_rs = self.has_redis_rs();
+        let columns = |name: &str, ours: &str, fred: &str, redis_rs: &str, target: &str, pass: &str| {
+            let mut cells = vec![name.to_string(), ours.to_string(), fred.to_string()];
+            if with_redis_rs {
+                cells.push(redis_rs.to_string());
+            }
+            cells.extend([target.to_string(), pass.to_string()]);
+            cells
+        };
+        let headers = columns("figure", "ours", "fred", "redis-rs", "target", "");
+        let rows: Vec<Vec<String>> = self
             .figures
             .iter()
-            .map(|f| {
-                [
-                    f.name.clone(),
-                    f.ours.clone(),
-                    f.fred.clone(),
-                    f.target.clone(),
-                    verdict(f.pass).to_string(),
-                ]
-            })
+            .map(|f| columns(&f.name, &f.ours, &f.fred, &f.redis_rs, &f.target, verdict(f.pass)))
             .collect();
-        let mut widths = headers.map(|h| h.chars().count());
+        // The last two columns (target, verdict) are text.
+        let text_from = headers.len() - 2;
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
             }
         }
-        let line = |cells: &[String; 5]| {
+        let line = |cells: &[String]| {
             let mut out = String::new();
-            for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
                 let pad = width.saturating_sub(cell.chars().count());
                 // Text columns align left, figures right.
-                if i == 0 || i == 3 || i == 4 {
+                if i == 0 || i >= text_from {
                     out.push_str(cell);
                     out.push_str(&" ".repeat(pad));
                 } else {
@@ -121,7 +140,7 @@ impl DrillReport {
             out.trim_end().to_string()
         };
         let mut out = format!("\n== chaos {} ==\n", self.drill);
-        out.push_str(&line(&headers.map(str::to_string)));
+        out.push_str(&line(&headers));
         out.push('\n');
         for row in &rows {
             out.push_str(&line(row));
@@ -175,6 +194,7 @@ pub(super) fn merge_runs(runs: &[Vec<Figure>]) -> Vec<Figure> {
                 name: first.name.clone(),
                 ours: join(|f| &f.ours),
                 fred: join(|f| &f.fred),
+                redis_rs: join(|f| &f.redis_rs),
                 target: first.target.clone(),
                 pass: present
                     .iter()
@@ -196,10 +216,16 @@ pub(super) fn markdown(reports: &[DrillReport], command: &str, date: &str, machi
     let _ = writeln!(out, "Produced by `{command}` on {date}, {machine}.\n");
     out.push_str(
         "Each drill starts its own local 3 primaries + 3 replicas cluster (`cluster-node-timeout` 2000 ms, \
-         command timeout 1 s) and runs two loads side by side: **ours** goes through `cache_facade::Cache` \
-         (cluster-client underneath), **fred** through fred's own cluster client built from the same \
-         `ClusterConfig`. Targets apply to ours only; fred's figures are the baseline measured in the same \
-         run. Values of repeated runs are separated by ` / `.\n\n",
+         command timeout 1 s) and runs three loads side by side, the same traffic on keys of their own \
+         during the same faults: **ours** goes through `cache_facade::Cache` (cluster-client underneath), \
+         **fred** through fred's own cluster client built from the same `ClusterConfig`, **redis-rs** \
+         through the `redis` crate's async cluster client built as its users build it for a cache with \
+         failover in mind: `redis::cluster::ClusterClient::builder(nodes)` with its documented \
+         `response_timeout` and `connection_timeout` set to the command timeout (1 s; without a response \
+         timeout redis-rs waits for a reply for ever), every other setting at its default (16 retries, \
+         reads from primaries), one connection shared by every task. Targets apply to ours only; fred's \
+         and redis-rs's figures are baselines measured in the same run, and `-` marks a figure that is \
+         ours only. Values of repeated runs are separated by ` / `.\n\n",
     );
     let _ = writeln!(
         out,
@@ -209,16 +235,19 @@ pub(super) fn markdown(reports: &[DrillReport], command: &str, date: &str, machi
             n => format!("{n} target(s) missed"),
         }
     );
-    out.push_str("| drill | figure | ours | fred | target | pass |\n|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| drill | figure | ours | fred | redis-rs | target | pass |\n|---|---|---|---|---|---|---|\n",
+    );
     for report in reports {
         for f in &report.figures {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 cell(&report.drill),
                 cell(&f.name),
                 cell(&f.ours),
                 cell(&f.fred),
+                cell(&f.redis_rs),
                 cell(&f.target),
                 verdict(f.pass)
             );
@@ -296,6 +325,7 @@ mod tests {
             name: "f".into(),
             ours: ours.into(),
             fred: "-".into(),
+            redis_rs: "-".into(),
             target: "t".into(),
             pass,
         }
@@ -352,8 +382,8 @@ mod tests {
         let mut report = DrillReport::new("kill-master");
         report
             .figures
-            .push(Figure::target("failed | healthy", "3", "1829", "0", false));
-        report.figures.push(Figure::info("ops", "10", "9"));
+            .push(Figure::target("failed | healthy", "3", "1829", "40", "0", false));
+        report.figures.push(Figure::info("ops", "10", "9", "8"));
         report.notes.push("ours errors: 3× timeout".into());
         let text = markdown(
             &[report.clone()],
@@ -362,10 +392,13 @@ mod tests {
             "2 CPUs",
         );
         assert!(
-            text.contains("| kill-master | failed \\| healthy | 3 | 1829 | 0 | FAIL |"),
+            text.contains("| kill-master | failed \\| healthy | 3 | 1829 | 40 | 0 | FAIL |"),
             "{text}"
         );
-        assert!(text.contains("| kill-master | ops | 10 | 9 |  |  |"), "{text}");
+        assert!(
+            text.contains("| kill-master | ops | 10 | 9 | 8 |  |  |"),
+            "{text}"
+        );
         assert!(text.contains("1 target(s) missed"), "{text}");
         assert!(
             text.contains("`cargo xtask chaos all` on 2024-01-02 03:04 UTC"),
@@ -375,5 +408,14 @@ mod tests {
         assert_eq!(report.missed(), 1);
         let table = report.render();
         assert!(table.contains("FAIL: 1 target(s) missed"), "{table}");
+        assert!(table.contains("redis-rs"), "{table}");
+        let two_peers = DrillReport {
+            figures: vec![Figure::info("ops", "10", "9", "-")],
+            ..report
+        };
+        assert!(
+            !two_peers.render().contains("redis-rs"),
+            "a column of dashes only is left out"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `chaos scale-out`: grow and shrink the cluster under load with `rebalance::Rebalancer`, through the
-//! cache and through fred's cluster client side by side.
+//! cache and through fred's and redis-rs's cluster clients side by side.
 //!
-//! A 3 + 3 cluster with two spare nodes; both loads set a key and read it back at once, checking that
+//! A 3 + 3 cluster with two spare nodes; the three loads set a key and read it back at once, checking that
 //! the value read is the one just written (each key has one writer), and 20,000 more keys written
 //! before any move are read back after. The drill adds a primary (a spare) with a replica (the other
 //! spare), which moves a quarter of the slots onto it, then removes one of the original primaries,
@@ -10,12 +10,13 @@
 //! redirects and their own refreshes, and the Rebalancer's work never waits in the loads' task queue.
 //!
 //! Then the same in client-sharded mode (ketama over standalone nodes, `rebalance::sharded`): a node
-//! added, another removed, under the same checked load through the cache alone (fred has no such mode);
+//! added, another removed, under the same checked load through the cache alone (fred and redis-rs have
+//! no such mode);
 //! the contrast is what a plain ring switch would miss.
 //!
 //! Targets for ours: no failed call, no miss and no wrong value, every key intact at the end, and a p99
 //! during each move at most twice the steady p99 (the calls of the spells without a move: before,
-//! between and after). fred's figures are the baseline.
+//! between and after). fred's and redis-rs's figures are the baselines.
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,9 @@ use local_cluster::LocalClusterConfig;
 use rebalance::sharded::{ShardedMoveConfig, ShardedRebalancer};
 use rebalance::{DistributionCheck, MoveReport, RebalanceConfig, Rebalancer, Weights};
 
-use super::drills::{error_notes, no_failed_calls};
+use super::drills::{error_notes, info_each, no_failed_calls, target_each};
 use super::report::{DrillReport, Figure};
-use super::stage::{Load, Stage, spinner};
+use super::stage::{Stage, spinner};
 use super::traffic::{COMMAND_TIMEOUT, KEYS, Keys, MISS, Mix, Side, Tally, Traffic, WRONG_VALUE};
 
 /// Load before the first move (its calls count in the steady p99, with those between and after).
@@ -76,7 +77,7 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
     let load = stage.load(Mix::SetGetChecked);
     load.hold("steady load before the moves", STEADY).await;
 
-    phase(&load, PHASE_ADD);
+    load.set_phase(PHASE_ADD);
     load.mark(Instant::now());
     println!("adding primary {new_primary} with replica {new_replica}");
     let added = operate(
@@ -91,10 +92,10 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
     .0;
     println!("  {added}");
 
-    phase(&load, PHASE_BETWEEN);
+    load.set_phase(PHASE_BETWEEN);
     load.hold("load between the moves", BETWEEN).await;
 
-    phase(&load, PHASE_REMOVE);
+    load.set_phase(PHASE_REMOVE);
     println!("removing primary {removed}");
     let (drained, distribution) = operate(
         &seeds,
@@ -106,9 +107,9 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
     .context("removing a primary")?;
     println!("  {drained}");
 
-    phase(&load, PHASE_AFTER);
+    load.set_phase(PHASE_AFTER);
     load.hold("load after the moves", BETWEEN).await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
 
     let checking = spinner("reading every key back");
     let read = stage
@@ -121,7 +122,7 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
         .zip(&intact)
         .filter(|(got, (_, want, _))| matches!(got, Ok(Some(v)) if v.as_ref() == want.as_bytes()))
         .count();
-    let (ours_missing, fred_missing) = stage.missing_keys().await;
+    let missing = stage.missing_keys().await;
     let redirects: u64 = stage.clients.raw().node_stats().iter().map(|s| s.redirects).sum();
     checking.finish_and_clear();
     stage.close().await;
@@ -132,65 +133,64 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
         "add a primary + replica: slots / keys moved, took",
         moved(&added),
         "(same cluster)",
+        "(same cluster)",
     ));
     f.push(Figure::info(
         "remove a primary: slots / keys moved, took",
         moved(&drained),
         "(same cluster)",
+        "(same cluster)",
     ));
-    f.push(no_failed_calls(&ours, &fred));
+    f.push(no_failed_calls(&t));
     for (name, prefix) in [
         ("misses (absent right after a set)", MISS),
         ("wrong values (not the one just set)", WRONG_VALUE),
     ] {
-        let (o, r) = (
-            ours.errors_starting_with(prefix),
-            fred.errors_starting_with(prefix),
-        );
-        f.push(Figure::target(name, o, r, "0", o == 0));
+        let ours = t.ours.errors_starting_with(prefix);
+        f.push(target_each(
+            name,
+            &t,
+            |tally| tally.errors_starting_with(prefix).to_string(),
+            "0",
+            ours == 0,
+        ));
     }
     f.push(Figure::target(
         "keys written before the moves, intact at the end",
         format!("{intact_ok} of {INTACT_KEYS}"),
+        "-",
         "-",
         "all",
         intact_ok == INTACT_KEYS,
     ));
     f.push(Figure::target(
         "load keys missing at the end",
-        ours_missing,
-        fred_missing,
+        missing.ours,
+        missing.fred,
+        missing.redis_rs,
         "0",
-        ours_missing == 0,
+        missing.ours == 0,
     ));
     for (name, moving) in [("p99 adding", PHASE_ADD), ("p99 removing", PHASE_REMOVE)] {
-        let (ours_steady, ours_move) = (p99(&ours, &STEADY_PHASES), p99(&ours, &[moving]));
-        let (fred_steady, fred_move) = (p99(&fred, &STEADY_PHASES), p99(&fred, &[moving]));
-        let ratio = |steady: u64, moving: u64| moving as f64 / steady.max(1) as f64;
-        f.push(Figure::target(
+        let ratio = |tally: &Tally| {
+            let (steady, during) = (p99(tally, &STEADY_PHASES), p99(tally, &[moving]));
+            (steady, during, during as f64 / steady.max(1) as f64)
+        };
+        f.push(target_each(
             &format!("{name} / steady p99"),
-            format!(
-                "{} / {} = {:.2}×",
-                ms(ours_move),
-                ms(ours_steady),
-                ratio(ours_steady, ours_move)
-            ),
-            format!(
-                "{} / {} = {:.2}×",
-                ms(fred_move),
-                ms(fred_steady),
-                ratio(fred_steady, fred_move)
-            ),
+            &t,
+            |tally| {
+                let (steady, during, ratio) = ratio(tally);
+                format!("{} / {} = {ratio:.2}×", ms(during), ms(steady))
+            },
             "≤ 2×",
-            ratio(ours_steady, ours_move) <= P99_FACTOR,
+            ratio(&t.ours).2 <= P99_FACTOR,
         ));
     }
-    f.push(Figure::info("redirects followed", redirects, "-"));
-    f.push(Figure::info(
-        "calls",
-        format!("{} ok, {} failed", ours.ok(), ours.failed()),
-        format!("{} ok, {} failed", fred.ok(), fred.failed()),
-    ));
+    f.push(Figure::info("redirects followed", redirects, "-", "-"));
+    f.push(info_each("calls", &t, |tally| {
+        format!("{} ok, {} failed", tally.ok(), tally.failed())
+    }));
     f.push(Figure::info(
         "distribution after (slots, keys, memory)",
         match &distribution {
@@ -202,8 +202,9 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
             None => "not read".to_string(),
         },
         "(same cluster)",
+        "(same cluster)",
     ));
-    error_notes(&mut report, &ours, &fred);
+    error_notes(&mut report, &t);
     report.notes.push(format!(
         "added {new_primary} (replica {new_replica}), removed {removed}; the Rebalancer ran on a client and a thread \
          of its own, with its default settings"
@@ -213,6 +214,7 @@ pub(super) async fn scale_out(rate: u32) -> Result<DrillReport> {
         report.figures.push(Figure::target(
             "sharded half completed",
             format!("no: {e:#}"),
+            "-",
             "-",
             "completes",
             false,
@@ -273,12 +275,6 @@ async fn run_step(seeds: Vec<String>, step: Step) -> Result<(MoveReport, Option<
     Ok((moved?, distribution))
 }
 
-/// Starts `phase` in both loads' latencies.
-fn phase(load: &Load, phase: usize) {
-    load.tallies.0.set_phase(phase);
-    load.tallies.1.set_phase(phase);
-}
-
 /// The p99 of the calls that ended in `phases`, in microseconds.
 fn p99(tally: &Tally, phases: &[usize]) -> u64 {
     tally.phase_quantile_us(phases, 0.99).0
@@ -312,7 +308,7 @@ fn intact_entries() -> Vec<(String, String, Option<Duration>)> {
 }
 
 /// The sharded half of the drill: three standalone nodes sharded by a ketama ring through the cache
-/// (fred has no client-sharded mode: ours only), checked reads at the same rate; a fourth node is
+/// (fred and redis-rs have no client-sharded mode: ours only), checked reads at the same rate; a fourth node is
 /// added with `rebalance::sharded`, then one of the first three removed. The contrast is what a plain
 /// ring switch would surface: the keys written before, read through a client that has the four-node
 /// ring but no move.
@@ -415,10 +411,12 @@ pub(super) async fn sharded(rate: u32, report: &mut DrillReport) -> Result<()> {
             shrunk.elapsed.as_secs_f64()
         ),
         na,
+        na,
     ));
     f.push(Figure::target(
         "sharded: failed calls",
         tally.failed(),
+        na,
         na,
         "0",
         tally.failed() == 0,
@@ -428,12 +426,13 @@ pub(super) async fn sharded(rate: u32, report: &mut DrillReport) -> Result<()> {
         ("sharded: wrong values (not the one just set)", WRONG_VALUE),
     ] {
         let count = tally.errors_starting_with(prefix);
-        f.push(Figure::target(name, count, na, "0", count == 0));
+        f.push(Figure::target(name, count, na, na, "0", count == 0));
     }
     f.push(Figure::target(
         "sharded: keys written before, intact at the end (a plain ring switch: found)",
         format!("{intact_ok} of {INTACT_KEYS}"),
         format!("plain switch: {} of {INTACT_KEYS}", INTACT_KEYS - plain_misses),
+        na,
         "all",
         intact_ok == INTACT_KEYS,
     ));
@@ -446,6 +445,7 @@ pub(super) async fn sharded(rate: u32, report: &mut DrillReport) -> Result<()> {
         f.push(Figure::target(
             &format!("{name} / steady p99"),
             format!("{} / {} = {ratio:.2}×", ms(during), ms(steady)),
+            na,
             na,
             "≤ 2×",
             ratio <= P99_FACTOR,

@@ -1,4 +1,5 @@
-//! What every drill starts from: a fresh 3 + 3 cluster, both clients, filled keys, and the two loads;
+//! What every drill starts from: a fresh 3 + 3 cluster, the three clients, filled keys, and the three
+//! loads;
 //! plus the progress display and the few cluster facts drills read.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use cluster_client::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 use local_cluster::{LocalCluster, LocalClusterConfig, Node};
 
-use super::traffic::{Burst, Clients, KEYS, Keys, Mix, Side, Tally, Traffic};
+use super::traffic::{Burst, Clients, KEYS, Keys, Mix, Peers, Side, Tallies, Tally, Traffic};
 
 /// Keys filled per batch before a drill.
 const FILL_BATCH: usize = 500;
@@ -21,15 +22,15 @@ pub(super) struct Stage {
     pub(super) clients: Clients,
     /// The topology when the drill started; tallies count per shard of it.
     pub(super) topology: Arc<Topology>,
-    /// Time zero of both loads' tallies.
+    /// Time zero of the loads' tallies.
     pub(super) started: Instant,
-    ours_keys: Arc<Keys>,
-    fred_keys: Arc<Keys>,
+    /// Each load's own keys.
+    keys: Peers<Arc<Keys>>,
     rate: u32,
 }
 
 impl Stage {
-    /// Starts a 3 + 3 cluster, connects both clients and fills every key of both loads, so that reads
+    /// Starts a 3 + 3 cluster, connects the three clients and fills every key of every load, so that reads
     /// find values and the end-of-drill check knows what must be there.
     pub(super) async fn start(rate: u32, settings: CacheConfig) -> Result<Stage> {
         Stage::start_on(rate, settings, LocalClusterConfig::default()).await
@@ -54,7 +55,7 @@ impl Stage {
         let cluster = LocalCluster::start(shape)
             .await
             .context("starting the local cluster")?;
-        spinner.set_message("connecting the cache and fred's cluster client");
+        spinner.set_message("connecting the cache, fred's and redis-rs's cluster clients");
         let clients = Clients::connect(&cluster, settings).await?;
         let topology = clients.raw().topology();
         if topology.shards().len() != cluster.masters() {
@@ -64,10 +65,13 @@ impl Stage {
                 cluster.masters()
             );
         }
-        let ours_keys = Keys::new("ours", KEYS, &topology)?;
-        let fred_keys = Keys::new("fred", KEYS, &topology)?;
+        let keys = Peers {
+            ours: Keys::new("ours", KEYS, &topology)?,
+            fred: Keys::new("fred", KEYS, &topology)?,
+            redis_rs: Keys::new("redis-rs", KEYS, &topology)?,
+        };
         spinner.set_message(format!("filling {} keys per client", KEYS));
-        for (i, chunk) in ours_keys.names.chunks(FILL_BATCH).enumerate() {
+        for (i, chunk) in keys.ours.names.chunks(FILL_BATCH).enumerate() {
             let entries: Vec<(&str, String, Option<Duration>)> = chunk
                 .iter()
                 .enumerate()
@@ -77,13 +81,15 @@ impl Stage {
                 result.context("filling the cache's keys")?;
             }
         }
-        // fred's keys are plain strings, written here through the cluster client: the data is what
+        // The peers' keys are plain strings, written here through the cluster client: the data is what
         // matters, not which client put it there.
-        for chunk in fred_keys.names.chunks(FILL_BATCH) {
-            let entries: Vec<(&str, &str, Option<Duration>)> =
-                chunk.iter().map(|k| (k.as_str(), "fill", None)).collect();
-            for result in clients.raw().set_many(&entries).await {
-                result.context("filling fred's keys")?;
+        for (who, peer_keys) in [("fred", &keys.fred), ("redis-rs", &keys.redis_rs)] {
+            for chunk in peer_keys.names.chunks(FILL_BATCH) {
+                let entries: Vec<(&str, &str, Option<Duration>)> =
+                    chunk.iter().map(|k| (k.as_str(), "fill", None)).collect();
+                for result in clients.raw().set_many(&entries).await {
+                    result.with_context(|| format!("filling {who}'s keys"))?;
+                }
             }
         }
         spinner.finish_and_clear();
@@ -92,8 +98,7 @@ impl Stage {
             clients,
             topology,
             started: Instant::now(),
-            ours_keys,
-            fred_keys,
+            keys,
             rate,
         })
     }
@@ -108,61 +113,78 @@ impl Stage {
             .with_context(|| format!("{addr} was not a primary when the drill started"))
     }
 
-    /// Starts an open-loop burst of GETs through the cache, recorded in `load`'s tally of ours.
-    pub(super) fn ours_burst(&self, load: &Load) -> Burst {
-        let side = Side::Ours(self.clients.cache.clone());
-        Burst::start(side, self.ours_keys.clone(), self.rate, load.tallies.0.clone())
-    }
-
-    /// Starts an open-loop burst of GETs through fred's cluster client, recorded in `load`'s tally of fred.
-    pub(super) fn fred_burst(&self, load: &Load) -> Burst {
-        let side = Side::Fred(self.clients.fred.clone());
-        Burst::start(side, self.fred_keys.clone(), self.rate, load.tallies.1.clone())
-    }
-
-    /// Starts both loads.
-    pub(super) fn load(&self, mix: Mix) -> Load {
-        let shards = self.topology.shards().len();
-        let ours = Tally::new(self.started, shards);
-        let fred = Tally::new(self.started, shards);
-        Load {
-            ours: Traffic::start(
-                Side::Ours(self.clients.cache.clone()),
-                self.ours_keys.clone(),
-                mix,
-                self.rate,
-                ours.clone(),
-            ),
-            fred: Traffic::start(
-                Side::Fred(self.clients.fred.clone()),
-                self.fred_keys.clone(),
-                mix,
-                self.rate,
-                fred.clone(),
-            ),
-            tallies: (ours, fred),
+    /// Each client as the side of a load.
+    fn sides(&self) -> Peers<Side> {
+        Peers {
+            ours: Side::Ours(self.clients.cache.clone()),
+            fred: Side::Fred(self.clients.fred.clone()),
+            redis_rs: Side::RedisRs(self.clients.redis_rs.clone()),
         }
     }
 
-    /// Keys of each load that read back as absent (or could not be read) now: (ours, fred).
-    pub(super) async fn missing_keys(&self) -> (usize, usize) {
+    /// Starts an open-loop burst of GETs through each client, each recorded in `load`'s tally of that
+    /// client.
+    pub(super) fn bursts(&self, load: &Load) -> Peers<Burst> {
+        let Peers { ours, fred, redis_rs } = self.sides();
+        let burst = |side, keys: &Arc<Keys>, tally: &Arc<Tally>| {
+            Burst::start(side, keys.clone(), self.rate, tally.clone())
+        };
+        Peers {
+            ours: burst(ours, &self.keys.ours, &load.tallies.ours),
+            fred: burst(fred, &self.keys.fred, &load.tallies.fred),
+            redis_rs: burst(redis_rs, &self.keys.redis_rs, &load.tallies.redis_rs),
+        }
+    }
+
+    /// Starts the three loads, each through its client on its own keys.
+    pub(super) fn load(&self, mix: Mix) -> Load {
+        let shards = self.topology.shards().len();
+        let tallies = Peers {
+            ours: Tally::new(self.started, shards),
+            fred: Tally::new(self.started, shards),
+            redis_rs: Tally::new(self.started, shards),
+        };
+        let Peers { ours, fred, redis_rs } = self.sides();
+        let traffic = |side, keys: &Arc<Keys>, tally: &Arc<Tally>| {
+            Traffic::start(side, keys.clone(), mix, self.rate, tally.clone())
+        };
+        Load {
+            traffic: Peers {
+                ours: traffic(ours, &self.keys.ours, &tallies.ours),
+                fred: traffic(fred, &self.keys.fred, &tallies.fred),
+                redis_rs: traffic(redis_rs, &self.keys.redis_rs, &tallies.redis_rs),
+            },
+            tallies,
+        }
+    }
+
+    /// Keys of each load that read back as absent (or could not be read) now. The peers' keys are read
+    /// through the cluster client under the cache, like they were filled: what counts is the data.
+    pub(super) async fn missing_keys(&self) -> Peers<usize> {
         let ours = self
             .clients
             .cache
-            .get_many::<String, _>(&self.ours_keys.names)
+            .get_many::<String, _>(&self.keys.ours.names)
             .await
             .iter()
             .filter(|r| !matches!(r, Ok(Some(_))))
             .count();
-        let fred = self
-            .clients
+        Peers {
+            ours,
+            fred: self.absent(&self.keys.fred).await,
+            redis_rs: self.absent(&self.keys.redis_rs).await,
+        }
+    }
+
+    /// `keys` that read back as absent (or could not be read) through the cluster client.
+    async fn absent(&self, keys: &Keys) -> usize {
+        self.clients
             .raw()
-            .get_many(&self.fred_keys.names)
+            .get_many(&keys.names)
             .await
             .iter()
             .filter(|r| !matches!(r, Ok(Some(_))))
-            .count();
-        (ours, fred)
+            .count()
     }
 
     pub(super) async fn close(self) {
@@ -170,35 +192,40 @@ impl Stage {
     }
 }
 
-/// Both loads of a drill.
+/// The three loads of a drill.
 pub(super) struct Load {
-    ours: Traffic,
-    fred: Traffic,
-    /// (ours, fred), readable while the loads run.
-    pub(super) tallies: (Arc<Tally>, Arc<Tally>),
+    traffic: Peers<Traffic>,
+    /// What each load records, readable while the loads run.
+    pub(super) tallies: Tallies,
 }
 
 impl Load {
-    /// Sets the mark (the fault) of both tallies.
+    /// Sets the mark (the fault) of every tally.
     pub(super) fn mark(&self, at: Instant) {
-        self.tallies.0.mark(at);
-        self.tallies.1.mark(at);
+        for (_, tally) in self.tallies.named() {
+            tally.mark(at);
+        }
     }
 
-    /// Stops both loads: (ours, fred).
-    pub(super) async fn stop(self) -> (Arc<Tally>, Arc<Tally>) {
-        tokio::join!(self.ours.stop(), self.fred.stop())
+    /// Starts phase `phase` in every load's latencies.
+    pub(super) fn set_phase(&self, phase: usize) {
+        for (_, tally) in self.tallies.named() {
+            tally.set_phase(phase);
+        }
+    }
+
+    /// Stops the three loads and returns their tallies.
+    pub(super) async fn stop(self) -> Tallies {
+        let Peers { ours, fred, redis_rs } = self.traffic;
+        let (ours, fred, redis_rs) = tokio::join!(ours.stop(), fred.stop(), redis_rs.stop());
+        Peers { ours, fred, redis_rs }
     }
 
     fn status(&self) -> String {
-        let (ours, fred) = &self.tallies;
-        format!(
-            "ours {} ok {} failed | fred {} ok {} failed",
-            ours.ok(),
-            ours.failed(),
-            fred.ok(),
-            fred.failed()
-        )
+        self.tallies
+            .named()
+            .map(|(who, tally)| format!("{who} {} ok {} failed", tally.ok(), tally.failed()))
+            .join(" | ")
     }
 
     /// Lets the loads run for `duration`, with a progress bar.
@@ -224,17 +251,25 @@ impl Load {
         bar.finish_and_clear();
     }
 
-    /// Lets the loads run until both recovered from the mark (every shard served a call started after
-    /// it, and no call failed for `quiet`), or `max` passed.
+    /// Lets the loads run until all three recovered from the mark (every shard served a call started
+    /// after it, and no call failed for `quiet`), or `max` passed.
     pub(super) async fn until_recovered(&self, quiet: Duration, max: Duration) {
-        let spinner = spinner("waiting for both clients to recover");
+        let spinner = spinner("waiting for the three clients to recover");
         let until = Instant::now() + max;
         while Instant::now() < until {
             let now = Instant::now();
-            if self.tallies.0.recovered(now, quiet) && self.tallies.1.recovered(now, quiet) {
+            if self
+                .tallies
+                .named()
+                .iter()
+                .all(|(_, tally)| tally.recovered(now, quiet))
+            {
                 break;
             }
-            spinner.set_message(format!("waiting for both clients to recover: {}", self.status()));
+            spinner.set_message(format!(
+                "waiting for the three clients to recover: {}",
+                self.status()
+            ));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         spinner.finish_and_clear();

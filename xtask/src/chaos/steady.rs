@@ -8,9 +8,10 @@ use cache_facade::CacheConfig;
 use cluster_client::ClientEvent;
 use local_cluster::{LocalCluster, Node};
 
+use super::drills::{error_notes, info_each, no_failed_calls};
 use super::report::{DrillReport, Figure};
 use super::stage::{Stage, current_epoch, rss_bytes, spinner};
-use super::traffic::Mix;
+use super::traffic::{Mix, Tally};
 
 /// How long replicas may take to catch up once the load stops.
 const CATCH_UP: Duration = Duration::from_secs(15);
@@ -26,7 +27,7 @@ pub(super) async fn steady(rate: u32, minutes: u64) -> Result<DrillReport> {
         Duration::from_secs(minutes * 60),
     )
     .await;
-    let (ours, fred) = load.stop().await;
+    let t = load.stop().await;
     let rss_end = rss_bytes();
     let epoch_after = current_epoch(&stage.cluster).await?;
     let mut failovers = 0;
@@ -43,66 +44,54 @@ pub(super) async fn steady(rate: u32, minutes: u64) -> Result<DrillReport> {
 
     let mut report = DrillReport::new("steady");
     let f = &mut report.figures;
-    f.push(Figure::info("minutes of load", minutes, minutes));
-    f.push(Figure::info("calls completed", ours.ok(), fred.ok()));
-    f.push(super::drills::no_failed_calls(&ours, &fred));
-    let quantiles = |t: &super::traffic::Tally| {
+    f.push(Figure::info("minutes of load", minutes, minutes, minutes));
+    f.push(info_each("calls completed", &t, |tally| tally.ok().to_string()));
+    f.push(no_failed_calls(&t));
+    f.push(info_each("latency p50 / p99 / p99.9", &t, |tally| {
         format!(
             "{} / {} / {} µs",
-            t.quantile_us(0.5),
-            t.quantile_us(0.99),
-            t.quantile_us(0.999)
+            tally.quantile_us(0.5),
+            tally.quantile_us(0.99),
+            tally.quantile_us(0.999)
         )
-    };
-    f.push(Figure::info(
-        "latency p50 / p99 / p99.9",
-        quantiles(&ours),
-        quantiles(&fred),
-    ));
-    f.push(Figure::info(
-        "longest call",
-        format!("{} ms", ours.longest_us() / 1000),
-        format!("{} ms", fred.longest_us() / 1000),
-    ));
-    let slowest = |t: &super::traffic::Tally| t.slowest_second().map_or("-".into(), |n| n.to_string());
-    f.push(Figure::info(
-        "fewest calls in one second",
-        slowest(&ours),
-        slowest(&fred),
-    ));
+    }));
+    f.push(info_each("longest call", &t, |tally| {
+        format!("{} ms", tally.longest_us() / 1000)
+    }));
+    f.push(info_each("fewest calls in one second", &t, |tally: &Tally| {
+        tally.slowest_second().map_or("-".into(), |n| n.to_string())
+    }));
     f.push(Figure::target(
         "cluster_current_epoch before → after",
         format!("{epoch_before} → {epoch_after}"),
         "(same cluster)",
+        "(same cluster)",
         "unchanged",
         epoch_before == epoch_after,
     ));
-    f.push(Figure::info("failovers seen by the client", failovers, "-"));
+    f.push(Figure::info("failovers seen by the client", failovers, "-", "-"));
     f.push(Figure::target(
         "shards whose primary and replica digests are equal",
         format!("{equal} of {shards}"),
+        "(same cluster)",
         "(same cluster)",
         "all",
         equal == shards && shards > 0,
     ));
     f.push(Figure::info(
-        "process memory at start → end (both clients)",
+        "process memory at start → end (all three clients)",
         format!(
             "{:.1} → {:.1} MB",
             rss_start as f64 / 1_048_576.0,
             rss_end as f64 / 1_048_576.0
         ),
         "(same process)",
+        "(same process)",
     ));
     for shard in differing {
         report.notes.push(format!("digests differ: {shard}"));
     }
-    for (who, tally) in [("ours", &ours), ("fred", &fred)] {
-        let top = tally.top_errors(3);
-        if !top.is_empty() {
-            report.notes.push(format!("{who} errors: {}", top.join("; ")));
-        }
-    }
+    error_notes(&mut report, &t);
     Ok(report)
 }
 

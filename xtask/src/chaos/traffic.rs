@@ -1,7 +1,7 @@
-//! The two loads of a drill — one through the cache, one through fred's cluster client — and what they
-//! record: per shard (as the slots were split when the drill started) counts, latency histograms, the
-//! longest call, and the few instants a drill's figures need, all as counters so that memory stays
-//! bounded however long the load runs.
+//! The three loads of a drill — one through the cache, one through fred's cluster client, one through
+//! redis-rs's cluster client — and what they record: per shard (as the slots were split when the drill
+//! started) counts, latency histograms, the longest call, and the few instants a drill's figures need,
+//! all as counters so that memory stays bounded however long the load runs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,8 +14,12 @@ use cluster_client::Topology;
 use fred::prelude::{Client, ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
 use local_cluster::LocalCluster;
+use redis::AsyncCommands;
+use redis::cluster_async::ClusterConnection;
 
-/// Every call's deadline, for both clients.
+use crate::redis_rs_baseline::RedisRs;
+
+/// Every call's deadline, for all three clients.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Tasks per shard and load. Each shard has tasks of its own, so that calls stuck on a failing shard
 /// never hold back the traffic of healthy ones: what a healthy shard serves depends on the client alone.
@@ -29,10 +33,35 @@ const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 /// "Not set" for instants kept as microseconds since the drill started.
 const NEVER: u64 = u64::MAX;
 
-/// The cache (ours) and fred's cluster client, built from one configuration.
+/// One value per peer of a drill: ours (the cache), fred's cluster client and redis-rs's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Peers<T> {
+    pub(super) ours: T,
+    pub(super) fred: T,
+    pub(super) redis_rs: T,
+}
+
+impl<T> Peers<T> {
+    /// The peers' names as the tables and notes write them, with their values.
+    pub(super) fn named(&self) -> [(&'static str, &T); 3] {
+        [
+            ("ours", &self.ours),
+            ("fred", &self.fred),
+            ("redis-rs", &self.redis_rs),
+        ]
+    }
+}
+
+/// What each load of a drill recorded.
+pub(super) type Tallies = Peers<Arc<Tally>>;
+
+/// The cache (ours), fred's cluster client and redis-rs's cluster client, all three with the same
+/// command timeout. fred is built from our configuration (`crate::load::fred_cluster_client`), redis-rs
+/// as its users build it with that timeout ([`RedisRs::with_timeouts`]).
 pub(super) struct Clients {
     pub(super) cache: Cache,
     pub(super) fred: Client,
+    pub(super) redis_rs: ClusterConnection,
 }
 
 impl Clients {
@@ -45,7 +74,14 @@ impl Clients {
             .await
             .context("connecting the cache")?;
         let fred = crate::load::fred_cluster_client(&config).await?;
-        Ok(Clients { cache, fred })
+        let redis_rs = RedisRs::with_timeouts(&cluster.seeds(), COMMAND_TIMEOUT)
+            .await?
+            .connection();
+        Ok(Clients {
+            cache,
+            fred,
+            redis_rs,
+        })
     }
 
     /// The cluster client under the cache.
@@ -57,6 +93,8 @@ impl Clients {
         self.cache.client().close().await;
         // `quit` waits for a reply, which a dead or paused node never sends.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.fred.quit()).await;
+        // redis-rs's connection closes when its last handle drops.
+        drop(self.redis_rs);
     }
 }
 
@@ -65,10 +103,11 @@ impl Clients {
 pub(super) enum Side {
     Ours(Cache),
     Fred(Client),
+    RedisRs(ClusterConnection),
 }
 
 impl Side {
-    async fn set(&self, key: &str, value: &str) -> Result<(), String> {
+    async fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match self {
             Side::Ours(cache) => cache
                 .set(key, value, None)
@@ -79,21 +118,29 @@ impl Side {
                 .set::<(), _, _>(key, value, None, None, false)
                 .await
                 .map_err(|e| e.to_string()),
+            Side::RedisRs(connection) => connection
+                .set::<_, _, ()>(key, value)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
     /// GET returning the value, for loads that check what they read.
-    async fn get_value(&self, key: &str) -> Result<Option<String>, String> {
+    async fn get_value(&mut self, key: &str) -> Result<Option<String>, String> {
         match self {
             Side::Ours(cache) => cache.get::<String>(key).await.map_err(|e| e.to_string()),
             Side::Fred(client) => client
                 .get::<Option<String>, _>(key)
                 .await
                 .map_err(|e| e.to_string()),
+            Side::RedisRs(connection) => connection
+                .get::<_, Option<String>>(key)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
-    async fn get(&self, key: &str) -> Result<(), String> {
+    async fn get(&mut self, key: &str) -> Result<(), String> {
         match self {
             Side::Ours(cache) => cache
                 .get::<String>(key)
@@ -102,6 +149,11 @@ impl Side {
                 .map_err(|e| e.to_string()),
             Side::Fred(client) => client
                 .get::<Option<String>, _>(key)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Side::RedisRs(connection) => connection
+                .get::<_, Option<String>>(key)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
@@ -180,7 +232,7 @@ impl Traffic {
         let pace = Duration::from_secs_f64(workers as f64 / f64::from(rate.max(1)));
         let tasks = (0..workers)
             .map(|worker| {
-                let (side, keys, stop, tally) = (side.clone(), keys.clone(), stop.clone(), tally.clone());
+                let (mut side, keys, stop, tally) = (side.clone(), keys.clone(), stop.clone(), tally.clone());
                 let shard = worker / TASKS_PER_SHARD;
                 let mine: Vec<usize> = (0..keys.names.len())
                     .filter(|&i| keys.shard[i] == shard)
@@ -275,7 +327,7 @@ impl Burst {
                 for _ in 0..per_tick {
                     let i = next % keys.names.len();
                     next += 1;
-                    let (side, keys, tally, counting, highest) = (
+                    let (mut side, keys, tally, counting, highest) = (
                         side.clone(),
                         keys.clone(),
                         tally.clone(),
@@ -349,8 +401,8 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-/// What one load recorded. Instants are microseconds since the drill started (shared by both loads,
-/// so that ours and fred's compare), and one instant, the mark, is set by the drill when it injects
+/// What one load recorded. Instants are microseconds since the drill started (shared by the loads,
+/// so that ours, fred's and redis-rs's compare), and one instant, the mark, is set by the drill when it injects
 /// its fault.
 pub(super) struct Tally {
     started: Instant,

@@ -1,6 +1,6 @@
 //! Acknowledged writes a kill -9 loses: writers put distinct keys on the victim's shard right up to the
 //! kill — versioned writes without `WAIT`, versioned writes with `WAIT 1`, and plain `SET`s through
-//! fred's cluster client — and note which the server acknowledged. After the promotion, the keys the
+//! fred's and through redis-rs's cluster clients — and note which the server acknowledged. After the promotion, the keys the
 //! new primary lacks are counted, and the journal of the versioned writes without `WAIT` repairs them.
 
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use anyhow::{Result, bail};
 use cluster_client::{Bytes, ClusterClient, Topology};
 use consistency::{ConsistencyConfig, Failover, Versioned, WriteOptions, WriteOutcome};
 use fred::prelude::{Client, KeysInterface};
+use redis::AsyncCommands;
+use redis::cluster_async::ClusterConnection;
 use tokio::task::JoinHandle;
 
 /// Writer tasks per kind.
@@ -26,6 +28,7 @@ pub(super) struct LossWriters {
     nowait: Vec<JoinHandle<Vec<Bytes>>>,
     wait: Vec<JoinHandle<(Vec<Bytes>, u64)>>,
     fred: Vec<JoinHandle<Vec<Bytes>>>,
+    redis_rs: Vec<JoinHandle<Vec<Bytes>>>,
     nowait_store: Versioned,
 }
 
@@ -37,6 +40,7 @@ pub(super) struct Acked {
     /// Acknowledged by the primary, but `WAIT` saw no replica confirm them in time.
     wait_unconfirmed: u64,
     fred: Vec<Bytes>,
+    redis_rs: Vec<Bytes>,
     nowait_store: Versioned,
 }
 
@@ -57,6 +61,8 @@ pub(super) struct Loss {
     pub(super) wait_lost: usize,
     pub(super) fred_acked: usize,
     pub(super) fred_lost: usize,
+    pub(super) redis_rs_acked: usize,
+    pub(super) redis_rs_lost: usize,
     /// Reads that failed while counting (each counts as neither present nor lost).
     pub(super) read_errors: usize,
 }
@@ -77,7 +83,12 @@ fn victim_key(topology: &Topology, victim: &str, prefix: &str, n: &mut u64) -> B
 
 impl LossWriters {
     /// Starts the writers against the shard whose primary is `victim`.
-    pub(super) fn start(raw: &ClusterClient, fred: &Client, victim: &str) -> Result<LossWriters> {
+    pub(super) fn start(
+        raw: &ClusterClient,
+        fred: &Client,
+        redis_rs: &ClusterConnection,
+        victim: &str,
+    ) -> Result<LossWriters> {
         let topology = raw.topology();
         if !topology.shards().iter().any(|s| s.primary == victim) {
             bail!("{victim} serves no slots");
@@ -161,11 +172,35 @@ impl LossWriters {
                 })
             })
             .collect();
+        let redis_rs = (0..WRITERS)
+            .map(|task| {
+                let (mut connection, stop, topology, victim) = (
+                    redis_rs.clone(),
+                    stop.clone(),
+                    topology.clone(),
+                    victim.to_string(),
+                );
+                let mut tick = paced();
+                tokio::spawn(async move {
+                    let (mut acked, mut n) = (Vec::new(), 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let key = victim_key(&topology, &victim, &format!("redis-rs{task}"), &mut n);
+                        let written = connection.set::<_, _, ()>(key.as_ref(), "v").await;
+                        if written.is_ok() {
+                            acked.push(key);
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
         Ok(LossWriters {
             stop,
             nowait,
             wait,
             fred,
+            redis_rs,
             nowait_store,
         })
     }
@@ -184,6 +219,7 @@ impl LossWriters {
             wait: Vec::new(),
             wait_unconfirmed: 0,
             fred: Vec::new(),
+            redis_rs: Vec::new(),
             nowait_store: self.nowait_store,
         };
         for task in self.nowait {
@@ -196,6 +232,9 @@ impl LossWriters {
         }
         for task in self.fred {
             acked.fred.extend(task.await.unwrap_or_default());
+        }
+        for task in self.redis_rs {
+            acked.redis_rs.extend(task.await.unwrap_or_default());
         }
         acked
     }
@@ -238,6 +277,7 @@ pub(super) async fn measure(raw: &ClusterClient, acked: Acked, failover: &Failov
     let (nowait_lost, e1) = count_missing(raw, &acked.nowait).await;
     let (wait_lost, e2) = count_missing(raw, &acked.wait).await;
     let (fred_lost, e3) = count_missing(raw, &acked.fred).await;
+    let (redis_rs_lost, e5) = count_missing(raw, &acked.redis_rs).await;
     let check = acked.nowait_store.repair_after_failover(failover).await?;
     let (remaining, e4) = count_missing(raw, &acked.nowait).await;
     Ok(Loss {
@@ -252,6 +292,8 @@ pub(super) async fn measure(raw: &ClusterClient, acked: Acked, failover: &Failov
         wait_lost,
         fred_acked: acked.fred.len(),
         fred_lost,
-        read_errors: e1 + e2 + e3 + e4 + check.errors.len(),
+        redis_rs_acked: acked.redis_rs.len(),
+        redis_rs_lost,
+        read_errors: e1 + e2 + e3 + e4 + e5 + check.errors.len(),
     })
 }
