@@ -121,6 +121,17 @@ async fn run(args: &DemoArgs) -> Result<()> {
             .map(|v| format!("{} checked, {} bad", v.checked, v.bad_entries))
             .unwrap_or_else(|| "no".into())
     );
+    // The same cluster's write ceiling, measured now: redis-benchmark's pipelined SET of as many
+    // entries of the warm-up's average size.
+    let bytes: u64 = report.shards.iter().map(|s| s.bytes).sum();
+    let value_size = (bytes / report.written.max(1)) as usize;
+    match load::redis_benchmark::set_p16(&cluster.seeds()[0], args.entries, value_size) {
+        Ok(ceiling) => println!(
+            "     = {:.2}x `redis-benchmark --cluster -t set -P 16 -c 50 -d {value_size}` on this cluster ({ceiling:.0} SET/s; the warm-up also versions, journals and then validates every entry)",
+            warm_rate / ceiling
+        ),
+        Err(error) => println!("     (redis-benchmark for comparison did not run: {error:#})"),
+    }
     println!("\n     per shard:");
     println!(
         "     {:<18} {:>10} {:>10} {:>10}",

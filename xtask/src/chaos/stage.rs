@@ -136,6 +136,16 @@ impl Stage {
         }
     }
 
+    /// Starts an open-loop burst of GETs through ours only (see the client-pause drill's memory bound).
+    pub(super) fn burst_ours(&self, load: &Load) -> Burst {
+        Burst::start(
+            self.sides().ours,
+            self.keys.ours.clone(),
+            self.rate,
+            load.tallies.ours.clone(),
+        )
+    }
+
     /// Starts the three loads, each through its client on its own keys.
     pub(super) fn load(&self, mix: Mix) -> Load {
         let shards = self.topology.shards().len();

@@ -20,7 +20,7 @@ mod args;
 mod calls;
 mod drivers;
 mod harness;
-mod redis_benchmark;
+pub(crate) mod redis_benchmark;
 mod report;
 
 pub(crate) use args::{ClientKind, LoadArgs, Workload};

@@ -97,6 +97,31 @@ pub(super) fn run(
     Ok(Some(result))
 }
 
+/// `redis-benchmark --cluster -t set -P 16 -c 50` of `requests` SETs of `value_size` bytes over
+/// `requests` random keys, against the cluster of `seed`: the write ceiling a warm-up is compared with.
+/// Its SETs per second.
+pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<f64> {
+    let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
+    let output = Command::new("redis-benchmark")
+        .args(["--cluster", "-h", seed.host(), "-p", &seed.port().to_string()])
+        .args(["-t", "set", "-q", "--csv", "-c", "50", "-P", &PIPELINE.to_string()])
+        .args(["-n", &requests.to_string(), "-r", &requests.to_string()])
+        .args(["-d", &value_size.max(1).to_string()])
+        .output()
+        .context("running redis-benchmark (it comes with the redis-server package)")?;
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    match parse_benchmark_csv(&text, Workload::Set) {
+        Some(result) => Ok(result.ops_per_sec),
+        None => bail!("could not read redis-benchmark's output:\n{text}"),
+    }
+}
+
 /// Parses `--csv` output: a header line, then `"SET","123.45","0.1","0.0","0.1","0.2","0.3","1.0"`
 /// (rps, avg, min, p50, p95, p99, max in ms).
 fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
