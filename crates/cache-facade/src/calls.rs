@@ -139,7 +139,10 @@ impl Cache {
             // The script says whether a live value was there: no read of its own.
             Some(versioned) => {
                 let mut outcomes = versioned.delete_many(&[&key], WriteOptions::default()).await;
-                Ok(outcomes.pop().unwrap_or(Err(cluster_client::Error::Closed.into()))?.existed)
+                Ok(outcomes
+                    .pop()
+                    .unwrap_or(Err(cluster_client::Error::Closed.into()))?
+                    .existed)
             }
             None => Ok(self.inner.client.del(&key).await?),
         }

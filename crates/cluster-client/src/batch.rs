@@ -1,5 +1,5 @@
-//! Multi-key operations: split by node, one pipeline per node, nodes in parallel, per-key results in
-//! input order. A key whose pipeline reply is a redirect or a connection error is retried through the
+//! Multi-key operations: split by node, one pipeline per node (one request on the node's own
+//! connection, see the `bulk` module), nodes in parallel, per-key results in input order. A key whose pipeline reply is a redirect or a connection error is retried through the
 //! single-key path, which follows MOVED/ASK and honours the call's failover options.
 
 use std::collections::HashMap;

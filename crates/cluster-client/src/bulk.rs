@@ -263,7 +263,8 @@ impl Member {
 
 impl Settings {
     async fn open(&self) -> Result<BulkConn, FredError> {
-        let io = |e: std::io::Error| FredError::new(ErrorKind::IO, format!("connecting to {}: {e}", self.addr));
+        let io =
+            |e: std::io::Error| FredError::new(ErrorKind::IO, format!("connecting to {}: {e}", self.addr));
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(io)?;
@@ -516,7 +517,10 @@ mod tests {
         let mut buf = BytesMut::new();
         encode(
             &mut buf,
-            &[BorrowedFrame::BulkString(b"GET"), BorrowedFrame::BulkString(b"k\r\n")],
+            &[
+                BorrowedFrame::BulkString(b"GET"),
+                BorrowedFrame::BulkString(b"k\r\n"),
+            ],
         );
         assert_eq!(&buf[..], b"*2\r\n$3\r\nGET\r\n$3\r\nk\r\n\r\n");
     }

@@ -9,8 +9,8 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use hdrhistogram::Histogram;
 
-use crate::bulk::BulkSlot;
 use crate::Error;
+use crate::bulk::BulkSlot;
 use crate::fred_config;
 use crate::lane::Lane;
 use crate::probe::ProbeSlot;

@@ -50,8 +50,10 @@ async fn cancelled_batches_never_shift_the_replies_of_others() {
                     Duration::from_secs(5)
                 };
                 if write {
-                    let batch: Vec<(&str, String, Option<Duration>)> =
-                        picked.iter().map(|&i| (keys[i].as_str(), value_of(i), None)).collect();
+                    let batch: Vec<(&str, String, Option<Duration>)> = picked
+                        .iter()
+                        .map(|&i| (keys[i].as_str(), value_of(i), None))
+                        .collect();
                     match tokio::time::timeout(deadline, client.set_many(&batch)).await {
                         Ok(results) => {
                             completed += 1;
@@ -136,8 +138,11 @@ async fn a_stopped_primary_fails_its_keys_in_time_and_the_next_batch_reads_right
         .unwrap();
     let client = ClusterClient::connect(config).await.unwrap();
     let keys: Vec<String> = (0..600).map(|i| format!("stop:{i}")).collect();
-    let entries: Vec<(&str, String, Option<Duration>)> =
-        keys.iter().enumerate().map(|(i, k)| (k.as_str(), value_of(i), None)).collect();
+    let entries: Vec<(&str, String, Option<Duration>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), value_of(i), None))
+        .collect();
     assert!(client.set_many(&entries).await.iter().all(Result::is_ok));
     // Which shard each key lives on.
     let topology = client.topology();
@@ -145,7 +150,10 @@ async fn a_stopped_primary_fails_its_keys_in_time_and_the_next_batch_reads_right
         .iter()
         .map(|k| {
             let slot = sharding::key_slot(k.as_bytes());
-            let shard = topology.shards().iter().find(|s| s.slots.iter().any(|r| r.contains(slot)));
+            let shard = topology
+                .shards()
+                .iter()
+                .find(|s| s.slots.iter().any(|r| r.contains(slot)));
             (k.as_str(), shard.unwrap().primary.clone())
         })
         .collect();
@@ -160,7 +168,10 @@ async fn a_stopped_primary_fails_its_keys_in_time_and_the_next_batch_reads_right
     tokio::time::sleep(Duration::from_millis(300)).await;
     stopped.resume().unwrap();
 
-    assert!(took < timeout * 3, "the batch took {took:?} with a {timeout:?} timeout");
+    assert!(
+        took < timeout * 3,
+        "the batch took {took:?} with a {timeout:?} timeout"
+    );
     let mut failed = 0;
     for (i, (key, result)) in keys.iter().zip(&during).enumerate() {
         if owner[key.as_str()] == stopped_addr {
@@ -170,15 +181,25 @@ async fn a_stopped_primary_fails_its_keys_in_time_and_the_next_batch_reads_right
                 Ok(value) => panic!("{key} on the stopped primary answered {value:?}"),
             }
         } else {
-            assert_eq!(result.as_ref().unwrap().as_deref(), Some(value_of(i).as_bytes()), "{key}");
+            assert_eq!(
+                result.as_ref().unwrap().as_deref(),
+                Some(value_of(i).as_bytes()),
+                "{key}"
+            );
         }
     }
     assert!(failed > 100, "{failed} keys of the stopped shard failed");
 
     let after = client.get_many(&keys).await;
     for (i, (key, result)) in keys.iter().zip(&after).enumerate() {
-        let value = result.as_ref().unwrap_or_else(|e| panic!("{key} after the primary resumed: {e}"));
-        assert_eq!(value.as_deref(), Some(value_of(i).as_bytes()), "{key} after the primary resumed");
+        let value = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{key} after the primary resumed: {e}"));
+        assert_eq!(
+            value.as_deref(),
+            Some(value_of(i).as_bytes()),
+            "{key} after the primary resumed"
+        );
     }
     client.close().await;
     cluster.shutdown().unwrap();

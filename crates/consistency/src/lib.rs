@@ -35,7 +35,7 @@ pub use crate::{
     state::{KeyState, Observed, SyncDirection},
     version::{Clock, Hlc, Version, WriterId},
     versioned::{
-        ConsistencyConfig, DeleteOutcome, MAX_CLOCK_DRIFT, MAX_REPLICA_CATCH_UP, MAX_TOMBSTONE_TTL, MAX_WAIT_TIMEOUT,
-        Versioned, VersionedValue, WriteOptions, WriteOutcome,
+        ConsistencyConfig, DeleteOutcome, MAX_CLOCK_DRIFT, MAX_REPLICA_CATCH_UP, MAX_TOMBSTONE_TTL,
+        MAX_WAIT_TIMEOUT, Versioned, VersionedValue, WriteOptions, WriteOutcome,
     },
 };

@@ -512,7 +512,12 @@ impl Versioned {
         Ok(Prepared { stored, ttl, entry })
     }
 
-    fn prepare_delete(&self, key: &[u8], version: Version, options: &WriteOptions) -> Result<Prepared, Error> {
+    fn prepare_delete(
+        &self,
+        key: &[u8],
+        version: Version,
+        options: &WriteOptions,
+    ) -> Result<Prepared, Error> {
         self.check_write(key, version, options)?;
         let stored = Envelope::Tombstone { version }.encode();
         let ttl = Some(self.inner.config.tombstone_ttl);
@@ -588,7 +593,8 @@ impl Versioned {
             .as_ref()
             .map(|(replid, _)| String::from_utf8_lossy(replid).into_owned());
         let outcome = self.settle(prepared, outcome, landed)?;
-        let (WriteOutcome::Written { version, .. }, Some((replicas, timeout))) = (outcome, options.wait) else {
+        let (WriteOutcome::Written { version, .. }, Some((replicas, timeout))) = (outcome, options.wait)
+        else {
             return Ok((outcome, existed));
         };
         let waited = self.inner.client.wait_outcome(&key, replicas, timeout).await?;
@@ -619,7 +625,9 @@ impl Versioned {
         options: WriteOptions,
     ) -> Vec<Result<(WriteOutcome, bool), Error>> {
         if options.wait.is_some() {
-            let writes = prepared.into_iter().map(|p| async move { self.write(p?, options).await });
+            let writes = prepared
+                .into_iter()
+                .map(|p| async move { self.write(p?, options).await });
             return futures::future::join_all(writes).await;
         }
         let mark = self.marks(&options);
@@ -629,7 +637,8 @@ impl Versioned {
             .iter()
             .zip(&ttls)
             .map(|(p, ttl)| {
-                let mut args: Vec<&[u8]> = vec![&p.stored, ttl.as_bytes(), WriteMode::Newer.as_arg().as_bytes()];
+                let mut args: Vec<&[u8]> =
+                    vec![&p.stored, ttl.as_bytes(), WriteMode::Newer.as_arg().as_bytes()];
                 if mark {
                     args.push(b"mark");
                 }
@@ -660,7 +669,9 @@ impl Versioned {
         outcome: ScriptOutcome,
         landed: Option<(Vec<u8>, u64)>,
     ) -> Result<WriteOutcome, Error> {
-        let Prepared { stored, mut entry, .. } = prepared;
+        let Prepared {
+            stored, mut entry, ..
+        } = prepared;
         match outcome {
             ScriptOutcome::Written => {
                 let version = entry.version;
@@ -812,7 +823,10 @@ pub(crate) async fn run_script_marked(
 }
 
 /// The script's reply: its outcome, the replication mark, whether a live value was there.
-fn script_reply(key: &[u8], reply: &cluster_client::Value) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
+fn script_reply(
+    key: &[u8],
+    reply: &cluster_client::Value,
+) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
     let outcome = parse_reply(reply).map_err(|detail| Error::ScriptReply {
         key: printable_key(key),
         detail,

@@ -104,7 +104,16 @@ pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<
     let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
     let output = Command::new("redis-benchmark")
         .args(["--cluster", "-h", seed.host(), "-p", &seed.port().to_string()])
-        .args(["-t", "set", "-q", "--csv", "-c", "50", "-P", &PIPELINE.to_string()])
+        .args([
+            "-t",
+            "set",
+            "-q",
+            "--csv",
+            "-c",
+            "50",
+            "-P",
+            &PIPELINE.to_string(),
+        ])
         .args(["-n", &requests.to_string(), "-r", &requests.to_string()])
         .args(["-d", &value_size.max(1).to_string()])
         .output()

@@ -210,7 +210,12 @@ impl ClusterClient {
             .collect();
         let mut results: Vec<Result<crate::Value, Error>> = Vec::with_capacity(calls.len());
         let mut unknown = Vec::new();
-        for (index, result) in self.batch(&keys, cmds, Access::Write).await.into_iter().enumerate() {
+        for (index, result) in self
+            .batch(&keys, cmds, Access::Write)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             if matches!(&result, Err(error) if is_noscript(error)) {
                 unknown.push(index);
             }
