@@ -812,7 +812,7 @@ pub(crate) async fn run_script_marked(
     ttl: TtlArg,
     mode: WriteMode,
     mark: bool,
-) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
+) -> Result<ScriptReply, Error> {
     let ttl = ttl.to_arg();
     let mut args: Vec<&[u8]> = vec![stored, ttl.as_bytes(), mode.as_arg().as_bytes()];
     if mark {
@@ -822,11 +822,12 @@ pub(crate) async fn run_script_marked(
     script_reply(key, &reply)
 }
 
-/// The script's reply: its outcome, the replication mark, whether a live value was there.
-fn script_reply(
-    key: &[u8],
-    reply: &cluster_client::Value,
-) -> Result<(ScriptOutcome, Option<(Vec<u8>, u64)>, bool), Error> {
+/// The script's reply: its outcome, the replication mark (replication id and offset), and whether a
+/// live value was there.
+pub(crate) type ScriptReply = (ScriptOutcome, Option<(Vec<u8>, u64)>, bool);
+
+/// Reads the script's reply (see [`ScriptReply`]).
+fn script_reply(key: &[u8], reply: &cluster_client::Value) -> Result<ScriptReply, Error> {
     let outcome = parse_reply(reply).map_err(|detail| Error::ScriptReply {
         key: printable_key(key),
         detail,

@@ -390,6 +390,9 @@ pub(crate) fn batch_versions(writer: &Writer, entries: usize) -> Option<Vec<Vers
     }
 }
 
+/// One entry of a versioned batch: key, value, version, TTL.
+type VersionedEntry<'a> = (&'a [u8], &'a [u8], Version, Option<Duration>);
+
 async fn write_versioned(
     store: &Versioned,
     entries: &[Slotted<'_>],
@@ -399,7 +402,7 @@ async fn write_versioned(
     // One pipelined script call per entry, grouped by node (see `Versioned::set_many`).
     let written = match versions {
         Some(versions) => {
-            let batch: Vec<(&[u8], &[u8], Version, Option<Duration>)> = indices
+            let batch: Vec<VersionedEntry<'_>> = indices
                 .iter()
                 .map(|&i| {
                     let entry = &entries[i].entry;
