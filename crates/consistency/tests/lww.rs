@@ -431,3 +431,158 @@ async fn a_lease_carrying_a_tombstone_refuses_older_writes() {
     assert_eq!(read.value().as_ref(), b"new");
     client.close().await;
 }
+
+/// One entry of `set_many_with_versions`: key, value, version, TTL.
+type BatchEntry<'a> = (&'a [u8], &'a [u8], Version, Option<Duration>);
+
+/// The batched writes (`set_many_with_versions`, `delete_many`) decide key by key exactly as the
+/// single-key writes do, against every kind of stored bytes: absent, plain, an older, equal or newer
+/// value, an older or newer tombstone, a lease carrying a newer tombstone, hostile bytes behind the
+/// magic; and a key written twice in one batch (a concurrent writer inside the batch), where the later
+/// entry must see the earlier one. `delete_many` also says whether a live value was there, which
+/// `Cache::delete` now takes instead of reading first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_writes_decide_key_by_key_as_single_writes_do() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(cluster.seeds()).await;
+    let store = Versioned::new(client.clone(), ConsistencyConfig::default().journal(None)).unwrap();
+    let prefix = common::prefix("batch-twins");
+    let base = now_millis();
+    let at = |offset: i64, writer: u64| {
+        Version::new(Hlc::new(base.saturating_add_signed(offset), 0), WriterId(writer))
+    };
+    let (older, mine, newer) = (at(-1_000, 7), at(0, 7), at(30_000, 7));
+    let value = |version: Version| {
+        consistency::Envelope::Value {
+            version,
+            payload: b"stored",
+        }
+        .encode()
+    };
+    let tombstone = |version: Version| consistency::Envelope::Tombstone { version }.encode();
+    let mut lease = b"L0123456789abcdef".to_vec();
+    lease.extend_from_slice(format!("{:016}", base + 30_000).as_bytes());
+    lease.extend_from_slice(&tombstone(newer));
+    let mut hostile = consistency::MAGIC.to_vec();
+    hostile.extend_from_slice(&[9, 0xff, 0, 0, 1, 2, 3]);
+    // (name, stored bytes, whether a live value is there)
+    let states: Vec<(&str, Option<Vec<u8>>, bool)> = vec![
+        ("absent", None, false),
+        ("plain", Some(b"plain bytes".to_vec()), true),
+        ("older value", Some(value(older)), true),
+        ("equal value", Some(value(mine)), true),
+        ("newer value", Some(value(newer)), true),
+        ("older tombstone", Some(tombstone(older)), false),
+        ("newer tombstone", Some(tombstone(newer)), false),
+        ("lease over a newer tombstone", Some(lease), false),
+        ("hostile bytes", Some(hostile), true),
+    ];
+    let describe = |result: Result<WriteOutcome, Error>| match result {
+        Ok(WriteOutcome::Written { version, .. }) => format!("written {version}"),
+        Ok(WriteOutcome::Stale { current, deleted }) => format!("stale {current} deleted {deleted}"),
+        Err(Error::Envelope { problem, .. }) => format!("envelope {problem:?}"),
+        Err(other) => panic!("unexpected error: {other}"),
+    };
+    let seed = async |key: &[u8], stored: &Option<Vec<u8>>| {
+        client.del(key).await.unwrap();
+        if let Some(bytes) = stored {
+            client.set(key, bytes, SetOptions::default()).await.unwrap();
+        }
+    };
+    let none = WriteOptions::default();
+
+    // Sets: each state on a single-key twin and a batch twin; the batch also writes its first key a
+    // second time, newer, after the first entry.
+    let single_keys: Vec<Vec<u8>> = (0..states.len())
+        .map(|i| format!("{prefix}:set:single:{i}").into_bytes())
+        .collect();
+    let batch_keys: Vec<Vec<u8>> = (0..states.len())
+        .map(|i| format!("{prefix}:set:batch:{i}").into_bytes())
+        .collect();
+    let mut single = Vec::new();
+    for ((key, (_, stored, _)), _) in single_keys.iter().zip(&states).zip(0..) {
+        seed(key, stored).await;
+        single.push(describe(
+            store.set_with_version(key, b"new", mine, None, none).await,
+        ));
+    }
+    let again = at(500, 7);
+    single.push(describe(
+        store
+            .set_with_version(&single_keys[0], b"again", again, None, none)
+            .await,
+    ));
+    for (key, (_, stored, _)) in batch_keys.iter().zip(&states) {
+        seed(key, stored).await;
+    }
+    let mut entries: Vec<BatchEntry<'_>> = batch_keys
+        .iter()
+        .map(|k| (&k[..], &b"new"[..], mine, None))
+        .collect();
+    entries.push((&batch_keys[0], b"again", again, None));
+    let batched: Vec<String> = store
+        .set_many_with_versions(&entries, none)
+        .await
+        .into_iter()
+        .map(describe)
+        .collect();
+    for (i, (name, _, _)) in states.iter().enumerate() {
+        assert_eq!(batched[i], single[i], "set over {name}");
+        assert_eq!(
+            client.get(&batch_keys[i]).await.unwrap(),
+            client.get(&single_keys[i]).await.unwrap(),
+            "stored after a set over {name}"
+        );
+    }
+    assert_eq!(
+        batched[states.len()],
+        single[states.len()],
+        "the second write of a key in one batch"
+    );
+    assert!(single[0].starts_with("written"), "{}", single[0]);
+    assert!(
+        single[states.len()].starts_with("written"),
+        "{}",
+        single[states.len()]
+    );
+
+    // Deletes: outcomes as single deletes, and `existed` as the stored state says.
+    let single_keys: Vec<Vec<u8>> = (0..states.len())
+        .map(|i| format!("{prefix}:del:single:{i}").into_bytes())
+        .collect();
+    let batch_keys: Vec<Vec<u8>> = (0..states.len())
+        .map(|i| format!("{prefix}:del:batch:{i}").into_bytes())
+        .collect();
+    let mut single = Vec::new();
+    for (key, (_, stored, _)) in single_keys.iter().zip(&states) {
+        seed(key, stored).await;
+        // Newer than `mine`, older than `newer`, like the clock's versions `delete_many` takes.
+        single.push(describe(store.delete_with_version(key, at(1, 7), none).await));
+    }
+    for (key, (_, stored, _)) in batch_keys.iter().zip(&states) {
+        seed(key, stored).await;
+    }
+    let deleted = store.delete_many(&batch_keys, none).await;
+    for (i, ((name, _, live), result)) in states.iter().zip(deleted).enumerate() {
+        match result {
+            Ok(outcome) => {
+                assert_eq!(outcome.existed, *live, "existed, delete over {name}");
+                // `delete_many` takes fresh versions from the clock (newer than `mine`): compare
+                // the kind of outcome, and the stored version where it was refused.
+                let single_kind = single[i].split(' ').next().unwrap();
+                let batch = describe(Ok(outcome.outcome));
+                assert_eq!(
+                    batch.split(' ').next().unwrap(),
+                    single_kind,
+                    "delete over {name}: {batch}"
+                );
+                if single_kind == "stale" {
+                    assert_eq!(batch, single[i], "delete over {name}");
+                }
+            }
+            Err(error) => assert_eq!(describe(Err(error)), single[i], "delete over {name}"),
+        }
+    }
+    client.close().await;
+}
