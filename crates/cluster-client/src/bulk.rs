@@ -365,6 +365,17 @@ struct Request {
     reply: oneshot::Sender<Vec<BytesFrame>>,
 }
 
+impl Request {
+    /// The bytes to write, and what waits for their replies.
+    fn split(self) -> (Bytes, Pending) {
+        let waiting = Pending {
+            count: self.count,
+            reply: self.reply,
+        };
+        (self.bytes, waiting)
+    }
+}
+
 /// A request written (or about to be), waiting for its replies.
 struct Pending {
     count: usize,
@@ -386,39 +397,25 @@ async fn write_loop<W: AsyncWrite>(
         // Yield once, so that every task ready to run can queue its request too: they then share
         // this write (see the module docs).
         tokio::task::yield_now().await;
-        let mut out = first.bytes;
-        if pending
-            .send(Pending {
-                count: first.count,
-                reply: first.reply,
-            })
-            .is_err()
-        {
+        let (mut out, waiting) = first.split();
+        if pending.send(waiting).is_err() {
             break;
         }
-        while out.len() + gathered.len() < WRITE_GATHER_BYTES {
+        while gathered.len().max(out.len()) < WRITE_GATHER_BYTES {
             let Ok(next) = requests.try_recv() else { break };
-            if pending
-                .send(Pending {
-                    count: next.count,
-                    reply: next.reply,
-                })
-                .is_err()
-            {
+            let (bytes, waiting) = next.split();
+            if pending.send(waiting).is_err() {
                 break;
             }
             if gathered.is_empty() {
                 gathered.extend_from_slice(&out);
             }
-            gathered.extend_from_slice(&next.bytes);
+            gathered.extend_from_slice(&bytes);
         }
-        let result = if gathered.is_empty() {
-            write.write_all(&out).await
-        } else {
+        if !gathered.is_empty() {
             out = gathered.split().freeze();
-            write.write_all(&out).await
-        };
-        if result.is_err() {
+        }
+        if write.write_all(&out).await.is_err() {
             break;
         }
     }
