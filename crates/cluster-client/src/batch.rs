@@ -9,13 +9,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::*;
 
-use crate::client::{Access, Cmd, to_bytes, to_i64};
+use crate::client::{Access, Cmd, eval_source, is_noscript, to_bytes, to_i64};
 use crate::durations;
 use crate::node::NodeHandle;
+use crate::script::Script;
 use crate::{ClusterClient, Error};
 
 /// One node's share of a batch: its handle and `(input index, command)`.
 type Group = (Arc<NodeHandle>, Vec<(usize, Cmd)>);
+
+/// One script call of [`ClusterClient::eval_grouped`]: the keys it carried and what it answered.
+#[derive(Debug)]
+pub struct GroupReply {
+    /// The input indexes of the keys the call carried, ascending.
+    pub indexes: Vec<usize>,
+    /// The script's reply; or why the call failed, or was never made (a key that could not be routed
+    /// comes alone, with the routing error).
+    pub result: Result<crate::Value, Error>,
+}
 
 impl ClusterClient {
     /// `GET` of many keys across slots: results in input order, `Ok(None)` for missing keys, a per-key
@@ -117,6 +128,124 @@ impl ClusterClient {
                 r.and_then(|v| Ok(to_i64(&v, "DEL")? > 0 || existed_on_old))
             })
             .collect()
+    }
+
+    /// Runs `script` once per group of keys that one primary serves (as this client's slot map
+    /// says), at most `max_keys` keys a call, nodes concurrently: the call that lets a script decide
+    /// many keys of one node in one execution (the versioned writes of the `consistency` crate do).
+    ///
+    /// The call declares no key (`EVALSHA sha 0 args...`); `args(indexes)` builds the arguments of
+    /// the call that carries the keys `keys[i]` for `i` in `indexes`. Redis still refuses a script
+    /// any key its node does not serve (a stale slot map, a slot migrating away whose key already
+    /// left, a slot being imported): the command touching it fails inside the script with the error
+    /// Redis gives a script (`Script attempted to access a non local key ...`). So the script must
+    /// reach each key with `redis.pcall`, leave a key whose command failed alone, and report it, and
+    /// its caller must send such a key again through a single-key call, which follows `MOVED` and
+    /// `ASK`. A node that lacks the script gets its source, as in [`eval`](Self::eval). A call
+    /// acknowledged by a primary a failover has replaced gives [`Error::WriteUncertain`].
+    ///
+    /// `None`, and nothing sent, while a reshard of a hash ring is in progress: the ring's keys then
+    /// have two owners, and only the single-key calls know which to ask (see [`Reshard`](crate::Reshard)).
+    #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA", keys = keys.len()))]
+    pub async fn eval_grouped<K: AsRef<[u8]>>(
+        &self,
+        script: &Script,
+        keys: &[K],
+        max_keys: usize,
+        args: impl Fn(&[usize]) -> Vec<Bytes>,
+    ) -> Option<Vec<GroupReply>> {
+        if self.reshard_in_progress().is_some() {
+            return None;
+        }
+        let mut replies = Vec::new();
+        let mut groups: HashMap<String, (Arc<NodeHandle>, Vec<usize>)> = HashMap::new();
+        for (index, route) in self.route_many(keys).into_iter().enumerate() {
+            match route {
+                Ok((node, _slot)) => {
+                    groups
+                        .entry(node.addr.clone())
+                        .or_insert_with(|| (node, Vec::new()))
+                        .1
+                        .push(index);
+                }
+                Err(error) => replies.push(GroupReply {
+                    indexes: vec![index],
+                    result: Err(error),
+                }),
+            }
+        }
+        let calls: Vec<(Arc<NodeHandle>, Vec<usize>)> = groups
+            .into_values()
+            .flat_map(|(node, indexes)| {
+                indexes
+                    .chunks(max_keys.max(1))
+                    .map(|chunk| (node.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if calls.is_empty() {
+            tokio::task::consume_budget().await;
+        }
+        let timeout = match self.call_timeout() {
+            Ok(timeout) => timeout,
+            Err(_) => {
+                replies.extend(calls.into_iter().map(|(_, indexes)| GroupReply {
+                    indexes,
+                    result: self.call_timeout().map(|_| crate::Value::Null),
+                }));
+                return Some(replies);
+            }
+        };
+        let runs = calls.into_iter().map(|(node, indexes)| {
+            let args = args(&indexes);
+            async move {
+                let result = self.script_on(&node, script, args, timeout).await;
+                if result.is_ok() {
+                    for &index in &indexes {
+                        self.note_write(keys[index].as_ref());
+                    }
+                }
+                GroupReply { indexes, result }
+            }
+        });
+        replies.extend(futures::future::join_all(runs).await);
+        Some(replies)
+    }
+
+    /// One `EVALSHA sha 0 args...` on `node`'s batch connection; its source if the node lacks it.
+    async fn script_on(
+        &self,
+        node: &Arc<NodeHandle>,
+        script: &Script,
+        args: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<crate::Value, Error> {
+        let args: Arc<[Bytes]> = args.into();
+        let cmd = Cmd::EvalSha {
+            sha: script.sha_str(),
+            keys: Arc::from([]),
+            args: args.clone(),
+        };
+        let Some((_, _, result)) = self.pipeline(node.clone(), vec![(0, cmd)], timeout).await.pop() else {
+            return Err(Error::Closed);
+        };
+        let result = match result {
+            Err(error) if is_noscript(&error) => {
+                let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+                self.node_call(&node.addr, eval_source(script, &[], &args).to_args())
+                    .await
+                    .map(crate::value::from_fred)
+            }
+            other => other.map(crate::value::from_fred),
+        };
+        match result {
+            // Acknowledged by a primary that a failover has replaced: see `ClusterClient::run`.
+            Ok(_) if node.is_replaced() => Err(Error::WriteUncertain {
+                command: "EVALSHA".into(),
+                node: node.addr.clone(),
+            }),
+            other => other,
+        }
     }
 
     /// [`batch`](ClusterClient::batch), except that the keys of `moved` (`(index, old owner, new

@@ -27,7 +27,7 @@ use tokio::sync::{Notify, broadcast};
 
 pub use self::admin::{Admin, MigrateReply};
 pub use self::commands::Ttl;
-pub(crate) use self::commands::{to_bytes, to_i64};
+pub(crate) use self::commands::{eval_source, is_noscript, to_bytes, to_i64};
 pub(crate) use self::failure::{Failure, classify};
 pub use self::options::{CallOptions, ReadFrom, SetCondition, SetOptions};
 use self::replica_reads::ReplicaLag;

@@ -24,6 +24,7 @@ pub use bytes::Bytes;
 pub use sharding::SlotRange;
 
 pub use crate::{
+    batch::GroupReply,
     client::{
         Admin, CallOptions, ClusterClient, MigrateReply, ReadFrom, Reshard, ReshardMove, SetCondition,
         SetOptions, Ttl,

@@ -145,8 +145,24 @@ impl ReplicationMark {
     }
 }
 
+impl ReplicationMark {
+    /// The mark of a write made in a `MULTI`/`EXEC` block (one [`LWW_MANY_SCRIPT`] execution)
+    /// whose `SET`s take at least `min_len` bytes: a replica applies the block whole, so each write
+    /// in it ends no earlier than `offset + min_len`.
+    ///
+    /// [`LWW_MANY_SCRIPT`]: crate::LWW_MANY_SCRIPT
+    pub(crate) fn for_block(replid: &[u8], offset: u64, min_len: u64) -> Option<Self> {
+        let replid: [u8; 40] = replid.try_into().ok()?;
+        Some(ReplicationMark {
+            replid,
+            offset,
+            min_len,
+        })
+    }
+}
+
 /// The RESP length of `SET <key> <stored>`: `*3\r\n$3\r\nSET\r\n$<k>\r\n<key>\r\n$<v>\r\n<stored>\r\n`.
-fn min_set_len(key_len: usize, stored_len: usize) -> u64 {
+pub(crate) fn min_set_len(key_len: usize, stored_len: usize) -> u64 {
     let bulk = |len: usize| 1 + len.to_string().len() + 2 + len + 2;
     (4 + bulk(3) + bulk(key_len) + bulk(stored_len)) as u64
 }

@@ -31,7 +31,7 @@ pub use crate::{
     },
     monitor::Monitor,
     report::{AuditProgress, AuditReport, CopyRole, KeyReport, NodeCopy, RepairCounts, StateCounts},
-    script::LWW_SCRIPT,
+    script::{LWW_MANY_SCRIPT, LWW_SCRIPT},
     state::{KeyState, Observed, SyncDirection},
     version::{Clock, Hlc, Version, WriterId},
     versioned::{

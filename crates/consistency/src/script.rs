@@ -8,6 +8,90 @@ use cluster_client::Value;
 
 use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 
+/// The Lua both scripts share: the lease rule, the envelope check, the byte-wise version order, the
+/// decision, and the write.
+macro_rules! lww_lua_functions {
+    () => {
+        r#"
+-- A cache-facade load lease carrying the tombstone it replaced counts as that tombstone.
+local function carried(stored)
+  if stored and string.len(stored) == 57 and string.sub(stored, 1, 1) == 'L'
+      and string.sub(stored, 34, 37) == '\255LWW' and string.byte(stored, 39) == 1 then
+    return string.sub(stored, 34)
+  end
+  return stored
+end
+
+-- 'plain' for an absent or unversioned value, 'ok' for a valid envelope, 'invalid' otherwise.
+local function kind(v)
+  if not v or string.sub(v, 1, 4) ~= '\255LWW' then return 'plain' end
+  if string.len(v) < 24 or string.byte(v, 5) ~= 1 then return 'invalid' end
+  local flags = string.byte(v, 6)
+  if flags > 1 or string.byte(v, 7) ~= 0 or string.byte(v, 8) ~= 0 then return 'invalid' end
+  if flags == 1 and string.len(v) ~= 24 then return 'invalid' end
+  return 'ok'
+end
+
+-- Compares the version bytes (hlc then writer, big-endian) one unsigned byte at a time. Lua's `<` on
+-- strings goes through the server's collation locale, so it is not a reliable byte order.
+local function compare(a, b)
+  for i = 9, 24 do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  return 0
+end
+
+-- nil when the write goes ahead; otherwise the reply that refuses it ({0, header}: the stored version
+-- wins; {2, header, length}: the stored value is not a valid envelope), or 'bad incoming'.
+local function decide(stored, incoming, mode)
+  local current = kind(stored)
+  if current == 'invalid' then
+    return {2, string.sub(stored, 1, 24), string.len(stored)}
+  end
+  if mode == 'plain' then
+    if current == 'ok' then return {0, string.sub(stored, 1, 24)} end
+    return nil
+  end
+  if kind(incoming) ~= 'ok' then return 'bad incoming' end
+  if current == 'ok' then
+    local order = compare(incoming, stored)
+    if order < 0 or (order == 0 and mode ~= 'equal') then
+      return {0, string.sub(stored, 1, 24)}
+    end
+  end
+  return nil
+end
+
+-- 1 if a live value (anything but a tombstone) was stored before the write, 0 otherwise.
+local function existed(stored)
+  if stored and not (kind(stored) == 'ok' and string.byte(stored, 6) == 1) then return 1 end
+  return 0
+end
+
+local function set(key, value, ttl, call)
+  if ttl == 'keep' then return call('SET', key, value, 'KEEPTTL') end
+  if ttl == '0' then return call('SET', key, value) end
+  return call('SET', key, value, 'PX', ttl)
+end
+
+-- The primary's replication id and offset, nil if it refuses INFO (an ACL user without it).
+local function mark()
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) == 'string' then
+    local replid = string.match(info, 'master_replid:(%x+)')
+    local offset = string.match(info, 'master_repl_offset:(%d+)')
+    if replid and offset then return {replid, offset} end
+  end
+  return nil
+end
+"#
+    };
+}
+
 /// The Lua source of the last-write-wins write.
 ///
 /// `KEYS[1]` is the key. `ARGV[1]` is the value to store: an envelope, or plain bytes in mode `plain`.
@@ -33,78 +117,77 @@ use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 /// Reading the offset inside the script is what makes it evidence: nothing else runs on the node
 /// between the read and the write, and a script's writes reach the replication stream right after
 /// it, so the write's bytes start exactly after that offset.
-pub const LWW_SCRIPT: &str = r#"-- consistency: last-write-wins write, envelope format 1
-local stored = redis.call('GET', KEYS[1])
--- A cache-facade load lease carrying the tombstone it replaced counts as that tombstone.
-if stored and string.len(stored) == 57 and string.sub(stored, 1, 1) == 'L'
-    and string.sub(stored, 34, 37) == '\255LWW' and string.byte(stored, 39) == 1 then
-  stored = string.sub(stored, 34)
-end
+pub const LWW_SCRIPT: &str = concat!(
+    "-- consistency: last-write-wins write, envelope format 1\n",
+    lww_lua_functions!(),
+    r#"
+local stored = carried(redis.call('GET', KEYS[1]))
 local incoming = ARGV[1]
-local mode = ARGV[3]
-
--- 'plain' for an absent or unversioned value, 'ok' for a valid envelope, 'invalid' otherwise.
-local function kind(v)
-  if not v or string.sub(v, 1, 4) ~= '\255LWW' then return 'plain' end
-  if string.len(v) < 24 or string.byte(v, 5) ~= 1 then return 'invalid' end
-  local flags = string.byte(v, 6)
-  if flags > 1 or string.byte(v, 7) ~= 0 or string.byte(v, 8) ~= 0 then return 'invalid' end
-  if flags == 1 and string.len(v) ~= 24 then return 'invalid' end
-  return 'ok'
+local verdict = decide(stored, incoming, ARGV[3])
+if verdict == 'bad incoming' then
+  return redis.error_reply('ERR consistency: the value to write is not a valid envelope')
 end
+if verdict then return verdict end
+local landed = nil
+if ARGV[4] == 'mark' then landed = mark() end
+set(KEYS[1], incoming, ARGV[2], redis.call)
+if landed then return {1, existed(stored), landed[1], landed[2]} end
+return {1, existed(stored)}
+"#
+);
 
--- Compares the version bytes (hlc then writer, big-endian) one unsigned byte at a time. Lua's `<` on
--- strings goes through the server's collation locale, so it is not a reliable byte order.
-local function compare(a, b)
-  for i = 9, 24 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      if x < y then return -1 end
-      return 1
+/// The Lua source of the last-write-wins write of many keys of one node in one execution (see
+/// `ClusterClient::eval_grouped`): each key decided exactly as [`LWW_SCRIPT`] decides it.
+///
+/// It declares no key. `ARGV[1]` is the mode (as `ARGV[3]` of [`LWW_SCRIPT`]), `ARGV[2]` is `mark`
+/// or empty, then three arguments per key: the key, the value to store, the TTL (as `ARGV[2]` of
+/// [`LWW_SCRIPT`]). The reply is `{replid, offset, replies}`: with `mark`, the primary's replication
+/// id and `master_repl_offset` read once, just before the call's first write (both empty when
+/// nothing was written, or the node refused `INFO`); `replies` holds one reply per key, in order,
+/// shaped as [`LWW_SCRIPT`]'s (`{1, existed}`, `{0, header}`, `{2, header, length}`), or
+/// `{3, error}` when the key's command failed (a key this node does not serve, which Redis refuses
+/// to a script, a cluster that is down, a wrong type) or the value is not an envelope: that key is
+/// left as it was, and the caller sends it again on its own.
+///
+/// Every write of one call enters the replication stream as one `MULTI`/`EXEC` block right after
+/// the offset read, and a replica applies the block whole or not at all, so each written key's
+/// write ends no earlier than the offset plus the bytes of all the call's `SET`s.
+pub const LWW_MANY_SCRIPT: &str = concat!(
+    "-- consistency: last-write-wins writes of many keys, envelope format 1\n",
+    lww_lua_functions!(),
+    r#"
+local mode, want_mark = ARGV[1], ARGV[2] == 'mark'
+local landed, marked = nil, false
+local replies = {}
+for i = 3, #ARGV - 2, 3 do
+  local key, incoming, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local reply
+  local got = redis.pcall('GET', key)
+  if type(got) == 'table' then
+    reply = {3, got.err or 'ERR GET failed'}
+  else
+    local stored = carried(got)
+    reply = decide(stored, incoming, mode)
+    if reply == 'bad incoming' then
+      reply = {3, 'ERR consistency: the value to write is not a valid envelope'}
+    elseif not reply then
+      if want_mark and not marked then
+        landed, marked = mark(), true
+      end
+      local written = set(key, incoming, ttl, redis.pcall)
+      if type(written) == 'table' and written.err then
+        reply = {3, written.err}
+      else
+        reply = {1, existed(stored)}
+      end
     end
   end
-  return 0
+  replies[#replies + 1] = reply
 end
-
-local current = kind(stored)
-if current == 'invalid' then
-  return {2, string.sub(stored, 1, 24), string.len(stored)}
-end
-if mode == 'plain' then
-  if current == 'ok' then return {0, string.sub(stored, 1, 24)} end
-else
-  if kind(incoming) ~= 'ok' then
-    return redis.error_reply('ERR consistency: the value to write is not a valid envelope')
-  end
-  if current == 'ok' then
-    local order = compare(incoming, stored)
-    if order < 0 or (order == 0 and mode ~= 'equal') then
-      return {0, string.sub(stored, 1, 24)}
-    end
-  end
-end
-local mark = nil
-if ARGV[4] == 'mark' then
-  local info = redis.pcall('INFO', 'replication')
-  if type(info) == 'string' then
-    local replid = string.match(info, 'master_replid:(%x+)')
-    local offset = string.match(info, 'master_repl_offset:(%d+)')
-    if replid and offset then mark = {replid, offset} end
-  end
-end
-local ttl = ARGV[2]
-if ttl == 'keep' then
-  redis.call('SET', KEYS[1], incoming, 'KEEPTTL')
-elseif ttl == '0' then
-  redis.call('SET', KEYS[1], incoming)
-else
-  redis.call('SET', KEYS[1], incoming, 'PX', ttl)
-end
-local existed = 0
-if stored and not (current == 'ok' and string.byte(stored, 6) == 1) then existed = 1 end
-if mark then return {1, existed, mark[1], mark[2]} end
-return {1, existed}
-"#;
+if landed then return {landed[1], landed[2], replies} end
+return {'', '', replies}
+"#
+);
 
 /// When the script writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +268,39 @@ pub(crate) fn parse_mark(reply: &Value) -> Option<(Vec<u8>, u64)> {
     let replid = items.get(2)?.as_bytes()?.to_vec();
     let offset = items.get(3)?.as_str()?.parse().ok()?;
     Some((replid, offset))
+}
+
+/// The code of one key's reply (`1` written, `0` kept, `2` stored invalid, `3` left alone).
+pub(crate) fn reply_code(reply: &Value) -> Option<i64> {
+    match reply {
+        Value::Array(items) => items.first().and_then(Value::as_i64),
+        _ => None,
+    }
+}
+
+/// Reads a [`LWW_MANY_SCRIPT`] reply of `keys` keys: the mark (replication id and offset), if the
+/// call read one, and the per-key replies.
+pub(crate) fn parse_many(reply: &Value, keys: usize) -> Result<(Option<(Vec<u8>, u64)>, &[Value]), String> {
+    let Value::Array(items) = reply else {
+        return Err(format!("expected an array, got {reply:?}"));
+    };
+    let [replid, offset, Value::Array(replies)] = items.as_slice() else {
+        return Err(format!("expected {{replid, offset, replies}}, got {reply:?}"));
+    };
+    if replies.len() != keys {
+        return Err(format!("{} replies for {keys} keys", replies.len()));
+    }
+    let replid = replid.as_bytes().unwrap_or_default();
+    let mark = match offset.as_str().filter(|_| !replid.is_empty()) {
+        Some(offset) => Some((
+            replid.to_vec(),
+            offset
+                .parse()
+                .map_err(|_| format!("offset {offset:?} is not a number"))?,
+        )),
+        None => None,
+    };
+    Ok((mark, replies))
 }
 
 /// Whether a written reply says a live value (not a tombstone) was stored before the write.

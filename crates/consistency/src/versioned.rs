@@ -9,10 +9,12 @@ use cluster_client::{ClusterClient, Script};
 use crate::envelope::{Envelope, HEADER_LEN};
 use crate::error::{Error, printable_key};
 use crate::history::SyncHistory;
-use crate::journal::ReplicationMark;
-use crate::journal::{Journal, JournalConfig, JournalEntry};
+use crate::journal::{Journal, JournalConfig, JournalEntry, ReplicationMark, min_set_len};
 use crate::report::{CopyRole, KeyReport, NodeCopy};
-use crate::script::{LWW_SCRIPT, ScriptOutcome, WriteMode, parse_existed, parse_mark, parse_reply};
+use crate::script::{
+    LWW_MANY_SCRIPT, LWW_SCRIPT, ScriptOutcome, WriteMode, parse_existed, parse_many, parse_mark,
+    parse_reply, reply_code,
+};
 use crate::state::{self, KeyState, Observed, ReplicaCopy};
 use crate::version::{Clock, Version, WriterId};
 
@@ -206,6 +208,33 @@ pub struct DeleteOutcome {
     pub existed: bool,
 }
 
+/// Keys one [`LWW_MANY_SCRIPT`] execution decides at most: enough to spread a call's cost over many
+/// keys, few enough that the node, which runs nothing else meanwhile, stays responsive (the
+/// execution takes well under a millisecond on loopback; see docs/RESULTS.md).
+pub(crate) const GROUP_KEYS: usize = 64;
+
+/// How a group call's error reaches each of its keys: a copy for each when the call may have run
+/// (it timed out, or a replaced primary acknowledged it), as a single write would say; `None` when
+/// the single-key path should send the keys again (the call never ran, or ran nowhere it may).
+fn per_key_copies(error: &cluster_client::Error) -> Option<impl Fn() -> cluster_client::Error + '_> {
+    use cluster_client::Error as E;
+    match error {
+        E::Timeout { .. } | E::WriteUncertain { .. } => Some(move || match error {
+            E::Timeout { command, node, after } => E::Timeout {
+                command: command.clone(),
+                node: node.clone(),
+                after: *after,
+            },
+            E::WriteUncertain { command, node } => E::WriteUncertain {
+                command: command.clone(),
+                node: node.clone(),
+            },
+            _ => E::Closed,
+        }),
+        _ => None,
+    }
+}
+
 /// A write ready for the script: the envelope to store, its TTL, and its journal entry.
 struct Prepared {
     stored: Vec<u8>,
@@ -276,6 +305,8 @@ impl VersionedValue {
 pub(crate) struct Inner {
     pub(crate) client: ClusterClient,
     pub(crate) script: Script,
+    /// [`LWW_MANY_SCRIPT`].
+    pub(crate) many_script: Script,
     pub(crate) clock: &'static Clock,
     pub(crate) writer: WriterId,
     pub(crate) journal: Option<Journal>,
@@ -308,6 +339,7 @@ impl Versioned {
             inner: Arc::new(Inner {
                 client,
                 script: Script::new(LWW_SCRIPT),
+                many_script: Script::new(LWW_MANY_SCRIPT),
                 clock: Clock::global(),
                 writer: config.writer.unwrap_or_else(process_writer),
                 journal,
@@ -592,7 +624,10 @@ impl Versioned {
         let written_on = landed
             .as_ref()
             .map(|(replid, _)| String::from_utf8_lossy(replid).into_owned());
-        let outcome = self.settle(prepared, outcome, landed)?;
+        let mark = landed.and_then(|(replid, offset)| {
+            ReplicationMark::new(&replid, offset, key.len(), prepared.stored.len())
+        });
+        let outcome = self.settle(prepared, outcome, mark)?;
         let (WriteOutcome::Written { version, .. }, Some((replicas, timeout))) = (outcome, options.wait)
         else {
             return Ok((outcome, existed));
@@ -618,7 +653,12 @@ impl Versioned {
         ))
     }
 
-    /// Many writes without a wait: one `eval_many`, each reply settled as [`Versioned::write`] does.
+    /// Many writes. Without a wait: one [`LWW_MANY_SCRIPT`] execution per group of keys one primary
+    /// serves (at most [`GROUP_KEYS`] keys each; `ClusterClient::eval_grouped`), each key decided as
+    /// [`LWW_SCRIPT`] decides it and settled as [`Versioned::write`] settles it; a key the group's
+    /// node did not serve, or whose group call failed before it could have run, goes again through
+    /// [`Versioned::write`], which follows redirects and waits out failovers. With a wait, or while a
+    /// hash ring reshards, key by key.
     async fn write_many(
         &self,
         prepared: Vec<Result<Prepared, Error>>,
@@ -630,36 +670,131 @@ impl Versioned {
                 .map(|p| async move { self.write(p?, options).await });
             return futures::future::join_all(writes).await;
         }
-        let mark = self.marks(&options);
-        let ready: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
-        let ttls: Vec<String> = ready.iter().map(|p| TtlArg::from(p.ttl).to_arg()).collect();
-        let calls: Vec<(&[u8], Vec<&[u8]>)> = ready
-            .iter()
-            .zip(&ttls)
-            .map(|(p, ttl)| {
-                let mut args: Vec<&[u8]> =
-                    vec![&p.stored, ttl.as_bytes(), WriteMode::Newer.as_arg().as_bytes()];
-                if mark {
-                    args.push(b"mark");
+        let mut results: Vec<Option<Result<(WriteOutcome, bool), Error>>> =
+            Vec::with_capacity(prepared.len());
+        let mut pending: Vec<Option<Prepared>> = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Ok(p) => {
+                    results.push(None);
+                    pending.push(Some(p));
                 }
-                (&p.entry.key[..], args)
-            })
+                Err(error) => {
+                    results.push(Some(Err(error)));
+                    pending.push(None);
+                }
+            }
+        }
+        let ready: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].is_some()).collect();
+        let keys: Vec<&[u8]> = ready
+            .iter()
+            .filter_map(|&i| pending[i].as_ref().map(|p| &p.entry.key[..]))
             .collect();
-        let mut replies = self
-            .inner
-            .client
-            .eval_many(&self.inner.script, &calls)
-            .await
-            .into_iter();
-        prepared
+        let mark = if self.marks(&options) { "mark" } else { "" };
+        let groups = {
+            let pending = &pending;
+            let ready = &ready;
+            self.inner
+                .client
+                .eval_grouped(&self.inner.many_script, &keys, GROUP_KEYS, |indexes| {
+                    let mut args = Vec::with_capacity(2 + 3 * indexes.len());
+                    args.push(Bytes::from_static(WriteMode::Newer.as_arg().as_bytes()));
+                    args.push(Bytes::from_static(mark.as_bytes()));
+                    for p in indexes.iter().filter_map(|&g| pending[ready[g]].as_ref()) {
+                        args.push(p.entry.key.clone());
+                        args.push(Bytes::copy_from_slice(&p.stored));
+                        args.push(Bytes::from(TtlArg::from(p.ttl).to_arg()));
+                    }
+                    args
+                })
+                .await
+        };
+        let mut again = Vec::new();
+        match groups {
+            None => again.extend(ready.iter().copied()),
+            Some(groups) => {
+                for group in groups {
+                    let members: Vec<usize> = group.indexes.iter().map(|&g| ready[g]).collect();
+                    match group.result {
+                        Ok(reply) => {
+                            self.settle_group(&members, &reply, &mut pending, &mut results, &mut again)
+                        }
+                        Err(error) => match per_key_copies(&error) {
+                            // The call may have run: each key says so, as a single write would.
+                            Some(copy) => {
+                                for &i in &members {
+                                    results[i] = Some(Err(copy().into()));
+                                }
+                            }
+                            // It did not run, or ran nowhere it may: the single-key path decides.
+                            None => again.extend(members),
+                        },
+                    }
+                }
+            }
+        }
+        let retries = again.into_iter().filter_map(|i| {
+            let prepared = pending[i].take()?;
+            Some(async move { (i, self.write(prepared, options).await) })
+        });
+        for (i, result) in futures::future::join_all(retries).await {
+            results[i] = Some(result);
+        }
+        results
             .into_iter()
-            .map(|p| {
-                let prepared = p?;
-                let reply = replies.next().unwrap_or(Err(cluster_client::Error::Closed))?;
-                let (outcome, landed, existed) = script_reply(&prepared.entry.key, &reply)?;
-                Ok((self.settle(prepared, outcome, landed)?, existed))
-            })
+            .map(|r| r.unwrap_or(Err(cluster_client::Error::Closed.into())))
             .collect()
+    }
+
+    /// Settles the keys `members` (input indexes) of one [`LWW_MANY_SCRIPT`] reply. Their journal
+    /// marks share the call's offset, with the bytes of every `SET` the call made as the write's
+    /// least length (the block is applied whole or not at all). A key the call left alone joins
+    /// `again`.
+    fn settle_group(
+        &self,
+        members: &[usize],
+        reply: &cluster_client::Value,
+        pending: &mut [Option<Prepared>],
+        results: &mut [Option<Result<(WriteOutcome, bool), Error>>],
+        again: &mut Vec<usize>,
+    ) {
+        let (landed, replies) = match parse_many(reply, members.len()) {
+            Ok(parsed) => parsed,
+            Err(detail) => {
+                for &i in members {
+                    if let Some(p) = pending[i].take() {
+                        results[i] = Some(Err(Error::ScriptReply {
+                            key: printable_key(&p.entry.key),
+                            detail: detail.clone(),
+                        }));
+                    }
+                }
+                return;
+            }
+        };
+        let block_len: u64 = members
+            .iter()
+            .zip(replies)
+            .filter(|(_, r)| reply_code(r) == Some(1))
+            .filter_map(|(&i, _)| pending[i].as_ref())
+            .map(|p| min_set_len(p.entry.key.len(), p.stored.len()))
+            .sum();
+        for (&i, key_reply) in members.iter().zip(replies) {
+            if reply_code(key_reply) == Some(3) {
+                again.push(i);
+                continue;
+            }
+            let Some(prepared) = pending[i].take() else {
+                continue;
+            };
+            let mark = landed
+                .as_ref()
+                .and_then(|(replid, offset)| ReplicationMark::for_block(replid, *offset, block_len));
+            results[i] = Some(
+                script_reply(&prepared.entry.key, key_reply)
+                    .and_then(|(outcome, _, existed)| Ok((self.settle(prepared, outcome, mark)?, existed))),
+            );
+        }
     }
 
     /// The outcome of a script call, and the journal entry of a written one.
@@ -667,18 +802,14 @@ impl Versioned {
         &self,
         prepared: Prepared,
         outcome: ScriptOutcome,
-        landed: Option<(Vec<u8>, u64)>,
+        mark: Option<ReplicationMark>,
     ) -> Result<WriteOutcome, Error> {
-        let Prepared {
-            stored, mut entry, ..
-        } = prepared;
+        let Prepared { mut entry, .. } = prepared;
         match outcome {
             ScriptOutcome::Written => {
                 let version = entry.version;
                 if let Some(journal) = &self.inner.journal {
-                    entry.mark = landed.and_then(|(replid, offset)| {
-                        ReplicationMark::new(&replid, offset, entry.key.len(), stored.len())
-                    });
+                    entry.mark = mark;
                     journal.track_write(entry);
                 }
                 Ok(WriteOutcome::Written {

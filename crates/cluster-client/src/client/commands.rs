@@ -440,7 +440,7 @@ pub(crate) fn is_noscript(error: &Error) -> bool {
 }
 
 /// `EVAL source numkeys keys... args...`: runs the script and caches it on the node.
-fn eval_source(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
+pub(crate) fn eval_source(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
     let mut all = Vec::with_capacity(2 + keys.len() + args.len());
     all.push(Value::from(script.source().to_string()));
     all.push(Value::Integer(keys.len() as i64));
