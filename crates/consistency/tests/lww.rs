@@ -521,12 +521,23 @@ async fn batched_writes_decide_key_by_key_as_single_writes_do() {
         .map(|k| (&k[..], &b"new"[..], mine, None))
         .collect();
     entries.push((&batch_keys[0], b"again", again, None));
+    let calls = |client: &cluster_client::ClusterClient| -> u64 {
+        client.node_stats().iter().flat_map(|n| n.connection_calls.iter()).sum()
+    };
+    let calls_before = calls(&client);
     let batched: Vec<String> = store
         .set_many_with_versions(&entries, none)
         .await
         .into_iter()
         .map(describe)
         .collect();
+    // One script execution per primary (three), not one call per entry: the group path decided them.
+    let batch_calls = calls(&client) - calls_before;
+    assert!(
+        batch_calls <= 3,
+        "{batch_calls} calls for a batch of {} entries",
+        entries.len()
+    );
     for (i, (name, _, _)) in states.iter().enumerate() {
         assert_eq!(batched[i], single[i], "set over {name}");
         assert_eq!(
