@@ -101,9 +101,13 @@ impl Cache {
                 Ok((key, frame, self.jitter(*ttl)))
             })
             .collect();
-        let ok: Vec<Framed> = framed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let ok: Vec<(&[u8], &[u8], Option<Duration>)> = framed
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(key, frame, ttl)| (&key[..], &frame[..], *ttl))
+            .collect();
         let mut written: Box<dyn Iterator<Item = Result<Write, Error>>> = match &self.inner.versioned {
-            // One pipelined script call per entry, grouped by node (see `Versioned::set_many`).
+            // One script execution per group of a node's keys (see `Versioned::set_many`).
             Some(versioned) => Box::new(
                 versioned
                     .set_many(&ok, WriteOptions::default())

@@ -13,63 +13,80 @@ use crate::envelope::{EnvelopeProblem, HEADER_LEN, Header, MAGIC};
 macro_rules! lww_lua_functions {
     () => {
         r#"
+local byte, sub, unpack = string.byte, string.sub, struct.unpack
+
 -- A cache-facade load lease carrying the tombstone it replaced counts as that tombstone.
 local function carried(stored)
-  if stored and string.len(stored) == 57 and string.sub(stored, 1, 1) == 'L'
-      and string.sub(stored, 34, 37) == '\255LWW' and string.byte(stored, 39) == 1 then
-    return string.sub(stored, 34)
+  if stored and #stored == 57 and byte(stored, 1) == 76 and sub(stored, 34, 37) == '\255LWW'
+      and byte(stored, 39) == 1 then
+    return sub(stored, 34)
   end
   return stored
 end
 
--- 'plain' for an absent or unversioned value, 'ok' for a valid envelope, 'invalid' otherwise.
+-- 'plain' for an absent or unversioned value, 'ok' for a valid envelope, 'tombstone' for a valid
+-- tombstone, 'invalid' otherwise.
 local function kind(v)
-  if not v or string.sub(v, 1, 4) ~= '\255LWW' then return 'plain' end
-  if string.len(v) < 24 or string.byte(v, 5) ~= 1 then return 'invalid' end
-  local flags = string.byte(v, 6)
-  if flags > 1 or string.byte(v, 7) ~= 0 or string.byte(v, 8) ~= 0 then return 'invalid' end
-  if flags == 1 and string.len(v) ~= 24 then return 'invalid' end
+  if not v or sub(v, 1, 4) ~= '\255LWW' then return 'plain' end
+  local len = #v
+  if len < 24 then return 'invalid' end
+  local format, flags, r1, r2 = byte(v, 5, 8)
+  if format ~= 1 or flags > 1 or r1 ~= 0 or r2 ~= 0 then return 'invalid' end
+  if flags == 1 then
+    if len ~= 24 then return 'invalid' end
+    return 'tombstone'
+  end
   return 'ok'
 end
 
--- Compares the version bytes (hlc then writer, big-endian) one unsigned byte at a time. Lua's `<` on
--- strings goes through the server's collation locale, so it is not a reliable byte order.
+-- Compares the versions (hlc then writer, big-endian, bytes 9 to 24) as four unsigned 32-bit
+-- numbers, exact in Lua's doubles. Lua's `<` on strings goes through the server's collation locale,
+-- so it is not a reliable byte order.
 local function compare(a, b)
-  for i = 9, 24 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      if x < y then return -1 end
-      return 1
-    end
-  end
+  local a1, a2, a3, a4 = unpack('>I4I4I4I4', a, 9)
+  local b1, b2, b3, b4 = unpack('>I4I4I4I4', b, 9)
+  if a1 ~= b1 then if a1 < b1 then return -1 end return 1 end
+  if a2 ~= b2 then if a2 < b2 then return -1 end return 1 end
+  if a3 ~= b3 then if a3 < b3 then return -1 end return 1 end
+  if a4 ~= b4 then if a4 < b4 then return -1 end return 1 end
   return 0
 end
 
--- nil when the write goes ahead; otherwise the reply that refuses it ({0, header}: the stored version
--- wins; {2, header, length}: the stored value is not a valid envelope), or 'bad incoming'.
+-- The decision, and the stored value's kind. The decision is nil when the write goes ahead;
+-- otherwise the reply that refuses it ({0, header}: the stored version wins; {2, header, length}:
+-- the stored value is not a valid envelope), or 'bad incoming'.
 local function decide(stored, incoming, mode)
   local current = kind(stored)
   if current == 'invalid' then
-    return {2, string.sub(stored, 1, 24), string.len(stored)}
+    return {2, sub(stored, 1, 24), #stored}, current
   end
+  local versioned = current == 'ok' or current == 'tombstone'
   if mode == 'plain' then
-    if current == 'ok' then return {0, string.sub(stored, 1, 24)} end
-    return nil
+    if versioned then return {0, sub(stored, 1, 24)}, current end
+    return nil, current
   end
-  if kind(incoming) ~= 'ok' then return 'bad incoming' end
-  if current == 'ok' then
+  local theirs = kind(incoming)
+  if theirs ~= 'ok' and theirs ~= 'tombstone' then return 'bad incoming', current end
+  if versioned then
     local order = compare(incoming, stored)
     if order < 0 or (order == 0 and mode ~= 'equal') then
-      return {0, string.sub(stored, 1, 24)}
+      return {0, sub(stored, 1, 24)}, current
     end
   end
-  return nil
+  return nil, current
 end
 
 -- 1 if a live value (anything but a tombstone) was stored before the write, 0 otherwise.
-local function existed(stored)
-  if stored and not (kind(stored) == 'ok' and string.byte(stored, 6) == 1) then return 1 end
+local function existed(stored, current)
+  if stored and current ~= 'tombstone' then return 1 end
   return 0
+end
+
+-- `SET NX GET`: writes `value` if the key is absent (nil back), else returns the stored value and
+-- changes nothing; an error comes back as a table.
+local function set_absent(key, value, ttl)
+  if ttl == 'keep' or ttl == '0' then return redis.pcall('SET', key, value, 'NX', 'GET') end
+  return redis.pcall('SET', key, value, 'PX', ttl, 'NX', 'GET')
 end
 
 local function set(key, value, ttl, call)
@@ -78,15 +95,20 @@ local function set(key, value, ttl, call)
   return call('SET', key, value, 'PX', ttl)
 end
 
--- The primary's replication id and offset, nil if it refuses INFO (an ACL user without it).
+-- The primary's replication id and offset, nil if it refuses INFO (an ACL user without it). Plain
+-- `string.find`s: a pattern search over the section costs the server more than INFO itself.
 local function mark()
   local info = redis.pcall('INFO', 'replication')
-  if type(info) == 'string' then
-    local replid = string.match(info, 'master_replid:(%x+)')
-    local offset = string.match(info, 'master_repl_offset:(%d+)')
-    if replid and offset then return {replid, offset} end
-  end
-  return nil
+  if type(info) ~= 'string' then return nil end
+  local _, id_end = string.find(info, 'master_replid:', 1, true)
+  if not id_end then return nil end
+  local replid = sub(info, id_end + 1, id_end + 40)
+  if #replid ~= 40 or not string.find(replid, '^%x+$') then return nil end
+  local _, offset_end = string.find(info, 'master_repl_offset:', id_end, true)
+  if not offset_end then return nil end
+  local offset = string.match(info, '^%d+', offset_end + 1)
+  if not offset then return nil end
+  return {replid, offset}
 end
 "#
     };
@@ -123,7 +145,7 @@ pub const LWW_SCRIPT: &str = concat!(
     r#"
 local stored = carried(redis.call('GET', KEYS[1]))
 local incoming = ARGV[1]
-local verdict = decide(stored, incoming, ARGV[3])
+local verdict, current = decide(stored, incoming, ARGV[3])
 if verdict == 'bad incoming' then
   return redis.error_reply('ERR consistency: the value to write is not a valid envelope')
 end
@@ -131,8 +153,8 @@ if verdict then return verdict end
 local landed = nil
 if ARGV[4] == 'mark' then landed = mark() end
 set(KEYS[1], incoming, ARGV[2], redis.call)
-if landed then return {1, existed(stored), landed[1], landed[2]} end
-return {1, existed(stored)}
+if landed then return {1, existed(stored, current), landed[1], landed[2]} end
+return {1, existed(stored, current)}
 "#
 );
 
@@ -142,43 +164,53 @@ return {1, existed(stored)}
 /// It declares no key. `ARGV[1]` is the mode (as `ARGV[3]` of [`LWW_SCRIPT`]), `ARGV[2]` is `mark`
 /// or empty, then three arguments per key: the key, the value to store, the TTL (as `ARGV[2]` of
 /// [`LWW_SCRIPT`]). The reply is `{replid, offset, replies}`: with `mark`, the primary's replication
-/// id and `master_repl_offset` read once, just before the call's first write (both empty when
-/// nothing was written, or the node refused `INFO`); `replies` holds one reply per key, in order,
+/// id and `master_repl_offset` read once, before the call touches any key (both empty when the node
+/// refused `INFO`); `replies` holds one reply per key, in order,
 /// shaped as [`LWW_SCRIPT`]'s (`{1, existed}`, `{0, header}`, `{2, header, length}`), or
 /// `{3, error}` when the key's command failed (a key this node does not serve, which Redis refuses
 /// to a script, a cluster that is down, a wrong type) or the value is not an envelope: that key is
 /// left as it was, and the caller sends it again on its own.
 ///
-/// Every write of one call enters the replication stream as one `MULTI`/`EXEC` block right after
-/// the offset read, and a replica applies the block whole or not at all, so each written key's
+/// A key is first written with `SET ... NX GET`, which stores the value only where the key is absent
+/// (so a cold cluster's warm-up costs one command a key) and otherwise returns the stored value for
+/// the decision, then `SET` if the write wins. Every write of one call enters the replication stream
+/// as one `MULTI`/`EXEC` block right after the offset read, and a replica applies the block whole or not at all, so each written key's
 /// write ends no earlier than the offset plus the bytes of all the call's `SET`s.
 pub const LWW_MANY_SCRIPT: &str = concat!(
     "-- consistency: last-write-wins writes of many keys, envelope format 1\n",
     lww_lua_functions!(),
     r#"
 local mode, want_mark = ARGV[1], ARGV[2] == 'mark'
-local landed, marked = nil, false
+local landed = nil
+if want_mark then landed = mark() end
 local replies = {}
 for i = 3, #ARGV - 2, 3 do
   local key, incoming, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local reply
-  local got = redis.pcall('GET', key)
-  if type(got) == 'table' then
-    reply = {3, got.err or 'ERR GET failed'}
+  local theirs = kind(incoming)
+  if mode ~= 'plain' and theirs ~= 'ok' and theirs ~= 'tombstone' then
+    reply = {3, 'ERR consistency: the value to write is not a valid envelope'}
   else
-    local stored = carried(got)
-    reply = decide(stored, incoming, mode)
-    if reply == 'bad incoming' then
-      reply = {3, 'ERR consistency: the value to write is not a valid envelope'}
-    elseif not reply then
-      if want_mark and not marked then
-        landed, marked = mark(), true
-      end
-      local written = set(key, incoming, ttl, redis.pcall)
-      if type(written) == 'table' and written.err then
-        reply = {3, written.err}
-      else
-        reply = {1, existed(stored)}
+    -- Absent keys (a cold cache's warm-up) are written by this one command; a stored value comes
+    -- back unchanged, to be decided on.
+    local got = set_absent(key, incoming, ttl)
+    if type(got) == 'table' then
+      reply = {3, got.err or 'ERR SET failed'}
+    elseif not got then
+      reply = {1, 0}
+    else
+      local stored = carried(got)
+      local current
+      reply, current = decide(stored, incoming, mode)
+      if reply == 'bad incoming' then
+        reply = {3, 'ERR consistency: the value to write is not a valid envelope'}
+      elseif not reply then
+        local written = set(key, incoming, ttl, redis.pcall)
+        if type(written) == 'table' and written.err then
+          reply = {3, written.err}
+        else
+          reply = {1, existed(stored, current)}
+        end
       end
     end
   end
@@ -501,8 +533,10 @@ mod tests {
         // The script hard-codes the magic, the format, the header length and the version's offset.
         assert!(LWW_SCRIPT.contains(r"'\255LWW'"));
         assert_eq!(MAGIC, [255, b'L', b'W', b'W']);
-        assert!(LWW_SCRIPT.contains("for i = 9, 24 do") && VERSION_OFFSET + 1 == 9 && HEADER_LEN == 24);
-        assert!(LWW_SCRIPT.contains("string.byte(v, 5) ~= 1") && crate::envelope::FORMAT_VERSION == 1);
+        assert!(
+            LWW_SCRIPT.contains("unpack('>I4I4I4I4', a, 9)") && VERSION_OFFSET + 1 == 9 && HEADER_LEN == 24
+        );
+        assert!(LWW_SCRIPT.contains("format ~= 1") && crate::envelope::FORMAT_VERSION == 1);
     }
 
     proptest! {

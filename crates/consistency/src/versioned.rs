@@ -237,7 +237,7 @@ fn per_key_copies(error: &cluster_client::Error) -> Option<impl Fn() -> cluster_
 
 /// A write ready for the script: the envelope to store, its TTL, and its journal entry.
 struct Prepared {
-    stored: Vec<u8>,
+    stored: Bytes,
     ttl: Option<Duration>,
     entry: JournalEntry,
 }
@@ -519,11 +519,13 @@ impl Versioned {
         options: &WriteOptions,
     ) -> Result<Prepared, Error> {
         self.check_write(key, version, options)?;
-        let stored = Envelope::Value {
-            version,
-            payload: value,
-        }
-        .encode();
+        let stored = Bytes::from(
+            Envelope::Value {
+                version,
+                payload: value,
+            }
+            .encode(),
+        );
         let max = self.inner.client.config().limits().value_max_bytes;
         if stored.len() > max {
             return Err(cluster_client::Error::ValueTooLarge {
@@ -536,7 +538,8 @@ impl Versioned {
             key: Bytes::copy_from_slice(key),
             version,
             deleted: false,
-            value: Some(Bytes::copy_from_slice(value)),
+            // The journal's copy of the value is the envelope's payload: the same buffer, no copy.
+            value: Some(stored.slice(HEADER_LEN..)),
             ttl,
             written_at: Instant::now(),
             mark: None,
@@ -551,7 +554,7 @@ impl Versioned {
         options: &WriteOptions,
     ) -> Result<Prepared, Error> {
         self.check_write(key, version, options)?;
-        let stored = Envelope::Tombstone { version }.encode();
+        let stored = Bytes::from(Envelope::Tombstone { version }.encode());
         let ttl = Some(self.inner.config.tombstone_ttl);
         let entry = JournalEntry {
             key: Bytes::copy_from_slice(key),
@@ -702,8 +705,11 @@ impl Versioned {
                     args.push(Bytes::from_static(mark.as_bytes()));
                     for p in indexes.iter().filter_map(|&g| pending[ready[g]].as_ref()) {
                         args.push(p.entry.key.clone());
-                        args.push(Bytes::copy_from_slice(&p.stored));
-                        args.push(Bytes::from(TtlArg::from(p.ttl).to_arg()));
+                        args.push(p.stored.clone());
+                        args.push(match p.ttl {
+                            None => Bytes::from_static(b"0"),
+                            ttl => Bytes::from(TtlArg::from(ttl).to_arg()),
+                        });
                     }
                     args
                 })

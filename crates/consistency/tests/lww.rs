@@ -522,7 +522,11 @@ async fn batched_writes_decide_key_by_key_as_single_writes_do() {
         .collect();
     entries.push((&batch_keys[0], b"again", again, None));
     let calls = |client: &cluster_client::ClusterClient| -> u64 {
-        client.node_stats().iter().flat_map(|n| n.connection_calls.iter()).sum()
+        client
+            .node_stats()
+            .iter()
+            .flat_map(|n| n.connection_calls.iter())
+            .sum()
     };
     let calls_before = calls(&client);
     let batched: Vec<String> = store
