@@ -147,12 +147,12 @@ impl ClusterClient {
     /// `None`, and nothing sent, while a reshard of a hash ring is in progress: the ring's keys then
     /// have two owners, and only the single-key calls know which to ask (see [`Reshard`](crate::Reshard)).
     #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "EVALSHA", keys = keys.len()))]
-    pub async fn eval_grouped<K: AsRef<[u8]>>(
+    pub async fn eval_grouped<K: AsRef<[u8]>, A: AsRef<[u8]>>(
         &self,
         script: &Script,
         keys: &[K],
         max_keys: usize,
-        args: impl Fn(&[usize]) -> Vec<Bytes>,
+        args: impl Fn(&[usize]) -> Vec<A>,
     ) -> Option<Vec<GroupReply>> {
         if self.reshard_in_progress().is_some() {
             return None;
@@ -199,7 +199,7 @@ impl ClusterClient {
         let runs = calls.into_iter().map(|(node, indexes)| {
             let args = args(&indexes);
             async move {
-                let result = self.script_on(&node, script, args, timeout).await;
+                let result = self.script_on(&node, script, &args, timeout).await;
                 if result.is_ok() {
                     for &index in &indexes {
                         self.note_write(keys[index].as_ref());
@@ -212,31 +212,43 @@ impl ClusterClient {
         Some(replies)
     }
 
-    /// One `EVALSHA sha 0 args...` on `node`'s batch connection; its source if the node lacks it.
-    async fn script_on(
+    /// One `EVALSHA sha 0 args...` on `node`'s batch connection, encoded straight from `args`; its
+    /// source if the node lacks it.
+    async fn script_on<A: AsRef<[u8]>>(
         &self,
         node: &Arc<NodeHandle>,
         script: &Script,
-        args: Vec<Bytes>,
+        args: &[A],
         timeout: Duration,
     ) -> Result<crate::Value, Error> {
-        let args: Arc<[Bytes]> = args.into();
-        let cmd = Cmd::EvalSha {
-            sha: script.sha_str(),
-            keys: Arc::from([]),
-            args: args.clone(),
+        use redis_protocol::resp2::types::BorrowedFrame as F;
+        let started = Instant::now();
+        let mut frames = Vec::with_capacity(3 + args.len());
+        frames.extend([
+            F::BulkString(b"EVALSHA"),
+            F::BulkString(script.sha().as_bytes()),
+            F::BulkString(b"0"),
+        ]);
+        frames.extend(args.iter().map(|a| F::BulkString(a.as_ref())));
+        let mut request =
+            bytes::BytesMut::with_capacity(64 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+        crate::bulk::encode(&mut request, &frames);
+        let reply = match node.bulk().call(request.freeze(), 1, timeout).await {
+            Ok(frames) => match frames.into_iter().next() {
+                Some(frame) => crate::bulk::frame_to_value(frame),
+                None => Err(fred::error::Error::new(ErrorKind::Protocol, "no reply")),
+            },
+            Err(error) => Err(error),
         };
-        let Some((_, _, result)) = self.pipeline(node.clone(), vec![(0, cmd)], timeout).await.pop() else {
-            return Err(Error::Closed);
-        };
-        let result = match result {
+        node.record_untimed();
+        let result = match reply.map_err(|e| self.node_error(node, "EVALSHA", &e, started)) {
             Err(error) if is_noscript(&error) => {
-                let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+                let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
                 self.node_call(&node.addr, eval_source(script, &[], &args).to_args())
                     .await
                     .map(crate::value::from_fred)
             }
-            other => other.map(crate::value::from_fred),
+            other => other,
         };
         match result {
             // Acknowledged by a primary that a failover has replaced: see `ClusterClient::run`.

@@ -493,6 +493,26 @@ pub(crate) fn frame_value(frame: BytesFrame) -> Result<Value, FredError> {
     })
 }
 
+/// A reply frame as this crate's [`Value`](crate::Value), without going through fred's: an error
+/// frame is the error fred would give; an error nested in an array becomes its text.
+pub(crate) fn frame_to_value(frame: BytesFrame) -> Result<crate::Value, FredError> {
+    Ok(match frame {
+        BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => crate::Value::Bytes(bytes),
+        BytesFrame::Integer(i) => crate::Value::Integer(i),
+        BytesFrame::Null => crate::Value::Null,
+        BytesFrame::Array(items) => crate::Value::Array(
+            items
+                .into_iter()
+                .map(|item| {
+                    frame_to_value(item)
+                        .unwrap_or_else(|e| crate::Value::Bytes(Bytes::from(e.details().to_owned())))
+                })
+                .collect(),
+        ),
+        BytesFrame::Error(message) => return Err(server_error(&message)),
+    })
+}
+
 /// The kind fred gives a server error (its `pretty_error`), so that the failure classification
 /// treats both paths alike.
 fn server_error(message: &str) -> FredError {

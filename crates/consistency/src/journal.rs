@@ -304,15 +304,23 @@ impl Journal {
     }
 
     /// Records an acknowledged write. The value is dropped if the journal does not keep values.
-    pub fn track_write(&self, mut entry: JournalEntry) {
-        if !self.config.keep_values {
-            entry.value = None;
-        }
-        let now = Instant::now().max(entry.written_at);
+    pub fn track_write(&self, entry: JournalEntry) {
+        self.track_writes(std::iter::once(entry));
+    }
+
+    /// Records acknowledged writes, in order, under one lock (a batch's writes).
+    pub fn track_writes(&self, written: impl IntoIterator<Item = JournalEntry>) {
+        let mut now = Instant::now();
         let mut entries = self.lock();
         let before = entries.bytes;
-        entries.bytes += entry.cost();
-        entries.queue.push_back(entry);
+        for mut entry in written {
+            if !self.config.keep_values {
+                entry.value = None;
+            }
+            now = now.max(entry.written_at);
+            entries.bytes += entry.cost();
+            entries.queue.push_back(entry);
+        }
         publish_change(before, entries.bytes);
         self.prune(&mut entries, now);
     }

@@ -693,23 +693,32 @@ impl Versioned {
             .iter()
             .filter_map(|&i| pending[i].as_ref().map(|p| &p.entry.key[..]))
             .collect();
-        let mark = if self.marks(&options) { "mark" } else { "" };
+        let mark: &[u8] = if self.marks(&options) { b"mark" } else { b"" };
+        let ttls: Vec<Option<String>> = ready
+            .iter()
+            .map(|&i| {
+                pending[i]
+                    .as_ref()
+                    .and_then(|p| p.ttl)
+                    .map(|ttl| TtlArg::After(ttl).to_arg())
+            })
+            .collect();
         let groups = {
             let pending = &pending;
             let ready = &ready;
+            let ttls = &ttls;
             self.inner
                 .client
                 .eval_grouped(&self.inner.many_script, &keys, GROUP_KEYS, |indexes| {
-                    let mut args = Vec::with_capacity(2 + 3 * indexes.len());
-                    args.push(Bytes::from_static(WriteMode::Newer.as_arg().as_bytes()));
-                    args.push(Bytes::from_static(mark.as_bytes()));
-                    for p in indexes.iter().filter_map(|&g| pending[ready[g]].as_ref()) {
-                        args.push(p.entry.key.clone());
-                        args.push(p.stored.clone());
-                        args.push(match p.ttl {
-                            None => Bytes::from_static(b"0"),
-                            ttl => Bytes::from(TtlArg::from(ttl).to_arg()),
-                        });
+                    let mut args: Vec<&[u8]> = Vec::with_capacity(2 + 3 * indexes.len());
+                    args.push(WriteMode::Newer.as_arg().as_bytes());
+                    args.push(mark);
+                    for &g in indexes {
+                        if let Some(p) = pending[ready[g]].as_ref() {
+                            args.push(&p.entry.key);
+                            args.push(&p.stored);
+                            args.push(ttls[g].as_deref().map_or(b"0", str::as_bytes));
+                        }
                     }
                     args
                 })
@@ -785,6 +794,10 @@ impl Versioned {
             .filter_map(|(&i, _)| pending[i].as_ref())
             .map(|p| min_set_len(p.entry.key.len(), p.stored.len()))
             .sum();
+        let mark = landed
+            .as_ref()
+            .and_then(|(replid, offset)| ReplicationMark::for_block(replid, *offset, block_len));
+        let mut journaled = Vec::new();
         for (&i, key_reply) in members.iter().zip(replies) {
             if reply_code(key_reply) == Some(3) {
                 again.push(i);
@@ -793,40 +806,62 @@ impl Versioned {
             let Some(prepared) = pending[i].take() else {
                 continue;
             };
-            let mark = landed
-                .as_ref()
-                .and_then(|(replid, offset)| ReplicationMark::for_block(replid, *offset, block_len));
-            results[i] = Some(
-                script_reply(&prepared.entry.key, key_reply)
-                    .and_then(|(outcome, _, existed)| Ok((self.settle(prepared, outcome, mark)?, existed))),
-            );
+            results[i] = Some(script_reply(&prepared.entry.key, key_reply).and_then(
+                |(outcome, _, existed)| {
+                    let (outcome, entry) = self.outcome_of(prepared, outcome, mark)?;
+                    journaled.extend(entry);
+                    Ok((outcome, existed))
+                },
+            ));
+        }
+        if let Some(journal) = &self.inner.journal {
+            journal.track_writes(journaled);
         }
     }
 
-    /// The outcome of a script call, and the journal entry of a written one.
+    /// The outcome of a script call; a written one's journal entry is recorded.
     fn settle(
         &self,
         prepared: Prepared,
         outcome: ScriptOutcome,
         mark: Option<ReplicationMark>,
     ) -> Result<WriteOutcome, Error> {
+        let (outcome, entry) = self.outcome_of(prepared, outcome, mark)?;
+        if let (Some(journal), Some(entry)) = (&self.inner.journal, entry) {
+            journal.track_write(entry);
+        }
+        Ok(outcome)
+    }
+
+    /// The outcome of a script call, and for a written one, its journal entry (when a journal is
+    /// kept) to record.
+    fn outcome_of(
+        &self,
+        prepared: Prepared,
+        outcome: ScriptOutcome,
+        mark: Option<ReplicationMark>,
+    ) -> Result<(WriteOutcome, Option<JournalEntry>), Error> {
         let Prepared { mut entry, .. } = prepared;
         match outcome {
             ScriptOutcome::Written => {
                 let version = entry.version;
-                if let Some(journal) = &self.inner.journal {
-                    entry.mark = mark;
-                    journal.track_write(entry);
-                }
-                Ok(WriteOutcome::Written {
+                let written = WriteOutcome::Written {
                     version,
                     replicas_acked: None,
-                })
+                };
+                if self.inner.journal.is_none() {
+                    return Ok((written, None));
+                }
+                entry.mark = mark;
+                Ok((written, Some(entry)))
             }
-            ScriptOutcome::Kept(header) => Ok(WriteOutcome::Stale {
-                current: header.version,
-                deleted: header.tombstone,
-            }),
+            ScriptOutcome::Kept(header) => Ok((
+                WriteOutcome::Stale {
+                    current: header.version,
+                    deleted: header.tombstone,
+                },
+                None,
+            )),
             ScriptOutcome::StoredInvalid(problem) => Err(Error::Envelope {
                 key: printable_key(&entry.key),
                 problem,
