@@ -312,6 +312,21 @@ pub(crate) struct Inner {
     pub(crate) journal: Option<Journal>,
     pub(crate) history: SyncHistory,
     pub(crate) config: ConsistencyConfig,
+    /// Single writes waiting for the next group execution (see [`Versioned::write`]).
+    pub(crate) queued: std::sync::Mutex<Queued>,
+}
+
+/// A single write waiting to be decided, and where its result goes.
+type QueuedWrite = (
+    Prepared,
+    tokio::sync::oneshot::Sender<Result<(WriteOutcome, bool), Error>>,
+);
+
+/// The single writes waiting, and whether a task is sending them.
+#[derive(Default)]
+pub(crate) struct Queued {
+    writes: Vec<QueuedWrite>,
+    sending: bool,
 }
 
 /// Versioned last-write-wins reads and writes over a [`ClusterClient`], with the write journal, the
@@ -345,6 +360,7 @@ impl Versioned {
                 journal,
                 history: SyncHistory::new(config.history_capacity),
                 config,
+                queued: std::sync::Mutex::new(Queued::default()),
             }),
         })
     }
@@ -611,8 +627,91 @@ impl Versioned {
         self.inner.journal.is_some() || options.wait.is_some()
     }
 
-    /// One write: the script, then the journal and the wait. Also whether a live value was there.
+    /// One write, and whether a live value was there. Without a wait, it joins the single writes
+    /// of other tasks that are waiting while earlier ones are on their way: a task sends them, as
+    /// one group execution per node (see [`Versioned::write_many`]), until none is waiting. A write
+    /// made alone goes at once; under concurrent writes, the server runs one script (and reads the
+    /// replication offset once) for several of them. The sending runs in its own task, so a caller
+    /// that gives up waiting (a cancelled future) stops no one else's write. With a wait, the
+    /// write goes alone ([`Versioned::write_single`]).
     async fn write(&self, prepared: Prepared, options: WriteOptions) -> Result<(WriteOutcome, bool), Error> {
+        if options.wait.is_some() {
+            return self.write_single(prepared, options).await;
+        }
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queued = self
+                .inner
+                .queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queued.writes.push((prepared, reply));
+            !std::mem::replace(&mut queued.sending, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.send_queued().await });
+        }
+        replied
+            .await
+            .unwrap_or_else(|_| Err(cluster_client::Error::Closed.into()))
+    }
+
+    /// Sends the queued single writes, a round at a time, until none is left.
+    async fn send_queued(&self) {
+        /// If the sending stops early (a panic, the runtime shutting down), the writes still queued
+        /// fail (their senders drop) and the next write starts a new sender, so none waits for ever.
+        struct Stop<'a> {
+            inner: &'a Inner,
+            done: bool,
+        }
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                if self.done {
+                    return;
+                }
+                let mut queued = self
+                    .inner
+                    .queued
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                queued.sending = false;
+                queued.writes.clear();
+            }
+        }
+        let mut stop = Stop {
+            inner: &self.inner,
+            done: false,
+        };
+        loop {
+            let writes = {
+                let mut queued = self
+                    .inner
+                    .queued
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if queued.writes.is_empty() {
+                    queued.sending = false;
+                    stop.done = true;
+                    return;
+                }
+                std::mem::take(&mut queued.writes)
+            };
+            let (prepared, replies): (Vec<_>, Vec<_>) = writes.into_iter().map(|(p, r)| (Ok(p), r)).unzip();
+            let results = self.write_many(prepared, WriteOptions::default()).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// One write on its own: the script, then the journal and the wait. Also whether a live value
+    /// was there.
+    async fn write_single(
+        &self,
+        prepared: Prepared,
+        options: WriteOptions,
+    ) -> Result<(WriteOutcome, bool), Error> {
         let key = prepared.entry.key.clone();
         let (outcome, landed, existed) = run_script_marked(
             &self.inner.client,
@@ -670,7 +769,7 @@ impl Versioned {
         if options.wait.is_some() {
             let writes = prepared
                 .into_iter()
-                .map(|p| async move { self.write(p?, options).await });
+                .map(|p| async move { self.write_single(p?, options).await });
             return futures::future::join_all(writes).await;
         }
         let mut results: Vec<Option<Result<(WriteOutcome, bool), Error>>> =
@@ -750,7 +849,7 @@ impl Versioned {
         }
         let retries = again.into_iter().filter_map(|i| {
             let prepared = pending[i].take()?;
-            Some(async move { (i, self.write(prepared, options).await) })
+            Some(async move { (i, self.write_single(prepared, options).await) })
         });
         for (i, result) in futures::future::join_all(retries).await {
             results[i] = Some(result);

@@ -272,3 +272,86 @@ async fn a_groups_journal_marks_bound_where_its_writes_end_in_the_replication_st
     );
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_writes_share_executions_and_a_cancelled_caller_stops_no_one_else() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let client = common::client(cluster.seeds()).await;
+    let store = common::versioned(&client);
+    let prefix = common::prefix("coalesced");
+    let keys: Vec<Vec<u8>> = (0..400).map(|i| format!("{prefix}:{i}").into_bytes()).collect();
+    let calls = |client: &ClusterClient| -> u64 {
+        client
+            .node_stats()
+            .iter()
+            .flat_map(|n| n.connection_calls.iter())
+            .sum()
+    };
+
+    // 400 writes at once: every one is written with its own version, in fewer executions than
+    // writes; every other caller gives up at once (its future is dropped after one poll).
+    let before = calls(&client);
+    let writes = keys.iter().enumerate().map(|(i, key)| {
+        let store = &store;
+        async move {
+            let value = format!("value {i}");
+            let write = store.set(key, value.as_bytes(), None, WriteOptions::default());
+            if i % 2 == 1 {
+                (i, tokio::time::timeout(Duration::ZERO, write).await.ok())
+            } else {
+                (i, Some(write.await))
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(writes).await;
+    let sent = calls(&client) - before;
+    for (i, outcome) in &outcomes {
+        let stored = client.get(&keys[*i]).await.unwrap();
+        match outcome {
+            Some(result) => {
+                assert!(
+                    matches!(result, Ok(WriteOutcome::Written { .. })),
+                    "write {i}: {result:?}"
+                );
+                let value = store.get(&keys[*i]).await.unwrap().expect("written");
+                assert_eq!(value.value(), format!("value {i}").as_bytes());
+            }
+            // A cancelled caller's write may or may not have been made; never anything else.
+            None => {
+                if stored.is_some() {
+                    let value = store.get(&keys[*i]).await.unwrap().expect("versioned");
+                    assert_eq!(value.value(), format!("value {i}").as_bytes());
+                }
+            }
+        }
+    }
+    assert!(
+        sent < keys.len() as u64 / 2,
+        "{sent} calls for {} concurrent writes: they were not grouped",
+        keys.len()
+    );
+
+    // Nothing is left waiting: later writes, alone and concurrent, go through at once.
+    let later = tokio::time::timeout(Duration::from_secs(5), async {
+        let alone = store.set(&keys[1], b"later", None, WriteOptions::default()).await;
+        let together = futures::future::join_all(
+            keys[..20]
+                .iter()
+                .map(|k| store.set(k, b"together", None, WriteOptions::default())),
+        )
+        .await;
+        (alone, together)
+    })
+    .await
+    .expect("writes after cancelled ones do not hang");
+    assert!(matches!(later.0, Ok(WriteOutcome::Written { .. })));
+    assert!(
+        later
+            .1
+            .iter()
+            .all(|r| matches!(r, Ok(WriteOutcome::Written { .. })))
+    );
+    eprintln!("{} concurrent writes in {sent} calls", keys.len());
+    client.close().await;
+}
