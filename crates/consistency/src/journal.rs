@@ -167,6 +167,16 @@ pub(crate) fn min_set_len(key_len: usize, stored_len: usize) -> u64 {
     (4 + bulk(3) + bulk(key_len) + bulk(stored_len)) as u64
 }
 
+/// Bytes counted for a kept value: its own, plus what it keeps alive besides. A versioned write's
+/// value is a view into the envelope it sent (no copy), so the 24-byte header and the buffer's shared
+/// control block stay with it.
+fn value_cost(value: &Bytes) -> usize {
+    value.len() + VALUE_OVERHEAD_BYTES
+}
+
+/// See [`value_cost`].
+const VALUE_OVERHEAD_BYTES: usize = 24 + 32;
+
 /// One acknowledged write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -209,7 +219,7 @@ impl JournalEntry {
 
     /// The bytes this entry counts against the budget.
     fn cost(&self) -> usize {
-        ENTRY_OVERHEAD_BYTES + self.key.len() + self.value.as_ref().map_or(0, Bytes::len)
+        ENTRY_OVERHEAD_BYTES + self.key.len() + self.value.as_ref().map_or(0, value_cost)
     }
 }
 
@@ -283,7 +293,7 @@ impl Journal {
         while entries.bytes > self.config.max_bytes && entries.valued_from < entries.queue.len() {
             let index = entries.valued_from;
             if let Some(value) = entries.queue[index].value.take() {
-                entries.bytes -= value.len();
+                entries.bytes -= value_cost(&value);
                 values_dropped += 1;
             }
             entries.valued_from += 1;
