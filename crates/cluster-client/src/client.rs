@@ -198,6 +198,12 @@ impl ClusterClient {
         }
     }
 
+    /// A call's deadline through this handle: its [`CallOptions::timeout`], else the configured
+    /// command timeout; [`Error::InvalidDuration`] if the option is out of range.
+    pub fn call_deadline(&self) -> Result<Duration, Error> {
+        self.timeout()
+    }
+
     /// The call's timeout: the handle's option (checked here, as `with_options` cannot fail), else the
     /// configured command timeout (which cluster-config checked against the same range).
     fn timeout(&self) -> Result<Duration, Error> {

@@ -628,12 +628,12 @@ impl Versioned {
     }
 
     /// One write, and whether a live value was there. Without a wait, it joins the single writes
-    /// of other tasks that are waiting while earlier ones are on their way: a task sends them, as
-    /// one group execution per node (see [`Versioned::write_many`]), until none is waiting. A write
-    /// made alone goes at once; under concurrent writes, the server runs one script (and reads the
-    /// replication offset once) for several of them. The sending runs in its own task, so a caller
-    /// that gives up waiting (a cancelled future) stops no one else's write. With a wait, the
-    /// write goes alone ([`Versioned::write_single`]).
+    /// other tasks make in the same turn of the scheduler: a sender task yields once, then sends
+    /// what was queued as one group execution per node (see [`Versioned::write_many`]), each round
+    /// in its own task, never behind another round. Under concurrent writes, the server runs one
+    /// script (and reads the replication offset once) for several of them. A caller that gives up
+    /// waiting (a cancelled future) stops no one else's write. With a wait, the write goes alone
+    /// ([`Versioned::write_single`]).
     async fn write(&self, prepared: Prepared, options: WriteOptions) -> Result<(WriteOutcome, bool), Error> {
         if options.wait.is_some() {
             return self.write_single(prepared, options).await;
@@ -684,6 +684,10 @@ impl Versioned {
             done: false,
         };
         loop {
+            // One yield lets every task that is ready to run queue its write first; the round then
+            // goes at once, in its own task, so no write ever waits for another round's reply
+            // (which a paused node would hold for a whole timeout).
+            tokio::task::yield_now().await;
             let writes = {
                 let mut queued = self
                     .inner
@@ -697,11 +701,15 @@ impl Versioned {
                 }
                 std::mem::take(&mut queued.writes)
             };
-            let (prepared, replies): (Vec<_>, Vec<_>) = writes.into_iter().map(|(p, r)| (Ok(p), r)).unzip();
-            let results = self.write_many(prepared, WriteOptions::default()).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let (prepared, replies): (Vec<_>, Vec<_>) =
+                    writes.into_iter().map(|(p, r)| (Ok(p), r)).unzip();
+                let results = this.write_many(prepared, WriteOptions::default()).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            });
         }
     }
 
@@ -712,9 +720,19 @@ impl Versioned {
         prepared: Prepared,
         options: WriteOptions,
     ) -> Result<(WriteOutcome, bool), Error> {
+        self.write_single_via(&self.inner.client, prepared, options).await
+    }
+
+    /// [`Versioned::write_single`] through `client` (a handle with a shorter deadline).
+    async fn write_single_via(
+        &self,
+        client: &ClusterClient,
+        prepared: Prepared,
+        options: WriteOptions,
+    ) -> Result<(WriteOutcome, bool), Error> {
         let key = prepared.entry.key.clone();
         let (outcome, landed, existed) = run_script_marked(
-            &self.inner.client,
+            client,
             &self.inner.script,
             &key,
             &prepared.stored,
@@ -734,7 +752,7 @@ impl Versioned {
         else {
             return Ok((outcome, existed));
         };
-        let waited = self.inner.client.wait_outcome(&key, replicas, timeout).await?;
+        let waited = client.wait_outcome(&key, replicas, timeout).await?;
         let replicas_acked = if waited.covers(written_on.as_deref()) {
             waited.acked
         } else {
@@ -772,6 +790,7 @@ impl Versioned {
                 .map(|p| async move { self.write_single(p?, options).await });
             return futures::future::join_all(writes).await;
         }
+        let started = Instant::now();
         let mut results: Vec<Option<Result<(WriteOutcome, bool), Error>>> =
             Vec::with_capacity(prepared.len());
         let mut pending: Vec<Option<Prepared>> = Vec::with_capacity(prepared.len());
@@ -847,9 +866,22 @@ impl Versioned {
                 }
             }
         }
+        // A key sent again gets what is left of the call's deadline, not a new one.
+        let retry_client = match self.inner.client.call_deadline() {
+            Ok(deadline) if !again.is_empty() => {
+                let left = deadline
+                    .saturating_sub(started.elapsed())
+                    .max(cluster_client::MIN_TIMEOUT);
+                let mut options = self.inner.client.options().clone();
+                options.timeout = Some(left);
+                self.inner.client.with_options(options)
+            }
+            _ => self.inner.client.clone(),
+        };
+        let retry_client = &retry_client;
         let retries = again.into_iter().filter_map(|i| {
             let prepared = pending[i].take()?;
-            Some(async move { (i, self.write_single(prepared, options).await) })
+            Some(async move { (i, self.write_single_via(retry_client, prepared, options).await) })
         });
         for (i, result) in futures::future::join_all(retries).await {
             results[i] = Some(result);
