@@ -314,6 +314,8 @@ pub(crate) struct Inner {
     pub(crate) config: ConsistencyConfig,
     /// Single writes waiting for the next group execution (see [`Versioned::write`]).
     pub(crate) queued: std::sync::Mutex<Queued>,
+    /// Single writes in flight, queued or not.
+    pub(crate) single_writes: std::sync::atomic::AtomicUsize,
 }
 
 /// A single write waiting to be decided, and where its result goes.
@@ -321,6 +323,16 @@ type QueuedWrite = (
     Prepared,
     tokio::sync::oneshot::Sender<Result<(WriteOutcome, bool), Error>>,
 );
+
+impl Inner {
+    /// The queued single writes (a panic elsewhere cannot leave them unusable: nothing here breaks an
+    /// invariant midway).
+    fn lock_queued(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// The single writes waiting, and whether a task is sending them.
 #[derive(Default)]
@@ -361,6 +373,7 @@ impl Versioned {
                 history: SyncHistory::new(config.history_capacity),
                 config,
                 queued: std::sync::Mutex::new(Queued::default()),
+                single_writes: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -627,24 +640,31 @@ impl Versioned {
         self.inner.journal.is_some() || options.wait.is_some()
     }
 
-    /// One write, and whether a live value was there. Without a wait, it joins the single writes
-    /// other tasks make in the same turn of the scheduler: a sender task yields once, then sends
-    /// what was queued as one group execution per node (see [`Versioned::write_many`]), each round
-    /// in its own task, never behind another round. Under concurrent writes, the server runs one
-    /// script (and reads the replication offset once) for several of them. A caller that gives up
-    /// waiting (a cancelled future) stops no one else's write. With a wait, the write goes alone
-    /// ([`Versioned::write_single`]).
+    /// One write, and whether a live value was there. A write made while no other single write of
+    /// this handle is in flight, or with a wait, goes alone ([`Versioned::write_single`]). Otherwise
+    /// it joins the single writes other tasks make in the same turn of the scheduler: a sender task
+    /// yields once, then sends what was queued as one group execution per node (see
+    /// [`Versioned::write_many`]), each round in its own task, never behind another round. Under
+    /// concurrent writes the server thus runs one script (and reads the replication offset once)
+    /// for several of them. A caller that gives up waiting (a cancelled future) stops no one else's
+    /// write.
     async fn write(&self, prepared: Prepared, options: WriteOptions) -> Result<(WriteOutcome, bool), Error> {
-        if options.wait.is_some() {
+        /// Counts this write as in flight until the caller's future ends (completed or dropped).
+        struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let in_flight = &self.inner.single_writes;
+        let alone = in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+        let _counted = InFlight(in_flight);
+        if alone || options.wait.is_some() {
             return self.write_single(prepared, options).await;
         }
         let (reply, replied) = tokio::sync::oneshot::channel();
         let start = {
-            let mut queued = self
-                .inner
-                .queued
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut queued = self.inner.lock_queued();
             queued.writes.push((prepared, reply));
             !std::mem::replace(&mut queued.sending, true)
         };
@@ -670,11 +690,7 @@ impl Versioned {
                 if self.done {
                     return;
                 }
-                let mut queued = self
-                    .inner
-                    .queued
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut queued = self.inner.lock_queued();
                 queued.sending = false;
                 queued.writes.clear();
             }
@@ -689,11 +705,7 @@ impl Versioned {
             // (which a paused node would hold for a whole timeout).
             tokio::task::yield_now().await;
             let writes = {
-                let mut queued = self
-                    .inner
-                    .queued
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut queued = self.inner.lock_queued();
                 if queued.writes.is_empty() {
                     queued.sending = false;
                     stop.done = true;
