@@ -310,9 +310,12 @@ pub(crate) fn reply_code(reply: &Value) -> Option<i64> {
     }
 }
 
+/// Where a write landed: the primary's replication id and its offset just before the write.
+pub(crate) type Landed = (Vec<u8>, u64);
+
 /// Reads a [`LWW_MANY_SCRIPT`] reply of `keys` keys: the mark (replication id and offset), if the
 /// call read one, and the per-key replies.
-pub(crate) fn parse_many(reply: &Value, keys: usize) -> Result<(Option<(Vec<u8>, u64)>, &[Value]), String> {
+pub(crate) fn parse_many(reply: &Value, keys: usize) -> Result<(Option<Landed>, &[Value]), String> {
     let Value::Array(items) = reply else {
         return Err(format!("expected an array, got {reply:?}"));
     };

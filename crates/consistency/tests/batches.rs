@@ -130,7 +130,7 @@ async fn a_group_script_leaves_keys_its_node_does_not_serve_and_set_many_writes_
     set_slot(b, slot, "IMPORTING", Some(&a_id)).await;
     set_slot(a, slot, "MIGRATING", Some(&b_id)).await;
     let on_a = run_on(&client, &store, &a.addr(), &[present.clone(), absent.clone()]).await;
-    let on_b = run_on(&client, &store, &b.addr(), &[later.clone()]).await;
+    let on_b = run_on(&client, &store, &b.addr(), std::slice::from_ref(later)).await;
     assert_eq!(
         on_a[0].0, 1,
         "a key still on the migrating node is written there: {:?}",
