@@ -136,12 +136,7 @@ pub struct ReplicationMark {
 impl ReplicationMark {
     /// The mark of a write whose script reported `replid` and `offset`, for a `SET key stored`.
     pub(crate) fn new(replid: &[u8], offset: u64, key_len: usize, stored_len: usize) -> Option<Self> {
-        let replid: [u8; 40] = replid.try_into().ok()?;
-        Some(ReplicationMark {
-            replid,
-            offset,
-            min_len: min_set_len(key_len, stored_len),
-        })
+        Self::for_block(replid, offset, min_set_len(key_len, stored_len))
     }
 }
 

@@ -213,23 +213,20 @@ pub struct DeleteOutcome {
 /// execution takes well under a millisecond on loopback; see docs/RESULTS.md).
 pub(crate) const GROUP_KEYS: usize = 64;
 
-/// How a group call's error reaches each of its keys: a copy for each when the call may have run
-/// (it timed out, or a replaced primary acknowledged it), as a single write would say; `None` when
-/// the single-key path should send the keys again (the call never ran, or ran nowhere it may).
-fn per_key_copies(error: &cluster_client::Error) -> Option<impl Fn() -> cluster_client::Error + '_> {
+/// A group call's error as one of its keys gets it: a copy when the call may have run (it timed out,
+/// or a replaced primary acknowledged it), as a single write would say; `None` when the single-key
+/// path should send the key again (the call never ran, or ran nowhere it may).
+fn key_error(error: &cluster_client::Error) -> Option<cluster_client::Error> {
     use cluster_client::Error as E;
     match error {
-        E::Timeout { .. } | E::WriteUncertain { .. } => Some(move || match error {
-            E::Timeout { command, node, after } => E::Timeout {
-                command: command.clone(),
-                node: node.clone(),
-                after: *after,
-            },
-            E::WriteUncertain { command, node } => E::WriteUncertain {
-                command: command.clone(),
-                node: node.clone(),
-            },
-            _ => E::Closed,
+        E::Timeout { command, node, after } => Some(E::Timeout {
+            command: command.clone(),
+            node: node.clone(),
+            after: *after,
+        }),
+        E::WriteUncertain { command, node } => Some(E::WriteUncertain {
+            command: command.clone(),
+            node: node.clone(),
         }),
         _ => None,
     }
@@ -677,7 +674,7 @@ impl Versioned {
             .unwrap_or_else(|_| Err(cluster_client::Error::Closed.into()))
     }
 
-    /// Sends the queued single writes, a round at a time, until none is left.
+    /// Sends the queued single writes, each round in its own task, until none is left after a yield.
     async fn send_queued(&self) {
         /// If the sending stops early (a panic, the runtime shutting down), the writes still queued
         /// fail (their senders drop) and the next write starts a new sender, so none waits for ever.
@@ -788,9 +785,9 @@ impl Versioned {
     /// Many writes. Without a wait: one [`LWW_MANY_SCRIPT`] execution per group of keys one primary
     /// serves (at most [`GROUP_KEYS`] keys each; `ClusterClient::eval_grouped`), each key decided as
     /// [`LWW_SCRIPT`] decides it and settled as [`Versioned::write`] settles it; a key the group's
-    /// node did not serve, or whose group call failed before it could have run, goes again through
-    /// [`Versioned::write`], which follows redirects and waits out failovers. With a wait, or while a
-    /// hash ring reshards, key by key.
+    /// node did not serve, or whose group call failed before it could have run, goes again on its
+    /// own ([`Versioned::write_single`], which follows redirects and waits out failovers) within
+    /// what is left of the call's deadline. With a wait, or while a hash ring reshards, key by key.
     async fn write_many(
         &self,
         prepared: Vec<Result<Prepared, Error>>,
@@ -864,14 +861,14 @@ impl Versioned {
                         Ok(reply) => {
                             self.settle_group(&members, &reply, &mut pending, &mut results, &mut again)
                         }
-                        Err(error) => match per_key_copies(&error) {
-                            // The call may have run: each key says so, as a single write would.
-                            Some(copy) => {
+                        // The call may have run: each key says so, as a single write would.
+                        // Otherwise it did not run, or ran nowhere it may: the single-key path decides.
+                        Err(error) => match key_error(&error) {
+                            Some(_) => {
                                 for &i in &members {
-                                    results[i] = Some(Err(copy().into()));
+                                    results[i] = key_error(&error).map(|e| Err(e.into()));
                                 }
                             }
-                            // It did not run, or ran nowhere it may: the single-key path decides.
                             None => again.extend(members),
                         },
                     }
