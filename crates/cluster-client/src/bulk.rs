@@ -97,7 +97,7 @@ impl std::fmt::Debug for BulkSlot {
 }
 
 /// What opening a connection needs; the password never leaves `AUTH`.
-struct Settings {
+pub(crate) struct Settings {
     addr: String,
     host: String,
     port: u16,
@@ -146,6 +146,11 @@ impl BulkSlot {
             members,
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// How to open a connection to the node (the tracking connection opens its own with these).
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Requests carried by each connection of the pool, in fill order.
@@ -261,8 +266,29 @@ impl Member {
     }
 }
 
+/// A connection's byte stream, plain or TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 impl Settings {
     async fn open(&self) -> Result<BulkConn, FredError> {
+        let stream = self.connect().await?;
+        self.start(stream).await
+    }
+
+    /// `host:port`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The configured user and password, for a connection that authenticates its own way (`HELLO`).
+    pub(crate) fn credentials(&self) -> (Option<&str>, Option<&Password>) {
+        (self.username.as_deref(), self.password.as_ref())
+    }
+
+    /// A TCP connection to the node (`TCP_NODELAY`), with TLS when the nodes use it.
+    pub(crate) async fn connect(&self) -> Result<Box<dyn Io>, FredError> {
         let io =
             |e: std::io::Error| FredError::new(ErrorKind::IO, format!("connecting to {}: {e}", self.addr));
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
@@ -272,9 +298,9 @@ impl Settings {
         #[cfg(feature = "tls")]
         if let Some((connector, name)) = &self.tls {
             let stream = connector.connect(name.clone(), tcp).await.map_err(io)?;
-            return self.start(stream).await;
+            return Ok(Box::new(stream));
         }
-        self.start(tcp).await
+        Ok(Box::new(tcp))
     }
 
     /// Authenticates, then starts the writer and reader tasks.

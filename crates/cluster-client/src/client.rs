@@ -15,6 +15,7 @@ mod replica_reads;
 mod resharding;
 mod routing;
 mod sentinel;
+mod tracked;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     reshard: ArcSwapOption<resharding::ReshardState>,
     /// Sentinel mode's connections to the sentinels (see the `sentinel` module); `None` otherwise.
     sentinels: Option<Arc<sentinel::Sentinels>>,
+    /// Key tracking for a near cache, once enabled (see the `tracked` module).
+    tracking: std::sync::OnceLock<crate::tracking::Tracking>,
 }
 
 impl Drop for Inner {

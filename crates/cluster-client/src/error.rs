@@ -232,6 +232,12 @@ pub enum Error {
     /// The client was closed.
     #[error("the client was closed")]
     Closed,
+    /// Key tracking was enabled twice on one client (clones share it).
+    #[error(
+        "key tracking is already enabled on this client (one near cache per client); build another \
+         ClusterClient for a second near cache, or share the first"
+    )]
+    TrackingAlreadyEnabled,
     /// Sentinel mode: no sentinel answered which node is the primary.
     #[error(
         "no sentinel named the primary of `{master}` ({tried}); check REDIS_SENTINEL_NODES, the sentinels' \

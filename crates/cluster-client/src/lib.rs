@@ -17,6 +17,7 @@ mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 mod topology;
+mod tracking;
 mod value;
 mod wait;
 
@@ -40,6 +41,7 @@ pub use crate::{
         RECENT_WRITES_BYTES_METRIC, REDIRECTS_METRIC, describe_metrics,
     },
     topology::{Deployment, ShardInfo, Topology},
+    tracking::{HEARTBEAT, InvalidationSink, TrackToken, TrackedGet, Tracking, TrackingMode},
     value::{FromValue, Value},
     wait::WaitOutcome,
 };

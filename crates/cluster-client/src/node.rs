@@ -15,6 +15,7 @@ use crate::fred_config;
 use crate::lane::Lane;
 use crate::probe::ProbeSlot;
 use crate::telemetry;
+use crate::tracking::TrackingSlot;
 use crate::wait::WaitPool;
 
 /// Latency and error counts of one node, as this client saw them.
@@ -73,6 +74,8 @@ pub(crate) struct NodeHandle {
     probe: ProbeSlot,
     /// The connection batches use, opened on first use (see the `bulk` module).
     bulk: BulkSlot,
+    /// The near cache's tracking connection, opened on first tracked read (see the `tracking` module).
+    tracking: TrackingSlot,
     up: AtomicBool,
     /// Whether any of the node's routed connections has been up since the handle was opened. A node
     /// that never connected is new (a primary that just joined, a `MOVED` target seen for the first
@@ -164,6 +167,7 @@ impl NodeHandle {
             waits,
             probe: ProbeSlot::new(addr)?,
             bulk,
+            tracking: TrackingSlot::new(),
             up: AtomicBool::new(true),
             connected_once: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
@@ -217,6 +221,11 @@ impl NodeHandle {
     /// The health-probe connection.
     pub(crate) fn probe(&self) -> &ProbeSlot {
         &self.probe
+    }
+
+    /// The near cache's tracking connection.
+    pub(crate) fn tracking(&self) -> &TrackingSlot {
+        &self.tracking
     }
 
     /// The dedicated connections for `WAIT`.
@@ -424,6 +433,7 @@ impl NodeHandle {
     /// Closes every connection in the background: `quit()` on a dead node can take the command timeout.
     pub(crate) fn close(&self) {
         self.bulk.close();
+        self.tracking.close();
         self.waits.close();
         self.probe.close();
         for client in self.clients() {

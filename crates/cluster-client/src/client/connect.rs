@@ -199,6 +199,7 @@ impl ClusterClient {
             last_refresh: Mutex::new(Instant::now()),
             reshard: ArcSwapOption::empty(),
             sentinels,
+            tracking: std::sync::OnceLock::new(),
         });
         inner.install(topology)?;
         // Nodes first seen in the topology (replicas, or nodes missing from the seeds) connect now, so

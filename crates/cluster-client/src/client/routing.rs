@@ -324,7 +324,7 @@ impl ClusterClient {
 }
 
 impl Inner {
-    fn primary_for(&self, key: &[u8], slot: u16) -> Option<Arc<NodeHandle>> {
+    pub(super) fn primary_for(&self, key: &[u8], slot: u16) -> Option<Arc<NodeHandle>> {
         let routing = self.routing.load();
         routing
             .topology

@@ -1,0 +1,461 @@
+//! The near cache's rules on real `redis-server` processes: invalidation by another client, a read
+//! racing writes, own writes, a killed tracking connection, a flushed tracking table, a migrating slot,
+//! the modes, the size bounds; and, on private clusters, kill -9 and SIGSTOP of the key's primary.
+//! Every test writes through a second client (other connections), so the near cache learns of changes
+//! only from the servers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cluster_client::{ClusterClient, SetOptions, TrackingMode};
+use cluster_config::ClusterConfig;
+use local_cluster::{LocalCluster, LocalClusterConfig, test_lock};
+use near_cache::{NearCache, NearSettings};
+
+async fn client(cluster: &LocalCluster) -> ClusterClient {
+    let config = ClusterConfig::builder()
+        .nodes(cluster.seeds())
+        .command_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid config");
+    ClusterClient::connect(config).await.expect("client connects")
+}
+
+async fn near(cluster: &LocalCluster, settings: NearSettings) -> NearCache {
+    NearCache::new(client(cluster).await, settings).expect("near cache")
+}
+
+async fn set(writer: &ClusterClient, key: &[u8], value: &str) {
+    writer
+        .set(key, value.as_bytes(), SetOptions::default())
+        .await
+        .expect("write");
+}
+
+/// Polls `near` until it returns `want`; how long that took. Fails after `bound`.
+async fn until_seen(near: &NearCache, key: &[u8], want: &str, bound: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = near.get(key).await.expect("read");
+        if got.as_deref() == Some(want.as_bytes()) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "the near cache still served {got:?} {:?} after the write of {want:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_kept_and_invalidated_by_another_clients_writes() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    let keys: Vec<Vec<u8>> = (0..300).map(|i| format!("near:inv:{i}").into_bytes()).collect();
+    for key in &keys {
+        set(&writer, key, "v1").await;
+    }
+    for key in &keys {
+        assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"v1"[..]));
+    }
+    let before = near.stats();
+    for key in &keys {
+        assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"v1"[..]));
+    }
+    let after = near.stats();
+    assert_eq!(after.hits - before.hits, keys.len() as u64, "the second pass is served from memory");
+    assert_eq!(after.misses, before.misses);
+
+    let mut delays = Vec::new();
+    for key in &keys {
+        set(&writer, key, "v2").await;
+        delays.push(until_seen(&near, key, "v2", Duration::from_secs(1)).await);
+    }
+    delays.sort();
+    let p99 = delays[delays.len() * 99 / 100];
+    eprintln!("invalidation seen after p50 {:?}, p99 {p99:?}", delays[delays.len() / 2]);
+    assert!(near.stats().invalidations >= keys.len() as u64);
+    // Absent keys are kept too, and invalidated when they appear.
+    assert_eq!(near.get(b"near:inv:absent").await.unwrap(), None);
+    assert_eq!(near.lookup(b"near:inv:absent"), Some(None));
+    set(&writer, b"near:inv:absent", "here").await;
+    until_seen(&near, b"near:inv:absent", "here", Duration::from_secs(1)).await;
+}
+
+/// A writer counts up on one key while readers read it through the near cache: no read that starts
+/// after a value was acknowledged (plus the invalidation bound) returns an older one, and once the
+/// writer stops every reader converges on the last value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_writes_never_keep_an_older_value() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    let key = b"near:race";
+    set(&writer, key, "0").await;
+    let origin = Instant::now();
+    // acked[n] = microseconds after `origin` when value n was acknowledged.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..=2000).map(|_| AtomicU64::new(u64::MAX)).collect());
+    acked[0].store(0, Ordering::SeqCst);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let near = near.clone();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut reads = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = origin.elapsed().as_micros() as u64;
+                let value = near.get(key).await.expect("read").expect("present");
+                let n: usize = std::str::from_utf8(&value).unwrap().parse().unwrap();
+                reads.push((started, n));
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    for n in 1..=2000usize {
+        set(&writer, key, &n.to_string()).await;
+        acked[n].store(origin.elapsed().as_micros() as u64, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = Vec::new();
+    for reader in readers {
+        reads.extend(reader.await.unwrap());
+    }
+    let bound_us = 50_000;
+    let mut stale = 0;
+    let mut late = Vec::new();
+    for &(started, n) in &reads {
+        // The newest value acknowledged before this read started.
+        let newest = (n + 1..=2000).rev().find(|&m| acked[m].load(Ordering::SeqCst) < started);
+        if let Some(m) = newest {
+            let lag = started - acked[n + 1].load(Ordering::SeqCst);
+            late.push(lag);
+            if lag > bound_us {
+                stale += 1;
+                eprintln!("read at {started} µs returned {n}, but {m} was acknowledged before it");
+            }
+        }
+    }
+    late.sort();
+    eprintln!(
+        "{} reads, {} behind an acknowledged write (max lag {:?} µs), {stale} past {bound_us} µs; {:?}",
+        reads.len(),
+        late.len(),
+        late.last(),
+        near.stats()
+    );
+    assert_eq!(stale, 0);
+    assert!(near.stats().hits > 0, "some reads were served from memory");
+    until_seen(&near, key, "2000", Duration::from_secs(1)).await;
+    // Settled: the kept value is the last one, served from memory.
+    assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"2000"[..]));
+    assert_eq!(near.lookup(key), Some(Some(Bytes::from_static(b"2000"))));
+}
+
+/// Own writes, with the guard, are read back at once, including after a write whose future was
+/// dropped mid-flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_are_read_back_before_the_write_returns() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let client = near.client().clone();
+    let key = b"near:own";
+    for n in 0..500 {
+        {
+            let _guard = near.write_guard(key);
+            set(&client, key, &n.to_string()).await;
+        }
+        let got = near.get(key).await.unwrap();
+        assert_eq!(got.as_deref(), Some(n.to_string().as_bytes()), "own write {n} read back");
+    }
+    // A cancelled write: the guard is dropped with the future, the kept "499" is gone. (A read right
+    // after a write often keeps nothing: the write's own invalidation push races it. Read until kept.)
+    kept(&near, key).await;
+    assert_eq!(near.lookup(key), Some(Some(Bytes::from_static(b"499"))));
+    let write = {
+        let near = near.clone();
+        let client = client.clone();
+        async move {
+            let _guard = near.write_guard(key);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            set(&client, key, "cancelled").await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1), write).await;
+    assert_eq!(near.lookup(key), None, "the cancelled write's guard evicted the key");
+}
+
+/// `CLIENT KILL` of the tracking connection: its invalidations are lost, so nothing it read is served
+/// once the drop is seen, and a write made right after the kill is read back within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracking_connection_stops_serving_what_it_tracked() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    let key = b"near:kill";
+    set(&writer, key, "before").await;
+    assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"before"[..]));
+    assert!(near.lookup(key).is_some());
+    let primary = cluster.primary_for_slot(sharding_slot(key)).await.unwrap();
+    let list: String = primary.command(["CLIENT", "LIST"]).await.unwrap();
+    let tracking: Vec<&str> = list
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f.starts_with("flags=") && f.contains('t')))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert!(!tracking.is_empty(), "a tracking connection is listed: {list}");
+    for id in tracking {
+        let _: i64 = primary.command(["CLIENT", "KILL", "ID", id]).await.unwrap();
+    }
+    // Written by another connection at once: the tracking connection is gone, no push will come.
+    set(&writer, key, "after").await;
+    let took = until_seen(&near, key, "after", Duration::from_secs(1)).await;
+    eprintln!("after CLIENT KILL, the new value was served {took:?} after the write");
+    assert!(near.stats().dropped >= 1 || near.stats().misses >= 2);
+}
+
+/// `FLUSHALL` makes the server flush its tracking table (a `null` invalidation): nothing kept is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_tracking_table_drops_everything_its_connection_read() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig {
+        masters: 1,
+        replicas_per_master: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    for i in 0..50 {
+        set(&writer, format!("near:flush:{i}").as_bytes(), "kept").await;
+        near.get(format!("near:flush:{i}").as_bytes()).await.unwrap();
+    }
+    let _: String = cluster.nodes()[0].command(["FLUSHALL"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..50 {
+        assert_eq!(near.get(format!("near:flush:{i}").as_bytes()).await.unwrap(), None);
+    }
+}
+
+/// A slot that is migrating answers `ASK` for a key already moved: that read is served (through the
+/// target) but not kept; once the slot has moved, a write on the new owner is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrating_slot_is_not_cached() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig {
+        replicas_per_master: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    let key = b"near:migrate";
+    let slot = sharding_slot(key);
+    set(&writer, key, "on source").await;
+    assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"on source"[..]));
+    let source = cluster.primary_for_slot(slot).await.unwrap();
+    let target = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.addr() != source.addr())
+        .unwrap();
+    let (source_id, target_id) = (source.node_id().await.unwrap(), target.node_id().await.unwrap());
+    let slot_text = slot.to_string();
+    let _: String = target
+        .command(["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id])
+        .await
+        .unwrap();
+    let _: String = source
+        .command(["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id])
+        .await
+        .unwrap();
+    let port = target.port().to_string();
+    let _: String = source
+        .command(["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", "near:migrate"])
+        .await
+        .unwrap();
+    // MIGRATE deleted the key on the source: its invalidation reached the near cache.
+    let before = near.stats();
+    for _ in 0..3 {
+        assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"on source"[..]), "read via ASK");
+    }
+    let after = near.stats();
+    assert_eq!(after.hits, before.hits, "nothing served from memory while the slot migrates");
+    assert_eq!(after.not_kept - before.not_kept, 3, "the ASK reads were not kept");
+    assert_eq!(near.lookup(key), None);
+    for node in cluster.primaries().await.unwrap() {
+        let _: String = node
+            .command(["CLUSTER", "SETSLOT", &slot_text, "NODE", &target_id])
+            .await
+            .unwrap();
+    }
+    set(&writer, key, "on target").await;
+    until_seen(&near, key, "on target", Duration::from_secs(2)).await;
+    // Kept again, now under the target's tracking connection, and invalidated by it.
+    near.get(key).await.unwrap();
+    set(&writer, key, "newer").await;
+    until_seen(&near, key, "newer", Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_in_and_broadcast_modes_invalidate_too() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let writer = client(&cluster).await;
+    for (mode, prefix) in [
+        (TrackingMode::OptIn, "near:optin"),
+        (
+            TrackingMode::Broadcast {
+                prefixes: vec![Bytes::from_static(b"near:bcast")],
+            },
+            "near:bcast",
+        ),
+    ] {
+        let near = near(
+            &cluster,
+            NearSettings {
+                mode: mode.clone(),
+                ..NearSettings::default()
+            },
+        )
+        .await;
+        for i in 0..100 {
+            let key = format!("{prefix}:{i}");
+            set(&writer, key.as_bytes(), "v1").await;
+            assert_eq!(near.get(key.as_bytes()).await.unwrap().as_deref(), Some(&b"v1"[..]));
+            kept(&near, key.as_bytes()).await;
+            set(&writer, key.as_bytes(), "v2").await;
+            until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_within_the_entry_and_byte_bounds() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let writer = client(&cluster).await;
+    let near = near(
+        &cluster,
+        NearSettings {
+            max_entries: 500,
+            max_bytes: 256 * 1024,
+            ..NearSettings::default()
+        },
+    )
+    .await;
+    let big = "x".repeat(2000);
+    for i in 0..2000 {
+        let key = format!("near:bound:{i}");
+        set(&writer, key.as_bytes(), if i % 2 == 0 { "small" } else { &big }).await;
+        near.get(key.as_bytes()).await.unwrap();
+    }
+    let stats = near.stats();
+    eprintln!("{stats:?}");
+    assert!(stats.entries <= 500, "{stats:?}");
+    assert!(stats.bytes <= 256 * 1024, "{stats:?}");
+    assert!(stats.entries > 50, "still caching: {stats:?}");
+}
+
+/// kill -9 and SIGSTOP of the key's primary: values it tracked stop being served before the promoted
+/// replica accepts a write, and writes on the new primary are read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_drops_the_values_of_the_failed_primary() {
+    let _lock = test_lock::exclusive().await.unwrap();
+    let cluster = LocalCluster::start(LocalClusterConfig::default()).await.unwrap();
+    let near = near(&cluster, NearSettings::default()).await;
+    let writer = client(&cluster).await;
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("near:fail:{i}").into_bytes()).collect();
+    for (round, fault) in ["kill -9", "SIGSTOP"].into_iter().enumerate() {
+        let old = format!("old{round}");
+        let mut slowest = Duration::ZERO;
+        for key in &keys {
+            set(&writer, key, &old).await;
+            // Another client's write reaches this one as a push on another connection: a read right
+            // after the write's acknowledgement may still see the kept value, within the bound.
+            slowest = slowest.max(until_seen(&near, key, &old, Duration::from_secs(1)).await);
+            kept(&near, key).await;
+        }
+        eprintln!("{fault}: before the fault, invalidations seen within {slowest:?}");
+        let key = &keys[0];
+        let victim = cluster.primary_for_slot(sharding_slot(key)).await.unwrap();
+        match fault {
+            "kill -9" => victim.kill().unwrap(),
+            _ => victim.pause().unwrap(),
+        }
+        let started = Instant::now();
+        // Keep reading while the shard fails over: kept values may be served until the heartbeat
+        // misses, never after the new primary took a write.
+        let promoted = cluster
+            .wait_for_promotion(victim, Duration::from_secs(20))
+            .await
+            .unwrap();
+        eprintln!("{fault}: {} promoted after {:?}", promoted.addr(), started.elapsed());
+        let new = format!("new{round}");
+        let written = loop {
+            if writer.set(key, new.as_bytes(), SetOptions::default()).await.is_ok() {
+                break Instant::now();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the new primary takes writes");
+        };
+        // The reading client may not know of the promotion yet (it fails fast, then refreshes): every
+        // read that succeeds returns the new value.
+        let mut failed = 0;
+        let got = loop {
+            match near.get(key).await {
+                Ok(value) => break value,
+                Err(_) if written.elapsed() < Duration::from_secs(10) => failed += 1,
+                Err(e) => panic!("{fault}: reads still fail: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        eprintln!(
+            "{fault}: first near read after the write: {got:?} ({:?} after it, {failed} failed reads before)",
+            written.elapsed()
+        );
+        assert_eq!(got.as_deref(), Some(new.as_bytes()), "{fault}: no stale read after the failover");
+        // Every key of the failed shard: old values are gone or updated, never served stale after a write.
+        for other in &keys {
+            while writer.set(other, new.as_bytes(), SetOptions::default()).await.is_err() {
+                assert!(started.elapsed() < Duration::from_secs(30), "writes resume");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            until_seen(&near, other, &new, Duration::from_secs(2)).await;
+        }
+        if fault == "SIGSTOP" {
+            victim.resume().unwrap();
+        } else {
+            victim.restart().await.unwrap();
+        }
+        cluster.wait_until_healthy(Duration::from_secs(30)).await.unwrap();
+    }
+}
+
+/// Reads `key` until the near cache keeps it (a read racing an invalidation keeps nothing).
+async fn kept(near: &NearCache, key: &[u8]) {
+    for _ in 0..100 {
+        if near.lookup(key).is_some() {
+            return;
+        }
+        near.get(key).await.unwrap();
+    }
+    panic!("{:?} was never kept: {:?}", String::from_utf8_lossy(key), near.stats());
+}
+
+fn sharding_slot(key: &[u8]) -> u16 {
+    sharding::key_slot(key)
+}
