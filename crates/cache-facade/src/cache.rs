@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use cluster_client::ClusterClient;
 use cluster_config::ClusterConfig;
 use consistency::{FailoverRepairTask, Versioned};
+use near_cache::{NearCache, WriteGuard};
 
 use crate::Error;
 use crate::config::CacheConfig;
@@ -25,6 +26,7 @@ pub(crate) struct Inner {
     #[cfg(feature = "health")]
     pub(crate) _health_task: Option<health::HealthTask>,
     pub(crate) _repair: Option<FailoverRepairTask>,
+    pub(crate) near: Option<NearCache>,
 }
 
 /// A typed cache over a Redis Cluster (or one Redis, or sharded standalone nodes). Cheap to clone.
@@ -82,8 +84,14 @@ impl Cache {
         } else {
             (None, None)
         };
+        let near = config
+            .near
+            .clone()
+            .map(|settings| NearCache::new(client.clone(), settings))
+            .transpose()?;
         Ok(Cache {
             inner: Arc::new(Inner {
+                near,
                 client,
                 versioned,
                 config,
@@ -97,6 +105,22 @@ impl Cache {
                 _repair: repair,
             }),
         })
+    }
+
+    /// The near cache, when [`CacheConfig::near`] is set (its stats, `forget`, `clear`).
+    pub fn near(&self) -> Option<&NearCache> {
+        self.inner.near.as_ref()
+    }
+
+    /// A guard that keeps this process reading its own write of `key` through the near cache (none
+    /// without one): hold it until the write returned.
+    pub(crate) fn near_guard(&self, key: &[u8]) -> Option<WriteGuard> {
+        self.inner.near.as_ref().map(|near| near.write_guard(key))
+    }
+
+    /// [`near_guard`](Self::near_guard) for many keys.
+    pub(crate) fn near_guard_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Option<WriteGuard> {
+        self.inner.near.as_ref().map(|near| near.write_guard_many(keys))
     }
 
     /// The cluster client underneath.

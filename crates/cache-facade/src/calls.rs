@@ -40,6 +40,15 @@ impl Cache {
         result
     }
 
+    /// Like [`get`](Self::get), but past the near cache (when one is configured): the value the key's
+    /// node holds now, and nothing kept in memory.
+    pub async fn get_fresh<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, Error> {
+        let key = self.full_key(key);
+        let raw = self.inner.client.get(&key).await?;
+        let stored = self.unwrap_envelope(&key, raw)?;
+        self.decode_hit(&key, stored.as_deref())
+    }
+
     /// Many values at once (one pipeline per node), in input order.
     pub async fn get_many<T: DeserializeOwned, K: AsRef<[u8]>>(
         &self,
@@ -106,6 +115,7 @@ impl Cache {
             .filter_map(|r| r.as_ref().ok())
             .map(|(key, frame, ttl)| (&key[..], &frame[..], *ttl))
             .collect();
+        let _near = self.near_guard_many(&ok.iter().map(|(key, _, _)| *key).collect::<Vec<_>>());
         let mut written: Box<dyn Iterator<Item = Result<Write, Error>>> = match &self.inner.versioned {
             // One script execution per group of a node's keys (see `Versioned::set_many`).
             Some(versioned) => Box::new(
@@ -139,6 +149,7 @@ impl Cache {
     /// tombstone, so a load that started before it cannot bring the old value back.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
         let key = self.full_key(key);
+        let _near = self.near_guard(&key);
         match &self.inner.versioned {
             // The script says whether a live value was there: no read of its own.
             Some(versioned) => {
@@ -156,6 +167,7 @@ impl Cache {
     /// (with versioned writes, one pipelined script call per key).
     pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool, Error>> {
         let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(k)).collect();
+        let _near = self.near_guard_many(&full);
         match &self.inner.versioned {
             Some(versioned) => versioned
                 .delete_many(&full, WriteOptions::default())
@@ -178,7 +190,10 @@ impl Cache {
 
     /// The stored frame under the full key (envelope removed, tombstones as absent).
     pub(crate) async fn read(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let raw = self.inner.client.get(key).await?;
+        let raw = match &self.inner.near {
+            Some(near) => near.get(key).await?,
+            None => self.inner.client.get(key).await?,
+        };
         self.unwrap_envelope(key, raw)
     }
 
@@ -236,6 +251,7 @@ impl Cache {
         ttl: Option<Duration>,
         version: Option<Version>,
     ) -> Result<Write, Error> {
+        let _near = self.near_guard(key);
         let Some(versioned) = &self.inner.versioned else {
             self.inner
                 .client

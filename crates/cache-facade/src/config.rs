@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cluster_client::CallOptions;
 use consistency::ConsistencyConfig;
+use near_cache::NearSettings;
 
 use crate::Error;
 use crate::codec::Codec;
@@ -58,6 +59,7 @@ pub struct CacheConfig {
     pub(crate) call: CallOptions,
     #[cfg(feature = "health")]
     pub(crate) health: bool,
+    pub(crate) near: Option<NearSettings>,
 }
 
 impl Default for CacheConfig {
@@ -75,6 +77,7 @@ impl Default for CacheConfig {
             call: CallOptions::default(),
             #[cfg(feature = "health")]
             health: true,
+            near: None,
         }
     }
 }
@@ -166,8 +169,18 @@ impl CacheConfig {
         self.health
     }
 
+    /// The near cache: hot values kept in process memory and invalidated by the servers (RESP3 client
+    /// tracking), see the `near-cache` crate. `None` (the default) keeps nothing in memory.
+    pub fn near(&self) -> Option<&NearSettings> {
+        self.near.as_ref()
+    }
+
     /// Checks every value; [`CacheConfigBuilder::build`] calls it.
     fn validate(&self) -> Result<(), Error> {
+        if let Some(near) = &self.near {
+            near.validate()
+                .map_err(|e| Error::Settings(format!("near: {e}")))?;
+        }
         if !(0.0..=0.5).contains(&self.ttl_jitter) {
             return Err(Error::Settings(format!(
                 "ttl_jitter is {}; use a share from 0.0 to 0.5",
@@ -304,6 +317,12 @@ impl CacheConfigBuilder {
     #[cfg(feature = "health")]
     pub fn health(mut self, health: bool) -> Self {
         self.config.health = health;
+        self
+    }
+
+    /// Sets the near cache (`None`: off).
+    pub fn near(mut self, near: impl Into<Option<NearSettings>>) -> Self {
+        self.config.near = near.into();
         self
     }
 

@@ -17,6 +17,9 @@ pub enum Error {
     #[cfg(feature = "health")]
     #[error(transparent)]
     Health(#[from] health::Error),
+    /// The near cache could not be built (tracking already enabled on this client).
+    #[error(transparent)]
+    Near(#[from] near_cache::Error),
     /// The configuration could not be loaded.
     #[error(transparent)]
     Config(#[from] cluster_config::Error),

@@ -277,6 +277,7 @@ impl Cache {
         loop {
             // Armed before the await: a cancellation while the script runs may leave the lease taken.
             held.done = false;
+            let _near = self.near_guard(key);
             let attempt = try_take(
                 &self.inner.client,
                 &self.inner.lease_scripts,
@@ -342,6 +343,7 @@ impl Cache {
             });
         }
         let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let _near = self.near_guard(key);
         let filled = fill(
             &self.inner.client,
             &self.inner.lease_scripts,

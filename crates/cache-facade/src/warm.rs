@@ -56,6 +56,12 @@ impl Cache {
         config: WarmupConfig,
         progress: impl Fn(&Progress) + Send + Sync + 'static,
     ) -> Result<Report, Error> {
+        // Every key may change: the near cache is cleared now and again when the warm-up ends (or
+        // its future is dropped), so this process reads what it wrote.
+        let _near = self.inner.near.clone().map(|near| {
+            near.clear();
+            ClearOnDrop(near)
+        });
         let warm = match &self.inner.versioned {
             Some(versioned) => Warmup::versioned(versioned.clone(), config)?,
             None => Warmup::new(self.inner.client.clone(), config)?,
@@ -80,5 +86,14 @@ impl Cache {
             prepared.push(entry);
         }
         self.warm_up(prepared, WarmupConfig::default()).await
+    }
+}
+
+/// Clears the near cache when dropped.
+struct ClearOnDrop(near_cache::NearCache);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.clear();
     }
 }
