@@ -57,6 +57,30 @@ impl RedisRs {
         Self::connect(&client, 1).await
     }
 
+    /// With its client-side cache (`cache-aio`), as its docs build it: RESP3
+    /// (`use_protocol(ProtocolVersion::RESP3)`) and `cache_config(CacheConfig::new())` (every read
+    /// cached, 10,000 keys per connection, 30 min client TTL), one connection shared by every task.
+    pub(crate) async fn cached(seeds: &[String]) -> Result<RedisRs> {
+        let client = ClusterClientBuilder::new(urls(seeds))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .cache_config(redis::caching::CacheConfig::new())
+            .build()
+            .context("building redis-rs's cluster client with its client-side cache")?;
+        Self::connect(&client, 1).await
+    }
+
+    /// Hits and misses of the client-side cache over every connection (`None` without one).
+    pub(crate) fn cache_hits_misses(&self) -> Option<(u64, u64)> {
+        let mut total = None;
+        for connection in &self.connections {
+            if let Some(stats) = connection.get_cache_statistics() {
+                let (h, m) = total.unwrap_or((0, 0));
+                total = Some((h + stats.hit as u64, m + stats.miss as u64));
+            }
+        }
+        total
+    }
+
     async fn connect(client: &ClusterClient, count: usize) -> Result<RedisRs> {
         let mut connections = Vec::with_capacity(count);
         for _ in 0..count {

@@ -212,26 +212,42 @@ fn weight_of(key: usize, value: usize, floor: u64) -> u64 {
     (key as u64 + value as u64 + ENTRY_OVERHEAD_BYTES).max(floor)
 }
 
+/// A counter in [`COUNTER_STRIPES`] cache lines, each thread adding to its own: hits are counted on
+/// every read served from memory, and one shared line would bounce between the cores serving them.
 struct Counter {
-    count: AtomicU64,
+    stripes: [Padded; COUNTER_STRIPES],
     metric: metrics::Counter,
+}
+
+const COUNTER_STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+thread_local! {
+    static STRIPE: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize % COUNTER_STRIPES
+    };
 }
 
 impl Counter {
     fn new(name: &'static str) -> Counter {
         Counter {
-            count: AtomicU64::new(0),
+            stripes: Default::default(),
             metric: metrics::counter!(name),
         }
     }
 
     fn add(&self, n: u64) {
-        self.count.fetch_add(n, Ordering::Relaxed);
+        let stripe = STRIPE.with(|s| *s);
+        self.stripes[stripe].0.fetch_add(n, Ordering::Relaxed);
         self.metric.increment(n);
     }
 
     fn get(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.stripes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -353,7 +369,9 @@ impl NearCache {
         match read.token {
             Some(token) if unchanged() => {
                 let entry = Entry {
-                    value: read.value.clone(),
+                    // A copy: the read's bytes are a slice of the connection's read buffer, which a
+                    // kept slice would hold in memory whole.
+                    value: read.value.as_deref().map(Bytes::copy_from_slice),
                     token,
                     expires: Instant::now() + self.ttl_cap,
                 };

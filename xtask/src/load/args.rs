@@ -65,6 +65,12 @@ pub(crate) enum ClientKind {
     /// `redis-benchmark --cluster -P 16`, the batch baseline: GET and SET pipelined 16 deep (also run
     /// for get-many and set-many, to compare keys/s). Selecting `redis-benchmark` runs it too.
     RedisBenchmarkP16,
+    /// The near cache (near-cache over cluster-client, default settings): reads from process memory
+    /// when tracked, writes through another cluster-client, so invalidations come from the servers.
+    Near,
+    /// redis-rs's client-side cache (`cache-aio`: RESP3, `CacheConfig::new()`, as its docs build it) on
+    /// its async cluster connection; writes through another redis-rs connection.
+    RedisRsCached,
 }
 
 /// Options of `cargo xtask load`.

@@ -370,3 +370,88 @@ pub(super) async fn run_redis_rs(
 fn decided_redis_rs(reply: &redis::Value) -> bool {
     matches!(reply, redis::Value::Array(parts) if matches!(parts.first(), Some(redis::Value::Int(0 | 1))))
 }
+
+/// The near cache: reads through `near` (memory when tracked), writes through `writer`, another
+/// cluster-client with its own connections, so every invalidation comes from the servers. Batches go
+/// through `writer`.
+pub(super) async fn run_near(
+    near: &near_cache::NearCache,
+    writer: &ClusterClient,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    let keys = args.keys;
+    let before = near.stats();
+    let (reader, writer) = (near.clone(), writer.clone());
+    let mut result = run(workload, "near cache", args, move |rng: &mut Rng| {
+        let near = reader.clone();
+        let writer = writer.clone();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        async move {
+            match call {
+                Call::Get(k) => near.get(k.as_bytes()).await.is_ok(),
+                Call::Set(k) | Call::VersionedSet(k) => writer
+                    .set(k.as_bytes(), &value, SetOptions::default())
+                    .await
+                    .is_ok(),
+                Call::GetMany(many) => writer.get_many(&many).await.iter().all(Result::is_ok),
+                Call::SetMany(many) => {
+                    let entries: Vec<(String, &[u8], Option<Duration>)> =
+                        many.into_iter().map(|k| (k, value.as_slice(), None)).collect();
+                    writer.set_many(&entries).await.iter().all(Result::is_ok)
+                }
+            }
+        }
+    })
+    .await;
+    let after = near.stats();
+    let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
+    result.hit_ratio = (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64);
+    result.kind = ClientKind::Near;
+    result
+}
+
+/// redis-rs with its client-side cache: reads through `cached`, writes through `writer` (redis-rs as
+/// its users build it, another connection), so invalidations come from the servers.
+pub(super) async fn run_redis_rs_cached(
+    cached: Arc<RedisRs>,
+    writer: Arc<RedisRs>,
+    workload: Workload,
+    args: &LoadArgs,
+    value: Arc<Vec<u8>>,
+) -> RunResult {
+    use redis::AsyncCommands;
+
+    let keys = args.keys;
+    let before = cached.cache_hits_misses().unwrap_or((0, 0));
+    let reader = cached.clone();
+    let mut result = run(workload, "redis-rs (cached)", args, move |rng: &mut Rng| {
+        let mut reads = reader.connection();
+        let mut writes = writer.connection();
+        let value = value.clone();
+        let call = Call::next(workload, rng, keys);
+        async move {
+            match call {
+                Call::Get(k) => reads.get::<_, Option<Vec<u8>>>(k).await.is_ok(),
+                Call::Set(k) | Call::VersionedSet(k) => writes.set::<_, _, ()>(k, value.as_slice()).await.is_ok(),
+                Call::GetMany(many) => reads
+                    .mget::<_, Vec<Option<Vec<u8>>>>(&many)
+                    .await
+                    .is_ok_and(|values| values.len() == many.len()),
+                Call::SetMany(many) => {
+                    let pairs: Vec<(String, &[u8])> =
+                        many.into_iter().map(|k| (k, value.as_slice())).collect();
+                    writes.mset::<_, _, ()>(&pairs).await.is_ok()
+                }
+            }
+        }
+    })
+    .await;
+    let after = cached.cache_hits_misses().unwrap_or((0, 0));
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    result.hit_ratio = (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64);
+    result.kind = ClientKind::RedisRsCached;
+    result
+}

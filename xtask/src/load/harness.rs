@@ -39,6 +39,9 @@ pub(crate) struct RunResult {
     pub(crate) cpu_us_per_op: f64,
     /// Per second of the run: (ops, p99 in µs).
     pub(crate) timeline: Vec<(u64, u64)>,
+    /// For a client with a local cache: hits over reads during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hit_ratio: Option<f64>,
 }
 
 /// Runs `op` from `args.concurrency` tasks for `args.seconds`, with a live progress bar.
@@ -124,6 +127,7 @@ where
             .take(args.seconds as usize)
             .map(|h| (h.len(), h.value_at_quantile(0.99)))
             .collect(),
+        hit_ratio: None,
     };
     println!(
         "{:<9} {:<22} {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  cpu {:>5.1} µs/op  errors {}",

@@ -30,7 +30,9 @@ pub(crate) use harness::{RunResult, progress_bar, run};
 pub(crate) use report::{median_ops_per_sec, print_table};
 
 use crate::redis_rs_baseline::RedisRs;
-use drivers::{fill, fill_cache, run_cache, run_fred_clients, run_ours, run_per_node, run_redis_rs};
+use drivers::{
+    fill, fill_cache, run_cache, run_fred_clients, run_near, run_ours, run_per_node, run_redis_rs, run_redis_rs_cached,
+};
 use fred::prelude::Client as FredClient;
 use report::Report;
 
@@ -101,6 +103,8 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
 struct Peers {
     fred: Vec<(&'static str, &'static str, Vec<FredClient>)>,
     redis_rs: Vec<(&'static str, &'static str, Arc<RedisRs>)>,
+    /// redis-rs with its client-side cache, and a plain redis-rs connection for the writes.
+    redis_rs_cached: Option<(Arc<RedisRs>, Arc<RedisRs>)>,
 }
 
 impl Peers {
@@ -110,7 +114,14 @@ impl Peers {
         let mut peers = Peers {
             fred: Vec::new(),
             redis_rs: Vec::new(),
+            redis_rs_cached: None,
         };
+        if clients.contains(&ClientKind::RedisRsCached) {
+            peers.redis_rs_cached = Some((
+                Arc::new(RedisRs::cached(seeds).await?),
+                Arc::new(RedisRs::defaults(seeds).await?),
+            ));
+        }
         if clients.contains(&ClientKind::Fred) {
             let nodes = seeds
                 .iter()
@@ -212,6 +223,13 @@ pub(crate) async fn run_all(
             Ok(Some(cache))
         }
     };
+    // The near cache gets a client of its own (tracking is per client); `ours` writes.
+    let near = if clients.contains(&ClientKind::Near) {
+        let reader = ClusterClient::connect(config.clone()).await?;
+        Some(near_cache::NearCache::new(reader, near_cache::NearSettings::default())?)
+    } else {
+        None
+    };
     let versioned_cache = cache(true, ClientKind::Cache).await?;
     let plain_cache = cache(false, ClientKind::CachePlain).await?;
     let mut results = Vec::new();
@@ -254,6 +272,19 @@ pub(crate) async fn run_all(
                         runs.push(run_per_node(&ours, &config, workload, args, value.clone()).await?);
                     }
                     ClientKind::PerNode => {}
+                    ClientKind::Near => {
+                        if let Some(near) = &near {
+                            runs.push(run_near(near, &ours, workload, args, value.clone()).await);
+                        }
+                    }
+                    ClientKind::RedisRsCached => {
+                        if let Some((cached, writer)) = &peers.redis_rs_cached {
+                            runs.push(
+                                run_redis_rs_cached(cached.clone(), writer.clone(), workload, args, value.clone())
+                                    .await,
+                            );
+                        }
+                    }
                     ClientKind::CachePlain if workload == Workload::VersionedSet => {}
                     ClientKind::Cache | ClientKind::CachePlain => {
                         let (cache, label) = if kind == ClientKind::Cache {
@@ -275,6 +306,9 @@ pub(crate) async fn run_all(
         }
     }
     ours.close().await;
+    if let Some(near) = near {
+        near.client().close().await;
+    }
     peers.close().await;
     Ok(results)
 }

@@ -159,6 +159,7 @@ fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
         p99_us: us(*fields.get(5)?),
         p999_us: 0,
         cpu_us_per_op: 0.0,
+        hit_ratio: None,
         timeline: Vec::new(),
     })
 }

@@ -20,7 +20,7 @@ pub(super) struct Report<'a> {
 /// same round (median over rounds), and its keys/s divided by `redis-benchmark -P 16`'s.
 pub(crate) fn print_table(results: &[RunResult]) {
     println!(
-        "\n{:<9} {:<22} {:>4} {:>10} {:>10} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>9} {:>6}",
+        "\n{:<9} {:<22} {:>4} {:>10} {:>10} {:>8} {:>8} {:>7} {:>8} {:>9} {:>7} {:>7} {:>9} {:>6} {:>6}",
         "workload",
         "client",
         "runs",
@@ -30,10 +30,12 @@ pub(crate) fn print_table(results: &[RunResult]) {
         "p99 µs",
         "÷ fred",
         "÷ redis",
+        "÷ rr-cache",
         "÷ ours",
         "÷ P16",
         "cpu µs/op",
-        "errors"
+        "errors",
+        "hits"
     );
     for (workload, client) in groups(results) {
         let runs: Vec<&RunResult> = results
@@ -42,7 +44,7 @@ pub(crate) fn print_table(results: &[RunResult]) {
             .collect();
         let show = |ratio: Option<f64>| ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}×"));
         println!(
-            "{:<9} {:<22} {:>4} {:>10.0} {:>10.0} {:>8.0} {:>8.0} {:>7} {:>8} {:>7} {:>7} {:>9.1} {:>6}",
+            "{:<9} {:<22} {:>4} {:>10.0} {:>10.0} {:>8.0} {:>8.0} {:>7} {:>8} {:>9} {:>7} {:>7} {:>9.1} {:>6} {:>6}",
             format!("{workload:?}"),
             client,
             runs.len(),
@@ -52,10 +54,19 @@ pub(crate) fn print_table(results: &[RunResult]) {
             median(runs.iter().map(|r| r.p99_us as f64).collect()),
             show(versus(results, &runs, ClientKind::Fred, Rate::Ops)),
             show(versus(results, &runs, ClientKind::RedisRs, Rate::Ops)),
+            show(versus(results, &runs, ClientKind::RedisRsCached, Rate::Ops)),
             show(versus(results, &runs, ClientKind::Ours, Rate::Ops)),
             show(versus(results, &runs, ClientKind::RedisBenchmarkP16, Rate::Keys)),
             median(runs.iter().map(|r| r.cpu_us_per_op).collect()),
-            runs.iter().map(|r| r.errors).sum::<u64>()
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+            {
+                let hits: Vec<f64> = runs.iter().filter_map(|r| r.hit_ratio).collect();
+                if hits.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}%", 100.0 * median(hits))
+                }
+            }
         );
     }
 }
@@ -176,6 +187,7 @@ mod tests {
             p99_us: 0,
             p999_us: 0,
             cpu_us_per_op: 0.0,
+        hit_ratio: None,
             timeline: Vec::new(),
         }
     }

@@ -91,11 +91,15 @@ impl ClusterClient {
     /// kept value only while this equals the token it was read with; `None` (no tracking connection,
     /// a failover or ring change under way) means serve nothing kept.
     pub fn tracking_token(&self, key: &[u8]) -> Option<TrackToken> {
-        let node = self.inner.primary_for(key, key_slot(key))?;
-        if node.is_replaced() {
+        // Called on every near-cache hit: the node is read in place (no reference count changes,
+        // which two threads serving hits would contend on).
+        if self.inner.reshard.load().is_some() {
             return None;
         }
-        if self.inner.reshard.load().is_some() {
+        let routing = self.inner.routing.load();
+        let shard = routing.topology.shard_index(key, key_slot(key))?;
+        let node = routing.primaries.get(shard)?;
+        if node.is_replaced() {
             return None;
         }
         node.tracking().token()
