@@ -22,6 +22,7 @@
 mod checker;
 mod drills;
 mod history;
+mod near;
 mod report;
 mod safety;
 mod scale_out;
@@ -81,6 +82,9 @@ pub(crate) enum Drill {
     /// Rebalancer: no error, miss or wrong value surfaced, every key intact, p99 during each move at most
     /// 2× the steady p99. Writes its own section of docs/RESULTS.md. Not in `all`.
     ScaleOut,
+    /// The near cache's history checker under faults, side by side with redis-rs's client-side cache
+    /// (see `chaos/near.rs`); writes its own section of docs/RESULTS.md.
+    NearCache,
     /// Every drill, then the table in docs/RESULTS.md.
     All,
 }
@@ -181,6 +185,38 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
             println!("\nNo anomaly of ours.");
             return Ok(());
         }
+        Drill::NearCache => {
+            let (verdicts, notes) = runtime.block_on(near::near_cache(args.rate))?;
+            let (table, pass) = near::table(&verdicts);
+            println!("\n{table}");
+            for note in &notes {
+                println!("- {note}");
+            }
+            let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+            let body = format!(
+                "## Near cache under faults (`chaos near-cache`)\n\nProduced by `{command}` on {}, {}. A 3 + 3 \
+                 cluster; {} keys written by cluster-client (one writer per key, values counting up, each write \
+                 acknowledged only after `WAIT 1`); three kinds of readers read the same keys side by side: the \
+                 near cache (ours, default settings), redis-rs's client-side cache (`cache-aio`, RESP3, \
+                 `CacheConfig::new()`, 1 s timeouts) and plain cluster-client GETs as the control. Faults in \
+                 turn: `CLIENT KILL` of every tracking connection, kill -9 of a primary, a manual failover, a \
+                 migration of 1,000 slots, SIGSTOP of a primary past the node timeout. A read is stale when it \
+                 returns a value older than one acknowledged before it started; its staleness is the time since \
+                 that acknowledgement. Targets (ours): no stale read past {} ms, staleness p99 ≤ 5 ms.\n\n{table}\n{}\n",
+                utc_today(),
+                machine(),
+                near::KEYS,
+                near::BOUND.as_millis(),
+                notes.iter().map(|n| format!("- {n}")).collect::<Vec<_>>().join("\n")
+            );
+            let path = crate::results::NEAR_CACHE.write(&args.results, &body)?;
+            println!("\nWrote the near-cache section of {}.", path.display());
+            if !pass {
+                bail!("chaos near-cache: the near cache missed a target; see the table above");
+            }
+            println!("\nEvery target reached.");
+            return Ok(());
+        }
         Drill::All => {
             let steady_minutes = args.steady_minutes.unwrap_or(minutes);
             let mut reports = Vec::new();
@@ -234,7 +270,9 @@ async fn run(drill: Drill, args: &ChaosArgs, steady_minutes: u64) -> DrillReport
             Drill::KillReadReplica => drills::kill_read_replica(args.rate).await,
             Drill::Steady => steady::steady(args.rate, steady_minutes).await,
             Drill::ScaleOut => scale_out::scale_out(args.rate).await,
-            Drill::KillMaster | Drill::Safety | Drill::All => bail!("{name} is not a single drill"),
+            Drill::KillMaster | Drill::Safety | Drill::NearCache | Drill::All => {
+                bail!("{name} is not a single drill")
+            }
         }
     }
     .await;
@@ -371,6 +409,7 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
             crate::results::SENTINEL,
             crate::results::BASELINES,
             crate::results::TLS,
+            crate::results::NEAR_CACHE,
         ],
     );
     if let Some(dir) = path.parent() {

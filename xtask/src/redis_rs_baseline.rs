@@ -69,6 +69,19 @@ impl RedisRs {
         Self::connect(&client, 1).await
     }
 
+    /// [`RedisRs::cached`] with the drills' `response_timeout` and `connection_timeout` (see
+    /// [`RedisRs::with_timeouts`]), for the near-cache checker.
+    pub(crate) async fn cached_with_timeouts(seeds: &[String], timeout: Duration) -> Result<RedisRs> {
+        let client = ClusterClientBuilder::new(urls(seeds))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .cache_config(redis::caching::CacheConfig::new())
+            .response_timeout(timeout)
+            .connection_timeout(timeout)
+            .build()
+            .context("building redis-rs's cluster client with its client-side cache")?;
+        Self::connect(&client, 1).await
+    }
+
     /// Hits and misses of the client-side cache over every connection (`None` without one).
     pub(crate) fn cache_hits_misses(&self) -> Option<(u64, u64)> {
         let mut total = None;

@@ -44,6 +44,12 @@ pub(crate) const TLS: Section = Section {
     end: "<!-- tls: end -->",
 };
 
+/// `cargo xtask chaos near-cache`'s section.
+pub(crate) const NEAR_CACHE: Section = Section {
+    begin: "<!-- chaos near-cache: begin -->",
+    end: "<!-- chaos near-cache: end -->",
+};
+
 impl Section {
     /// `body` between this section's markers, with a final newline.
     pub(crate) fn wrap(self, body: &str) -> String {
