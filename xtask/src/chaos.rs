@@ -192,7 +192,10 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
             for note in &notes {
                 println!("- {note}");
             }
-            let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+            let command = format!(
+                "cargo xtask {}",
+                std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+            );
             let body = format!(
                 "## Near cache under faults (`chaos near-cache`)\n\nProduced by `{command}` on {}, {}. A 3 + 3 \
                  cluster; {} keys written by cluster-client (one writer per key, values counting up, each write \
@@ -207,7 +210,11 @@ pub(crate) fn chaos(args: &ChaosArgs) -> Result<()> {
                 machine(),
                 near::KEYS,
                 near::BOUND.as_millis(),
-                notes.iter().map(|n| format!("- {n}")).collect::<Vec<_>>().join("\n")
+                notes
+                    .iter()
+                    .map(|n| format!("- {n}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             let path = crate::results::NEAR_CACHE.write(&args.results, &body)?;
             println!("\nWrote the near-cache section of {}.", path.display());

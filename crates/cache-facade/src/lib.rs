@@ -20,11 +20,11 @@ mod warm;
 pub use cluster_client::{CallOptions, ClusterClient, Error as ClientError, ReadFrom, Ttl};
 pub use cluster_config::{ClusterConfig, Error as ConfigError};
 pub use consistency::{ConsistencyConfig, Error as ConsistencyError, Versioned};
-pub use near_cache::{NearCache, NearSettings, NearStats};
 #[cfg(feature = "prometheus")]
 pub use health::PrometheusHandle;
 #[cfg(feature = "health")]
 pub use health::{Error as HealthError, HealthChecker, HealthStatus, HealthSummary};
+pub use near_cache::{NearCache, NearSettings, NearStats};
 
 #[cfg(feature = "prometheus")]
 pub use crate::stats::install_prometheus;
@@ -52,8 +52,8 @@ pub use crate::{
 pub use cluster_client;
 pub use cluster_config;
 pub use consistency;
-pub use near_cache;
 #[cfg(feature = "health")]
 pub use health;
+pub use near_cache;
 #[cfg(feature = "warmup")]
 pub use warmup;

@@ -41,7 +41,11 @@ async fn versioned_values_through_the_near_cache_read_own_writes_and_refuse_olde
         assert_eq!(cache.get::<u32>("own").await.unwrap(), Some(n));
         if n % 50 == 0 {
             assert!(cache.delete("own").await.unwrap());
-            assert_eq!(cache.get::<u32>("own").await.unwrap(), None, "own delete after {n}");
+            assert_eq!(
+                cache.get::<u32>("own").await.unwrap(),
+                None,
+                "own delete after {n}"
+            );
         }
     }
     assert!(near.stats().hits > 0, "{:?}", near.stats());
@@ -60,7 +64,10 @@ async fn versioned_values_through_the_near_cache_read_own_writes_and_refuse_olde
         .set_with_version(b"near:versioned", &frame, old, None, Default::default())
         .await
         .unwrap();
-    assert!(matches!(outcome, cache_facade::consistency::WriteOutcome::Stale { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, cache_facade::consistency::WriteOutcome::Stale { .. }),
+        "{outcome:?}"
+    );
     for _ in 0..3 {
         assert_eq!(cache.get::<u32>("versioned").await.unwrap(), Some(newest));
     }
@@ -69,10 +76,16 @@ async fn versioned_values_through_the_near_cache_read_own_writes_and_refuse_olde
     other.set("versioned", &2_000u32, None).await.unwrap();
     let started = Instant::now();
     while cache.get::<u32>("versioned").await.unwrap() != Some(2_000) {
-        assert!(started.elapsed() < Duration::from_secs(1), "invalidated within a second");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "invalidated within a second"
+        );
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    eprintln!("another process's write seen through the near cache after {:?}", started.elapsed());
+    eprintln!(
+        "another process's write seen through the near cache after {:?}",
+        started.elapsed()
+    );
 
     // get_fresh reads the server's value, past memory, and keeps nothing.
     let before = near.stats();
@@ -94,8 +107,13 @@ async fn near_settings_are_checked_and_one_client_has_one_near_cache() {
 
     let _lock = test_lock::shared().await.unwrap();
     let cluster = LocalCluster::shared().await.unwrap();
-    let client = cache_facade::ClusterClient::connect(config(&cluster)).await.unwrap();
-    let settings = CacheConfig::builder().near(NearSettings::default()).build().unwrap();
+    let client = cache_facade::ClusterClient::connect(config(&cluster))
+        .await
+        .unwrap();
+    let settings = CacheConfig::builder()
+        .near(NearSettings::default())
+        .build()
+        .unwrap();
     let _first = Cache::from_client(client.clone(), settings.clone()).unwrap();
     let second = Cache::from_client(client, settings).unwrap_err();
     assert!(second.to_string().contains("already enabled"), "{second}");

@@ -294,7 +294,10 @@ impl TrackConn {
     {
         let (mut read, mut write) = tokio::io::split(stream);
         let mut hello = BytesMut::new();
-        let mut frames = vec![BorrowedFrame::BulkString(b"HELLO"), BorrowedFrame::BulkString(b"3")];
+        let mut frames = vec![
+            BorrowedFrame::BulkString(b"HELLO"),
+            BorrowedFrame::BulkString(b"3"),
+        ];
         let (user, password) = settings.credentials();
         let user = user.unwrap_or("default");
         if let Some(password) = password {
@@ -367,7 +370,11 @@ impl TrackConn {
                 dead,
                 token,
                 current,
-                tasks: [reader.abort_handle(), writer.abort_handle(), heartbeat.abort_handle()],
+                tasks: [
+                    reader.abort_handle(),
+                    writer.abort_handle(),
+                    heartbeat.abort_handle(),
+                ],
             }
         });
         // When the reader or the writer ends (closed by the server, `CLIENT KILL`, a reset), the
@@ -631,7 +638,13 @@ mod tests {
             fn invalidate(&self, _: &[Bytes]) {}
         }
         let t = Tracking::new(TrackingMode::Default, Arc::new(Nothing));
-        assert_eq!(t.clone().stall_timeout(Duration::ZERO).stall_timeout, Duration::from_millis(10));
-        assert_eq!(t.stall_timeout(Duration::MAX).stall_timeout, Duration::from_secs(60));
+        assert_eq!(
+            t.clone().stall_timeout(Duration::ZERO).stall_timeout,
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            t.stall_timeout(Duration::MAX).stall_timeout,
+            Duration::from_secs(60)
+        );
     }
 }

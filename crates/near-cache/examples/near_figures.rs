@@ -21,7 +21,11 @@ const SAMPLES: usize = 2_000;
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -38,10 +42,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..NearSettings::default()
         },
     )?;
-    let value = vec![b'x'; VALUE];
+    let value = [b'x'; VALUE];
     let keys: Vec<String> = (0..ENTRIES).map(|i| format!("figures:{i}")).collect();
     for chunk in keys.chunks(1_000) {
-        let entries: Vec<(&String, &[u8], Option<Duration>)> = chunk.iter().map(|k| (k, &value[..], None)).collect();
+        let entries: Vec<(&String, &[u8], Option<Duration>)> =
+            chunk.iter().map(|k| (k, &value[..], None)).collect();
         for result in writer.set_many(&entries).await {
             result?;
         }
@@ -73,7 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while near.lookup(key).is_none() {
             near.get(key).await?;
         }
-        writer.set(key, format!("v{i}").as_bytes(), SetOptions::default()).await?;
+        writer
+            .set(key, format!("v{i}").as_bytes(), SetOptions::default())
+            .await?;
         let written = Instant::now();
         while near.lookup(key).is_some() {
             if written.elapsed() > Duration::from_secs(1) {

@@ -69,6 +69,8 @@ pub const MISSES_METRIC: &str = "near_cache_misses_total";
 pub const INVALIDATIONS_METRIC: &str = "near_cache_invalidations_total";
 /// Kept values dropped because their tracking token, or their local TTL cap, ran out.
 pub const DROPPED_METRIC: &str = "near_cache_dropped_total";
+/// Kept values evicted to stay within the entry and byte bounds.
+pub const EVICTIONS_METRIC: &str = "near_cache_evictions_total";
 
 /// Bytes counted per entry beside its key and value (the store's bookkeeping, the entry's fields).
 pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
@@ -175,6 +177,9 @@ pub struct NearStats {
     pub invalidations: u64,
     /// Kept values dropped on read because their tracking token or TTL cap ran out.
     pub dropped: u64,
+    /// Kept values evicted to stay within [`NearSettings::max_entries`] and
+    /// [`NearSettings::max_bytes`].
+    pub evictions: u64,
     /// Entries now in memory.
     pub entries: u64,
     /// Bytes now counted (keys, values, overhead).
@@ -185,7 +190,11 @@ impl NearStats {
     /// Hits over reads, 0 when nothing was read.
     pub fn hit_ratio(&self) -> f64 {
         let reads = self.hits + self.misses;
-        if reads == 0 { 0.0 } else { self.hits as f64 / reads as f64 }
+        if reads == 0 {
+            0.0
+        } else {
+            self.hits as f64 / reads as f64
+        }
     }
 }
 
@@ -251,9 +260,24 @@ impl Counter {
     }
 }
 
+/// Counts the store's evictions.
+#[derive(Clone)]
+struct Evictions(Arc<Counter>);
+
+impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: Bytes, _: Entry) {
+        self.0.add(1);
+    }
+}
+
+type Store = quick_cache::sync::Cache<Bytes, Entry, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
+
 /// What the invalidation sink and the cache share.
 struct Shared {
-    store: quick_cache::sync::Cache<Bytes, Entry, Weigh>,
+    store: Store,
+    evictions: Arc<Counter>,
     generations: Box<[AtomicU64]>,
     /// Bumped by [`NearCache::clear`]: a read in flight across it installs nothing.
     epoch: AtomicU64,
@@ -311,8 +335,16 @@ impl NearCache {
     pub fn new(client: ClusterClient, settings: NearSettings) -> Result<NearCache, Error> {
         settings.validate()?;
         let floor = (settings.max_bytes / settings.max_entries as u64).max(1);
+        let evictions = Arc::new(Counter::new(EVICTIONS_METRIC));
         let shared = Arc::new(Shared {
-            store: quick_cache::sync::Cache::with_weighter(settings.max_entries, settings.max_bytes, Weigh { floor }),
+            store: Store::with(
+                settings.max_entries,
+                settings.max_bytes,
+                Weigh { floor },
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions(evictions.clone()),
+            ),
+            evictions,
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             hasher: RandomState::new(),
@@ -322,7 +354,8 @@ impl NearCache {
             invalidations: Counter::new(INVALIDATIONS_METRIC),
             dropped: Counter::new(DROPPED_METRIC),
         });
-        let tracking = Tracking::new(settings.mode.clone(), shared.clone()).stall_timeout(settings.stall_timeout);
+        let tracking =
+            Tracking::new(settings.mode.clone(), shared.clone()).stall_timeout(settings.stall_timeout);
         client.enable_tracking(tracking)?;
         Ok(NearCache {
             client,
@@ -349,9 +382,9 @@ impl NearCache {
             return Some(entry.value);
         }
         // Only this entry: a newer one installed meanwhile stays.
-        shared
-            .store
-            .remove_if(key, |kept| kept.token == entry.token && kept.expires == entry.expires);
+        shared.store.remove_if(key, |kept| {
+            kept.token == entry.token && kept.expires == entry.expires
+        });
         shared.dropped.add(1);
         None
     }
@@ -437,6 +470,7 @@ impl NearCache {
             not_kept: s.not_kept.get(),
             invalidations: s.invalidations.get(),
             dropped: s.dropped.get(),
+            evictions: s.evictions.get(),
             entries: s.store.len() as u64,
             bytes: s.store.weight(),
         }
@@ -457,7 +491,9 @@ pub struct WriteGuard {
 
 impl std::fmt::Debug for WriteGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteGuard").field("keys", &self.keys.len()).finish()
+        f.debug_struct("WriteGuard")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -478,12 +514,48 @@ mod tests {
         let ok = NearSettings::default();
         ok.validate().unwrap();
         for (bad, name) in [
-            (NearSettings { max_entries: 0, ..ok.clone() }, "max_entries"),
-            (NearSettings { max_bytes: 10, ..ok.clone() }, "max_bytes"),
-            (NearSettings { ttl_cap: Duration::ZERO, ..ok.clone() }, "ttl_cap"),
-            (NearSettings { ttl_cap: Duration::MAX, ..ok.clone() }, "ttl_cap"),
-            (NearSettings { stall_timeout: Duration::ZERO, ..ok.clone() }, "stall_timeout"),
-            (NearSettings { stall_timeout: Duration::MAX, ..ok.clone() }, "stall_timeout"),
+            (
+                NearSettings {
+                    max_entries: 0,
+                    ..ok.clone()
+                },
+                "max_entries",
+            ),
+            (
+                NearSettings {
+                    max_bytes: 10,
+                    ..ok.clone()
+                },
+                "max_bytes",
+            ),
+            (
+                NearSettings {
+                    ttl_cap: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "ttl_cap",
+            ),
+            (
+                NearSettings {
+                    ttl_cap: Duration::MAX,
+                    ..ok.clone()
+                },
+                "ttl_cap",
+            ),
+            (
+                NearSettings {
+                    stall_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "stall_timeout",
+            ),
+            (
+                NearSettings {
+                    stall_timeout: Duration::MAX,
+                    ..ok.clone()
+                },
+                "stall_timeout",
+            ),
         ] {
             match bad.validate() {
                 Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, name),

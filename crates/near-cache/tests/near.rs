@@ -69,7 +69,11 @@ async fn values_are_kept_and_invalidated_by_another_clients_writes() {
         assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"v1"[..]));
     }
     let after = near.stats();
-    assert_eq!(after.hits - before.hits, keys.len() as u64, "the second pass is served from memory");
+    assert_eq!(
+        after.hits - before.hits,
+        keys.len() as u64,
+        "the second pass is served from memory"
+    );
     assert_eq!(after.misses, before.misses);
 
     let mut delays = Vec::new();
@@ -79,7 +83,10 @@ async fn values_are_kept_and_invalidated_by_another_clients_writes() {
     }
     delays.sort();
     let p99 = delays[delays.len() * 99 / 100];
-    eprintln!("invalidation seen after p50 {:?}, p99 {p99:?}", delays[delays.len() / 2]);
+    eprintln!(
+        "invalidation seen after p50 {:?}, p99 {p99:?}",
+        delays[delays.len() / 2]
+    );
     assert!(near.stats().invalidations >= keys.len() as u64);
     // Absent keys are kept too, and invalidated when they appear.
     assert_eq!(near.get(b"near:inv:absent").await.unwrap(), None);
@@ -134,7 +141,9 @@ async fn reads_racing_writes_never_keep_an_older_value() {
     let mut late = Vec::new();
     for &(started, n) in &reads {
         // The newest value acknowledged before this read started.
-        let newest = (n + 1..=2000).rev().find(|&m| acked[m].load(Ordering::SeqCst) < started);
+        let newest = (n + 1..=2000)
+            .rev()
+            .find(|&m| acked[m].load(Ordering::SeqCst) < started);
         if let Some(m) = newest {
             let lag = started - acked[n + 1].load(Ordering::SeqCst);
             late.push(lag);
@@ -175,7 +184,11 @@ async fn own_writes_are_read_back_before_the_write_returns() {
             set(&client, key, &n.to_string()).await;
         }
         let got = near.get(key).await.unwrap();
-        assert_eq!(got.as_deref(), Some(n.to_string().as_bytes()), "own write {n} read back");
+        assert_eq!(
+            got.as_deref(),
+            Some(n.to_string().as_bytes()),
+            "own write {n} read back"
+        );
     }
     // A cancelled write: the guard is dropped with the future, the kept "499" is gone. (A read right
     // after a write often keeps nothing: the write's own invalidation push races it. Read until kept.)
@@ -191,7 +204,11 @@ async fn own_writes_are_read_back_before_the_write_returns() {
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(1), write).await;
-    assert_eq!(near.lookup(key), None, "the cancelled write's guard evicted the key");
+    assert_eq!(
+        near.lookup(key),
+        None,
+        "the cancelled write's guard evicted the key"
+    );
 }
 
 /// `CLIENT KILL` of the tracking connection: its invalidations are lost, so nothing it read is served
@@ -244,7 +261,10 @@ async fn a_flushed_tracking_table_drops_everything_its_connection_read() {
     let _: String = cluster.nodes()[0].command(["FLUSHALL"]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     for i in 0..50 {
-        assert_eq!(near.get(format!("near:flush:{i}").as_bytes()).await.unwrap(), None);
+        assert_eq!(
+            near.get(format!("near:flush:{i}").as_bytes()).await.unwrap(),
+            None
+        );
     }
 }
 
@@ -285,16 +305,32 @@ async fn a_migrating_slot_is_not_cached() {
         .unwrap();
     let port = target.port().to_string();
     let _: String = source
-        .command(["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", "near:migrate"])
+        .command([
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "near:migrate",
+        ])
         .await
         .unwrap();
     // MIGRATE deleted the key on the source: its invalidation reached the near cache.
     let before = near.stats();
     for _ in 0..3 {
-        assert_eq!(near.get(key).await.unwrap().as_deref(), Some(&b"on source"[..]), "read via ASK");
+        assert_eq!(
+            near.get(key).await.unwrap().as_deref(),
+            Some(&b"on source"[..]),
+            "read via ASK"
+        );
     }
     let after = near.stats();
-    assert_eq!(after.hits, before.hits, "nothing served from memory while the slot migrates");
+    assert_eq!(
+        after.hits, before.hits,
+        "nothing served from memory while the slot migrates"
+    );
     assert_eq!(after.not_kept - before.not_kept, 3, "the ASK reads were not kept");
     assert_eq!(near.lookup(key), None);
     for node in cluster.primaries().await.unwrap() {
@@ -336,7 +372,10 @@ async fn opt_in_and_broadcast_modes_invalidate_too() {
         for i in 0..100 {
             let key = format!("{prefix}:{i}");
             set(&writer, key.as_bytes(), "v1").await;
-            assert_eq!(near.get(key.as_bytes()).await.unwrap().as_deref(), Some(&b"v1"[..]));
+            assert_eq!(
+                near.get(key.as_bytes()).await.unwrap().as_deref(),
+                Some(&b"v1"[..])
+            );
             kept(&near, key.as_bytes()).await;
             set(&writer, key.as_bytes(), "v2").await;
             until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
@@ -369,6 +408,7 @@ async fn memory_stays_within_the_entry_and_byte_bounds() {
     assert!(stats.entries <= 500, "{stats:?}");
     assert!(stats.bytes <= 256 * 1024, "{stats:?}");
     assert!(stats.entries > 50, "still caching: {stats:?}");
+    assert!(stats.evictions >= 1_000, "evictions counted: {stats:?}");
 }
 
 /// kill -9 and SIGSTOP of the key's primary: values it tracked stop being served before the promoted
@@ -404,13 +444,24 @@ async fn failover_drops_the_values_of_the_failed_primary() {
             .wait_for_promotion(victim, Duration::from_secs(20))
             .await
             .unwrap();
-        eprintln!("{fault}: {} promoted after {:?}", promoted.addr(), started.elapsed());
+        eprintln!(
+            "{fault}: {} promoted after {:?}",
+            promoted.addr(),
+            started.elapsed()
+        );
         let new = format!("new{round}");
         let written = loop {
-            if writer.set(key, new.as_bytes(), SetOptions::default()).await.is_ok() {
+            if writer
+                .set(key, new.as_bytes(), SetOptions::default())
+                .await
+                .is_ok()
+            {
                 break Instant::now();
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "the new primary takes writes");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the new primary takes writes"
+            );
         };
         // The reading client may not know of the promotion yet (it fails fast, then refreshes): every
         // read that succeeds returns the new value.
@@ -427,10 +478,18 @@ async fn failover_drops_the_values_of_the_failed_primary() {
             "{fault}: first near read after the write: {got:?} ({:?} after it, {failed} failed reads before)",
             written.elapsed()
         );
-        assert_eq!(got.as_deref(), Some(new.as_bytes()), "{fault}: no stale read after the failover");
+        assert_eq!(
+            got.as_deref(),
+            Some(new.as_bytes()),
+            "{fault}: no stale read after the failover"
+        );
         // Every key of the failed shard: old values are gone or updated, never served stale after a write.
         for other in &keys {
-            while writer.set(other, new.as_bytes(), SetOptions::default()).await.is_err() {
+            while writer
+                .set(other, new.as_bytes(), SetOptions::default())
+                .await
+                .is_err()
+            {
                 assert!(started.elapsed() < Duration::from_secs(30), "writes resume");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -453,9 +512,45 @@ async fn kept(near: &NearCache, key: &[u8]) {
         }
         near.get(key).await.unwrap();
     }
-    panic!("{:?} was never kept: {:?}", String::from_utf8_lossy(key), near.stats());
+    panic!(
+        "{:?} was never kept: {:?}",
+        String::from_utf8_lossy(key),
+        near.stats()
+    );
 }
 
 fn sharding_slot(key: &[u8]) -> u16 {
     sharding::key_slot(key)
+}
+
+/// The local TTL cap: a kept value is not served past it, whatever the servers say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_served_past_the_local_ttl_cap() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let writer = client(&cluster).await;
+    let near = near(
+        &cluster,
+        NearSettings {
+            ttl_cap: Duration::from_millis(300),
+            ..NearSettings::default()
+        },
+    )
+    .await;
+    set(&writer, b"near:cap", "v").await;
+    kept(&near, b"near:cap").await;
+    let kept_at = Instant::now();
+    while near.lookup(b"near:cap").is_some() {
+        assert!(
+            kept_at.elapsed() < Duration::from_millis(400),
+            "served past the 300 ms cap"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        kept_at.elapsed() >= Duration::from_millis(250),
+        "not dropped early: {:?}",
+        kept_at.elapsed()
+    );
+    assert!(near.stats().dropped >= 1);
 }

@@ -96,7 +96,10 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
         .command_timeout(Duration::from_secs(1))
         .build()?;
     let writer = ClusterClient::connect(config.clone()).await?;
-    let near = NearCache::new(ClusterClient::connect(config.clone()).await?, NearSettings::default())?;
+    let near = NearCache::new(
+        ClusterClient::connect(config.clone()).await?,
+        NearSettings::default(),
+    )?;
     let control = ClusterClient::connect(config.clone()).await?;
     let cached = Arc::new(RedisRs::cached_with_timeouts(&cluster.seeds(), Duration::from_secs(1)).await?);
 
@@ -104,9 +107,7 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
     let micros = move || origin.elapsed().as_micros() as u64;
     let acks: Arc<Vec<Acks>> = Arc::new((0..KEYS).map(|_| Acks::default()).collect());
     for i in 0..KEYS {
-        writer
-            .set(key(i).as_bytes(), b"0", SetOptions::default())
-            .await?;
+        writer.set(key(i).as_bytes(), b"0", SetOptions::default()).await?;
     }
     writer.wait(key(0).as_bytes(), 1, Duration::from_secs(1)).await?;
     for a in acks.iter() {
@@ -187,8 +188,12 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
             "near cache (ours)",
             Arc::new(move |k: String| {
                 let near = near.clone();
-                Box::pin(async move { near.get(k.as_bytes()).await.map(|v| parse(v.as_deref())).map_err(|_| ()) })
-                    as ReadFuture
+                Box::pin(async move {
+                    near.get(k.as_bytes())
+                        .await
+                        .map(|v| parse(v.as_deref()))
+                        .map_err(|_| ())
+                }) as ReadFuture
             }),
         )
     };
@@ -215,8 +220,13 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
             "control: plain GETs (no local cache)",
             Arc::new(move |k: String| {
                 let control = control.clone();
-                Box::pin(async move { control.get(k.as_bytes()).await.map(|v| parse(v.as_deref())).map_err(|_| ()) })
-                    as ReadFuture
+                Box::pin(async move {
+                    control
+                        .get(k.as_bytes())
+                        .await
+                        .map(|v| parse(v.as_deref()))
+                        .map_err(|_| ())
+                }) as ReadFuture
             }),
         )
     };
@@ -225,7 +235,7 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
     // catch serving stale values.
     let naive_reads = {
         let control = control.clone();
-        let map: Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<u64>)>>> = Arc::default();
+        let map: Arc<NaiveMap> = Arc::default();
         start_readers(
             "negative control: local map, 1 s TTL, no invalidation",
             Arc::new(move |k: String| {
@@ -236,7 +246,11 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
                     {
                         return Ok(v);
                     }
-                    let v = control.get(k.as_bytes()).await.map(|v| parse(v.as_deref())).map_err(|_| ())?;
+                    let v = control
+                        .get(k.as_bytes())
+                        .await
+                        .map(|v| parse(v.as_deref()))
+                        .map_err(|_| ())?;
                     map.lock().map_err(|_| ())?.insert(k, (Instant::now(), v));
                     Ok(v)
                 }) as ReadFuture
@@ -266,13 +280,19 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
             killed += 1;
         }
     }
-    notes.push(format!("CLIENT KILL closed {killed} tracking connections (ours and redis-rs's)"));
+    notes.push(format!(
+        "CLIENT KILL closed {killed} tracking connections (ours and redis-rs's)"
+    ));
     tokio::time::sleep(HOLD).await;
 
     phase("kill -9 of a primary", &mut phases);
-    let victim = cluster.primary_for_slot(sharding::key_slot(key(0).as_bytes())).await?;
+    let victim = cluster
+        .primary_for_slot(sharding::key_slot(key(0).as_bytes()))
+        .await?;
     victim.kill()?;
-    let promoted = cluster.wait_for_promotion(victim, Duration::from_secs(30)).await?;
+    let promoted = cluster
+        .wait_for_promotion(victim, Duration::from_secs(30))
+        .await?;
     notes.push(format!("kill -9 {}: {} promoted", victim.addr(), promoted.addr()));
     tokio::time::sleep(HOLD).await;
     victim.restart().await?;
@@ -281,7 +301,9 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
 
     phase("manual failover", &mut phases);
     cluster.wait_until_healthy(Duration::from_secs(60)).await?;
-    let primary = cluster.primary_for_slot(sharding::key_slot(key(1).as_bytes())).await?;
+    let primary = cluster
+        .primary_for_slot(sharding::key_slot(key(1).as_bytes()))
+        .await?;
     let replica = cluster
         .replicas_of(primary)
         .await?
@@ -294,7 +316,11 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
         anyhow::ensure!(Instant::now() < deadline, "the manual failover did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    notes.push(format!("manual failover: {} took over from {}", replica.addr(), primary.addr()));
+    notes.push(format!(
+        "manual failover: {} took over from {}",
+        replica.addr(),
+        primary.addr()
+    ));
     tokio::time::sleep(HOLD).await;
 
     phase("slot migration", &mut phases);
@@ -328,7 +354,11 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
     };
     paused.resume()?;
     let promoted = promoted?;
-    notes.push(format!("SIGSTOP {}: {} promoted, then resumed", paused.addr(), promoted.addr()));
+    notes.push(format!(
+        "SIGSTOP {}: {} promoted, then resumed",
+        paused.addr(),
+        promoted.addr()
+    ));
     cluster.wait_until_healthy(Duration::from_secs(60)).await?;
     tokio::time::sleep(HOLD).await;
 
@@ -370,6 +400,9 @@ pub(crate) async fn near_cache(rate: u32) -> Result<(Vec<Verdict>, Vec<String>)>
     Ok((verdicts, notes))
 }
 
+/// The negative control's local map: key to (when read, value).
+type NaiveMap = std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<u64>)>>;
+
 type ReadFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<u64>, ()>> + Send>>;
 
 /// Checks `reads` against the acknowledged writes.
@@ -393,13 +426,19 @@ pub(crate) fn check(
             let stale_for = started - at;
             staleness.push(stale_for);
             if stale_for > BOUND.as_micros() as u64 {
-                let phase = phases.iter().rposition(|&(_, begun)| begun <= started).unwrap_or(0);
+                let phase = phases
+                    .iter()
+                    .rposition(|&(_, begun)| begun <= started)
+                    .unwrap_or(0);
                 by_phase[phase].1 += 1;
             }
         }
     }
     staleness.sort_unstable();
-    let past_bound = staleness.iter().filter(|&&s| s > BOUND.as_micros() as u64).count();
+    let past_bound = staleness
+        .iter()
+        .filter(|&&s| s > BOUND.as_micros() as u64)
+        .count();
     Verdict {
         name,
         reads: reads.len(),
@@ -456,12 +495,12 @@ mod tests {
         let acks = vec![vec![(0, 0), (1, 1_000), (2, 300_000)]];
         let phases = vec![("warm-up".to_string(), 0), ("fault".to_string(), 200_000)];
         let reads = [
-            (0, 500, Some(0)),        // before 1 was acknowledged: fine
-            (0, 3_000, Some(0)),      // 2 ms stale
-            (0, 250_000, Some(0)),    // 249 ms stale, past the bound, during "fault"
-            (0, 250_000, Some(1)),    // fine
-            (0, 400_000, Some(2)),    // fine
-            (0, 400_000, None),       // absent: stale since the first write
+            (0, 500, Some(0)),     // before 1 was acknowledged: fine
+            (0, 3_000, Some(0)),   // 2 ms stale
+            (0, 250_000, Some(0)), // 249 ms stale, past the bound, during "fault"
+            (0, 250_000, Some(1)), // fine
+            (0, 400_000, Some(2)), // fine
+            (0, 400_000, None),    // absent: stale since the first write
         ];
         let v = check("t", &reads, 0, &acks, &phases);
         assert_eq!(v.stale, 3);

@@ -435,7 +435,9 @@ pub(super) async fn run_redis_rs_cached(
         async move {
             match call {
                 Call::Get(k) => reads.get::<_, Option<Vec<u8>>>(k).await.is_ok(),
-                Call::Set(k) | Call::VersionedSet(k) => writes.set::<_, _, ()>(k, value.as_slice()).await.is_ok(),
+                Call::Set(k) | Call::VersionedSet(k) => {
+                    writes.set::<_, _, ()>(k, value.as_slice()).await.is_ok()
+                }
                 Call::GetMany(many) => reads
                     .mget::<_, Vec<Option<Vec<u8>>>>(&many)
                     .await

@@ -31,7 +31,8 @@ pub(crate) use report::{median_ops_per_sec, print_table};
 
 use crate::redis_rs_baseline::RedisRs;
 use drivers::{
-    fill, fill_cache, run_cache, run_fred_clients, run_near, run_ours, run_per_node, run_redis_rs, run_redis_rs_cached,
+    fill, fill_cache, run_cache, run_fred_clients, run_near, run_ours, run_per_node, run_redis_rs,
+    run_redis_rs_cached,
 };
 use fred::prelude::Client as FredClient;
 use report::Report;
@@ -226,7 +227,10 @@ pub(crate) async fn run_all(
     // The near cache gets a client of its own (tracking is per client); `ours` writes.
     let near = if clients.contains(&ClientKind::Near) {
         let reader = ClusterClient::connect(config.clone()).await?;
-        Some(near_cache::NearCache::new(reader, near_cache::NearSettings::default())?)
+        Some(near_cache::NearCache::new(
+            reader,
+            near_cache::NearSettings::default(),
+        )?)
     } else {
         None
     };
@@ -280,8 +284,14 @@ pub(crate) async fn run_all(
                     ClientKind::RedisRsCached => {
                         if let Some((cached, writer)) = &peers.redis_rs_cached {
                             runs.push(
-                                run_redis_rs_cached(cached.clone(), writer.clone(), workload, args, value.clone())
-                                    .await,
+                                run_redis_rs_cached(
+                                    cached.clone(),
+                                    writer.clone(),
+                                    workload,
+                                    args,
+                                    value.clone(),
+                                )
+                                .await,
                             );
                         }
                     }

@@ -187,7 +187,7 @@ mod tests {
             p99_us: 0,
             p999_us: 0,
             cpu_us_per_op: 0.0,
-        hit_ratio: None,
+            hit_ratio: None,
             timeline: Vec::new(),
         }
     }
