@@ -27,24 +27,33 @@
 //! The store is [`quick_cache`] (S3-FIFO), bounded in entries and bytes (see [`NearSettings`]),
 //! chosen over moka by `cargo bench -p benches --bench near_store` (docs/RESULTS.md).
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use cluster_client::ClusterClient;
+//! ```
+//! use cluster_client::{ClusterClient, SetOptions};
 //! use cluster_config::ClusterConfig;
 //! use near_cache::{NearCache, NearSettings};
-//!
-//! let client = ClusterClient::connect(ClusterConfig::from_env()?).await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let _lock = local_cluster::test_lock::shared().await?;
+//! # let cluster = local_cluster::LocalCluster::shared().await?;
+//! # let seeds = cluster.seeds();
+//! // `seeds` is a list of "host:port" (for example from REDIS_CLUSTER_NODES).
+//! let client = ClusterClient::connect(ClusterConfig::builder().nodes(seeds).build()?).await?;
 //! let near = NearCache::new(client.clone(), NearSettings::default())?;
-//! client.set(b"user:1", b"ada", Default::default()).await?;
-//! assert_eq!(near.get(b"user:1").await?.as_deref(), Some(&b"ada"[..])); // read, now tracked
-//! assert_eq!(near.get(b"user:1").await?.as_deref(), Some(&b"ada"[..])); // from memory
-//! {
-//!     let _guard = near.write_guard(b"user:1"); // own writes: evict before and after
-//!     client.set(b"user:1", b"grace", Default::default()).await?;
+//! client.set(b"near:doc", b"ada", SetOptions::default()).await?;
+//! assert_eq!(near.get(b"near:doc").await?.as_deref(), Some(&b"ada"[..])); // read, now tracked
+//! while near.lookup(b"near:doc").is_none() {
+//!     near.get(b"near:doc").await?; // a read racing the write's own invalidation keeps nothing
 //! }
-//! assert_eq!(near.get(b"user:1").await?.as_deref(), Some(&b"grace"[..]));
-//! println!("{:?}", near.stats());
-//! # Ok(()) }
+//! assert_eq!(near.get(b"near:doc").await?.as_deref(), Some(&b"ada"[..])); // from memory
+//! {
+//!     let _guard = near.write_guard(b"near:doc"); // own writes: evicted before and after
+//!     client.set(b"near:doc", b"grace", SetOptions::default()).await?;
+//! }
+//! assert_eq!(near.get(b"near:doc").await?.as_deref(), Some(&b"grace"[..]));
+//! assert!(near.stats().hits >= 1);
+//! client.close().await;
+//! # Ok(())
+//! # }
 //! ```
 
 #![warn(missing_docs, unreachable_pub)]
