@@ -377,6 +377,10 @@ impl NearCache {
     /// from the key's primary (and kept, when the read was tracked and nothing raced it).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         if let Some(value) = self.lookup(key) {
+            // A hit awaits nothing: a task reading hot keys in a loop would never yield, and on a
+            // runtime with few threads it would starve the tracking connections' own tasks (their
+            // replies and invalidations). Each hit takes its share of tokio's cooperative budget.
+            tokio::task::consume_budget().await;
             return Ok(value);
         }
         self.fetch(key).await

@@ -554,3 +554,59 @@ async fn nothing_is_served_past_the_local_ttl_cap() {
     );
     assert!(near.stats().dropped >= 1);
 }
+
+/// Tasks reading hot keys in a loop (every read a hit, none awaiting anything) on a 2-thread runtime:
+/// the tracking connections' tasks still run, so a miss and another client's write are served, not
+/// timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_looping_on_hits_do_not_starve_the_tracking_connections() {
+    let _lock = test_lock::shared().await.unwrap();
+    let cluster = LocalCluster::shared().await.unwrap();
+    let writer = client(&cluster).await;
+    let near = near(&cluster, NearSettings::default()).await;
+    for i in 0..100 {
+        let key = format!("near:spin:{i}");
+        set(&writer, key.as_bytes(), "hot").await;
+        kept(&near, key.as_bytes()).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    // Wall time from before the spinners start: a starved runtime also starves this task's timers.
+    let began = Instant::now();
+    let spinners: Vec<_> = (0..8)
+        .map(|t| {
+            let (near, stop) = (near.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 1) % 100;
+                    near.get(format!("near:spin:{i}").as_bytes()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    set(&writer, b"near:spin:cold", "cold").await;
+    let cold = near.get(b"near:spin:cold").await;
+    set(&writer, b"near:spin:7", "changed").await;
+    let seen = until_seen(&near, b"near:spin:7", "changed", Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.await.unwrap();
+    }
+    assert_eq!(cold.unwrap().as_deref(), Some(&b"cold"[..]));
+    eprintln!(
+        "with 8 tasks spinning on hits: a miss and a write seen in {:?} ({seen:?} for the write)",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "starved for {:?}",
+        began.elapsed()
+    );
+}
