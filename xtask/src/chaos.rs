@@ -417,6 +417,7 @@ fn write_results(args: &ChaosArgs, reports: &[DrillReport], started: SystemTime)
             crate::results::BASELINES,
             crate::results::TLS,
             crate::results::NEAR_CACHE,
+            crate::results::NEAR_FIGURES,
         ],
     );
     if let Some(dir) = path.parent() {

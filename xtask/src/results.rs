@@ -44,6 +44,13 @@ pub(crate) const TLS: Section = Section {
     end: "<!-- tls: end -->",
 };
 
+/// The near cache's load, store and memory figures (written by hand from runs of `xtask load`, the
+/// `near_store` bench and the `near_figures` example), kept by the commands that rewrite the file.
+pub(crate) const NEAR_FIGURES: Section = Section {
+    begin: "<!-- near cache figures: begin -->",
+    end: "<!-- near cache figures: end -->",
+};
+
 /// `cargo xtask chaos near-cache`'s section.
 pub(crate) const NEAR_CACHE: Section = Section {
     begin: "<!-- chaos near-cache: begin -->",
