@@ -610,3 +610,38 @@ async fn tasks_looping_on_hits_do_not_starve_the_tracking_connections() {
         began.elapsed()
     );
 }
+
+/// One standalone server with a least-privilege ACL user (no `@dangerous`): the tracking connection
+/// authenticates through `HELLO 3 AUTH`, may turn tracking on, and invalidations arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_server_and_an_acl_user_without_dangerous_commands() {
+    let _lock = test_lock::shared().await.unwrap();
+    let mut settings = local_cluster::NodeConfig::test_defaults();
+    settings.set("user", "cache on >near-secret ~* &* +@all -@dangerous");
+    let servers = local_cluster::LocalStandalone::start_with(1, settings)
+        .await
+        .unwrap();
+    let config = || {
+        ClusterConfig::builder()
+            .nodes(servers.addrs())
+            .username("cache")
+            .password(cluster_config::Password::new("near-secret"))
+            .build()
+            .unwrap()
+    };
+    let writer = ClusterClient::connect(config()).await.unwrap();
+    let near = NearCache::new(
+        ClusterClient::connect(config()).await.unwrap(),
+        NearSettings::default(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        let key = format!("near:acl:{i}");
+        set(&writer, key.as_bytes(), "v1").await;
+        kept(&near, key.as_bytes()).await;
+        set(&writer, key.as_bytes(), "v2").await;
+        until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
+    }
+    let debug = format!("{near:?} {:?}", near.client());
+    assert!(!debug.contains("near-secret"), "no password in Debug: {debug}");
+}
