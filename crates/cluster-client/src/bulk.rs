@@ -336,8 +336,8 @@ impl Settings {
             }
         }
         let dead = Arc::new(AtomicBool::new(false));
-        let (requests, requests_rx) = mpsc::unbounded_channel::<Request>();
-        let (pending, pending_rx) = mpsc::unbounded_channel::<Pending>();
+        let (requests, requests_rx) = mpsc::unbounded_channel::<Request<BytesFrame>>();
+        let (pending, pending_rx) = mpsc::unbounded_channel::<Pending<BytesFrame>>();
         let reader = tokio::spawn(read_loop(read, buf, pending_rx, dead.clone())).abort_handle();
         let writer = tokio::spawn(write_loop(
             write,
@@ -357,7 +357,7 @@ impl Settings {
 
 /// One open connection: its writer and reader tasks end when it is dropped.
 struct BulkConn {
-    requests: mpsc::UnboundedSender<Request>,
+    requests: mpsc::UnboundedSender<Request<BytesFrame>>,
     dead: Arc<AtomicBool>,
     tasks: [tokio::task::AbortHandle; 2],
 }
@@ -385,15 +385,16 @@ impl BulkConn {
     }
 }
 
-struct Request {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Vec<BytesFrame>>,
+/// A request for a connection's writer: encoded commands, how many, and who waits for the replies.
+pub(crate) struct Request<F> {
+    pub(crate) bytes: Bytes,
+    pub(crate) count: usize,
+    pub(crate) reply: oneshot::Sender<Vec<F>>,
 }
 
-impl Request {
+impl<F> Request<F> {
     /// The bytes to write, and what waits for their replies.
-    fn split(self) -> (Bytes, Pending) {
+    fn split(self) -> (Bytes, Pending<F>) {
         let waiting = Pending {
             count: self.count,
             reply: self.reply,
@@ -403,17 +404,52 @@ impl Request {
 }
 
 /// A request written (or about to be), waiting for its replies.
-struct Pending {
+pub(crate) struct Pending<F> {
     count: usize,
-    reply: oneshot::Sender<Vec<BytesFrame>>,
+    reply: oneshot::Sender<Vec<F>>,
+}
+
+/// Hands each written request its replies, in order (a connection's reader owns one).
+pub(crate) struct Dispatch<F> {
+    pending: mpsc::UnboundedReceiver<Pending<F>>,
+    current: Option<(Vec<F>, Pending<F>)>,
+}
+
+impl<F> Dispatch<F> {
+    pub(crate) fn new(pending: mpsc::UnboundedReceiver<Pending<F>>) -> Dispatch<F> {
+        Dispatch {
+            pending,
+            current: None,
+        }
+    }
+
+    /// Gives `frame` to the request waiting for it; `false` for a reply nobody asked for (the
+    /// connection is then out of step and must end).
+    pub(crate) fn deliver(&mut self, frame: F) -> bool {
+        let (replies, waiting) = match &mut self.current {
+            Some(entry) => entry,
+            None => match self.pending.try_recv() {
+                Ok(next) => self.current.insert((Vec::with_capacity(next.count), next)),
+                Err(_) => return false,
+            },
+        };
+        replies.push(frame);
+        if replies.len() == waiting.count
+            && let Some((replies, waiting)) = self.current.take()
+        {
+            // A caller that gave up (timed out) no longer listens: nothing to do.
+            let _ = waiting.reply.send(replies);
+        }
+        true
+    }
 }
 
 /// Writes requests in order, gathering those queued meanwhile into one write. Each request is handed
 /// to the reader before its bytes go out, so its replies always find it.
-async fn write_loop<W: AsyncWrite>(
+pub(crate) async fn write_loop<W: AsyncWrite, F>(
     write: W,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    pending: mpsc::UnboundedSender<Pending>,
+    mut requests: mpsc::UnboundedReceiver<Request<F>>,
+    pending: mpsc::UnboundedSender<Pending<F>>,
     dead: Arc<AtomicBool>,
     reader: tokio::task::AbortHandle,
 ) {
@@ -455,11 +491,11 @@ async fn write_loop<W: AsyncWrite>(
 async fn read_loop<R: AsyncRead>(
     read: R,
     mut buf: BytesMut,
-    mut pending: mpsc::UnboundedReceiver<Pending>,
+    pending: mpsc::UnboundedReceiver<Pending<BytesFrame>>,
     dead: Arc<AtomicBool>,
 ) {
     let mut read = std::pin::pin!(read);
-    let mut current: Option<(Vec<BytesFrame>, Pending)> = None;
+    let mut dispatch = Dispatch::new(pending);
     'connection: loop {
         loop {
             let frame = match decode_bytes_mut(&mut buf) {
@@ -467,19 +503,8 @@ async fn read_loop<R: AsyncRead>(
                 Ok(None) => break,
                 Err(_) => break 'connection,
             };
-            let (replies, waiting) = match &mut current {
-                Some(entry) => entry,
-                None => match pending.try_recv() {
-                    Ok(next) => current.insert((Vec::with_capacity(next.count), next)),
-                    Err(_) => break 'connection,
-                },
-            };
-            replies.push(frame);
-            if replies.len() == waiting.count
-                && let Some((replies, waiting)) = current.take()
-            {
-                // A caller that gave up (timed out) no longer listens: nothing to do.
-                let _ = waiting.reply.send(replies);
+            if !dispatch.deliver(frame) {
+                break 'connection;
             }
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {

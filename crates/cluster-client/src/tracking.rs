@@ -37,7 +37,7 @@ use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bulk::{Settings, encode};
+use crate::bulk::{Dispatch, Pending, Request, Settings, encode, write_loop};
 
 /// How often an idle tracking connection is checked with `PING`.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -265,7 +265,7 @@ impl TrackingSlot {
 /// One open tracking connection. Its tasks end when it is shut or dropped; then the slot's token is
 /// cleared, so nothing it tracked is served any more.
 struct TrackConn {
-    requests: mpsc::UnboundedSender<Request>,
+    requests: mpsc::UnboundedSender<Request<BytesFrame>>,
     dead: Arc<AtomicBool>,
     /// The token of this connection's tracking table (changes when the server flushes it).
     token: Arc<AtomicU64>,
@@ -350,8 +350,8 @@ impl TrackConn {
         let token = Arc::new(AtomicU64::new(new_token()));
         current.store(token.load(Ordering::Relaxed), Ordering::Release);
         let dead = Arc::new(AtomicBool::new(false));
-        let (requests, requests_rx) = mpsc::unbounded_channel::<Request>();
-        let (pending, pending_rx) = mpsc::unbounded_channel::<Pending>();
+        let (requests, requests_rx) = mpsc::unbounded_channel::<Request<BytesFrame>>();
+        let (pending, pending_rx) = mpsc::unbounded_channel::<Pending<BytesFrame>>();
         let reader = tokio::spawn(read_loop(
             read,
             buf,
@@ -362,7 +362,13 @@ impl TrackConn {
                 current: current.clone(),
             },
         ));
-        let writer = tokio::spawn(write_loop(write, requests_rx, pending));
+        let writer = tokio::spawn(write_loop(
+            write,
+            requests_rx,
+            pending,
+            dead.clone(),
+            reader.abort_handle(),
+        ));
         let conn = Arc::new_cyclic(|weak: &std::sync::Weak<TrackConn>| {
             let heartbeat = tokio::spawn(heartbeat(weak.clone(), tracking.stall_timeout));
             TrackConn {
@@ -435,51 +441,6 @@ async fn heartbeat(conn: std::sync::Weak<TrackConn>, stall: Duration) {
     }
 }
 
-struct Request {
-    bytes: Bytes,
-    count: usize,
-    reply: oneshot::Sender<Vec<BytesFrame>>,
-}
-
-struct Pending {
-    count: usize,
-    reply: oneshot::Sender<Vec<BytesFrame>>,
-}
-
-/// Writes requests in order, gathering those queued meanwhile into one write; each is handed to the
-/// reader before its bytes go out.
-async fn write_loop<W: AsyncWrite>(
-    write: W,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    pending: mpsc::UnboundedSender<Pending>,
-) {
-    let mut write = std::pin::pin!(write);
-    let mut out = BytesMut::new();
-    while let Some(first) = requests.recv().await {
-        tokio::task::yield_now().await;
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            if pending
-                .send(Pending {
-                    count: request.count,
-                    reply: request.reply,
-                })
-                .is_err()
-            {
-                return;
-            }
-            out.extend_from_slice(&request.bytes);
-            if out.len() < 256 * 1024 {
-                next = requests.try_recv().ok();
-            }
-        }
-        if write.write_all(&out).await.is_err() {
-            return;
-        }
-        out.clear();
-    }
-}
-
 /// The connection's token and the slot's, for a flush.
 struct Tables {
     own: Arc<AtomicU64>,
@@ -491,12 +452,12 @@ struct Tables {
 async fn read_loop<R: AsyncRead>(
     read: R,
     mut buf: BytesMut,
-    mut pending: mpsc::UnboundedReceiver<Pending>,
+    pending: mpsc::UnboundedReceiver<Pending<BytesFrame>>,
     sink: Arc<dyn InvalidationSink>,
     tables: Tables,
 ) {
     let mut read = std::pin::pin!(read);
-    let mut current: Option<(Vec<BytesFrame>, Pending)> = None;
+    let mut dispatch = Dispatch::new(pending);
     loop {
         loop {
             let frame = match decode_bytes_mut(&mut buf) {
@@ -506,20 +467,8 @@ async fn read_loop<R: AsyncRead>(
             };
             if let BytesFrame::Push { data, .. } = frame {
                 invalidation(data, &*sink, &tables);
-                continue;
-            }
-            let (replies, waiting) = match &mut current {
-                Some(entry) => entry,
-                None => match pending.try_recv() {
-                    Ok(next) => current.insert((Vec::with_capacity(next.count), next)),
-                    Err(_) => return,
-                },
-            };
-            replies.push(frame);
-            if replies.len() == waiting.count
-                && let Some((replies, waiting)) = current.take()
-            {
-                let _ = waiting.reply.send(replies);
+            } else if !dispatch.deliver(frame) {
+                return;
             }
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
