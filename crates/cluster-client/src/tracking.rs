@@ -127,9 +127,20 @@ pub struct TrackedGet {
     /// The value, `None` when the key does not exist.
     pub value: Option<Bytes>,
     /// The tracking connection that read it, when the server now tracks the key for it; `None` when
-    /// the read took another path (a redirect, a node without a tracking connection): such a value
-    /// must not be kept.
+    /// the read took another path (a redirect, a node without a tracking connection, a key outside
+    /// the broadcast prefixes, an opt-in the server refused): such a value must not be kept.
     pub token: Option<TrackToken>,
+    /// The key's remaining time to live on the server, when it has one: a kept value must not
+    /// outlive it (the server invalidates an expired key only once it deletes it).
+    pub ttl: Option<Duration>,
+}
+
+/// What a tracked read brought back, before the client reads it as a [`TrackedGet`].
+pub(crate) struct TrackedRead {
+    pub(crate) value: BytesFrame,
+    /// The key's remaining TTL, when it has one.
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) token: Option<TrackToken>,
 }
 
 /// Tokens are never reused (0 means none).
@@ -174,21 +185,23 @@ impl TrackingSlot {
         }
     }
 
-    /// `GET key` on the tracking connection, opened first if need be: the raw reply and the token it
-    /// is tracked under.
+    /// `GET key` and `PTTL key` on the tracking connection, opened first if need be: the raw replies
+    /// and the token they are tracked under (`None` when the server did not agree to track the read:
+    /// `CLIENT CACHING YES` refused in opt-in mode).
     pub(crate) async fn get(
         &self,
         settings: &Settings,
         tracking: &Tracking,
         key: &[u8],
         timeout: Duration,
-    ) -> Result<(BytesFrame, TrackToken), String> {
+    ) -> Result<TrackedRead, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let conn = tokio::time::timeout_at(deadline, self.connection(settings, tracking))
             .await
             .map_err(|_| "connecting the tracking connection timed out".to_string())??;
         let mut request = BytesMut::new();
-        let count = if tracking.mode == TrackingMode::OptIn {
+        let opt_in = tracking.mode == TrackingMode::OptIn;
+        if opt_in {
             encode(
                 &mut request,
                 &[
@@ -197,19 +210,40 @@ impl TrackingSlot {
                     BorrowedFrame::BulkString(b"YES"),
                 ],
             );
-            2
-        } else {
-            1
-        };
+        }
         encode(
             &mut request,
             &[BorrowedFrame::BulkString(b"GET"), BorrowedFrame::BulkString(key)],
         );
+        // The key's remaining TTL, in the same request: a key the server expires is invalidated only
+        // when the server gets round to deleting it, so a kept value must not outlive its TTL. A
+        // write between the two commands sends its invalidation before PTTL's reply, and the reader
+        // hands it over before this request completes.
+        encode(
+            &mut request,
+            &[BorrowedFrame::BulkString(b"PTTL"), BorrowedFrame::BulkString(key)],
+        );
+        let count = if opt_in { 3 } else { 2 };
         // The token is read before the request leaves: a flush after this point changes the
         // connection's token, and the value is then never served under the new one.
-        let token = TrackToken(conn.token.load(Ordering::Acquire));
+        let token = TrackToken(conn.token.load(Ordering::SeqCst));
         match tokio::time::timeout_at(deadline, conn.call(request.freeze(), count)).await {
-            Ok(Ok(mut replies)) => Ok((replies.pop().unwrap_or(BytesFrame::Null), token)),
+            Ok(Ok(replies)) => {
+                let mut replies = replies.into_iter();
+                let agreed = !opt_in || replies.next().is_some_and(|r| error_text(&r).is_none());
+                let value = replies.next().unwrap_or(BytesFrame::Null);
+                let ttl = match replies.next() {
+                    Some(BytesFrame::Number { data, .. }) if data >= 0 => {
+                        Some(Duration::from_millis(data.unsigned_abs()))
+                    }
+                    _ => None,
+                };
+                Ok(TrackedRead {
+                    value,
+                    ttl,
+                    token: agreed.then_some(token),
+                })
+            }
             Ok(Err(())) => {
                 self.detach(&conn);
                 Err("the tracking connection closed".into())
@@ -221,21 +255,27 @@ impl TrackingSlot {
         }
     }
 
-    /// Closes the connection (everything it tracked stops being served); later reads fail.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Ends the current connection, if any: what it tracked stops being served and the next read
+    /// opens a new one with a new token (a node that was replaced in a failover, so that its token
+    /// never covers anything again should it come back as a primary).
+    pub(crate) fn reset(&self) {
         if let Some(conn) = self.conn.swap(None) {
             conn.shut();
         }
-        self.current.store(0, Ordering::Release);
+    }
+
+    /// Closes the connection (everything it tracked stops being served); later reads fail.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.reset();
+        self.current.store(0, Ordering::SeqCst);
     }
 
     fn detach(&self, conn: &Arc<TrackConn>) {
         conn.shut();
-        let current = self.conn.load();
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            self.conn.store(None);
-        }
+        let _ = self
+            .conn
+            .compare_and_swap(&Some(conn.clone()), None::<Arc<TrackConn>>);
     }
 
     async fn connection(&self, settings: &Settings, tracking: &Tracking) -> Result<Arc<TrackConn>, String> {
@@ -252,6 +292,11 @@ impl TrackingSlot {
         let stream = settings.connect().await.map_err(|e| e.details().to_string())?;
         let conn = TrackConn::start(stream, settings, tracking, self.current.clone()).await?;
         self.conn.store(Some(conn.clone()));
+        // Closed while this connection was opening: it must not stay current.
+        if self.closed.load(Ordering::SeqCst) {
+            self.reset();
+            return Err("the node's connections are closed".into());
+        }
         Ok(conn)
     }
 
@@ -360,6 +405,7 @@ impl TrackConn {
             Tables {
                 own: token.clone(),
                 current: current.clone(),
+                dead: dead.clone(),
             },
         ));
         let writer = tokio::spawn(write_loop(
@@ -401,11 +447,8 @@ impl TrackConn {
     /// Marks the connection dead, clears the slot's token if it is still this connection's, and ends
     /// its tasks. Idempotent.
     fn shut(&self) {
-        self.dead.store(true, Ordering::Release);
-        let own = self.token.load(Ordering::Acquire);
-        let _ = self
-            .current
-            .compare_exchange(own, 0, Ordering::AcqRel, Ordering::Acquire);
+        self.dead.store(true, Ordering::SeqCst);
+        clear(&self.token, &self.current);
         for task in &self.tasks {
             task.abort();
         }
@@ -441,10 +484,28 @@ async fn heartbeat(conn: std::sync::Weak<TrackConn>, stall: Duration) {
     }
 }
 
-/// The connection's token and the slot's, for a flush.
+/// Clears the slot's token if it is still the connection's `own`.
+fn clear(own: &AtomicU64, current: &AtomicU64) {
+    let own = own.load(Ordering::SeqCst);
+    let _ = current.compare_exchange(own, 0, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The connection's token and the slot's, for a flush; whether the connection is dead.
 struct Tables {
     own: Arc<AtomicU64>,
     current: Arc<AtomicU64>,
+    dead: Arc<AtomicBool>,
+}
+
+/// Ends a connection's reader: marks the connection dead and clears its token at once (also when the
+/// reader is aborted), before any watcher gets round to it.
+struct ReaderExit<'a>(&'a Tables);
+
+impl Drop for ReaderExit<'_> {
+    fn drop(&mut self) {
+        self.0.dead.store(true, Ordering::SeqCst);
+        clear(&self.0.own, &self.0.current);
+    }
 }
 
 /// Decodes frames in order: an invalidation push goes to the sink before the next frame is read; a
@@ -458,6 +519,7 @@ async fn read_loop<R: AsyncRead>(
 ) {
     let mut read = std::pin::pin!(read);
     let mut dispatch = Dispatch::new(pending);
+    let _exit = ReaderExit(&tables);
     loop {
         loop {
             let frame = match decode_bytes_mut(&mut buf) {
@@ -494,25 +556,35 @@ fn invalidation(data: Vec<BytesFrame>, sink: &dyn InvalidationSink, tables: &Tab
     if !is_invalidate {
         return;
     }
-    match items.next() {
-        Some(BytesFrame::Array { data, .. }) => {
-            let keys: Vec<Bytes> = data
-                .into_iter()
-                .filter_map(|frame| match frame {
-                    BytesFrame::BlobString { data, .. } | BytesFrame::SimpleString { data, .. } => Some(data),
-                    _ => None,
-                })
-                .collect();
+    if let Some(BytesFrame::Array { data, .. }) = items.next() {
+        let keys: Option<Vec<Bytes>> = data
+            .into_iter()
+            .map(|frame| match frame {
+                BytesFrame::BlobString { data, .. } | BytesFrame::SimpleString { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys {
             sink.invalidate(&keys);
+            return;
         }
-        _ => {
-            let own = tables.own.load(Ordering::Acquire);
-            let fresh = new_token();
-            tables.own.store(fresh, Ordering::Release);
-            let _ = tables
-                .current
-                .compare_exchange(own, fresh, Ordering::AcqRel, Ordering::Acquire);
-        }
+    }
+    // `null` (the table was flushed), or a push this code cannot read: everything this connection
+    // tracked is given up under a new token.
+    let own = tables.own.load(Ordering::SeqCst);
+    let fresh = new_token();
+    tables.own.store(fresh, Ordering::SeqCst);
+    if tables
+        .current
+        .compare_exchange(own, fresh, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+        && tables.dead.load(Ordering::SeqCst)
+    {
+        // Shut meanwhile (it may have read `own` before the new token was current): the
+        // connection is dead, so its new token must not stay current either.
+        let _ = tables
+            .current
+            .compare_exchange(fresh, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -552,6 +624,7 @@ mod tests {
         let tables = Tables {
             own: Arc::new(AtomicU64::new(7)),
             current: Arc::new(AtomicU64::new(7)),
+            dead: Arc::new(AtomicBool::new(false)),
         };
         let keys = BytesFrame::Array {
             data: vec![blob("a"), blob("b")],
@@ -575,9 +648,60 @@ mod tests {
         let tables = Tables {
             own: Arc::new(AtomicU64::new(3)),
             current: Arc::new(AtomicU64::new(9)),
+            dead: Arc::new(AtomicBool::new(false)),
         };
         invalidation(vec![blob("invalidate"), BytesFrame::Null], &seen, &tables);
         assert_eq!(tables.current.load(Ordering::Relaxed), 9);
+    }
+
+    #[test]
+    fn a_flush_on_a_connection_shut_meanwhile_leaves_no_token_current() {
+        // `shut` ran while the flush was under way: it read the old token, so its clearing missed the
+        // new one; the flush sees the connection dead and clears it itself.
+        let seen = Seen::default();
+        let tables = Tables {
+            own: Arc::new(AtomicU64::new(5)),
+            current: Arc::new(AtomicU64::new(5)),
+            dead: Arc::new(AtomicBool::new(true)),
+        };
+        invalidation(vec![blob("invalidate"), BytesFrame::Null], &seen, &tables);
+        assert_eq!(tables.current.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_push_whose_keys_cannot_be_read_counts_as_a_flush() {
+        let seen = Seen::default();
+        let tables = Tables {
+            own: Arc::new(AtomicU64::new(4)),
+            current: Arc::new(AtomicU64::new(4)),
+            dead: Arc::new(AtomicBool::new(false)),
+        };
+        let keys = BytesFrame::Array {
+            data: vec![
+                blob("a"),
+                BytesFrame::Number {
+                    data: 1,
+                    attributes: None,
+                },
+            ],
+            attributes: None,
+        };
+        invalidation(vec![blob("invalidate"), keys], &seen, &tables);
+        assert!(seen.0.lock().unwrap().is_empty());
+        let now = tables.current.load(Ordering::Relaxed);
+        assert!(now != 4 && now != 0, "a new token: {now}");
+    }
+
+    #[test]
+    fn a_reader_that_ends_clears_its_token() {
+        let tables = Tables {
+            own: Arc::new(AtomicU64::new(8)),
+            current: Arc::new(AtomicU64::new(8)),
+            dead: Arc::new(AtomicBool::new(false)),
+        };
+        drop(ReaderExit(&tables));
+        assert_eq!(tables.current.load(Ordering::Relaxed), 0);
+        assert!(tables.dead.load(Ordering::Relaxed));
     }
 
     #[test]

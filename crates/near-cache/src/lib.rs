@@ -22,7 +22,9 @@
 //!   write is sent and again when the guard drops (also when the write's future is cancelled), and
 //!   both times bumps the key's generation, so a read that was in flight meanwhile installs nothing.
 //!   cache-facade wraps every write it makes.
-//! - **Nothing is served forever**: every value expires from memory after [`NearSettings::ttl_cap`].
+//! - **Nothing is served forever**: every value expires from memory after [`NearSettings::ttl_cap`],
+//!   and never later than the key's own TTL on the server (read with `PTTL` in the same request: the
+//!   server invalidates an expired key only when it gets round to deleting it).
 //!
 //! The store is [`quick_cache`] (S3-FIFO), bounded in entries and bytes (see [`NearSettings`]),
 //! chosen over moka by `cargo bench -p benches --bench near_store` (docs/RESULTS.md).
@@ -386,7 +388,8 @@ impl NearCache {
         self.fetch(key).await
     }
 
-    /// The kept value, if it may be served: `Some(None)` is a kept absence.
+    /// The kept value, if it may be served: `Some(None)` is a kept absence. Synchronous: unlike
+    /// [`get`](Self::get) it never yields, so a task that loops on it alone should yield itself.
     pub fn lookup(&self, key: &[u8]) -> Option<Option<Bytes>> {
         let shared = &*self.shared;
         let entry = shared.store.get(key)?;
@@ -414,18 +417,24 @@ impl NearCache {
             || generation.load(Ordering::SeqCst) == before && shared.epoch.load(Ordering::SeqCst) == epoch;
         match read.token {
             Some(token) if unchanged() => {
+                // Never past the key's own TTL on the server: an expired key is invalidated only when
+                // the server deletes it, which may be much later.
+                let keep = read.ttl.map_or(self.ttl_cap, |ttl| ttl.min(self.ttl_cap));
+                let expires = Instant::now() + keep;
                 let entry = Entry {
                     // A copy: the read's bytes are a slice of the connection's read buffer, which a
                     // kept slice would hold in memory whole.
                     value: read.value.as_deref().map(Bytes::copy_from_slice),
                     token,
-                    expires: Instant::now() + self.ttl_cap,
+                    expires,
                 };
                 shared.store.insert(Bytes::copy_from_slice(key), entry);
                 if !unchanged() {
                     // An invalidation ran between the check and the insert; its removal may have come
-                    // first.
-                    shared.store.remove(key);
+                    // first. Only this entry goes: a newer one installed meanwhile stays.
+                    shared
+                        .store
+                        .remove_if(key, |kept| kept.token == token && kept.expires == expires);
                     shared.not_kept.add(1);
                 }
             }

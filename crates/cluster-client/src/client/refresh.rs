@@ -90,6 +90,8 @@ impl Inner {
                 .any(|(old_primary, _, _)| *old_primary == handle.addr)
             {
                 handle.set_replaced(true);
+                // Its tracking connection must not vouch for anything again (see `tracking`).
+                handle.tracking().reset();
             }
         }
         for handle in &primaries {

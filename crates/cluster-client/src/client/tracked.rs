@@ -6,7 +6,7 @@ use sharding::key_slot;
 
 use super::ClusterClient;
 use crate::Error;
-use crate::tracking::{TrackToken, TrackedGet, Tracking, error_text};
+use crate::tracking::{TrackToken, TrackedGet, TrackedRead, Tracking, TrackingMode, error_text};
 
 impl ClusterClient {
     /// Turns on key tracking for a near cache: from now on, [`get_tracked`](Self::get_tracked) reads
@@ -32,10 +32,22 @@ impl ClusterClient {
     #[tracing::instrument(level = "debug", name = "rcc.call", skip_all, fields(command = "GET"))]
     pub async fn get_tracked(&self, key: &[u8]) -> Result<TrackedGet, Error> {
         self.check_key(key)?;
-        let untracked = |value| TrackedGet { value, token: None };
+        let untracked = |value| TrackedGet {
+            value,
+            token: None,
+            ttl: None,
+        };
         let Some(tracking) = self.inner.tracking.get() else {
             return Ok(untracked(self.get(key).await?));
         };
+        // In broadcast mode the server invalidates only the keys under its prefixes: another key's
+        // value could never be kept safely.
+        if let TrackingMode::Broadcast { prefixes } = tracking.mode()
+            && !prefixes.is_empty()
+            && !prefixes.iter().any(|p| key.starts_with(p))
+        {
+            return Ok(untracked(self.get(key).await?));
+        }
         let slot = key_slot(key);
         let node = match self.inner.primary_for(key, slot) {
             Some(node) if !node.is_replaced() && self.inner.reshard.load().is_none() => node,
@@ -48,15 +60,25 @@ impl ClusterClient {
             .get(node.bulk().settings(), tracking, key, timeout)
             .await
         {
-            Ok((BytesFrame::BlobString { data, .. }, token)) => Ok(TrackedGet {
+            Ok(TrackedRead {
+                value: BytesFrame::BlobString { data, .. },
+                token,
+                ttl,
+            }) => Ok(TrackedGet {
                 value: Some(data),
-                token: Some(token),
+                token,
+                ttl,
             }),
-            Ok((BytesFrame::Null, token)) => Ok(TrackedGet {
+            Ok(TrackedRead {
+                value: BytesFrame::Null,
+                token,
+                ttl,
+            }) => Ok(TrackedGet {
                 value: None,
-                token: Some(token),
+                token,
+                ttl,
             }),
-            Ok((frame, _)) => {
+            Ok(TrackedRead { value: frame, .. }) => {
                 match error_text(&frame) {
                     Some(message) if message.starts_with("MOVED") || message.starts_with("CLUSTERDOWN") => {
                         self.inner.refresh_wanted.notify_one();
