@@ -412,6 +412,8 @@ impl NearCache {
         let generation = shared.generation(key);
         let before = generation.load(Ordering::SeqCst);
         let epoch = shared.epoch.load(Ordering::SeqCst);
+        // Expiry counts from before the read leaves: the server's TTL is measured after it.
+        let sent = Instant::now();
         let read = self.client.get_tracked(key).await?;
         let unchanged =
             || generation.load(Ordering::SeqCst) == before && shared.epoch.load(Ordering::SeqCst) == epoch;
@@ -420,7 +422,7 @@ impl NearCache {
                 // Never past the key's own TTL on the server: an expired key is invalidated only when
                 // the server deletes it, which may be much later.
                 let keep = read.ttl.map_or(self.ttl_cap, |ttl| ttl.min(self.ttl_cap));
-                let expires = Instant::now() + keep;
+                let expires = sent + keep;
                 let entry = Entry {
                     // A copy: the read's bytes are a slice of the connection's read buffer, which a
                     // kept slice would hold in memory whole.
