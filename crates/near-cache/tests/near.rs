@@ -721,3 +721,28 @@ async fn a_kept_value_does_not_outlive_its_ttl_on_the_server() {
         "expired on the server too"
     );
 }
+
+/// Mutual TLS: the tracking connection opens its own TLS session (the client certificate, the CA)
+/// and says `HELLO 3` over it; values are kept and invalidated as in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracking_connection_speaks_mutual_tls() {
+    let _lock = test_lock::shared().await.unwrap();
+    let nodes = local_cluster::LocalStandalone::start_tls(1, local_cluster::TlsClientAuth::Required)
+        .await
+        .unwrap();
+    let config = || nodes.config_builder().build().unwrap();
+    let writer = ClusterClient::connect(config()).await.unwrap();
+    let near = NearCache::new(
+        ClusterClient::connect(config()).await.unwrap(),
+        NearSettings::default(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        let key = format!("near:tls:{i}");
+        set(&writer, key.as_bytes(), "v1").await;
+        kept(&near, key.as_bytes()).await;
+        set(&writer, key.as_bytes(), "v2").await;
+        until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
+    }
+    assert!(near.stats().invalidations >= 50, "{:?}", near.stats());
+}
