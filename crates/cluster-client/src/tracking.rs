@@ -618,14 +618,19 @@ mod tests {
         }
     }
 
+    /// A connection's token `own`, the slot's `current`, and whether the connection is dead.
+    fn tables(own: u64, current: u64, dead: bool) -> Tables {
+        Tables {
+            own: Arc::new(AtomicU64::new(own)),
+            current: Arc::new(AtomicU64::new(current)),
+            dead: Arc::new(AtomicBool::new(dead)),
+        }
+    }
+
     #[test]
     fn pushes_of_keys_reach_the_sink_and_a_null_push_changes_the_token() {
         let seen = Seen::default();
-        let tables = Tables {
-            own: Arc::new(AtomicU64::new(7)),
-            current: Arc::new(AtomicU64::new(7)),
-            dead: Arc::new(AtomicBool::new(false)),
-        };
+        let tables = tables(7, 7, false);
         let keys = BytesFrame::Array {
             data: vec![blob("a"), blob("b")],
             attributes: None,
@@ -645,11 +650,7 @@ mod tests {
     #[test]
     fn a_flush_of_a_connection_that_is_no_longer_current_leaves_the_slot_alone() {
         let seen = Seen::default();
-        let tables = Tables {
-            own: Arc::new(AtomicU64::new(3)),
-            current: Arc::new(AtomicU64::new(9)),
-            dead: Arc::new(AtomicBool::new(false)),
-        };
+        let tables = tables(3, 9, false);
         invalidation(vec![blob("invalidate"), BytesFrame::Null], &seen, &tables);
         assert_eq!(tables.current.load(Ordering::Relaxed), 9);
     }
@@ -659,11 +660,7 @@ mod tests {
         // `shut` ran while the flush was under way: it read the old token, so its clearing missed the
         // new one; the flush sees the connection dead and clears it itself.
         let seen = Seen::default();
-        let tables = Tables {
-            own: Arc::new(AtomicU64::new(5)),
-            current: Arc::new(AtomicU64::new(5)),
-            dead: Arc::new(AtomicBool::new(true)),
-        };
+        let tables = tables(5, 5, true);
         invalidation(vec![blob("invalidate"), BytesFrame::Null], &seen, &tables);
         assert_eq!(tables.current.load(Ordering::Relaxed), 0);
     }
@@ -671,11 +668,7 @@ mod tests {
     #[test]
     fn a_push_whose_keys_cannot_be_read_counts_as_a_flush() {
         let seen = Seen::default();
-        let tables = Tables {
-            own: Arc::new(AtomicU64::new(4)),
-            current: Arc::new(AtomicU64::new(4)),
-            dead: Arc::new(AtomicBool::new(false)),
-        };
+        let tables = tables(4, 4, false);
         let keys = BytesFrame::Array {
             data: vec![
                 blob("a"),
@@ -694,11 +687,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_ends_clears_its_token() {
-        let tables = Tables {
-            own: Arc::new(AtomicU64::new(8)),
-            current: Arc::new(AtomicU64::new(8)),
-            dead: Arc::new(AtomicBool::new(false)),
-        };
+        let tables = tables(8, 8, false);
         drop(ReaderExit(&tables));
         assert_eq!(tables.current.load(Ordering::Relaxed), 0);
         assert!(tables.dead.load(Ordering::Relaxed));

@@ -389,17 +389,7 @@ async fn opt_in_and_broadcast_modes_invalidate_too() {
             },
         )
         .await;
-        for i in 0..100 {
-            let key = format!("{prefix}:{i}");
-            set(&writer, key.as_bytes(), "v1").await;
-            assert_eq!(
-                near.get(key.as_bytes()).await.unwrap().as_deref(),
-                Some(&b"v1"[..])
-            );
-            kept(&near, key.as_bytes()).await;
-            set(&writer, key.as_bytes(), "v2").await;
-            until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
-        }
+        keep_then_invalidate(&writer, &near, prefix, 100).await;
         if let TrackingMode::Broadcast { .. } = mode {
             // A key outside the prefixes would never be invalidated: it is read, never kept.
             set(&writer, b"near:other", "x").await;
@@ -558,6 +548,22 @@ async fn failover_drops_the_values_of_the_failed_primary() {
     }
 }
 
+/// For `count` keys under `prefix`: write v1, read it back, read until kept, write v2 through `writer`, and wait (1 s
+/// at most) until the near cache serves v2.
+async fn keep_then_invalidate(writer: &ClusterClient, near: &NearCache, prefix: &str, count: usize) {
+    for i in 0..count {
+        let key = format!("{prefix}:{i}");
+        set(writer, key.as_bytes(), "v1").await;
+        assert_eq!(
+            near.get(key.as_bytes()).await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        kept(near, key.as_bytes()).await;
+        set(writer, key.as_bytes(), "v2").await;
+        until_seen(near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
+    }
+}
+
 /// Reads `key` until the near cache keeps it (a read racing an invalidation keeps nothing).
 async fn kept(near: &NearCache, key: &[u8]) {
     for _ in 0..100 {
@@ -686,13 +692,7 @@ async fn a_standalone_server_and_an_acl_user_without_dangerous_commands() {
         NearSettings::default(),
     )
     .unwrap();
-    for i in 0..50 {
-        let key = format!("near:acl:{i}");
-        set(&writer, key.as_bytes(), "v1").await;
-        kept(&near, key.as_bytes()).await;
-        set(&writer, key.as_bytes(), "v2").await;
-        until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
-    }
+    keep_then_invalidate(&writer, &near, "near:acl", 50).await;
     let debug = format!("{near:?} {:?}", near.client());
     assert!(!debug.contains("near-secret"), "no password in Debug: {debug}");
 }
@@ -737,12 +737,6 @@ async fn the_tracking_connection_speaks_mutual_tls() {
         NearSettings::default(),
     )
     .unwrap();
-    for i in 0..50 {
-        let key = format!("near:tls:{i}");
-        set(&writer, key.as_bytes(), "v1").await;
-        kept(&near, key.as_bytes()).await;
-        set(&writer, key.as_bytes(), "v2").await;
-        until_seen(&near, key.as_bytes(), "v2", Duration::from_secs(1)).await;
-    }
+    keep_then_invalidate(&writer, &near, "near:tls", 50).await;
     assert!(near.stats().invalidations >= 50, "{:?}", near.stats());
 }
