@@ -1,8 +1,17 @@
-//! What a versioned write costs the server, per key, against a plain `SET`, read from the server's
-//! own accounting (`INFO commandstats`: microseconds of execution per call) on a fresh one-primary
-//! local cluster: plain `SET`; one `LWW_SCRIPT` call per key, journaled (it reads `INFO replication`)
-//! and not; `LWW_MANY_SCRIPT` over groups of 64 keys, for absent keys and for keys holding an older
-//! version. Execution only: parsing requests and writing replies come on top for every command alike.
+//! What a versioned write costs the server, per key, against a plain `SET`.
+//!
+//! 1. Execution, from the server's own accounting (`INFO commandstats`: microseconds per call) on a
+//!    fresh local cluster of one primary and its replica, values with a TTL: plain `SET`; one
+//!    `LWW_SCRIPT` call per key, journaled (it reads `INFO replication`) and not; `LWW_MANY_SCRIPT`
+//!    in calls of 1, 2, 8 and 64 keys, for absent keys and for keys holding an older version.
+//!    Parsing requests and writing replies come on top for every command alike.
+//! 2. The ceiling of any script-based write, in keys/s, with `redis-benchmark` against one
+//!    standalone node (`-c 50`, 124-byte values, 20,000 keys, 3 runs, medians): `SET -P 16`, the
+//!    batch baseline of `cargo xtask load`, against scripts that do nothing but the commands a
+//!    last-write-wins write cannot do without, 64 keys a call: one `SET` a key (the most a script
+//!    can do for a key), and `SET NX GET` then `SET` (what a write over a stored value needs: read
+//!    it to compare, then write). No version decision, no journal, no client work: a real versioned
+//!    write costs more than these.
 //!
 //! Run with `cargo run --release -p consistency --example script_cost`.
 
@@ -10,10 +19,11 @@ use bytes::Bytes;
 use cluster_client::{ClusterClient, Script};
 use cluster_config::ClusterConfig;
 use consistency::{Envelope, LWW_MANY_SCRIPT, LWW_SCRIPT, Version};
-use local_cluster::{LocalCluster, LocalClusterConfig, Node};
+use local_cluster::{LocalCluster, LocalClusterConfig, LocalStandalone, Node};
 
 const KEYS: usize = 64_000;
-const GROUP: usize = 64;
+/// Keys per `LWW_MANY_SCRIPT` call: single writes of concurrent tasks meet in small groups, batches in full ones.
+const GROUPS: [usize; 4] = [1, 2, 8, 64];
 const CHUNK: usize = 1_000;
 
 /// `usec_per_call` of `command` since the last `CONFIG RESETSTAT`.
@@ -63,16 +73,22 @@ async fn single(client: &ClusterClient, script: &Script, keys: &[Vec<u8>], value
     }
 }
 
-async fn grouped(client: &ClusterClient, script: &Script, keys: &[Vec<u8>], values: &[Vec<u8>]) {
+async fn grouped(
+    client: &ClusterClient,
+    script: &Script,
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+    group: usize,
+) {
     for (keys, values) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let groups = client
-            .eval_grouped(script, keys, GROUP, |indexes| {
+            .eval_grouped(script, keys, group, |indexes| {
                 let mut args: Vec<Bytes> = vec![Bytes::from_static(b"newer"), Bytes::from_static(b"mark")];
                 for &i in indexes {
                     args.extend([
                         Bytes::copy_from_slice(&keys[i]),
                         Bytes::copy_from_slice(&values[i]),
-                        Bytes::from_static(b"0"),
+                        Bytes::from_static(b"600000"),
                     ]);
                 }
                 args
@@ -89,7 +105,7 @@ async fn grouped(client: &ClusterClient, script: &Script, keys: &[Vec<u8>], valu
 async fn main() {
     let cluster = LocalCluster::start(LocalClusterConfig {
         masters: 1,
-        replicas_per_master: 0,
+        replicas_per_master: 1,
         ..LocalClusterConfig::default()
     })
     .await
@@ -129,19 +145,106 @@ async fn main() {
         let cost = usec_per_call(node, "evalsha").await;
         println!("  {name:<42} {cost:6.2} µs  ({:.1}x SET)", cost / set);
     }
-    reset(node, true).await;
-    grouped(&client, &many, &keys, &older).await;
-    let absent = usec_per_call(node, "evalsha").await / GROUP as f64;
-    println!(
-        "  LWW_MANY_SCRIPT, 64 a call, absent keys    {absent:6.2} µs  ({:.1}x SET)",
-        absent / set
-    );
-    reset(node, false).await;
-    grouped(&client, &many, &keys, &newer).await;
-    let present = usec_per_call(node, "evalsha").await / GROUP as f64;
-    println!(
-        "  LWW_MANY_SCRIPT, 64 a call, older stored   {present:6.2} µs  ({:.1}x SET)",
-        present / set
-    );
+    for group in GROUPS {
+        reset(node, true).await;
+        grouped(&client, &many, &keys, &older, group).await;
+        let absent = usec_per_call(node, "evalsha").await / group as f64;
+        reset(node, false).await;
+        grouped(&client, &many, &keys, &newer, group).await;
+        let present = usec_per_call(node, "evalsha").await / group as f64;
+        println!(
+            "  LWW_MANY_SCRIPT, {group:>2} a call: absent {absent:6.2} µs ({:.1}x SET), older stored {present:6.2} µs ({:.1}x SET)",
+            absent / set,
+            present / set
+        );
+    }
     client.close().await;
+    drop(cluster);
+    ceiling().await;
+}
+
+/// Scripts that only run the commands a versioned write needs, `GROUP` keys a call (`ARGV`: key,
+/// value, key, value, ...).
+const ONE_SET: &str =
+    "for i = 1, #ARGV, 2 do redis.pcall('SET', ARGV[i], ARGV[i + 1], 'PX', 600000) end return 1";
+const READ_THEN_SET: &str = "for i = 1, #ARGV, 2 do \
+    redis.pcall('SET', ARGV[i], ARGV[i + 1], 'PX', 600000, 'NX', 'GET') \
+    redis.pcall('SET', ARGV[i], ARGV[i + 1], 'PX', 600000) end return 1";
+const GROUP: usize = 64;
+const RUNS: usize = 3;
+
+/// Requests per second `redis-benchmark` reports for `args` against `port`.
+fn benchmark(port: u16, args: &[String]) -> f64 {
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            "50",
+            "-r",
+            "20000",
+            "--csv",
+        ])
+        .args(args)
+        .output()
+        .expect("redis-benchmark runs (Debian package redis-tools, installed with redis-server)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // `"test","rps",...`: the second field of the last line.
+    text.lines()
+        .last()
+        .and_then(|line| line.split(',').nth(1))
+        .and_then(|rps| rps.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no rate in redis-benchmark's output: {text}"))
+}
+
+fn median(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+async fn ceiling() {
+    let node = LocalStandalone::start(1).await.expect("a standalone node starts");
+    let port = node.nodes()[0].port();
+    let value = "x".repeat(124);
+    let set: Vec<String> = [
+        "-P",
+        "16",
+        "-n",
+        "1000000",
+        "SET",
+        "key:__rand_int__",
+        &value,
+        "PX",
+        "600000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let set_rate = median((0..RUNS).map(|_| benchmark(port, &set)).collect());
+    println!(
+        "\nthe ceiling of script-based writes (one standalone node, redis-benchmark -c 50, {GROUP} keys a call, medians of {RUNS}):"
+    );
+    println!(
+        "  SET -P 16                                {:8.0} keys/s",
+        set_rate
+    );
+    for (name, script) in [
+        ("one SET a key", ONE_SET),
+        ("SET NX GET, then SET, a key", READ_THEN_SET),
+    ] {
+        let sha: String = node.nodes()[0]
+            .command(["SCRIPT", "LOAD", script])
+            .await
+            .expect("SCRIPT LOAD");
+        let mut args: Vec<String> = ["-n", "20000", "EVALSHA", &sha, "0"].map(String::from).to_vec();
+        for i in 0..GROUP {
+            args.extend([format!("k{i}:__rand_int__"), value.clone()]);
+        }
+        let keys = median((0..RUNS).map(|_| benchmark(port, &args) * GROUP as f64).collect());
+        println!(
+            "  script: {name:<32} {keys:8.0} keys/s  ({:.2}x SET -P 16)",
+            keys / set_rate
+        );
+    }
 }
