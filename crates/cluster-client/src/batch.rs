@@ -2,14 +2,13 @@
 //! connection, see the `bulk` module), nodes in parallel, per-key results in input order. A key whose pipeline reply is a redirect or a connection error is retried through the
 //! single-key path, which follows MOVED/ASK and honours the call's failover options.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
 
-use crate::client::{Access, Cmd, eval_source, is_noscript, to_bytes, to_i64};
+use crate::client::{Access, Cmd, Routed, eval_source, is_noscript, to_bytes, to_i64};
 use crate::durations;
 use crate::node::NodeHandle;
 use crate::script::Script;
@@ -17,6 +16,17 @@ use crate::{ClusterClient, Error};
 
 /// One node's share of a batch: its handle and `(input index, command)`.
 type Group = (Arc<NodeHandle>, Vec<(usize, Cmd)>);
+
+/// Adds `item` to `node`'s group, opening the group on the node's first item. A batch touches a few
+/// nodes, so a scan of the groups by handle beats hashing (and cloning) the node's address for
+/// every key. A node has one handle (the client's registry hands out one per address); two handles
+/// of one address would only make two pipelines to that node.
+fn push_to_node<T>(groups: &mut Vec<(Arc<NodeHandle>, Vec<T>)>, node: Arc<NodeHandle>, item: T) {
+    match groups.iter_mut().find(|(group, _)| Arc::ptr_eq(group, &node)) {
+        Some((_, items)) => items.push(item),
+        None => groups.push((node, vec![item])),
+    }
+}
 
 /// One script call of [`ClusterClient::eval_grouped`]: the keys it carried and what it answered.
 #[derive(Debug)]
@@ -158,24 +168,13 @@ impl ClusterClient {
             return None;
         }
         let mut replies = Vec::new();
-        let mut groups: HashMap<String, (Arc<NodeHandle>, Vec<usize>)> = HashMap::new();
-        for (index, route) in self.route_many(keys).into_iter().enumerate() {
-            match route {
-                Ok((node, _slot)) => {
-                    groups
-                        .entry(node.addr.clone())
-                        .or_insert_with(|| (node, Vec::new()))
-                        .1
-                        .push(index);
-                }
-                Err(error) => replies.push(GroupReply {
-                    indexes: vec![index],
-                    result: Err(error),
-                }),
-            }
-        }
+        let Routed { groups, failed } = self.group_by_primary(keys);
+        replies.extend(failed.into_iter().map(|(index, error)| GroupReply {
+            indexes: vec![index],
+            result: Err(error),
+        }));
         let calls: Vec<(Arc<NodeHandle>, Vec<usize>)> = groups
-            .into_values()
+            .into_iter()
             .flat_map(|(node, indexes)| {
                 indexes
                     .chunks(max_keys.max(1))
@@ -325,16 +324,12 @@ impl ClusterClient {
                     .collect();
             }
         };
-        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
         for (index, node, cmd) in calls {
-            groups
-                .entry(node.addr.clone())
-                .or_insert_with(|| (node, Vec::new()))
-                .1
-                .push((index, cmd));
+            push_to_node(&mut groups, node, (index, cmd));
         }
         let pipelines = groups
-            .into_values()
+            .into_iter()
             .map(|(node, cmds)| self.pipeline(node, cmds, timeout));
         futures::future::join_all(pipelines)
             .await
@@ -387,17 +382,23 @@ impl ClusterClient {
         access: Access,
     ) -> Vec<Result<Value, Error>> {
         let mut results: Vec<Option<Result<Value, Error>>> = (0..keys.len()).map(|_| None).collect();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for (index, (route, cmd)) in self.route_many(keys).into_iter().zip(cmds).enumerate() {
-            match (route, cmd) {
-                (Ok((node, _slot)), Ok(cmd)) => {
-                    groups
-                        .entry(node.addr.clone())
-                        .or_insert_with(|| (node, Vec::new()))
-                        .1
-                        .push((index, cmd));
+        let routed = self.group_by_primary(keys);
+        let mut cmds: Vec<Option<Result<Cmd, Error>>> = cmds.into_iter().map(Some).collect();
+        for (index, error) in routed.failed {
+            results[index] = Some(Err(error));
+        }
+        let mut groups: Vec<Group> = Vec::with_capacity(routed.groups.len());
+        for (node, indexes) in routed.groups {
+            let mut group = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                match cmds[index].take() {
+                    Some(Ok(cmd)) => group.push((index, cmd)),
+                    Some(Err(error)) => results[index] = Some(Err(error)),
+                    None => {}
                 }
-                (Err(e), _) | (_, Err(e)) => results[index] = Some(Err(e)),
+            }
+            if !group.is_empty() {
+                groups.push((node, group));
             }
         }
         if groups.is_empty() {
@@ -415,7 +416,7 @@ impl ClusterClient {
             }
         };
         let pipelines = groups
-            .into_values()
+            .into_iter()
             .map(|(node, cmds)| async move { (node.clone(), self.pipeline(node, cmds, timeout).await) });
         let mut retry = Vec::new();
         for (node, outcome) in futures::future::join_all(pipelines).await {

@@ -42,8 +42,9 @@ use crate::bulk::{Dispatch, Pending, Request, Settings, encode, write_loop};
 /// How often an idle tracking connection is checked with `PING`.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
 
-/// The read buffer grows by this much when it runs low.
-const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer grows by this much when it runs low; under 64 KiB, as the batch connection's
+/// (see `bulk::READ_CHUNK`).
+const READ_CHUNK: usize = 60 * 1024;
 
 /// How the server tracks the keys of a near cache (`CLIENT TRACKING ON ...`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -26,6 +26,11 @@ pub(crate) enum Workload {
     SetMany,
     /// A hot key set: 90% GET, 10% SET, over the first 1,000 keys.
     HotGet,
+    /// One delete_many of 100 random keys (fred: a pipeline of 100 DELs; redis-rs: one DEL that it
+    /// splits per slot; redis-benchmark: `DEL` of a random key, `-P 16`). Every client deletes random
+    /// keys of the same key space, so once a run is under way most of them are already gone, for
+    /// every client alike; the typed cache stores a tombstone for each.
+    DelMany,
 }
 
 impl Workload {
@@ -33,7 +38,7 @@ impl Workload {
     /// batches, 1 otherwise.
     pub(crate) fn keys_per_call(self) -> usize {
         match self {
-            Workload::GetMany | Workload::SetMany => super::calls::batch_size(),
+            Workload::GetMany | Workload::SetMany | Workload::DelMany => super::calls::batch_size(),
             _ => 1,
         }
     }
@@ -99,7 +104,7 @@ pub(crate) struct LoadArgs {
     /// of one connection set per node.
     #[arg(long, value_delimiter = ',', default_values = ["ours", "fred", "redis-benchmark"])]
     pub(crate) clients: Vec<ClientKind>,
-    /// Keys per call of the batch workloads (get-many, set-many).
+    /// Keys per call of the batch workloads (get-many, set-many, del-many).
     #[arg(long, default_value_t = super::calls::BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub(crate) batch_size: usize,
     /// Rounds: every client runs every workload once per round, in an order rotated each round, and the

@@ -6,7 +6,7 @@ use fred::prelude::*;
 
 use super::Workload;
 
-/// Keys in one batch call (get-many, set-many) unless `--batch-size` says otherwise.
+/// Keys in one batch call (get-many, set-many, del-many) unless `--batch-size` says otherwise.
 pub(crate) const BATCH: usize = 100;
 
 /// The batch size of this run (`--batch-size`), set once before any load starts.
@@ -88,6 +88,7 @@ pub(super) enum Call {
     Get(String),
     GetMany(Vec<String>),
     SetMany(Vec<String>),
+    DelMany(Vec<String>),
 }
 
 impl Call {
@@ -106,6 +107,7 @@ impl Call {
             Workload::VersionedSet => Call::VersionedSet(key(rng.next(keys))),
             Workload::GetMany => Call::GetMany(batch()),
             Workload::SetMany => Call::SetMany(batch()),
+            Workload::DelMany => Call::DelMany(batch()),
             _ => Call::Get(key(rng.next(keys))),
         }
     }

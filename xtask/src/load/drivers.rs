@@ -126,6 +126,7 @@ pub(super) async fn run_cache(cache: &Cache, label: &str, workload: Workload, ar
                         many.into_iter().map(|k| (k, value.as_str(), None)).collect();
                     cache.set_many(&entries).await.iter().all(Result::is_ok)
                 }
+                Call::DelMany(many) => cache.delete_many(&many).await.iter().all(Result::is_ok),
             }
         }
     })
@@ -172,6 +173,7 @@ pub(super) async fn run_ours(
                         many.into_iter().map(|k| (k, value.as_slice(), None)).collect();
                     client.set_many(&entries).await.iter().all(Result::is_ok)
                 }
+                Call::DelMany(many) => client.del_many(&many).await.iter().all(Result::is_ok),
             }
         }
     })
@@ -254,6 +256,13 @@ pub(super) async fn run_fred_clients(
                         let _: Result<(), _> = pipeline.set(k, value.as_slice(), None, None, false).await;
                     }
                     pipeline.try_all::<Value>().await.iter().all(Result::is_ok)
+                }
+                Call::DelMany(many) => {
+                    let pipeline = client.pipeline();
+                    for k in many {
+                        let _: Result<(), _> = pipeline.del(k).await;
+                    }
+                    pipeline.try_all::<i64>().await.iter().all(Result::is_ok)
                 }
             }
         }
@@ -358,6 +367,7 @@ pub(super) async fn run_redis_rs(
                         many.into_iter().map(|k| (k, value.as_slice())).collect();
                     connection.mset::<_, _, ()>(&pairs).await.is_ok()
                 }
+                Call::DelMany(many) => connection.del::<_, i64>(&many).await.is_ok(),
             }
         }
     })
@@ -402,6 +412,7 @@ pub(super) async fn run_near(
                         many.into_iter().map(|k| (k, value.as_slice(), None)).collect();
                     writer.set_many(&entries).await.iter().all(Result::is_ok)
                 }
+                Call::DelMany(many) => writer.del_many(&many).await.iter().all(Result::is_ok),
             }
         }
     })
@@ -447,6 +458,7 @@ pub(super) async fn run_redis_rs_cached(
                         many.into_iter().map(|k| (k, value.as_slice())).collect();
                     writes.mset::<_, _, ()>(&pairs).await.is_ok()
                 }
+                Call::DelMany(many) => writes.del::<_, i64>(&many).await.is_ok(),
             }
         }
     })

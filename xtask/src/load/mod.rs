@@ -352,7 +352,7 @@ mod tests {
         .context("starting a local cluster (install redis-server 7: apt-get install redis-server)")?;
         let out = std::env::temp_dir().join(format!("xtask-load-test-{}", std::process::id()));
         let args = LoadArgs {
-            workloads: vec![Workload::SetMany, Workload::HotGet],
+            workloads: vec![Workload::SetMany, Workload::DelMany, Workload::HotGet],
             concurrency: 8,
             value_size: 16,
             seconds: 1,
@@ -389,6 +389,7 @@ mod tests {
         let mut with_benchmark = peers.to_vec();
         with_benchmark.push((ClientKind::RedisBenchmarkP16, None));
         assert_eq!(labels(Workload::SetMany), with_benchmark);
+        assert_eq!(labels(Workload::DelMany), with_benchmark);
         // redis-benchmark has no hot-key mix.
         assert_eq!(labels(Workload::HotGet), peers);
         for r in &results {

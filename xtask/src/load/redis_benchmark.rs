@@ -12,15 +12,21 @@ use super::{ClientKind, LoadArgs, Workload};
 /// How deep `redis-benchmark -P` pipelines for the batch baseline.
 pub(super) const PIPELINE: usize = 16;
 
+/// The command redis-benchmark runs for the `del` baseline: a random key of the run's key space (`-r`);
+/// `{tag}` lets `--cluster` send each client's keys to the node it is connected to.
+const DEL_COMMAND: [&str; 2] = ["DEL", "key:{tag}:__rand_int__"];
+
 /// Which redis-benchmark test stands for `workload`: SET and GET without pipelining for
 /// [`ClientKind::RedisBenchmark`]; for [`ClientKind::RedisBenchmarkP16`] also the batches, whose
-/// keys/s the pipelined GET or SET is the baseline for. `None` where redis-benchmark has no such call.
+/// keys/s the pipelined GET, SET or DEL is the baseline for (`del` is not one of redis-benchmark's
+/// tests: it runs [`DEL_COMMAND`]). `None` where redis-benchmark has no such call.
 pub(super) fn test_for(kind: ClientKind, workload: Workload) -> Option<&'static str> {
     match (kind, workload) {
         (ClientKind::RedisBenchmark | ClientKind::RedisBenchmarkP16, Workload::Set) => Some("set"),
         (ClientKind::RedisBenchmark | ClientKind::RedisBenchmarkP16, Workload::Get) => Some("get"),
         (ClientKind::RedisBenchmarkP16, Workload::SetMany) => Some("set"),
         (ClientKind::RedisBenchmarkP16, Workload::GetMany) => Some("get"),
+        (ClientKind::RedisBenchmarkP16, Workload::DelMany) => Some("del"),
         _ => None,
     }
 }
@@ -57,11 +63,16 @@ pub(super) fn run(
     let cpu_before = children_cpu_time();
     let mut command = Command::new("redis-benchmark");
     command
-        .args(["--cluster", "-h", host, "-p", &port, "-t", test, "-q", "--csv"])
+        .args(["--cluster", "-h", host, "-p", &port, "-q", "--csv"])
         .args(["-c", &args.concurrency.to_string(), "-n", &requests.to_string()])
         .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()]);
     if pipelined {
         command.args(["-P", &PIPELINE.to_string()]);
+    }
+    if test == "del" {
+        command.args(DEL_COMMAND);
+    } else {
+        command.args(["-t", test]);
     }
     let output = command
         .output()
@@ -132,11 +143,14 @@ pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<
 }
 
 /// Parses `--csv` output: a header line, then `"SET","123.45","0.1","0.0","0.1","0.2","0.3","1.0"`
-/// (rps, avg, min, p50, p95, p99, max in ms).
+/// (rps, avg, min, p50, p95, p99, max in ms); a command's line names the command
+/// (`"DEL key:{tag}:__rand_int__",...`).
 fn parse_benchmark_csv(text: &str, workload: Workload) -> Option<RunResult> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))?;
+    let line = text.lines().find(|l| {
+        ["\"SET\"", "\"GET\"", "\"DEL "]
+            .iter()
+            .any(|test| l.starts_with(test))
+    })?;
     let fields: Vec<f64> = line
         .split(',')
         .skip(1)
@@ -177,6 +191,10 @@ mod tests {
         assert_eq!(r.p99_us, 1500);
         assert!(parse_benchmark_csv("garbage", Workload::Get).is_none());
         assert_eq!(r.keys_per_sec, 81234.5);
+        let del = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"DEL key:{tag}:__rand_int__\",\"1593625.62\",\"0.341\",\"0.040\",\"0.311\",\"0.679\",\"0.903\",\"12.079\"\n";
+        let r = parse_benchmark_csv(del, Workload::DelMany).unwrap();
+        assert_eq!(r.ops_per_sec, 1593625.62);
+        assert_eq!(r.p99_us, 903);
     }
 
     #[test]
@@ -186,6 +204,8 @@ mod tests {
         assert_eq!(test_for(RedisBenchmark, Workload::GetMany), None);
         assert_eq!(test_for(RedisBenchmarkP16, Workload::GetMany), Some("get"));
         assert_eq!(test_for(RedisBenchmarkP16, Workload::SetMany), Some("set"));
+        assert_eq!(test_for(RedisBenchmarkP16, Workload::DelMany), Some("del"));
+        assert_eq!(test_for(RedisBenchmark, Workload::DelMany), None);
         assert_eq!(test_for(RedisBenchmarkP16, Workload::Mixed), None);
         assert_eq!(test_for(RedisBenchmarkP16, Workload::HotGet), None);
         assert_eq!(test_for(ClientKind::Ours, Workload::Get), None);

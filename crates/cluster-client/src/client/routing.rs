@@ -274,29 +274,43 @@ impl ClusterClient {
 
     // ----- helpers for the batch module -----
 
-    /// The primary for each key (or why there is none), without sending anything.
-    pub(crate) fn route_many<K: AsRef<[u8]>>(
-        &self,
-        keys: &[K],
-    ) -> Vec<Result<(Arc<NodeHandle>, u16), Error>> {
+    /// Routes `keys` to their primaries and groups them: the input indexes each primary serves, in
+    /// input order, and the keys that could not be routed with why. One handle clone per node, not per
+    /// key (the handle's count is shared by every task, so a clone per key costs a contended atomic
+    /// each), and each primary's state is asked once per call.
+    pub(crate) fn group_by_primary<K: AsRef<[u8]>>(&self, keys: &[K]) -> Routed {
         let routing = self.inner.routing.load();
-        keys.iter()
-            .map(|key| {
-                let key = key.as_ref();
-                self.check_key(key)?;
-                let slot = key_slot(key);
-                let shard = routing
-                    .topology
-                    .shard_index(key, slot)
-                    .ok_or(Error::SlotUncovered { slot })?;
-                let primary = &routing.primaries[shard];
+        // Per primary: its group's position in `groups`, or that it is down.
+        let mut seen: Vec<Option<Result<usize, ()>>> = vec![None; routing.primaries.len()];
+        let mut routed = Routed::default();
+        for (index, key) in keys.iter().enumerate() {
+            let key = key.as_ref();
+            if let Err(error) = self.check_key(key) {
+                routed.failed.push((index, error));
+                continue;
+            }
+            let slot = key_slot(key);
+            let Some(shard) = routing.topology.shard_index(key, slot) else {
+                routed.failed.push((index, Error::SlotUncovered { slot }));
+                continue;
+            };
+            let primary = &routing.primaries[shard];
+            let group = *seen[shard].get_or_insert_with(|| {
                 // A new primary's pipeline waits in fred for its first connection (see `run`).
                 if !primary.is_routable() && primary.has_connected() {
-                    return Err(self.inner.unavailable(key, slot, &primary.addr));
+                    return Err(());
                 }
-                Ok((primary.clone(), slot))
-            })
-            .collect()
+                routed.groups.push((primary.clone(), Vec::new()));
+                Ok(routed.groups.len() - 1)
+            });
+            match group {
+                Ok(group) => routed.groups[group].1.push(index),
+                Err(()) => routed
+                    .failed
+                    .push((index, self.inner.unavailable(key, slot, &primary.addr))),
+            }
+        }
+        routed
     }
 
     pub(crate) fn note_write(&self, key: &[u8]) {
@@ -484,4 +498,13 @@ mod tests {
             "the connection closed before the replies arrived"
         ));
     }
+}
+
+/// Keys routed to their primaries: see [`ClusterClient::group_by_primary`].
+#[derive(Default)]
+pub(crate) struct Routed {
+    /// Each primary and the input indexes of the keys it serves, ascending.
+    pub(crate) groups: Vec<(Arc<NodeHandle>, Vec<usize>)>,
+    /// The keys that could not be routed (an invalid key, an uncovered slot, a primary that is down).
+    pub(crate) failed: Vec<(usize, Error)>,
 }
