@@ -312,6 +312,13 @@ pub(crate) async fn run_all(
                     result.round = round;
                     results.push(result);
                 }
+                if workload == Workload::DelMany {
+                    // The next client, and the reads of later workloads, find the keys there again.
+                    fill(&ours, args.keys, &value).await?;
+                    for cache in [&versioned_cache, &plain_cache].into_iter().flatten() {
+                        fill_cache(cache, args.keys, args.value_size).await?;
+                    }
+                }
             }
         }
     }
