@@ -118,7 +118,12 @@ pub(super) fn run(
 fn fill(host: &str, port: &str, args: &LoadArgs) -> Result<()> {
     let output = Command::new("redis-benchmark")
         .args(["--cluster", "-h", host, "-p", port, "-q", "-t", "set", "-P", "16"])
-        .args(["-c", &args.concurrency.to_string(), "-n", &(args.keys * 5).to_string()])
+        .args([
+            "-c",
+            &args.concurrency.to_string(),
+            "-n",
+            &(args.keys * 5).to_string(),
+        ])
         .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()])
         .output()
         .context("running redis-benchmark (it comes with the redis-server package)")?;
