@@ -61,7 +61,7 @@ const WRITE_GATHER_BYTES: usize = 256 * 1024;
 /// the buffer, so a new one is allocated while they live, and glibc's `free` of a block of 64 KiB or
 /// more consolidates the allocator's fast bins: 9.6% of one perf profile of the batch path
 /// (`xtask load --workloads del-many --clients ours`), none with this size.
-const READ_CHUNK: usize = 60 * 1024;
+pub(crate) const READ_CHUNK: usize = 60 * 1024;
 
 /// A node's connections, each opened on first use: `pool_size` of them, filled in order (a request
 /// takes the first with fewer than [`LANE_DEPTH`] requests in flight, else the least busy).

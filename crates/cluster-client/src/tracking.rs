@@ -37,14 +37,10 @@ use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bulk::{Dispatch, Pending, Request, Settings, encode, write_loop};
+use crate::bulk::{Dispatch, Pending, READ_CHUNK, Request, Settings, encode, write_loop};
 
 /// How often an idle tracking connection is checked with `PING`.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
-
-/// The read buffer grows by this much when it runs low; under 64 KiB, as the batch connection's
-/// (see `bulk::READ_CHUNK`).
-const READ_CHUNK: usize = 60 * 1024;
 
 /// How the server tracks the keys of a near cache (`CLIENT TRACKING ON ...`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -79,18 +79,10 @@ pub(super) fn run(
     } else {
         command.args(["-t", test]);
     }
-    let output = command
-        .output()
-        .context("running redis-benchmark (it comes with the redis-server package)")?;
+    let text = output_of(&mut command);
     let cpu = children_cpu_time().saturating_sub(cpu_before);
     bar.finish_and_clear();
-    if !output.status.success() {
-        bail!(
-            "redis-benchmark failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = text?;
     let Some(mut result) = parse_benchmark_csv(&text, workload) else {
         bail!("could not read redis-benchmark's output:\n{text}");
     };
@@ -116,45 +108,20 @@ pub(super) fn run(
 /// Writes redis-benchmark's own key space (`-r keys`, five SETs a key, so that all but a few of them
 /// are there) with values of the run's size, untimed.
 fn fill(host: &str, port: &str, args: &LoadArgs) -> Result<()> {
-    let output = Command::new("redis-benchmark")
-        .args(["--cluster", "-h", host, "-p", port, "-q", "-t", "set", "-P", "16"])
-        .args([
-            "-c",
-            &args.concurrency.to_string(),
-            "-n",
-            &(args.keys * 5).to_string(),
-        ])
-        .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()])
-        .output()
-        .context("running redis-benchmark (it comes with the redis-server package)")?;
-    if !output.status.success() {
-        bail!(
-            "redis-benchmark failed to fill its keys: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let requests = (args.keys * 5).to_string();
+    output_of(
+        Command::new("redis-benchmark")
+            .args(["--cluster", "-h", host, "-p", port, "-q", "-t", "set", "-P", "16"])
+            .args(["-c", &args.concurrency.to_string(), "-n", &requests])
+            .args(["-d", &args.value_size.to_string(), "-r", &args.keys.to_string()]),
+    )
+    .context("filling redis-benchmark's keys")?;
     Ok(())
 }
 
-/// `redis-benchmark --cluster -t set -P 16 -c 50` of `requests` SETs of `value_size` bytes over
-/// `requests` random keys, against the cluster of `seed`: the write ceiling a warm-up is compared with.
-/// Its SETs per second.
-pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<f64> {
-    let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
-    let output = Command::new("redis-benchmark")
-        .args(["--cluster", "-h", seed.host(), "-p", &seed.port().to_string()])
-        .args([
-            "-t",
-            "set",
-            "-q",
-            "--csv",
-            "-c",
-            "50",
-            "-P",
-            &PIPELINE.to_string(),
-        ])
-        .args(["-n", &requests.to_string(), "-r", &requests.to_string()])
-        .args(["-d", &value_size.max(1).to_string()])
+/// Runs a `redis-benchmark` command to its end: its standard output, or why it failed.
+fn output_of(command: &mut Command) -> Result<String> {
+    let output = command
         .output()
         .context("running redis-benchmark (it comes with the redis-server package)")?;
     if !output.status.success() {
@@ -163,7 +130,30 @@ pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `redis-benchmark --cluster -t set -P 16 -c 50` of `requests` SETs of `value_size` bytes over
+/// `requests` random keys, against the cluster of `seed`: the write ceiling a warm-up is compared with.
+/// Its SETs per second.
+pub(crate) fn set_p16(seed: &str, requests: usize, value_size: usize) -> Result<f64> {
+    let seed: NodeAddr = seed.parse().context("reading the seed node's address")?;
+    let text = output_of(
+        Command::new("redis-benchmark")
+            .args(["--cluster", "-h", seed.host(), "-p", &seed.port().to_string()])
+            .args([
+                "-t",
+                "set",
+                "-q",
+                "--csv",
+                "-c",
+                "50",
+                "-P",
+                &PIPELINE.to_string(),
+            ])
+            .args(["-n", &requests.to_string(), "-r", &requests.to_string()])
+            .args(["-d", &value_size.max(1).to_string()]),
+    )?;
     match parse_benchmark_csv(&text, Workload::Set) {
         Some(result) => Ok(result.ops_per_sec),
         None => bail!("could not read redis-benchmark's output:\n{text}"),
